@@ -1,0 +1,607 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sonde kernel side: syscall tracepoints that follow TCP connections and
+ * send the first bytes of every HTTP/1.x read and write to the agent.
+ *
+ * Shape of one call: the enter program decides cheaply whether the fd is a
+ * TCP connection worth tracing (one hash lookup for a known fd) and, if so,
+ * stashes the arguments by thread id; the exit program takes the stash,
+ * reads the real return value and emits one data event. Protocol inference
+ * runs once per connection, on its first data, and is sticky: a connection
+ * that does not start like HTTP/1.x never produces another event.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "sonde_events.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EPIPE 32
+#define ECONNRESET 104
+#define EINPROGRESS 115
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the agent before load. */
+const volatile __u32 self_tgid = 0;
+const volatile __u32 capture_bytes = 512;
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+enum conn_proto {
+	PROTO_UNKNOWN = 0,
+	PROTO_HTTP1 = 1,
+	PROTO_OTHER = 2,
+};
+
+struct conn_state {
+	__u64 gen;
+	__u64 pos[2]; /* bytes moved so far, per enum sonde_dir */
+	__u8 role;    /* enum sonde_role */
+	__u8 proto;   /* enum conn_proto */
+	__u8 probes_left;
+	__u8 pad[5];
+};
+
+/* What an enter program leaves for its exit program. */
+struct call_args {
+	__u64 ts_enter;
+	__u64 buf;    /* user buffer, or an iovec array when iovcnt > 0 */
+	__s32 fd;
+	__u32 iovcnt;
+	__u8 syscall; /* enum sonde_syscall; 0 for connect */
+	__u8 dir;
+	__u8 pad[6];
+};
+
+/* User-space struct iovec. */
+struct user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+/* A data event plus room for the last iovec copy to overrun the capture
+ * limit by up to SONDE_CAPTURE_MAX bytes, which the verifier demands. */
+struct scratch {
+	struct sonde_data_event ev;
+	__u8 spill[SONDE_CAPTURE_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sonde_conn_key);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+/* fds found not to be TCP sockets; close() forgets them. LRU because
+ * processes that exit never close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sonde_conn_key);
+	__type(value, __u8);
+} not_tcp SEC(".maps");
+
+/* In-flight calls by thread id. LRU: a thread killed inside a blocking
+ * call never reaches its exit program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct call_args);
+} calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SONDE_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(enum sonde_counter which)
+{
+	__u32 key = which;
+	__u64 *value = bpf_map_lookup_elem(&counters, &key);
+
+	if (value)
+		(*value)++;
+}
+
+/* Wake the agent only when the unread data crosses wakeup_bytes; below
+ * that it finds the records on its next poll tick. */
+static __always_inline void submit(void *record, __u64 size)
+{
+	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (unread < wakeup_bytes && unread + size >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, record, size, flags)) {
+		count(SONDE_CNT_LOST_RINGBUF);
+		return;
+	}
+	count(SONDE_CNT_EVENTS);
+}
+
+/* current->files->fdt->fd[fd] as a TCP (v4 or v6) sock, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family;
+
+	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline struct conn_state *
+track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
+{
+	struct conn_state fresh = {
+		.gen = bpf_ktime_get_ns(),
+		.role = role,
+		.probes_left = probes,
+	};
+
+	bpf_map_delete_elem(&not_tcp, key);
+	if (bpf_map_update_elem(&conns, key, &fresh, BPF_ANY)) {
+		count(SONDE_CNT_LOST_CONN_MAP);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&conns, key);
+}
+
+/* State of a connection still worth tracing, or NULL. An fd seen for the
+ * first time (opened before sonde started, or not a socket at all) is
+ * classified once and remembered either way. */
+static __always_inline struct conn_state *traced_conn(struct sonde_conn_key *key)
+{
+	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
+	__u8 one = 1;
+
+	if (state)
+		return state->proto == PROTO_OTHER ? NULL : state;
+	if (bpf_map_lookup_elem(&not_tcp, key))
+		return NULL;
+	if (!tcp_sock_of_fd(key->fd)) {
+		bpf_map_update_elem(&not_tcp, key, &one, BPF_ANY);
+		return NULL;
+	}
+	return track_conn(key, SONDE_ROLE_UNKNOWN, SONDE_PREEXISTING_PROBES);
+}
+
+static __always_inline void fill_header(struct sonde_event_header *hdr, __u8 type,
+					struct sonde_conn_key *key, __u64 gen)
+{
+	hdr->type = type;
+	hdr->tgid = key->tgid;
+	hdr->tid = (__u32)bpf_get_current_pid_tgid();
+	hdr->fd = key->fd;
+	hdr->conn_gen = gen;
+	hdr->ts = bpf_ktime_get_ns();
+}
+
+/* Typed reads: BPF_CORE_READ_INTO copies sizeof(*dst), so a byte array
+ * destination would get one byte. */
+static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *laddr, __u8 *raddr)
+{
+	if (family == AF_INET) {
+		__be32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(laddr, &local, sizeof(local));
+		__builtin_memcpy(raddr, &remote, sizeof(remote));
+	} else {
+		struct in6_addr local = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		struct in6_addr remote = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+
+		__builtin_memcpy(laddr, &local, sizeof(local));
+		__builtin_memcpy(raddr, &remote, sizeof(remote));
+	}
+}
+
+static __always_inline void emit_conn(struct sonde_conn_key *key, struct conn_state *state)
+{
+	struct sonde_conn_event ev = {};
+	struct sock *sk = tcp_sock_of_fd(key->fd);
+
+	fill_header(&ev.hdr, SONDE_EV_CONN, key, state->gen);
+	ev.role = state->role;
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	if (sk) {
+		ev.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		ev.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		ev.rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		read_addrs(sk, ev.family, ev.laddr, ev.raddr);
+	}
+	submit(&ev, sizeof(ev));
+}
+
+static __always_inline void emit_close(struct sonde_conn_key *key, struct conn_state *state,
+				       __u8 reason)
+{
+	struct sonde_close_event ev = {};
+
+	fill_header(&ev.hdr, SONDE_EV_CLOSE, key, state->gen);
+	ev.reason = reason;
+	submit(&ev, sizeof(ev));
+}
+
+static __always_inline bool starts_with(const __u8 *data, __u32 len, const char *prefix,
+					__u32 prefix_len)
+{
+	if (len < prefix_len)
+		return false;
+	for (__u32 i = 0; i < prefix_len; i++)
+		if (data[i] != prefix[i])
+			return false;
+	return true;
+}
+
+/* A request line or a status line at the start of the data. */
+static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
+{
+	return starts_with(data, len, "GET ", 4) || starts_with(data, len, "POST ", 5) ||
+	       starts_with(data, len, "PUT ", 4) || starts_with(data, len, "HEAD ", 5) ||
+	       starts_with(data, len, "DELETE ", 7) || starts_with(data, len, "PATCH ", 6) ||
+	       starts_with(data, len, "OPTIONS ", 8) || starts_with(data, len, "CONNECT ", 8) ||
+	       starts_with(data, len, "TRACE ", 6) || starts_with(data, len, "HTTP/1.", 7);
+}
+
+/* Decide, once, whether a connection speaks HTTP/1.x. True when the data in
+ * hand should be sent. A connection sonde watched open is judged on its
+ * first data; one already open when sonde started gets a few calls to show
+ * a message start, so that it is picked up at a request boundary. */
+static __always_inline bool infer_protocol(struct sonde_conn_key *key, struct conn_state *state,
+					   const __u8 *data, __u32 len)
+{
+	if (is_http1_start(data, len)) {
+		state->proto = PROTO_HTTP1;
+		count(SONDE_CNT_HTTP_CONNS);
+		emit_conn(key, state);
+		return true;
+	}
+	if (state->role == SONDE_ROLE_UNKNOWN && state->probes_left > 1) {
+		state->probes_left--;
+		return false;
+	}
+	state->proto = PROTO_OTHER;
+	count(SONDE_CNT_OTHER_CONNS);
+	return false;
+}
+
+static __always_inline __u32 copy_buf(__u8 *dst, __u64 src, __u32 want)
+{
+	if (want > SONDE_CAPTURE_MAX)
+		want = SONDE_CAPTURE_MAX;
+	if (bpf_probe_read_user(dst, want, (const void *)src)) {
+		count(SONDE_CNT_CAPTURE_FAULT);
+		return 0;
+	}
+	return want;
+}
+
+static __always_inline __u32 copy_iov(__u8 *dst, __u64 iov, __u32 iovcnt, __u32 want)
+{
+	__u32 copied = 0;
+
+	for (__u32 i = 0; i < SONDE_IOV_MAX; i++) {
+		struct user_iovec vec;
+		__u32 chunk;
+
+		if (i >= iovcnt || copied >= want)
+			break;
+		if (bpf_probe_read_user(&vec, sizeof(vec), (const void *)(iov + i * sizeof(vec))))
+			break;
+		chunk = vec.len < want - copied ? vec.len : want - copied;
+		if (chunk > SONDE_CAPTURE_MAX)
+			chunk = SONDE_CAPTURE_MAX;
+		copied &= SONDE_CAPTURE_MAX - 1;
+		if (bpf_probe_read_user(dst + copied, chunk, (const void *)vec.base)) {
+			count(SONDE_CNT_CAPTURE_FAULT);
+			break;
+		}
+		copied += chunk;
+	}
+	return copied;
+}
+
+static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_args *args, __u32 len)
+{
+	__u32 want = len < capture_bytes ? len : capture_bytes;
+
+	if (args->syscall == SONDE_SYS_SENDFILE || want == 0)
+		return 0;
+	if (args->iovcnt)
+		return copy_iov(ev->data, args->buf, args->iovcnt, want);
+	return copy_buf(ev->data, args->buf, want);
+}
+
+static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_state *state,
+				      struct call_args *args, __u32 len)
+{
+	__u32 zero = 0;
+	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
+	struct sonde_data_event *ev;
+	__u32 captured;
+
+	if (!scratch)
+		return;
+	ev = &scratch->ev;
+	captured = capture(ev, args, len);
+	if (state->proto == PROTO_UNKNOWN && !infer_protocol(key, state, ev->data, captured))
+		return;
+	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
+	ev->ts_enter = args->ts_enter;
+	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
+	ev->len = len;
+	ev->captured = captured;
+	ev->dir = args->dir;
+	ev->syscall = args->syscall;
+	if (captured < len)
+		count(SONDE_CNT_TRUNCATED);
+	if (captured > SONDE_CAPTURE_MAX)
+		return;
+	submit(ev, SONDE_DATA_EVENT_SIZE(captured));
+}
+
+static __always_inline int enter_call(__s32 fd, __u64 buf, __u32 iovcnt, __u8 syscall, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sonde_conn_key key = { .tgid = pid_tgid >> 32, .fd = fd };
+	struct call_args args = {
+		.buf = buf,
+		.fd = fd,
+		.iovcnt = iovcnt,
+		.syscall = syscall,
+		.dir = dir,
+	};
+	__u32 tid = (__u32)pid_tgid;
+
+	if (key.tgid == self_tgid || !traced_conn(&key))
+		return 0;
+	args.ts_enter = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&calls, &tid, &args, BPF_ANY))
+		count(SONDE_CNT_LOST_STASH);
+	return 0;
+}
+
+/* A failed or empty call ends an HTTP exchange only when it says the
+ * connection is gone; EAGAIN and friends say nothing. */
+static __always_inline void note_failure(struct sonde_conn_key *key, struct conn_state *state,
+					 struct call_args *args, long ret)
+{
+	if (state->proto != PROTO_HTTP1)
+		return;
+	if (ret == 0 && args->dir == SONDE_DIR_INGRESS)
+		emit_close(key, state, SONDE_CLOSE_PEER);
+	else if (ret == -ECONNRESET || ret == -EPIPE)
+		emit_close(key, state, SONDE_CLOSE_RESET);
+}
+
+/* Moves this thread's stashed arguments into *args. */
+static __always_inline bool take_call(__u32 tid, struct call_args *args)
+{
+	struct call_args *stashed = bpf_map_lookup_elem(&calls, &tid);
+
+	if (!stashed)
+		return false;
+	*args = *stashed;
+	bpf_map_delete_elem(&calls, &tid);
+	return true;
+}
+
+static __always_inline int exit_call(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sonde_conn_key key = { .tgid = pid_tgid >> 32 };
+	struct conn_state *state;
+	struct call_args args;
+
+	if (!take_call((__u32)pid_tgid, &args))
+		return 0;
+	key.fd = args.fd;
+	state = bpf_map_lookup_elem(&conns, &key);
+	if (!state || state->proto == PROTO_OTHER)
+		return 0;
+	if (ret <= 0)
+		note_failure(&key, state, &args, ret);
+	else
+		emit_data(&key, state, &args, (__u32)ret);
+	return 0;
+}
+
+/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 on 64-bit. */
+static __always_inline int enter_msg(__s32 fd, __u64 msghdr, __u8 syscall, __u8 dir)
+{
+	__u64 iov = 0, iovlen = 0;
+
+	bpf_probe_read_user(&iov, sizeof(iov), (const void *)(msghdr + 16));
+	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
+	return enter_call(fd, iov, iovlen ? (__u32)iovlen : 0, syscall, dir);
+}
+
+#define ENTER_BUF(name, sys, dir)                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                             \
+		return enter_call((__s32)ctx->args[0], ctx->args[1], 0, sys, dir);    \
+	}
+
+#define ENTER_IOV(name, sys, dir)                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                             \
+		return enter_call((__s32)ctx->args[0], ctx->args[1],                  \
+				  (__u32)ctx->args[2], sys, dir);                     \
+	}
+
+#define ENTER_MSG(name, sys, dir)                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                             \
+		return enter_msg((__s32)ctx->args[0], ctx->args[1], sys, dir);        \
+	}
+
+#define EXIT_CALL(name)                                                               \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
+	{                                                                             \
+		return exit_call(ctx->ret);                                           \
+	}
+
+ENTER_BUF(read, SONDE_SYS_READ, SONDE_DIR_INGRESS)
+ENTER_BUF(write, SONDE_SYS_WRITE, SONDE_DIR_EGRESS)
+ENTER_IOV(readv, SONDE_SYS_READV, SONDE_DIR_INGRESS)
+ENTER_IOV(writev, SONDE_SYS_WRITEV, SONDE_DIR_EGRESS)
+ENTER_BUF(recvfrom, SONDE_SYS_RECVFROM, SONDE_DIR_INGRESS)
+ENTER_BUF(sendto, SONDE_SYS_SENDTO, SONDE_DIR_EGRESS)
+ENTER_MSG(recvmsg, SONDE_SYS_RECVMSG, SONDE_DIR_INGRESS)
+ENTER_MSG(sendmsg, SONDE_SYS_SENDMSG, SONDE_DIR_EGRESS)
+EXIT_CALL(read)
+EXIT_CALL(write)
+EXIT_CALL(readv)
+EXIT_CALL(writev)
+EXIT_CALL(recvfrom)
+EXIT_CALL(sendto)
+EXIT_CALL(recvmsg)
+EXIT_CALL(sendmsg)
+EXIT_CALL(sendfile64)
+
+/* sendfile(out_fd, in_fd, offset, count): only the byte count is known. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_call((__s32)ctx->args[0], 0, 0, SONDE_SYS_SENDFILE, SONDE_DIR_EGRESS);
+}
+
+static __always_inline int exit_accept(long ret)
+{
+	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
+	__u8 one = 1;
+
+	if (ret < 0 || key.tgid == self_tgid)
+		return 0;
+	if (tcp_sock_of_fd(key.fd))
+		track_conn(&key, SONDE_ROLE_SERVER, 0);
+	else
+		bpf_map_update_elem(&not_tcp, &key, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept_(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_accept(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_accept(ctx->ret);
+}
+
+/* connect's exit needs the fd: stash it like a data call, then track the
+ * socket once the kernel has bound it (success, or EINPROGRESS for a
+ * non-blocking connect). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct call_args args = { .fd = (__s32)ctx->args[0] };
+	__u32 tid = (__u32)pid_tgid;
+
+	if ((pid_tgid >> 32) == self_tgid)
+		return 0;
+	if (bpf_map_update_elem(&calls, &tid, &args, BPF_ANY))
+		count(SONDE_CNT_LOST_STASH);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sonde_conn_key key = { .tgid = pid_tgid >> 32 };
+	struct call_args args;
+
+	if (!take_call((__u32)pid_tgid, &args))
+		return 0;
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	key.fd = args.fd;
+	if (tcp_sock_of_fd(key.fd))
+		track_conn(&key, SONDE_ROLE_CLIENT, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	struct sonde_conn_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (__s32)ctx->args[0],
+	};
+	struct conn_state *state = bpf_map_lookup_elem(&conns, &key);
+
+	if (state) {
+		if (state->proto == PROTO_HTTP1)
+			emit_close(&key, state, SONDE_CLOSE_LOCAL);
+		bpf_map_delete_elem(&conns, &key);
+		return 0;
+	}
+	bpf_map_delete_elem(&not_tcp, &key);
+	return 0;
+}
+
+/* Fires per thread; only the last thread of a process reports, so that the
+ * agent can end that process's connections and forget its maps entries. */
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sonde_event_header ev = {};
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	ev.type = SONDE_EV_PROC_EXIT;
+	ev.tgid = BPF_CORE_READ(task, tgid);
+	ev.tid = BPF_CORE_READ(task, pid);
+	ev.fd = -1;
+	ev.ts = bpf_ktime_get_ns();
+	submit(&ev, sizeof(ev));
+	return 0;
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The contract between sonde's eBPF programs and the agent.
+ *
+ * Every struct here is fixed-size, has no pointers and explicit padding, so
+ * that clang -target bpf and gcc lay it out identically. Each ring-buffer
+ * record starts with struct sonde_event_header; `type` says which struct
+ * follows. Data events are variable-length on the wire: only the first
+ * `captured` bytes of data[] are sent (SONDE_DATA_EVENT_SIZE(captured)).
+ * Timestamps are CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+ */
+#ifndef SONDE_EVENTS_H
+#define SONDE_EVENTS_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#include <stddef.h>
+#endif
+
+/* Upper bound of the configurable per-syscall payload capture. */
+#define SONDE_CAPTURE_MAX 4096
+/* readv/writev/sendmsg/recvmsg: iovecs walked per call for capture. */
+#define SONDE_IOV_MAX 8
+/* A connection sonde did not see open tries this many data calls for an
+ * HTTP message start before it is written off as not HTTP. */
+#define SONDE_PREEXISTING_PROBES 32
+
+enum sonde_event_type {
+	SONDE_EV_DATA = 1,      /* struct sonde_data_event */
+	SONDE_EV_CONN = 2,      /* struct sonde_conn_event */
+	SONDE_EV_CLOSE = 3,     /* struct sonde_close_event */
+	SONDE_EV_PROC_EXIT = 4, /* struct sonde_event_header alone */
+};
+
+/* Direction as seen by the traced process. */
+enum sonde_dir {
+	SONDE_DIR_INGRESS = 0, /* bytes the process received */
+	SONDE_DIR_EGRESS = 1,  /* bytes the process sent */
+};
+
+enum sonde_role {
+	SONDE_ROLE_UNKNOWN = 0, /* open before sonde started */
+	SONDE_ROLE_SERVER = 1,  /* returned by accept/accept4 */
+	SONDE_ROLE_CLIENT = 2,  /* passed to connect */
+};
+
+enum sonde_close_reason {
+	SONDE_CLOSE_LOCAL = 1, /* the process called close() */
+	SONDE_CLOSE_PEER = 2,  /* a receive returned 0: the peer shut down */
+	SONDE_CLOSE_RESET = 3, /* a call failed with ECONNRESET or EPIPE */
+};
+
+/* Syscall that produced a data event (diagnostics and tests). */
+enum sonde_syscall {
+	SONDE_SYS_READ = 1,
+	SONDE_SYS_WRITE,
+	SONDE_SYS_READV,
+	SONDE_SYS_WRITEV,
+	SONDE_SYS_RECVFROM,
+	SONDE_SYS_SENDTO,
+	SONDE_SYS_RECVMSG,
+	SONDE_SYS_SENDMSG,
+	SONDE_SYS_SENDFILE,
+};
+
+/* Kernel counters, one per-CPU array slot each; the agent sums CPUs. */
+enum sonde_counter {
+	SONDE_CNT_EVENTS = 0,      /* records written to the ring buffer */
+	SONDE_CNT_LOST_RINGBUF,    /* records dropped: ring buffer full */
+	SONDE_CNT_LOST_CONN_MAP,   /* TCP sockets not tracked: conns map full */
+	SONDE_CNT_LOST_STASH,      /* calls not traced: stash map full */
+	SONDE_CNT_CAPTURE_FAULT,   /* payload reads that faulted (sent as a gap) */
+	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
+	SONDE_CNT_OTHER_CONNS,     /* TCP connections written off as not HTTP */
+	SONDE_CNT_TRUNCATED,       /* data events with captured < len */
+	SONDE_CNT_MAX,
+};
+
+/* Key of the kernel's per-connection maps. */
+struct sonde_conn_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* Starts every record. (tgid, fd, conn_gen) names one connection for
+ * its lifetime: fds are reused, generations are not. */
+struct sonde_event_header {
+	__u8 type;      /* enum sonde_event_type */
+	__u8 pad[3];
+	__u32 tgid;     /* process (thread group) id */
+	__u32 tid;      /* thread that made the call */
+	__s32 fd;       /* socket fd in tgid; -1 for SONDE_EV_PROC_EXIT */
+	__u64 conn_gen; /* ktime when sonde first saw this fd as a TCP socket */
+	__u64 ts;       /* ktime at syscall exit (at entry for close) */
+};
+
+struct sonde_data_event {
+	struct sonde_event_header hdr;
+	__u64 ts_enter; /* ktime at syscall entry */
+	__u64 pos;      /* stream offset, in this direction, of the first byte */
+	__u32 len;      /* bytes the call moved (its return value) */
+	__u16 captured; /* bytes present in data[]: min(len, capture limit),
+	                   less if the process memory could not be read */
+	__u8 dir;       /* enum sonde_dir */
+	__u8 syscall;   /* enum sonde_syscall */
+	__u8 data[SONDE_CAPTURE_MAX]; /* first `captured` bytes moved */
+};
+
+#define SONDE_DATA_EVENT_SIZE(captured) \
+	(offsetof(struct sonde_data_event, data) + (captured))
+
+/* Sent once, before a connection's first data event. */
+struct sonde_conn_event {
+	struct sonde_event_header hdr;
+	__u8 role;      /* enum sonde_role */
+	__u8 pad;
+	__u16 family;   /* AF_INET or AF_INET6 */
+	__u16 lport;    /* local port, host byte order */
+	__u16 rport;    /* remote port, host byte order */
+	__u8 laddr[16]; /* local address: 4 bytes for AF_INET, else 16 */
+	__u8 raddr[16]; /* remote address, same layout */
+	char comm[16];  /* thread name, for a process gone before the agent
+	                   reads /proc */
+};
+
+struct sonde_close_event {
+	struct sonde_event_header hdr;
+	__u8 reason; /* enum sonde_close_reason */
+	__u8 pad[7];
+};
+
+#endif

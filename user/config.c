@@ -1,0 +1,213 @@
+#include "config.h"
+
+#include "sonde_events.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || end == text || *end || v < min || v > max || text[0] == '-')
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_exporter(const char *text, enum exporter_kind *out)
+{
+	if (strcmp(text, "console") == 0)
+		*out = EXPORTER_CONSOLE;
+	else if (strcmp(text, "none") == 0)
+		*out = EXPORTER_NONE;
+	else
+		return -1;
+	return 0;
+}
+
+struct number_setting {
+	const char *env;
+	const char *flag;
+	uint32_t min, max;
+	size_t offset;
+};
+
+static const struct number_setting numbers[] = {
+	{ "SONDE_CAPTURE_BYTES", "capture-bytes", 64, SONDE_CAPTURE_MAX,
+	  offsetof(struct sonde_config, capture_bytes) },
+	{ "SONDE_RINGBUF_BYTES", "ringbuf-bytes", 1u << 16, 1u << 30,
+	  offsetof(struct sonde_config, ringbuf_bytes) },
+	{ "SONDE_POLL_MS", "poll-ms", 1, 1000, offsetof(struct sonde_config, poll_ms) },
+	{ "OTEL_BSP_MAX_QUEUE_SIZE", "max-queue-size", 1, 1u << 20,
+	  offsetof(struct sonde_config, max_queue_size) },
+	{ "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "max-export-batch", 1, 1u << 20,
+	  offsetof(struct sonde_config, max_export_batch) },
+	{ "OTEL_BSP_SCHEDULE_DELAY", "schedule-delay-ms", 0, 3600000,
+	  offsetof(struct sonde_config, schedule_delay_ms) },
+	{ "SONDE_STATS_INTERVAL", "stats-interval", 0, 86400,
+	  offsetof(struct sonde_config, stats_interval_s) },
+};
+
+#define NNUMBERS (sizeof(numbers) / sizeof(numbers[0]))
+
+static uint32_t *field(struct sonde_config *cfg, const struct number_setting *n)
+{
+	return (uint32_t *)((char *)cfg + n->offset);
+}
+
+static int set_number(struct sonde_config *cfg, const struct number_setting *n, const char *text,
+		      const char *source, char *err, size_t size)
+{
+	if (parse_u32(text, n->min, n->max, field(cfg, n)))
+		return fail(err, size, "%s: \"%s\" is not a whole number from %u to %u", source,
+			    text, n->min, n->max);
+	return 0;
+}
+
+static void set_defaults(struct sonde_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->exporter = EXPORTER_CONSOLE;
+	cfg->capture_bytes = 512;
+	cfg->ringbuf_bytes = 8u << 20;
+	cfg->poll_ms = 20;
+	cfg->max_queue_size = 2048;
+	cfg->max_export_batch = 512;
+	cfg->schedule_delay_ms = 5000;
+}
+
+static int from_env(struct sonde_config *cfg, config_getenv_fn getenv_fn, char *err, size_t size)
+{
+	const char *v = getenv_fn("OTEL_TRACES_EXPORTER");
+
+	if (v && v[0] && strcmp(v, "otlp") == 0)
+		return fail(err, size,
+			    "OTEL_TRACES_EXPORTER: \"otlp\" is not available in this build yet "
+			    "(use console or none)");
+	if (v && v[0] && parse_exporter(v, &cfg->exporter))
+		return fail(err, size, "OTEL_TRACES_EXPORTER: \"%s\" is not one of console, none", v);
+	for (size_t i = 0; i < NNUMBERS; i++) {
+		v = getenv_fn(numbers[i].env);
+		if (v && v[0] && set_number(cfg, &numbers[i], v, numbers[i].env, err, size))
+			return -1;
+	}
+	v = getenv_fn("SONDE_KEEP_QUERY");
+	cfg->keep_query = v && strcmp(v, "1") == 0;
+	return 0;
+}
+
+enum { OPT_EXPORTER = 256, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
+
+static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err, size_t size)
+{
+	struct option opts[NNUMBERS + 8];
+	size_t n = 0;
+	int c, idx;
+
+	opts[n++] = (struct option){ "exporter", required_argument, NULL, OPT_EXPORTER };
+	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
+	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
+	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
+	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
+	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
+	for (size_t i = 0; i < NNUMBERS; i++)
+		opts[n++] = (struct option){ numbers[i].flag, required_argument, NULL,
+					     OPT_NUMBER + (int)i };
+	opts[n] = (struct option){ 0 };
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "vhV", opts, &idx)) != -1) {
+		char source[64];
+
+		switch (c) {
+		case OPT_EXPORTER:
+			if (parse_exporter(optarg, &cfg->exporter))
+				return fail(err, size, "--exporter: \"%s\" is not one of console, none",
+					    optarg);
+			break;
+		case OPT_KEEP_QUERY:
+			cfg->keep_query = true;
+			break;
+		case OPT_STATS_FILE:
+			snprintf(cfg->stats_file, sizeof(cfg->stats_file), "%s", optarg);
+			break;
+		case 'v':
+			cfg->verbose = true;
+			break;
+		case 'h':
+			cfg->help = true;
+			break;
+		case 'V':
+			cfg->version = true;
+			break;
+		default:
+			if (c >= OPT_NUMBER && c < OPT_NUMBER + (int)NNUMBERS) {
+				snprintf(source, sizeof(source), "--%s", numbers[c - OPT_NUMBER].flag);
+				if (set_number(cfg, &numbers[c - OPT_NUMBER], optarg, source, err, size))
+					return -1;
+				break;
+			}
+			return fail(err, size, "unknown or incomplete option \"%s\" (see --help)",
+				    argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return fail(err, size, "unexpected argument \"%s\" (see --help)", argv[optind]);
+	return 0;
+}
+
+int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
+		 char *err, size_t err_size)
+{
+	set_defaults(cfg);
+	if (from_env(cfg, getenv_fn, err, err_size) || from_flags(cfg, argc, argv, err, err_size))
+		return -1;
+	if (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1))
+		return fail(err, err_size, "ring buffer size %u is not a power of two",
+			    cfg->ringbuf_bytes);
+	if (cfg->max_export_batch > cfg->max_queue_size)
+		return fail(err, err_size,
+			    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (%u) exceeds OTEL_BSP_MAX_QUEUE_SIZE (%u)",
+			    cfg->max_export_batch, cfg->max_queue_size);
+	cfg->wakeup_bytes = cfg->ringbuf_bytes / 32;
+	return 0;
+}
+
+void config_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: sonde [options]\n"
+		"Traces every HTTP/1.x exchange on this host into OpenTelemetry spans.\n\n"
+		"  --exporter console|none   where spans go (OTEL_TRACES_EXPORTER; default console)\n"
+		"  --capture-bytes N         payload bytes captured per syscall, 64-%u\n"
+		"                            (SONDE_CAPTURE_BYTES; default 512)\n"
+		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
+		"  --ringbuf-bytes N         ring buffer size, power of two (default 8 MiB)\n"
+		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
+		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"
+		"  --max-export-batch N      (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)\n"
+		"  --schedule-delay-ms N     (OTEL_BSP_SCHEDULE_DELAY)\n"
+		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
+		"  --stats-file PATH         write counters as JSON at exit\n"
+		"  -v, --verbose             debug logging\n"
+		"  -V, --version\n",
+		SONDE_CAPTURE_MAX);
+}

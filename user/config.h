@@ -1,0 +1,37 @@
+/* sonde's settings: command-line flags over OpenTelemetry environment
+ * variables over defaults. A bad value is an error naming its source. */
+#ifndef SONDE_CONFIG_H
+#define SONDE_CONFIG_H
+
+#include "exporter.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct sonde_config {
+	enum exporter_kind exporter;
+	uint32_t capture_bytes;     /* payload bytes captured per syscall */
+	uint32_t ringbuf_bytes;     /* ring buffer size, a power of two */
+	uint32_t wakeup_bytes;      /* unread bytes that wake the agent early */
+	uint32_t poll_ms;           /* longest time a record waits in the ring */
+	uint32_t max_queue_size;    /* OTEL_BSP_MAX_QUEUE_SIZE */
+	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
+	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */
+	uint32_t stats_interval_s;  /* 0: stats only at exit */
+	bool keep_query;
+	bool verbose;
+	bool help;
+	bool version;
+	char stats_file[256];
+};
+
+typedef char *(*config_getenv_fn)(const char *name);
+
+/* Returns 0, or -1 with a one-line reason in err. */
+int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
+		 char *err, size_t err_size);
+void config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,271 @@
+/* sonde: the agent. Wires the probe (kernel side), the tracker (events to
+ * spans) and the exporter (spans out), and runs the poll loop. */
+#include "clock.h"
+#include "config.h"
+#include "exporter.h"
+#include "log.h"
+#include "probe.h"
+#include "procinfo.h"
+#include "tracker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HOUSEKEEPING_NS 1000000000ull
+
+struct agent {
+	struct sonde_config cfg;
+	struct wallclock clock;
+	struct exporter *exporter;
+	struct proc_table *procs;
+	struct tracker *tracker;
+	struct probe *probe;
+	uint64_t kernel_entries_swept;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void on_record(void *ctx, const void *record, size_t size)
+{
+	tracker_handle(ctx, record, size);
+}
+
+static const char *const counter_names[SONDE_CNT_MAX] = {
+	[SONDE_CNT_EVENTS] = "kernel_events",
+	[SONDE_CNT_LOST_RINGBUF] = "lost_ringbuf_full",
+	[SONDE_CNT_LOST_CONN_MAP] = "lost_conn_map_full",
+	[SONDE_CNT_LOST_STASH] = "lost_call_map_full",
+	[SONDE_CNT_CAPTURE_FAULT] = "capture_faults",
+	[SONDE_CNT_HTTP_CONNS] = "http_conns",
+	[SONDE_CNT_OTHER_CONNS] = "other_conns",
+	[SONDE_CNT_TRUNCATED] = "truncated_captures",
+};
+
+/* All counters as "name value" pairs, kernel first. */
+static size_t collect_stats(struct agent *a, const char *names[64], uint64_t values[64])
+{
+	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
+	struct tracker_stats ts;
+	struct exporter_stats es;
+	size_t n = 0;
+
+	probe_counters(a->probe, kernel);
+	for (int i = 0; i < SONDE_CNT_MAX; i++) {
+		names[n] = counter_names[i];
+		values[n++] = kernel[i];
+	}
+	tracker_get_stats(a->tracker, &ts);
+	exporter_get_stats(a->exporter, &es);
+#define STAT(name, value) (names[n] = (name), values[n++] = (value))
+	STAT("events", ts.events);
+	STAT("bad_records", ts.bad_records);
+	STAT("conns_opened", ts.conns_opened);
+	STAT("conns_ended", ts.conns_ended);
+	STAT("conns_without_open_event", ts.conns_no_open);
+	STAT("requests", ts.requests);
+	STAT("exchanges", ts.exchanges);
+	STAT("exchanges_cut_off", ts.exchanges_cut_off);
+	STAT("orphan_responses", ts.orphan_responses);
+	STAT("pending_overflow", ts.pending_overflow);
+	STAT("parse_errors", ts.parse_errors);
+	STAT("gap_resyncs", ts.gap_resyncs);
+	STAT("partial_heads", ts.partial_heads);
+	STAT("unfinished_at_exit", ts.unfinished_at_exit);
+	STAT("reorder_held", ts.reorder_held);
+	STAT("reorder_gaps", ts.reorder_gaps);
+	STAT("reorder_gap_bytes", ts.reorder_gap_bytes);
+	STAT("reorder_stale", ts.reorder_stale);
+	STAT("proc_exits", ts.proc_exits);
+	STAT("kernel_entries_swept", a->kernel_entries_swept);
+	STAT("spans_built", es.spans_built);
+	STAT("spans_exported", es.spans_exported);
+	STAT("spans_dropped", es.spans_dropped + ts.spans_unexported);
+#undef STAT
+	return n;
+}
+
+static void log_stats(struct agent *a)
+{
+	const char *names[64];
+	uint64_t values[64];
+	size_t n = collect_stats(a, names, values);
+	char line[2048];
+	size_t used = 0;
+
+	for (size_t i = 0; i < n && used < sizeof(line); i++)
+		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s=%llu",
+					 i ? " " : "", names[i], (unsigned long long)values[i]);
+	log_info("stats: %s", line);
+}
+
+static void write_stats_file(struct agent *a)
+{
+	const char *names[64];
+	uint64_t values[64];
+	size_t n = collect_stats(a, names, values);
+	char tmp[300];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", a->cfg.stats_file);
+	f = fopen(tmp, "w");
+	if (!f) {
+		log_error("write stats file %s: %s", tmp, strerror(errno));
+		return;
+	}
+	fprintf(f, "{");
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s\"%s\": %llu", i ? ", " : "", names[i], (unsigned long long)values[i]);
+	fprintf(f, "}\n");
+	if (fclose(f) || rename(tmp, a->cfg.stats_file))
+		log_error("write stats file %s: %s", a->cfg.stats_file, strerror(errno));
+}
+
+static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
+{
+	uint32_t exited[1024];
+	size_t n;
+	uint64_t now = monotonic_now_ns();
+
+	wallclock_sync(&a->clock);
+	while ((n = tracker_take_exited(a->tracker, exited, 1024)) > 0)
+		a->kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
+	if (a->cfg.stats_interval_s &&
+	    now - *last_stats_ns >= a->cfg.stats_interval_s * 1000000000ull) {
+		*last_stats_ns = now;
+		log_stats(a);
+	}
+	if (a->cfg.stats_file[0])
+		write_stats_file(a);
+}
+
+static int run(struct agent *a)
+{
+	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping;
+
+	fprintf(stderr, "sonde: ready: tracing HTTP/1.x on this host (exporter: %s)\n",
+		a->cfg.exporter == EXPORTER_CONSOLE ? "console" : "none");
+	while (!stop_requested) {
+		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
+
+		if (err) {
+			log_error("poll ring buffer: %s", strerror(-err));
+			return err;
+		}
+		tracker_tick(a->tracker);
+		if (monotonic_now_ns() - last_housekeeping >= HOUSEKEEPING_NS) {
+			last_housekeeping = monotonic_now_ns();
+			housekeeping(a, &last_stats);
+		}
+	}
+	return 0;
+}
+
+static void host_name(char *out, size_t size)
+{
+	if (gethostname(out, size))
+		snprintf(out, size, "unknown");
+	out[size - 1] = '\0';
+}
+
+static int start(struct agent *a)
+{
+	struct exporter_opts eopts = {
+		.kind = a->cfg.exporter,
+		.max_queue_size = a->cfg.max_queue_size,
+		.max_export_batch = a->cfg.max_export_batch,
+		.schedule_delay_ms = a->cfg.schedule_delay_ms,
+		.console = stdout,
+	};
+	struct tracker_opts topts = { .keep_query = a->cfg.keep_query };
+	struct probe_opts popts = {
+		.capture_bytes = a->cfg.capture_bytes,
+		.ringbuf_bytes = a->cfg.ringbuf_bytes,
+		.wakeup_bytes = a->cfg.wakeup_bytes,
+	};
+	char host[64];
+	int err;
+
+	host_name(host, sizeof(host));
+	wallclock_sync(&a->clock);
+	err = exporter_new(&a->exporter, &eopts);
+	if (err) {
+		log_error("start exporter: %s", strerror(-err));
+		return err;
+	}
+	a->procs = proc_table_new("/proc", host);
+	if (!a->procs)
+		return -ENOMEM;
+	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
+	if (!a->tracker)
+		return -ENOMEM;
+	return probe_start(&a->probe, &popts, on_record, a->tracker);
+}
+
+/* Detach first so no new event arrives, drain the ring, give up on
+ * reordering holds, then let the exporter flush every completed span. */
+static void stop(struct agent *a)
+{
+	if (a->probe) {
+		probe_detach(a->probe);
+		tracker_tick(a->tracker);
+		tracker_tick(a->tracker);
+		log_stats(a);
+		if (a->cfg.stats_file[0])
+			write_stats_file(a);
+	}
+	probe_free(a->probe);
+	tracker_free(a->tracker);
+	exporter_free(a->exporter);
+	proc_table_free(a->procs);
+	log_info("stopped");
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+int main(int argc, char **argv)
+{
+	struct agent agent = { 0 };
+	char why[512];
+	int err;
+
+	if (config_parse(&agent.cfg, argc, argv, getenv, why, sizeof(why))) {
+		fprintf(stderr, "sonde: %s\n", why);
+		return 2;
+	}
+	if (agent.cfg.help) {
+		config_usage(stdout);
+		return 0;
+	}
+	if (agent.cfg.version) {
+		printf("sonde %s\n", SONDE_VERSION);
+		return 0;
+	}
+	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);
+	if (probe_check_platform(why, sizeof(why))) {
+		fprintf(stderr, "sonde: cannot start: %s\n", why);
+		return 1;
+	}
+	install_signals();
+	err = start(&agent);
+	if (!err)
+		err = run(&agent);
+	stop(&agent);
+	return err ? 1 : 0;
+}

@@ -1,0 +1,280 @@
+#include "probe.h"
+
+#include "log.h"
+#include "sonde.skel.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TRACEFS "/sys/kernel/tracing"
+
+#ifndef CAP_PERFMON
+#define CAP_PERFMON 38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
+#define PROBE_LINKS_MAX 64
+
+struct probe {
+	struct sonde_bpf *skel;
+	struct bpf_link *links[PROBE_LINKS_MAX];
+	size_t nlinks;
+	struct ring_buffer *ring;
+	probe_record_fn fn;
+	void *ctx;
+};
+
+static bool has_capability(const struct __user_cap_data_struct data[2], int cap)
+{
+	return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+static int check_privileges(char *why, size_t size)
+{
+	static const struct { int cap; const char *name; } needed[] = {
+		{ CAP_BPF, "CAP_BPF" },           { CAP_PERFMON, "CAP_PERFMON" },
+		{ CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE" }, { CAP_SYS_PTRACE, "CAP_SYS_PTRACE" },
+		{ CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH" },
+	};
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = { 0 };
+
+	if (geteuid() == 0)
+		return 0;
+	if (syscall(SYS_capget, &hdr, data)) {
+		snprintf(why, size, "cannot read capabilities: %s", strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+		if (!has_capability(data, needed[i].cap)) {
+			snprintf(why, size,
+				 "sonde needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE, "
+				 "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (missing %s)",
+				 needed[i].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int ensure_tracefs(char *why, size_t size)
+{
+	if (access(TRACEFS "/events", F_OK) == 0)
+		return 0;
+	if (mount("nodev", TRACEFS, "tracefs", 0, NULL)) {
+		snprintf(why, size, "mount tracefs on %s: %s (syscall tracepoints need it)",
+			 TRACEFS, strerror(errno));
+		return -1;
+	}
+	log_info("mounted tracefs on %s", TRACEFS);
+	return 0;
+}
+
+int probe_check_platform(char *why, size_t size)
+{
+	if (check_privileges(why, size))
+		return -1;
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		snprintf(why, size,
+			 "no kernel BTF at /sys/kernel/btf/vmlinux (kernel built without "
+			 "CONFIG_DEBUG_INFO_BTF): sonde's CO-RE programs cannot be relocated");
+		return -1;
+	}
+	if (ensure_tracefs(why, size))
+		return -1;
+	if (access(TRACEFS "/events/syscalls/sys_enter_read", F_OK)) {
+		snprintf(why, size,
+			 "no syscall tracepoints under %s/events/syscalls (kernel built without "
+			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);
+		return -1;
+	}
+	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
+		snprintf(why, size, "kernel has no BPF ring buffer (needs Linux 5.8 or later)");
+		return -1;
+	}
+	return 0;
+}
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG && log_get_level() < LOG_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	struct probe *p = ctx;
+
+	p->fn(p->ctx, data, size);
+	return 0;
+}
+
+static int attach_all(struct probe *p)
+{
+	struct bpf_program *prog;
+
+	bpf_object__for_each_program(prog, p->skel->obj) {
+		const char *section = bpf_program__section_name(prog);
+		struct bpf_link *link;
+
+		if (p->nlinks >= PROBE_LINKS_MAX) {
+			log_error("attach %s: more programs than PROBE_LINKS_MAX", section);
+			return -E2BIG;
+		}
+		link = bpf_program__attach(prog);
+		if (!link) {
+			int err = -errno;
+
+			log_error("attach %s: %s", section, strerror(-err));
+			return err;
+		}
+		p->links[p->nlinks++] = link;
+		log_debug("attached %s", section);
+	}
+	log_info("attached %zu tracepoint programs", p->nlinks);
+	return 0;
+}
+
+static void configure(struct sonde_bpf *skel, const struct probe_opts *opts)
+{
+	skel->rodata->self_tgid = (__u32)getpid();
+	skel->rodata->capture_bytes = opts->capture_bytes;
+	skel->rodata->wakeup_bytes = opts->wakeup_bytes;
+	bpf_map__set_max_entries(skel->maps.events, opts->ringbuf_bytes);
+}
+
+int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_fn fn, void *ctx)
+{
+	struct probe *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return -ENOMEM;
+	p->fn = fn;
+	p->ctx = ctx;
+	libbpf_set_print(libbpf_log);
+	p->skel = sonde_bpf__open();
+	if (!p->skel) {
+		err = -errno;
+		log_error("open BPF object: %s", strerror(-err));
+		goto fail;
+	}
+	configure(p->skel, opts);
+	err = sonde_bpf__load(p->skel);
+	if (err) {
+		log_error("load BPF programs: %s", strerror(-err));
+		goto fail;
+	}
+	p->ring = ring_buffer__new(bpf_map__fd(p->skel->maps.events), on_record, p, NULL);
+	if (!p->ring) {
+		err = -errno;
+		log_error("open ring buffer: %s", strerror(-err));
+		goto fail;
+	}
+	err = attach_all(p);
+	if (err)
+		goto fail;
+	*out = p;
+	return 0;
+fail:
+	probe_free(p);
+	return err;
+}
+
+int probe_poll(struct probe *p, int timeout_ms)
+{
+	int err = ring_buffer__poll(p->ring, timeout_ms);
+
+	if (err < 0 && err != -EINTR)
+		return err;
+	err = ring_buffer__consume(p->ring);
+	return err < 0 && err != -EINTR ? err : 0;
+}
+
+void probe_detach(struct probe *p)
+{
+	for (size_t i = 0; i < p->nlinks; i++)
+		bpf_link__destroy(p->links[i]);
+	p->nlinks = 0;
+	if (p->ring)
+		ring_buffer__consume(p->ring);
+}
+
+void probe_free(struct probe *p)
+{
+	if (!p)
+		return;
+	probe_detach(p);
+	ring_buffer__free(p->ring);
+	sonde_bpf__destroy(p->skel);
+	free(p);
+}
+
+int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])
+{
+	int ncpus = libbpf_num_possible_cpus();
+	int fd = bpf_map__fd(p->skel->maps.counters);
+	uint64_t *percpu;
+
+	if (ncpus <= 0)
+		return ncpus;
+	percpu = calloc((size_t)ncpus, sizeof(*percpu));
+	if (!percpu)
+		return -ENOMEM;
+	for (uint32_t key = 0; key < SONDE_CNT_MAX; key++) {
+		out[key] = 0;
+		if (bpf_map_lookup_elem(fd, &key, percpu))
+			continue;
+		for (int cpu = 0; cpu < ncpus; cpu++)
+			out[key] += percpu[cpu];
+	}
+	free(percpu);
+	return 0;
+}
+
+static bool contains(const uint32_t *tgids, size_t n, uint32_t tgid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tgids[i] == tgid)
+			return true;
+	return false;
+}
+
+/* Deleting while walking can restart the walk; re-reading the next key
+ * from the deleted one is what the map API allows. */
+static size_t sweep_map(int fd, const uint32_t *tgids, size_t n)
+{
+	struct sonde_conn_key key, next;
+	bool have_key = false;
+	size_t removed = 0;
+
+	while (bpf_map_get_next_key(fd, have_key ? &key : NULL, &next) == 0) {
+		if (contains(tgids, n, next.tgid) && bpf_map_delete_elem(fd, &next) == 0) {
+			removed++;
+			continue;
+		}
+		key = next;
+		have_key = true;
+	}
+	return removed;
+}
+
+size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
+{
+	if (n == 0)
+		return 0;
+	return sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
+	       sweep_map(bpf_map__fd(p->skel->maps.not_tcp), tgids, n);
+}

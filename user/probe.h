@@ -1,0 +1,38 @@
+/* The kernel side as the agent sees it: platform checks, loading and
+ * attaching the eBPF programs, the ring buffer, counters, map upkeep. */
+#ifndef SONDE_PROBE_H
+#define SONDE_PROBE_H
+
+#include "sonde_events.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct probe_opts {
+	uint32_t capture_bytes;
+	uint32_t ringbuf_bytes;
+	uint32_t wakeup_bytes;
+};
+
+/* Called for every ring-buffer record. */
+typedef void (*probe_record_fn)(void *ctx, const void *record, size_t size);
+
+struct probe;
+
+/* Root or the needed capabilities, BTF, tracefs (mounted when missing),
+ * syscall tracepoints, ring buffer. Returns 0, or -1 with the reason. */
+int probe_check_platform(char *why, size_t why_size);
+/* Loads and attaches everything; logs each attachment. */
+int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_fn fn, void *ctx);
+/* Waits up to timeout_ms for a wakeup, then drains the ring buffer. */
+int probe_poll(struct probe *p, int timeout_ms);
+/* Detaches every program, then drains what is left in the ring buffer. */
+void probe_detach(struct probe *p);
+void probe_free(struct probe *p);
+/* Sums the per-CPU kernel counters (enum sonde_counter). */
+int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX]);
+/* Forgets kernel map entries of processes that exited (pid reuse would
+ * otherwise inherit them). Returns the number of entries removed. */
+size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n);
+
+#endif

@@ -1,0 +1,341 @@
+#include "procinfo.h"
+
+#include "ids.h"
+#include "log.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROC_BUCKETS 1024
+#define ENVIRON_MAX (128 * 1024)
+#define ARGV_MAX 64
+
+struct proc_table {
+	char proc_root[128];
+	char host_name[64];
+	struct idgen ids;
+	struct proc_info *buckets[PROC_BUCKETS];
+	char *scratch; /* ENVIRON_MAX bytes for reading /proc files */
+};
+
+static struct proc_info **bucket_of(struct proc_table *t, uint32_t pid)
+{
+	return &t->buckets[pid % PROC_BUCKETS];
+}
+
+struct proc_table *proc_table_new(const char *proc_root, const char *host_name)
+{
+	struct proc_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->scratch = malloc(ENVIRON_MAX);
+	if (!t->scratch || idgen_init(&t->ids)) {
+		proc_table_free(t);
+		return NULL;
+	}
+	snprintf(t->proc_root, sizeof(t->proc_root), "%s", proc_root);
+	snprintf(t->host_name, sizeof(t->host_name), "%s", host_name);
+	return t;
+}
+
+void proc_table_free(struct proc_table *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < PROC_BUCKETS; i++) {
+		while (t->buckets[i]) {
+			struct proc_info *info = t->buckets[i];
+
+			t->buckets[i] = info->next;
+			proc_info_unref(info);
+		}
+	}
+	free(t->scratch);
+	free(t);
+}
+
+void proc_info_ref(struct proc_info *info)
+{
+	__atomic_add_fetch(&info->refs, 1, __ATOMIC_RELAXED);
+}
+
+void proc_info_unref(struct proc_info *info)
+{
+	if (__atomic_sub_fetch(&info->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(info);
+}
+
+/* Reads a NUL-separated /proc file; returns its length, 0 if unreadable. */
+static size_t read_proc_file(struct proc_table *t, uint32_t pid, const char *name)
+{
+	char path[192];
+	size_t used = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%u/%s", t->proc_root, pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	while (used < ENVIRON_MAX - 1 &&
+	       (n = read(fd, t->scratch + used, ENVIRON_MAX - 1 - used)) > 0)
+		used += (size_t)n;
+	close(fd);
+	t->scratch[used] = '\0';
+	return used;
+}
+
+static const char *basename_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool is_interpreter(const char *exe)
+{
+	static const char *const names[] = { "python", "node", "nodejs", "ruby", "perl",
+					     "php", "java", "bun", "deno" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (has_prefix(exe, names[i]))
+			return true;
+	return false;
+}
+
+static bool is_launcher(const char *name)
+{
+	static const char *const names[] = { "uvicorn", "gunicorn", "hypercorn", "daphne",
+					     "flask", "celery", "waitress-serve" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Interpreter options that consume the next argument. */
+static bool option_takes_value(const char *opt)
+{
+	static const char *const opts[] = { "-W", "-X", "-r", "--require", "-cp", "-classpath",
+					    "--class-path", "-e", "--eval" };
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strcmp(opt, opts[i]) == 0)
+			return true;
+	return false;
+}
+
+static void strip_extension(char *name)
+{
+	static const char *const exts[] = { ".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl",
+					    ".php", ".jar" };
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+		size_t elen = strlen(exts[i]);
+
+		if (len > elen && strcmp(name + len - elen, exts[i]) == 0) {
+			name[len - elen] = '\0';
+			return;
+		}
+	}
+}
+
+/* Index of the first argument after argv[from] that is not an option. */
+static int first_positional(char *const *argv, int argc, int from)
+{
+	for (int i = from; i < argc; i++) {
+		if (argv[i][0] != '-')
+			return i;
+		if (option_takes_value(argv[i]))
+			i++;
+	}
+	return -1;
+}
+
+void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
+{
+	const char *program = argc > 0 ? basename_of(argv[0]) : "";
+	char name[128];
+	int next = 1, app;
+
+	snprintf(name, sizeof(name), "%s", program);
+	if (argc > 0 && is_interpreter(program)) {
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
+				snprintf(name, sizeof(name), "%s", argv[i + 1]);
+				next = i + 2;
+				break;
+			}
+			if (strcmp(argv[i], "-jar") == 0 && i + 1 < argc) {
+				snprintf(name, sizeof(name), "%s", basename_of(argv[i + 1]));
+				next = i + 2;
+				break;
+			}
+			if (argv[i][0] != '-') {
+				snprintf(name, sizeof(name), "%s", basename_of(argv[i]));
+				next = i + 1;
+				break;
+			}
+			if (option_takes_value(argv[i]))
+				i++;
+		}
+		strip_extension(name);
+	}
+	app = is_launcher(name) ? first_positional(argv, argc, next) : -1;
+	if (app >= 0)
+		snprintf(out, size, "%s %s", name, argv[app]);
+	else
+		snprintf(out, size, "%s", name[0] ? name : "unknown");
+}
+
+bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size)
+{
+	const char *p = attrs;
+
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		while (len && *p == ' ') {
+			p++;
+			len--;
+		}
+		if (len > 13 && strncmp(p, "service.name=", 13) == 0) {
+			snprintf(out, size, "%.*s", (int)(len - 13), p + 13);
+			return out[0] != '\0';
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* Value of NAME in a NUL-separated environment block, or NULL. */
+static const char *env_lookup(const char *block, size_t len, const char *name)
+{
+	size_t nlen = strlen(name);
+
+	for (size_t off = 0; off < len; off += strlen(block + off) + 1)
+		if (strncmp(block + off, name, nlen) == 0 && block[off + nlen] == '=')
+			return block + off + nlen + 1;
+	return NULL;
+}
+
+static void read_environment(struct proc_table *t, struct proc_info *info)
+{
+	size_t len = read_proc_file(t, info->pid, "environ");
+	const char *service = env_lookup(t->scratch, len, "OTEL_SERVICE_NAME");
+	const char *attrs = env_lookup(t->scratch, len, "OTEL_RESOURCE_ATTRIBUTES");
+
+	if (attrs)
+		snprintf(info->resource_attrs, sizeof(info->resource_attrs), "%s", attrs);
+	if (service && service[0])
+		snprintf(info->service_name, sizeof(info->service_name), "%s", service);
+	else if (attrs)
+		service_name_from_resource_attrs(attrs, info->service_name,
+						 sizeof(info->service_name));
+}
+
+/* Splits the scratch cmdline in place; fills command_line with spaces. */
+static void read_command_line(struct proc_table *t, struct proc_info *info)
+{
+	size_t len = read_proc_file(t, info->pid, "cmdline");
+	char *argv[ARGV_MAX];
+	int argc = 0;
+
+	for (size_t off = 0; off < len && argc < ARGV_MAX; off += strlen(t->scratch + off) + 1)
+		argv[argc++] = t->scratch + off;
+	for (int i = 0; i < argc; i++) {
+		size_t used = strlen(info->command_line);
+
+		snprintf(info->command_line + used, sizeof(info->command_line) - used, "%s%s",
+			 i ? " " : "", argv[i]);
+	}
+	if (argc > 0)
+		snprintf(info->executable_name, sizeof(info->executable_name), "%s",
+			 basename_of(argv[0]));
+	if (!info->service_name[0] && argc > 0)
+		service_name_from_argv(argv, argc, info->service_name, sizeof(info->service_name));
+}
+
+static void make_instance_id(struct proc_table *t, char out[40])
+{
+	uint8_t raw[16];
+	char hex[33];
+
+	idgen_trace_id(&t->ids, raw);
+	raw[6] = (raw[6] & 0x0f) | 0x40;
+	raw[8] = (raw[8] & 0x3f) | 0x80;
+	hex_encode(raw, sizeof(raw), hex);
+	snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+static struct proc_info *load_proc(struct proc_table *t, uint32_t pid)
+{
+	struct proc_info *info = calloc(1, sizeof(*info));
+
+	if (!info)
+		return NULL;
+	info->refs = 1;
+	info->pid = pid;
+	snprintf(info->host_name, sizeof(info->host_name), "%s", t->host_name);
+	make_instance_id(t, info->instance_id);
+	read_environment(t, info);
+	read_command_line(t, info);
+	if (!info->service_name[0])
+		snprintf(info->service_name, sizeof(info->service_name), "pid-%u", pid);
+	log_info("tracing pid %u as service \"%s\"", pid, info->service_name);
+	return info;
+}
+
+static struct proc_info *find(const struct proc_table *t, uint32_t pid)
+{
+	struct proc_info *info = t->buckets[pid % PROC_BUCKETS];
+
+	while (info && info->pid != pid)
+		info = info->next;
+	return info;
+}
+
+struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid)
+{
+	struct proc_info *info = find(t, pid);
+
+	if (info)
+		return info;
+	info = load_proc(t, pid);
+	if (!info)
+		return NULL;
+	info->next = *bucket_of(t, pid);
+	*bucket_of(t, pid) = info;
+	return info;
+}
+
+bool proc_table_has(const struct proc_table *t, uint32_t pid)
+{
+	return find(t, pid) != NULL;
+}
+
+void proc_table_forget(struct proc_table *t, uint32_t pid)
+{
+	struct proc_info **link = bucket_of(t, pid);
+
+	while (*link && (*link)->pid != pid)
+		link = &(*link)->next;
+	if (*link) {
+		struct proc_info *info = *link;
+
+		*link = info->next;
+		proc_info_unref(info);
+	}
+}

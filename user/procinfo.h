@@ -1,0 +1,45 @@
+/* What sonde knows of a traced process: its OpenTelemetry resource.
+ * Read once from /proc when the process first shows HTTP traffic. */
+#ifndef SONDE_PROCINFO_H
+#define SONDE_PROCINFO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct proc_info {
+	int refs; /* the table's reference plus one per queued span */
+	uint32_t pid;
+	char service_name[128];
+	char executable_name[64];
+	char command_line[1024];
+	char instance_id[40];     /* random UUID per process instance */
+	char resource_attrs[512]; /* the process's OTEL_RESOURCE_ATTRIBUTES */
+	char host_name[64];
+	struct proc_info *next;
+};
+
+struct proc_table;
+
+/* proc_root is "/proc" except in tests. */
+struct proc_table *proc_table_new(const char *proc_root, const char *host_name);
+void proc_table_free(struct proc_table *table);
+/* Borrowed pointer, valid until proc_table_forget(pid); NULL only when
+ * out of memory. A process that already exited gets its pid as name. */
+struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid);
+bool proc_table_has(const struct proc_table *table, uint32_t pid);
+void proc_table_forget(struct proc_table *table, uint32_t pid);
+
+/* Spans hold a reference across threads. */
+void proc_info_ref(struct proc_info *info);
+void proc_info_unref(struct proc_info *info);
+
+/* service.name when the environment names none: the program's own name,
+ * or for an interpreter the script or module it runs, and for a server
+ * launcher (uvicorn, gunicorn...) also the application it serves:
+ * `python3 -m uvicorn api:app` gives "uvicorn api:app". */
+void service_name_from_argv(char *const *argv, int argc, char *out, size_t size);
+/* service.name from an OTEL_RESOURCE_ATTRIBUTES value; false if absent. */
+bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size);
+
+#endif

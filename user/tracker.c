@@ -1,0 +1,762 @@
+#include "tracker.h"
+
+#include "http1.h"
+#include "ids.h"
+#include "log.h"
+#include "reorder.h"
+#include "route.h"
+#include "sonde_events.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define CONN_BUCKETS 65536
+#define EXITED_MAX 4096
+
+struct pending {
+	struct pending *next;
+	bool complete; /* the whole request (body too) was seen */
+	struct http1_msg req;
+};
+
+struct conn {
+	struct conn *hash_next;
+	struct conn *held_next; /* on the tracker's list of conns holding pieces */
+	bool on_held_list;
+	uint64_t held_tick;
+	struct tracker *tracker;
+	uint32_t tgid;
+	int32_t fd;
+	uint64_t gen;
+	uint8_t role;  /* enum sonde_role, inferred from traffic when UNKNOWN */
+	bool have_addr;
+	uint16_t family, lport, rport;
+	uint8_t laddr[16], raddr[16];
+	char comm[16];
+	struct reorder order[2];
+	struct http1_stream http[2];
+	struct pending *pend_head, *pend_tail;
+	uint32_t npending;
+};
+
+struct tracker {
+	struct tracker_opts opts;
+	struct exporter *exporter;
+	struct proc_table *procs;
+	const struct wallclock *clock;
+	struct idgen ids;
+	struct conn *buckets[CONN_BUCKETS];
+	struct conn *free_conns;
+	struct pending *free_pending;
+	struct reorder_pool pool;
+	struct reorder_stats reorder_stats;
+	struct conn *held_list;
+	uint64_t tick;
+	uint32_t exited[EXITED_MAX];
+	size_t nexited;
+	struct tracker_stats stats;
+};
+
+static void on_piece(void *owner, int dir, const struct reorder_piece *piece);
+static bool on_head(void *owner, int dir, const struct http1_msg *msg);
+static void on_complete(void *owner, int dir, const struct http1_msg *msg);
+static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head);
+
+static const struct http1_callbacks http_callbacks = {
+	.on_head = on_head,
+	.on_complete = on_complete,
+	.on_drop = on_drop,
+};
+
+/* ---- pools ---------------------------------------------------------- */
+
+static struct conn *conn_alloc(struct tracker *t)
+{
+	struct conn *c = t->free_conns;
+
+	if (c) {
+		t->free_conns = c->hash_next;
+		return c;
+	}
+	return malloc(sizeof(*c));
+}
+
+static struct pending *pending_alloc(struct tracker *t)
+{
+	struct pending *p = t->free_pending;
+
+	if (p) {
+		t->free_pending = p->next;
+		return p;
+	}
+	return malloc(sizeof(*p));
+}
+
+static void pending_release(struct tracker *t, struct pending *p)
+{
+	p->next = t->free_pending;
+	t->free_pending = p;
+}
+
+/* ---- connection table ------------------------------------------------ */
+
+static struct conn **bucket_of(struct tracker *t, uint32_t tgid, int32_t fd)
+{
+	uint64_t h = ((uint64_t)tgid << 32 | (uint32_t)fd) * 0x9e3779b97f4a7c15ull;
+
+	return &t->buckets[h >> 48];
+}
+
+static struct conn **find_link(struct tracker *t, uint32_t tgid, int32_t fd)
+{
+	struct conn **link = bucket_of(t, tgid, fd);
+
+	while (*link && ((*link)->tgid != tgid || (*link)->fd != fd))
+		link = &(*link)->hash_next;
+	return link;
+}
+
+static enum http_parser_type stream_type(uint8_t role, int dir)
+{
+	if (role == SONDE_ROLE_UNKNOWN)
+		return HTTP_BOTH;
+	if ((role == SONDE_ROLE_SERVER) == (dir == SONDE_DIR_INGRESS))
+		return HTTP_REQUEST;
+	return HTTP_RESPONSE;
+}
+
+static void set_role(struct conn *c, uint8_t role)
+{
+	c->role = role;
+	for (int dir = 0; dir < 2; dir++)
+		if (c->http[dir].type == HTTP_BOTH)
+			c->http[dir].type = stream_type(role, dir);
+}
+
+static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr)
+{
+	struct conn *c = conn_alloc(t);
+
+	if (!c)
+		return NULL;
+	memset(c, 0, offsetof(struct conn, http));
+	c->tracker = t;
+	c->tgid = hdr->tgid;
+	c->fd = hdr->fd;
+	c->gen = hdr->conn_gen;
+	for (int dir = 0; dir < 2; dir++)
+		http1_stream_init(&c->http[dir], HTTP_BOTH, &http_callbacks, c, dir);
+	c->pend_head = c->pend_tail = NULL;
+	c->npending = 0;
+	c->hash_next = *bucket_of(t, c->tgid, c->fd);
+	*bucket_of(t, c->tgid, c->fd) = c;
+	t->stats.conns_opened++;
+	return c;
+}
+
+/* ---- spans ----------------------------------------------------------- */
+
+static void format_addr(uint16_t family, const uint8_t *addr, char *out, size_t size)
+{
+	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, out, (socklen_t)size))
+		out[0] = '\0';
+}
+
+/* Host header "name", "name:port" or "[v6]:port". */
+static void split_host(const char *host, char *addr, size_t size, uint16_t *port)
+{
+	const char *colon;
+
+	if (host[0] == '[') {
+		const char *end = strchr(host, ']');
+
+		if (!end)
+			return;
+		snprintf(addr, size, "%.*s", (int)(end - host - 1), host + 1);
+		colon = end[1] == ':' ? end + 1 : NULL;
+	} else {
+		colon = strrchr(host, ':');
+		snprintf(addr, size, "%.*s", (int)(colon ? (size_t)(colon - host) : strlen(host)),
+			 host);
+	}
+	if (colon && colon[1])
+		*port = (uint16_t)strtoul(colon + 1, NULL, 10);
+}
+
+/* Path of an origin-form ("/a?b") or absolute-form ("http://h/a?b") target. */
+static const char *target_path(const char *target, size_t *len)
+{
+	const char *scheme_end = strstr(target, "://");
+
+	if (target[0] != '/' && scheme_end) {
+		const char *path = strchr(scheme_end + 3, '/');
+
+		if (!path)
+			path = "/";
+		*len -= (size_t)(path - target);
+		return path;
+	}
+	return target;
+}
+
+static void fill_ids(struct tracker *t, struct span *span, const struct conn *c,
+		     const struct http1_msg *req)
+{
+	struct trace_parent parent;
+
+	idgen_span_id(&t->ids, span->span_id);
+	if (c->role == SONDE_ROLE_SERVER && req->traceparent_len &&
+	    traceparent_parse(req->traceparent, req->traceparent_len, &parent)) {
+		memcpy(span->trace_id, parent.trace_id, TRACE_ID_SIZE);
+		memcpy(span->parent_span_id, parent.span_id, SPAN_ID_SIZE);
+		span->trace_flags = parent.flags;
+		span->has_parent = true;
+		return;
+	}
+	idgen_trace_id(&t->ids, span->trace_id);
+	span->trace_flags = 1;
+}
+
+static void fill_target(struct tracker *t, struct span *span, const struct conn *c,
+			const struct http1_msg *req)
+{
+	size_t len = req->target_len, path_len;
+	const char *path = target_path(req->target, &len);
+
+	path_len = route_path_len(path, len);
+	snprintf(span->path, sizeof(span->path), "%.*s", (int)path_len, path);
+	if (t->opts.keep_query && path_len < len && path[path_len] == '?')
+		snprintf(span->query, sizeof(span->query), "%.*s", (int)(len - path_len - 1),
+			 path + path_len + 1);
+	if (c->role == SONDE_ROLE_SERVER)
+		route_template(span->path, strlen(span->path), span->route, sizeof(span->route));
+}
+
+static void fill_endpoints(struct span *span, const struct conn *c, const struct http1_msg *req)
+{
+	bool server = c->role == SONDE_ROLE_SERVER;
+
+	if (req->host_len)
+		split_host(req->host, span->server_address, sizeof(span->server_address),
+			   &span->server_port);
+	if (!c->have_addr)
+		return;
+	if (!span->server_address[0])
+		format_addr(c->family, server ? c->laddr : c->raddr, span->server_address,
+			    sizeof(span->server_address));
+	if (!span->server_port)
+		span->server_port = server ? c->lport : c->rport;
+	if (server) {
+		format_addr(c->family, c->raddr, span->client_address, sizeof(span->client_address));
+		span->client_port = c->rport;
+	}
+}
+
+static void fill_status(struct span *span, const struct conn *c, const struct http1_msg *resp,
+			const char *cut_off)
+{
+	uint16_t error_from = c->role == SONDE_ROLE_SERVER ? 500 : 400;
+
+	if (resp)
+		span->status_code = resp->status;
+	if (cut_off) {
+		span->status = SPAN_STATUS_ERROR;
+		snprintf(span->status_message, sizeof(span->status_message), "%s", cut_off);
+		snprintf(span->error_type, sizeof(span->error_type), "%s",
+			 resp ? "response_incomplete" : "no_response");
+	} else if (resp && resp->status >= error_from) {
+		span->status = SPAN_STATUS_ERROR;
+		snprintf(span->error_type, sizeof(span->error_type), "%u", resp->status);
+	}
+}
+
+/* One exchange, one span. resp is NULL when no response head was seen;
+ * cut_off says why the exchange ended early (NULL when it did not). */
+static void emit_span(struct conn *c, struct pending *p, const struct http1_msg *resp,
+		      const char *cut_off, uint64_t end_ts)
+{
+	struct tracker *t = c->tracker;
+	const struct http1_msg *req = &p->req;
+	struct span *span = exporter_reserve(t->exporter);
+	struct proc_info *proc;
+
+	if (!span) {
+		t->stats.spans_unexported++;
+		return;
+	}
+	span->kind = c->role == SONDE_ROLE_SERVER ? SPAN_KIND_SERVER : SPAN_KIND_CLIENT;
+	fill_ids(t, span, c, req);
+	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
+	span->end_unix_ns = wallclock_from_mono(t->clock, resp ? resp->end_ts : end_ts);
+	snprintf(span->method, sizeof(span->method), "%s",
+		 http_method_str((enum http_method)req->method));
+	snprintf(span->protocol_version, sizeof(span->protocol_version), "%u.%u",
+		 req->version_major, req->version_minor);
+	fill_target(t, span, c, req);
+	fill_endpoints(span, c, req);
+	snprintf(span->user_agent, sizeof(span->user_agent), "%s", req->user_agent);
+	span->request_body_size = p->complete && !(req->flags & HTTP1_BODY_LOST)
+					  ? (int64_t)req->body_size : -1;
+	span->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)
+					   ? (int64_t)resp->body_size : -1;
+	fill_status(span, c, resp, cut_off);
+	proc = proc_table_get(t->procs, c->tgid);
+	if (proc)
+		proc_info_ref(proc);
+	span->proc = proc;
+	exporter_commit(t->exporter);
+	t->stats.spans++;
+}
+
+/* ---- pairing --------------------------------------------------------- */
+
+static int request_dir(const struct conn *c)
+{
+	return c->role == SONDE_ROLE_SERVER ? SONDE_DIR_INGRESS : SONDE_DIR_EGRESS;
+}
+
+/* A connection sonde did not see open learns its role from the first
+ * message: a request received means the process is the server. */
+static void infer_role(struct conn *c, int dir, bool is_request)
+{
+	if (c->role != SONDE_ROLE_UNKNOWN)
+		return;
+	if (is_request == (dir == SONDE_DIR_INGRESS))
+		set_role(c, SONDE_ROLE_SERVER);
+	else
+		set_role(c, SONDE_ROLE_CLIENT);
+}
+
+static bool on_head(void *owner, int dir, const struct http1_msg *msg)
+{
+	struct conn *c = owner;
+	struct tracker *t = c->tracker;
+	struct pending *p;
+
+	infer_role(c, dir, msg->is_request);
+	if (msg->is_request != (dir == request_dir(c)))
+		return false;
+	if (!msg->is_request)
+		return c->pend_head && c->pend_head->req.method == HTTP_HEAD;
+	t->stats.requests++;
+	if (c->npending >= t->opts.max_pending || !(p = pending_alloc(t))) {
+		t->stats.pending_overflow++;
+		return false;
+	}
+	p->next = NULL;
+	p->complete = false;
+	memcpy(&p->req, msg, offsetof(struct http1_msg, target) + msg->target_len + 1);
+	memcpy(p->req.host, msg->host, msg->host_len + 1);
+	memcpy(p->req.user_agent, msg->user_agent, msg->ua_len + 1);
+	memcpy(p->req.traceparent, msg->traceparent, msg->traceparent_len + 1);
+	if (c->pend_tail)
+		c->pend_tail->next = p;
+	else
+		c->pend_head = p;
+	c->pend_tail = p;
+	c->npending++;
+	return false;
+}
+
+static struct pending *pop_pending(struct conn *c)
+{
+	struct pending *p = c->pend_head;
+
+	if (!p)
+		return NULL;
+	c->pend_head = p->next;
+	if (!c->pend_head)
+		c->pend_tail = NULL;
+	c->npending--;
+	return p;
+}
+
+static void stop_parsing(struct conn *c)
+{
+	c->http[0].state = HTTP1_STOPPED;
+	c->http[1].state = HTTP1_STOPPED;
+}
+
+static void complete_request(struct conn *c, const struct http1_msg *msg)
+{
+	struct pending *p = c->pend_tail;
+
+	if (!p || p->complete || p->req.start_ts != msg->start_ts)
+		return;
+	p->complete = true;
+	p->req.body_size = msg->body_size;
+	p->req.flags |= msg->flags;
+}
+
+static void on_complete(void *owner, int dir, const struct http1_msg *msg)
+{
+	struct conn *c = owner;
+	struct tracker *t = c->tracker;
+	struct pending *p;
+	bool switched;
+
+	if (msg->is_request != (dir == request_dir(c)))
+		return;
+	if (msg->is_request) {
+		complete_request(c, msg);
+		return;
+	}
+	if (msg->status >= 100 && msg->status < 200 && msg->status != 101)
+		return; /* interim response: the final one follows */
+	p = pop_pending(c);
+	if (!p) {
+		t->stats.orphan_responses++;
+		return;
+	}
+	t->stats.exchanges++;
+	switched = msg->status == 101 ||
+		   (p->req.method == HTTP_CONNECT && msg->status >= 200 && msg->status < 300);
+	emit_span(c, p, msg,
+		  (msg->flags & HTTP1_CUT_OFF) ? "connection ended before the response was complete"
+					      : NULL,
+		  msg->end_ts);
+	pending_release(t, p);
+	if (switched)
+		stop_parsing(c);
+}
+
+static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
+{
+	struct conn *c = owner;
+	struct tracker_stats *stats = &c->tracker->stats;
+
+	(void)dir;
+	if (!had_head && why != HTTP1_DROP_PARSE_ERROR)
+		stats->partial_heads++;
+	if (why == HTTP1_DROP_PARSE_ERROR)
+		stats->parse_errors++;
+	else if (why == HTTP1_DROP_GAP)
+		stats->gap_resyncs++;
+}
+
+/* ---- data path -------------------------------------------------------- */
+
+static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
+{
+	struct conn *c = owner;
+	struct http1_chunk chunk = {
+		.data = piece->data,
+		.captured = piece->captured,
+		.hole = piece->len - piece->captured,
+		.start_ts = dir == SONDE_DIR_INGRESS ? piece->ts_exit : piece->ts_enter,
+		.end_ts = piece->ts_exit,
+		.tid = piece->tid,
+	};
+
+	http1_stream_feed(&c->http[dir], &chunk);
+}
+
+static struct reorder_ctx reorder_ctx_of(struct conn *c, int dir)
+{
+	struct tracker *t = c->tracker;
+
+	return (struct reorder_ctx){
+		.pool = &t->pool,
+		.stats = &t->reorder_stats,
+		.deliver = on_piece,
+		.owner = c,
+		.tag = dir,
+	};
+}
+
+static void flush_held(struct conn *c)
+{
+	for (int dir = 0; dir < 2; dir++) {
+		struct reorder_ctx ctx = reorder_ctx_of(c, dir);
+
+		reorder_flush(&c->order[dir], &ctx);
+	}
+}
+
+/* Every request still waiting for its response becomes an error span. */
+static void cut_off_pending(struct conn *c, const char *why, uint64_t ts)
+{
+	struct pending *p;
+
+	while ((p = pop_pending(c))) {
+		c->tracker->stats.exchanges_cut_off++;
+		emit_span(c, p, NULL, why, ts);
+		pending_release(c->tracker, p);
+	}
+}
+
+static void unlink_held(struct tracker *t, struct conn *c)
+{
+	struct conn **link = &t->held_list;
+
+	if (!c->on_held_list)
+		return;
+	while (*link && *link != c)
+		link = &(*link)->held_next;
+	if (*link)
+		*link = c->held_next;
+	c->on_held_list = false;
+}
+
+static void conn_end(struct tracker *t, struct conn *c, const char *why, uint64_t ts)
+{
+	struct conn **link = find_link(t, c->tgid, c->fd);
+
+	flush_held(c);
+	unlink_held(t, c);
+	for (int dir = 0; dir < 2; dir++)
+		http1_stream_eof(&c->http[dir], ts);
+	cut_off_pending(c, why, ts);
+	if (*link == c)
+		*link = c->hash_next;
+	c->hash_next = t->free_conns;
+	t->free_conns = c;
+	t->stats.conns_ended++;
+}
+
+/* The connection an event belongs to, creating it when needed. An event
+ * of an older generation than the tracked one is late: NULL. */
+static struct conn *conn_for(struct tracker *t, const struct sonde_event_header *hdr, bool create)
+{
+	struct conn *c = *find_link(t, hdr->tgid, hdr->fd);
+
+	if (c && c->gen == hdr->conn_gen)
+		return c;
+	if (c && c->gen > hdr->conn_gen)
+		return NULL;
+	if (c)
+		conn_end(t, c, "connection replaced before the response", hdr->ts);
+	return create ? conn_create(t, hdr) : NULL;
+}
+
+static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
+{
+	struct conn *c = conn_for(t, &ev->hdr, true);
+
+	if (!c)
+		return;
+	c->have_addr = ev->family == AF_INET || ev->family == AF_INET6;
+	c->family = ev->family;
+	c->lport = ev->lport;
+	c->rport = ev->rport;
+	memcpy(c->laddr, ev->laddr, sizeof(c->laddr));
+	memcpy(c->raddr, ev->raddr, sizeof(c->raddr));
+	memcpy(c->comm, ev->comm, sizeof(c->comm));
+	if (ev->role != SONDE_ROLE_UNKNOWN)
+		set_role(c, ev->role);
+	proc_table_get(t->procs, c->tgid);
+}
+
+static void note_held(struct tracker *t, struct conn *c)
+{
+	if (c->on_held_list || !(c->order[0].held || c->order[1].held))
+		return;
+	c->on_held_list = true;
+	c->held_tick = t->tick;
+	c->held_next = t->held_list;
+	t->held_list = c;
+}
+
+static void handle_data(struct tracker *t, const struct sonde_data_event *ev, size_t size)
+{
+	struct conn *c;
+	struct reorder_ctx ctx;
+	struct reorder_piece piece = {
+		.pos = ev->pos,
+		.len = ev->len,
+		.captured = ev->captured,
+		.tid = ev->hdr.tid,
+		.ts_enter = ev->ts_enter,
+		.ts_exit = ev->hdr.ts,
+		.data = ev->data,
+	};
+
+	if (size < SONDE_DATA_EVENT_SIZE(ev->captured) || ev->captured > ev->len || ev->dir > 1) {
+		t->stats.bad_records++;
+		return;
+	}
+	if (!*find_link(t, ev->hdr.tgid, ev->hdr.fd))
+		t->stats.conns_no_open++;
+	c = conn_for(t, &ev->hdr, true);
+	if (!c)
+		return;
+	ctx = reorder_ctx_of(c, ev->dir);
+	reorder_push(&c->order[ev->dir], &ctx, &piece);
+	note_held(t, c);
+}
+
+static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
+{
+	struct conn *c = conn_for(t, &ev->hdr, false);
+
+	if (!c)
+		return;
+	switch (ev->reason) {
+	case SONDE_CLOSE_PEER:
+		/* The peer will send nothing more; ends a body that runs to close. */
+		flush_held(c);
+		http1_stream_eof(&c->http[SONDE_DIR_INGRESS], ev->hdr.ts);
+		break;
+	case SONDE_CLOSE_RESET:
+		flush_held(c);
+		for (int dir = 0; dir < 2; dir++)
+			http1_stream_abort(&c->http[dir], ev->hdr.ts);
+		cut_off_pending(c, "connection reset before the response", ev->hdr.ts);
+		break;
+	default:
+		conn_end(t, c, "connection closed before the response", ev->hdr.ts);
+	}
+}
+
+static void handle_proc_exit(struct tracker *t, const struct sonde_event_header *hdr)
+{
+	t->stats.proc_exits++;
+	if (t->nexited < EXITED_MAX)
+		t->exited[t->nexited++] = hdr->tgid;
+	if (!proc_table_has(t->procs, hdr->tgid))
+		return;
+	for (size_t i = 0; i < CONN_BUCKETS; i++) {
+		struct conn *c = t->buckets[i], *next;
+
+		for (; c; c = next) {
+			next = c->hash_next;
+			if (c->tgid == hdr->tgid)
+				conn_end(t, c, "process exited before the response", hdr->ts);
+		}
+	}
+	proc_table_forget(t->procs, hdr->tgid);
+}
+
+void tracker_handle(struct tracker *t, const void *record, size_t size)
+{
+	const struct sonde_event_header *hdr = record;
+
+	t->stats.events++;
+	if (size < sizeof(*hdr)) {
+		t->stats.bad_records++;
+		return;
+	}
+	switch (hdr->type) {
+	case SONDE_EV_DATA:
+		if (size >= offsetof(struct sonde_data_event, data)) {
+			handle_data(t, record, size);
+			return;
+		}
+		break;
+	case SONDE_EV_CONN:
+		if (size >= sizeof(struct sonde_conn_event)) {
+			handle_conn(t, record);
+			return;
+		}
+		break;
+	case SONDE_EV_CLOSE:
+		if (size >= sizeof(struct sonde_close_event)) {
+			handle_close(t, record);
+			return;
+		}
+		break;
+	case SONDE_EV_PROC_EXIT:
+		handle_proc_exit(t, hdr);
+		return;
+	}
+	t->stats.bad_records++;
+}
+
+void tracker_tick(struct tracker *t)
+{
+	struct conn **link = &t->held_list;
+
+	while (*link) {
+		struct conn *c = *link;
+
+		if (c->held_tick < t->tick) {
+			*link = c->held_next;
+			c->on_held_list = false;
+			flush_held(c);
+		} else {
+			link = &c->held_next;
+		}
+	}
+	t->tick++;
+}
+
+size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max)
+{
+	size_t n = t->nexited < max ? t->nexited : max;
+
+	memcpy(out, t->exited, n * sizeof(*out));
+	memmove(t->exited, t->exited + n, (t->nexited - n) * sizeof(*out));
+	t->nexited -= n;
+	return n;
+}
+
+struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *exporter,
+			    struct proc_table *procs, const struct wallclock *clock)
+{
+	struct tracker *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	if (idgen_init(&t->ids)) {
+		free(t);
+		return NULL;
+	}
+	t->opts = *opts;
+	if (!t->opts.max_pending)
+		t->opts.max_pending = 64;
+	t->exporter = exporter;
+	t->procs = procs;
+	t->clock = clock;
+	return t;
+}
+
+static void count_unfinished(struct tracker *t, struct conn *c)
+{
+	for (struct pending *p = c->pend_head; p; p = p->next)
+		t->stats.unfinished_at_exit++;
+}
+
+void tracker_free(struct tracker *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < CONN_BUCKETS; i++) {
+		while (t->buckets[i]) {
+			struct conn *c = t->buckets[i];
+
+			t->buckets[i] = c->hash_next;
+			count_unfinished(t, c);
+			reorder_discard(&c->order[0], &t->pool);
+			reorder_discard(&c->order[1], &t->pool);
+			while (c->pend_head)
+				pending_release(t, pop_pending(c));
+			free(c);
+		}
+	}
+	while (t->free_conns) {
+		struct conn *c = t->free_conns;
+
+		t->free_conns = c->hash_next;
+		free(c);
+	}
+	while (t->free_pending) {
+		struct pending *p = t->free_pending;
+
+		t->free_pending = p->next;
+		free(p);
+	}
+	reorder_pool_free(&t->pool);
+	free(t);
+}
+
+void tracker_get_stats(const struct tracker *t, struct tracker_stats *out)
+{
+	*out = t->stats;
+	out->reorder_held = t->reorder_stats.held;
+	out->reorder_gaps = t->reorder_stats.gaps;
+	out->reorder_gap_bytes = t->reorder_stats.gap_bytes;
+	out->reorder_stale = t->reorder_stats.stale;
+}

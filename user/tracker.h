@@ -1,0 +1,58 @@
+/* From kernel events to spans: follows each connection, reorders its data,
+ * parses both directions as HTTP/1.x, pairs requests with responses (in
+ * order, so pipelining stays right) and builds one span per exchange. */
+#ifndef SONDE_TRACKER_H
+#define SONDE_TRACKER_H
+
+#include "clock.h"
+#include "exporter.h"
+#include "procinfo.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tracker_opts {
+	bool keep_query;      /* export url.query (off: query strings may hold secrets) */
+	uint32_t max_pending; /* pipelined requests awaiting responses, per connection */
+};
+
+struct tracker_stats {
+	uint64_t events;
+	uint64_t bad_records;       /* records of unknown type or wrong size */
+	uint64_t conns_opened;
+	uint64_t conns_ended;
+	uint64_t conns_no_open;     /* data before (or without) its conn event */
+	uint64_t requests;
+	uint64_t exchanges;         /* request with response */
+	uint64_t exchanges_cut_off; /* request whose response never completed */
+	uint64_t spans;
+	uint64_t spans_unexported;  /* export queue full */
+	uint64_t orphan_responses;  /* response with no request seen */
+	uint64_t pending_overflow;  /* requests dropped: too many in flight */
+	uint64_t parse_errors;      /* sync lost: bytes not HTTP/1.x */
+	uint64_t gap_resyncs;       /* sync lost: bytes not captured */
+	uint64_t partial_heads;     /* messages dropped before their head was complete */
+	uint64_t unfinished_at_exit;
+	uint64_t reorder_held, reorder_gaps, reorder_gap_bytes, reorder_stale;
+	uint64_t proc_exits;
+};
+
+struct tracker;
+
+struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *exporter,
+			    struct proc_table *procs, const struct wallclock *clock);
+/* Ends every connection (completed exchanges were already exported) and
+ * frees everything. */
+void tracker_free(struct tracker *t);
+/* One ring-buffer record. */
+void tracker_handle(struct tracker *t, const void *record, size_t size);
+/* Call after each drain of the ring buffer: pieces held for reordering
+ * since the previous tick are given up on. */
+void tracker_tick(struct tracker *t);
+/* Moves up to `max` pids of exited processes into out (for the kernel map
+ * sweep); returns how many. */
+size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max);
+void tracker_get_stats(const struct tracker *t, struct tracker_stats *out);
+
+#endif
