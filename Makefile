@@ -18,7 +18,7 @@ AGENT_SRCS := $(CORE_SRCS) user/probe.c user/main.c
 CORE_OBJS := $(CORE_SRCS:user/%.c=$(BUILD)/%.o)
 AGENT_OBJS := $(AGENT_SRCS:user/%.c=$(BUILD)/%.o)
 
-UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/harness.c
 UNIT_BIN := $(BUILD)/unit_tests
 
 .PHONY: all deps test unit e2e fuzz bench clean run
@@ -42,7 +42,7 @@ $(BUILD)/sonde: $(AGENT_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(UNIT_BIN): $(UNIT_SRCS) $(CORE_OBJS)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion -lcjson
 
 unit: $(UNIT_BIN)
 	$(UNIT_BIN) --jobs 2

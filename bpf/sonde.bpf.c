@@ -260,11 +260,15 @@ static __always_inline void emit_close(struct sonde_conn_key *key, struct conn_s
 	submit(&ev, sizeof(ev));
 }
 
+/* Also true for data shorter than the prefix that agrees with it: a first
+ * call may return just "GE". */
 static __always_inline bool starts_with(const __u8 *data, __u32 len, const char *prefix,
 					__u32 prefix_len)
 {
-	if (len < prefix_len)
+	if (len == 0)
 		return false;
+	if (len < prefix_len)
+		prefix_len = len;
 	for (__u32 i = 0; i < prefix_len; i++)
 		if (data[i] != prefix[i])
 			return false;

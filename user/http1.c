@@ -142,7 +142,11 @@ static int on_headers_complete(http_parser *p)
 	if (s->type == HTTP_BOTH)
 		s->type = (enum http_parser_type)p->type;
 	skip_body = s->cb->on_head(s->owner, s->tag, m);
-	return !m->is_request && skip_body ? 1 : 0;
+	if (m->is_request)
+		return 0;
+	/* 1xx, 204 and 304 never have a body, whatever Content-Length says
+	 * (RFC 9112 6.3); http_parser would otherwise wait for one. */
+	return skip_body || m->status / 100 == 1 || m->status == 204 || m->status == 304;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
@@ -179,16 +183,19 @@ void http1_stream_init(struct http1_stream *s, enum http_parser_type type,
 	memset(s, 0, offsetof(struct http1_stream, msg));
 	s->type = type;
 	s->state = HTTP1_LOST;
+	http_parser_init(&s->parser, type);
 	s->cb = cb;
 	s->owner = owner;
 	s->tag = tag;
 }
 
+/* True also when data is shorter than prefix but agrees with it: a message
+ * start split over two calls ("GE", "T /") must still be recognised. */
 static bool starts_with(const uint8_t *data, uint32_t len, const char *prefix)
 {
 	size_t n = strlen(prefix);
 
-	return len >= n && memcmp(data, prefix, n) == 0;
+	return len > 0 && memcmp(data, prefix, len < n ? len : n) == 0;
 }
 
 static bool is_request_start(const uint8_t *data, uint32_t len)
@@ -285,6 +292,12 @@ static void skip_hole(struct http1_stream *s, uint64_t hole)
 			return;
 		hole -= step;
 	}
+}
+
+void http1_stream_start(struct http1_stream *s)
+{
+	if (s->state == HTTP1_LOST && !s->in_msg)
+		resync(s);
 }
 
 void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)

@@ -95,9 +95,13 @@ struct http1_stream {
 
 /* type: HTTP_REQUEST, HTTP_RESPONSE, or HTTP_BOTH when the direction is
  * not known (the first message decides). The stream starts LOST: it
- * syncs on the first chunk that starts a message. */
+ * syncs on the first chunk that starts a message, or at once through
+ * http1_stream_start. */
 void http1_stream_init(struct http1_stream *s, enum http_parser_type type,
 		       const struct http1_callbacks *cb, void *owner, int tag);
+/* The next byte fed is known to start a message (the connection was seen
+ * opening): sync now rather than on a recognisable message start. */
+void http1_stream_start(struct http1_stream *s);
 void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk);
 /* The peer closed its side: ends a body delimited by connection close. */
 void http1_stream_eof(struct http1_stream *s, uint64_t ts);

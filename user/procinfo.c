@@ -280,7 +280,7 @@ static void make_instance_id(struct proc_table *t, char out[40])
 	snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 
-static struct proc_info *load_proc(struct proc_table *t, uint32_t pid)
+static struct proc_info *load_proc(struct proc_table *t, uint32_t pid, const char *comm)
 {
 	struct proc_info *info = calloc(1, sizeof(*info));
 
@@ -292,9 +292,13 @@ static struct proc_info *load_proc(struct proc_table *t, uint32_t pid)
 	make_instance_id(t, info->instance_id);
 	read_environment(t, info);
 	read_command_line(t, info);
+	if (!info->service_name[0] && comm && comm[0])
+		snprintf(info->service_name, sizeof(info->service_name), "%.16s", comm);
+	if (!info->executable_name[0] && comm && comm[0])
+		snprintf(info->executable_name, sizeof(info->executable_name), "%.16s", comm);
 	if (!info->service_name[0])
 		snprintf(info->service_name, sizeof(info->service_name), "pid-%u", pid);
-	log_info("tracing pid %u as service \"%s\"", pid, info->service_name);
+	log_debug("tracing pid %u as service \"%s\"", pid, info->service_name);
 	return info;
 }
 
@@ -307,13 +311,13 @@ static struct proc_info *find(const struct proc_table *t, uint32_t pid)
 	return info;
 }
 
-struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid)
+struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid, const char *comm)
 {
 	struct proc_info *info = find(t, pid);
 
 	if (info)
 		return info;
-	info = load_proc(t, pid);
+	info = load_proc(t, pid, comm);
 	if (!info)
 		return NULL;
 	info->next = *bucket_of(t, pid);

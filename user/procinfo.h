@@ -25,8 +25,9 @@ struct proc_table;
 struct proc_table *proc_table_new(const char *proc_root, const char *host_name);
 void proc_table_free(struct proc_table *table);
 /* Borrowed pointer, valid until proc_table_forget(pid); NULL only when
- * out of memory. A process that already exited gets its pid as name. */
-struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid);
+ * out of memory. comm (the kernel's thread name, may be NULL) names a
+ * process whose /proc entry is already gone. */
+struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
 void proc_table_forget(struct proc_table *table, uint32_t pid);
 

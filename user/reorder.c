@@ -114,29 +114,21 @@ static bool hold(struct reorder *r, const struct reorder_ctx *ctx, const struct 
 
 void reorder_flush(struct reorder *r, const struct reorder_ctx *ctx)
 {
-	while (r->held) {
-		if (r->held->piece.pos > r->next_pos)
-			deliver_hole(r, ctx, r->held->piece.pos, &r->held->piece);
-		deliver_ready(r, ctx);
-	}
+	reorder_flush_before(r, ctx, UINT64_MAX);
 }
 
 void reorder_push(struct reorder *r, const struct reorder_ctx *ctx, const struct reorder_piece *p)
 {
 	struct reorder_piece piece = *p;
 
-	if (!r->started) {
-		r->started = true;
-		r->next_pos = piece.pos;
-	}
 	if (!trim_front(r, &piece)) {
 		ctx->stats->stale++;
 		return;
 	}
 	if (piece.pos > r->next_pos && hold(r, ctx, &piece))
 		return;
-	/* Could not hold it: give up on the bytes missing before it, keeping
-	 * held pieces that come earlier in their place. */
+	/* Could not hold it: give up on the bytes missing before it; held
+	 * pieces that come earlier go first (they are sorted by pos). */
 	while (r->held && r->held->piece.pos <= piece.pos) {
 		if (r->held->piece.pos > r->next_pos)
 			deliver_hole(r, ctx, r->held->piece.pos, &r->held->piece);
@@ -150,6 +142,15 @@ void reorder_push(struct reorder *r, const struct reorder_ctx *ctx, const struct
 	}
 	deliver(r, ctx, &piece);
 	deliver_ready(r, ctx);
+}
+
+void reorder_flush_before(struct reorder *r, const struct reorder_ctx *ctx, uint64_t ts)
+{
+	while (r->held && r->held->piece.ts_exit < ts) {
+		if (r->held->piece.pos > r->next_pos)
+			deliver_hole(r, ctx, r->held->piece.pos, &r->held->piece);
+		deliver_ready(r, ctx);
+	}
 }
 
 void reorder_discard(struct reorder *r, struct reorder_pool *pool)

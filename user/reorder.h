@@ -47,9 +47,10 @@ struct reorder_stats {
 
 typedef void (*reorder_deliver_fn)(void *owner, int tag, const struct reorder_piece *piece);
 
+/* Offsets start at 0: the kernel counts a connection's bytes from its
+ * first HTTP data, so a zeroed struct reorder is ready. */
 struct reorder {
 	uint64_t next_pos;
-	bool started;
 	uint8_t nheld;
 	struct held_piece *held; /* sorted by pos */
 };
@@ -65,6 +66,9 @@ struct reorder_ctx {
 void reorder_push(struct reorder *r, const struct reorder_ctx *ctx, const struct reorder_piece *p);
 /* Delivers every held piece, with holes for what is still missing. */
 void reorder_flush(struct reorder *r, const struct reorder_ctx *ctx);
+/* Delivers, with holes, the held pieces that ended before ts: the other
+ * direction already shows later traffic, so what is missing is lost. */
+void reorder_flush_before(struct reorder *r, const struct reorder_ctx *ctx, uint64_t ts);
 /* Returns held pieces to the pool without delivering them. */
 void reorder_discard(struct reorder *r, struct reorder_pool *pool);
 void reorder_pool_free(struct reorder_pool *pool);

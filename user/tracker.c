@@ -303,7 +303,7 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	span->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)
 					   ? (int64_t)resp->body_size : -1;
 	fill_status(span, c, resp, cut_off);
-	proc = proc_table_get(t->procs, c->tgid);
+	proc = proc_table_get(t->procs, c->tgid, c->comm);
 	if (proc)
 		proc_info_ref(proc);
 	span->proc = proc;
@@ -545,9 +545,12 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	memcpy(c->laddr, ev->laddr, sizeof(c->laddr));
 	memcpy(c->raddr, ev->raddr, sizeof(c->raddr));
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
-	if (ev->role != SONDE_ROLE_UNKNOWN)
+	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		set_role(c, ev->role);
-	proc_table_get(t->procs, c->tgid);
+		http1_stream_start(&c->http[0]);
+		http1_stream_start(&c->http[1]);
+	}
+	proc_table_get(t->procs, c->tgid, c->comm);
 }
 
 static void note_held(struct tracker *t, struct conn *c)
@@ -583,6 +586,8 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 	c = conn_for(t, &ev->hdr, true);
 	if (!c)
 		return;
+	ctx = reorder_ctx_of(c, !ev->dir);
+	reorder_flush_before(&c->order[!ev->dir], &ctx, ev->ts_enter);
 	ctx = reorder_ctx_of(c, ev->dir);
 	reorder_push(&c->order[ev->dir], &ctx, &piece);
 	note_held(t, c);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing sonde need on Debian 12.
+# Idempotent: skips apt when everything is already there.
+set -euo pipefail
+
+packages=(
+	# build
+	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
+	libhttp-parser-dev
+	# tests: unit, fuzz, end-to-end servers and clients
+	libcriterion-dev libcjson-dev libclang-rt-19-dev
+	nginx-light wrk curl iproute2 procps
+	python3 python3-pytest python3-fastapi python3-uvicorn python3-httpx
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# nginx-light starts a default site on :80 when installed; the tests run
+# their own nginx instances, so keep the packaged one out of the way.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+	systemctl stop nginx || true
+	systemctl disable nginx >/dev/null 2>&1 || true
+fi

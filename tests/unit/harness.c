@@ -1,0 +1,222 @@
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void h_init(struct harness *h, bool keep_query)
+{
+	struct exporter_opts eopts = {
+		.kind = EXPORTER_CONSOLE,
+		.max_queue_size = 1024,
+		.max_export_batch = 64,
+		.schedule_delay_ms = 10,
+	};
+	struct tracker_opts topts = { .keep_query = keep_query };
+
+	memset(h, 0, sizeof(*h));
+	h->out = open_memstream(&h->out_buf, &h->out_len);
+	cr_assert(h->out);
+	eopts.console = h->out;
+	strcpy(h->proc_root, "/tmp/sonde-proc-XXXXXX");
+	cr_assert(mkdtemp(h->proc_root));
+	wallclock_sync(&h->clock);
+	cr_assert_eq(exporter_new(&h->exporter, &eopts), 0);
+	h->procs = proc_table_new(h->proc_root, "testhost");
+	cr_assert(h->procs);
+	h->tracker = tracker_new(&topts, h->exporter, h->procs, &h->clock);
+	cr_assert(h->tracker);
+	h->now = 1000000000ull;
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f);
+	fwrite(data, 1, len, f);
+	fclose(f);
+}
+
+void h_proc(struct harness *h, uint32_t pid, const char *cmdline, size_t cmdline_len,
+	    const char *environ, size_t environ_len)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/%u", h->proc_root, pid);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/%u/cmdline", h->proc_root, pid);
+	write_file(path, cmdline, cmdline_len);
+	snprintf(path, sizeof(path), "%s/%u/environ", h->proc_root, pid);
+	write_file(path, environ, environ_len);
+}
+
+static void fill_hdr(struct harness *h, struct sonde_event_header *hdr, uint8_t type,
+		     const struct tconn *c)
+{
+	hdr->type = type;
+	hdr->tgid = c->tgid;
+	hdr->tid = c->tgid;
+	hdr->fd = c->fd;
+	hdr->conn_gen = c->gen;
+	h->now += 1000;
+	hdr->ts = h->now;
+}
+
+struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
+{
+	struct tconn c = { .tgid = tgid, .fd = fd, .gen = h->now };
+	struct sonde_conn_event ev = { 0 };
+
+	fill_hdr(h, &ev.hdr, SONDE_EV_CONN, &c);
+	ev.role = role;
+	ev.family = 2;
+	ev.lport = role == SONDE_ROLE_CLIENT ? 40000 : 8080;
+	ev.rport = role == SONDE_ROLE_CLIENT ? 8080 : 40000;
+	memcpy(ev.laddr, "\x7f\x00\x00\x01", 4);
+	memcpy(ev.raddr, "\x7f\x00\x00\x02", 4);
+	strcpy(ev.comm, "testproc");
+	tracker_handle(h->tracker, &ev, sizeof(ev));
+	return c;
+}
+
+void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
+	  size_t captured)
+{
+	struct sonde_data_event *ev = calloc(1, sizeof(*ev));
+
+	cr_assert(captured <= SONDE_CAPTURE_MAX && captured <= len);
+	fill_hdr(h, &ev->hdr, SONDE_EV_DATA, c);
+	ev->ts_enter = ev->hdr.ts - 500;
+	ev->pos = c->pos[dir];
+	ev->len = (uint32_t)len;
+	ev->captured = (uint16_t)captured;
+	ev->dir = (uint8_t)dir;
+	memcpy(ev->data, data, captured);
+	c->pos[dir] += len;
+	tracker_handle(h->tracker, ev, SONDE_DATA_EVENT_SIZE(captured));
+	free(ev);
+}
+
+void h_send(struct harness *h, struct tconn *c, int dir, const char *text)
+{
+	size_t len = strlen(text);
+
+	while (len > 0) {
+		size_t n = len > SONDE_CAPTURE_MAX ? SONDE_CAPTURE_MAX : len;
+
+		h_io(h, c, dir, text, n, n);
+		text += n;
+		len -= n;
+	}
+}
+
+void h_lose(struct harness *h, struct tconn *c, int dir, size_t len)
+{
+	(void)h;
+	c->pos[dir] += len;
+}
+
+void h_close(struct harness *h, struct tconn *c, uint8_t reason)
+{
+	struct sonde_close_event ev = { 0 };
+
+	fill_hdr(h, &ev.hdr, SONDE_EV_CLOSE, c);
+	ev.reason = reason;
+	tracker_handle(h->tracker, &ev, sizeof(ev));
+}
+
+void h_exit(struct harness *h, uint32_t tgid)
+{
+	struct sonde_event_header hdr = { .type = SONDE_EV_PROC_EXIT, .tgid = tgid, .fd = -1 };
+
+	h->now += 1000;
+	hdr.ts = h->now;
+	tracker_handle(h->tracker, &hdr, sizeof(hdr));
+}
+
+void h_finish(struct harness *h)
+{
+	char *line, *save = NULL;
+
+	tracker_tick(h->tracker);
+	tracker_tick(h->tracker);
+	tracker_get_stats(h->tracker, &h->stats);
+	exporter_free(h->exporter);
+	h->exporter = NULL;
+	fflush(h->out);
+	for (line = strtok_r(h->out_buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		cJSON *span = cJSON_Parse(line);
+
+		cr_assert(span, "console line is not JSON: %s", line);
+		cr_assert_lt(h->nspans, HARNESS_SPANS_MAX);
+		h->spans[h->nspans++] = span;
+	}
+}
+
+void h_free(struct harness *h)
+{
+	char cmd[128];
+
+	for (int i = 0; i < h->nspans; i++)
+		cJSON_Delete(h->spans[i]);
+	tracker_free(h->tracker);
+	exporter_free(h->exporter);
+	proc_table_free(h->procs);
+	fclose(h->out);
+	free(h->out_buf);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", h->proc_root);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static const cJSON *attrs(const cJSON *span)
+{
+	return cJSON_GetObjectItemCaseSensitive(span, "attributes");
+}
+
+const char *span_str(const cJSON *span, const char *attr)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(attrs(span), attr);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+long span_int(const cJSON *span, const char *attr)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(attrs(span), attr);
+
+	cr_assert(cJSON_IsNumber(v), "attribute %s is not a number", attr);
+	return (long)v->valuedouble;
+}
+
+bool span_has(const cJSON *span, const char *attr)
+{
+	return cJSON_GetObjectItemCaseSensitive(attrs(span), attr) != NULL;
+}
+
+const char *span_field(const cJSON *span, const char *field)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(span, field);
+
+	if (cJSON_IsString(v))
+		return v->valuestring;
+	return cJSON_IsNull(v) ? "null" : NULL;
+}
+
+const char *span_status(const cJSON *span)
+{
+	const cJSON *status = cJSON_GetObjectItemCaseSensitive(span, "status");
+
+	return cJSON_GetObjectItemCaseSensitive(status, "status_code")->valuestring;
+}
+
+const char *span_resource(const cJSON *span, const char *attr)
+{
+	const cJSON *res = cJSON_GetObjectItemCaseSensitive(span, "resource");
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(res, "attributes"), attr);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}

@@ -1,0 +1,64 @@
+/* Drives the real tracker, parser and console exporter with synthetic
+ * kernel records, and decodes the console output with cJSON. */
+#ifndef SONDE_TEST_HARNESS_H
+#define SONDE_TEST_HARNESS_H
+
+#include "exporter.h"
+#include "procinfo.h"
+#include "sonde_events.h"
+#include "tracker.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define HARNESS_SPANS_MAX 256
+
+struct harness {
+	char *out_buf;
+	size_t out_len;
+	FILE *out;
+	char proc_root[64];
+	struct wallclock clock;
+	struct exporter *exporter;
+	struct proc_table *procs;
+	struct tracker *tracker;
+	struct tracker_stats stats;
+	uint64_t now;
+	cJSON *spans[HARNESS_SPANS_MAX];
+	int nspans;
+};
+
+struct tconn {
+	uint32_t tgid;
+	int32_t fd;
+	uint64_t gen;
+	uint64_t pos[2];
+};
+
+void h_init(struct harness *h, bool keep_query);
+/* A fake /proc/<pid> with the given NUL-separated cmdline and environ. */
+void h_proc(struct harness *h, uint32_t pid, const char *cmdline, size_t cmdline_len,
+	    const char *environ, size_t environ_len);
+struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role);
+/* Sends len bytes of which the first `captured` are present. */
+void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
+	  size_t captured);
+void h_send(struct harness *h, struct tconn *c, int dir, const char *text);
+/* An event the kernel emitted but the agent never got: advances pos only. */
+void h_lose(struct harness *h, struct tconn *c, int dir, size_t len);
+void h_close(struct harness *h, struct tconn *c, uint8_t reason);
+void h_exit(struct harness *h, uint32_t tgid);
+/* Stops the tracker and exporter and decodes the spans. */
+void h_finish(struct harness *h);
+void h_free(struct harness *h);
+
+const char *span_str(const cJSON *span, const char *attr);
+long span_int(const cJSON *span, const char *attr);
+bool span_has(const cJSON *span, const char *attr);
+const char *span_field(const cJSON *span, const char *field);
+const char *span_status(const cJSON *span);
+const char *span_resource(const cJSON *span, const char *attr);
+
+#endif

@@ -1,0 +1,507 @@
+/* Reassembly, parsing and pairing, through the tracker and console output. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IN SONDE_DIR_INGRESS
+#define OUT SONDE_DIR_EGRESS
+
+static struct harness h;
+
+static void setup(void)
+{
+	h_init(&h, false);
+}
+
+static void teardown(void)
+{
+	h_free(&h);
+}
+
+TestSuite(exchange, .init = setup, .fini = teardown);
+
+static const char *ok_body(const char *body)
+{
+	static char buf[512];
+
+	snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+		 strlen(body), body);
+	return buf;
+}
+
+Test(exchange, server_span_has_semantic_attributes)
+{
+	struct tconn c = h_open(&h, 100, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN,
+	       "GET /api/v1/operations/12345?secret=1 HTTP/1.1\r\nHost: api.local:8000\r\n"
+	       "User-Agent: curl/7.88\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("hello"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_field(h.spans[0], "name"), "GET /api/v1/operations/{id}");
+	cr_expect_str_eq(span_field(h.spans[0], "kind"), "SpanKind.SERVER");
+	cr_expect_str_eq(span_field(h.spans[0], "parent_id"), "null");
+	cr_expect_str_eq(span_status(h.spans[0]), "UNSET");
+	cr_expect_str_eq(span_str(h.spans[0], "http.request.method"), "GET");
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/api/v1/operations/12345");
+	cr_expect_not(span_has(h.spans[0], "url.query"));
+	cr_expect_str_eq(span_str(h.spans[0], "url.scheme"), "http");
+	cr_expect_str_eq(span_str(h.spans[0], "http.route"), "/api/v1/operations/{id}");
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	cr_expect_str_eq(span_str(h.spans[0], "network.protocol.version"), "1.1");
+	cr_expect_str_eq(span_str(h.spans[0], "server.address"), "api.local");
+	cr_expect_eq(span_int(h.spans[0], "server.port"), 8000);
+	cr_expect_str_eq(span_str(h.spans[0], "client.address"), "127.0.0.2");
+	cr_expect_eq(span_int(h.spans[0], "client.port"), 40000);
+	cr_expect_str_eq(span_str(h.spans[0], "user_agent.original"), "curl/7.88");
+	cr_expect_eq(span_int(h.spans[0], "http.request.body.size"), 0);
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 5);
+	cr_expect_not(span_has(h.spans[0], "url.full"));
+}
+
+Test(exchange, client_span_has_url_full_and_method_name)
+{
+	struct tconn c = h_open(&h, 101, 7, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &c, OUT, "POST /training/start?token=x HTTP/1.1\r\nHost: worker:5002\r\n"
+			    "Content-Length: 4\r\n\r\n{\"a\"");
+	h_send(&h, &c, IN, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_field(h.spans[0], "name"), "POST");
+	cr_expect_str_eq(span_field(h.spans[0], "kind"), "SpanKind.CLIENT");
+	cr_expect_str_eq(span_str(h.spans[0], "url.full"), "http://worker:5002/training/start");
+	cr_expect_not(span_has(h.spans[0], "http.route"));
+	cr_expect_not(span_has(h.spans[0], "client.address"));
+	cr_expect_eq(span_int(h.spans[0], "http.request.body.size"), 4);
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_str_eq(span_str(h.spans[0], "error.type"), "404");
+}
+
+Test(exchange, server_status_error_only_for_5xx)
+{
+	struct tconn c = h_open(&h, 102, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /missing HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	h_send(&h, &c, IN, "GET /down HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_status(h.spans[0]), "UNSET");
+	cr_expect_str_eq(span_status(h.spans[1]), "ERROR");
+	cr_expect_str_eq(span_str(h.spans[1], "error.type"), "503");
+}
+
+Test(exchange, keep_alive_requests_are_separate_traces)
+{
+	struct tconn c = h_open(&h, 103, 5, SONDE_ROLE_SERVER);
+	const char *t0, *t1;
+
+	for (int i = 0; i < 3; i++) {
+		char req[64];
+
+		snprintf(req, sizeof(req), "GET /item/%c HTTP/1.1\r\n\r\n", 'a' + i);
+		h_send(&h, &c, IN, req);
+		h_send(&h, &c, OUT, ok_body("x"));
+	}
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/item/a");
+	cr_expect_str_eq(span_str(h.spans[2], "url.path"), "/item/c");
+	t0 = cJSON_GetObjectItem(cJSON_GetObjectItem(h.spans[0], "context"), "trace_id")->valuestring;
+	t1 = cJSON_GetObjectItem(cJSON_GetObjectItem(h.spans[1], "context"), "trace_id")->valuestring;
+	cr_expect_str_neq(t0, t1);
+	cr_expect_eq(strlen(t0), 34);
+}
+
+Test(exchange, pipelined_requests_pair_in_order)
+{
+	struct tconn c = h_open(&h, 104, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA"
+			    "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nBB"
+			    "HTTP/1.1 503 Unavailable\r\nContent-Length: 3\r\n\r\nCCC");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/a");
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/b");
+	cr_expect_eq(span_int(h.spans[1], "http.response.status_code"), 404);
+	cr_expect_str_eq(span_str(h.spans[2], "url.path"), "/c");
+	cr_expect_eq(span_int(h.spans[2], "http.response.status_code"), 503);
+	cr_expect_eq(span_int(h.spans[2], "http.response.body.size"), 3);
+}
+
+Test(exchange, chunked_response_over_many_writes)
+{
+	struct tconn c = h_open(&h, 105, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /stream HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+	h_send(&h, &c, OUT, "5\r\nhello\r\n");
+	h_send(&h, &c, OUT, "6;ext=1\r\n world\r\n");
+	h_send(&h, &c, OUT, "0\r\nX-Trailer: 1\r\n\r\n");
+	h_send(&h, &c, IN, "GET /next HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("n"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 11);
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/next");
+}
+
+Test(exchange, head_response_has_no_body)
+{
+	struct tconn c = h_open(&h, 106, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "HEAD /file HTTP/1.1\r\n\r\nGET /file HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "http.request.method"), "HEAD");
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 0);
+	cr_expect_eq(span_int(h.spans[1], "http.response.body.size"), 3);
+}
+
+Test(exchange, continue_100_is_interim)
+{
+	struct tconn c = h_open(&h, 107, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "POST /upload HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 100 Continue\r\n\r\n");
+	h_send(&h, &c, IN, "abc");
+	h_send(&h, &c, OUT, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 201);
+	cr_expect_eq(span_int(h.spans[0], "http.request.body.size"), 3);
+}
+
+Test(exchange, no_body_statuses_204_304)
+{
+	struct tconn c = h_open(&h, 108, 5, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &c, OUT, "DELETE /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\nGET /z HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, IN, "HTTP/1.1 204 No Content\r\n\r\n"
+			   "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+			   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 204);
+	cr_expect_eq(span_int(h.spans[1], "http.response.status_code"), 304);
+	cr_expect_eq(span_int(h.spans[2], "http.response.status_code"), 200);
+	cr_expect_eq(span_int(h.spans[2], "http.response.body.size"), 2);
+}
+
+Test(exchange, connection_close_body_ends_at_eof)
+{
+	struct tconn c = h_open(&h, 109, 7, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &c, OUT, "GET /legacy HTTP/1.0\r\n\r\n");
+	h_send(&h, &c, IN, "HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nsome ");
+	h_send(&h, &c, IN, "bytes");
+	h_close(&h, &c, SONDE_CLOSE_PEER);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_status(h.spans[0]), "UNSET");
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 10);
+	cr_expect_str_eq(span_str(h.spans[0], "network.protocol.version"), "1.0");
+}
+
+Test(exchange, headers_split_byte_by_byte)
+{
+	struct tconn c = h_open(&h, 110, 5, SONDE_ROLE_SERVER);
+	const char *req = "GET /split/path HTTP/1.1\r\nHost: h\r\nUser-Agent: byte-by-byte\r\n\r\n";
+
+	for (size_t i = 0; req[i]; i++)
+		h_io(&h, &c, IN, req + i, 1, 1);
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/split/path");
+	cr_expect_str_eq(span_str(h.spans[0], "user_agent.original"), "byte-by-byte");
+}
+
+Test(exchange, headers_of_16k)
+{
+	struct tconn c = h_open(&h, 111, 5, SONDE_ROLE_SERVER);
+	size_t big = 16 * 1024;
+	char *req = malloc(big + 256);
+	size_t n = (size_t)sprintf(req, "GET /big HTTP/1.1\r\nCookie: ");
+
+	memset(req + n, 'c', big - 200);
+	n += big - 200;
+	n += (size_t)sprintf(req + n, "\r\nUser-Agent: after-cookie\r\n\r\n");
+	req[n] = '\0';
+	h_send(&h, &c, IN, req);
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	free(req);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_str(h.spans[0], "user_agent.original"), "after-cookie");
+	cr_expect_null(strstr(cJSON_PrintUnformatted(h.spans[0]), "cccc"));
+}
+
+Test(exchange, truncated_body_capture_is_skipped)
+{
+	struct tconn c = h_open(&h, 112, 5, SONDE_ROLE_SERVER);
+	char resp[600];
+	size_t head = (size_t)sprintf(resp, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+
+	memset(resp + head, 'b', sizeof(resp) - head);
+	h_send(&h, &c, IN, "GET /large HTTP/1.1\r\n\r\n");
+	/* 100 kB body, the kernel captured only the first 512 bytes of each write. */
+	h_io(&h, &c, OUT, resp, head + 60000, 512);
+	h_io(&h, &c, OUT, resp + head, 40000, 512);
+	h_send(&h, &c, IN, "GET /after HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("fine"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 100000);
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/after");
+	cr_expect_eq(h.stats.gap_resyncs, 0);
+}
+
+Test(exchange, lost_request_event_resyncs_on_next_request)
+{
+	struct tconn c = h_open(&h, 113, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /first HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("1"));
+	h_lose(&h, &c, IN, strlen("GET /second HTTP/1.1\r\n\r\n"));
+	h_send(&h, &c, OUT, ok_body("2"));
+	h_send(&h, &c, IN, "GET /third HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("3"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/first");
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/third");
+	cr_expect_eq(h.stats.orphan_responses, 1);
+	cr_expect_eq(h.stats.reorder_gaps, 1);
+}
+
+Test(exchange, gap_inside_chunked_body_keeps_the_span)
+{
+	struct tconn c = h_open(&h, 114, 5, SONDE_ROLE_SERVER);
+	const char *head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n";
+
+	h_send(&h, &c, IN, "GET /chunky HTTP/1.1\r\n\r\n");
+	h_io(&h, &c, OUT, head, strlen(head) + 4096 + 7, strlen(head));
+	h_send(&h, &c, IN, "GET /again HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	cr_expect_not(span_has(h.spans[0], "http.response.body.size"));
+	cr_expect_str_eq(span_status(h.spans[0]), "UNSET");
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/again");
+}
+
+Test(exchange, reset_mid_response_is_an_error_span)
+{
+	struct tconn c = h_open(&h, 115, 7, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &c, OUT, "GET /slow HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, IN, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+	h_close(&h, &c, SONDE_CLOSE_RESET);
+	h_close(&h, &c, SONDE_CLOSE_LOCAL);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	cr_expect_str_eq(span_str(h.spans[0], "error.type"), "response_incomplete");
+}
+
+Test(exchange, close_before_response_is_an_error_span)
+{
+	struct tconn c = h_open(&h, 116, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /never HTTP/1.1\r\n\r\n");
+	h_close(&h, &c, SONDE_CLOSE_LOCAL);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_not(span_has(h.spans[0], "http.response.status_code"));
+	cr_expect_str_eq(span_str(h.spans[0], "error.type"), "no_response");
+}
+
+Test(exchange, process_exit_ends_its_exchanges)
+{
+	struct tconn c = h_open(&h, 117, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /dying HTTP/1.1\r\n\r\n");
+	h_exit(&h, 117);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_eq(h.stats.proc_exits, 1);
+}
+
+Test(exchange, half_request_then_close_makes_no_span)
+{
+	struct tconn c = h_open(&h, 118, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /half HTTP/1.1\r\nHost: x\r\n");
+	h_close(&h, &c, SONDE_CLOSE_LOCAL);
+	h_finish(&h);
+	cr_expect_eq(h.nspans, 0);
+	cr_expect_eq(h.stats.partial_heads, 1);
+}
+
+Test(exchange, garbage_makes_no_span_and_next_request_is_traced)
+{
+	struct tconn c = h_open(&h, 119, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET \x01\x02\x03 garbage\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+	h_send(&h, &c, IN, "GET /good HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/good");
+	cr_expect_geq(h.stats.parse_errors, 1);
+}
+
+Test(exchange, incoming_traceparent_is_honoured)
+{
+	struct tconn c = h_open(&h, 120, 5, SONDE_ROLE_SERVER);
+	const cJSON *ctx;
+
+	h_send(&h, &c, IN, "GET /t HTTP/1.1\r\ntraceparent: "
+			   "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body(""));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	ctx = cJSON_GetObjectItem(h.spans[0], "context");
+	cr_expect_str_eq(cJSON_GetObjectItem(ctx, "trace_id")->valuestring,
+			 "0x4bf92f3577b34da6a3ce929d0e0e4736");
+	cr_expect_str_eq(span_field(h.spans[0], "parent_id"), "0x00f067aa0ba902b7");
+}
+
+Test(exchange, connection_open_before_sonde_learns_role_from_traffic)
+{
+	struct tconn c = { .tgid = 121, .fd = 9, .gen = 5 };
+
+	/* No conn event: the first data starts mid-response, then a request. */
+	h_send(&h, &c, OUT, "tail of an old body");
+	h_send(&h, &c, IN, "GET /later HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_field(h.spans[0], "kind"), "SpanKind.SERVER");
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/later");
+}
+
+Test(exchange, out_of_order_events_are_reordered)
+{
+	struct tconn c = h_open(&h, 122, 5, SONDE_ROLE_SERVER);
+	struct tconn late;
+	const char *part1 = "GET /reordered HTTP/1.1\r\n";
+	const char *part2 = "Host: h\r\n\r\n";
+
+	late = c;
+	h_lose(&h, &c, IN, strlen(part1));
+	h_send(&h, &c, IN, part2);
+	h_send(&h, &late, IN, part1);
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/reordered");
+	cr_expect_eq(h.stats.reorder_held, 1);
+	cr_expect_eq(h.stats.reorder_gaps, 0);
+}
+
+Test(exchange, fd_reuse_with_new_generation_starts_a_new_connection)
+{
+	struct tconn c = h_open(&h, 123, 5, SONDE_ROLE_SERVER);
+	struct tconn reused;
+
+	h_send(&h, &c, IN, "GET /old HTTP/1.1\r\n\r\n");
+	reused = h_open(&h, 123, 5, SONDE_ROLE_CLIENT);
+	h_send(&h, &reused, OUT, "GET /new HTTP/1.1\r\n\r\n");
+	h_send(&h, &reused, IN, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/old");
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_str_eq(span_field(h.spans[1], "kind"), "SpanKind.CLIENT");
+}
+
+/* The same pipelined conversation cut at random points must give the same
+ * spans: reassembly and parsing may not depend on syscall boundaries. */
+Test(exchange, random_split_points_give_identical_spans)
+{
+	const char *reqs = "POST /p/1 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+			   "GET /p/2 HTTP/1.1\r\nUser-Agent: ua\r\n\r\n"
+			   "PUT /p/3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+	const char *resps = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			    "HTTP/1.1 100 Continue\r\n\r\n"
+			    "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnone\r\n0\r\n\r\n"
+			    "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n";
+	static const long want_status[] = { 200, 404, 500 };
+	static const long want_req_body[] = { 5, 0, 3 };
+	static const char *const want_path[] = { "/p/1", "/p/2", "/p/3" };
+
+	srand(1234);
+	for (int round = 0; round < 200; round++) {
+		struct harness r;
+		struct tconn c;
+		const char *streams[2] = { reqs, resps };
+
+		h_init(&r, false);
+		c = h_open(&r, 200, 5, SONDE_ROLE_SERVER);
+		for (int dir = 0; dir < 2; dir++) {
+			const char *p = streams[dir];
+			size_t left = strlen(p);
+
+			while (left) {
+				size_t n = 1 + (size_t)rand() % (left < 40 ? left : 40);
+
+				h_io(&r, &c, dir == 0 ? IN : OUT, p, n, n);
+				p += n;
+				left -= n;
+			}
+		}
+		h_finish(&r);
+		cr_assert_eq(r.nspans, 3, "round %d", round);
+		for (int i = 0; i < 3; i++) {
+			cr_assert_str_eq(span_str(r.spans[i], "url.path"), want_path[i]);
+			cr_assert_eq(span_int(r.spans[i], "http.response.status_code"), want_status[i]);
+			cr_assert_eq(span_int(r.spans[i], "http.request.body.size"), want_req_body[i]);
+		}
+		h_free(&r);
+	}
+}
+
+Test(exchange, query_kept_only_when_configured)
+{
+	struct harness q;
+	struct tconn c;
+
+	h_init(&q, true);
+	c = h_open(&q, 124, 7, SONDE_ROLE_CLIENT);
+	h_send(&q, &c, OUT, "GET /search?q=x&page=2 HTTP/1.1\r\nHost: svc\r\n\r\n");
+	h_send(&q, &c, IN, ok_body(""));
+	h_finish(&q);
+	cr_assert_eq(q.nspans, 1);
+	cr_expect_str_eq(span_str(q.spans[0], "url.query"), "q=x&page=2");
+	cr_expect_str_eq(span_str(q.spans[0], "url.full"), "http://svc:8080/search?q=x&page=2");
+	h_free(&q);
+}
+
+Test(exchange, timestamps_follow_the_kernel_clock)
+{
+	struct tconn c = h_open(&h, 125, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /t HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("x"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	/* Request read ends at t, response write 1 us later: end > start. */
+	cr_expect_str_lt(span_field(h.spans[0], "start_time"), span_field(h.spans[0], "end_time"));
+}
