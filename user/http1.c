@@ -43,6 +43,7 @@ static int on_message_begin(http_parser *p)
 	m->target[0] = m->host[0] = m->user_agent[0] = m->traceparent[0] = '\0';
 	s->in_msg = true;
 	s->head_done = false;
+	s->in_chunk = false;
 	s->last_was_value = false;
 	s->hname_len = 0;
 	s->hvalue = NULL;
@@ -156,6 +157,18 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+static int on_chunk_header(http_parser *p)
+{
+	stream_of(p)->in_chunk = p->content_length > 0;
+	return 0;
+}
+
+static int on_chunk_complete(http_parser *p)
+{
+	stream_of(p)->in_chunk = false;
+	return 0;
+}
+
 static int on_message_complete(http_parser *p)
 {
 	struct http1_stream *s = stream_of(p);
@@ -175,6 +188,8 @@ static const http_parser_settings parser_settings = {
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
 	.on_message_complete = on_message_complete,
+	.on_chunk_header = on_chunk_header,
+	.on_chunk_complete = on_chunk_complete,
 };
 
 void http1_stream_init(struct http1_stream *s, enum http_parser_type type,
@@ -248,6 +263,7 @@ static void resync(struct http1_stream *s)
 	http_parser_init(&s->parser, s->type);
 	s->state = HTTP1_SYNCED;
 	s->in_msg = false;
+	s->in_chunk = false;
 }
 
 /* Feeds bytes; false if the stream lost sync or stopped. */
@@ -263,32 +279,48 @@ static bool parse(struct http1_stream *s, const uint8_t *data, size_t len)
 		lose_sync(s, HTTP1_DROP_PARSE_ERROR);
 		return false;
 	}
+	if (len)
+		s->last_byte = data[len - 1];
 	return true;
 }
 
-static bool in_length_delimited_body(const struct http1_stream *s)
+static bool in_identity_body(const struct http1_stream *s)
 {
 	return s->in_msg && s->head_done && !(s->parser.flags & F_CHUNKED) &&
 	       s->parser.content_length > 0;
 }
 
-/* A hole inside a body of known length (or one that runs to connection
- * close) is skipped by feeding zeros; any other hole loses sync. */
+/* How many bytes of a hole the protocol lets us fill, and with what:
+ * zeros for body bytes of known length, the CRLF that closes a chunk.
+ * Returns 0 when the hole holds bytes we cannot know. */
+static uint64_t fillable(const struct http1_stream *s, uint64_t hole, const uint8_t **fill)
+{
+	uint64_t n;
+
+	if (in_identity_body(s) || (s->in_chunk && s->parser.content_length > 0)) {
+		*fill = zeros;
+		n = s->parser.content_length < hole ? s->parser.content_length : hole;
+		return n < sizeof(zeros) ? n : sizeof(zeros);
+	}
+	if (s->in_chunk) {
+		*fill = (const uint8_t *)(s->last_byte == '\r' ? "\n" : "\r\n");
+		n = s->last_byte == '\r' ? 1 : 2;
+		return n < hole ? n : hole;
+	}
+	return 0;
+}
+
 static void skip_hole(struct http1_stream *s, uint64_t hole)
 {
 	while (hole > 0) {
-		uint64_t step;
+		const uint8_t *fill;
+		uint64_t step = fillable(s, hole, &fill);
 
-		if (!in_length_delimited_body(s)) {
+		if (step == 0) {
 			lose_sync(s, HTTP1_DROP_GAP);
 			return;
 		}
-		step = s->parser.content_length;
-		if (step > hole)
-			step = hole;
-		if (step > sizeof(zeros))
-			step = sizeof(zeros);
-		if (!parse(s, zeros, (size_t)step))
+		if (!parse(s, fill, (size_t)step))
 			return;
 		hole -= step;
 	}

@@ -1,8 +1,10 @@
 /* One direction of an HTTP/1.x connection: a streaming parser (Debian's
  * libhttp-parser) fed in-order chunks that may end in a hole of bytes the
- * kernel did not capture. Holes inside a body of known length are skipped;
- * any other hole loses sync, and the stream waits for a chunk that starts
- * a new message. Nothing here allocates. */
+ * kernel did not capture. A hole whose bytes the protocol fixes is skipped:
+ * body bytes of known length (Content-Length, the rest of a chunk, a body
+ * that runs to close) and the CRLF that ends a chunk. Any other hole loses
+ * sync, and the stream waits for a piece that starts a new message.
+ * Nothing here allocates. */
 #ifndef SONDE_HTTP1_H
 #define SONDE_HTTP1_H
 
@@ -85,6 +87,8 @@ struct http1_stream {
 	int tag;
 	const struct http1_chunk *cur;
 	bool in_msg, head_done, last_was_value;
+	bool in_chunk;     /* inside a chunk's data or its closing CRLF */
+	uint8_t last_byte; /* last byte fed, to know whether CR was seen */
 	uint8_t hname_len;
 	char hname[HTTP1_HNAME_MAX];
 	char *hvalue;          /* where the current header's value goes, or NULL */

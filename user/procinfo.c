@@ -169,7 +169,8 @@ void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
 	char name[128];
 	int next = 1, app;
 
-	snprintf(name, sizeof(name), "%s", program);
+	/* "nginx: worker process": a process title rewritten over argv. */
+	snprintf(name, sizeof(name), "%.*s", (int)strcspn(program, ":"), program);
 	if (argc > 0 && is_interpreter(program)) {
 		for (int i = 1; i < argc; i++) {
 			if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {

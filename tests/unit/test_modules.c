@@ -94,7 +94,7 @@ Test(service_name, from_command_lines)
 	name_of(gunicorn, 4, out);
 	cr_expect_str_eq(out, "gunicorn 4");
 	name_of(nginx, 1, out);
-	cr_expect_str_eq(out, "nginx: worker process");
+	cr_expect_str_eq(out, "nginx");
 	name_of(java, 4, out);
 	cr_expect_str_eq(out, "orders");
 }

@@ -1,0 +1,185 @@
+"""Fixtures: the real sonde agent (as root), real nginx and uvicorn servers.
+
+Spans are read from the agent's console output (one JSON object per line)
+and selected per test by the server port the test's traffic used, so each
+test can assert the exact set of spans its traffic produced."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SONDE = ROOT / "build" / "sonde"
+PYTHON = "/usr/bin/python3"
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, host="127.0.0.1", timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+class Agent:
+    """A running sonde process and the spans it printed."""
+
+    def __init__(self, workdir, name="sonde", extra_env=None):
+        self.out_path = Path(workdir) / f"{name}.out"
+        self.err_path = Path(workdir) / f"{name}.err"
+        self.stats_path = Path(workdir) / f"{name}.stats.json"
+        env = dict(os.environ, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="50")
+        env.update(extra_env or {})
+        self.out = open(self.out_path, "w")
+        self.err = open(self.err_path, "w")
+        self.proc = subprocess.Popen(
+            [str(SONDE), "--stats-file", str(self.stats_path)],
+            stdout=self.out, stderr=self.err, env=env)
+        deadline = time.time() + 30
+        while "ready" not in self.err_path.read_text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("sonde did not become ready:\n" + self.err_path.read_text())
+            time.sleep(0.05)
+
+    def spans(self):
+        spans = []
+        for line in self.out_path.read_text().splitlines():
+            spans.append(json.loads(line))
+        return spans
+
+    def spans_for_port(self, port):
+        return [s for s in self.spans() if s["attributes"].get("server.port") == port]
+
+    def wait_spans(self, port, count, timeout=10, settle=0.6):
+        """Waits for `count` spans on the port, then checks no more arrive."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = self.spans_for_port(port)
+            if len(got) >= count:
+                break
+            time.sleep(0.05)
+        time.sleep(settle)
+        return self.spans_for_port(port)
+
+    def stats(self):
+        return json.loads(self.stats_path.read_text())
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.out.close()
+        self.err.close()
+        return code
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = tempfile.mkdtemp(prefix="sonde-e2e-")
+    os.chmod(d, 0o755)  # nginx workers run as www-data
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def agent(workdir):
+    a = Agent(workdir)
+    yield a
+    assert a.stop() == 0, a.err_path.read_text()
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        listen [::1]:{port};
+        root {dir}/www;
+        location /status/404 {{ return 404; }}
+        location /status/503 {{ return 503 "down\\n"; }}
+        location / {{ }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.dir = Path(workdir) / f"nginx-{self.port}"
+        (self.dir / "www").mkdir(parents=True)
+        (self.dir / "www" / "index.html").write_text("hello from nginx\n")
+        (self.dir / "www" / "big.bin").write_bytes(b"b" * 200000)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(self.dir / "error.log")])
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def nginx(workdir, agent):
+    n = Nginx(workdir)
+    yield n
+    n.stop()
+
+
+class Uvicorn:
+    def __init__(self, service_name):
+        self.port = free_port()
+        env = dict(os.environ, OTEL_SERVICE_NAME=service_name, PYTHONPATH=str(APPS))
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning"], env=env)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def uvicorn(agent):
+    u = Uvicorn("e2e-api")
+    yield u
+    u.stop()
+
+
+def curl(*args):
+    return subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *args],
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+def by_kind(spans, kind):
+    return [s for s in spans if s["kind"] == f"SpanKind.{kind}"]

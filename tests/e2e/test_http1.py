@@ -1,0 +1,234 @@
+"""End to end: the real agent, real servers and clients, exact spans."""
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+from conftest import APPS, PYTHON, Agent, by_kind, curl, free_port
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def one(spans, kind):
+    found = by_kind(spans, kind)
+    assert len(found) == 1, spans
+    return found[0]
+
+
+def resource(span, key):
+    return span["resource"]["attributes"][key]
+
+
+def test_curl_against_nginx(agent, nginx):
+    assert curl("-A", "e2e-curl", f"http://127.0.0.1:{nginx.port}/index.html?q=secret") == "200"
+    spans = agent.wait_spans(nginx.port, 2)
+    assert len(spans) == 2
+    server, client = one(spans, "SERVER"), one(spans, "CLIENT")
+    assert server["name"] == "GET /index.html"
+    assert server["parent_id"] is None
+    assert server["status"]["status_code"] == "UNSET"
+    a = server["attributes"]
+    assert a["http.request.method"] == "GET"
+    assert a["url.path"] == "/index.html"
+    assert "url.query" not in a
+    assert a["http.route"] == "/index.html"
+    assert a["http.response.status_code"] == 200
+    assert a["network.protocol.version"] == "1.1"
+    assert a["server.address"] == "127.0.0.1"
+    assert a["client.address"] == "127.0.0.1"
+    assert isinstance(a["client.port"], int) and a["client.port"] > 0
+    assert a["user_agent.original"] == "e2e-curl"
+    assert a["http.response.body.size"] == len("hello from nginx\n")
+    assert resource(server, "service.name") == "nginx"
+    assert resource(server, "process.pid") == nginx.proc.pid or resource(server, "process.pid") > 0
+    assert resource(server, "telemetry.sdk.name") == "sonde"
+    assert client["name"] == "GET"
+    assert client["attributes"]["url.full"] == f"http://127.0.0.1:{nginx.port}/index.html"
+    assert client["attributes"]["client.port" if False else "server.port"] == nginx.port
+    assert resource(client, "service.name") == "curl"
+    assert server["start_time"] >= client["start_time"]
+    assert server["end_time"] <= client["end_time"]
+
+
+def test_status_codes_set_span_status(agent, nginx):
+    assert curl(f"http://127.0.0.1:{nginx.port}/status/404") == "404"
+    assert curl(f"http://127.0.0.1:{nginx.port}/status/503") == "503"
+    spans = agent.wait_spans(nginx.port, 4)
+    assert len(spans) == 4
+    servers = {s["attributes"]["http.response.status_code"]: s for s in by_kind(spans, "SERVER")}
+    clients = {s["attributes"]["http.response.status_code"]: s for s in by_kind(spans, "CLIENT")}
+    assert servers[404]["status"]["status_code"] == "UNSET"
+    assert servers[503]["status"]["status_code"] == "ERROR"
+    assert servers[503]["attributes"]["error.type"] == "503"
+    assert clients[404]["status"]["status_code"] == "ERROR"
+    assert clients[503]["status"]["status_code"] == "ERROR"
+
+
+def test_sendfile_body_is_counted_not_captured(agent, nginx):
+    assert curl(f"http://127.0.0.1:{nginx.port}/big.bin") == "200"
+    spans = agent.wait_spans(nginx.port, 2)
+    assert len(spans) == 2
+    for span in spans:
+        assert span["attributes"]["http.response.body.size"] == 200000
+
+
+def read_responses(sock, count):
+    """Reads `count` Content-Length responses; returns their status codes."""
+    data, codes = b"", []
+    while len(codes) < count:
+        chunk = sock.recv(65536)
+        assert chunk, "server closed early"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+                         .split(b":")[1])
+            if len(rest) < length:
+                break
+            codes.append(int(head.split(b" ")[1]))
+            data = rest[length:]
+    return codes
+
+
+def test_keep_alive_and_pipelining_from_a_raw_socket(agent, nginx):
+    with socket.create_connection(("127.0.0.1", nginx.port)) as s:
+        s.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode()
+                           for p in ("/index.html", "/status/404", "/status/503")))
+        assert read_responses(s, 3) == [200, 404, 503]
+        for path in ("/index.html", "/status/404"):
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode())
+            read_responses(s, 1)
+    spans = agent.wait_spans(nginx.port, 10)
+    servers = sorted(by_kind(spans, "SERVER"), key=lambda s: s["start_time"])
+    clients = sorted(by_kind(spans, "CLIENT"), key=lambda s: s["start_time"])
+    want = [("/index.html", 200), ("/status/404", 404), ("/status/503", 503),
+            ("/index.html", 200), ("/status/404", 404)]
+    for spans_of_side in (servers, clients):
+        got = [(s["attributes"]["url.path"], s["attributes"]["http.response.status_code"])
+               for s in spans_of_side]
+        assert got == want
+    assert len(set(s["context"]["trace_id"] for s in servers)) == 5
+
+
+def test_ipv6_loopback(agent, nginx):
+    assert curl("-g", f"http://[::1]:{nginx.port}/index.html") == "200"
+    spans = agent.wait_spans(nginx.port, 2)
+    assert len(spans) == 2
+    server = one(spans, "SERVER")
+    assert server["attributes"]["client.address"] == "::1"
+    assert server["attributes"]["server.address"] == "::1"
+    assert one(spans, "CLIENT")["attributes"]["url.full"] == f"http://[::1]:{nginx.port}/index.html" \
+        or one(spans, "CLIENT")["attributes"]["server.address"] == "::1"
+
+
+def test_fastapi_on_uvicorn_with_route_templating(agent, uvicorn):
+    assert curl(f"http://127.0.0.1:{uvicorn.port}/items/4242") == "200"
+    spans = agent.wait_spans(uvicorn.port, 2)
+    assert len(spans) == 2
+    server = one(spans, "SERVER")
+    assert server["name"] == "GET /items/{id}"
+    assert server["attributes"]["url.path"] == "/items/4242"
+    assert server["attributes"]["http.response.body.size"] == len('{"id":4242}')
+    assert resource(server, "service.name") == "e2e-api"
+
+
+def test_chunked_response(agent, uvicorn):
+    assert curl(f"http://127.0.0.1:{uvicorn.port}/stream") == "200"
+    spans = agent.wait_spans(uvicorn.port, 2)
+    assert len(spans) == 2
+    for span in spans:
+        assert span["attributes"]["http.response.body.size"] == 5000
+        assert span["status"]["status_code"] == "UNSET"
+
+
+def test_httpx_client(agent, uvicorn):
+    base = f"http://127.0.0.1:{uvicorn.port}"
+    out = subprocess.run([PYTHON, str(APPS / "httpx_client.py"), f"{base}/health", f"{base}/fail"],
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    assert out == ["200", "503"]
+    spans = agent.wait_spans(uvicorn.port, 4)
+    assert len(spans) == 4
+    clients = sorted(by_kind(spans, "CLIENT"), key=lambda s: s["start_time"])
+    servers = sorted(by_kind(spans, "SERVER"), key=lambda s: s["start_time"])
+    assert [s["attributes"]["http.response.status_code"] for s in clients] == [200, 503]
+    assert [s["name"] for s in servers] == ["GET /health", "GET /fail"]
+    assert servers[1]["status"]["status_code"] == "ERROR"
+    assert clients[1]["status"]["status_code"] == "ERROR"
+    assert resource(clients[0], "service.name") == "httpx_client"
+    assert clients[0]["attributes"]["user_agent.original"].startswith("python-httpx/")
+
+
+def test_incoming_traceparent_is_honoured(agent, nginx):
+    assert curl("-H", f"traceparent: {TRACEPARENT}", f"http://127.0.0.1:{nginx.port}/") == "200"
+    spans = agent.wait_spans(nginx.port, 2)
+    server = one(spans, "SERVER")
+    assert server["context"]["trace_id"] == "0x4bf92f3577b34da6a3ce929d0e0e4736"
+    assert server["parent_id"] == "0x00f067aa0ba902b7"
+
+
+CLIENT_HELLO = bytes.fromhex(
+    "16030100a5010000a10303" + "00" * 32 + "000020c02bc02fc02cc030cca9cca8c009c013c00a"
+    "c014009c009d002f0035c012000a0100005800000014001200000f7777772e6578616d706c652e636f6d")
+
+
+def test_garbage_makes_no_span_and_next_request_is_traced(agent, nginx):
+    for payload in (os.urandom(512), b"GET /half HTTP/1.1\r\nHost: x\r\n", CLIENT_HELLO):
+        with socket.create_connection(("127.0.0.1", nginx.port)) as s:
+            s.sendall(payload)
+            s.settimeout(2)
+            try:
+                s.recv(4096)
+            except OSError:
+                pass
+    assert agent.wait_spans(nginx.port, 1, timeout=1.5) == []
+    assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
+    spans = agent.wait_spans(nginx.port, 2)
+    assert sorted(s["kind"] for s in spans) == ["SpanKind.CLIENT", "SpanKind.SERVER"]
+    assert one(spans, "SERVER")["attributes"]["url.path"] == "/index.html"
+
+
+def test_server_closing_without_response_is_an_error(agent):
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    client.sendall(f"GET /hangup HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    conn.recv(4096)
+    conn.close()
+    assert client.recv(4096) == b""
+    client.close()
+    listener.close()
+    spans = agent.wait_spans(port, 2)
+    assert len(spans) == 2
+    for span in spans:
+        assert span["status"]["status_code"] == "ERROR"
+        assert "http.response.status_code" not in span["attributes"]
+
+
+def test_connection_open_before_start_is_picked_up(workdir, agent, nginx):
+    s = socket.create_connection(("127.0.0.1", nginx.port))
+    request = f"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode()
+    s.sendall(request)
+    read_responses(s, 1)
+    late = Agent(workdir, name="late")
+    try:
+        s.sendall(request)
+        read_responses(s, 1)
+        time.sleep(1)
+    finally:
+        assert late.stop() == 0
+        s.close()
+    spans = late.spans_for_port(nginx.port)
+    assert sorted(x["kind"] for x in spans) == ["SpanKind.CLIENT", "SpanKind.SERVER"]
+    assert one(spans, "SERVER")["attributes"]["url.path"] == "/index.html"
+
+
+def test_sigterm_flushes_completed_spans(workdir, nginx):
+    quick = Agent(workdir, name="quick", extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"})
+    assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
+    time.sleep(0.3)
+    assert quick.stop() == 0
+    spans = quick.spans_for_port(nginx.port)
+    assert len(spans) == 2
+    assert quick.stats()["spans_dropped"] == 0
