@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define CONN_BUCKETS 65536
 #define EXITED_MAX 4096
 
 struct pending {
@@ -48,7 +47,8 @@ struct tracker {
 	struct proc_table *procs;
 	const struct wallclock *clock;
 	struct idgen ids;
-	struct conn *buckets[CONN_BUCKETS];
+	struct conn **buckets;
+	uint32_t nbuckets_log2;
 	struct conn *free_conns;
 	struct pending *free_pending;
 	struct reorder_pool pool;
@@ -107,7 +107,7 @@ static struct conn **bucket_of(struct tracker *t, uint32_t tgid, int32_t fd)
 {
 	uint64_t h = ((uint64_t)tgid << 32 | (uint32_t)fd) * 0x9e3779b97f4a7c15ull;
 
-	return &t->buckets[h >> 48];
+	return &t->buckets[h >> (64 - t->nbuckets_log2)];
 }
 
 static struct conn **find_link(struct tracker *t, uint32_t tgid, int32_t fd)
@@ -194,8 +194,10 @@ static const char *target_path(const char *target, size_t *len)
 	if (target[0] != '/' && scheme_end) {
 		const char *path = strchr(scheme_end + 3, '/');
 
-		if (!path)
-			path = "/";
+		if (!path) {
+			*len = 1;
+			return "/";
+		}
 		*len -= (size_t)(path - target);
 		return path;
 	}
@@ -623,7 +625,7 @@ static void handle_proc_exit(struct tracker *t, const struct sonde_event_header 
 		t->exited[t->nexited++] = hdr->tgid;
 	if (!proc_table_has(t->procs, hdr->tgid))
 		return;
-	for (size_t i = 0; i < CONN_BUCKETS; i++) {
+	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++) {
 		struct conn *c = t->buckets[i], *next;
 
 		for (; c; c = next) {
@@ -712,6 +714,12 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 	t->opts = *opts;
 	if (!t->opts.max_pending)
 		t->opts.max_pending = 64;
+	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
+	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));
+	if (!t->buckets) {
+		free(t);
+		return NULL;
+	}
 	t->exporter = exporter;
 	t->procs = procs;
 	t->clock = clock;
@@ -728,7 +736,7 @@ void tracker_free(struct tracker *t)
 {
 	if (!t)
 		return;
-	for (size_t i = 0; i < CONN_BUCKETS; i++) {
+	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++) {
 		while (t->buckets[i]) {
 			struct conn *c = t->buckets[i];
 
@@ -754,6 +762,7 @@ void tracker_free(struct tracker *t)
 		free(p);
 	}
 	reorder_pool_free(&t->pool);
+	free(t->buckets);
 	free(t);
 }
 

@@ -15,6 +15,7 @@
 struct tracker_opts {
 	bool keep_query;      /* export url.query (off: query strings may hold secrets) */
 	uint32_t max_pending; /* pipelined requests awaiting responses, per connection */
+	uint32_t conn_buckets_log2; /* connection hash table size; 0: 2^16 */
 };
 
 struct tracker_stats {

@@ -518,6 +518,20 @@ Test(exchange, query_kept_only_when_configured)
 	h_free(&q);
 }
 
+Test(exchange, absolute_form_targets_give_the_path)
+{
+	struct tconn c = h_open(&h, 127, 5, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET http://proxy.example:8080/a/b?x=1 HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body(""));
+	h_send(&h, &c, IN, "GET http://proxy.example HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body(""));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/a/b");
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/");
+}
+
 Test(exchange, timestamps_follow_the_kernel_clock)
 {
 	struct tconn c = h_open(&h, 125, 5, SONDE_ROLE_SERVER);

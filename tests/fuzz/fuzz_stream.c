@@ -1,0 +1,137 @@
+/* libFuzzer target: arbitrary sequences of kernel records for a few
+ * connections, through reassembly, HTTP/1.x parsing, pairing and span
+ * building (exporter "none": spans are built, counted and discarded).
+ *
+ * Input: a sequence of operations, each
+ *   [op][conn][dir][len lo][len hi][captured lo][captured hi][pos skew] data...
+ * op % 6: 0-2 data, 3 open, 4 close (reason from dir), 5 process exit. */
+#include "clock.h"
+#include "exporter.h"
+#include "log.h"
+#include "procinfo.h"
+#include "sonde_events.h"
+#include "tracker.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONNS 3
+
+struct fuzz_conn {
+	uint64_t gen;
+	uint64_t pos[2];
+};
+
+static struct sonde_data_event event;
+
+static void send_data(struct tracker *t, struct fuzz_conn *c, int idx, const uint8_t *op,
+		      const uint8_t *data, size_t avail, uint64_t now)
+{
+	int dir = op[2] & 1;
+	uint32_t len = (uint32_t)(op[3] | op[4] << 8);
+	uint32_t captured = (uint32_t)(op[5] | op[6] << 8);
+
+	if (captured > avail)
+		captured = (uint32_t)avail;
+	if (captured > SONDE_CAPTURE_MAX)
+		captured = SONDE_CAPTURE_MAX;
+	if (len < captured)
+		len = captured;
+	memset(&event.hdr, 0, sizeof(event.hdr));
+	event.hdr.type = SONDE_EV_DATA;
+	event.hdr.tgid = 1000 + (uint32_t)idx;
+	event.hdr.tid = event.hdr.tgid;
+	event.hdr.fd = 3;
+	event.hdr.conn_gen = c->gen;
+	event.hdr.ts = now;
+	event.ts_enter = now - 1;
+	/* A skew replays or skips bytes: reordering, overlap and gaps. */
+	event.pos = c->pos[dir] + (int8_t)op[7];
+	if ((int8_t)op[7] < 0 && c->pos[dir] < (uint64_t)(-(int8_t)op[7]))
+		event.pos = 0;
+	event.len = len;
+	event.captured = (uint16_t)captured;
+	event.dir = (uint8_t)dir;
+	memcpy(event.data, data, captured);
+	c->pos[dir] = event.pos + len;
+	tracker_handle(t, &event, SONDE_DATA_EVENT_SIZE(captured));
+}
+
+static void send_conn(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t role, uint64_t now)
+{
+	struct sonde_conn_event ev = { 0 };
+
+	c->gen = now;
+	c->pos[0] = c->pos[1] = 0;
+	ev.hdr.type = SONDE_EV_CONN;
+	ev.hdr.tgid = 1000 + (uint32_t)idx;
+	ev.hdr.fd = 3;
+	ev.hdr.conn_gen = c->gen;
+	ev.hdr.ts = now;
+	ev.role = role % 3;
+	ev.family = (role & 4) ? 10 : 2;
+	tracker_handle(t, &ev, sizeof(ev));
+}
+
+static void send_close(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t reason, uint64_t now)
+{
+	struct sonde_close_event ev = { 0 };
+
+	ev.hdr.type = SONDE_EV_CLOSE;
+	ev.hdr.tgid = 1000 + (uint32_t)idx;
+	ev.hdr.fd = 3;
+	ev.hdr.conn_gen = c->gen;
+	ev.hdr.ts = now;
+	ev.reason = (uint8_t)(1 + reason % 3);
+	tracker_handle(t, &ev, sizeof(ev));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
+{
+	struct exporter_opts eopts = { .kind = EXPORTER_NONE, .max_queue_size = 16,
+				       .max_export_batch = 16 };
+	struct tracker_opts topts = { .keep_query = size & 1, .max_pending = 8,
+				     .conn_buckets_log2 = 4 };
+	struct fuzz_conn conns[CONNS] = { 0 };
+	struct wallclock clock = { 0 };
+	struct exporter *exp;
+	struct proc_table *procs = proc_table_new("/nonexistent", "fuzz");
+	struct tracker *t;
+	uint64_t now = 1000;
+	size_t off = 0;
+
+	log_set_level(LOG_ERROR);
+	if (!procs || exporter_new(&exp, &eopts))
+		abort();
+	t = tracker_new(&topts, exp, procs, &clock);
+	while (off + 8 <= size) {
+		const uint8_t *op = in + off;
+		int idx = op[1] % CONNS;
+		size_t avail = size - off - 8;
+		uint32_t captured = (uint32_t)(op[5] | op[6] << 8);
+
+		now += 1 + op[0];
+		switch (op[0] % 6) {
+		case 3:
+			send_conn(t, &conns[idx], idx, op[2], now);
+			break;
+		case 4:
+			send_close(t, &conns[idx], idx, op[2], now);
+			break;
+		case 5:
+			tracker_tick(t);
+			break;
+		default:
+			send_data(t, &conns[idx], idx, op, in + off + 8, avail, now);
+			off += captured < avail ? captured : avail;
+		}
+		off += 8;
+	}
+	tracker_tick(t);
+	tracker_tick(t);
+	tracker_free(t);
+	exporter_free(exp);
+	proc_table_free(procs);
+	return 0;
+}
