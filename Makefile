@@ -67,10 +67,13 @@ deps:
 test: deps all unit e2e fuzz
 
 bench: $(BUILD)/sonde
-	bash bench/nginx.sh
+	/usr/bin/python3 bench/nginx_bench.py
 
 run: deps all
 	$(BUILD)/sonde
 
 clean:
 	rm -rf $(BUILD)
+
+$(BUILD)/agent_path: bench/agent_path.c $(CORE_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)

@@ -105,6 +105,16 @@ struct signal_struct {
 	atomic_t live;
 };
 
+/* User registers saved at syscall entry; at syscall exit di, si, dx, r10,
+ * r8, r9 still hold the call's arguments (x86-64 syscall ABI). */
+struct pt_regs {
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;

@@ -3,12 +3,16 @@
  * sonde kernel side: syscall tracepoints that follow TCP connections and
  * send the first bytes of every HTTP/1.x read and write to the agent.
  *
- * Shape of one call: the enter program decides cheaply whether the fd is a
- * TCP connection worth tracing (one hash lookup for a known fd) and, if so,
- * stashes the arguments by thread id; the exit program takes the stash,
- * reads the real return value and emits one data event. Protocol inference
- * runs once per connection, on its first data, and is sticky: a connection
- * that does not start like HTTP/1.x never produces another event.
+ * Shape of one call: only the syscall's exit is traced. A failed call
+ * (EAGAIN and the like) returns before touching any map. Otherwise the
+ * arguments come from the user registers the kernel saved at entry (still
+ * intact at exit), one hash lookup says whether the fd is a TCP connection
+ * worth tracing, and one data event carries the real return value and the
+ * first bytes moved. Tracing entries too would mean stashing arguments per
+ * thread: a map update, lookup and delete per call, measured at more than
+ * half of the per-call cost. Protocol inference runs once per connection,
+ * on its first data, and is sticky: a connection that does not start like
+ * HTTP/1.x never produces another event.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -47,15 +51,13 @@ struct conn_state {
 	__u8 pad[5];
 };
 
-/* What an enter program leaves for its exit program. */
+/* Arguments of a data call, read from the saved user registers. */
 struct call_args {
-	__u64 ts_enter;
 	__u64 buf;    /* user buffer, or an iovec array when iovcnt > 0 */
 	__s32 fd;
 	__u32 iovcnt;
-	__u8 syscall; /* enum sonde_syscall; 0 for connect */
-	__u8 dir;
-	__u8 pad[6];
+	__u8 syscall; /* enum sonde_syscall */
+	__u8 dir;     /* enum sonde_dir */
 };
 
 /* User-space struct iovec. */
@@ -86,15 +88,6 @@ struct {
 	__type(key, struct sonde_conn_key);
 	__type(value, __u8);
 } not_tcp SEC(".maps");
-
-/* In-flight calls by thread id. LRU: a thread killed inside a blocking
- * call never reaches its exit program. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
-	__type(value, struct call_args);
-} calls SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -133,11 +126,8 @@ static __always_inline void submit(void *record, __u64 size)
 
 	if (unread < wakeup_bytes && unread + size >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, record, size, flags)) {
+	if (bpf_ringbuf_output(&events, record, size, flags))
 		count(SONDE_CNT_LOST_RINGBUF);
-		return;
-	}
-	count(SONDE_CNT_EVENTS);
 }
 
 /* current->files->fdt->fd[fd] as a TCP (v4 or v6) sock, or NULL. */
@@ -369,7 +359,6 @@ static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_st
 	if (state->proto == PROTO_UNKNOWN && !infer_protocol(key, state, ev->data, captured))
 		return;
 	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
-	ev->ts_enter = args->ts_enter;
 	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
 	ev->len = len;
 	ev->captured = captured;
@@ -382,29 +371,8 @@ static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_st
 	submit(ev, SONDE_DATA_EVENT_SIZE(captured));
 }
 
-static __always_inline int enter_call(__s32 fd, __u64 buf, __u32 iovcnt, __u8 syscall, __u8 dir)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sonde_conn_key key = { .tgid = pid_tgid >> 32, .fd = fd };
-	struct call_args args = {
-		.buf = buf,
-		.fd = fd,
-		.iovcnt = iovcnt,
-		.syscall = syscall,
-		.dir = dir,
-	};
-	__u32 tid = (__u32)pid_tgid;
-
-	if (key.tgid == self_tgid || !traced_conn(&key))
-		return 0;
-	args.ts_enter = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&calls, &tid, &args, BPF_ANY))
-		count(SONDE_CNT_LOST_STASH);
-	return 0;
-}
-
 /* A failed or empty call ends an HTTP exchange only when it says the
- * connection is gone; EAGAIN and friends say nothing. */
+ * connection is gone. */
 static __always_inline void note_failure(struct sonde_conn_key *key, struct conn_state *state,
 					 struct call_args *args, long ret)
 {
@@ -416,100 +384,109 @@ static __always_inline void note_failure(struct sonde_conn_key *key, struct conn
 		emit_close(key, state, SONDE_CLOSE_RESET);
 }
 
-/* Moves this thread's stashed arguments into *args. */
-static __always_inline bool take_call(__u32 tid, struct call_args *args)
+/* Only results that carry data or end a connection are worth a lookup:
+ * EAGAIN from a non-blocking socket costs nothing more than this test. */
+static __always_inline bool worth_tracing(long ret)
 {
-	struct call_args *stashed = bpf_map_lookup_elem(&calls, &tid);
-
-	if (!stashed)
-		return false;
-	*args = *stashed;
-	bpf_map_delete_elem(&calls, &tid);
-	return true;
+	return ret >= 0 || ret == -ECONNRESET || ret == -EPIPE;
 }
 
-static __always_inline int exit_call(long ret)
+static __always_inline struct pt_regs *user_regs(void)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sonde_conn_key key = { .tgid = pid_tgid >> 32 };
-	struct conn_state *state;
-	struct call_args args;
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
 
-	if (!take_call((__u32)pid_tgid, &args))
+static __always_inline int trace_call(long ret, struct call_args *args)
+{
+	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = args->fd };
+	struct conn_state *state;
+
+	if (key.tgid == self_tgid)
 		return 0;
-	key.fd = args.fd;
-	state = bpf_map_lookup_elem(&conns, &key);
-	if (!state || state->proto == PROTO_OTHER)
+	state = traced_conn(&key);
+	if (!state)
 		return 0;
 	if (ret <= 0)
-		note_failure(&key, state, &args, ret);
+		note_failure(&key, state, args, ret);
 	else
-		emit_data(&key, state, &args, (__u32)ret);
+		emit_data(&key, state, args, (__u32)ret);
 	return 0;
 }
 
-/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 on 64-bit. */
-static __always_inline int enter_msg(__s32 fd, __u64 msghdr, __u8 syscall, __u8 dir)
+/* read/write/recvfrom/sendto(fd, buf, len, ...) */
+static __always_inline int exit_buf(long ret, __u8 syscall, __u8 dir)
 {
-	__u64 iov = 0, iovlen = 0;
+	struct call_args args = { .syscall = syscall, .dir = dir };
+	struct pt_regs *regs;
 
-	bpf_probe_read_user(&iov, sizeof(iov), (const void *)(msghdr + 16));
-	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
-	return enter_call(fd, iov, iovlen ? (__u32)iovlen : 0, syscall, dir);
+	if (!worth_tracing(ret))
+		return 0;
+	regs = user_regs();
+	args.fd = (__s32)BPF_CORE_READ(regs, di);
+	args.buf = BPF_CORE_READ(regs, si);
+	return trace_call(ret, &args);
 }
 
-#define ENTER_BUF(name, sys, dir)                                                     \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
-	{                                                                             \
-		return enter_call((__s32)ctx->args[0], ctx->args[1], 0, sys, dir);    \
-	}
+/* readv/writev(fd, iov, iovcnt) */
+static __always_inline int exit_iov(long ret, __u8 syscall, __u8 dir)
+{
+	struct call_args args = { .syscall = syscall, .dir = dir };
+	struct pt_regs *regs;
 
-#define ENTER_IOV(name, sys, dir)                                                     \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
-	{                                                                             \
-		return enter_call((__s32)ctx->args[0], ctx->args[1],                  \
-				  (__u32)ctx->args[2], sys, dir);                     \
-	}
+	if (!worth_tracing(ret))
+		return 0;
+	regs = user_regs();
+	args.fd = (__s32)BPF_CORE_READ(regs, di);
+	args.buf = BPF_CORE_READ(regs, si);
+	args.iovcnt = (__u32)BPF_CORE_READ(regs, dx);
+	return trace_call(ret, &args);
+}
 
-#define ENTER_MSG(name, sys, dir)                                                     \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
-	{                                                                             \
-		return enter_msg((__s32)ctx->args[0], ctx->args[1], sys, dir);        \
-	}
+/* recvmsg/sendmsg(fd, msghdr, flags): struct user_msghdr has msg_iov at
+ * offset 16 and msg_iovlen at 24 on 64-bit. */
+static __always_inline int exit_msg(long ret, __u8 syscall, __u8 dir)
+{
+	struct call_args args = { .syscall = syscall, .dir = dir };
+	__u64 msghdr, iovlen = 0;
+	struct pt_regs *regs;
 
-#define EXIT_CALL(name)                                                               \
+	if (!worth_tracing(ret))
+		return 0;
+	regs = user_regs();
+	args.fd = (__s32)BPF_CORE_READ(regs, di);
+	msghdr = BPF_CORE_READ(regs, si);
+	bpf_probe_read_user(&args.buf, sizeof(args.buf), (const void *)(msghdr + 16));
+	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
+	args.iovcnt = iovlen > SONDE_IOV_MAX ? SONDE_IOV_MAX : (__u32)iovlen;
+	return trace_call(ret, &args);
+}
+
+#define EXIT_PROG(name, kind, sys, dir)                                               \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
 	{                                                                             \
-		return exit_call(ctx->ret);                                           \
+		return exit_##kind(ctx->ret, sys, dir);                               \
 	}
 
-ENTER_BUF(read, SONDE_SYS_READ, SONDE_DIR_INGRESS)
-ENTER_BUF(write, SONDE_SYS_WRITE, SONDE_DIR_EGRESS)
-ENTER_IOV(readv, SONDE_SYS_READV, SONDE_DIR_INGRESS)
-ENTER_IOV(writev, SONDE_SYS_WRITEV, SONDE_DIR_EGRESS)
-ENTER_BUF(recvfrom, SONDE_SYS_RECVFROM, SONDE_DIR_INGRESS)
-ENTER_BUF(sendto, SONDE_SYS_SENDTO, SONDE_DIR_EGRESS)
-ENTER_MSG(recvmsg, SONDE_SYS_RECVMSG, SONDE_DIR_INGRESS)
-ENTER_MSG(sendmsg, SONDE_SYS_SENDMSG, SONDE_DIR_EGRESS)
-EXIT_CALL(read)
-EXIT_CALL(write)
-EXIT_CALL(readv)
-EXIT_CALL(writev)
-EXIT_CALL(recvfrom)
-EXIT_CALL(sendto)
-EXIT_CALL(recvmsg)
-EXIT_CALL(sendmsg)
-EXIT_CALL(sendfile64)
+EXIT_PROG(read, buf, SONDE_SYS_READ, SONDE_DIR_INGRESS)
+EXIT_PROG(write, buf, SONDE_SYS_WRITE, SONDE_DIR_EGRESS)
+EXIT_PROG(recvfrom, buf, SONDE_SYS_RECVFROM, SONDE_DIR_INGRESS)
+EXIT_PROG(sendto, buf, SONDE_SYS_SENDTO, SONDE_DIR_EGRESS)
+EXIT_PROG(readv, iov, SONDE_SYS_READV, SONDE_DIR_INGRESS)
+EXIT_PROG(writev, iov, SONDE_SYS_WRITEV, SONDE_DIR_EGRESS)
+EXIT_PROG(recvmsg, msg, SONDE_SYS_RECVMSG, SONDE_DIR_INGRESS)
+EXIT_PROG(sendmsg, msg, SONDE_SYS_SENDMSG, SONDE_DIR_EGRESS)
 
 /* sendfile(out_fd, in_fd, offset, count): only the byte count is known. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
-	return enter_call((__s32)ctx->args[0], 0, 0, SONDE_SYS_SENDFILE, SONDE_DIR_EGRESS);
+	struct call_args args = { .syscall = SONDE_SYS_SENDFILE, .dir = SONDE_DIR_EGRESS };
+
+	if (!worth_tracing(ctx->ret))
+		return 0;
+	args.fd = (__s32)BPF_CORE_READ(user_regs(), di);
+	return trace_call(ctx->ret, &args);
 }
 
 static __always_inline int exit_accept(long ret)
@@ -538,35 +515,16 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return exit_accept(ctx->ret);
 }
 
-/* connect's exit needs the fd: stash it like a data call, then track the
- * socket once the kernel has bound it (success, or EINPROGRESS for a
- * non-blocking connect). */
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct call_args args = { .fd = (__s32)ctx->args[0] };
-	__u32 tid = (__u32)pid_tgid;
-
-	if ((pid_tgid >> 32) == self_tgid)
-		return 0;
-	if (bpf_map_update_elem(&calls, &tid, &args, BPF_ANY))
-		count(SONDE_CNT_LOST_STASH);
-	return 0;
-}
-
+/* Track the socket once the kernel has bound it: on success, or on
+ * EINPROGRESS for a non-blocking connect. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct sonde_conn_key key = { .tgid = pid_tgid >> 32 };
-	struct call_args args;
+	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
 
-	if (!take_call((__u32)pid_tgid, &args))
+	if ((ctx->ret != 0 && ctx->ret != -EINPROGRESS) || key.tgid == self_tgid)
 		return 0;
-	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
-		return 0;
-	key.fd = args.fd;
+	key.fd = (__s32)BPF_CORE_READ(user_regs(), di);
 	if (tcp_sock_of_fd(key.fd))
 		track_conn(&key, SONDE_ROLE_CLIENT, 0);
 	return 0;
@@ -592,7 +550,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* Fires per thread; only the last thread of a process reports, so that the
- * agent can end that process's connections and forget its maps entries. */
+ * agent can end that process's connections and forget its map entries. */
 SEC("tracepoint/sched/sched_process_exit")
 int process_exit(void *ctx)
 {

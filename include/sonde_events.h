@@ -65,10 +65,8 @@ enum sonde_syscall {
 
 /* Kernel counters, one per-CPU array slot each; the agent sums CPUs. */
 enum sonde_counter {
-	SONDE_CNT_EVENTS = 0,      /* records written to the ring buffer */
-	SONDE_CNT_LOST_RINGBUF,    /* records dropped: ring buffer full */
+	SONDE_CNT_LOST_RINGBUF = 0, /* records dropped: ring buffer full */
 	SONDE_CNT_LOST_CONN_MAP,   /* TCP sockets not tracked: conns map full */
-	SONDE_CNT_LOST_STASH,      /* calls not traced: stash map full */
 	SONDE_CNT_CAPTURE_FAULT,   /* payload reads that faulted (sent as a gap) */
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
 	SONDE_CNT_OTHER_CONNS,     /* TCP connections written off as not HTTP */
@@ -91,12 +89,12 @@ struct sonde_event_header {
 	__u32 tid;      /* thread that made the call */
 	__s32 fd;       /* socket fd in tgid; -1 for SONDE_EV_PROC_EXIT */
 	__u64 conn_gen; /* ktime when sonde first saw this fd as a TCP socket */
-	__u64 ts;       /* ktime at syscall exit (at entry for close) */
+	__u64 ts;       /* ktime at syscall exit (at entry for close); data is
+	                   timed at exit, when the bytes have moved */
 };
 
 struct sonde_data_event {
 	struct sonde_event_header hdr;
-	__u64 ts_enter; /* ktime at syscall entry */
 	__u64 pos;      /* stream offset, in this direction, of the first byte */
 	__u32 len;      /* bytes the call moved (its return value) */
 	__u16 captured; /* bytes present in data[]: min(len, capture limit),

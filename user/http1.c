@@ -33,7 +33,7 @@ static int on_message_begin(http_parser *p)
 	struct http1_stream *s = stream_of(p);
 	struct http1_msg *m = &s->msg;
 
-	m->start_ts = s->cur->start_ts;
+	m->start_ts = s->cur->ts;
 	m->start_tid = s->cur->tid;
 	m->end_ts = 0;
 	m->body_size = 0;
@@ -173,7 +173,7 @@ static int on_message_complete(http_parser *p)
 {
 	struct http1_stream *s = stream_of(p);
 
-	s->msg.end_ts = s->cur->end_ts;
+	s->msg.end_ts = s->cur->ts;
 	s->in_msg = false;
 	s->head_done = false;
 	s->cb->on_complete(s->owner, s->tag, &s->msg);
@@ -248,7 +248,7 @@ static void lose_sync(struct http1_stream *s, enum http1_drop why)
 		s->msg.flags |= HTTP1_BODY_LOST;
 		if (why == HTTP1_DROP_EOF || why == HTTP1_DROP_RESET)
 			s->msg.flags |= HTTP1_CUT_OFF;
-		s->msg.end_ts = s->cur->end_ts;
+		s->msg.end_ts = s->cur->ts;
 		s->cb->on_complete(s->owner, s->tag, &s->msg);
 	}
 	if (s->in_msg || why == HTTP1_DROP_PARSE_ERROR)
@@ -350,7 +350,7 @@ void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
 
 void http1_stream_eof(struct http1_stream *s, uint64_t ts)
 {
-	struct http1_chunk eof = { .start_ts = ts, .end_ts = ts };
+	struct http1_chunk eof = { .ts = ts };
 
 	s->cur = &eof;
 	if (s->state != HTTP1_SYNCED || !s->in_msg)
@@ -365,7 +365,7 @@ void http1_stream_eof(struct http1_stream *s, uint64_t ts)
 
 void http1_stream_abort(struct http1_stream *s, uint64_t ts)
 {
-	struct http1_chunk reset = { .start_ts = ts, .end_ts = ts };
+	struct http1_chunk reset = { .ts = ts };
 
 	s->cur = &reset;
 	if (s->state == HTTP1_SYNCED && s->in_msg)

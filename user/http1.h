@@ -50,8 +50,7 @@ struct http1_chunk {
 	const uint8_t *data;
 	uint32_t captured;
 	uint64_t hole;
-	uint64_t start_ts; /* when its first byte moved */
-	uint64_t end_ts;   /* when its last byte moved */
+	uint64_t ts;       /* when its bytes moved (syscall exit) */
 	uint32_t tid;
 };
 

@@ -41,10 +41,8 @@ static void on_record(void *ctx, const void *record, size_t size)
 }
 
 static const char *const counter_names[SONDE_CNT_MAX] = {
-	[SONDE_CNT_EVENTS] = "kernel_events",
 	[SONDE_CNT_LOST_RINGBUF] = "lost_ringbuf_full",
 	[SONDE_CNT_LOST_CONN_MAP] = "lost_conn_map_full",
-	[SONDE_CNT_LOST_STASH] = "lost_call_map_full",
 	[SONDE_CNT_CAPTURE_FAULT] = "capture_faults",
 	[SONDE_CNT_HTTP_CONNS] = "http_conns",
 	[SONDE_CNT_OTHER_CONNS] = "other_conns",
@@ -87,6 +85,8 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("reorder_stale", ts.reorder_stale);
 	STAT("proc_exits", ts.proc_exits);
 	STAT("kernel_entries_swept", a->kernel_entries_swept);
+	STAT("spans_server", ts.spans_server);
+	STAT("spans_client", ts.spans_client);
 	STAT("spans_built", es.spans_built);
 	STAT("spans_exported", es.spans_exported);
 	STAT("spans_dropped", es.spans_dropped + ts.spans_unexported);

@@ -46,8 +46,7 @@ static void deliver_hole(struct reorder *r, const struct reorder_ctx *ctx, uint6
 		.pos = r->next_pos,
 		.len = upto - r->next_pos,
 		.tid = next->tid,
-		.ts_enter = next->ts_enter,
-		.ts_exit = next->ts_enter,
+		.ts = next->ts,
 	};
 
 	ctx->stats->gaps++;
@@ -146,7 +145,7 @@ void reorder_push(struct reorder *r, const struct reorder_ctx *ctx, const struct
 
 void reorder_flush_before(struct reorder *r, const struct reorder_ctx *ctx, uint64_t ts)
 {
-	while (r->held && r->held->piece.ts_exit < ts) {
+	while (r->held && r->held->piece.ts < ts) {
 		if (r->held->piece.pos > r->next_pos)
 			deliver_hole(r, ctx, r->held->piece.pos, &r->held->piece);
 		deliver_ready(r, ctx);

@@ -20,7 +20,7 @@ struct reorder_piece {
 	uint64_t len;      /* bytes moved */
 	uint32_t captured; /* bytes in data (a prefix of the moved bytes) */
 	uint32_t tid;
-	uint64_t ts_enter, ts_exit;
+	uint64_t ts; /* syscall exit */
 	const uint8_t *data;
 };
 

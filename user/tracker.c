@@ -165,6 +165,15 @@ static void format_addr(uint16_t family, const uint8_t *addr, char *out, size_t 
 		out[0] = '\0';
 }
 
+/* Bounded copy of len bytes plus a NUL: the span hot path avoids printf. */
+static void copy_str(char *dst, size_t size, const char *src, size_t len)
+{
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 /* Host header "name", "name:port" or "[v6]:port". */
 static void split_host(const char *host, char *addr, size_t size, uint16_t *port)
 {
@@ -175,12 +184,11 @@ static void split_host(const char *host, char *addr, size_t size, uint16_t *port
 
 		if (!end)
 			return;
-		snprintf(addr, size, "%.*s", (int)(end - host - 1), host + 1);
+		copy_str(addr, size, host + 1, (size_t)(end - host - 1));
 		colon = end[1] == ':' ? end + 1 : NULL;
 	} else {
 		colon = strrchr(host, ':');
-		snprintf(addr, size, "%.*s", (int)(colon ? (size_t)(colon - host) : strlen(host)),
-			 host);
+		copy_str(addr, size, host, colon ? (size_t)(colon - host) : strlen(host));
 	}
 	if (colon && colon[1])
 		*port = (uint16_t)strtoul(colon + 1, NULL, 10);
@@ -229,10 +237,9 @@ static void fill_target(struct tracker *t, struct span *span, const struct conn 
 	const char *path = target_path(req->target, &len);
 
 	path_len = route_path_len(path, len);
-	snprintf(span->path, sizeof(span->path), "%.*s", (int)path_len, path);
+	copy_str(span->path, sizeof(span->path), path, path_len);
 	if (t->opts.keep_query && path_len < len && path[path_len] == '?')
-		snprintf(span->query, sizeof(span->query), "%.*s", (int)(len - path_len - 1),
-			 path + path_len + 1);
+		copy_str(span->query, sizeof(span->query), path + path_len + 1, len - path_len - 1);
 	if (c->role == SONDE_ROLE_SERVER)
 		route_template(span->path, strlen(span->path), span->route, sizeof(span->route));
 }
@@ -284,6 +291,7 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	const struct http1_msg *req = &p->req;
 	struct span *span = exporter_reserve(t->exporter);
 	struct proc_info *proc;
+	const char *method;
 
 	if (!span) {
 		t->stats.spans_unexported++;
@@ -293,13 +301,15 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	fill_ids(t, span, c, req);
 	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
 	span->end_unix_ns = wallclock_from_mono(t->clock, resp ? resp->end_ts : end_ts);
-	snprintf(span->method, sizeof(span->method), "%s",
-		 http_method_str((enum http_method)req->method));
-	snprintf(span->protocol_version, sizeof(span->protocol_version), "%u.%u",
-		 req->version_major, req->version_minor);
+	method = http_method_str((enum http_method)req->method);
+	copy_str(span->method, sizeof(span->method), method, strlen(method));
+	span->protocol_version[0] = (char)('0' + req->version_major % 10);
+	span->protocol_version[1] = '.';
+	span->protocol_version[2] = (char)('0' + req->version_minor % 10);
+	span->protocol_version[3] = '\0';
 	fill_target(t, span, c, req);
 	fill_endpoints(span, c, req);
-	snprintf(span->user_agent, sizeof(span->user_agent), "%s", req->user_agent);
+	copy_str(span->user_agent, sizeof(span->user_agent), req->user_agent, req->ua_len);
 	span->request_body_size = p->complete && !(req->flags & HTTP1_BODY_LOST)
 					  ? (int64_t)req->body_size : -1;
 	span->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)
@@ -311,6 +321,10 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	span->proc = proc;
 	exporter_commit(t->exporter);
 	t->stats.spans++;
+	if (c->role == SONDE_ROLE_SERVER)
+		t->stats.spans_server++;
+	else
+		t->stats.spans_client++;
 }
 
 /* ---- pairing --------------------------------------------------------- */
@@ -448,8 +462,7 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.data = piece->data,
 		.captured = piece->captured,
 		.hole = piece->len - piece->captured,
-		.start_ts = dir == SONDE_DIR_INGRESS ? piece->ts_exit : piece->ts_enter,
-		.end_ts = piece->ts_exit,
+		.ts = piece->ts,
 		.tid = piece->tid,
 	};
 
@@ -574,8 +587,7 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 		.len = ev->len,
 		.captured = ev->captured,
 		.tid = ev->hdr.tid,
-		.ts_enter = ev->ts_enter,
-		.ts_exit = ev->hdr.ts,
+		.ts = ev->hdr.ts,
 		.data = ev->data,
 	};
 
@@ -589,7 +601,7 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 	if (!c)
 		return;
 	ctx = reorder_ctx_of(c, !ev->dir);
-	reorder_flush_before(&c->order[!ev->dir], &ctx, ev->ts_enter);
+	reorder_flush_before(&c->order[!ev->dir], &ctx, ev->hdr.ts);
 	ctx = reorder_ctx_of(c, ev->dir);
 	reorder_push(&c->order[ev->dir], &ctx, &piece);
 	note_held(t, c);

@@ -45,7 +45,6 @@ static void send_data(struct tracker *t, struct fuzz_conn *c, int idx, const uin
 	event.hdr.fd = 3;
 	event.hdr.conn_gen = c->gen;
 	event.hdr.ts = now;
-	event.ts_enter = now - 1;
 	/* A skew replays or skips bytes: reordering, overlap and gaps. */
 	event.pos = c->pos[dir] + (int8_t)op[7];
 	if ((int8_t)op[7] < 0 && c->pos[dir] < (uint64_t)(-(int8_t)op[7]))

@@ -89,7 +89,6 @@ void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t 
 
 	cr_assert(captured <= SONDE_CAPTURE_MAX && captured <= len);
 	fill_hdr(h, &ev->hdr, SONDE_EV_DATA, c);
-	ev->ts_enter = ev->hdr.ts - 500;
 	ev->pos = c->pos[dir];
 	ev->len = (uint32_t)len;
 	ev->captured = (uint16_t)captured;

@@ -217,10 +217,10 @@ Test(reorder, holds_fills_and_reports_gaps)
 	struct delivered d = { 0 };
 	struct reorder_ctx ctx = { .pool = &pool, .stats = &stats, .deliver = record, .owner = &d };
 	uint8_t bytes[10] = "0123456789";
-	struct reorder_piece a = { .pos = 0, .len = 4, .captured = 4, .data = bytes, .ts_exit = 1 };
-	struct reorder_piece b = { .pos = 4, .len = 3, .captured = 3, .data = bytes, .ts_exit = 2 };
-	struct reorder_piece c = { .pos = 10, .len = 5, .captured = 2, .data = bytes, .ts_exit = 3 };
-	struct reorder_piece dup = { .pos = 2, .len = 2, .captured = 2, .data = bytes, .ts_exit = 4 };
+	struct reorder_piece a = { .pos = 0, .len = 4, .captured = 4, .data = bytes, .ts = 1 };
+	struct reorder_piece b = { .pos = 4, .len = 3, .captured = 3, .data = bytes, .ts = 2 };
+	struct reorder_piece c = { .pos = 10, .len = 5, .captured = 2, .data = bytes, .ts = 3 };
+	struct reorder_piece dup = { .pos = 2, .len = 2, .captured = 2, .data = bytes, .ts = 4 };
 
 	reorder_push(&r, &ctx, &b);
 	cr_expect_eq(d.n, 0);

@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""nginx at its maximum rate, with and without sonde, in alternating runs.
+
+nginx runs one worker pinned to CPU 0, wrk runs on CPU 1 (16 connections,
+keep-alive). sonde builds and counts spans but exports none
+(OTEL_TRACES_EXPORTER=none): no receiver on a 2-core machine can take
+~200k spans/s. Prints req/s for both, their ratio, sonde's CPU time and
+peak RSS, span completeness (server spans sonde built / requests wrk
+completed) and lost-event counters, and writes the same as JSON.
+
+usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--json PATH]
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SONDE = ROOT / "build" / "sonde"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+NGINX_CONF = """
+worker_processes 1;
+worker_cpu_affinity 01;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "hello\\n"; }}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nginx(workdir):
+    port = free_port()
+    conf = Path(workdir) / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(Path(workdir) / "error.log")])
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nginx did not start")
+
+
+def run_wrk(port, seconds):
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency",
+         f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return {"requests": requests, "rps": rate, "p50": lat.get("50"), "p99": lat.get("99")}
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def traced_run(port, seconds, workdir, n):
+    stats_file = Path(workdir) / f"stats-{n}.json"
+    err = open(Path(workdir) / f"sonde-{n}.err", "w")
+    env = dict(os.environ, OTEL_TRACES_EXPORTER="none")
+    sonde = subprocess.Popen([str(SONDE), "--stats-file", str(stats_file)],
+                             stdout=subprocess.DEVNULL, stderr=err, env=env)
+    deadline = time.time() + 30
+    while "ready" not in Path(err.name).read_text():
+        if sonde.poll() is not None or time.time() > deadline:
+            raise RuntimeError("sonde did not start: " + Path(err.name).read_text())
+        time.sleep(0.05)
+    cpu_before = cpu_seconds(sonde.pid)
+    result = run_wrk(port, seconds)
+    time.sleep(0.3)
+    result["sonde_cpu_s"] = cpu_seconds(sonde.pid) - cpu_before
+    result["sonde_peak_rss_mb"] = peak_rss_mb(sonde.pid)
+    sonde.send_signal(signal.SIGTERM)
+    sonde.wait(timeout=30)
+    err.close()
+    stats = json.loads(stats_file.read_text())
+    result["spans_server"] = stats["spans_server"]
+    result["spans_client"] = stats["spans_client"]
+    result["lost_ringbuf_full"] = stats["lost_ringbuf_full"]
+    result["lost_other"] = stats["lost_conn_map_full"]
+    result["events"] = stats["events"]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--json", default=str(ROOT / "build" / "bench-nginx.json"))
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="sonde-bench-")
+    os.chmod(workdir, 0o755)
+    nginx, port = start_nginx(workdir)
+    base, traced = [], []
+    try:
+        run_wrk(port, 1)  # warm-up
+        for n in range(args.rounds):
+            base.append(run_wrk(port, args.seconds))
+            traced.append(traced_run(port, args.seconds, workdir, n))
+            print(f"round {n + 1}: untraced {base[-1]['rps']:.0f} req/s, "
+                  f"traced {traced[-1]['rps']:.0f} req/s", flush=True)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+    median = lambda xs: statistics.median(xs)
+    requests = sum(r["requests"] for r in traced)
+    summary = {
+        "untraced_rps": median([r["rps"] for r in base]),
+        "traced_rps": median([r["rps"] for r in traced]),
+        "ratios": [t["rps"] / b["rps"] for b, t in zip(base, traced)],
+        "untraced_p50": [r["p50"] for r in base], "untraced_p99": [r["p99"] for r in base],
+        "traced_p50": [r["p50"] for r in traced], "traced_p99": [r["p99"] for r in traced],
+        "sonde_cpu_us_per_request": 1e6 * sum(r["sonde_cpu_s"] for r in traced) / requests,
+        "sonde_peak_rss_mb": max(r["sonde_peak_rss_mb"] for r in traced),
+        "completeness_server": sum(r["spans_server"] for r in traced) / requests,
+        "completeness_client": sum(r["spans_client"] for r in traced) / requests,
+        "lost_ringbuf_full": sum(r["lost_ringbuf_full"] for r in traced),
+        "lost_other": sum(r["lost_other"] for r in traced),
+        "events_per_request": sum(r["events"] for r in traced) / requests,
+        "runs": {"untraced": base, "traced": traced},
+    }
+    summary["ratio"] = summary["traced_rps"] / summary["untraced_rps"]
+    print()
+    print(f"nginx, 1 worker on CPU 0, wrk -c16 on CPU 1, {args.rounds} x {args.seconds}s each")
+    print(f"  untraced            {summary['untraced_rps']:>10.0f} req/s (median)")
+    print(f"  sonde (export off)  {summary['traced_rps']:>10.0f} req/s (median)")
+    print(f"  ratio               {summary['ratio']:>10.3f}  "
+          f"(per round: {', '.join(f'{r:.3f}' for r in summary['ratios'])})")
+    print(f"  sonde CPU           {summary['sonde_cpu_us_per_request']:>10.2f} us/request (agent only)")
+    print(f"  sonde peak RSS      {summary['sonde_peak_rss_mb']:>10.1f} MB")
+    print(f"  completeness        {100 * summary['completeness_server']:>10.2f} % server spans, "
+          f"{100 * summary['completeness_client']:.2f} % client spans")
+    print(f"  lost events         {summary['lost_ringbuf_full']:>10d} ring buffer full, "
+          f"{summary['lost_other']} map full")
+    print(f"  events/request      {summary['events_per_request']:>10.2f}")
+    Path(args.json).write_text(json.dumps(summary, indent=2))
+    print(f"  JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
