@@ -147,6 +147,10 @@ static void span_attributes(struct json_out *o, const struct span *s)
 	if (s->response_body_size >= 0)
 		attr_int(&a, "http.response.body.size", s->response_body_size);
 	attr_str(&a, "error.type", s->error_type);
+	if (s->response_lost) {
+		key(&a, "sonde.response.captured");
+		put(o, "false");
+	}
 	put(o, "}");
 }
 

@@ -74,6 +74,7 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("exchanges", ts.exchanges);
 	STAT("exchanges_cut_off", ts.exchanges_cut_off);
 	STAT("orphan_responses", ts.orphan_responses);
+	STAT("responses_lost", ts.responses_lost);
 	STAT("pending_overflow", ts.pending_overflow);
 	STAT("parse_errors", ts.parse_errors);
 	STAT("gap_resyncs", ts.gap_resyncs);

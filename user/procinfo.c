@@ -173,6 +173,8 @@ void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
 	snprintf(name, sizeof(name), "%.*s", (int)strcspn(program, ":"), program);
 	if (argc > 0 && is_interpreter(program)) {
 		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-e") == 0)
+				break; /* inline code: the interpreter is the best name */
 			if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
 				snprintf(name, sizeof(name), "%s", argv[i + 1]);
 				next = i + 2;

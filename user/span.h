@@ -28,6 +28,7 @@ struct span {
 	uint8_t span_id[SPAN_ID_SIZE];
 	uint8_t parent_span_id[SPAN_ID_SIZE];
 	bool has_parent;
+	bool response_lost;   /* sync lost before the response head: no status */
 	uint8_t trace_flags;
 	uint8_t kind;   /* enum span_kind */
 	uint8_t status; /* enum span_status */

@@ -315,6 +315,7 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	span->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)
 					   ? (int64_t)resp->body_size : -1;
 	fill_status(span, c, resp, cut_off);
+	span->response_lost = !resp && !cut_off;
 	proc = proc_table_get(t->procs, c->tgid, c->comm);
 	if (proc)
 		proc_info_ref(proc);
@@ -422,11 +423,14 @@ static void on_complete(void *owner, int dir, const struct http1_msg *msg)
 	}
 	if (msg->status >= 100 && msg->status < 200 && msg->status != 101)
 		return; /* interim response: the final one follows */
-	p = pop_pending(c);
-	if (!p) {
+	/* A response cannot answer a request that started after it: it answers
+	 * one sonde never saw (lost bytes), and pairing it would shift every
+	 * later exchange on this connection. */
+	if (!c->pend_head || c->pend_head->req.start_ts > msg->start_ts) {
 		t->stats.orphan_responses++;
 		return;
 	}
+	p = pop_pending(c);
 	t->stats.exchanges++;
 	switched = msg->status == 101 ||
 		   (p->req.method == HTTP_CONNECT && msg->status >= 200 && msg->status < 300);
@@ -439,12 +443,28 @@ static void on_complete(void *owner, int dir, const struct http1_msg *msg)
 		stop_parsing(c);
 }
 
+/* The response stream lost sync before a response head: how many responses
+ * the lost bytes held is unknown, so every waiting request becomes a span
+ * without a response rather than being paired with a later one. */
+static void responses_lost(struct conn *c, uint64_t ts)
+{
+	struct pending *p;
+
+	while ((p = pop_pending(c))) {
+		c->tracker->stats.responses_lost++;
+		emit_span(c, p, NULL, NULL, ts);
+		pending_release(c->tracker, p);
+	}
+}
+
 static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
 {
 	struct conn *c = owner;
 	struct tracker_stats *stats = &c->tracker->stats;
 
-	(void)dir;
+	if (dir != request_dir(c) && !had_head && why != HTTP1_DROP_EOF &&
+	    why != HTTP1_DROP_RESET)
+		responses_lost(c, c->http[dir].cur ? c->http[dir].cur->ts : 0);
 	if (!had_head && why != HTTP1_DROP_PARSE_ERROR)
 		stats->partial_heads++;
 	if (why == HTTP1_DROP_PARSE_ERROR)

@@ -31,6 +31,7 @@ struct tracker_stats {
 	uint64_t spans_server, spans_client;
 	uint64_t spans_unexported;  /* export queue full */
 	uint64_t orphan_responses;  /* response with no request seen */
+	uint64_t responses_lost;    /* requests whose response sonde could not decode */
 	uint64_t pending_overflow;  /* requests dropped: too many in flight */
 	uint64_t parse_errors;      /* sync lost: bytes not HTTP/1.x */
 	uint64_t gap_resyncs;       /* sync lost: bytes not captured */

@@ -123,7 +123,8 @@ http {{
         listen 127.0.0.1:{port};
         listen [::1]:{port};
         root {dir}/www;
-        location /status/404 {{ return 404; }}
+        location /ok {{ return 200 "ok\n"; }}
+        location /status/404 {{ return 404 "nf\n"; }}
         location /status/503 {{ return 503 "down\\n"; }}
         location / {{ }}
     }}

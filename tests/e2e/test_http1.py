@@ -1,4 +1,5 @@
 """End to end: the real agent, real servers and clients, exact spans."""
+import datetime
 import os
 import socket
 import ssl
@@ -14,6 +15,10 @@ def one(spans, kind):
     found = by_kind(spans, kind)
     assert len(found) == 1, spans
     return found[0]
+
+
+def seconds(iso):
+    return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
 def resource(span, key):
@@ -47,8 +52,11 @@ def test_curl_against_nginx(agent, nginx):
     assert client["attributes"]["url.full"] == f"http://127.0.0.1:{nginx.port}/index.html"
     assert client["attributes"]["client.port" if False else "server.port"] == nginx.port
     assert resource(client, "service.name") == "curl"
-    assert server["start_time"] >= client["start_time"]
-    assert server["end_time"] <= client["end_time"]
+    # Data is timed at syscall exit: a reader can return on the other CPU
+    # before the writer's syscall exits, so nesting holds to within a
+    # syscall's duration, far below the 1 ms the spans promise.
+    assert seconds(server["start_time"]) >= seconds(client["start_time"]) - 0.001
+    assert seconds(server["end_time"]) <= seconds(client["end_time"]) + 0.001
 
 
 def test_status_codes_set_span_status(agent, nginx):
@@ -92,18 +100,20 @@ def read_responses(sock, count):
 
 
 def test_keep_alive_and_pipelining_from_a_raw_socket(agent, nginx):
+    # Small responses: three of them fit one 512-byte capture even when the
+    # client reads them in one call (a longer read is covered by unit tests).
     with socket.create_connection(("127.0.0.1", nginx.port)) as s:
         s.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode()
-                           for p in ("/index.html", "/status/404", "/status/503")))
+                           for p in ("/ok", "/status/404", "/status/503")))
         assert read_responses(s, 3) == [200, 404, 503]
-        for path in ("/index.html", "/status/404"):
+        for path in ("/ok", "/status/404"):
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode())
             read_responses(s, 1)
     spans = agent.wait_spans(nginx.port, 10)
     servers = sorted(by_kind(spans, "SERVER"), key=lambda s: s["start_time"])
     clients = sorted(by_kind(spans, "CLIENT"), key=lambda s: s["start_time"])
-    want = [("/index.html", 200), ("/status/404", 404), ("/status/503", 503),
-            ("/index.html", 200), ("/status/404", 404)]
+    want = [("/ok", 200), ("/status/404", 404), ("/status/503", 503),
+            ("/ok", 200), ("/status/404", 404)]
     for spans_of_side in (servers, clients):
         got = [(s["attributes"]["url.path"], s["attributes"]["http.response.status_code"])
                for s in spans_of_side]

@@ -281,6 +281,7 @@ Test(exchange, lost_request_event_resyncs_on_next_request)
 	cr_assert_eq(h.nspans, 2);
 	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/first");
 	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/third");
+	cr_expect_eq(span_int(h.spans[1], "http.response.body.size"), 1);
 	cr_expect_eq(h.stats.orphan_responses, 1);
 	cr_expect_eq(h.stats.reorder_gaps, 1);
 }
@@ -307,6 +308,36 @@ Test(exchange, holes_inside_chunks_are_skipped_exactly)
 	cr_assert_eq(h.nspans, 1);
 	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 5000);
 	cr_expect_eq(h.stats.gap_resyncs, 0);
+}
+
+/* Three pipelined responses arrive in one read longer than the capture: the
+ * second head is cut. The two unanswered requests end without a response
+ * (marked, no status invented) and the next exchange pairs correctly. */
+Test(exchange, responses_lost_in_a_gap_never_shift_pairing)
+{
+	struct tconn c = h_open(&h, 128, 7, SONDE_ROLE_CLIENT);
+	char resps[1024];
+	size_t n = 0;
+
+	h_send(&h, &c, OUT, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+	for (int i = 0; i < 3; i++)
+		n += (size_t)sprintf(resps + n, "HTTP/1.1 %d X\r\nServer: padding-padding-padding\r\n"
+					       "Content-Length: 150\r\n\r\n%0150d", 200 + i, 0);
+	h_io(&h, &c, IN, resps, n, 260);
+	h_send(&h, &c, OUT, "GET /4 HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, IN, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	for (int i = 1; i < 3; i++) {
+		cr_expect_not(span_has(h.spans[i], "http.response.status_code"));
+		cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(h.spans[i], "attributes"),
+							    "sonde.response.captured")));
+		cr_expect_str_eq(span_status(h.spans[i]), "UNSET");
+	}
+	cr_expect_str_eq(span_str(h.spans[3], "url.path"), "/4");
+	cr_expect_eq(span_int(h.spans[3], "http.response.status_code"), 404);
+	cr_expect_eq(h.stats.responses_lost, 2);
 }
 
 Test(exchange, gap_inside_chunked_body_keeps_the_span)

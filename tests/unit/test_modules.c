@@ -95,6 +95,8 @@ Test(service_name, from_command_lines)
 	cr_expect_str_eq(out, "gunicorn 4");
 	name_of(nginx, 1, out);
 	cr_expect_str_eq(out, "nginx");
+	name_of((const char *[]){ "python3", "-c", "import x; x.run()" }, 3, out);
+	cr_expect_str_eq(out, "python3");
 	name_of(java, 4, out);
 	cr_expect_str_eq(out, "orders");
 }
