@@ -21,7 +21,7 @@ AGENT_OBJS := $(AGENT_SRCS:user/%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/harness.c
 UNIT_BIN := $(BUILD)/unit_tests
 
-.PHONY: all deps test unit e2e fuzz bench clean run
+.PHONY: all deps test unit e2e fuzz bench clean run install
 all: $(BUILD)/sonde
 
 $(BUILD):
@@ -77,3 +77,10 @@ clean:
 
 $(BUILD)/agent_path: bench/agent_path.c $(CORE_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+PREFIX ?= /usr/local
+install: $(BUILD)/sonde
+	install -D -m 0755 $(BUILD)/sonde $(DESTDIR)$(PREFIX)/bin/sonde
+	install -D -m 0644 deploy/systemd/sonde.service $(DESTDIR)/etc/systemd/system/sonde.service
+	test -e $(DESTDIR)/etc/sonde/sonde.env || \
+		install -D -m 0644 deploy/systemd/sonde.env $(DESTDIR)/etc/sonde/sonde.env
