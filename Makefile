@@ -7,7 +7,7 @@ ARCH := x86
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE
-LDLIBS := -lbpf -lelf -lz -lhttp_parser -lpthread
+LDLIBS := -lbpf -lelf -lz -lpthread
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
@@ -51,7 +51,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude -Iuser -D_GNU_SOURCE $^ -o $@ -lhttp_parser -lpthread
+		-Iinclude -Iuser -D_GNU_SOURCE $^ -o $@ -lpthread
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus

@@ -6,7 +6,6 @@ set -euo pipefail
 packages=(
 	# build
 	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
-	libhttp-parser-dev
 	# tests: unit, fuzz, end-to-end servers and clients
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps

@@ -3,34 +3,64 @@
 #include <stddef.h>
 #include <string.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+struct method {
+	const char *name;
+	uint8_t len;
+	uint8_t id;
+};
 
-/* Bytes fed to the parser in place of a body hole it can skip. */
-static const uint8_t zeros[16384];
+static const struct method methods[] = {
+	{ "GET", 3, HTTP1_GET },         { "POST", 4, HTTP1_POST },
+	{ "PUT", 3, HTTP1_PUT },         { "HEAD", 4, HTTP1_HEAD },
+	{ "DELETE", 6, HTTP1_DELETE },   { "PATCH", 5, HTTP1_PATCH },
+	{ "OPTIONS", 7, HTTP1_OPTIONS }, { "CONNECT", 7, HTTP1_CONNECT },
+	{ "TRACE", 5, HTTP1_TRACE },
+};
 
-static struct http1_stream *stream_of(http_parser *p)
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+
+const char *http1_method_name(uint8_t method)
 {
-	return container_of(p, struct http1_stream, parser);
+	for (size_t i = 0; i < NMETHODS; i++)
+		if (methods[i].id == method)
+			return methods[i].name;
+	return "_OTHER";
 }
 
-static void append(char *dst, uint16_t *len, uint16_t cap, const char *src, size_t n,
-		   bool *overflow)
-{
-	size_t room = cap - 1u - *len;
+/* ---- recognising a message start ------------------------------------- */
 
-	if (n > room) {
-		n = room;
-		if (overflow)
-			*overflow = true;
+/* True also when data is shorter than prefix but agrees with it: a message
+ * start split over two calls ("GE", "T /") must still be recognised. */
+static bool starts_with(const uint8_t *data, uint32_t len, const char *prefix, size_t n)
+{
+	return len > 0 && memcmp(data, prefix, len < n ? len : n) == 0;
+}
+
+static bool is_request_start(const uint8_t *data, uint32_t len)
+{
+	for (size_t i = 0; i < NMETHODS; i++) {
+		char token[12];
+
+		memcpy(token, methods[i].name, methods[i].len);
+		token[methods[i].len] = ' ';
+		if (starts_with(data, len, token, methods[i].len + 1u))
+			return true;
 	}
-	memcpy(dst + *len, src, n);
-	*len += (uint16_t)n;
-	dst[*len] = '\0';
+	return false;
 }
 
-static int on_message_begin(http_parser *p)
+bool http1_is_message_start(enum http1_type type, const uint8_t *data, uint32_t len)
 {
-	struct http1_stream *s = stream_of(p);
+	bool request = type != HTTP1_RESPONSE && is_request_start(data, len);
+	bool response = type != HTTP1_REQUEST && starts_with(data, len, "HTTP/1.", 7);
+
+	return request || response;
+}
+
+/* ---- message lifecycle ----------------------------------------------- */
+
+static void begin_message(struct http1_stream *s)
+{
 	struct http1_msg *m = &s->msg;
 
 	m->start_ts = s->cur->ts;
@@ -39,202 +69,25 @@ static int on_message_begin(http_parser *p)
 	m->body_size = 0;
 	m->flags = 0;
 	m->status = 0;
+	m->method = 0;
+	m->keep_alive = false;
 	m->target_len = m->host_len = m->ua_len = m->traceparent_len = 0;
 	m->target[0] = m->host[0] = m->user_agent[0] = m->traceparent[0] = '\0';
-	s->in_msg = true;
-	s->head_done = false;
-	s->in_chunk = false;
-	s->last_was_value = false;
-	s->hname_len = 0;
-	s->hvalue = NULL;
-	return 0;
+	s->phase = PHASE_HEAD;
+	s->head_seen_start = s->head_done = false;
+	s->chunked = s->has_length = s->conn_close = s->conn_upgrade = s->has_upgrade = false;
+	s->content_length = 0;
+	s->head_bytes = 0;
+	s->line_len = 0;
+	s->line_overflow = false;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static void complete_message(struct http1_stream *s)
 {
-	struct http1_msg *m = &stream_of(p)->msg;
-	bool overflow = false;
-
-	append(m->target, &m->target_len, HTTP1_TARGET_MAX, at, len, &overflow);
-	if (overflow)
-		m->flags |= HTTP1_TARGET_TRUNCATED;
-	return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-	struct http1_stream *s = stream_of(p);
-
-	if (s->last_was_value) {
-		s->hname_len = 0;
-		s->hvalue = NULL;
-		s->last_was_value = false;
-	}
-	for (size_t i = 0; i < len; i++) {
-		char c = at[i];
-
-		if (s->hname_len >= HTTP1_HNAME_MAX - 1) {
-			s->hname_len = HTTP1_HNAME_MAX; /* too long: matches nothing */
-			break;
-		}
-		s->hname[s->hname_len++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-	}
-	return 0;
-}
-
-static bool hname_is(const struct http1_stream *s, const char *name)
-{
-	size_t len = strlen(name);
-
-	return s->hname_len == len && memcmp(s->hname, name, len) == 0;
-}
-
-static void select_value_target(struct http1_stream *s)
-{
-	struct http1_msg *m = &s->msg;
-
-	s->hvalue = NULL;
-	if (hname_is(s, "host")) {
-		s->hvalue = m->host;
-		s->hvalue_len = &m->host_len;
-		s->hvalue_cap = HTTP1_HOST_MAX;
-	} else if (hname_is(s, "user-agent")) {
-		s->hvalue = m->user_agent;
-		s->hvalue_len = &m->ua_len;
-		s->hvalue_cap = HTTP1_UA_MAX;
-	} else if (hname_is(s, "traceparent")) {
-		s->hvalue = m->traceparent;
-		s->hvalue_len = &m->traceparent_len;
-		s->hvalue_cap = HTTP1_TRACEPARENT_MAX;
-	}
-	/* A repeated header keeps its first value. */
-	if (s->hvalue && *s->hvalue_len)
-		s->hvalue = NULL;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-	struct http1_stream *s = stream_of(p);
-
-	if (!s->last_was_value) {
-		s->last_was_value = true;
-		select_value_target(s);
-	}
-	if (s->hvalue)
-		append(s->hvalue, s->hvalue_len, s->hvalue_cap, at, len, NULL);
-	return 0;
-}
-
-/* Return 1 tells http_parser the message has no body. */
-static int on_headers_complete(http_parser *p)
-{
-	struct http1_stream *s = stream_of(p);
-	struct http1_msg *m = &s->msg;
-	bool skip_body;
-
-	m->is_request = p->type == HTTP_REQUEST;
-	m->method = (uint8_t)p->method;
-	m->status = (uint16_t)p->status_code;
-	m->version_major = (uint8_t)p->http_major;
-	m->version_minor = (uint8_t)p->http_minor;
-	m->keep_alive = http_should_keep_alive(p);
-	s->head_done = true;
-	/* A direction of unknown type keeps the type its first message showed. */
-	if (s->type == HTTP_BOTH)
-		s->type = (enum http_parser_type)p->type;
-	skip_body = s->cb->on_head(s->owner, s->tag, m);
-	if (m->is_request)
-		return 0;
-	/* 1xx, 204 and 304 never have a body, whatever Content-Length says
-	 * (RFC 9112 6.3); http_parser would otherwise wait for one. */
-	return skip_body || m->status / 100 == 1 || m->status == 204 || m->status == 304;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-	(void)at;
-	stream_of(p)->msg.body_size += len;
-	return 0;
-}
-
-static int on_chunk_header(http_parser *p)
-{
-	stream_of(p)->in_chunk = p->content_length > 0;
-	return 0;
-}
-
-static int on_chunk_complete(http_parser *p)
-{
-	stream_of(p)->in_chunk = false;
-	return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-	struct http1_stream *s = stream_of(p);
-
 	s->msg.end_ts = s->cur->ts;
-	s->in_msg = false;
+	s->phase = PHASE_IDLE;
 	s->head_done = false;
 	s->cb->on_complete(s->owner, s->tag, &s->msg);
-	return 0;
-}
-
-static const http_parser_settings parser_settings = {
-	.on_message_begin = on_message_begin,
-	.on_url = on_url,
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
-	.on_chunk_header = on_chunk_header,
-	.on_chunk_complete = on_chunk_complete,
-};
-
-void http1_stream_init(struct http1_stream *s, enum http_parser_type type,
-		       const struct http1_callbacks *cb, void *owner, int tag)
-{
-	memset(s, 0, offsetof(struct http1_stream, msg));
-	s->type = type;
-	s->state = HTTP1_LOST;
-	http_parser_init(&s->parser, type);
-	s->cb = cb;
-	s->owner = owner;
-	s->tag = tag;
-}
-
-/* True also when data is shorter than prefix but agrees with it: a message
- * start split over two calls ("GE", "T /") must still be recognised. */
-static bool starts_with(const uint8_t *data, uint32_t len, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	return len > 0 && memcmp(data, prefix, len < n ? len : n) == 0;
-}
-
-static bool is_request_start(const uint8_t *data, uint32_t len)
-{
-	static const char *const methods[] = {
-		"GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE ",
-	};
-
-	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-		if (starts_with(data, len, methods[i]))
-			return true;
-	return false;
-}
-
-bool http1_is_message_start(enum http_parser_type type, const uint8_t *data, uint32_t len)
-{
-	bool request = is_request_start(data, len);
-	bool response = starts_with(data, len, "HTTP/1.");
-
-	if (type == HTTP_REQUEST)
-		return request;
-	if (type == HTTP_RESPONSE)
-		return response;
-	return request || response;
 }
 
 /* Gives up on the current message and waits for the next message start.
@@ -242,7 +95,8 @@ bool http1_is_message_start(enum http_parser_type type, const uint8_t *data, uin
  * its exchange becomes a span rather than silence. */
 static void lose_sync(struct http1_stream *s, enum http1_drop why)
 {
-	bool had_head = s->in_msg && s->head_done;
+	bool in_msg = s->phase != PHASE_IDLE;
+	bool had_head = in_msg && s->head_done;
 
 	if (had_head) {
 		s->msg.flags |= HTTP1_BODY_LOST;
@@ -251,85 +105,541 @@ static void lose_sync(struct http1_stream *s, enum http1_drop why)
 		s->msg.end_ts = s->cur->ts;
 		s->cb->on_complete(s->owner, s->tag, &s->msg);
 	}
-	if (s->in_msg || why == HTTP1_DROP_PARSE_ERROR)
+	if (in_msg || why == HTTP1_DROP_PARSE_ERROR)
 		s->cb->on_drop(s->owner, s->tag, why, had_head);
-	s->in_msg = false;
+	s->phase = PHASE_IDLE;
 	s->head_done = false;
 	s->state = HTTP1_LOST;
 }
 
-static void resync(struct http1_stream *s)
+/* ---- lines ------------------------------------------------------------ */
+
+/* Takes bytes up to and including the next LF into the line buffer (as
+ * much as fits). Returns the bytes consumed; *done when the line ended. */
+static size_t read_line(struct http1_stream *s, const uint8_t *p, size_t n, bool *done)
 {
-	http_parser_init(&s->parser, s->type);
-	s->state = HTTP1_SYNCED;
-	s->in_msg = false;
-	s->in_chunk = false;
+	const uint8_t *lf = memchr(p, '\n', n);
+	size_t take = lf ? (size_t)(lf - p) + 1 : n;
+	size_t room = HTTP1_LINE_MAX - 1 - s->line_len;
+	size_t copy = take < room ? take : room;
+
+	memcpy(s->line + s->line_len, p, copy);
+	s->line_len += (uint32_t)copy;
+	if (copy < take)
+		s->line_overflow = true;
+	*done = lf != NULL;
+	return take;
 }
 
-/* Feeds bytes; false if the stream lost sync or stopped. */
-static bool parse(struct http1_stream *s, const uint8_t *data, size_t len)
+/* The finished line without its CRLF (or LF). */
+static size_t line_content(struct http1_stream *s)
 {
-	size_t parsed = http_parser_execute(&s->parser, &parser_settings, (const char *)data, len);
+	size_t len = s->line_len;
 
-	if (s->parser.upgrade) {
-		s->state = HTTP1_STOPPED;
+	if (len && s->line[len - 1] == '\n')
+		len--;
+	if (len && s->line[len - 1] == '\r')
+		len--;
+	s->line[len] = '\0';
+	return len;
+}
+
+static void next_line(struct http1_stream *s)
+{
+	s->line_len = 0;
+	s->line_overflow = false;
+}
+
+/* ---- start line --------------------------------------------------------- */
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* "HTTP/1.x" */
+static bool parse_version(struct http1_stream *s, const char *v, size_t len)
+{
+	if (len != 8 || memcmp(v, "HTTP/1.", 7) != 0 || !is_digit(v[7]))
 		return false;
-	}
-	if (HTTP_PARSER_ERRNO(&s->parser) != HPE_OK || parsed != len) {
-		lose_sync(s, HTTP1_DROP_PARSE_ERROR);
-		return false;
-	}
-	if (len)
-		s->last_byte = data[len - 1];
+	s->msg.version_major = 1;
+	s->msg.version_minor = (uint8_t)(v[7] - '0');
 	return true;
 }
 
-static bool in_identity_body(const struct http1_stream *s)
+static const struct method *find_method(const char *text, size_t len)
 {
-	return s->in_msg && s->head_done && !(s->parser.flags & F_CHUNKED) &&
-	       s->parser.content_length > 0;
+	for (size_t i = 0; i < NMETHODS; i++)
+		if (methods[i].len == len && memcmp(methods[i].name, text, len) == 0)
+			return &methods[i];
+	return NULL;
 }
 
-/* How many bytes of a hole the protocol lets us fill, and with what:
- * zeros for body bytes of known length, the CRLF that closes a chunk.
- * Returns 0 when the hole holds bytes we cannot know. */
-static uint64_t fillable(const struct http1_stream *s, uint64_t hole, const uint8_t **fill)
+static bool is_target_char(unsigned char c)
 {
-	uint64_t n;
+	return c > 0x20 && c != 0x7f;
+}
 
-	if (in_identity_body(s) || (s->in_chunk && s->parser.content_length > 0)) {
-		*fill = zeros;
-		n = s->parser.content_length < hole ? s->parser.content_length : hole;
-		return n < sizeof(zeros) ? n : sizeof(zeros);
+/* METHOD SP target SP HTTP/1.x. A line longer than the buffer keeps its
+ * method and the start of its target; its version is taken as 1.1. */
+static bool parse_request_line(struct http1_stream *s, const char *line, size_t len)
+{
+	struct http1_msg *m = &s->msg;
+	const char *sp1 = memchr(line, ' ', len), *sp2, *target;
+	const struct method *method;
+	size_t target_len;
+
+	if (!sp1 || !(method = find_method(line, (size_t)(sp1 - line))))
+		return false;
+	target = sp1 + 1;
+	sp2 = memchr(target, ' ', len - (size_t)(target - line));
+	if (s->line_overflow) {
+		target_len = sp2 ? (size_t)(sp2 - target) : len - (size_t)(target - line);
+		m->flags |= HTTP1_TARGET_TRUNCATED;
+		m->version_major = 1;
+		m->version_minor = 1;
+	} else {
+		if (!sp2 || !parse_version(s, sp2 + 1, len - (size_t)(sp2 + 1 - line)))
+			return false;
+		target_len = (size_t)(sp2 - target);
 	}
-	if (s->in_chunk) {
-		*fill = (const uint8_t *)(s->last_byte == '\r' ? "\n" : "\r\n");
-		n = s->last_byte == '\r' ? 1 : 2;
-		return n < hole ? n : hole;
+	if (target_len == 0)
+		return false;
+	for (size_t i = 0; i < target_len; i++)
+		if (!is_target_char((unsigned char)target[i]))
+			return false;
+	if (target_len >= HTTP1_TARGET_MAX) {
+		target_len = HTTP1_TARGET_MAX - 1;
+		m->flags |= HTTP1_TARGET_TRUNCATED;
 	}
-	return 0;
+	memcpy(m->target, target, target_len);
+	m->target[target_len] = '\0';
+	m->target_len = (uint16_t)target_len;
+	m->method = method->id;
+	m->is_request = true;
+	return true;
+}
+
+/* HTTP/1.x SP 3DIGIT [SP reason] */
+static bool parse_status_line(struct http1_stream *s, const char *line, size_t len)
+{
+	if (len < 12 || !parse_version(s, line, 8) || line[8] != ' ' || !is_digit(line[9]) ||
+	    !is_digit(line[10]) || !is_digit(line[11]) || (len > 12 && line[12] != ' '))
+		return false;
+	s->msg.status = (uint16_t)((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
+	s->msg.is_request = false;
+	return s->msg.status >= 100;
+}
+
+static bool parse_start_line(struct http1_stream *s, const char *line, size_t len)
+{
+	bool ok;
+
+	if (s->type != HTTP1_REQUEST && len >= 5 && memcmp(line, "HTTP/", 5) == 0)
+		ok = parse_status_line(s, line, len);
+	else if (s->type != HTTP1_RESPONSE)
+		ok = parse_request_line(s, line, len);
+	else
+		ok = false;
+	/* A direction of unknown type keeps the type its first message showed. */
+	if (ok && s->type == HTTP1_BOTH)
+		s->type = s->msg.is_request ? HTTP1_REQUEST : HTTP1_RESPONSE;
+	return ok;
+}
+
+/* ---- headers ------------------------------------------------------------ */
+
+static bool is_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit((char)c) ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Callers have matched the length already. */
+static bool name_is(const char *name, size_t len, const char *want)
+{
+	return strncasecmp(name, want, len) == 0;
+}
+
+static void keep_value(char *dst, uint16_t *dst_len, size_t cap, const char *v, size_t len)
+{
+	if (*dst_len)
+		return; /* a repeated header keeps its first value */
+	if (len >= cap)
+		len = cap - 1;
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+	*dst_len = (uint16_t)len;
+}
+
+static bool parse_content_length(struct http1_stream *s, const char *v, size_t len)
+{
+	uint64_t n = 0;
+
+	if (len == 0 || len > 18)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!is_digit(v[i]))
+			return false;
+		n = n * 10 + (uint64_t)(v[i] - '0');
+	}
+	if (s->has_length && n != s->content_length)
+		return false;
+	s->has_length = true;
+	s->content_length = n;
+	return true;
+}
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Whether an item of a comma-separated list is `token` (case-insensitive);
+ * with last_only, whether the last item is. */
+static bool list_has(const char *v, size_t len, const char *token, bool last_only)
+{
+	size_t tlen = strlen(token);
+	bool found = false;
+	size_t pos = 0;
+
+	while (pos <= len) {
+		size_t start = pos, end;
+
+		while (pos < len && v[pos] != ',')
+			pos++;
+		end = pos;
+		while (start < end && is_space(v[start]))
+			start++;
+		while (end > start && is_space(v[end - 1]))
+			end--;
+		if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0)
+			found = true;
+		else if (last_only && end > start)
+			found = false;
+		pos++;
+	}
+	return found;
+}
+
+static bool parse_header(struct http1_stream *s, const char *line, size_t len)
+{
+	struct http1_msg *m = &s->msg;
+	const char *colon = memchr(line, ':', len);
+	const char *value;
+	size_t name_len, value_len;
+
+	if (line[0] == ' ' || line[0] == '\t')
+		return true; /* obsolete line folding: a continuation we do not use */
+	if (!colon || colon == line)
+		return false;
+	name_len = (size_t)(colon - line);
+	for (size_t i = 0; i < name_len; i++)
+		if (!is_tchar((unsigned char)line[i]))
+			return false;
+	value = colon + 1;
+	value_len = len - name_len - 1;
+	while (value_len && is_space(*value)) {
+		value++;
+		value_len--;
+	}
+	while (value_len && is_space(value[value_len - 1]))
+		value_len--;
+	switch (name_len) {
+	case 14:
+		if (name_is(line, name_len, "content-length"))
+			return !s->line_overflow && parse_content_length(s, value, value_len);
+		break;
+	case 17:
+		if (name_is(line, name_len, "transfer-encoding"))
+			s->chunked = list_has(value, value_len, "chunked", true);
+		break;
+	case 10:
+		if (name_is(line, name_len, "connection")) {
+			s->conn_close |= list_has(value, value_len, "close", false);
+			s->conn_upgrade |= list_has(value, value_len, "upgrade", false);
+			m->keep_alive |= list_has(value, value_len, "keep-alive", false);
+		} else if (name_is(line, name_len, "user-agent")) {
+			keep_value(m->user_agent, &m->ua_len, HTTP1_UA_MAX, value, value_len);
+		}
+		break;
+	case 7:
+		s->has_upgrade |= name_is(line, name_len, "upgrade");
+		break;
+	case 4:
+		if (name_is(line, name_len, "host"))
+			keep_value(m->host, &m->host_len, HTTP1_HOST_MAX, value, value_len);
+		break;
+	case 11:
+		if (name_is(line, name_len, "traceparent"))
+			keep_value(m->traceparent, &m->traceparent_len, HTTP1_TRACEPARENT_MAX,
+				   value, value_len);
+		break;
+	}
+	return true;
+}
+
+/* ---- end of head: how the body is framed ------------------------------- */
+
+static void start_body(struct http1_stream *s)
+{
+	if (s->chunked) {
+		s->phase = PHASE_CHUNK_SIZE;
+	} else if (s->has_length && s->content_length > 0) {
+		s->phase = PHASE_BODY;
+		s->remaining = s->content_length;
+	} else {
+		complete_message(s);
+	}
+}
+
+static void request_head_done(struct http1_stream *s)
+{
+	bool upgrading = s->msg.method == HTTP1_CONNECT || (s->has_upgrade && s->conn_upgrade);
+
+	start_body(s);
+	/* What follows an upgrade request is HTTP again only if the server
+	 * refuses: wait quietly for a message start. */
+	if (upgrading && s->phase == PHASE_IDLE)
+		s->state = HTTP1_LOST;
+}
+
+static void response_head_done(struct http1_stream *s, bool no_body)
+{
+	uint16_t status = s->msg.status;
+
+	if (status / 100 == 1 || status == 204 || status == 304 || no_body) {
+		complete_message(s);
+		if (status == 101)
+			s->state = HTTP1_STOPPED;
+	} else if (s->chunked || s->has_length) {
+		start_body(s);
+	} else {
+		s->phase = PHASE_BODY_EOF;
+	}
+}
+
+static void head_done(struct http1_stream *s)
+{
+	struct http1_msg *m = &s->msg;
+	bool no_body;
+
+	m->keep_alive = m->version_minor >= 1 ? !s->conn_close : m->keep_alive && !s->conn_close;
+	s->head_done = true;
+	no_body = s->cb->on_head(s->owner, s->tag, m);
+	if (m->is_request)
+		request_head_done(s);
+	else
+		response_head_done(s, no_body);
+}
+
+/* Returns false when the line is not HTTP. */
+static bool head_line(struct http1_stream *s)
+{
+	size_t len = line_content(s);
+	bool ok = true;
+
+	if (!s->head_seen_start) {
+		ok = parse_start_line(s, s->line, len);
+		s->head_seen_start = true;
+	} else if (len == 0) {
+		head_done(s);
+	} else {
+		ok = parse_header(s, s->line, len);
+	}
+	next_line(s);
+	return ok;
+}
+
+static size_t feed_head(struct http1_stream *s, const uint8_t *p, size_t n, bool *ok)
+{
+	bool done;
+	size_t used = read_line(s, p, n, &done);
+
+	s->head_bytes += (uint32_t)used;
+	if (s->head_bytes > HTTP1_HEAD_MAX)
+		*ok = false;
+	else if (done)
+		*ok = head_line(s);
+	return used;
+}
+
+/* ---- chunked bodies ------------------------------------------------------- */
+
+static int hex_value(char c)
+{
+	if (is_digit(c))
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* "1f4[;ext...]" */
+static bool chunk_size_line(struct http1_stream *s)
+{
+	size_t len = line_content(s), i = 0;
+	uint64_t size = 0;
+
+	if (s->line_overflow)
+		return false;
+	for (; i < len && hex_value(s->line[i]) >= 0; i++) {
+		if (i >= 15)
+			return false;
+		size = size << 4 | (uint64_t)hex_value(s->line[i]);
+	}
+	if (i == 0 || (i < len && s->line[i] != ';' && s->line[i] != ' ' && s->line[i] != '\t'))
+		return false;
+	next_line(s);
+	if (size == 0) {
+		s->phase = PHASE_TRAILERS;
+	} else {
+		s->phase = PHASE_CHUNK_DATA;
+		s->remaining = size;
+	}
+	return true;
+}
+
+static size_t feed_chunk_crlf(struct http1_stream *s, const uint8_t *p, size_t n, bool *ok)
+{
+	size_t used = 0;
+
+	while (used < n && s->remaining > 0) {
+		char want = s->remaining == 2 ? '\r' : '\n';
+
+		if (p[used] != want && !(want == '\r' && p[used] == '\n')) {
+			*ok = false;
+			return used;
+		}
+		s->remaining = p[used] == '\n' ? 0 : s->remaining - 1;
+		used++;
+	}
+	if (s->remaining == 0)
+		s->phase = PHASE_CHUNK_SIZE;
+	return used;
+}
+
+/* ---- bodies: data and holes alike --------------------------------------- */
+
+/* Skips n body bytes (seen or not) in a phase whose length is known. */
+static uint64_t skip_body(struct http1_stream *s, uint64_t n)
+{
+	uint64_t step = n < s->remaining ? n : s->remaining;
+
+	switch (s->phase) {
+	case PHASE_BODY_EOF:
+		s->msg.body_size += n;
+		return n;
+	case PHASE_BODY:
+	case PHASE_CHUNK_DATA:
+		s->msg.body_size += step;
+		s->remaining -= step;
+		if (s->remaining == 0 && s->phase == PHASE_BODY) {
+			complete_message(s);
+		} else if (s->remaining == 0) {
+			s->phase = PHASE_CHUNK_CRLF;
+			s->remaining = 2;
+		}
+		return step;
+	case PHASE_CHUNK_CRLF:
+		s->remaining -= step;
+		if (s->remaining == 0)
+			s->phase = PHASE_CHUNK_SIZE;
+		return step;
+	default:
+		return 0;
+	}
+}
+
+/* ---- the feed loop ---------------------------------------------------------- */
+
+static size_t feed_one(struct http1_stream *s, const uint8_t *p, size_t n, bool *ok)
+{
+	bool done;
+	size_t used;
+
+	switch (s->phase) {
+	case PHASE_IDLE:
+		if (p[0] == '\r' || p[0] == '\n')
+			return 1; /* stray CRLF between messages is allowed */
+		begin_message(s);
+		return 0;
+	case PHASE_HEAD:
+		return feed_head(s, p, n, ok);
+	case PHASE_CHUNK_SIZE:
+		used = read_line(s, p, n, &done);
+		if (done)
+			*ok = chunk_size_line(s);
+		return used;
+	case PHASE_CHUNK_CRLF:
+		return feed_chunk_crlf(s, p, n, ok);
+	case PHASE_TRAILERS:
+		used = read_line(s, p, n, &done);
+		if (done) {
+			bool empty = line_content(s) == 0;
+
+			next_line(s);
+			if (empty)
+				complete_message(s);
+		}
+		return used;
+	default:
+		return (size_t)skip_body(s, n);
+	}
+}
+
+/* Feeds captured bytes; false if the stream lost sync or stopped. */
+static bool consume(struct http1_stream *s, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		bool ok = true;
+		size_t used = feed_one(s, p, n, &ok);
+
+		if (!ok) {
+			lose_sync(s, HTTP1_DROP_PARSE_ERROR);
+			return false;
+		}
+		if (s->state != HTTP1_SYNCED)
+			return false;
+		p += used;
+		n -= used;
+	}
+	return true;
 }
 
 static void skip_hole(struct http1_stream *s, uint64_t hole)
 {
-	while (hole > 0) {
-		const uint8_t *fill;
-		uint64_t step = fillable(s, hole, &fill);
+	while (hole > 0 && s->state == HTTP1_SYNCED) {
+		uint64_t step = skip_body(s, hole);
 
 		if (step == 0) {
 			lose_sync(s, HTTP1_DROP_GAP);
 			return;
 		}
-		if (!parse(s, fill, (size_t)step))
-			return;
 		hole -= step;
 	}
 }
 
+/* ---- public ------------------------------------------------------------------ */
+
+void http1_stream_init(struct http1_stream *s, enum http1_type type,
+		       const struct http1_callbacks *cb, void *owner, int tag)
+{
+	memset(s, 0, offsetof(struct http1_stream, line));
+	s->type = type;
+	s->state = HTTP1_LOST;
+	s->phase = PHASE_IDLE;
+	s->cb = cb;
+	s->owner = owner;
+	s->tag = tag;
+}
+
 void http1_stream_start(struct http1_stream *s)
 {
-	if (s->state == HTTP1_LOST && !s->in_msg)
-		resync(s);
+	if (s->state == HTTP1_LOST && s->phase == PHASE_IDLE)
+		s->state = HTTP1_SYNCED;
 }
 
 void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
@@ -340,9 +650,10 @@ void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
 	if (s->state == HTTP1_LOST) {
 		if (!http1_is_message_start(s->type, chunk->data, chunk->captured))
 			return;
-		resync(s);
+		s->state = HTTP1_SYNCED;
+		s->phase = PHASE_IDLE;
 	}
-	if (chunk->captured && !parse(s, chunk->data, chunk->captured))
+	if (chunk->captured && !consume(s, chunk->data, chunk->captured))
 		return;
 	if (chunk->hole)
 		skip_hole(s, chunk->hole);
@@ -353,10 +664,9 @@ void http1_stream_eof(struct http1_stream *s, uint64_t ts)
 	struct http1_chunk eof = { .ts = ts };
 
 	s->cur = &eof;
-	if (s->state != HTTP1_SYNCED || !s->in_msg)
-		return;
-	http_parser_execute(&s->parser, &parser_settings, NULL, 0);
-	if (s->in_msg)
+	if (s->state == HTTP1_SYNCED && s->phase == PHASE_BODY_EOF)
+		complete_message(s);
+	else if (s->state == HTTP1_SYNCED && s->phase != PHASE_IDLE)
 		lose_sync(s, HTTP1_DROP_EOF);
 	if (s->state != HTTP1_STOPPED)
 		s->state = HTTP1_LOST;
@@ -368,7 +678,7 @@ void http1_stream_abort(struct http1_stream *s, uint64_t ts)
 	struct http1_chunk reset = { .ts = ts };
 
 	s->cur = &reset;
-	if (s->state == HTTP1_SYNCED && s->in_msg)
+	if (s->state == HTTP1_SYNCED && s->phase != PHASE_IDLE)
 		lose_sync(s, HTTP1_DROP_RESET);
 	if (s->state != HTTP1_STOPPED)
 		s->state = HTTP1_LOST;

@@ -119,20 +119,20 @@ static struct conn **find_link(struct tracker *t, uint32_t tgid, int32_t fd)
 	return link;
 }
 
-static enum http_parser_type stream_type(uint8_t role, int dir)
+static enum http1_type stream_type(uint8_t role, int dir)
 {
 	if (role == SONDE_ROLE_UNKNOWN)
-		return HTTP_BOTH;
+		return HTTP1_BOTH;
 	if ((role == SONDE_ROLE_SERVER) == (dir == SONDE_DIR_INGRESS))
-		return HTTP_REQUEST;
-	return HTTP_RESPONSE;
+		return HTTP1_REQUEST;
+	return HTTP1_RESPONSE;
 }
 
 static void set_role(struct conn *c, uint8_t role)
 {
 	c->role = role;
 	for (int dir = 0; dir < 2; dir++)
-		if (c->http[dir].type == HTTP_BOTH)
+		if (c->http[dir].type == HTTP1_BOTH)
 			c->http[dir].type = stream_type(role, dir);
 }
 
@@ -148,7 +148,7 @@ static struct conn *conn_create(struct tracker *t, const struct sonde_event_head
 	c->fd = hdr->fd;
 	c->gen = hdr->conn_gen;
 	for (int dir = 0; dir < 2; dir++)
-		http1_stream_init(&c->http[dir], HTTP_BOTH, &http_callbacks, c, dir);
+		http1_stream_init(&c->http[dir], HTTP1_BOTH, &http_callbacks, c, dir);
 	c->pend_head = c->pend_tail = NULL;
 	c->npending = 0;
 	c->hash_next = *bucket_of(t, c->tgid, c->fd);
@@ -301,7 +301,7 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	fill_ids(t, span, c, req);
 	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
 	span->end_unix_ns = wallclock_from_mono(t->clock, resp ? resp->end_ts : end_ts);
-	method = http_method_str((enum http_method)req->method);
+	method = http1_method_name(req->method);
 	copy_str(span->method, sizeof(span->method), method, strlen(method));
 	span->protocol_version[0] = (char)('0' + req->version_major % 10);
 	span->protocol_version[1] = '.';
@@ -357,7 +357,7 @@ static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 	if (msg->is_request != (dir == request_dir(c)))
 		return false;
 	if (!msg->is_request)
-		return c->pend_head && c->pend_head->req.method == HTTP_HEAD;
+		return c->pend_head && c->pend_head->req.method == HTTP1_HEAD;
 	t->stats.requests++;
 	if (c->npending >= t->opts.max_pending || !(p = pending_alloc(t))) {
 		t->stats.pending_overflow++;
@@ -433,7 +433,7 @@ static void on_complete(void *owner, int dir, const struct http1_msg *msg)
 	p = pop_pending(c);
 	t->stats.exchanges++;
 	switched = msg->status == 101 ||
-		   (p->req.method == HTTP_CONNECT && msg->status >= 200 && msg->status < 300);
+		   (p->req.method == HTTP1_CONNECT && msg->status >= 200 && msg->status < 300);
 	emit_span(c, p, msg,
 		  (msg->flags & HTTP1_CUT_OFF) ? "connection ended before the response was complete"
 					      : NULL,
