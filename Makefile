@@ -55,7 +55,7 @@ $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus
-	$(BUILD)/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	$(BUILD)/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=4096 \
 		$(BUILD)/fuzz_corpus tests/fuzz/seeds tests/fuzz/regressions
 
 e2e: $(BUILD)/sonde

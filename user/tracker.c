@@ -21,10 +21,25 @@ struct pending {
 	struct http1_msg req;
 };
 
+/* Terminal events, applied at the end of a drain (tracker_tick): with
+ * per-CPU buffers a close can be read before the connection's last data
+ * from another CPU's buffer, and data always precedes its close. */
+enum conn_ending {
+	END_PEER = 1 << 0,  /* the peer shut down: no more ingress */
+	END_RESET = 1 << 1,
+	END_LOCAL = 1 << 2, /* close() */
+	END_EXIT = 1 << 3,  /* the process exited */
+};
+
 struct conn {
-	struct conn *hash_next;
+	struct conn *hash_next; /* also links the dead and free lists */
 	struct conn *held_next; /* on the tracker's list of conns holding pieces */
+	struct conn *ending_next;
 	bool on_held_list;
+	bool on_ending_list;
+	bool dead;     /* ended; freed at the end of the tick */
+	uint8_t ending; /* enum conn_ending bits not yet applied */
+	uint64_t ending_ts;
 	uint64_t held_tick;
 	struct tracker *tracker;
 	uint32_t tgid;
@@ -54,9 +69,13 @@ struct tracker {
 	struct reorder_pool pool;
 	struct reorder_stats reorder_stats;
 	struct conn *held_list;
+	struct conn *ending_list;
+	struct conn *dead_list;
 	uint64_t tick;
-	uint32_t exited[EXITED_MAX];
+	uint32_t exited[EXITED_MAX]; /* for the kernel map sweep */
 	size_t nexited;
+	uint32_t forget[EXITED_MAX]; /* processes to forget once their conns end */
+	size_t nforget;
 	struct tracker_stats stats;
 };
 
@@ -523,33 +542,57 @@ static void cut_off_pending(struct conn *c, const char *why, uint64_t ts)
 	}
 }
 
-static void unlink_held(struct tracker *t, struct conn *c)
-{
-	struct conn **link = &t->held_list;
-
-	if (!c->on_held_list)
-		return;
-	while (*link && *link != c)
-		link = &(*link)->held_next;
-	if (*link)
-		*link = c->held_next;
-	c->on_held_list = false;
-}
-
+/* Ends a connection at once: what is left of its streams is flushed, and
+ * requests without a response become error spans. The memory stays valid
+ * (on the lists of this tick) until tracker_tick frees it. */
 static void conn_end(struct tracker *t, struct conn *c, const char *why, uint64_t ts)
 {
 	struct conn **link = find_link(t, c->tgid, c->fd);
 
+	if (c->dead)
+		return;
 	flush_held(c);
-	unlink_held(t, c);
 	for (int dir = 0; dir < 2; dir++)
 		http1_stream_eof(&c->http[dir], ts);
 	cut_off_pending(c, why, ts);
 	if (*link == c)
 		*link = c->hash_next;
-	c->hash_next = t->free_conns;
-	t->free_conns = c;
+	c->dead = true;
+	c->hash_next = t->dead_list;
+	t->dead_list = c;
 	t->stats.conns_ended++;
+}
+
+static void apply_ending(struct tracker *t, struct conn *c)
+{
+	uint8_t ending = c->ending;
+	uint64_t ts = c->ending_ts;
+
+	c->ending = 0;
+	flush_held(c);
+	if (ending & END_RESET) {
+		for (int dir = 0; dir < 2; dir++)
+			http1_stream_abort(&c->http[dir], ts);
+		cut_off_pending(c, "connection reset before the response", ts);
+	}
+	if (ending & END_PEER)
+		http1_stream_eof(&c->http[SONDE_DIR_INGRESS], ts);
+	if (ending & END_EXIT)
+		conn_end(t, c, "process exited before the response", ts);
+	else if (ending & END_LOCAL)
+		conn_end(t, c, "connection closed before the response", ts);
+}
+
+static void mark_ending(struct tracker *t, struct conn *c, uint8_t ending, uint64_t ts)
+{
+	c->ending |= ending;
+	if (ts > c->ending_ts)
+		c->ending_ts = ts;
+	if (c->on_ending_list)
+		return;
+	c->on_ending_list = true;
+	c->ending_next = t->ending_list;
+	t->ending_list = c;
 }
 
 /* The connection an event belongs to, creating it when needed. An event
@@ -562,8 +605,10 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 		return c;
 	if (c && c->gen > hdr->conn_gen)
 		return NULL;
-	if (c)
+	if (c) {
+		apply_ending(t, c);
 		conn_end(t, c, "connection replaced before the response", hdr->ts);
+	}
 	return create ? conn_create(t, hdr) : NULL;
 }
 
@@ -630,25 +675,15 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
 {
 	struct conn *c = conn_for(t, &ev->hdr, false);
+	uint8_t ending = ev->reason == SONDE_CLOSE_PEER    ? END_PEER
+			 : ev->reason == SONDE_CLOSE_RESET ? END_RESET
+							   : END_LOCAL;
 
-	if (!c)
-		return;
-	switch (ev->reason) {
-	case SONDE_CLOSE_PEER:
-		/* The peer will send nothing more; ends a body that runs to close. */
-		flush_held(c);
-		http1_stream_eof(&c->http[SONDE_DIR_INGRESS], ev->hdr.ts);
-		break;
-	case SONDE_CLOSE_RESET:
-		flush_held(c);
-		for (int dir = 0; dir < 2; dir++)
-			http1_stream_abort(&c->http[dir], ev->hdr.ts);
-		cut_off_pending(c, "connection reset before the response", ev->hdr.ts);
-		break;
-	default:
-		conn_end(t, c, "connection closed before the response", ev->hdr.ts);
-	}
+	if (c)
+		mark_ending(t, c, ending, ev->hdr.ts);
 }
+
+static void apply_endings(struct tracker *t);
 
 static void handle_proc_exit(struct tracker *t, const struct sonde_event_header *hdr)
 {
@@ -657,16 +692,13 @@ static void handle_proc_exit(struct tracker *t, const struct sonde_event_header 
 		t->exited[t->nexited++] = hdr->tgid;
 	if (!proc_table_has(t->procs, hdr->tgid))
 		return;
-	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++) {
-		struct conn *c = t->buckets[i], *next;
-
-		for (; c; c = next) {
-			next = c->hash_next;
+	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++)
+		for (struct conn *c = t->buckets[i]; c; c = c->hash_next)
 			if (c->tgid == hdr->tgid)
-				conn_end(t, c, "process exited before the response", hdr->ts);
-		}
-	}
-	proc_table_forget(t->procs, hdr->tgid);
+				mark_ending(t, c, END_EXIT, hdr->ts);
+	if (t->nforget == EXITED_MAX)
+		apply_endings(t);
+	t->forget[t->nforget++] = hdr->tgid;
 }
 
 void tracker_handle(struct tracker *t, const void *record, size_t size)
@@ -704,21 +736,65 @@ void tracker_handle(struct tracker *t, const void *record, size_t size)
 	t->stats.bad_records++;
 }
 
-void tracker_tick(struct tracker *t)
+/* Pieces held since an earlier tick are given up on (their gap is lost). */
+static void flush_aged_holds(struct tracker *t)
 {
 	struct conn **link = &t->held_list;
 
 	while (*link) {
 		struct conn *c = *link;
 
-		if (c->held_tick < t->tick) {
+		if (c->dead || c->held_tick < t->tick) {
 			*link = c->held_next;
 			c->on_held_list = false;
-			flush_held(c);
+			if (!c->dead)
+				flush_held(c);
 		} else {
 			link = &c->held_next;
 		}
 	}
+}
+
+/* Terminal events, then the processes whose connections they ended. */
+static void apply_endings(struct tracker *t)
+{
+	while (t->ending_list) {
+		struct conn *c = t->ending_list;
+
+		t->ending_list = c->ending_next;
+		c->on_ending_list = false;
+		if (!c->dead)
+			apply_ending(t, c);
+	}
+	for (size_t i = 0; i < t->nforget; i++)
+		proc_table_forget(t->procs, t->forget[i]);
+	t->nforget = 0;
+}
+
+/* A dead connection still on the held list leaves it at the next tick;
+ * only then may its memory serve a new connection. */
+static void free_dead(struct tracker *t)
+{
+	struct conn **link = &t->dead_list;
+
+	while (*link) {
+		struct conn *c = *link;
+
+		if (c->on_held_list) {
+			link = &c->hash_next;
+			continue;
+		}
+		*link = c->hash_next;
+		c->hash_next = t->free_conns;
+		t->free_conns = c;
+	}
+}
+
+void tracker_tick(struct tracker *t)
+{
+	flush_aged_holds(t);
+	apply_endings(t);
+	free_dead(t);
 	t->tick++;
 }
 
@@ -768,6 +844,12 @@ void tracker_free(struct tracker *t)
 {
 	if (!t)
 		return;
+	while (t->dead_list) {
+		struct conn *c = t->dead_list;
+
+		t->dead_list = c->hash_next;
+		free(c);
+	}
 	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++) {
 		while (t->buckets[i]) {
 			struct conn *c = t->buckets[i];
