@@ -8,7 +8,8 @@ keep-alive). sonde builds and counts spans but exports none
 peak RSS, span completeness (server spans sonde built / requests wrk
 completed) and lost-event counters, and writes the same as JSON.
 
-usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--json PATH]
+usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--modes ring,perf] [--json PATH]
+Each round runs untraced, then sonde once per mode (kernel-to-agent buffer).
 """
 import argparse
 import json
@@ -92,10 +93,10 @@ def peak_rss_mb(pid):
     return 0.0
 
 
-def traced_run(port, seconds, workdir, n):
-    stats_file = Path(workdir) / f"stats-{n}.json"
-    err = open(Path(workdir) / f"sonde-{n}.err", "w")
-    env = dict(os.environ, OTEL_TRACES_EXPORTER="none")
+def traced_run(port, seconds, workdir, n, mode):
+    stats_file = Path(workdir) / f"stats-{mode}-{n}.json"
+    err = open(Path(workdir) / f"sonde-{mode}-{n}.err", "w")
+    env = dict(os.environ, OTEL_TRACES_EXPORTER="none", SONDE_BUFFER=mode)
     sonde = subprocess.Popen([str(SONDE), "--stats-file", str(stats_file)],
                              stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.time() + 30
@@ -120,33 +121,11 @@ def traced_run(port, seconds, workdir, n):
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--json", default=str(ROOT / "build" / "bench-nginx.json"))
-    args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="sonde-bench-")
-    os.chmod(workdir, 0o755)
-    nginx, port = start_nginx(workdir)
-    base, traced = [], []
-    try:
-        run_wrk(port, 1)  # warm-up
-        for n in range(args.rounds):
-            base.append(run_wrk(port, args.seconds))
-            traced.append(traced_run(port, args.seconds, workdir, n))
-            print(f"round {n + 1}: untraced {base[-1]['rps']:.0f} req/s, "
-                  f"traced {traced[-1]['rps']:.0f} req/s", flush=True)
-    finally:
-        nginx.terminate()
-        nginx.wait()
-    median = lambda xs: statistics.median(xs)
+def summarize(base, traced):
     requests = sum(r["requests"] for r in traced)
     summary = {
-        "untraced_rps": median([r["rps"] for r in base]),
-        "traced_rps": median([r["rps"] for r in traced]),
+        "traced_rps": statistics.median([r["rps"] for r in traced]),
         "ratios": [t["rps"] / b["rps"] for b, t in zip(base, traced)],
-        "untraced_p50": [r["p50"] for r in base], "untraced_p99": [r["p99"] for r in base],
         "traced_p50": [r["p50"] for r in traced], "traced_p99": [r["p99"] for r in traced],
         "sonde_cpu_us_per_request": 1e6 * sum(r["sonde_cpu_s"] for r in traced) / requests,
         "sonde_peak_rss_mb": max(r["sonde_peak_rss_mb"] for r in traced),
@@ -155,23 +134,65 @@ def main():
         "lost_ringbuf_full": sum(r["lost_ringbuf_full"] for r in traced),
         "lost_other": sum(r["lost_other"] for r in traced),
         "events_per_request": sum(r["events"] for r in traced) / requests,
-        "runs": {"untraced": base, "traced": traced},
+        "runs": traced,
     }
-    summary["ratio"] = summary["traced_rps"] / summary["untraced_rps"]
+    summary["ratio"] = statistics.median(summary["ratios"])
+    return summary
+
+
+def print_mode(mode, m):
+    print(f"  sonde, {mode} buffer, export off")
+    print(f"    req/s (median)    {m['traced_rps']:>10.0f}")
+    print(f"    ratio (median)    {m['ratio']:>10.3f}  "
+          f"(per round: {', '.join(f'{r:.3f}' for r in m['ratios'])})")
+    print(f"    p50 / p99         {', '.join(m['traced_p50'])} / {', '.join(m['traced_p99'])}")
+    print(f"    agent CPU         {m['sonde_cpu_us_per_request']:>10.2f} us/request")
+    print(f"    agent peak RSS    {m['sonde_peak_rss_mb']:>10.1f} MB")
+    print(f"    completeness      {100 * m['completeness_server']:>10.2f} % server spans, "
+          f"{100 * m['completeness_client']:.2f} % client spans")
+    print(f"    lost events       {m['lost_ringbuf_full']:>10d} buffer full, "
+          f"{m['lost_other']} map full")
+    print(f"    events/request    {m['events_per_request']:>10.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--modes", default="ring")
+    parser.add_argument("--json", default=str(ROOT / "build" / "bench-nginx.json"))
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    workdir = tempfile.mkdtemp(prefix="sonde-bench-")
+    os.chmod(workdir, 0o755)
+    nginx, port = start_nginx(workdir)
+    base, traced = [], {m: [] for m in modes}
+    try:
+        run_wrk(port, 1)  # warm-up
+        for n in range(args.rounds):
+            base.append(run_wrk(port, args.seconds))
+            line = f"round {n + 1}: untraced {base[-1]['rps']:.0f} req/s"
+            for mode in modes:
+                traced[mode].append(traced_run(port, args.seconds, workdir, n, mode))
+                line += f", {mode} {traced[mode][-1]['rps']:.0f}"
+            print(line, flush=True)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+    result = {
+        "untraced_rps": statistics.median([r["rps"] for r in base]),
+        "untraced_p50": [r["p50"] for r in base], "untraced_p99": [r["p99"] for r in base],
+        "untraced_runs": base,
+        "modes": {m: summarize(base, traced[m]) for m in modes},
+    }
     print()
-    print(f"nginx, 1 worker on CPU 0, wrk -c16 on CPU 1, {args.rounds} x {args.seconds}s each")
-    print(f"  untraced            {summary['untraced_rps']:>10.0f} req/s (median)")
-    print(f"  sonde (export off)  {summary['traced_rps']:>10.0f} req/s (median)")
-    print(f"  ratio               {summary['ratio']:>10.3f}  "
-          f"(per round: {', '.join(f'{r:.3f}' for r in summary['ratios'])})")
-    print(f"  sonde CPU           {summary['sonde_cpu_us_per_request']:>10.2f} us/request (agent only)")
-    print(f"  sonde peak RSS      {summary['sonde_peak_rss_mb']:>10.1f} MB")
-    print(f"  completeness        {100 * summary['completeness_server']:>10.2f} % server spans, "
-          f"{100 * summary['completeness_client']:.2f} % client spans")
-    print(f"  lost events         {summary['lost_ringbuf_full']:>10d} ring buffer full, "
-          f"{summary['lost_other']} map full")
-    print(f"  events/request      {summary['events_per_request']:>10.2f}")
-    Path(args.json).write_text(json.dumps(summary, indent=2))
+    print(f"nginx, 1 worker on CPU 0, wrk -t1 -c16 on CPU 1, {args.rounds} rounds x {args.seconds}s, "
+          "both ends traced")
+    print(f"  untraced            {result['untraced_rps']:>10.0f} req/s (median), "
+          f"p50 / p99 {', '.join(result['untraced_p50'])} / {', '.join(result['untraced_p99'])}")
+    for mode in modes:
+        print_mode(mode, result["modes"][mode])
+    Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"  JSON: {args.json}")
 
 

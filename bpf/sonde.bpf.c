@@ -35,6 +35,9 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_bytes = 512;
 const volatile __u64 wakeup_bytes = 256 * 1024;
+/* Per-CPU perf buffers instead of the ring buffer: for kernels before 5.8,
+ * or by choice. */
+const volatile bool use_perf_buffer = false;
 
 enum conn_proto {
 	PROTO_UNKNOWN = 0,
@@ -95,6 +98,12 @@ struct {
 } events SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -117,13 +126,19 @@ static __always_inline void count(enum sonde_counter which)
 		(*value)++;
 }
 
-/* Wake the agent only when the unread data crosses wakeup_bytes; below
- * that it finds the records on its next poll tick. */
-static __always_inline void submit(void *record, __u64 size)
+/* Ring buffer: wake the agent only when the unread data crosses
+ * wakeup_bytes; below that it finds the records on its next poll tick.
+ * Perf buffers batch wakeups by their own watermark (set by the agent). */
+static __always_inline void submit(void *ctx, void *record, __u64 size)
 {
-	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 unread, flags = BPF_RB_NO_WAKEUP;
 
+	if (use_perf_buffer) {
+		if (bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, record, size))
+			count(SONDE_CNT_LOST_RINGBUF);
+		return;
+	}
+	unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	if (unread < wakeup_bytes && unread + size >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, record, size, flags))
@@ -223,7 +238,7 @@ static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *ladd
 	}
 }
 
-static __always_inline void emit_conn(struct sonde_conn_key *key, struct conn_state *state)
+static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
 {
 	struct sonde_conn_event ev = {};
 	struct sock *sk = tcp_sock_of_fd(key->fd);
@@ -237,17 +252,17 @@ static __always_inline void emit_conn(struct sonde_conn_key *key, struct conn_st
 		ev.rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		read_addrs(sk, ev.family, ev.laddr, ev.raddr);
 	}
-	submit(&ev, sizeof(ev));
+	submit(ctx, &ev, sizeof(ev));
 }
 
-static __always_inline void emit_close(struct sonde_conn_key *key, struct conn_state *state,
-				       __u8 reason)
+static __always_inline void emit_close(void *ctx, struct sonde_conn_key *key,
+				       struct conn_state *state, __u8 reason)
 {
 	struct sonde_close_event ev = {};
 
 	fill_header(&ev.hdr, SONDE_EV_CLOSE, key, state->gen);
 	ev.reason = reason;
-	submit(&ev, sizeof(ev));
+	submit(ctx, &ev, sizeof(ev));
 }
 
 /* Also true for data shorter than the prefix that agrees with it: a first
@@ -279,13 +294,13 @@ static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
  * hand should be sent. A connection sonde watched open is judged on its
  * first data; one already open when sonde started gets a few calls to show
  * a message start, so that it is picked up at a request boundary. */
-static __always_inline bool infer_protocol(struct sonde_conn_key *key, struct conn_state *state,
-					   const __u8 *data, __u32 len)
+static __always_inline bool infer_protocol(void *ctx, struct sonde_conn_key *key,
+					   struct conn_state *state, const __u8 *data, __u32 len)
 {
 	if (is_http1_start(data, len)) {
 		state->proto = PROTO_HTTP1;
 		count(SONDE_CNT_HTTP_CONNS);
-		emit_conn(key, state);
+		emit_conn(ctx, key, state);
 		return true;
 	}
 	if (state->role == SONDE_ROLE_UNKNOWN && state->probes_left > 1) {
@@ -344,8 +359,8 @@ static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_ar
 	return copy_buf(ev->data, args->buf, want);
 }
 
-static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_state *state,
-				      struct call_args *args, __u32 len)
+static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
+				      struct conn_state *state, struct call_args *args, __u32 len)
 {
 	__u32 zero = 0;
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
@@ -356,7 +371,7 @@ static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_st
 		return;
 	ev = &scratch->ev;
 	captured = capture(ev, args, len);
-	if (state->proto == PROTO_UNKNOWN && !infer_protocol(key, state, ev->data, captured))
+	if (state->proto == PROTO_UNKNOWN && !infer_protocol(ctx, key, state, ev->data, captured))
 		return;
 	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
 	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
@@ -368,20 +383,20 @@ static __always_inline void emit_data(struct sonde_conn_key *key, struct conn_st
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX)
 		return;
-	submit(ev, SONDE_DATA_EVENT_SIZE(captured));
+	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured));
 }
 
 /* A failed or empty call ends an HTTP exchange only when it says the
  * connection is gone. */
-static __always_inline void note_failure(struct sonde_conn_key *key, struct conn_state *state,
-					 struct call_args *args, long ret)
+static __always_inline void note_failure(void *ctx, struct sonde_conn_key *key,
+					 struct conn_state *state, struct call_args *args, long ret)
 {
 	if (state->proto != PROTO_HTTP1)
 		return;
 	if (ret == 0 && args->dir == SONDE_DIR_INGRESS)
-		emit_close(key, state, SONDE_CLOSE_PEER);
+		emit_close(ctx, key, state, SONDE_CLOSE_PEER);
 	else if (ret == -ECONNRESET || ret == -EPIPE)
-		emit_close(key, state, SONDE_CLOSE_RESET);
+		emit_close(ctx, key, state, SONDE_CLOSE_RESET);
 }
 
 /* Only results that carry data or end a connection are worth a lookup:
@@ -396,7 +411,7 @@ static __always_inline struct pt_regs *user_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-static __always_inline int trace_call(long ret, struct call_args *args)
+static __always_inline int trace_call(void *ctx, long ret, struct call_args *args)
 {
 	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = args->fd };
 	struct conn_state *state;
@@ -407,14 +422,14 @@ static __always_inline int trace_call(long ret, struct call_args *args)
 	if (!state)
 		return 0;
 	if (ret <= 0)
-		note_failure(&key, state, args, ret);
+		note_failure(ctx, &key, state, args, ret);
 	else
-		emit_data(&key, state, args, (__u32)ret);
+		emit_data(ctx, &key, state, args, (__u32)ret);
 	return 0;
 }
 
 /* read/write/recvfrom/sendto(fd, buf, len, ...) */
-static __always_inline int exit_buf(long ret, __u8 syscall, __u8 dir)
+static __always_inline int exit_buf(void *ctx, long ret, __u8 syscall, __u8 dir)
 {
 	struct call_args args = { .syscall = syscall, .dir = dir };
 	struct pt_regs *regs;
@@ -424,11 +439,11 @@ static __always_inline int exit_buf(long ret, __u8 syscall, __u8 dir)
 	regs = user_regs();
 	args.fd = (__s32)BPF_CORE_READ(regs, di);
 	args.buf = BPF_CORE_READ(regs, si);
-	return trace_call(ret, &args);
+	return trace_call(ctx, ret, &args);
 }
 
 /* readv/writev(fd, iov, iovcnt) */
-static __always_inline int exit_iov(long ret, __u8 syscall, __u8 dir)
+static __always_inline int exit_iov(void *ctx, long ret, __u8 syscall, __u8 dir)
 {
 	struct call_args args = { .syscall = syscall, .dir = dir };
 	struct pt_regs *regs;
@@ -439,12 +454,12 @@ static __always_inline int exit_iov(long ret, __u8 syscall, __u8 dir)
 	args.fd = (__s32)BPF_CORE_READ(regs, di);
 	args.buf = BPF_CORE_READ(regs, si);
 	args.iovcnt = (__u32)BPF_CORE_READ(regs, dx);
-	return trace_call(ret, &args);
+	return trace_call(ctx, ret, &args);
 }
 
 /* recvmsg/sendmsg(fd, msghdr, flags): struct user_msghdr has msg_iov at
  * offset 16 and msg_iovlen at 24 on 64-bit. */
-static __always_inline int exit_msg(long ret, __u8 syscall, __u8 dir)
+static __always_inline int exit_msg(void *ctx, long ret, __u8 syscall, __u8 dir)
 {
 	struct call_args args = { .syscall = syscall, .dir = dir };
 	__u64 msghdr, iovlen = 0;
@@ -458,14 +473,14 @@ static __always_inline int exit_msg(long ret, __u8 syscall, __u8 dir)
 	bpf_probe_read_user(&args.buf, sizeof(args.buf), (const void *)(msghdr + 16));
 	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
 	args.iovcnt = iovlen > SONDE_IOV_MAX ? SONDE_IOV_MAX : (__u32)iovlen;
-	return trace_call(ret, &args);
+	return trace_call(ctx, ret, &args);
 }
 
 #define EXIT_PROG(name, kind, sys, dir)                                               \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
 	{                                                                             \
-		return exit_##kind(ctx->ret, sys, dir);                               \
+		return exit_##kind(ctx, ctx->ret, sys, dir);                          \
 	}
 
 EXIT_PROG(read, buf, SONDE_SYS_READ, SONDE_DIR_INGRESS)
@@ -486,7 +501,7 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 	if (!worth_tracing(ctx->ret))
 		return 0;
 	args.fd = (__s32)BPF_CORE_READ(user_regs(), di);
-	return trace_call(ctx->ret, &args);
+	return trace_call(ctx, ctx->ret, &args);
 }
 
 static __always_inline int exit_accept(long ret)
@@ -541,7 +556,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 
 	if (state) {
 		if (state->proto == PROTO_HTTP1)
-			emit_close(&key, state, SONDE_CLOSE_LOCAL);
+			emit_close(ctx, &key, state, SONDE_CLOSE_LOCAL);
 		bpf_map_delete_elem(&conns, &key);
 		return 0;
 	}
@@ -564,6 +579,6 @@ int process_exit(void *ctx)
 	ev.tid = BPF_CORE_READ(task, pid);
 	ev.fd = -1;
 	ev.ts = bpf_ktime_get_ns();
-	submit(&ev, sizeof(ev));
+	submit(ctx, &ev, sizeof(ev));
 	return 0;
 }

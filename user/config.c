@@ -32,6 +32,19 @@ static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out
 	return 0;
 }
 
+static int parse_buffer(const char *text, enum probe_buffer *out)
+{
+	if (strcmp(text, "auto") == 0)
+		*out = PROBE_BUFFER_AUTO;
+	else if (strcmp(text, "ring") == 0)
+		*out = PROBE_BUFFER_RING;
+	else if (strcmp(text, "perf") == 0)
+		*out = PROBE_BUFFER_PERF;
+	else
+		return -1;
+	return 0;
+}
+
 static int parse_exporter(const char *text, enum exporter_kind *out)
 {
 	if (strcmp(text, "console") == 0)
@@ -109,12 +122,15 @@ static int from_env(struct sonde_config *cfg, config_getenv_fn getenv_fn, char *
 		if (v && v[0] && set_number(cfg, &numbers[i], v, numbers[i].env, err, size))
 			return -1;
 	}
+	v = getenv_fn("SONDE_BUFFER");
+	if (v && v[0] && parse_buffer(v, &cfg->buffer))
+		return fail(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
 	v = getenv_fn("SONDE_KEEP_QUERY");
 	cfg->keep_query = v && strcmp(v, "1") == 0;
 	return 0;
 }
 
-enum { OPT_EXPORTER = 256, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
+enum { OPT_EXPORTER = 256, OPT_BUFFER, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
 
 static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err, size_t size)
 {
@@ -123,6 +139,7 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 	int c, idx;
 
 	opts[n++] = (struct option){ "exporter", required_argument, NULL, OPT_EXPORTER };
+	opts[n++] = (struct option){ "buffer", required_argument, NULL, OPT_BUFFER };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
@@ -141,6 +158,11 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 		case OPT_EXPORTER:
 			if (parse_exporter(optarg, &cfg->exporter))
 				return fail(err, size, "--exporter: \"%s\" is not one of console, none",
+					    optarg);
+			break;
+		case OPT_BUFFER:
+			if (parse_buffer(optarg, &cfg->buffer))
+				return fail(err, size, "--buffer: \"%s\" is not one of auto, ring, perf",
 					    optarg);
 			break;
 		case OPT_KEEP_QUERY:
@@ -200,6 +222,8 @@ void config_usage(FILE *out)
 		"  --capture-bytes N         payload bytes captured per syscall, 64-%u\n"
 		"                            (SONDE_CAPTURE_BYTES; default 512)\n"
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
+		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto:\n"
+		"                            the ring buffer where the kernel has one)\n"
 		"  --ringbuf-bytes N         ring buffer size, power of two (default 8 MiB)\n"
 		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"

@@ -4,6 +4,7 @@
 #define SONDE_CONFIG_H
 
 #include "exporter.h"
+#include "probe.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 struct sonde_config {
 	enum exporter_kind exporter;
+	enum probe_buffer buffer;
 	uint32_t capture_bytes;     /* payload bytes captured per syscall */
 	uint32_t ringbuf_bytes;     /* ring buffer size, a power of two */
 	uint32_t wakeup_bytes;      /* unread bytes that wake the agent early */

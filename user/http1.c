@@ -1,5 +1,7 @@
 #include "http1.h"
 
+#include "chars.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -131,17 +133,19 @@ static size_t read_line(struct http1_stream *s, const uint8_t *p, size_t n, bool
 	return take;
 }
 
-/* The finished line without its CRLF (or LF). */
+/* Length of a finished line without its CRLF (or LF). */
+static size_t strip_eol(const char *line, size_t len)
+{
+	if (len && line[len - 1] == '\n')
+		len--;
+	if (len && line[len - 1] == '\r')
+		len--;
+	return len;
+}
+
 static size_t line_content(struct http1_stream *s)
 {
-	size_t len = s->line_len;
-
-	if (len && s->line[len - 1] == '\n')
-		len--;
-	if (len && s->line[len - 1] == '\r')
-		len--;
-	s->line[len] = '\0';
-	return len;
+	return strip_eol(s->line, s->line_len);
 }
 
 static void next_line(struct http1_stream *s)
@@ -154,7 +158,7 @@ static void next_line(struct http1_stream *s)
 
 static bool is_digit(char c)
 {
-	return c >= '0' && c <= '9';
+	return char_is(c, CHAR_DIGIT);
 }
 
 /* "HTTP/1.x" */
@@ -175,10 +179,6 @@ static const struct method *find_method(const char *text, size_t len)
 	return NULL;
 }
 
-static bool is_target_char(unsigned char c)
-{
-	return c > 0x20 && c != 0x7f;
-}
 
 /* METHOD SP target SP HTTP/1.x. A line longer than the buffer keeps its
  * method and the start of its target; its version is taken as 1.1. */
@@ -206,7 +206,7 @@ static bool parse_request_line(struct http1_stream *s, const char *line, size_t 
 	if (target_len == 0)
 		return false;
 	for (size_t i = 0; i < target_len; i++)
-		if (!is_target_char((unsigned char)target[i]))
+		if (!char_is(target[i], CHAR_TARGET))
 			return false;
 	if (target_len >= HTTP1_TARGET_MAX) {
 		target_len = HTTP1_TARGET_MAX - 1;
@@ -249,16 +249,15 @@ static bool parse_start_line(struct http1_stream *s, const char *line, size_t le
 
 /* ---- headers ------------------------------------------------------------ */
 
-static bool is_tchar(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit((char)c) ||
-	       (c && strchr("!#$%&'*+-.^_`|~", c));
-}
 
-/* Callers have matched the length already. */
+/* Case-insensitive match against a lower-case `want` of the same length
+ * made of letters and '-', for which OR-ing 0x20 folds case exactly. */
 static bool name_is(const char *name, size_t len, const char *want)
 {
-	return strncasecmp(name, want, len) == 0;
+	for (size_t i = 0; i < len; i++)
+		if ((name[i] | 0x20) != want[i])
+			return false;
+	return true;
 }
 
 static void keep_value(char *dst, uint16_t *dst_len, size_t cap, const char *v, size_t len)
@@ -295,12 +294,10 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* Whether an item of a comma-separated list is `token` (case-insensitive);
- * with last_only, whether the last item is. */
-static bool list_has(const char *v, size_t len, const char *token, bool last_only)
+/* Calls fn for each item of a comma-separated list, trimmed. */
+static void for_each_item(const char *v, size_t len, void (*fn)(void *, const char *, size_t),
+			  void *arg)
 {
-	size_t tlen = strlen(token);
-	bool found = false;
 	size_t pos = 0;
 
 	while (pos <= len) {
@@ -313,13 +310,32 @@ static bool list_has(const char *v, size_t len, const char *token, bool last_onl
 			start++;
 		while (end > start && is_space(v[end - 1]))
 			end--;
-		if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0)
-			found = true;
-		else if (last_only && end > start)
-			found = false;
+		if (end > start)
+			fn(arg, v + start, end - start);
 		pos++;
 	}
-	return found;
+}
+
+static bool token_is(const char *item, size_t len, const char *token)
+{
+	return strlen(token) == len && name_is(item, len, token);
+}
+
+/* Transfer-Encoding: chunked must be the last coding. */
+static void te_item(void *arg, const char *item, size_t len)
+{
+	struct http1_stream *s = arg;
+
+	s->chunked = token_is(item, len, "chunked");
+}
+
+static void connection_item(void *arg, const char *item, size_t len)
+{
+	struct http1_stream *s = arg;
+
+	s->conn_close |= token_is(item, len, "close");
+	s->conn_upgrade |= token_is(item, len, "upgrade");
+	s->msg.keep_alive |= token_is(item, len, "keep-alive");
 }
 
 static bool parse_header(struct http1_stream *s, const char *line, size_t len)
@@ -335,7 +351,7 @@ static bool parse_header(struct http1_stream *s, const char *line, size_t len)
 		return false;
 	name_len = (size_t)(colon - line);
 	for (size_t i = 0; i < name_len; i++)
-		if (!is_tchar((unsigned char)line[i]))
+		if (!char_is(line[i], CHAR_TCHAR))
 			return false;
 	value = colon + 1;
 	value_len = len - name_len - 1;
@@ -352,14 +368,12 @@ static bool parse_header(struct http1_stream *s, const char *line, size_t len)
 		break;
 	case 17:
 		if (name_is(line, name_len, "transfer-encoding"))
-			s->chunked = list_has(value, value_len, "chunked", true);
+			for_each_item(value, value_len, te_item, s);
 		break;
 	case 10:
-		if (name_is(line, name_len, "connection")) {
-			s->conn_close |= list_has(value, value_len, "close", false);
-			s->conn_upgrade |= list_has(value, value_len, "upgrade", false);
-			m->keep_alive |= list_has(value, value_len, "keep-alive", false);
-		} else if (name_is(line, name_len, "user-agent")) {
+		if (name_is(line, name_len, "connection"))
+			for_each_item(value, value_len, connection_item, s);
+		else if (name_is(line, name_len, "user-agent")) {
 			keep_value(m->user_agent, &m->ua_len, HTTP1_UA_MAX, value, value_len);
 		}
 		break;
@@ -433,34 +447,43 @@ static void head_done(struct http1_stream *s)
 		response_head_done(s, no_body);
 }
 
-/* Returns false when the line is not HTTP. */
-static bool head_line(struct http1_stream *s)
+/* One line of a head, without its CRLF. Returns false when it is not HTTP. */
+static bool head_line(struct http1_stream *s, const char *line, size_t len)
 {
-	size_t len = line_content(s);
 	bool ok = true;
 
 	if (!s->head_seen_start) {
-		ok = parse_start_line(s, s->line, len);
+		ok = parse_start_line(s, line, len);
 		s->head_seen_start = true;
 	} else if (len == 0) {
 		head_done(s);
 	} else {
-		ok = parse_header(s, s->line, len);
+		ok = parse_header(s, line, len);
 	}
 	next_line(s);
 	return ok;
 }
 
+/* A line that lies whole in the captured bytes is parsed where it is;
+ * only a line split across pieces goes through the line buffer. */
 static size_t feed_head(struct http1_stream *s, const uint8_t *p, size_t n, bool *ok)
 {
+	const uint8_t *lf = s->line_len ? NULL : memchr(p, '\n', n);
+	size_t used;
 	bool done;
-	size_t used = read_line(s, p, n, &done);
 
+	if (lf) {
+		used = (size_t)(lf - p) + 1;
+	} else {
+		used = read_line(s, p, n, &done);
+	}
 	s->head_bytes += (uint32_t)used;
 	if (s->head_bytes > HTTP1_HEAD_MAX)
 		*ok = false;
+	else if (lf)
+		*ok = head_line(s, (const char *)p, strip_eol((const char *)p, used));
 	else if (done)
-		*ok = head_line(s);
+		*ok = head_line(s, s->line, line_content(s));
 	return used;
 }
 

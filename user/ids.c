@@ -33,19 +33,19 @@ int idgen_init(struct idgen *gen)
 	return 0;
 }
 
+/* len is 8 or 16. */
 static void fill_nonzero(struct idgen *gen, uint8_t *out, size_t len)
 {
-	bool zero = true;
+	uint64_t words[2], any;
 
-	while (zero) {
-		for (size_t off = 0; off < len; off += 8) {
-			uint64_t r = next_u64(gen);
-
-			memcpy(out + off, &r, len - off < 8 ? len - off : 8);
+	do {
+		any = 0;
+		for (size_t i = 0; i < len / 8; i++) {
+			words[i] = next_u64(gen);
+			any |= words[i];
 		}
-		for (size_t i = 0; i < len && zero; i++)
-			zero = out[i] == 0;
-	}
+	} while (!any);
+	memcpy(out, words, len);
 }
 
 void idgen_trace_id(struct idgen *gen, uint8_t out[TRACE_ID_SIZE])

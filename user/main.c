@@ -189,6 +189,7 @@ static int start(struct agent *a)
 	};
 	struct tracker_opts topts = { .keep_query = a->cfg.keep_query };
 	struct probe_opts popts = {
+		.buffer = a->cfg.buffer,
 		.capture_bytes = a->cfg.capture_bytes,
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
 		.wakeup_bytes = a->cfg.wakeup_bytes,
@@ -259,7 +260,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);
-	if (probe_check_platform(why, sizeof(why))) {
+	if (probe_check_platform(agent.cfg.buffer, why, sizeof(why))) {
 		fprintf(stderr, "sonde: cannot start: %s\n", why);
 		return 1;
 	}

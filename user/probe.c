@@ -7,6 +7,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <linux/capability.h>
+#include <linux/perf_event.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,14 @@ struct probe {
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
 	struct ring_buffer *ring;
+	struct perf_buffer *perf;
+	uint64_t perf_lost; /* samples the kernel dropped: perf buffer full */
+	/* Perf samples sit at 4-byte offsets; records are copied here so that
+	 * their 8-byte fields are aligned. */
+	union {
+		struct sonde_data_event ev;
+		uint64_t align;
+	} sample;
 	probe_record_fn fn;
 	void *ctx;
 };
@@ -81,7 +90,12 @@ static int ensure_tracefs(char *why, size_t size)
 	return 0;
 }
 
-int probe_check_platform(char *why, size_t size)
+static bool has_ringbuf(void)
+{
+	return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
+}
+
+int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 {
 	if (check_privileges(why, size))
 		return -1;
@@ -99,8 +113,10 @@ int probe_check_platform(char *why, size_t size)
 			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);
 		return -1;
 	}
-	if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
-		snprintf(why, size, "kernel has no BPF ring buffer (needs Linux 5.8 or later)");
+	if (buffer == PROBE_BUFFER_RING && !has_ringbuf()) {
+		snprintf(why, size,
+			 "kernel has no BPF ring buffer (needs Linux 5.8 or later): "
+			 "use --buffer perf or auto");
 		return -1;
 	}
 	return 0;
@@ -147,17 +163,87 @@ static int attach_all(struct probe *p)
 	return 0;
 }
 
-static void configure(struct sonde_bpf *skel, const struct probe_opts *opts)
+static bool wants_perf(const struct probe_opts *opts)
+{
+	if (opts->buffer == PROBE_BUFFER_AUTO && !has_ringbuf()) {
+		log_info("kernel has no BPF ring buffer: using per-CPU perf buffers");
+		return true;
+	}
+	return opts->buffer == PROBE_BUFFER_PERF;
+}
+
+static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, bool perf)
 {
 	skel->rodata->self_tgid = (__u32)getpid();
 	skel->rodata->capture_bytes = opts->capture_bytes;
 	skel->rodata->wakeup_bytes = opts->wakeup_bytes;
-	bpf_map__set_max_entries(skel->maps.events, opts->ringbuf_bytes);
+	skel->rodata->use_perf_buffer = perf;
+	/* Unused with perf buffers, but a map the programs name must exist. */
+	bpf_map__set_max_entries(skel->maps.events,
+				 perf ? (uint32_t)sysconf(_SC_PAGESIZE) : opts->ringbuf_bytes);
+}
+
+static enum bpf_perf_event_ret on_perf_event(void *ctx, int cpu, struct perf_event_header *hdr)
+{
+	struct probe *p = ctx;
+	struct {
+		struct perf_event_header hdr;
+		uint32_t size;
+		uint8_t data[];
+	} *sample = (void *)hdr;
+	struct {
+		struct perf_event_header hdr;
+		uint64_t id, lost;
+	} *lost = (void *)hdr;
+
+	(void)cpu;
+	if (hdr->type == PERF_RECORD_LOST) {
+		p->perf_lost += lost->lost;
+	} else if (hdr->type == PERF_RECORD_SAMPLE && sample->size <= sizeof(p->sample)) {
+		memcpy(&p->sample, sample->data, sample->size);
+		p->fn(p->ctx, &p->sample, sample->size);
+	}
+	return LIBBPF_PERF_EVENT_CONT;
+}
+
+/* One buffer per CPU, ringbuf_bytes in all; the agent is woken when a
+ * CPU's buffer is a quarter full, else finds the records at its poll tick. */
+static int open_perf_buffer(struct probe *p, const struct probe_opts *opts)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int ncpus = libbpf_num_possible_cpus();
+	size_t pages = 8;
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.config = PERF_COUNT_SW_BPF_OUTPUT,
+		.sample_type = PERF_SAMPLE_RAW,
+		.sample_period = 1,
+		.watermark = 1,
+	};
+
+	if (ncpus <= 0)
+		return ncpus;
+	while ((pages * 2) * (size_t)page * (size_t)ncpus <= opts->ringbuf_bytes)
+		pages *= 2;
+	attr.wakeup_watermark = (uint32_t)(pages * (size_t)page / 4);
+	p->perf = perf_buffer__new_raw(bpf_map__fd(p->skel->maps.perf_events), pages, &attr,
+				       on_perf_event, p, NULL);
+	if (!p->perf)
+		return -errno;
+	log_info("perf buffers: %d CPUs x %zu KiB", ncpus, pages * (size_t)page / 1024);
+	return 0;
+}
+
+static int open_ring_buffer(struct probe *p)
+{
+	p->ring = ring_buffer__new(bpf_map__fd(p->skel->maps.events), on_record, p, NULL);
+	return p->ring ? 0 : -errno;
 }
 
 int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_fn fn, void *ctx)
 {
 	struct probe *p = calloc(1, sizeof(*p));
+	bool perf;
 	int err;
 
 	if (!p)
@@ -171,16 +257,16 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		log_error("open BPF object: %s", strerror(-err));
 		goto fail;
 	}
-	configure(p->skel, opts);
+	perf = wants_perf(opts);
+	configure(p->skel, opts, perf);
 	err = sonde_bpf__load(p->skel);
 	if (err) {
 		log_error("load BPF programs: %s", strerror(-err));
 		goto fail;
 	}
-	p->ring = ring_buffer__new(bpf_map__fd(p->skel->maps.events), on_record, p, NULL);
-	if (!p->ring) {
-		err = -errno;
-		log_error("open ring buffer: %s", strerror(-err));
+	err = perf ? open_perf_buffer(p, opts) : open_ring_buffer(p);
+	if (err) {
+		log_error("open %s buffer: %s", perf ? "perf" : "ring", strerror(-err));
 		goto fail;
 	}
 	err = attach_all(p);
@@ -193,13 +279,16 @@ fail:
 	return err;
 }
 
+/* Wakeups are batched, so after a wakeup or a timeout every buffer is
+ * drained, not only the ones that crossed their watermark. */
 int probe_poll(struct probe *p, int timeout_ms)
 {
-	int err = ring_buffer__poll(p->ring, timeout_ms);
+	int err = p->perf ? perf_buffer__poll(p->perf, timeout_ms)
+			  : ring_buffer__poll(p->ring, timeout_ms);
 
 	if (err < 0 && err != -EINTR)
 		return err;
-	err = ring_buffer__consume(p->ring);
+	err = p->perf ? perf_buffer__consume(p->perf) : ring_buffer__consume(p->ring);
 	return err < 0 && err != -EINTR ? err : 0;
 }
 
@@ -210,6 +299,8 @@ void probe_detach(struct probe *p)
 	p->nlinks = 0;
 	if (p->ring)
 		ring_buffer__consume(p->ring);
+	if (p->perf)
+		perf_buffer__consume(p->perf);
 }
 
 void probe_free(struct probe *p)
@@ -218,6 +309,7 @@ void probe_free(struct probe *p)
 		return;
 	probe_detach(p);
 	ring_buffer__free(p->ring);
+	perf_buffer__free(p->perf);
 	sonde_bpf__destroy(p->skel);
 	free(p);
 }
@@ -240,6 +332,7 @@ int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])
 		for (int cpu = 0; cpu < ncpus; cpu++)
 			out[key] += percpu[cpu];
 	}
+	out[SONDE_CNT_LOST_RINGBUF] += p->perf_lost;
 	free(percpu);
 	return 0;
 }

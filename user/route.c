@@ -1,21 +1,18 @@
 #include "route.h"
 
+#include "chars.h"
+
 #include <stdbool.h>
 #include <string.h>
 
 static bool is_digit(char c)
 {
-	return c >= '0' && c <= '9';
+	return char_is(c, CHAR_DIGIT);
 }
 
 static bool is_hex(char c)
 {
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static bool is_alpha(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+	return char_is(c, CHAR_HEX);
 }
 
 static bool is_uuid(const char *seg, size_t len)
@@ -48,10 +45,14 @@ static bool is_identifier(const char *seg, size_t len)
 	if (len == 0)
 		return false;
 	for (size_t i = 0; i < len; i++) {
-		digits += is_digit(seg[i]);
-		hex += is_hex(seg[i]);
-		alpha += is_alpha(seg[i]);
+		uint8_t class_bits = char_classes[(uint8_t)seg[i]];
+
+		digits += (class_bits & CHAR_DIGIT) != 0;
+		hex += (class_bits & CHAR_HEX) != 0;
+		alpha += (class_bits & CHAR_ALPHA) != 0;
 	}
+	if (digits == 0)
+		return false;
 	if (digits == len || is_uuid(seg, len))
 		return true;
 	if (len >= 8 && hex == len && digits > 0)

@@ -8,6 +8,7 @@
 #include "sonde_events.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,9 @@ struct conn {
 	uint64_t gen;
 	uint8_t role;  /* enum sonde_role, inferred from traffic when UNKNOWN */
 	bool have_addr;
-	uint16_t family, lport, rport;
-	uint8_t laddr[16], raddr[16];
+	uint16_t lport, rport;
+	/* Formatted once per connection: inet_ntop formats with sprintf. */
+	char laddr[INET6_ADDRSTRLEN], raddr[INET6_ADDRSTRLEN];
 	char comm[16];
 	struct reorder order[2];
 	struct http1_stream http[2];
@@ -193,6 +195,15 @@ static void copy_str(char *dst, size_t size, const char *src, size_t len)
 	dst[len] = '\0';
 }
 
+static uint16_t parse_port(const char *text)
+{
+	uint32_t port = 0;
+
+	for (; *text >= '0' && *text <= '9' && port <= 65535; text++)
+		port = port * 10 + (uint32_t)(*text - '0');
+	return port <= 65535 ? (uint16_t)port : 0;
+}
+
 /* Host header "name", "name:port" or "[v6]:port". */
 static void split_host(const char *host, char *addr, size_t size, uint16_t *port)
 {
@@ -210,15 +221,15 @@ static void split_host(const char *host, char *addr, size_t size, uint16_t *port
 		copy_str(addr, size, host, colon ? (size_t)(colon - host) : strlen(host));
 	}
 	if (colon && colon[1])
-		*port = (uint16_t)strtoul(colon + 1, NULL, 10);
+		*port = parse_port(colon + 1);
 }
 
 /* Path of an origin-form ("/a?b") or absolute-form ("http://h/a?b") target. */
 static const char *target_path(const char *target, size_t *len)
 {
-	const char *scheme_end = strstr(target, "://");
+	const char *scheme_end = target[0] == '/' ? NULL : strstr(target, "://");
 
-	if (target[0] != '/' && scheme_end) {
+	if (scheme_end) {
 		const char *path = strchr(scheme_end + 3, '/');
 
 		if (!path) {
@@ -272,13 +283,16 @@ static void fill_endpoints(struct span *span, const struct conn *c, const struct
 			   &span->server_port);
 	if (!c->have_addr)
 		return;
-	if (!span->server_address[0])
-		format_addr(c->family, server ? c->laddr : c->raddr, span->server_address,
-			    sizeof(span->server_address));
+	if (!span->server_address[0]) {
+		const char *addr = server ? c->laddr : c->raddr;
+
+		copy_str(span->server_address, sizeof(span->server_address), addr, strlen(addr));
+	}
 	if (!span->server_port)
 		span->server_port = server ? c->lport : c->rport;
 	if (server) {
-		format_addr(c->family, c->raddr, span->client_address, sizeof(span->client_address));
+		copy_str(span->client_address, sizeof(span->client_address), c->raddr,
+			 strlen(c->raddr));
 		span->client_port = c->rport;
 	}
 }
@@ -619,11 +633,10 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	if (!c)
 		return;
 	c->have_addr = ev->family == AF_INET || ev->family == AF_INET6;
-	c->family = ev->family;
 	c->lport = ev->lport;
 	c->rport = ev->rport;
-	memcpy(c->laddr, ev->laddr, sizeof(c->laddr));
-	memcpy(c->raddr, ev->raddr, sizeof(c->raddr));
+	format_addr(ev->family, ev->laddr, c->laddr, sizeof(c->laddr));
+	format_addr(ev->family, ev->raddr, c->raddr, sizeof(c->raddr));
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		set_role(c, ev->role);
