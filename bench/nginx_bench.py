@@ -8,8 +8,10 @@ keep-alive). sonde builds and counts spans but exports none
 peak RSS, span completeness (server spans sonde built / requests wrk
 completed) and lost-event counters, and writes the same as JSON.
 
-usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--modes ring,perf] [--json PATH]
-Each round runs untraced, then sonde once per mode (kernel-to-agent buffer).
+usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--modes ring,perf,ring-nowrk] [--json PATH]
+Each round runs untraced, then sonde once per mode: ring or perf buffer,
+and "-nowrk" for wrk excluded from tracing (--exclude-comm wrk), so that only
+nginx's SERVER spans are built, one per request.
 """
 import argparse
 import json
@@ -96,7 +98,9 @@ def peak_rss_mb(pid):
 def traced_run(port, seconds, workdir, n, mode):
     stats_file = Path(workdir) / f"stats-{mode}-{n}.json"
     err = open(Path(workdir) / f"sonde-{mode}-{n}.err", "w")
-    env = dict(os.environ, OTEL_TRACES_EXPORTER="none", SONDE_BUFFER=mode)
+    env = dict(os.environ, OTEL_TRACES_EXPORTER="none", SONDE_BUFFER=mode.split("-")[0])
+    if mode.endswith("-nowrk"):
+        env["SONDE_EXCLUDE_COMM"] = "wrk"
     sonde = subprocess.Popen([str(SONDE), "--stats-file", str(stats_file)],
                              stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.time() + 30
@@ -141,7 +145,8 @@ def summarize(base, traced):
 
 
 def print_mode(mode, m):
-    print(f"  sonde, {mode} buffer, export off")
+    traced = "nginx only (wrk excluded)" if mode.endswith("-nowrk") else "nginx and wrk"
+    print(f"  sonde, {mode.split('-')[0]} buffer, export off, tracing {traced}")
     print(f"    req/s (median)    {m['traced_rps']:>10.0f}")
     print(f"    ratio (median)    {m['ratio']:>10.3f}  "
           f"(per round: {', '.join(f'{r:.3f}' for r in m['ratios'])})")
@@ -159,7 +164,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--modes", default="ring")
+    parser.add_argument("--modes", default="ring,ring-nowrk")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench-nginx.json"))
     args = parser.parse_args()
     modes = args.modes.split(",")

@@ -38,6 +38,9 @@ const volatile __u64 wakeup_bytes = 256 * 1024;
 /* Per-CPU perf buffers instead of the ring buffer: for kernels before 5.8,
  * or by choice. */
 const volatile bool use_perf_buffer = false;
+/* Processes whose connections are never traced, by comm. */
+const volatile __u32 excluded_count = 0;
+const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
 
 enum conn_proto {
 	PROTO_UNKNOWN = 0,
@@ -172,6 +175,35 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 	return sk;
 }
 
+static __always_inline bool comm_equal(const char *comm, __u32 which)
+{
+	for (__u32 i = 0; i < SONDE_COMM_LEN; i++) {
+		if (comm[i] != excluded_comms[which][i])
+			return false;
+		if (comm[i] == '\0')
+			return true;
+	}
+	return true;
+}
+
+/* Checked once per connection, when it is first tracked: excluded
+ * connections are stored as not HTTP, so their calls cost one lookup. */
+static __always_inline bool current_excluded(void)
+{
+	char comm[SONDE_COMM_LEN];
+
+	if (excluded_count == 0)
+		return false;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (__u32 i = 0; i < SONDE_EXCLUDE_MAX && i < excluded_count; i++) {
+		if (comm_equal(comm, i)) {
+			count(SONDE_CNT_EXCLUDED_CONNS);
+			return true;
+		}
+	}
+	return false;
+}
+
 static __always_inline struct conn_state *
 track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 {
@@ -179,6 +211,7 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 		.gen = bpf_ktime_get_ns(),
 		.role = role,
 		.probes_left = probes,
+		.proto = current_excluded() ? PROTO_OTHER : PROTO_UNKNOWN,
 	};
 
 	bpf_map_delete_elem(&not_tcp, key);
@@ -428,8 +461,9 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 	return 0;
 }
 
-/* read/write/recvfrom/sendto(fd, buf, len, ...) */
-static __always_inline int exit_buf(void *ctx, long ret, __u8 syscall, __u8 dir)
+/* read/write/recvfrom/sendto(fd, buf, len, ...), and with `vectored`
+ * readv/writev(fd, iov, iovcnt). */
+static __always_inline int exit_buf(void *ctx, long ret, __u8 syscall, __u8 dir, bool vectored)
 {
 	struct call_args args = { .syscall = syscall, .dir = dir };
 	struct pt_regs *regs;
@@ -439,22 +473,19 @@ static __always_inline int exit_buf(void *ctx, long ret, __u8 syscall, __u8 dir)
 	regs = user_regs();
 	args.fd = (__s32)BPF_CORE_READ(regs, di);
 	args.buf = BPF_CORE_READ(regs, si);
+	if (vectored)
+		args.iovcnt = (__u32)BPF_CORE_READ(regs, dx);
 	return trace_call(ctx, ret, &args);
 }
 
-/* readv/writev(fd, iov, iovcnt) */
 static __always_inline int exit_iov(void *ctx, long ret, __u8 syscall, __u8 dir)
 {
-	struct call_args args = { .syscall = syscall, .dir = dir };
-	struct pt_regs *regs;
+	return exit_buf(ctx, ret, syscall, dir, true);
+}
 
-	if (!worth_tracing(ret))
-		return 0;
-	regs = user_regs();
-	args.fd = (__s32)BPF_CORE_READ(regs, di);
-	args.buf = BPF_CORE_READ(regs, si);
-	args.iovcnt = (__u32)BPF_CORE_READ(regs, dx);
-	return trace_call(ctx, ret, &args);
+static __always_inline int exit_plain(void *ctx, long ret, __u8 syscall, __u8 dir)
+{
+	return exit_buf(ctx, ret, syscall, dir, false);
 }
 
 /* recvmsg/sendmsg(fd, msghdr, flags): struct user_msghdr has msg_iov at
@@ -483,10 +514,10 @@ static __always_inline int exit_msg(void *ctx, long ret, __u8 syscall, __u8 dir)
 		return exit_##kind(ctx, ctx->ret, sys, dir);                          \
 	}
 
-EXIT_PROG(read, buf, SONDE_SYS_READ, SONDE_DIR_INGRESS)
-EXIT_PROG(write, buf, SONDE_SYS_WRITE, SONDE_DIR_EGRESS)
-EXIT_PROG(recvfrom, buf, SONDE_SYS_RECVFROM, SONDE_DIR_INGRESS)
-EXIT_PROG(sendto, buf, SONDE_SYS_SENDTO, SONDE_DIR_EGRESS)
+EXIT_PROG(read, plain, SONDE_SYS_READ, SONDE_DIR_INGRESS)
+EXIT_PROG(write, plain, SONDE_SYS_WRITE, SONDE_DIR_EGRESS)
+EXIT_PROG(recvfrom, plain, SONDE_SYS_RECVFROM, SONDE_DIR_INGRESS)
+EXIT_PROG(sendto, plain, SONDE_SYS_SENDTO, SONDE_DIR_EGRESS)
 EXIT_PROG(readv, iov, SONDE_SYS_READV, SONDE_DIR_INGRESS)
 EXIT_PROG(writev, iov, SONDE_SYS_WRITEV, SONDE_DIR_EGRESS)
 EXIT_PROG(recvmsg, msg, SONDE_SYS_RECVMSG, SONDE_DIR_INGRESS)

@@ -24,6 +24,9 @@
 /* A connection sonde did not see open tries this many data calls for an
  * HTTP message start before it is written off as not HTTP. */
 #define SONDE_PREEXISTING_PROBES 32
+/* Processes excluded by name (their comm, 15 characters at most). */
+#define SONDE_EXCLUDE_MAX 8
+#define SONDE_COMM_LEN 16
 
 enum sonde_event_type {
 	SONDE_EV_DATA = 1,      /* struct sonde_data_event */
@@ -71,6 +74,7 @@ enum sonde_counter {
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
 	SONDE_CNT_OTHER_CONNS,     /* TCP connections written off as not HTTP */
 	SONDE_CNT_TRUNCATED,       /* data events with captured < len */
+	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of excluded processes */
 	SONDE_CNT_MAX,
 };
 

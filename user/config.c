@@ -2,6 +2,7 @@
 
 #include "sonde_events.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -42,6 +43,27 @@ static int parse_buffer(const char *text, enum probe_buffer *out)
 		*out = PROBE_BUFFER_PERF;
 	else
 		return -1;
+	return 0;
+}
+
+/* "wrk,ab": process names (comm) whose connections are never traced. */
+static int parse_exclude(struct sonde_config *cfg, const char *text, const char *source,
+			 char *err, size_t size)
+{
+	cfg->excluded_count = 0;
+	while (*text) {
+		size_t len = strcspn(text, ",");
+
+		if (len == 0 || len >= SONDE_COMM_LEN)
+			return fail(err, size, "%s: \"%.*s\" is not a process name of 1 to %d characters",
+				    source, (int)len, text, SONDE_COMM_LEN - 1);
+		if (cfg->excluded_count == SONDE_EXCLUDE_MAX)
+			return fail(err, size, "%s: more than %d process names", source,
+				    SONDE_EXCLUDE_MAX);
+		memset(cfg->excluded_comms[cfg->excluded_count], 0, SONDE_COMM_LEN);
+		memcpy(cfg->excluded_comms[cfg->excluded_count++], text, len);
+		text += len + (text[len] == ',');
+	}
 	return 0;
 }
 
@@ -125,21 +147,26 @@ static int from_env(struct sonde_config *cfg, config_getenv_fn getenv_fn, char *
 	v = getenv_fn("SONDE_BUFFER");
 	if (v && v[0] && parse_buffer(v, &cfg->buffer))
 		return fail(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
+	v = getenv_fn("SONDE_EXCLUDE_COMM");
+	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
+		return -1;
 	v = getenv_fn("SONDE_KEEP_QUERY");
 	cfg->keep_query = v && strcmp(v, "1") == 0;
 	return 0;
 }
 
-enum { OPT_EXPORTER = 256, OPT_BUFFER, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
+enum { OPT_EXPORTER = 256, OPT_BUFFER, OPT_EXCLUDE, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
 
 static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err, size_t size)
 {
-	struct option opts[NNUMBERS + 8];
+	/* The fixed options below, the numeric ones, and the terminator. */
+	struct option opts[8 + NNUMBERS + 1];
 	size_t n = 0;
 	int c, idx;
 
 	opts[n++] = (struct option){ "exporter", required_argument, NULL, OPT_EXPORTER };
 	opts[n++] = (struct option){ "buffer", required_argument, NULL, OPT_BUFFER };
+	opts[n++] = (struct option){ "exclude-comm", required_argument, NULL, OPT_EXCLUDE };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
@@ -149,6 +176,7 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 		opts[n++] = (struct option){ numbers[i].flag, required_argument, NULL,
 					     OPT_NUMBER + (int)i };
 	opts[n] = (struct option){ 0 };
+	assert(n + 1 == sizeof(opts) / sizeof(opts[0]));
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vhV", opts, &idx)) != -1) {
@@ -164,6 +192,10 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 			if (parse_buffer(optarg, &cfg->buffer))
 				return fail(err, size, "--buffer: \"%s\" is not one of auto, ring, perf",
 					    optarg);
+			break;
+		case OPT_EXCLUDE:
+			if (parse_exclude(cfg, optarg, "--exclude-comm", err, size))
+				return -1;
 			break;
 		case OPT_KEEP_QUERY:
 			cfg->keep_query = true;
@@ -224,6 +256,8 @@ void config_usage(FILE *out)
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
 		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto:\n"
 		"                            the ring buffer where the kernel has one)\n"
+		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
+		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
 		"  --ringbuf-bytes N         ring buffer size, power of two (default 8 MiB)\n"
 		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"

@@ -22,6 +22,8 @@ struct sonde_config {
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
 	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */
 	uint32_t stats_interval_s;  /* 0: stats only at exit */
+	uint32_t excluded_count;
+	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	bool keep_query;
 	bool verbose;
 	bool help;

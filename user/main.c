@@ -47,6 +47,7 @@ static const char *const counter_names[SONDE_CNT_MAX] = {
 	[SONDE_CNT_HTTP_CONNS] = "http_conns",
 	[SONDE_CNT_OTHER_CONNS] = "other_conns",
 	[SONDE_CNT_TRUNCATED] = "truncated_captures",
+	[SONDE_CNT_EXCLUDED_CONNS] = "excluded_conns",
 };
 
 /* All counters as "name value" pairs, kernel first. */
@@ -189,6 +190,7 @@ static int start(struct agent *a)
 	};
 	struct tracker_opts topts = { .keep_query = a->cfg.keep_query };
 	struct probe_opts popts = {
+		.excluded_count = a->cfg.excluded_count,
 		.buffer = a->cfg.buffer,
 		.capture_bytes = a->cfg.capture_bytes,
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
@@ -197,6 +199,7 @@ static int start(struct agent *a)
 	char host[64];
 	int err;
 
+	memcpy(popts.excluded_comms, a->cfg.excluded_comms, sizeof(popts.excluded_comms));
 	host_name(host, sizeof(host));
 	wallclock_sync(&a->clock);
 	err = exporter_new(&a->exporter, &eopts);

@@ -178,6 +178,9 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 	skel->rodata->capture_bytes = opts->capture_bytes;
 	skel->rodata->wakeup_bytes = opts->wakeup_bytes;
 	skel->rodata->use_perf_buffer = perf;
+	skel->rodata->excluded_count = opts->excluded_count;
+	memcpy((void *)skel->rodata->excluded_comms, opts->excluded_comms,
+	       sizeof(opts->excluded_comms));
 	/* Unused with perf buffers, but a map the programs name must exist. */
 	bpf_map__set_max_entries(skel->maps.events,
 				 perf ? (uint32_t)sysconf(_SC_PAGESIZE) : opts->ringbuf_bytes);

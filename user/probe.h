@@ -19,6 +19,8 @@ struct probe_opts {
 	uint32_t capture_bytes;
 	uint32_t ringbuf_bytes; /* total buffer size, split per CPU for perf */
 	uint32_t wakeup_bytes;
+	uint32_t excluded_count;
+	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 };
 
 /* Called for every ring-buffer record. */

@@ -242,3 +242,15 @@ def test_sigterm_flushes_completed_spans(workdir, nginx):
     spans = quick.spans_for_port(nginx.port)
     assert len(spans) == 2
     assert quick.stats()["spans_dropped"] == 0
+
+
+def test_excluded_process_is_not_traced(workdir, nginx):
+    excluding = Agent(workdir, name="exclude", extra_env={"SONDE_EXCLUDE_COMM": "curl"})
+    try:
+        assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
+        time.sleep(1)
+    finally:
+        assert excluding.stop() == 0
+    spans = excluding.spans_for_port(nginx.port)
+    assert [s["kind"] for s in spans] == ["SpanKind.SERVER"]
+    assert excluding.stats()["excluded_conns"] >= 1

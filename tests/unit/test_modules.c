@@ -175,6 +175,10 @@ Test(config, defaults_env_and_flags)
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 5, args, err), 0);
 	cr_expect_eq(cfg.exporter, EXPORTER_CONSOLE);
 	cr_expect_eq(cfg.capture_bytes, 1024);
+	char *exclude[] = { "sonde", "--exclude-comm", "wrk,curl" };
+	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, exclude, err), 0);
+	cr_expect_eq(cfg.excluded_count, 2);
+	cr_expect_str_eq(cfg.excluded_comms[1], "curl");
 }
 
 Test(config, bad_values_name_their_source)
@@ -193,6 +197,9 @@ Test(config, bad_values_name_their_source)
 	cr_expect(strstr(err, "power of two"), "%s", err);
 	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 2, unknown, err), -1);
 	cr_expect(strstr(err, "--frobnicate"), "%s", err);
+	char *long_name[] = { "sonde", "--exclude-comm", "wrk,a-name-far-too-long" };
+	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 3, long_name, err), -1);
+	cr_expect(strstr(err, "a-name-far-too-long"), "%s", err);
 }
 
 struct delivered {
