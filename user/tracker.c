@@ -180,8 +180,16 @@ static struct conn *conn_create(struct tracker *t, const struct sonde_event_head
 
 /* ---- spans ----------------------------------------------------------- */
 
+/* A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; they are
+ * IPv4 addresses and are shown as such. */
 static void format_addr(uint16_t family, const uint8_t *addr, char *out, size_t size)
 {
+	static const uint8_t v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (family == AF_INET6 && memcmp(addr, v4_mapped, sizeof(v4_mapped)) == 0) {
+		family = AF_INET;
+		addr += sizeof(v4_mapped);
+	}
 	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, out, (socklen_t)size))
 		out[0] = '\0';
 }

@@ -114,6 +114,10 @@ http {{
     access_log off;
     sendfile on;
     keepalive_requests 1000;
+    # Short headers: three pipelined responses stay well inside one
+    # 512-byte capture even when the client reads them in one call.
+    server_tokens off;
+    default_type text/plain;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -135,8 +139,9 @@ http {{
 class Nginx:
     def __init__(self, workdir):
         self.port = free_port()
-        self.dir = Path(workdir) / f"nginx-{self.port}"
-        (self.dir / "www").mkdir(parents=True)
+        self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="nginx-"))
+        os.chmod(self.dir, 0o755)
+        (self.dir / "www").mkdir()
         (self.dir / "www" / "index.html").write_text("hello from nginx\n")
         (self.dir / "www" / "big.bin").write_bytes(b"b" * 200000)
         conf = self.dir / "nginx.conf"
@@ -184,3 +189,21 @@ def curl(*args):
 
 def by_kind(spans, kind):
     return [s for s in spans if s["kind"] == f"SpanKind.{kind}"]
+
+
+class NodeServer:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["node", str(APPS / "server.js"), str(self.port)])
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def node_server(agent):
+    n = NodeServer()
+    yield n
+    n.stop()

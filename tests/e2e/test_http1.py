@@ -254,3 +254,16 @@ def test_excluded_process_is_not_traced(workdir, nginx):
     spans = excluding.spans_for_port(nginx.port)
     assert [s["kind"] for s in spans] == ["SpanKind.SERVER"]
     assert excluding.stats()["excluded_conns"] >= 1
+
+
+def test_node_server_on_a_dual_stack_socket(agent, node_server):
+    assert curl(f"http://127.0.0.1:{node_server.port}/users/42") == "200"
+    assert curl(f"http://127.0.0.1:{node_server.port}/nope") == "404"
+    spans = agent.wait_spans(node_server.port, 4)
+    assert len(spans) == 4
+    servers = sorted(by_kind(spans, "SERVER"), key=lambda s: s["start_time"])
+    assert [s["name"] for s in servers] == ["GET /users/{id}", "GET /nope"]
+    assert servers[0]["attributes"]["client.address"] == "127.0.0.1"
+    assert servers[0]["attributes"]["http.response.body.size"] == len('{"id":"42"}')
+    assert servers[1]["attributes"]["http.response.status_code"] == 404
+    assert resource(servers[0], "service.name") == "server"

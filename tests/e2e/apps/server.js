@@ -1,0 +1,21 @@
+// Plain Node.js http server for the end-to-end tests (no tracing code).
+// Listens dual-stack on the port given; /chunked streams three chunks.
+const http = require('http');
+
+const port = Number(process.argv[2]);
+http.createServer((req, res) => {
+  if (req.url === '/chunked') {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.write('a'.repeat(1000));
+    res.write('b'.repeat(1000));
+    res.end('c'.repeat(1000));
+    return;
+  }
+  if (req.url.startsWith('/users/')) {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ id: req.url.split('/')[2] }));
+    return;
+  }
+  res.writeHead(404);
+  res.end();
+}).listen(port, '::');
