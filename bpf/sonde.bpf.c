@@ -392,13 +392,60 @@ static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_ar
 	return copy_buf(ev->data, args->buf, want);
 }
 
+/* Where the call's last byte sits: in the buffer, or in the iovec the
+ * call's `len` bytes end in. *avail is how many bytes before that end
+ * belong to the same buffer. */
+static __always_inline __u64 end_of_call(struct call_args *args, __u32 len, __u32 *avail)
+{
+	__u64 moved = 0;
+
+	*avail = len;
+	if (!args->iovcnt)
+		return args->buf + len;
+	for (__u32 i = 0; i < SONDE_IOV_MAX; i++) {
+		struct user_iovec vec;
+
+		if (i >= args->iovcnt ||
+		    bpf_probe_read_user(&vec, sizeof(vec), (const void *)(args->buf + i * sizeof(vec))))
+			break;
+		if (moved + vec.len >= len) {
+			*avail = (__u32)(len - moved);
+			return vec.base + (len - moved);
+		}
+		moved += vec.len;
+	}
+	*avail = 0;
+	return 0;
+}
+
+/* The last bytes of a call that moved more than was captured, after the
+ * captured ones: a chunked message's terminator is usually there. */
+static __always_inline __u32 capture_tail(struct sonde_data_event *ev, struct call_args *args,
+					  __u32 len, __u32 captured)
+{
+	__u32 avail, tail = SONDE_TAIL_MAX;
+	__u64 end;
+
+	if (args->syscall == SONDE_SYS_SENDFILE || len <= captured + SONDE_TAIL_MAX)
+		return 0;
+	end = end_of_call(args, len, &avail);
+	if (avail < tail)
+		tail = avail;
+	if (!end || tail == 0 || captured > SONDE_CAPTURE_MAX)
+		return 0;
+	if (bpf_probe_read_user(ev->data + captured, tail & (SONDE_TAIL_MAX * 2 - 1),
+				(const void *)(end - tail)))
+		return 0;
+	return tail;
+}
+
 static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 				      struct conn_state *state, struct call_args *args, __u32 len)
 {
 	__u32 zero = 0;
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
 	struct sonde_data_event *ev;
-	__u32 captured;
+	__u32 captured, tail;
 
 	if (!scratch)
 		return;
@@ -406,17 +453,19 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	captured = capture(ev, args, len);
 	if (state->proto == PROTO_UNKNOWN && !infer_protocol(ctx, key, state, ev->data, captured))
 		return;
+	tail = capture_tail(ev, args, len, captured);
 	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
 	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
 	ev->len = len;
 	ev->captured = captured;
+	ev->tail = tail;
 	ev->dir = args->dir;
 	ev->syscall = args->syscall;
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
-	if (captured > SONDE_CAPTURE_MAX)
+	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
 		return;
-	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured));
+	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
 }
 
 /* A failed or empty call ends an HTTP exchange only when it says the

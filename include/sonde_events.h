@@ -19,6 +19,9 @@
 
 /* Upper bound of the configurable per-syscall payload capture. */
 #define SONDE_CAPTURE_MAX 4096
+/* When a call moves more than is captured, its last bytes (up to this
+ * many) are sent too: they hold the end of a chunked message. */
+#define SONDE_TAIL_MAX 16
 /* readv/writev/sendmsg/recvmsg: iovecs walked per call for capture. */
 #define SONDE_IOV_MAX 8
 /* A connection sonde did not see open tries this many data calls for an
@@ -101,15 +104,18 @@ struct sonde_data_event {
 	struct sonde_event_header hdr;
 	__u64 pos;      /* stream offset, in this direction, of the first byte */
 	__u32 len;      /* bytes the call moved (its return value) */
-	__u16 captured; /* bytes present in data[]: min(len, capture limit),
-	                   less if the process memory could not be read */
+	__u16 captured; /* first bytes moved, at data[0]: min(len, capture
+	                   limit), less if the memory could not be read */
+	__u16 tail;     /* last bytes moved, at data[captured]; 0 unless
+	                   len > captured + tail */
 	__u8 dir;       /* enum sonde_dir */
 	__u8 syscall;   /* enum sonde_syscall */
-	__u8 data[SONDE_CAPTURE_MAX]; /* first `captured` bytes moved */
+	__u8 pad[6];
+	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
 };
 
-#define SONDE_DATA_EVENT_SIZE(captured) \
-	(offsetof(struct sonde_data_event, data) + (captured))
+#define SONDE_DATA_EVENT_SIZE(bytes) \
+	(offsetof(struct sonde_data_event, data) + (bytes))
 
 /* Sent once, before a connection's first data event. */
 struct sonde_conn_event {

@@ -680,6 +680,8 @@ void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
 		return;
 	if (chunk->hole)
 		skip_hole(s, chunk->hole);
+	if (chunk->tail && s->state == HTTP1_SYNCED)
+		consume(s, chunk->data + chunk->captured, chunk->tail);
 }
 
 void http1_stream_eof(struct http1_stream *s, uint64_t ts)

@@ -76,11 +76,13 @@ struct http1_msg {
 };
 
 /* An in-order piece of the stream: `captured` bytes of data, then `hole`
- * bytes that were moved but not captured. */
+ * bytes that were moved but not captured, then `tail` bytes of data (at
+ * data + captured) that end the piece. */
 struct http1_chunk {
 	const uint8_t *data;
 	uint32_t captured;
 	uint64_t hole;
+	uint32_t tail;
 	uint64_t ts;  /* when its bytes moved (syscall exit) */
 	uint32_t tid;
 };

@@ -64,10 +64,13 @@ static bool trim_front(const struct reorder *r, struct reorder_piece *p)
 	if (p->pos + p->len <= r->next_pos)
 		return false;
 	skip = r->next_pos - p->pos;
+	if (skip > p->len - p->tail)
+		p->tail = 0; /* the cut reaches into the tail: keep it simple, drop it */
 	if (skip < p->captured) {
 		p->data += skip;
 		p->captured -= (uint32_t)skip;
 	} else {
+		p->data += p->captured;
 		p->captured = 0;
 	}
 	p->pos += skip;
@@ -100,7 +103,7 @@ static bool hold(struct reorder *r, const struct reorder_ctx *ctx, const struct 
 		return false;
 	}
 	h->piece = *p;
-	memcpy(h->data, p->data, p->captured);
+	memcpy(h->data, p->data, p->captured + p->tail);
 	h->piece.data = h->data;
 	while (*link && (*link)->piece.pos < p->pos)
 		link = &(*link)->next;

@@ -18,7 +18,8 @@
 struct reorder_piece {
 	uint64_t pos;
 	uint64_t len;      /* bytes moved */
-	uint32_t captured; /* bytes in data (a prefix of the moved bytes) */
+	uint32_t captured; /* first bytes moved, at data[0] */
+	uint32_t tail;     /* last bytes moved, at data[captured] */
 	uint32_t tid;
 	uint64_t ts; /* syscall exit */
 	const uint8_t *data;
@@ -27,7 +28,7 @@ struct reorder_piece {
 struct held_piece {
 	struct held_piece *next;
 	struct reorder_piece piece;
-	uint8_t data[SONDE_CAPTURE_MAX];
+	uint8_t data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
 };
 
 /* Held pieces come from here and go back; it grows to the high-water mark

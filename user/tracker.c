@@ -522,7 +522,8 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 	struct http1_chunk chunk = {
 		.data = piece->data,
 		.captured = piece->captured,
-		.hole = piece->len - piece->captured,
+		.hole = piece->len - piece->captured - piece->tail,
+		.tail = piece->tail,
 		.ts = piece->ts,
 		.tid = piece->tid,
 	};
@@ -672,12 +673,14 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 		.pos = ev->pos,
 		.len = ev->len,
 		.captured = ev->captured,
+		.tail = ev->tail,
 		.tid = ev->hdr.tid,
 		.ts = ev->hdr.ts,
 		.data = ev->data,
 	};
 
-	if (size < SONDE_DATA_EVENT_SIZE(ev->captured) || ev->captured > ev->len || ev->dir > 1) {
+	if (size < SONDE_DATA_EVENT_SIZE(ev->captured + ev->tail) || ev->captured > SONDE_CAPTURE_MAX ||
+	    ev->tail > SONDE_TAIL_MAX || (uint64_t)ev->captured + ev->tail > ev->len || ev->dir > 1) {
 		t->stats.bad_records++;
 		return;
 	}

@@ -51,10 +51,13 @@ static void send_data(struct tracker *t, struct fuzz_conn *c, int idx, const uin
 		event.pos = 0;
 	event.len = len;
 	event.captured = (uint16_t)captured;
+	event.tail = (uint16_t)(len - captured > SONDE_TAIL_MAX + (op[2] >> 4) ? op[2] >> 4 : 0);
+	if (event.tail > avail - captured)
+		event.tail = 0;
 	event.dir = (uint8_t)dir;
-	memcpy(event.data, data, captured);
+	memcpy(event.data, data, captured + event.tail);
 	c->pos[dir] = event.pos + len;
-	tracker_handle(t, &event, SONDE_DATA_EVENT_SIZE(captured));
+	tracker_handle(t, &event, SONDE_DATA_EVENT_SIZE(captured + event.tail));
 }
 
 static void send_conn(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t role, uint64_t now)

@@ -85,17 +85,25 @@ struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
 	  size_t captured)
 {
+	h_io_tail(h, c, dir, data, len, captured, 0);
+}
+
+void h_io_tail(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
+	       size_t captured, size_t tail)
+{
 	struct sonde_data_event *ev = calloc(1, sizeof(*ev));
 
-	cr_assert(captured <= SONDE_CAPTURE_MAX && captured <= len);
+	cr_assert(captured <= SONDE_CAPTURE_MAX && tail <= SONDE_TAIL_MAX && captured + tail <= len);
 	fill_hdr(h, &ev->hdr, SONDE_EV_DATA, c);
 	ev->pos = c->pos[dir];
 	ev->len = (uint32_t)len;
 	ev->captured = (uint16_t)captured;
+	ev->tail = (uint16_t)tail;
 	ev->dir = (uint8_t)dir;
 	memcpy(ev->data, data, captured);
+	memcpy(ev->data + captured, data + len - tail, tail);
 	c->pos[dir] += len;
-	tracker_handle(h->tracker, ev, SONDE_DATA_EVENT_SIZE(captured));
+	tracker_handle(h->tracker, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
 	free(ev);
 }
 

@@ -46,6 +46,9 @@ struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role);
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
 	  size_t captured);
 void h_send(struct harness *h, struct tconn *c, int dir, const char *text);
+/* Like h_io, plus the last `tail` bytes of data, as the kernel sends them. */
+void h_io_tail(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
+	       size_t captured, size_t tail);
 /* An event the kernel emitted but the agent never got: advances pos only. */
 void h_lose(struct harness *h, struct tconn *c, int dir, size_t len);
 void h_close(struct harness *h, struct tconn *c, uint8_t reason);

@@ -340,6 +340,31 @@ Test(exchange, responses_lost_in_a_gap_never_shift_pairing)
 	cr_expect_eq(h.stats.responses_lost, 2);
 }
 
+/* Node writes the last chunk and the terminator in one call longer than
+ * the capture: the tail the kernel sends holds the terminator. */
+Test(exchange, tail_of_a_truncated_write_ends_a_chunked_body)
+{
+	struct tconn c = h_open(&h, 129, 5, SONDE_ROLE_SERVER);
+	char last[1100];
+	size_t n = (size_t)sprintf(last, "3e8\r\n");
+
+	memset(last + n, 'c', 1000);
+	n += 1000;
+	n += (size_t)sprintf(last + n, "\r\n0\r\n\r\n");
+	h_send(&h, &c, IN, "GET /chunked HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+	h_io_tail(&h, &c, OUT, last, n, 512, 16);
+	h_io_tail(&h, &c, OUT, last, n - 5, 300, 16);
+	h_send(&h, &c, OUT, "0\r\n\r\n");
+	h_send(&h, &c, IN, "GET /next HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_eq(span_int(h.spans[0], "http.response.body.size"), 1000);
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/next");
+	cr_expect_eq(h.stats.gap_resyncs, 0);
+}
+
 Test(exchange, gap_inside_chunked_body_keeps_the_span)
 {
 	struct tconn c = h_open(&h, 114, 5, SONDE_ROLE_SERVER);

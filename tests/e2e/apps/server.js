@@ -1,5 +1,6 @@
 // Plain Node.js http server for the end-to-end tests (no tracing code).
-// Listens dual-stack on the port given; /chunked streams three chunks.
+// Listens dual-stack on the port given; /chunked streams three chunks as
+// they become ready (20 ms apart), so each goes out in its own write.
 const http = require('http');
 
 const port = Number(process.argv[2]);
@@ -7,8 +8,8 @@ http.createServer((req, res) => {
   if (req.url === '/chunked') {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
     res.write('a'.repeat(1000));
-    res.write('b'.repeat(1000));
-    res.end('c'.repeat(1000));
+    setTimeout(() => res.write('b'.repeat(1000)), 20);
+    setTimeout(() => res.end('c'.repeat(1000)), 40);
     return;
   }
   if (req.url.startsWith('/users/')) {
