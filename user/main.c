@@ -86,6 +86,7 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("reorder_gap_bytes", ts.reorder_gap_bytes);
 	STAT("reorder_stale", ts.reorder_stale);
 	STAT("proc_exits", ts.proc_exits);
+	STAT("out_of_memory", ts.out_of_memory);
 	STAT("kernel_entries_swept", a->kernel_entries_swept);
 	STAT("spans_server", ts.spans_server);
 	STAT("spans_client", ts.spans_client);

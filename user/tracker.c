@@ -632,7 +632,12 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 		apply_ending(t, c);
 		conn_end(t, c, "connection replaced before the response", hdr->ts);
 	}
-	return create ? conn_create(t, hdr) : NULL;
+	if (!create)
+		return NULL;
+	c = conn_create(t, hdr);
+	if (!c)
+		t->stats.out_of_memory++;
+	return c;
 }
 
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
@@ -911,4 +916,5 @@ void tracker_get_stats(const struct tracker *t, struct tracker_stats *out)
 	out->reorder_gaps = t->reorder_stats.gaps;
 	out->reorder_gap_bytes = t->reorder_stats.gap_bytes;
 	out->reorder_stale = t->reorder_stats.stale;
+	out->out_of_memory += t->reorder_stats.pool_empty;
 }

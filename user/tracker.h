@@ -38,6 +38,8 @@ struct tracker_stats {
 	uint64_t partial_heads;     /* messages dropped before their head was complete */
 	uint64_t unfinished_at_exit;
 	uint64_t reorder_held, reorder_gaps, reorder_gap_bytes, reorder_stale;
+	uint64_t out_of_memory;     /* records dropped: no memory for a connection
+	                               or a held piece */
 	uint64_t proc_exits;
 };
 
