@@ -77,7 +77,7 @@ int main(int argc, char **argv)
 	}
 	tracker_get_stats(t, &stats);
 	printf("%.0f ns per request (server + client span), %llu spans\n",
-	       (double)(monotonic_now_ns() - start) / (double)n, (unsigned long long)stats.spans);
+	       (double)(monotonic_now_ns() - start) / (double)n, (unsigned long long)(stats.spans_server + stats.spans_client));
 	tracker_free(t);
 	exporter_free(exp);
 	proc_table_free(procs);

@@ -66,7 +66,6 @@ static void begin_message(struct http1_stream *s)
 	struct http1_msg *m = &s->msg;
 
 	m->start_ts = s->cur->ts;
-	m->start_tid = s->cur->tid;
 	m->end_ts = 0;
 	m->body_size = 0;
 	m->flags = 0;
@@ -116,12 +115,9 @@ static void lose_sync(struct http1_stream *s, enum http1_drop why)
 
 /* ---- lines ------------------------------------------------------------ */
 
-/* Takes bytes up to and including the next LF into the line buffer (as
- * much as fits). Returns the bytes consumed; *done when the line ended. */
-static size_t read_line(struct http1_stream *s, const uint8_t *p, size_t n, bool *done)
+/* Appends the first `take` bytes to the line buffer (as much as fits). */
+static void buffer_line(struct http1_stream *s, const uint8_t *p, size_t take)
 {
-	const uint8_t *lf = memchr(p, '\n', n);
-	size_t take = lf ? (size_t)(lf - p) + 1 : n;
 	size_t room = HTTP1_LINE_MAX - 1 - s->line_len;
 	size_t copy = take < room ? take : room;
 
@@ -129,6 +125,16 @@ static size_t read_line(struct http1_stream *s, const uint8_t *p, size_t n, bool
 	s->line_len += (uint32_t)copy;
 	if (copy < take)
 		s->line_overflow = true;
+}
+
+/* Takes bytes up to and including the next LF into the line buffer.
+ * Returns the bytes consumed; *done when the line ended. */
+static size_t read_line(struct http1_stream *s, const uint8_t *p, size_t n, bool *done)
+{
+	const uint8_t *lf = memchr(p, '\n', n);
+	size_t take = lf ? (size_t)(lf - p) + 1 : n;
+
+	buffer_line(s, p, take);
 	*done = lf != NULL;
 	return take;
 }
@@ -468,21 +474,18 @@ static bool head_line(struct http1_stream *s, const char *line, size_t len)
  * only a line split across pieces goes through the line buffer. */
 static size_t feed_head(struct http1_stream *s, const uint8_t *p, size_t n, bool *ok)
 {
-	const uint8_t *lf = s->line_len ? NULL : memchr(p, '\n', n);
-	size_t used;
-	bool done;
+	const uint8_t *lf = memchr(p, '\n', n);
+	size_t used = lf ? (size_t)(lf - p) + 1 : n;
+	bool in_place = lf && s->line_len == 0;
 
-	if (lf) {
-		used = (size_t)(lf - p) + 1;
-	} else {
-		used = read_line(s, p, n, &done);
-	}
+	if (!in_place)
+		buffer_line(s, p, used);
 	s->head_bytes += (uint32_t)used;
 	if (s->head_bytes > HTTP1_HEAD_MAX)
 		*ok = false;
-	else if (lf)
+	else if (in_place)
 		*ok = head_line(s, (const char *)p, strip_eol((const char *)p, used));
-	else if (done)
+	else if (lf)
 		*ok = head_line(s, s->line, line_content(s));
 	return used;
 }

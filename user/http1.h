@@ -61,7 +61,6 @@ struct http1_msg {
 	uint64_t start_ts;  /* CLOCK_MONOTONIC ns of the first byte */
 	uint64_t end_ts;    /* ... of the last byte */
 	uint64_t body_size; /* body bytes after de-chunking */
-	uint32_t start_tid; /* thread that moved the first byte */
 	bool is_request;
 	bool keep_alive;
 	uint8_t method;     /* enum http1_method, requests */
@@ -84,7 +83,6 @@ struct http1_chunk {
 	uint64_t hole;
 	uint32_t tail;
 	uint64_t ts;  /* when its bytes moved (syscall exit) */
-	uint32_t tid;
 };
 
 enum http1_drop {

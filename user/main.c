@@ -92,7 +92,7 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("spans_client", ts.spans_client);
 	STAT("spans_built", es.spans_built);
 	STAT("spans_exported", es.spans_exported);
-	STAT("spans_dropped", es.spans_dropped + ts.spans_unexported);
+	STAT("spans_dropped", es.spans_dropped);
 #undef STAT
 	return n;
 }

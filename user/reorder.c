@@ -45,7 +45,6 @@ static void deliver_hole(struct reorder *r, const struct reorder_ctx *ctx, uint6
 	struct reorder_piece hole = {
 		.pos = r->next_pos,
 		.len = upto - r->next_pos,
-		.tid = next->tid,
 		.ts = next->ts,
 	};
 

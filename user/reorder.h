@@ -20,7 +20,6 @@ struct reorder_piece {
 	uint64_t len;      /* bytes moved */
 	uint32_t captured; /* first bytes moved, at data[0] */
 	uint32_t tail;     /* last bytes moved, at data[captured] */
-	uint32_t tid;
 	uint64_t ts; /* syscall exit */
 	const uint8_t *data;
 };

@@ -279,7 +279,7 @@ static void fill_target(struct tracker *t, struct span *span, const struct conn 
 	if (t->opts.keep_query && path_len < len && path[path_len] == '?')
 		copy_str(span->query, sizeof(span->query), path + path_len + 1, len - path_len - 1);
 	if (c->role == SONDE_ROLE_SERVER)
-		route_template(span->path, strlen(span->path), span->route, sizeof(span->route));
+		route_template(span->path, path_len, span->route, sizeof(span->route));
 }
 
 static void fill_endpoints(struct span *span, const struct conn *c, const struct http1_msg *req)
@@ -334,10 +334,8 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	struct proc_info *proc;
 	const char *method;
 
-	if (!span) {
-		t->stats.spans_unexported++;
-		return;
-	}
+	if (!span)
+		return; /* the exporter counts it in spans_dropped */
 	span->kind = c->role == SONDE_ROLE_SERVER ? SPAN_KIND_SERVER : SPAN_KIND_CLIENT;
 	fill_ids(t, span, c, req);
 	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
@@ -362,7 +360,6 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 		proc_info_ref(proc);
 	span->proc = proc;
 	exporter_commit(t->exporter);
-	t->stats.spans++;
 	if (c->role == SONDE_ROLE_SERVER)
 		t->stats.spans_server++;
 	else
@@ -525,7 +522,6 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.hole = piece->len - piece->captured - piece->tail,
 		.tail = piece->tail,
 		.ts = piece->ts,
-		.tid = piece->tid,
 	};
 
 	http1_stream_feed(&c->http[dir], &chunk);
@@ -618,9 +614,11 @@ static void mark_ending(struct tracker *t, struct conn *c, uint8_t ending, uint6
 	t->ending_list = c;
 }
 
-/* The connection an event belongs to, creating it when needed. An event
- * of an older generation than the tracked one is late: NULL. */
-static struct conn *conn_for(struct tracker *t, const struct sonde_event_header *hdr, bool create)
+/* The connection an event belongs to, creating it when asked (*created
+ * says so). An event of an older generation than the tracked one is
+ * late: NULL. */
+static struct conn *conn_for(struct tracker *t, const struct sonde_event_header *hdr, bool create,
+			     bool *created)
 {
 	struct conn *c = *find_link(t, hdr->tgid, hdr->fd);
 
@@ -637,12 +635,14 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 	c = conn_create(t, hdr);
 	if (!c)
 		t->stats.out_of_memory++;
+	*created = c != NULL;
 	return c;
 }
 
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 {
-	struct conn *c = conn_for(t, &ev->hdr, true);
+	bool created;
+	struct conn *c = conn_for(t, &ev->hdr, true, &created);
 
 	if (!c)
 		return;
@@ -674,12 +674,12 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 {
 	struct conn *c;
 	struct reorder_ctx ctx;
+	bool created = false;
 	struct reorder_piece piece = {
 		.pos = ev->pos,
 		.len = ev->len,
 		.captured = ev->captured,
 		.tail = ev->tail,
-		.tid = ev->hdr.tid,
 		.ts = ev->hdr.ts,
 		.data = ev->data,
 	};
@@ -689,11 +689,11 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 		t->stats.bad_records++;
 		return;
 	}
-	if (!*find_link(t, ev->hdr.tgid, ev->hdr.fd))
-		t->stats.conns_no_open++;
-	c = conn_for(t, &ev->hdr, true);
+	c = conn_for(t, &ev->hdr, true, &created);
 	if (!c)
 		return;
+	if (created)
+		t->stats.conns_no_open++;
 	ctx = reorder_ctx_of(c, !ev->dir);
 	reorder_flush_before(&c->order[!ev->dir], &ctx, ev->hdr.ts);
 	ctx = reorder_ctx_of(c, ev->dir);
@@ -703,7 +703,7 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 
 static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
 {
-	struct conn *c = conn_for(t, &ev->hdr, false);
+	struct conn *c = conn_for(t, &ev->hdr, false, NULL);
 	uint8_t ending = ev->reason == SONDE_CLOSE_PEER    ? END_PEER
 			 : ev->reason == SONDE_CLOSE_RESET ? END_RESET
 							   : END_LOCAL;

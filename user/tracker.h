@@ -27,9 +27,7 @@ struct tracker_stats {
 	uint64_t requests;
 	uint64_t exchanges;         /* request with response */
 	uint64_t exchanges_cut_off; /* request whose response never completed */
-	uint64_t spans;
 	uint64_t spans_server, spans_client;
-	uint64_t spans_unexported;  /* export queue full */
 	uint64_t orphan_responses;  /* response with no request seen */
 	uint64_t responses_lost;    /* requests whose response sonde could not decode */
 	uint64_t pending_overflow;  /* requests dropped: too many in flight */
