@@ -12,8 +12,8 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/in
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
 # unit tests and the fuzzer link these.
-CORE_SRCS := user/chars.c user/clock.c user/console.c user/exporter.c user/http1.c user/ids.c user/log.c \
-	user/procinfo.c user/reorder.c user/route.c user/tracker.c user/config.c
+CORE_SRCS := user/chars.c user/clock.c user/console.c user/exporter.c user/http1.c user/ids.c user/kvlist.c user/log.c \
+	user/procinfo.c user/reorder.c user/route.c user/semconv.c user/tracker.c user/config.c
 AGENT_SRCS := $(CORE_SRCS) user/probe.c user/main.c
 CORE_OBJS := $(CORE_SRCS:user/%.c=$(BUILD)/%.o)
 AGENT_OBJS := $(AGENT_SRCS:user/%.c=$(BUILD)/%.o)

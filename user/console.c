@@ -1,5 +1,7 @@
 #include "console.h"
 
+#include "semconv.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -94,108 +96,44 @@ static void key(struct attr_list *a, const char *name)
 	put(a->o, ": ");
 }
 
-static void attr_str(struct attr_list *a, const char *name, const char *value)
+static void attr_str(void *ctx, const char *name, const char *value)
 {
-	if (!value[0])
-		return;
-	key(a, name);
-	put_string(a->o, value);
+	key(ctx, name);
+	put_string(((struct attr_list *)ctx)->o, value);
 }
 
-static void attr_int(struct attr_list *a, const char *name, int64_t value)
+static void attr_int(void *ctx, const char *name, int64_t value)
 {
-	key(a, name);
-	putf(a->o, "%" PRId64, value);
+	key(ctx, name);
+	putf(((struct attr_list *)ctx)->o, "%" PRId64, value);
+}
+
+static void attr_bool(void *ctx, const char *name, bool value)
+{
+	key(ctx, name);
+	put(((struct attr_list *)ctx)->o, value ? "true" : "false");
 }
 
 static void span_attributes(struct json_out *o, const struct span *s)
 {
 	struct attr_list a = { .o = o, .first = true };
+	struct attr_sink sink = { attr_str, attr_int, attr_bool, &a };
+	char url[SEMCONV_URL_MAX];
 
 	put(o, "{");
-	attr_str(&a, "http.request.method", s->method);
-	attr_str(&a, "url.path", s->path);
-	attr_str(&a, "url.query", s->query);
-	attr_str(&a, "url.scheme", "http");
-	if (s->kind == SPAN_KIND_SERVER)
-		attr_str(&a, "http.route", s->route);
-	if (s->status_code)
-		attr_int(&a, "http.response.status_code", s->status_code);
-	attr_str(&a, "network.protocol.version", s->protocol_version);
-	attr_str(&a, "server.address", s->server_address);
-	if (s->server_port)
-		attr_int(&a, "server.port", s->server_port);
-	if (s->kind == SPAN_KIND_SERVER) {
-		attr_str(&a, "client.address", s->client_address);
-		if (s->client_port)
-			attr_int(&a, "client.port", s->client_port);
-	}
-	if (s->kind == SPAN_KIND_CLIENT) {
-		char url[2048];
-
-		if (s->server_port && s->server_port != 80)
-			snprintf(url, sizeof(url), "http://%s:%u%s%s%s", s->server_address,
-				 s->server_port, s->path, s->query[0] ? "?" : "", s->query);
-		else
-			snprintf(url, sizeof(url), "http://%s%s%s%s", s->server_address, s->path,
-				 s->query[0] ? "?" : "", s->query);
-		attr_str(&a, "url.full", url);
-	}
-	attr_str(&a, "user_agent.original", s->user_agent);
-	if (s->request_body_size >= 0)
-		attr_int(&a, "http.request.body.size", s->request_body_size);
-	if (s->response_body_size >= 0)
-		attr_int(&a, "http.response.body.size", s->response_body_size);
-	attr_str(&a, "error.type", s->error_type);
-	if (s->response_lost) {
-		key(&a, "sonde.response.captured");
-		put(o, "false");
-	}
+	semconv_span_attributes(s, &sink, url);
 	put(o, "}");
-}
-
-/* Extra key=value pairs of OTEL_RESOURCE_ATTRIBUTES, as the SDK adds them. */
-static void extra_resource_attrs(struct attr_list *a, const char *attrs)
-{
-	char pair[256];
-
-	while (*attrs) {
-		size_t len = strcspn(attrs, ",");
-		char *eq;
-
-		snprintf(pair, sizeof(pair), "%.*s", (int)len, attrs);
-		eq = strchr(pair, '=');
-		if (eq && eq != pair && strncmp(pair, "service.name=", 13) != 0) {
-			*eq = '\0';
-			attr_str(a, pair, eq + 1);
-		}
-		attrs += len + (attrs[len] == ',');
-	}
 }
 
 static void resource(struct json_out *o, const struct proc_info *p)
 {
 	struct attr_list a = { .o = o, .first = true };
+	struct attr_sink sink = { attr_str, attr_int, attr_bool, &a };
+	char scratch[SEMCONV_RESOURCE_SCRATCH];
 
 	put(o, "{\"attributes\": {");
-	attr_str(&a, "service.name", p->service_name);
-	attr_str(&a, "service.instance.id", p->instance_id);
-	attr_int(&a, "process.pid", p->pid);
-	attr_str(&a, "process.executable.name", p->executable_name);
-	attr_str(&a, "process.command_line", p->command_line);
-	attr_str(&a, "host.name", p->host_name);
-	attr_str(&a, "telemetry.sdk.name", "sonde");
-	attr_str(&a, "telemetry.sdk.version", SONDE_VERSION);
-	extra_resource_attrs(&a, p->resource_attrs);
+	semconv_resource_attributes(p, &sink, scratch);
 	put(o, "}, \"schema_url\": \"\"}");
-}
-
-void span_format_name(const struct span *s, char *out, size_t size)
-{
-	if (s->kind == SPAN_KIND_SERVER && s->route[0])
-		snprintf(out, size, "%s %s", s->method, s->route);
-	else
-		snprintf(out, size, "%s", s->method);
 }
 
 size_t console_format_span(const struct span *s, char *out, size_t out_size)

@@ -11,7 +11,4 @@
  * or 0 if out_size is too small. */
 size_t console_format_span(const struct span *span, char *out, size_t out_size);
 
-/* Writes the span's name, "{method} {route}" or "{method}", into out. */
-void span_format_name(const struct span *span, char *out, size_t size);
-
 #endif

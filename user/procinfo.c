@@ -1,6 +1,7 @@
 #include "procinfo.h"
 
 #include "ids.h"
+#include "kvlist.h"
 #include "log.h"
 
 #include <fcntl.h>
@@ -204,22 +205,14 @@ void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
 
 bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size)
 {
-	const char *p = attrs;
+	struct kv_cursor cur = { .next = attrs };
+	char key[64];
+	enum kv_result r;
 
-	while (p && *p) {
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-
-		while (len && *p == ' ') {
-			p++;
-			len--;
-		}
-		if (len > 13 && strncmp(p, "service.name=", 13) == 0) {
-			snprintf(out, size, "%.*s", (int)(len - 13), p + 13);
-			return out[0] != '\0';
-		}
-		p = end ? end + 1 : NULL;
-	}
+	while ((r = kv_next(&cur, key, sizeof(key), out, size)) != KV_END)
+		if (r == KV_PAIR && strcmp(key, "service.name") == 0 && out[0])
+			return true;
+	out[0] = '\0';
 	return false;
 }
 

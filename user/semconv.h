@@ -1,0 +1,41 @@
+/* What a span says, by the OpenTelemetry semantic conventions: its name,
+ * its HTTP attributes and its process's resource attributes. Every
+ * exporter writes the same set through its own sink. */
+#ifndef SONDE_SEMCONV_H
+#define SONDE_SEMCONV_H
+
+#include "span.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Keys and values passed to a sink stay valid as long as the span, its
+ * proc_info and the caller's buffers do. */
+struct attr_sink {
+	void (*str)(void *ctx, const char *key, const char *value);
+	void (*i64)(void *ctx, const char *key, int64_t value);
+	void (*boolean)(void *ctx, const char *key, bool value);
+	void *ctx;
+};
+
+/* Large enough for "http://" + server.address + ":port" + path + "?" + query. */
+#define SEMCONV_URL_MAX 1900
+/* Holds the keys and values of a process's OTEL_RESOURCE_ATTRIBUTES. */
+#define SEMCONV_RESOURCE_SCRATCH 1024
+/* Most attributes a span or a resource gets (resource: 7 fixed ones plus
+ * what OTEL_RESOURCE_ATTRIBUTES adds, cut at this bound). */
+#define SEMCONV_SPAN_ATTRS_MAX 16
+#define SEMCONV_RESOURCE_ATTRS_MAX 24
+
+/* Writes "{method} {route}" or "{method}" into out. */
+void span_format_name(const struct span *span, char *out, size_t size);
+
+/* url_buf (SEMCONV_URL_MAX bytes) holds url.full for CLIENT spans. */
+void semconv_span_attributes(const struct span *span, const struct attr_sink *sink, char *url_buf);
+
+/* scratch: SEMCONV_RESOURCE_SCRATCH bytes. */
+void semconv_resource_attributes(const struct proc_info *proc, const struct attr_sink *sink,
+				 char *scratch);
+
+#endif
