@@ -52,7 +52,7 @@ static void open_conn(struct tracker *t, uint32_t tgid, uint8_t role)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 1000000;
-	struct exporter_opts eopts = { .kind = EXPORTER_NONE, .max_queue_size = 1,
+	struct exporter_opts eopts = { .sinks = EXPORTER_NONE, .max_queue_size = 1,
 				       .max_export_batch = 1 };
 	struct tracker_opts topts = { 0 };
 	struct wallclock clock;
@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 
 	log_set_level(LOG_WARN);
 	wallclock_sync(&clock);
-	exporter_new(&exp, &eopts);
+	exporter_new(&exp, &eopts, NULL, 0);
 	t = tracker_new(&topts, exp, procs, &clock);
 	open_conn(t, 1, SONDE_ROLE_SERVER);
 	open_conn(t, 2, SONDE_ROLE_CLIENT);

@@ -95,6 +95,22 @@ struct {
 	__type(value, __u8);
 } not_tcp SEC(".maps");
 
+/* The local ends of sonde's own connections (its exporter's), v4 as
+ * v4-mapped v6. A server on this host that accepts one of them, a local
+ * collector, is not traced: each export would make a span to export. */
+struct self_end {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct self_end);
+	__type(value, __u8);
+} self_ends SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
@@ -323,6 +339,36 @@ static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
 	       starts_with(data, len, "TRACE ", 6) || starts_with(data, len, "HTTP/1.", 7);
 }
 
+/* One end of a socket as a self_ends key: local, or else remote. */
+static __always_inline void end_of(struct sock *sk, bool local, struct self_end *end)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 laddr[16] = {}, raddr[16] = {};
+
+	read_addrs(sk, family, laddr, raddr);
+	if (family == AF_INET) {
+		end->addr[10] = end->addr[11] = 0xff;
+		__builtin_memcpy(&end->addr[12], local ? laddr : raddr, 4);
+	} else {
+		__builtin_memcpy(end->addr, local ? laddr : raddr, 16);
+	}
+	end->port = local ? BPF_CORE_READ(sk, __sk_common.skc_num)
+			  : bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* Checked at the first request rather than at accept: on loopback the
+ * accept can run before sonde's own connect has returned and been noted. */
+static __always_inline bool accepted_from_self(struct sonde_conn_key *key)
+{
+	struct sock *sk = tcp_sock_of_fd(key->fd);
+	struct self_end end = {};
+
+	if (!sk)
+		return false;
+	end_of(sk, false, &end);
+	return bpf_map_lookup_elem(&self_ends, &end) != NULL;
+}
+
 /* Decide, once, whether a connection speaks HTTP/1.x. True when the data in
  * hand should be sent. A connection sonde watched open is judged on its
  * first data; one already open when sonde started gets a few calls to show
@@ -331,6 +377,11 @@ static __always_inline bool infer_protocol(void *ctx, struct sonde_conn_key *key
 					   struct conn_state *state, const __u8 *data, __u32 len)
 {
 	if (is_http1_start(data, len)) {
+		if (state->role != SONDE_ROLE_CLIENT && accepted_from_self(key)) {
+			state->proto = PROTO_OTHER;
+			count(SONDE_CNT_EXCLUDED_CONNS);
+			return false;
+		}
 		state->proto = PROTO_HTTP1;
 		count(SONDE_CNT_HTTP_CONNS);
 		emit_conn(ctx, key, state);
@@ -616,12 +667,22 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	struct self_end end = {};
+	struct sock *sk;
+	__u8 one = 1;
 
-	if ((ctx->ret != 0 && ctx->ret != -EINPROGRESS) || key.tgid == self_tgid)
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
 	key.fd = (__s32)BPF_CORE_READ(user_regs(), di);
-	if (tcp_sock_of_fd(key.fd))
+	sk = tcp_sock_of_fd(key.fd);
+	if (!sk)
+		return 0;
+	if (key.tgid != self_tgid) {
 		track_conn(&key, SONDE_ROLE_CLIENT, 0);
+		return 0;
+	}
+	end_of(sk, true, &end);
+	bpf_map_update_elem(&self_ends, &end, &one, BPF_ANY);
 	return 0;
 }
 

@@ -77,7 +77,8 @@ enum sonde_counter {
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
 	SONDE_CNT_OTHER_CONNS,     /* TCP connections written off as not HTTP */
 	SONDE_CNT_TRUNCATED,       /* data events with captured < len */
-	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of excluded processes */
+	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of excluded processes, or
+				    * accepted from sonde's own exporter */
 	SONDE_CNT_MAX,
 };
 

@@ -67,14 +67,24 @@ static int parse_exclude(struct sonde_config *cfg, const char *text, const char 
 	return 0;
 }
 
-static int parse_exporter(const char *text, enum exporter_kind *out)
+/* "otlp", "console", "none", or a list such as "otlp,console". */
+static int parse_exporters(const char *text, const char *source, unsigned *out, char *err,
+			   size_t size)
 {
-	if (strcmp(text, "console") == 0)
-		*out = EXPORTER_CONSOLE;
-	else if (strcmp(text, "none") == 0)
-		*out = EXPORTER_NONE;
-	else
-		return -1;
+	*out = EXPORTER_NONE;
+	while (*text) {
+		size_t len = strcspn(text, ",");
+
+		if (len == 4 && strncmp(text, "otlp", 4) == 0)
+			*out |= EXPORTER_OTLP;
+		else if (len == 7 && strncmp(text, "console", 7) == 0)
+			*out |= EXPORTER_CONSOLE;
+		else if (len != 4 || strncmp(text, "none", 4) != 0)
+			return fail(err, size,
+				    "%s: \"%.*s\" is not one of otlp, console, none", source,
+				    (int)len, text);
+		text += len + (text[len] == ',');
+	}
 	return 0;
 }
 
@@ -97,6 +107,8 @@ static const struct number_setting numbers[] = {
 	  offsetof(struct sonde_config, max_export_batch) },
 	{ "OTEL_BSP_SCHEDULE_DELAY", "schedule-delay-ms", 0, 3600000,
 	  offsetof(struct sonde_config, schedule_delay_ms) },
+	{ "OTEL_BSP_EXPORT_TIMEOUT", "export-timeout-ms", 1, 3600000,
+	  offsetof(struct sonde_config, export_timeout_ms) },
 	{ "SONDE_STATS_INTERVAL", "stats-interval", 0, 86400,
 	  offsetof(struct sonde_config, stats_interval_s) },
 };
@@ -120,25 +132,29 @@ static int set_number(struct sonde_config *cfg, const struct number_setting *n, 
 static void set_defaults(struct sonde_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->exporter = EXPORTER_CONSOLE;
+	cfg->exporters = EXPORTER_CONSOLE;
 	cfg->capture_bytes = 512;
 	cfg->ringbuf_bytes = 8u << 20;
 	cfg->poll_ms = 20;
 	cfg->max_queue_size = 2048;
 	cfg->max_export_batch = 512;
 	cfg->schedule_delay_ms = 5000;
+	cfg->export_timeout_ms = 30000;
 }
 
-static int from_env(struct sonde_config *cfg, config_getenv_fn getenv_fn, char *err, size_t size)
+/* With no exporter named, a configured OTLP endpoint means OTLP (as an
+ * SDK would export); with neither, spans go to the console. */
+static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
+		    config_getenv_fn getenv_fn, char *err, size_t size)
 {
 	const char *v = getenv_fn("OTEL_TRACES_EXPORTER");
 
-	if (v && v[0] && strcmp(v, "otlp") == 0)
-		return fail(err, size,
-			    "OTEL_TRACES_EXPORTER: \"otlp\" is not available in this build yet "
-			    "(use console or none)");
-	if (v && v[0] && parse_exporter(v, &cfg->exporter))
-		return fail(err, size, "OTEL_TRACES_EXPORTER: \"%s\" is not one of console, none", v);
+	otlp_settings_from_env(otlp, getenv_fn);
+	if (otlp_settings_have_endpoint(otlp))
+		cfg->exporters = EXPORTER_OTLP;
+	if (v && v[0] &&
+	    parse_exporters(v, "OTEL_TRACES_EXPORTER", &cfg->exporters, err, size))
+		return -1;
 	for (size_t i = 0; i < NNUMBERS; i++) {
 		v = getenv_fn(numbers[i].env);
 		if (v && v[0] && set_number(cfg, &numbers[i], v, numbers[i].env, err, size))
@@ -155,12 +171,22 @@ static int from_env(struct sonde_config *cfg, config_getenv_fn getenv_fn, char *
 	return 0;
 }
 
-enum { OPT_EXPORTER = 256, OPT_BUFFER, OPT_EXCLUDE, OPT_KEEP_QUERY, OPT_STATS_FILE, OPT_NUMBER };
+enum {
+	OPT_EXPORTER = 256,
+	OPT_BUFFER,
+	OPT_EXCLUDE,
+	OPT_KEEP_QUERY,
+	OPT_STATS_FILE,
+	OPT_NUMBER,
+	OPT_OTLP = OPT_NUMBER + NNUMBERS,
+};
 
-static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err, size_t size)
+static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int argc,
+		      char **argv, char *err, size_t size)
 {
-	/* The fixed options below, the numeric ones, and the terminator. */
-	struct option opts[8 + NNUMBERS + 1];
+	/* The fixed options below, the numeric ones, the OTLP ones, and the
+	 * terminator. */
+	struct option opts[8 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -175,6 +201,9 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 	for (size_t i = 0; i < NNUMBERS; i++)
 		opts[n++] = (struct option){ numbers[i].flag, required_argument, NULL,
 					     OPT_NUMBER + (int)i };
+	for (int i = 0; i < OTLP_SETTINGS; i++)
+		opts[n++] = (struct option){ otlp_setting_flag(i), required_argument, NULL,
+					     OPT_OTLP + i };
 	opts[n] = (struct option){ 0 };
 	assert(n + 1 == sizeof(opts) / sizeof(opts[0]));
 	optind = 1;
@@ -184,9 +213,8 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 
 		switch (c) {
 		case OPT_EXPORTER:
-			if (parse_exporter(optarg, &cfg->exporter))
-				return fail(err, size, "--exporter: \"%s\" is not one of console, none",
-					    optarg);
+			if (parse_exporters(optarg, "--exporter", &cfg->exporters, err, size))
+				return -1;
 			break;
 		case OPT_BUFFER:
 			if (parse_buffer(optarg, &cfg->buffer))
@@ -219,6 +247,10 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 					return -1;
 				break;
 			}
+			if (c >= OPT_OTLP && c < OPT_OTLP + OTLP_SETTINGS) {
+				otlp_settings_set_flag(otlp, c - OPT_OTLP, optarg);
+				break;
+			}
 			return fail(err, size, "unknown or incomplete option \"%s\" (see --help)",
 				    argv[optind - 1]);
 		}
@@ -231,8 +263,13 @@ static int from_flags(struct sonde_config *cfg, int argc, char **argv, char *err
 int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
 		 char *err, size_t err_size)
 {
+	struct otlp_settings otlp;
+
 	set_defaults(cfg);
-	if (from_env(cfg, getenv_fn, err, err_size) || from_flags(cfg, argc, argv, err, err_size))
+	if (from_env(cfg, &otlp, getenv_fn, err, err_size) ||
+	    from_flags(cfg, &otlp, argc, argv, err, err_size))
+		return -1;
+	if ((cfg->exporters & EXPORTER_OTLP) && otlp_settings_resolve(&otlp, &cfg->otlp, err, err_size))
 		return -1;
 	if (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1))
 		return fail(err, err_size, "ring buffer size %u is not a power of two",
@@ -250,7 +287,24 @@ void config_usage(FILE *out)
 	fprintf(out,
 		"usage: sonde [options]\n"
 		"Traces every HTTP/1.x exchange on this host into OpenTelemetry spans.\n\n"
-		"  --exporter console|none   where spans go (OTEL_TRACES_EXPORTER; default console)\n"
+		"  --exporter LIST           where spans go: otlp, console, none, or e.g.\n"
+		"                            otlp,console (OTEL_TRACES_EXPORTER; default otlp when\n"
+		"                            an OTLP endpoint is set, else console)\n"
+		"  --otlp-endpoint URL       collector (OTEL_EXPORTER_OTLP_ENDPOINT, or the exact\n"
+		"                            URL in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; default\n"
+		"                            http://localhost:4318, grpc: http://localhost:4317)\n"
+		"  --otlp-protocol P         grpc or http/protobuf (OTEL_EXPORTER_OTLP_PROTOCOL;\n"
+		"                            default http/protobuf)\n"
+		"  --otlp-headers K=V,...    extra request headers (OTEL_EXPORTER_OTLP_HEADERS)\n"
+		"  --otlp-compression C      gzip or none (OTEL_EXPORTER_OTLP_COMPRESSION)\n"
+		"  --otlp-timeout-ms N       per request (OTEL_EXPORTER_OTLP_TIMEOUT; default 10000)\n"
+		"  --otlp-certificate F      CA bundle for TLS (OTEL_EXPORTER_OTLP_CERTIFICATE)\n"
+		"  --otlp-client-certificate F, --otlp-client-key F   mutual TLS\n"
+		"                            (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, _CLIENT_KEY)\n"
+		"  --otlp-insecure true|false  h2c for a gRPC endpoint given without a scheme\n"
+		"                            (OTEL_EXPORTER_OTLP_INSECURE)\n"
+		"                            Each OTEL_EXPORTER_OTLP_X also reads as\n"
+		"                            OTEL_EXPORTER_OTLP_TRACES_X, which wins.\n"
 		"  --capture-bytes N         payload bytes captured per syscall, 64-%u\n"
 		"                            (SONDE_CAPTURE_BYTES; default 512)\n"
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
@@ -263,6 +317,8 @@ void config_usage(FILE *out)
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"
 		"  --max-export-batch N      (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)\n"
 		"  --schedule-delay-ms N     (OTEL_BSP_SCHEDULE_DELAY)\n"
+		"  --export-timeout-ms N     retries of one batch, and the final flush, end after\n"
+		"                            this (OTEL_BSP_EXPORT_TIMEOUT; default 30000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
 		"  --stats-file PATH         write counters as JSON at exit\n"
 		"  -v, --verbose             debug logging\n"

@@ -4,6 +4,7 @@
 #define SONDE_CONFIG_H
 
 #include "exporter.h"
+#include "otlp_config.h"
 #include "probe.h"
 
 #include <stdbool.h>
@@ -12,7 +13,8 @@
 #include <stdio.h>
 
 struct sonde_config {
-	enum exporter_kind exporter;
+	unsigned exporters;         /* enum exporter_sink bits */
+	struct otlp_opts otlp;      /* when exporters has EXPORTER_OTLP */
 	enum probe_buffer buffer;
 	uint32_t capture_bytes;     /* payload bytes captured per syscall */
 	uint32_t ringbuf_bytes;     /* ring buffer size, a power of two */
@@ -21,6 +23,7 @@ struct sonde_config {
 	uint32_t max_queue_size;    /* OTEL_BSP_MAX_QUEUE_SIZE */
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
 	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */
+	uint32_t export_timeout_ms; /* OTEL_BSP_EXPORT_TIMEOUT */
 	uint32_t stats_interval_s;  /* 0: stats only at exit */
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
@@ -30,8 +33,6 @@ struct sonde_config {
 	bool version;
 	char stats_file[256];
 };
-
-typedef char *(*config_getenv_fn)(const char *name);
 
 /* Returns 0, or -1 with a one-line reason in err. */
 int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,

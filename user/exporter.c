@@ -1,9 +1,12 @@
 #include "exporter.h"
 
+#include "clock.h"
 #include "console.h"
 #include "log.h"
+#include "otlp_export.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -23,9 +26,13 @@ struct exporter {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stopping;
+	uint64_t shutdown_deadline_ns; /* set with stopping */
 	char *line;             /* console formatting buffer */
+	const struct span **batch;
+	struct otlp_export *otlp;
 	struct exporter_stats stats;
 	struct log_limit drop_log;
+	struct log_limit export_log;
 };
 
 static uint64_t load(const uint64_t *v)
@@ -51,16 +58,93 @@ static void write_console(struct exporter *exp, const struct span *span)
 		fwrite(exp->line, 1, len, exp->opts.console);
 }
 
+static bool stopping(struct exporter *exp)
+{
+	bool stop;
+
+	pthread_mutex_lock(&exp->lock);
+	stop = exp->stopping;
+	pthread_mutex_unlock(&exp->lock);
+	return stop;
+}
+
+static void pacer_sleep(void *ctx, uint64_t ms)
+{
+	struct exporter *exp = ctx;
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)(ms / 1000);
+	until.tv_nsec += (long)(ms % 1000) * 1000000l;
+	until.tv_sec += until.tv_nsec / 1000000000l;
+	until.tv_nsec %= 1000000000l;
+	pthread_mutex_lock(&exp->lock);
+	while (!exp->stopping)
+		if (pthread_cond_timedwait(&exp->wake, &exp->lock, &until) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&exp->lock);
+}
+
+static uint64_t pacer_limit(void *ctx)
+{
+	struct exporter *exp = ctx;
+	uint64_t limit;
+
+	pthread_mutex_lock(&exp->lock);
+	limit = exp->stopping ? exp->shutdown_deadline_ns : UINT64_MAX;
+	pthread_mutex_unlock(&exp->lock);
+	return limit;
+}
+
+static void account_batch(struct exporter *exp, size_t n, const struct otlp_batch_result *r)
+{
+	count(&exp->stats.spans_exported, r->exported);
+	count(&exp->stats.spans_refused, r->refused);
+	count(&exp->stats.spans_failed, r->failed);
+	count(&exp->stats.spans_retried, r->retried);
+	count(&exp->stats.export_requests, r->attempts);
+	if (r->refused && r->refused == n)
+		log_limited(&exp->export_log, LOG_WARN, "OTLP: the collector refused %zu spans: %s",
+			    n, r->reason);
+	else if (r->failed)
+		log_limited(&exp->export_log, LOG_WARN, "OTLP: dropped %" PRIu64 " spans: %s",
+			    r->failed, r->reason);
+}
+
+static void export_otlp(struct exporter *exp, size_t n)
+{
+	struct otlp_pacer pacer = { pacer_sleep, pacer_limit, exp };
+	struct otlp_batch_result result;
+
+	if (monotonic_now_ns() >= pacer_limit(exp)) {
+		memset(&result, 0, sizeof(result));
+		result.failed = n;
+		snprintf(result.reason, sizeof(result.reason),
+			 "shutdown: not sent within OTEL_BSP_EXPORT_TIMEOUT (%u ms)",
+			 exp->opts.export_timeout_ms);
+	} else {
+		otlp_export_batch(exp->otlp, exp->batch, n, &pacer, &result);
+	}
+	account_batch(exp, n, &result);
+}
+
 static void export_range(struct exporter *exp, uint64_t from, uint64_t to)
 {
-	for (uint64_t i = from; i < to; i++) {
-		struct span *span = &exp->ring[i % exp->opts.max_queue_size];
+	size_t n = (size_t)(to - from);
 
-		write_console(exp, span);
-		proc_info_unref(span->proc);
+	for (size_t i = 0; i < n; i++)
+		exp->batch[i] = &exp->ring[(from + i) % exp->opts.max_queue_size];
+	if (exp->opts.sinks & EXPORTER_CONSOLE) {
+		for (size_t i = 0; i < n; i++)
+			write_console(exp, exp->batch[i]);
+		fflush(exp->opts.console);
 	}
-	fflush(exp->opts.console);
-	count(&exp->stats.spans_exported, to - from);
+	if (exp->opts.sinks & EXPORTER_OTLP)
+		export_otlp(exp, n);
+	else
+		count(&exp->stats.spans_exported, n);
+	for (size_t i = 0; i < n; i++)
+		proc_info_unref(exp->batch[i]->proc);
 }
 
 static void wait_for_batch(struct exporter *exp)
@@ -84,12 +168,10 @@ static void *export_thread(void *arg)
 
 	for (;;) {
 		uint64_t head, tail;
-		bool stopping;
+		bool stop;
 
 		wait_for_batch(exp);
-		pthread_mutex_lock(&exp->lock);
-		stopping = exp->stopping;
-		pthread_mutex_unlock(&exp->lock);
+		stop = stopping(exp);
 		head = load(&exp->head);
 		tail = load(&exp->tail);
 		while (head < tail) {
@@ -101,53 +183,89 @@ static void *export_thread(void *arg)
 			head = end;
 			store(&exp->head, head);
 		}
-		if (stopping)
+		if (stop)
 			return NULL;
 	}
 }
 
-int exporter_new(struct exporter **out, const struct exporter_opts *opts)
+static int start_sinks(struct exporter *exp, char *err, size_t err_size)
+{
+	const struct exporter_opts *opts = &exp->opts;
+	int ret;
+
+	exp->ring = calloc(opts->max_queue_size, sizeof(*exp->ring));
+	exp->batch = calloc(opts->max_export_batch, sizeof(*exp->batch));
+	exp->line = malloc(CONSOLE_LINE_MAX);
+	if (!exp->ring || !exp->batch || !exp->line) {
+		snprintf(err, err_size, "exporter: out of memory for %u queued spans",
+			 opts->max_queue_size);
+		return -ENOMEM;
+	}
+	if (opts->sinks & EXPORTER_OTLP) {
+		ret = otlp_export_new(&exp->otlp, &opts->otlp, opts->max_export_batch,
+				      opts->export_timeout_ms, err, err_size);
+		if (ret)
+			return ret;
+	}
+	ret = -pthread_create(&exp->thread, NULL, export_thread, exp);
+	if (ret) {
+		snprintf(err, err_size, "exporter: start thread: %s", strerror(-ret));
+		return ret;
+	}
+	exp->thread_started = true;
+	return 0;
+}
+
+int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
+		 size_t err_size)
 {
 	struct exporter *exp = calloc(1, sizeof(*exp));
-	int err = -ENOMEM;
+	int ret;
 
-	if (!exp)
+	if (!exp) {
+		snprintf(err, err_size, "exporter: out of memory");
 		return -ENOMEM;
+	}
 	exp->opts = *opts;
 	exp->drop_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
+	exp->export_log = (struct log_limit)LOG_LIMIT_INIT(10, 2);
 	pthread_mutex_init(&exp->lock, NULL);
 	pthread_cond_init(&exp->wake, NULL);
-	if (opts->kind != EXPORTER_NONE) {
-		exp->ring = calloc(opts->max_queue_size, sizeof(*exp->ring));
-		exp->line = malloc(CONSOLE_LINE_MAX);
-		if (!exp->ring || !exp->line)
-			goto fail;
-		err = -pthread_create(&exp->thread, NULL, export_thread, exp);
-		if (err)
-			goto fail;
-		exp->thread_started = true;
+	if (opts->sinks != EXPORTER_NONE) {
+		ret = start_sinks(exp, err, err_size);
+		if (ret) {
+			exporter_free(exp);
+			return ret;
+		}
 	}
 	*out = exp;
 	return 0;
-fail:
-	exporter_free(exp);
-	return err;
+}
+
+void exporter_stop(struct exporter *exp)
+{
+	if (!exp->thread_started)
+		return;
+	pthread_mutex_lock(&exp->lock);
+	exp->stopping = true;
+	exp->shutdown_deadline_ns =
+		monotonic_now_ns() + (uint64_t)exp->opts.export_timeout_ms * 1000000ull;
+	pthread_cond_signal(&exp->wake);
+	pthread_mutex_unlock(&exp->lock);
+	pthread_join(exp->thread, NULL);
+	exp->thread_started = false;
 }
 
 void exporter_free(struct exporter *exp)
 {
 	if (!exp)
 		return;
-	if (exp->thread_started) {
-		pthread_mutex_lock(&exp->lock);
-		exp->stopping = true;
-		pthread_cond_signal(&exp->wake);
-		pthread_mutex_unlock(&exp->lock);
-		pthread_join(exp->thread, NULL);
-	}
+	exporter_stop(exp);
 	pthread_cond_destroy(&exp->wake);
 	pthread_mutex_destroy(&exp->lock);
+	otlp_export_free(exp->otlp);
 	free(exp->ring);
+	free(exp->batch);
 	free(exp->line);
 	free(exp);
 }
@@ -156,7 +274,7 @@ struct span *exporter_reserve(struct exporter *exp)
 {
 	struct span *slot;
 
-	if (exp->opts.kind == EXPORTER_NONE) {
+	if (exp->opts.sinks == EXPORTER_NONE) {
 		slot = &exp->scratch;
 	} else {
 		if (exp->tail - load(&exp->head) >= exp->opts.max_queue_size) {
@@ -178,7 +296,7 @@ struct span *exporter_reserve(struct exporter *exp)
 void exporter_commit(struct exporter *exp)
 {
 	count(&exp->stats.spans_built, 1);
-	if (exp->opts.kind == EXPORTER_NONE) {
+	if (exp->opts.sinks == EXPORTER_NONE) {
 		proc_info_unref(exp->scratch.proc);
 		count(&exp->stats.spans_exported, 1);
 		return;
@@ -196,4 +314,8 @@ void exporter_get_stats(struct exporter *exp, struct exporter_stats *out)
 	out->spans_built = __atomic_load_n(&exp->stats.spans_built, __ATOMIC_RELAXED);
 	out->spans_exported = __atomic_load_n(&exp->stats.spans_exported, __ATOMIC_RELAXED);
 	out->spans_dropped = __atomic_load_n(&exp->stats.spans_dropped, __ATOMIC_RELAXED);
+	out->spans_refused = __atomic_load_n(&exp->stats.spans_refused, __ATOMIC_RELAXED);
+	out->spans_failed = __atomic_load_n(&exp->stats.spans_failed, __ATOMIC_RELAXED);
+	out->spans_retried = __atomic_load_n(&exp->stats.spans_retried, __ATOMIC_RELAXED);
+	out->export_requests = __atomic_load_n(&exp->stats.export_requests, __ATOMIC_RELAXED);
 }

@@ -1,37 +1,56 @@
 /* The span queue between capture and export. The tracker fills slots of a
  * preallocated ring (no allocation per span); a thread of its own drains
- * it in batches, so capture never waits on output or the network. */
+ * it in batches to the console and/or an OTLP collector, so capture never
+ * waits on output or the network: when the queue is full, new spans are
+ * dropped and counted. */
 #ifndef SONDE_EXPORTER_H
 #define SONDE_EXPORTER_H
 
+#include "otlp_transport.h"
 #include "span.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-enum exporter_kind {
-	EXPORTER_NONE,    /* spans are built and counted, then discarded */
-	EXPORTER_CONSOLE, /* JSON lines on `console` */
+/* Where spans go: any combination (OTEL_TRACES_EXPORTER=otlp,console). */
+enum exporter_sink {
+	EXPORTER_NONE = 0,         /* spans are built and counted, then discarded */
+	EXPORTER_CONSOLE = 1 << 0, /* JSON lines on `console` */
+	EXPORTER_OTLP = 1 << 1,    /* OTLP to a collector */
 };
 
 struct exporter_opts {
-	enum exporter_kind kind;
+	unsigned sinks;             /* enum exporter_sink bits */
 	uint32_t max_queue_size;    /* OTEL_BSP_MAX_QUEUE_SIZE */
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
 	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */
+	uint32_t export_timeout_ms; /* OTEL_BSP_EXPORT_TIMEOUT: per batch, and for the final flush */
 	FILE *console;
+	struct otlp_opts otlp;
 };
 
+/* Every built span ends in exactly one of exported, dropped, refused or
+ * failed, or is still queued. */
 struct exporter_stats {
 	uint64_t spans_built;    /* committed by the tracker */
-	uint64_t spans_exported; /* written out (none: discarded by design) */
+	uint64_t spans_exported; /* written out, or accepted by the collector */
 	uint64_t spans_dropped;  /* queue full */
+	uint64_t spans_refused;  /* rejected by the collector (incl. partial success) */
+	uint64_t spans_failed;   /* undeliverable: retries used up, TLS, shutdown deadline */
+	uint64_t spans_retried;  /* sent again, once per extra attempt */
+	uint64_t export_requests;
 };
 
 struct exporter;
 
-int exporter_new(struct exporter **out, const struct exporter_opts *opts);
-/* Flushes every queued span, then stops the thread. */
+/* Fails with the reason in err (e.g. an OTLP option libcurl refuses). */
+int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
+		 size_t err_size);
+/* Flushes every queued span (OTLP: within export_timeout_ms), then stops
+ * the thread; later spans are dropped. */
+void exporter_stop(struct exporter *exp);
+/* Stops (if not yet stopped) and frees. */
 void exporter_free(struct exporter *exp);
 /* A zeroed slot for the next span, or NULL when the queue is full (the
  * drop is counted). Only the tracker's thread may call this. */

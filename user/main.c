@@ -93,6 +93,10 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("spans_built", es.spans_built);
 	STAT("spans_exported", es.spans_exported);
 	STAT("spans_dropped", es.spans_dropped);
+	STAT("spans_refused", es.spans_refused);
+	STAT("spans_failed", es.spans_failed);
+	STAT("spans_retried", es.spans_retried);
+	STAT("export_requests", es.export_requests);
 #undef STAT
 	return n;
 }
@@ -151,12 +155,27 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 		write_stats_file(a);
 }
 
+static void describe_sinks(const struct sonde_config *cfg, char *out, size_t size)
+{
+	const struct otlp_opts *o = &cfg->otlp;
+
+	snprintf(out, size, "none");
+	if (cfg->exporters & EXPORTER_OTLP)
+		snprintf(out, size, "otlp %s %s%s%s", o->protocol == OTLP_GRPC ? "grpc" : "http/protobuf",
+			 o->url, o->gzip ? " gzip" : "",
+			 cfg->exporters & EXPORTER_CONSOLE ? ", console" : "");
+	else if (cfg->exporters & EXPORTER_CONSOLE)
+		snprintf(out, size, "console");
+}
+
 static int run(struct agent *a)
 {
 	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping;
 
-	fprintf(stderr, "sonde: ready: tracing HTTP/1.x on this host (exporter: %s)\n",
-		a->cfg.exporter == EXPORTER_CONSOLE ? "console" : "none");
+	char sinks[640];
+
+	describe_sinks(&a->cfg, sinks, sizeof(sinks));
+	fprintf(stderr, "sonde: ready: tracing HTTP/1.x on this host (exporter: %s)\n", sinks);
 	while (!stop_requested) {
 		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
 
@@ -183,12 +202,15 @@ static void host_name(char *out, size_t size)
 static int start(struct agent *a)
 {
 	struct exporter_opts eopts = {
-		.kind = a->cfg.exporter,
+		.sinks = a->cfg.exporters,
 		.max_queue_size = a->cfg.max_queue_size,
 		.max_export_batch = a->cfg.max_export_batch,
 		.schedule_delay_ms = a->cfg.schedule_delay_ms,
+		.export_timeout_ms = a->cfg.export_timeout_ms,
 		.console = stdout,
+		.otlp = a->cfg.otlp,
 	};
+	char why[256];
 	struct tracker_opts topts = { .keep_query = a->cfg.keep_query };
 	struct probe_opts popts = {
 		.excluded_count = a->cfg.excluded_count,
@@ -203,9 +225,9 @@ static int start(struct agent *a)
 	memcpy(popts.excluded_comms, a->cfg.excluded_comms, sizeof(popts.excluded_comms));
 	host_name(host, sizeof(host));
 	wallclock_sync(&a->clock);
-	err = exporter_new(&a->exporter, &eopts);
+	err = exporter_new(&a->exporter, &eopts, why, sizeof(why));
 	if (err) {
-		log_error("start exporter: %s", strerror(-err));
+		log_error("start exporter: %s", why);
 		return err;
 	}
 	a->procs = proc_table_new("/proc", host);
@@ -225,6 +247,7 @@ static void stop(struct agent *a)
 		probe_detach(a->probe);
 		tracker_tick(a->tracker);
 		tracker_tick(a->tracker);
+		exporter_stop(a->exporter);
 		log_stats(a);
 		if (a->cfg.stats_file[0])
 			write_stats_file(a);

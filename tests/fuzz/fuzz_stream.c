@@ -91,7 +91,7 @@ static void send_close(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t 
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
-	struct exporter_opts eopts = { .kind = EXPORTER_NONE, .max_queue_size = 16,
+	struct exporter_opts eopts = { .sinks = EXPORTER_NONE, .max_queue_size = 16,
 				       .max_export_batch = 16 };
 	struct tracker_opts topts = { .keep_query = size & 1, .max_pending = 8,
 				     .conn_buckets_log2 = 4 };
@@ -104,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 	size_t off = 0;
 
 	log_set_level(LOG_ERROR);
-	if (!procs || exporter_new(&exp, &eopts))
+	if (!procs || exporter_new(&exp, &eopts, NULL, 0))
 		abort();
 	t = tracker_new(&topts, exp, procs, &clock);
 	while (off + 8 <= size) {

@@ -9,7 +9,7 @@
 void h_init(struct harness *h, bool keep_query)
 {
 	struct exporter_opts eopts = {
-		.kind = EXPORTER_CONSOLE,
+		.sinks = EXPORTER_CONSOLE,
 		.max_queue_size = 1024,
 		.max_export_batch = 64,
 		.schedule_delay_ms = 10,
@@ -23,7 +23,7 @@ void h_init(struct harness *h, bool keep_query)
 	strcpy(h->proc_root, "/tmp/sonde-proc-XXXXXX");
 	cr_assert(mkdtemp(h->proc_root));
 	wallclock_sync(&h->clock);
-	cr_assert_eq(exporter_new(&h->exporter, &eopts), 0);
+	cr_assert_eq(exporter_new(&h->exporter, &eopts, NULL, 0), 0);
 	h->procs = proc_table_new(h->proc_root, "testhost");
 	cr_assert(h->procs);
 	h->tracker = tracker_new(&topts, h->exporter, h->procs, &h->clock);

@@ -166,14 +166,14 @@ Test(config, defaults_env_and_flags)
 	char *args[] = { "sonde", "--capture-bytes", "1024", "--exporter", "console" };
 
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 1, args, err), 0);
-	cr_expect_eq(cfg.exporter, EXPORTER_CONSOLE);
+	cr_expect_eq(cfg.exporters, EXPORTER_CONSOLE);
 	cr_expect_eq(cfg.capture_bytes, 512);
 	cr_expect_eq(cfg.max_queue_size, 2048);
 	cr_expect_eq(cfg.schedule_delay_ms, 5000);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 1, args, err), 0);
-	cr_expect_eq(cfg.exporter, EXPORTER_NONE);
+	cr_expect_eq(cfg.exporters, EXPORTER_NONE);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 5, args, err), 0);
-	cr_expect_eq(cfg.exporter, EXPORTER_CONSOLE);
+	cr_expect_eq(cfg.exporters, EXPORTER_CONSOLE);
 	cr_expect_eq(cfg.capture_bytes, 1024);
 	char *exclude[] = { "sonde", "--exclude-comm", "wrk,curl" };
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, exclude, err), 0);

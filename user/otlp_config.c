@@ -1,0 +1,267 @@
+#include "otlp_config.h"
+
+#include "kvlist.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_HTTP_ENDPOINT "http://localhost:4318"
+#define DEFAULT_GRPC_ENDPOINT "http://localhost:4317"
+#define HTTP_TRACES_PATH "/v1/traces"
+
+static const char *const suffixes[OTLP_SETTINGS] = {
+	[OTLP_PROTOCOL] = "PROTOCOL",
+	[OTLP_ENDPOINT] = "ENDPOINT",
+	[OTLP_HEADERS] = "HEADERS",
+	[OTLP_COMPRESSION] = "COMPRESSION",
+	[OTLP_TIMEOUT] = "TIMEOUT",
+	[OTLP_CERTIFICATE] = "CERTIFICATE",
+	[OTLP_CLIENT_CERTIFICATE] = "CLIENT_CERTIFICATE",
+	[OTLP_CLIENT_KEY] = "CLIENT_KEY",
+	[OTLP_INSECURE] = "INSECURE",
+};
+
+static const char *const flags[OTLP_SETTINGS] = {
+	[OTLP_PROTOCOL] = "otlp-protocol",
+	[OTLP_ENDPOINT] = "otlp-endpoint",
+	[OTLP_HEADERS] = "otlp-headers",
+	[OTLP_COMPRESSION] = "otlp-compression",
+	[OTLP_TIMEOUT] = "otlp-timeout-ms",
+	[OTLP_CERTIFICATE] = "otlp-certificate",
+	[OTLP_CLIENT_CERTIFICATE] = "otlp-client-certificate",
+	[OTLP_CLIENT_KEY] = "otlp-client-key",
+	[OTLP_INSECURE] = "otlp-insecure",
+};
+
+static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
+{
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < OTLP_SETTINGS; i++) {
+		static const char *const prefixes[] = { "OTEL_EXPORTER_OTLP_",
+							"OTEL_EXPORTER_OTLP_TRACES_" };
+
+		for (int specific = 0; specific < 2; specific++) {
+			char name[48];
+			const char *v;
+
+			snprintf(name, sizeof(name), "%s%s", prefixes[specific], suffixes[i]);
+			v = getenv_fn(name);
+			if (!v || !v[0])
+				continue;
+			s->value[i].text = v;
+			s->value[i].traces_only = specific;
+			snprintf(s->value[i].source, sizeof(s->value[i].source), "%s", name);
+		}
+	}
+}
+
+const char *otlp_setting_flag(enum otlp_setting which)
+{
+	return flags[which];
+}
+
+void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text)
+{
+	s->value[which].text = text;
+	s->value[which].traces_only = false;
+	snprintf(s->value[which].source, sizeof(s->value[which].source), "--%s", flags[which]);
+}
+
+bool otlp_settings_have_endpoint(const struct otlp_settings *s)
+{
+	return s->value[OTLP_ENDPOINT].text != NULL;
+}
+
+static int parse_protocol(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			  size_t size)
+{
+	const char *v = s->value[OTLP_PROTOCOL].text;
+
+	if (!v || strcmp(v, "http/protobuf") == 0)
+		out->protocol = OTLP_HTTP_PROTOBUF;
+	else if (strcmp(v, "grpc") == 0)
+		out->protocol = OTLP_GRPC;
+	else
+		return fail(err, size, "%s: \"%s\" is not one of grpc, http/protobuf%s",
+			    s->value[OTLP_PROTOCOL].source, v,
+			    strcmp(v, "http/json") == 0 ? " (http/json is not supported)" : "");
+	return 0;
+}
+
+static int parse_bool(const struct otlp_settings *s, enum otlp_setting which, bool *out,
+		      char *err, size_t size)
+{
+	const char *v = s->value[which].text;
+
+	*out = false;
+	if (!v)
+		return 0;
+	if (strcasecmp(v, "true") == 0)
+		*out = true;
+	else if (strcasecmp(v, "false") != 0)
+		return fail(err, size, "%s: \"%s\" is not true or false", s->value[which].source, v);
+	return 0;
+}
+
+static bool has_scheme(const char *url)
+{
+	return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
+
+/* gRPC: scheme://host:port, the path dropped (the method is the path);
+ * with no scheme, OTEL_EXPORTER_OTLP_INSECURE chooses h2c or TLS. */
+static int grpc_url(const struct otlp_settings *s, bool insecure, struct otlp_opts *out,
+		    char *err, size_t size)
+{
+	const char *v = s->value[OTLP_ENDPOINT].text ? s->value[OTLP_ENDPOINT].text
+						     : DEFAULT_GRPC_ENDPOINT;
+	const char *host;
+	size_t len;
+
+	if (has_scheme(v)) {
+		host = strstr(v, "://") + 3;
+		len = (size_t)(host - v) + strcspn(host, "/?#");
+		snprintf(out->url, sizeof(out->url), "%.*s", (int)len, v);
+	} else {
+		host = v;
+		snprintf(out->url, sizeof(out->url), "%s://%.*s", insecure ? "http" : "https",
+			 (int)strcspn(v, "/?#"), v);
+	}
+	if (!host[0] || host[0] == '/' || strchr(v, ' '))
+		return fail(err, size, "%s: \"%s\" is not an endpoint like http://host:4317",
+			    s->value[OTLP_ENDPOINT].source, v);
+	return 0;
+}
+
+/* http/protobuf: the signal's own variable is the URL as given; the
+ * generic one is a base that "/v1/traces" is appended to. */
+static int http_url(const struct otlp_settings *s, struct otlp_opts *out, char *err, size_t size)
+{
+	const char *v = s->value[OTLP_ENDPOINT].text ? s->value[OTLP_ENDPOINT].text
+						     : DEFAULT_HTTP_ENDPOINT;
+	size_t len = strlen(v);
+
+	if (!has_scheme(v) || strchr(v, ' ') || !strstr(v, "://")[3])
+		return fail(err, size, "%s: \"%s\" is not a URL like http://host:4318",
+			    s->value[OTLP_ENDPOINT].source, v);
+	if (s->value[OTLP_ENDPOINT].traces_only) {
+		snprintf(out->url, sizeof(out->url), "%s", v);
+		return 0;
+	}
+	while (len && v[len - 1] == '/')
+		len--;
+	snprintf(out->url, sizeof(out->url), "%.*s%s", (int)len, v, HTTP_TRACES_PATH);
+	return 0;
+}
+
+static int check_headers(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			 size_t size)
+{
+	const char *v = s->value[OTLP_HEADERS].text;
+	struct kv_cursor cur = { .next = v };
+	char key[128], value[1024];
+	enum kv_result r;
+
+	if (!v)
+		return 0;
+	if (strlen(v) >= sizeof(out->headers))
+		return fail(err, size, "%s: longer than %zu characters", s->value[OTLP_HEADERS].source,
+			    sizeof(out->headers) - 1);
+	while ((r = kv_next(&cur, key, sizeof(key), value, sizeof(value))) != KV_END)
+		if (r == KV_BAD || strpbrk(key, " :\r\n") || strpbrk(value, "\r\n"))
+			return fail(err, size,
+				    "%s: not a list of key=value pairs (values percent-encoded)",
+				    s->value[OTLP_HEADERS].source);
+	snprintf(out->headers, sizeof(out->headers), "%s", v);
+	return 0;
+}
+
+static int parse_compression(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			     size_t size)
+{
+	const char *v = s->value[OTLP_COMPRESSION].text;
+
+	out->gzip = v && strcmp(v, "gzip") == 0;
+	if (v && !out->gzip && strcmp(v, "none") != 0)
+		return fail(err, size, "%s: \"%s\" is not one of gzip, none",
+			    s->value[OTLP_COMPRESSION].source, v);
+	return 0;
+}
+
+static int parse_timeout(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			 size_t size)
+{
+	const char *v = s->value[OTLP_TIMEOUT].text;
+	char *end;
+	long long ms;
+
+	out->timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (!v)
+		return 0;
+	errno = 0;
+	ms = strtoll(v, &end, 10);
+	if (errno || end == v || *end || ms < 1 || ms > 3600000)
+		return fail(err, size, "%s: \"%s\" is not a time in ms from 1 to 3600000",
+			    s->value[OTLP_TIMEOUT].source, v);
+	out->timeout_ms = (uint32_t)ms;
+	return 0;
+}
+
+/* A file that cannot be read now would fail every export later. */
+static int readable_file(const struct otlp_settings *s, enum otlp_setting which, char *out,
+			 size_t out_size, char *err, size_t size)
+{
+	const char *v = s->value[which].text;
+
+	out[0] = '\0';
+	if (!v)
+		return 0;
+	if (strlen(v) >= out_size || access(v, R_OK) != 0)
+		return fail(err, size, "%s: cannot read \"%s\": %s", s->value[which].source, v,
+			    strlen(v) >= out_size ? "path too long" : strerror(errno));
+	snprintf(out, out_size, "%s", v);
+	return 0;
+}
+
+int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			  size_t err_size)
+{
+	bool insecure;
+
+	memset(out, 0, sizeof(*out));
+	if (parse_protocol(s, out, err, err_size) ||
+	    parse_bool(s, OTLP_INSECURE, &insecure, err, err_size) ||
+	    (out->protocol == OTLP_GRPC ? grpc_url(s, insecure, out, err, err_size)
+					: http_url(s, out, err, err_size)) ||
+	    check_headers(s, out, err, err_size) || parse_compression(s, out, err, err_size) ||
+	    parse_timeout(s, out, err, err_size) ||
+	    readable_file(s, OTLP_CERTIFICATE, out->certificate, sizeof(out->certificate), err,
+			  err_size) ||
+	    readable_file(s, OTLP_CLIENT_CERTIFICATE, out->client_certificate,
+			  sizeof(out->client_certificate), err, err_size) ||
+	    readable_file(s, OTLP_CLIENT_KEY, out->client_key, sizeof(out->client_key), err,
+			  err_size))
+		return -1;
+	if (!out->client_certificate[0] != !out->client_key[0])
+		return fail(err, err_size,
+			    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY go together: "
+			    "only one is set");
+	return 0;
+}

@@ -1,0 +1,47 @@
+/* The OTLP exporter's settings from the standard variables
+ * (OTEL_EXPORTER_OTLP_*, each with its OTEL_EXPORTER_OTLP_TRACES_* form,
+ * which wins) and sonde's --otlp-* flags (which win over both), checked
+ * into struct otlp_opts with the OpenTelemetry specification's defaults. */
+#ifndef SONDE_OTLP_CONFIG_H
+#define SONDE_OTLP_CONFIG_H
+
+#include "otlp_transport.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef char *(*config_getenv_fn)(const char *name);
+
+enum otlp_setting {
+	OTLP_PROTOCOL,
+	OTLP_ENDPOINT,
+	OTLP_HEADERS,
+	OTLP_COMPRESSION,
+	OTLP_TIMEOUT,
+	OTLP_CERTIFICATE,
+	OTLP_CLIENT_CERTIFICATE,
+	OTLP_CLIENT_KEY,
+	OTLP_INSECURE,
+	OTLP_SETTINGS,
+};
+
+/* Raw values and where each came from, before they are checked. */
+struct otlp_settings {
+	struct {
+		const char *text;    /* NULL: not set */
+		char source[48];     /* the variable or flag, for error messages */
+		bool traces_only;    /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: used as given */
+	} value[OTLP_SETTINGS];
+};
+
+void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn);
+/* The long option name of a setting, e.g. "otlp-endpoint". */
+const char *otlp_setting_flag(enum otlp_setting which);
+void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text);
+/* True when an endpoint is configured: OTLP is then the default exporter. */
+bool otlp_settings_have_endpoint(const struct otlp_settings *s);
+/* Returns 0, or -1 with a reason naming the variable or flag in err. */
+int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, char *err,
+			  size_t err_size);
+
+#endif

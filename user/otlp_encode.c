@@ -1,0 +1,319 @@
+#include "otlp_encode.h"
+
+#include "semconv.h"
+#include "otlp_trace.pb-c.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCOPE_NAME "sonde"
+#define RETRY_INFO_TYPE "type.googleapis.com/google.rpc.RetryInfo"
+
+/* The message structs of one span and the storage of its derived strings. */
+struct span_msg {
+	Otlp__Span span;
+	Otlp__Status status;
+	Otlp__KeyValue kv[SEMCONV_SPAN_ATTRS_MAX];
+	Otlp__AnyValue value[SEMCONV_SPAN_ATTRS_MAX];
+	Otlp__KeyValue *kv_ptrs[SEMCONV_SPAN_ATTRS_MAX];
+	char name[300];
+	char url[SEMCONV_URL_MAX];
+};
+
+/* One traced process in the batch. */
+struct resource_msg {
+	const struct proc_info *proc;
+	size_t first_span; /* its spans in span_ptrs: [first_span, first_span + n) */
+	size_t n_spans;
+	Otlp__ResourceSpans resource_spans;
+	Otlp__Resource resource;
+	Otlp__ScopeSpans scope_spans;
+	Otlp__ScopeSpans *scope_ptr;
+	Otlp__KeyValue kv[SEMCONV_RESOURCE_ATTRS_MAX];
+	Otlp__AnyValue value[SEMCONV_RESOURCE_ATTRS_MAX];
+	Otlp__KeyValue *kv_ptrs[SEMCONV_RESOURCE_ATTRS_MAX];
+	char scratch[SEMCONV_RESOURCE_SCRATCH];
+};
+
+struct otlp_encoder {
+	uint32_t max_spans;
+	struct span_msg *spans;
+	struct resource_msg *resources;
+	Otlp__Span **span_ptrs;          /* grouped by resource */
+	Otlp__ResourceSpans **rs_ptrs;
+	uint32_t *resource_of;           /* per input span: index into resources */
+	Otlp__InstrumentationScope scope;
+	uint8_t *out;
+	size_t out_size;
+};
+
+/* A sink that appends attributes to a KeyValue array. */
+struct kv_builder {
+	Otlp__KeyValue *kv;
+	Otlp__AnyValue *value;
+	Otlp__KeyValue **ptrs;
+	size_t n, max;
+};
+
+static Otlp__AnyValue *add_key(struct kv_builder *b, const char *key)
+{
+	Otlp__KeyValue *kv;
+	Otlp__AnyValue *value;
+
+	if (b->n == b->max)
+		return NULL;
+	kv = &b->kv[b->n];
+	value = &b->value[b->n];
+	otlp__key_value__init(kv);
+	otlp__any_value__init(value);
+	kv->key = (char *)key;
+	kv->value = value;
+	b->ptrs[b->n++] = kv;
+	return value;
+}
+
+static void add_str(void *ctx, const char *key, const char *text)
+{
+	Otlp__AnyValue *value = add_key(ctx, key);
+
+	if (!value)
+		return;
+	value->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+	value->string_value = (char *)text;
+}
+
+static void add_int(void *ctx, const char *key, int64_t number)
+{
+	Otlp__AnyValue *value = add_key(ctx, key);
+
+	if (!value)
+		return;
+	value->value_case = OTLP__ANY_VALUE__VALUE_INT_VALUE;
+	value->int_value = number;
+}
+
+static void add_bool(void *ctx, const char *key, bool flag)
+{
+	Otlp__AnyValue *value = add_key(ctx, key);
+
+	if (!value)
+		return;
+	value->value_case = OTLP__ANY_VALUE__VALUE_BOOL_VALUE;
+	value->bool_value = flag;
+}
+
+struct otlp_encoder *otlp_encoder_new(uint32_t max_spans)
+{
+	struct otlp_encoder *enc = calloc(1, sizeof(*enc));
+
+	if (!enc)
+		return NULL;
+	enc->max_spans = max_spans;
+	enc->spans = calloc(max_spans, sizeof(*enc->spans));
+	enc->resources = calloc(max_spans, sizeof(*enc->resources));
+	enc->span_ptrs = calloc(max_spans, sizeof(*enc->span_ptrs));
+	enc->rs_ptrs = calloc(max_spans, sizeof(*enc->rs_ptrs));
+	enc->resource_of = calloc(max_spans, sizeof(*enc->resource_of));
+	if (!enc->spans || !enc->resources || !enc->span_ptrs || !enc->rs_ptrs ||
+	    !enc->resource_of) {
+		otlp_encoder_free(enc);
+		return NULL;
+	}
+	otlp__instrumentation_scope__init(&enc->scope);
+	enc->scope.name = SCOPE_NAME;
+	enc->scope.version = SONDE_VERSION;
+	return enc;
+}
+
+void otlp_encoder_free(struct otlp_encoder *enc)
+{
+	if (!enc)
+		return;
+	free(enc->spans);
+	free(enc->resources);
+	free(enc->span_ptrs);
+	free(enc->rs_ptrs);
+	free(enc->resource_of);
+	free(enc->out);
+	free(enc);
+}
+
+static void build_span(struct span_msg *m, const struct span *s)
+{
+	struct kv_builder attrs = { m->kv, m->value, m->kv_ptrs, 0, SEMCONV_SPAN_ATTRS_MAX };
+	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
+	Otlp__Span *out = &m->span;
+
+	otlp__span__init(out);
+	out->trace_id = (ProtobufCBinaryData){ TRACE_ID_SIZE, (uint8_t *)s->trace_id };
+	out->span_id = (ProtobufCBinaryData){ SPAN_ID_SIZE, (uint8_t *)s->span_id };
+	if (s->has_parent)
+		out->parent_span_id = (ProtobufCBinaryData){ SPAN_ID_SIZE, (uint8_t *)s->parent_span_id };
+	out->flags = s->trace_flags;
+	span_format_name(s, m->name, sizeof(m->name));
+	out->name = m->name;
+	out->kind = s->kind;
+	out->start_time_unix_nano = s->start_unix_ns;
+	out->end_time_unix_nano = s->end_unix_ns;
+	semconv_span_attributes(s, &sink, m->url);
+	out->attributes = m->kv_ptrs;
+	out->n_attributes = attrs.n;
+	otlp__status__init(&m->status);
+	m->status.code = s->status;
+	m->status.message = (char *)s->status_message;
+	out->status = &m->status;
+}
+
+static void build_resource(struct resource_msg *r, Otlp__InstrumentationScope *scope,
+			   Otlp__Span **span_ptrs)
+{
+	struct kv_builder attrs = { r->kv, r->value, r->kv_ptrs, 0, SEMCONV_RESOURCE_ATTRS_MAX };
+	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
+
+	otlp__resource__init(&r->resource);
+	semconv_resource_attributes(r->proc, &sink, r->scratch);
+	r->resource.attributes = r->kv_ptrs;
+	r->resource.n_attributes = attrs.n;
+	otlp__scope_spans__init(&r->scope_spans);
+	r->scope_spans.scope = scope;
+	r->scope_spans.spans = span_ptrs + r->first_span;
+	r->scope_spans.n_spans = r->n_spans;
+	r->scope_ptr = &r->scope_spans;
+	otlp__resource_spans__init(&r->resource_spans);
+	r->resource_spans.resource = &r->resource;
+	r->resource_spans.scope_spans = &r->scope_ptr;
+	r->resource_spans.n_scope_spans = 1;
+}
+
+/* Assigns each span its process's index; returns how many processes. */
+static size_t group_by_process(struct otlp_encoder *enc, const struct span *const *spans, size_t n)
+{
+	size_t n_resources = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t r = 0;
+
+		while (r < n_resources && enc->resources[r].proc != spans[i]->proc)
+			r++;
+		if (r == n_resources) {
+			enc->resources[r].proc = spans[i]->proc;
+			enc->resources[r].n_spans = 0;
+			n_resources++;
+		}
+		enc->resources[r].n_spans++;
+		enc->resource_of[i] = (uint32_t)r;
+	}
+	return n_resources;
+}
+
+static int serialize(struct otlp_encoder *enc, const Otlp__ExportTraceServiceRequest *req,
+		     size_t *out_len)
+{
+	size_t len = otlp__export_trace_service_request__get_packed_size(req);
+
+	if (len > enc->out_size) {
+		uint8_t *grown = realloc(enc->out, len);
+
+		if (!grown)
+			return -ENOMEM;
+		enc->out = grown;
+		enc->out_size = len;
+	}
+	*out_len = otlp__export_trace_service_request__pack(req, enc->out);
+	return 0;
+}
+
+int otlp_encode(struct otlp_encoder *enc, const struct span *const *spans, size_t n,
+		const uint8_t **out, size_t *out_len)
+{
+	Otlp__ExportTraceServiceRequest req = OTLP__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+	size_t n_resources, next = 0;
+	int err;
+
+	if (n > enc->max_spans)
+		return -E2BIG;
+	n_resources = group_by_process(enc, spans, n);
+	for (size_t r = 0; r < n_resources; r++) {
+		enc->resources[r].first_span = next;
+		next += enc->resources[r].n_spans;
+		enc->resources[r].n_spans = 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct resource_msg *r = &enc->resources[enc->resource_of[i]];
+
+		build_span(&enc->spans[i], spans[i]);
+		enc->span_ptrs[r->first_span + r->n_spans++] = &enc->spans[i].span;
+	}
+	for (size_t r = 0; r < n_resources; r++) {
+		build_resource(&enc->resources[r], &enc->scope, enc->span_ptrs);
+		enc->rs_ptrs[r] = &enc->resources[r].resource_spans;
+	}
+	req.resource_spans = enc->rs_ptrs;
+	req.n_resource_spans = n_resources;
+	err = serialize(enc, &req, out_len);
+	*out = enc->out;
+	return err;
+}
+
+int otlp_decode_response(const uint8_t *body, size_t len, struct otlp_partial_success *out)
+{
+	Otlp__ExportTraceServiceResponse *resp;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0)
+		return 0;
+	resp = otlp__export_trace_service_response__unpack(NULL, len, body);
+	if (!resp)
+		return -EBADMSG;
+	if (resp->partial_success) {
+		out->rejected_spans = resp->partial_success->rejected_spans;
+		snprintf(out->error_message, sizeof(out->error_message), "%s",
+			 resp->partial_success->error_message);
+	}
+	otlp__export_trace_service_response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+static int64_t retry_delay_of(const Otlp__RpcAny *detail)
+{
+	Otlp__RpcRetryInfo *info;
+	int64_t ms = -1;
+
+	if (strcmp(detail->type_url, RETRY_INFO_TYPE) != 0)
+		return -1;
+	info = otlp__rpc_retry_info__unpack(NULL, detail->value.len, detail->value.data);
+	if (!info)
+		return -1;
+	if (info->retry_delay && info->retry_delay->seconds >= 0)
+		ms = info->retry_delay->seconds * 1000 + info->retry_delay->nanos / 1000000;
+	otlp__rpc_retry_info__free_unpacked(info, NULL);
+	return ms;
+}
+
+int64_t otlp_retry_info_delay_ms(const uint8_t *status, size_t len)
+{
+	Otlp__RpcStatus *st = otlp__rpc_status__unpack(NULL, len, status);
+	int64_t ms = -1;
+
+	if (!st)
+		return -1;
+	for (size_t i = 0; i < st->n_details && ms < 0; i++)
+		ms = retry_delay_of(st->details[i]);
+	otlp__rpc_status__free_unpacked(st, NULL);
+	return ms;
+}
+
+bool otlp_rpc_status_message(const uint8_t *status, size_t len, char *out, size_t size)
+{
+	Otlp__RpcStatus *st = len ? otlp__rpc_status__unpack(NULL, len, status) : NULL;
+	bool found;
+
+	if (!st)
+		return false;
+	snprintf(out, size, "%s", st->message);
+	found = out[0] != '\0';
+	otlp__rpc_status__free_unpacked(st, NULL);
+	return found;
+}

@@ -1,0 +1,150 @@
+#include "otlp_export.h"
+
+#include "clock.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct otlp_export {
+	struct otlp_encoder *encoder;
+	struct otlp_transport *transport;
+	uint64_t batch_timeout_ns;
+	uint64_t random_state;
+	struct log_limit partial_log;
+};
+
+int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts, uint32_t max_batch,
+		    uint32_t batch_timeout_ms, char *err, size_t err_size)
+{
+	struct otlp_export *exp = calloc(1, sizeof(*exp));
+	int ret;
+
+	if (!exp || !(exp->encoder = otlp_encoder_new(max_batch))) {
+		snprintf(err, err_size, "OTLP exporter: out of memory");
+		otlp_export_free(exp);
+		return -ENOMEM;
+	}
+	ret = otlp_transport_new(&exp->transport, opts, err, err_size);
+	if (ret) {
+		otlp_export_free(exp);
+		return ret;
+	}
+	exp->batch_timeout_ns = (uint64_t)batch_timeout_ms * 1000000ull;
+	exp->random_state = monotonic_now_ns() | 1;
+	exp->partial_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
+	*out = exp;
+	return 0;
+}
+
+void otlp_export_free(struct otlp_export *exp)
+{
+	if (!exp)
+		return;
+	otlp_encoder_free(exp->encoder);
+	otlp_transport_free(exp->transport);
+	free(exp);
+}
+
+uint64_t otlp_backoff_ms(uint32_t retry, uint64_t random, int64_t retry_after_ms)
+{
+	uint64_t ceiling = OTLP_BACKOFF_INITIAL_MS, wait;
+
+	for (uint32_t i = 1; i < retry && ceiling < OTLP_BACKOFF_MAX_MS; i++)
+		ceiling *= 2;
+	if (ceiling > OTLP_BACKOFF_MAX_MS)
+		ceiling = OTLP_BACKOFF_MAX_MS;
+	wait = ceiling / 2 + random % (ceiling / 2 + 1);
+	if (retry_after_ms > 0 && (uint64_t)retry_after_ms > wait)
+		wait = (uint64_t)retry_after_ms;
+	return wait;
+}
+
+static uint64_t next_random(struct otlp_export *exp)
+{
+	uint64_t x = exp->random_state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	exp->random_state = x;
+	return x;
+}
+
+static void account_success(struct otlp_export *exp, size_t n, const struct otlp_reply *reply,
+			    struct otlp_batch_result *result)
+{
+	uint64_t refused = reply->partial.rejected_spans;
+
+	if (refused > n)
+		refused = n;
+	result->refused = refused;
+	result->exported = n - refused;
+	if (refused || reply->partial.error_message[0])
+		log_limited(&exp->partial_log, LOG_WARN,
+			    "OTLP: the collector accepted %zu of %zu spans: %s", n - (size_t)refused, n,
+			    reply->partial.error_message[0] ? reply->partial.error_message
+							    : "(no message)");
+	if (reply->reason[0])
+		snprintf(result->reason, sizeof(result->reason), "%s", reply->reason);
+}
+
+/* Sends until delivered, refused, or out of time; one encoding for all. */
+static void send_with_retries(struct otlp_export *exp, const uint8_t *message, size_t len,
+			      size_t n, const struct otlp_pacer *pacer,
+			      struct otlp_batch_result *result)
+{
+	uint64_t give_up_at = monotonic_now_ns() + exp->batch_timeout_ns;
+	struct otlp_reply reply;
+
+	for (;;) {
+		uint64_t limit = pacer->limit(pacer->ctx), wait_ms;
+
+		if (limit < give_up_at)
+			give_up_at = limit;
+		otlp_transport_send(exp->transport, message, len, &reply);
+		result->attempts++;
+		if (reply.outcome == OTLP_OK) {
+			account_success(exp, n, &reply, result);
+			return;
+		}
+		snprintf(result->reason, sizeof(result->reason), "%s", reply.reason);
+		if (reply.outcome == OTLP_REFUSED) {
+			result->refused = n;
+			return;
+		}
+		if (reply.outcome == OTLP_UNDELIVERABLE)
+			break;
+		wait_ms = otlp_backoff_ms(result->attempts, next_random(exp), reply.retry_after_ms);
+		if (monotonic_now_ns() + wait_ms * 1000000ull >= give_up_at)
+			break;
+		pacer->sleep(pacer->ctx, wait_ms);
+		if (monotonic_now_ns() >= pacer->limit(pacer->ctx))
+			break;
+		result->retried += n;
+	}
+	result->failed = n;
+	if (result->attempts > 1)
+		snprintf(result->reason, sizeof(result->reason), "gave up after %u attempts: %s",
+			 result->attempts, reply.reason);
+}
+
+void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
+		       const struct otlp_pacer *pacer, struct otlp_batch_result *result)
+{
+	const uint8_t *message;
+	size_t len;
+	int err;
+
+	memset(result, 0, sizeof(*result));
+	err = otlp_encode(exp->encoder, spans, n, &message, &len);
+	if (err) {
+		snprintf(result->reason, sizeof(result->reason), "encoding %zu spans: %s", n,
+			 strerror(-err));
+		result->failed = n;
+		return;
+	}
+	send_with_retries(exp, message, len, n, pacer, result);
+}
