@@ -68,20 +68,28 @@ static bool stopping(struct exporter *exp)
 	return stop;
 }
 
+/* Sleeps on; a wake-up from shutdown only brings the end forward. */
 static void pacer_sleep(void *ctx, uint64_t ms)
 {
 	struct exporter *exp = ctx;
-	struct timespec until;
+	uint64_t until_ns = monotonic_now_ns() + ms * 1000000ull;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += (time_t)(ms / 1000);
-	until.tv_nsec += (long)(ms % 1000) * 1000000l;
-	until.tv_sec += until.tv_nsec / 1000000000l;
-	until.tv_nsec %= 1000000000l;
 	pthread_mutex_lock(&exp->lock);
-	while (!exp->stopping)
-		if (pthread_cond_timedwait(&exp->wake, &exp->lock, &until) == ETIMEDOUT)
+	for (;;) {
+		uint64_t now = monotonic_now_ns(), end = until_ns;
+		struct timespec until;
+
+		if (exp->stopping && exp->shutdown_deadline_ns < end)
+			end = exp->shutdown_deadline_ns;
+		if (now >= end)
 			break;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)((end - now) / 1000000000ull);
+		until.tv_nsec += (long)((end - now) % 1000000000ull);
+		until.tv_sec += until.tv_nsec / 1000000000l;
+		until.tv_nsec %= 1000000000l;
+		pthread_cond_timedwait(&exp->wake, &exp->lock, &until);
+	}
 	pthread_mutex_unlock(&exp->lock);
 }
 
@@ -101,8 +109,6 @@ static void account_batch(struct exporter *exp, size_t n, const struct otlp_batc
 	count(&exp->stats.spans_exported, r->exported);
 	count(&exp->stats.spans_refused, r->refused);
 	count(&exp->stats.spans_failed, r->failed);
-	count(&exp->stats.spans_retried, r->retried);
-	count(&exp->stats.export_requests, r->attempts);
 	if (r->refused && r->refused == n)
 		log_limited(&exp->export_log, LOG_WARN, "OTLP: the collector refused %zu spans: %s",
 			    n, r->reason);
@@ -316,6 +322,12 @@ void exporter_get_stats(struct exporter *exp, struct exporter_stats *out)
 	out->spans_dropped = __atomic_load_n(&exp->stats.spans_dropped, __ATOMIC_RELAXED);
 	out->spans_refused = __atomic_load_n(&exp->stats.spans_refused, __ATOMIC_RELAXED);
 	out->spans_failed = __atomic_load_n(&exp->stats.spans_failed, __ATOMIC_RELAXED);
-	out->spans_retried = __atomic_load_n(&exp->stats.spans_retried, __ATOMIC_RELAXED);
-	out->export_requests = __atomic_load_n(&exp->stats.export_requests, __ATOMIC_RELAXED);
+	out->spans_retried = out->export_requests = 0;
+	if (exp->otlp) {
+		struct otlp_export_stats os;
+
+		otlp_export_get_stats(exp->otlp, &os);
+		out->spans_retried = os.spans_retried;
+		out->export_requests = os.requests;
+	}
 }

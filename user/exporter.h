@@ -30,8 +30,8 @@ struct exporter_opts {
 	struct otlp_opts otlp;
 };
 
-/* Every built span ends in exactly one of exported, dropped, refused or
- * failed, or is still queued. */
+/* Every built span ends as exported, refused or failed, or is still
+ * queued; a dropped span found the queue full and was never built. */
 struct exporter_stats {
 	uint64_t spans_built;    /* committed by the tracker */
 	uint64_t spans_exported; /* written out, or accepted by the collector */

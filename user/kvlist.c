@@ -33,7 +33,7 @@ static bool copy_plain(const char *start, const char *end, char *out, size_t siz
 	return true;
 }
 
-static bool copy_decoded(const char *start, const char *end, char *out, size_t size)
+bool percent_decode(const char *start, const char *end, char *out, size_t size)
 {
 	size_t used = 0;
 
@@ -74,7 +74,7 @@ enum kv_result kv_next(struct kv_cursor *cur, char *key, size_t key_size, char *
 	trim(&item, &key_end);
 	trim(&value_start, &item_end);
 	if (item == key_end || !copy_plain(item, key_end, key, key_size) ||
-	    !copy_decoded(value_start, item_end, value, value_size))
+	    !percent_decode(value_start, item_end, value, value_size))
 		return KV_BAD;
 	return KV_PAIR;
 }

@@ -4,6 +4,7 @@
 #ifndef SONDE_KVLIST_H
 #define SONDE_KVLIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct kv_cursor {
@@ -19,5 +20,9 @@ enum kv_result {
 /* Reads the next item into key and value (NUL-terminated). */
 enum kv_result kv_next(struct kv_cursor *cur, char *key, size_t key_size, char *value,
 		       size_t value_size);
+
+/* "%XX" escapes in [start, end) decoded into out; false if malformed or
+ * out is too small. */
+bool percent_decode(const char *start, const char *end, char *out, size_t size);
 
 #endif

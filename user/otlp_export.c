@@ -14,6 +14,7 @@ struct otlp_export {
 	uint64_t batch_timeout_ns;
 	uint64_t random_state;
 	struct log_limit partial_log;
+	struct otlp_export_stats stats;
 };
 
 int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts, uint32_t max_batch,
@@ -106,6 +107,7 @@ static void send_with_retries(struct otlp_export *exp, const uint8_t *message, s
 			give_up_at = limit;
 		otlp_transport_send(exp->transport, message, len, &reply);
 		result->attempts++;
+		__atomic_add_fetch(&exp->stats.requests, 1, __ATOMIC_RELAXED);
 		if (reply.outcome == OTLP_OK) {
 			account_success(exp, n, &reply, result);
 			return;
@@ -123,7 +125,7 @@ static void send_with_retries(struct otlp_export *exp, const uint8_t *message, s
 		pacer->sleep(pacer->ctx, wait_ms);
 		if (monotonic_now_ns() >= pacer->limit(pacer->ctx))
 			break;
-		result->retried += n;
+		__atomic_add_fetch(&exp->stats.spans_retried, n, __ATOMIC_RELAXED);
 	}
 	result->failed = n;
 	if (result->attempts > 1)
@@ -147,4 +149,10 @@ void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans,
 		return;
 	}
 	send_with_retries(exp, message, len, n, pacer, result);
+}
+
+void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out)
+{
+	out->requests = __atomic_load_n(&exp->stats.requests, __ATOMIC_RELAXED);
+	out->spans_retried = __atomic_load_n(&exp->stats.spans_retried, __ATOMIC_RELAXED);
 }

@@ -29,9 +29,14 @@ struct otlp_batch_result {
 	uint64_t exported; /* accepted by the collector */
 	uint64_t refused;  /* rejected by it: a permanent error or partial success */
 	uint64_t failed;   /* never accepted: retries used up, TLS, shutdown */
-	uint64_t retried;  /* spans sent again (once per extra attempt) */
 	uint32_t attempts;
 	char reason[320];  /* the last failure, if any */
+};
+
+/* Counted as they happen, so that a long outage shows while it lasts. */
+struct otlp_export_stats {
+	uint64_t requests;      /* attempts sent */
+	uint64_t spans_retried; /* spans sent again, once per extra attempt */
 };
 
 struct otlp_export;
@@ -41,6 +46,8 @@ int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts, uint
 void otlp_export_free(struct otlp_export *exp);
 void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
 		       const struct otlp_pacer *pacer, struct otlp_batch_result *result);
+/* Safe from any thread. */
+void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out);
 
 /* The wait before attempt number `retry` (1 = first retry): the backoff
  * doubles from OTLP_BACKOFF_INITIAL_MS up to OTLP_BACKOFF_MAX_MS, and

@@ -1,6 +1,7 @@
 #include "otlp_transport.h"
 
 #include "kvlist.h"
+#include "log.h"
 #include "span.h"
 
 #include <ctype.h>
@@ -216,7 +217,10 @@ static size_t on_header(char *line, size_t one, size_t len, void *arg)
 		header_value(line, len, value, sizeof(value));
 		a->grpc_status = atoi(value);
 	} else if (header_is(line, len, "grpc-message")) {
-		header_value(line, len, a->grpc_message, sizeof(a->grpc_message));
+		header_value(line, len, value, sizeof(value));
+		if (!percent_decode(value, value + strlen(value), a->grpc_message,
+				    sizeof(a->grpc_message)))
+			snprintf(a->grpc_message, sizeof(a->grpc_message), "%s", value);
 	} else if (header_is(line, len, "grpc-status-details-bin")) {
 		header_value(line, len, value, sizeof(value));
 		a->details_len = base64_decode(value, a->details, sizeof(a->details));
@@ -306,6 +310,16 @@ static long http_version(const struct otlp_transport *t)
 	return is_https(t->url) ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
 }
 
+/* libcurl before 7.88.2 (Debian 12 ships 7.88.1) fails every request
+ * after the first on a reused h2c prior-knowledge connection with "Error
+ * in the HTTP2 framing layer" (curl issue #10634, fixed by PR #10643).
+ * There, each cleartext gRPC export opens its own connection. */
+static bool h2c_reuse_broken(const struct otlp_transport *t)
+{
+	return http_version(t) == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE &&
+	       curl_version_info(CURLVERSION_NOW)->version_num < 0x075802;
+}
+
 static int setup_curl(struct otlp_transport *t)
 {
 	CURL *c = t->curl;
@@ -325,6 +339,9 @@ static int setup_curl(struct otlp_transport *t)
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEDATA, &t->answer);
 	rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	rc |= curl_easy_setopt(c, CURLOPT_FORBID_REUSE, h2c_reuse_broken(t) ? 1L : 0L);
+	/* --verbose shows the exchange with the collector too. */
+	rc |= curl_easy_setopt(c, CURLOPT_VERBOSE, log_get_level() >= LOG_DEBUG ? 1L : 0L);
 	if (t->opts.certificate[0])
 		rc |= curl_easy_setopt(c, CURLOPT_CAINFO, t->opts.certificate);
 	if (t->opts.client_certificate[0])

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,26 @@ class Agent:
     def stats(self):
         return json.loads(self.stats_path.read_text())
 
+    def wait_stats(self, ok, timeout=20):
+        """The counters (written every second) once ok(counters) holds."""
+        deadline = time.time() + timeout
+        counters = {}
+        while time.time() < deadline:
+            try:
+                counters = self.stats()
+            except (FileNotFoundError, json.JSONDecodeError):
+                counters = {}
+            if counters and ok(counters):
+                return counters
+            time.sleep(0.1)
+        raise TimeoutError(f"counters never matched: {counters}\n" + self.err_path.read_text())
+
+    def rss_kb(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=30)
@@ -94,7 +115,8 @@ def workdir():
     d = tempfile.mkdtemp(prefix="sonde-e2e-")
     os.chmod(d, 0o755)  # nginx workers run as www-data
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("SONDE_E2E_KEEP"):  # keep logs for a post-mortem
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -207,3 +229,78 @@ def node_server(agent):
     n = NodeServer()
     yield n
     n.stop()
+
+
+RECEIVER = ROOT / "tests" / "otlp_receiver" / "receiver.js"
+
+
+class Receiver:
+    """The independent OTLP receiver (tests/otlp_receiver): grpc-js and
+    node:http, decoding with the official opentelemetry-proto schema."""
+
+    def __init__(self, workdir, grpc_port=None, http_port=None, tls=None):
+        opts = {}
+        if grpc_port is not None:
+            opts["grpc_port"] = grpc_port
+        if http_port is not None:
+            opts["http_port"] = http_port
+        if tls:
+            opts["tls"] = tls
+        self.err = open(Path(workdir) / f"receiver-{os.getpid()}-{time.time()}.err", "w")
+        self.proc = subprocess.Popen(["node", str(RECEIVER), json.dumps(opts)],
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("receiver did not start: " + Path(self.err.name).read_text())
+        ports = json.loads(line)
+        self.grpc_port = ports.get("grpc_port")
+        self.http_port = ports.get("http_port")
+        self.control_port = ports["control_port"]
+
+    def _control(self, path, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     method="GET" if body is None else "POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            data = resp.read()
+        return json.loads(data) if data else None
+
+    def script(self, answers):
+        """The next answers, in order: dicts like {"kind": "unavailable"}."""
+        self._control("/script", answers)
+
+    def requests(self):
+        return self._control("/requests")
+
+    def spans_for_port(self, port):
+        """Spans the receiver accepted whose server.port is `port`."""
+        return [s for r in self.requests() if r["accepted"] for s in r["spans"]
+                if s["attributes"].get("server.port") == port]
+
+    def wait_spans(self, port, count, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = self.spans_for_port(port)
+            if len(got) >= count:
+                return got
+            time.sleep(0.1)
+        return self.spans_for_port(port)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.err.close()
+
+
+@pytest.fixture
+def receivers(workdir):
+    started = []
+
+    def start(**kwargs):
+        r = Receiver(workdir, **kwargs)
+        started.append(r)
+        return r
+    yield start
+    for r in started:
+        if r.proc.poll() is None:
+            r.stop()

@@ -104,9 +104,9 @@ function statusDetails(code, message, retryDelayMs) {
   const details = [];
   if (retryDelayMs !== undefined) {
     details.push({
-      type_url: 'type.googleapis.com/google.rpc.RetryInfo',
+      typeUrl: 'type.googleapis.com/google.rpc.RetryInfo',
       value: schema.retryInfo.encode({
-        retry_delay: { seconds: Math.floor(retryDelayMs / 1000), nanos: (retryDelayMs % 1000) * 1e6 },
+        retryDelay: { seconds: Math.floor(retryDelayMs / 1000), nanos: (retryDelayMs % 1000) * 1e6 },
       }).finish(),
     });
   }
