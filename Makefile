@@ -68,7 +68,13 @@ fuzz: $(BUILD)/fuzz_stream
 	$(BUILD)/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=4096 \
 		$(BUILD)/fuzz_corpus tests/fuzz/seeds tests/fuzz/regressions
 
-e2e: $(BUILD)/sonde
+# The independent OTLP receiver the end-to-end tests export to.
+RECEIVER_DIR := tests/otlp_receiver
+$(RECEIVER_DIR)/node_modules/.installed: $(RECEIVER_DIR)/package-lock.json
+	npm ci --prefix $(RECEIVER_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+e2e: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
 	/usr/bin/python3 -m pytest -v tests/e2e
 
 deps:

@@ -10,8 +10,11 @@ completed) and lost-event counters, and writes the same as JSON.
 
 usage: bench/nginx_bench.py [--rounds N] [--seconds S] [--modes ring,perf,ring-nowrk] [--json PATH]
 Each round runs untraced, then sonde once per mode: ring or perf buffer,
-and "-nowrk" for wrk excluded from tracing (--exclude-comm wrk), so that only
-nginx's SERVER spans are built, one per request.
+"-nowrk" for wrk excluded from tracing (--exclude-comm wrk), so that only
+nginx's SERVER spans are built, one per request, and "-otlp" for export
+on: OTLP/HTTP protobuf to a sink (a second nginx that answers 200 and
+discards the body), so that the figure is sonde's own cost of encoding and
+sending every span, not a receiver's cost of decoding it.
 """
 import argparse
 import json
@@ -51,6 +54,28 @@ http {{
 }}
 """
 
+SINK_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/sink.pid;
+error_log {dir}/sink-error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_max_body_size 64m;
+    client_body_buffer_size 16m;
+    client_body_temp_path {dir}/sink-body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /v1/traces {{ return 200; }}
+    }}
+}}
+"""
+
 
 def free_port():
     with socket.socket() as s:
@@ -58,11 +83,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_nginx(workdir):
+def start_nginx(workdir, template=NGINX_CONF, name="nginx"):
     port = free_port()
-    conf = Path(workdir) / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(Path(workdir) / "error.log")])
+    conf = Path(workdir) / f"{name}.conf"
+    conf.write_text(template.format(dir=workdir, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")])
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
@@ -95,12 +120,17 @@ def peak_rss_mb(pid):
     return 0.0
 
 
-def traced_run(port, seconds, workdir, n, mode):
+def traced_run(port, seconds, workdir, n, mode, sink_port):
     stats_file = Path(workdir) / f"stats-{mode}-{n}.json"
     err = open(Path(workdir) / f"sonde-{mode}-{n}.err", "w")
-    env = dict(os.environ, OTEL_TRACES_EXPORTER="none", SONDE_BUFFER=mode.split("-")[0])
-    if mode.endswith("-nowrk"):
+    parts = mode.split("-")
+    env = dict(os.environ, OTEL_TRACES_EXPORTER="none", SONDE_BUFFER=parts[0])
+    if "nowrk" in parts:
         env["SONDE_EXCLUDE_COMM"] = "wrk"
+    if "otlp" in parts:
+        env.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+                   OTEL_BSP_MAX_QUEUE_SIZE="8192")
     sonde = subprocess.Popen([str(SONDE), "--stats-file", str(stats_file)],
                              stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.time() + 30
@@ -122,6 +152,10 @@ def traced_run(port, seconds, workdir, n, mode):
     result["lost_ringbuf_full"] = stats["lost_ringbuf_full"]
     result["lost_other"] = stats["lost_conn_map_full"]
     result["events"] = stats["events"]
+    result["spans_built"] = stats["spans_built"]
+    result["spans_exported"] = stats["spans_exported"]
+    result["spans_dropped"] = stats["spans_dropped"]
+    result["spans_failed"] = stats["spans_failed"] + stats["spans_refused"]
     return result
 
 
@@ -138,6 +172,10 @@ def summarize(base, traced):
         "lost_ringbuf_full": sum(r["lost_ringbuf_full"] for r in traced),
         "lost_other": sum(r["lost_other"] for r in traced),
         "events_per_request": sum(r["events"] for r in traced) / requests,
+        "spans_built": sum(r["spans_built"] for r in traced),
+        "spans_exported": sum(r["spans_exported"] for r in traced),
+        "spans_dropped": sum(r["spans_dropped"] for r in traced),
+        "spans_failed": sum(r["spans_failed"] for r in traced),
         "runs": traced,
     }
     summary["ratio"] = statistics.median(summary["ratios"])
@@ -145,8 +183,10 @@ def summarize(base, traced):
 
 
 def print_mode(mode, m):
-    traced = "nginx only (wrk excluded)" if mode.endswith("-nowrk") else "nginx and wrk"
-    print(f"  sonde, {mode.split('-')[0]} buffer, export off, tracing {traced}")
+    parts = mode.split("-")
+    traced = "nginx only (wrk excluded)" if "nowrk" in parts else "nginx and wrk"
+    export = "OTLP/HTTP export on" if "otlp" in parts else "export off"
+    print(f"  sonde, {parts[0]} buffer, {export}, tracing {traced}")
     print(f"    req/s (median)    {m['traced_rps']:>10.0f}")
     print(f"    ratio (median)    {m['ratio']:>10.3f}  "
           f"(per round: {', '.join(f'{r:.3f}' for r in m['ratios'])})")
@@ -158,6 +198,9 @@ def print_mode(mode, m):
     print(f"    lost events       {m['lost_ringbuf_full']:>10d} buffer full, "
           f"{m['lost_other']} map full")
     print(f"    events/request    {m['events_per_request']:>10.2f}")
+    if "otlp" in parts:
+        print(f"    exported          {m['spans_exported']:>10d} of {m['spans_built']} built "
+              f"({m['spans_dropped']} dropped at a full queue, {m['spans_failed']} failed)")
 
 
 def main():
@@ -171,6 +214,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     nginx, port = start_nginx(workdir)
+    sink, sink_port = start_nginx(workdir, SINK_CONF, "sink")
     base, traced = [], {m: [] for m in modes}
     try:
         run_wrk(port, 1)  # warm-up
@@ -178,12 +222,13 @@ def main():
             base.append(run_wrk(port, args.seconds))
             line = f"round {n + 1}: untraced {base[-1]['rps']:.0f} req/s"
             for mode in modes:
-                traced[mode].append(traced_run(port, args.seconds, workdir, n, mode))
+                traced[mode].append(traced_run(port, args.seconds, workdir, n, mode, sink_port))
                 line += f", {mode} {traced[mode][-1]['rps']:.0f}"
             print(line, flush=True)
     finally:
-        nginx.terminate()
-        nginx.wait()
+        for server in (nginx, sink):
+            server.terminate()
+            server.wait()
     result = {
         "untraced_rps": statistics.median([r["rps"] for r in base]),
         "untraced_p50": [r["p50"] for r in base], "untraced_p99": [r["p99"] for r in base],

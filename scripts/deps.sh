@@ -6,11 +6,16 @@ set -euo pipefail
 packages=(
 	# build
 	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
-	# tests: unit, fuzz, end-to-end servers and clients
+	# OTLP export: protobuf encoding, HTTP/1.1 and HTTP/2 (nghttp2) with TLS
+	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev ca-certificates
+	# tests: unit, fuzz, end-to-end servers and clients, the OTLP receiver
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
-	nginx-light wrk curl iproute2 procps
+	nginx-light wrk curl iproute2 procps openssl
 	python3 python3-pytest python3-fastapi python3-uvicorn python3-httpx
 )
+# Node.js runs the test receiver and a test server; a machine may already
+# have a newer one than Debian's (18), which is fine.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

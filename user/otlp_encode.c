@@ -11,7 +11,7 @@
 #define SCOPE_NAME "sonde"
 #define RETRY_INFO_TYPE "type.googleapis.com/google.rpc.RetryInfo"
 
-/* The message structs of one span and the storage of its derived strings. */
+/* The message structs of the span being packed, and its derived strings. */
 struct span_msg {
 	Otlp__Span span;
 	Otlp__Status status;
@@ -25,29 +25,53 @@ struct span_msg {
 /* One traced process in the batch. */
 struct resource_msg {
 	const struct proc_info *proc;
-	size_t first_span; /* its spans in span_ptrs: [first_span, first_span + n) */
+	size_t first_span; /* its spans in span_bytes: [first_span, first_span + n) */
 	size_t n_spans;
-	Otlp__ResourceSpans resource_spans;
+	Otlp__ResourceSpansPacked resource_spans;
 	Otlp__Resource resource;
-	Otlp__ScopeSpans scope_spans;
-	Otlp__ScopeSpans *scope_ptr;
+	Otlp__ScopeSpansPacked scope_spans;
+	Otlp__ScopeSpansPacked *scope_ptr;
 	Otlp__KeyValue kv[SEMCONV_RESOURCE_ATTRS_MAX];
 	Otlp__AnyValue value[SEMCONV_RESOURCE_ATTRS_MAX];
 	Otlp__KeyValue *kv_ptrs[SEMCONV_RESOURCE_ATTRS_MAX];
 	char scratch[SEMCONV_RESOURCE_SCRATCH];
 };
 
+/* A growable byte buffer that keeps its largest size. */
+struct bytes {
+	uint8_t *data;
+	size_t size, used;
+};
+
 struct otlp_encoder {
 	uint32_t max_spans;
-	struct span_msg *spans;
+	struct span_msg span;
 	struct resource_msg *resources;
-	Otlp__Span **span_ptrs;          /* grouped by resource */
-	Otlp__ResourceSpans **rs_ptrs;
+	ProtobufCBinaryData *span_bytes; /* packed spans, grouped by resource */
+	size_t *span_offset;             /* per input span: where it is in packed_spans */
+	Otlp__ResourceSpansPacked **rs_ptrs;
 	uint32_t *resource_of;           /* per input span: index into resources */
 	Otlp__InstrumentationScope scope;
-	uint8_t *out;
-	size_t out_size;
+	struct bytes packed_spans;
+	struct bytes out;                /* OTLP_ENCODE_HEADROOM bytes, then the request */
 };
+
+static int reserve(struct bytes *b, size_t more)
+{
+	size_t want = b->used + more, size = b->size ? b->size : 4096;
+	uint8_t *grown;
+
+	if (want <= b->size)
+		return 0;
+	while (size < want)
+		size *= 2;
+	grown = realloc(b->data, size);
+	if (!grown)
+		return -ENOMEM;
+	b->data = grown;
+	b->size = size;
+	return 0;
+}
 
 /* A sink that appends attributes to a KeyValue array. */
 struct kv_builder {
@@ -111,12 +135,12 @@ struct otlp_encoder *otlp_encoder_new(uint32_t max_spans)
 	if (!enc)
 		return NULL;
 	enc->max_spans = max_spans;
-	enc->spans = calloc(max_spans, sizeof(*enc->spans));
 	enc->resources = calloc(max_spans, sizeof(*enc->resources));
-	enc->span_ptrs = calloc(max_spans, sizeof(*enc->span_ptrs));
+	enc->span_bytes = calloc(max_spans, sizeof(*enc->span_bytes));
+	enc->span_offset = calloc(max_spans, sizeof(*enc->span_offset));
 	enc->rs_ptrs = calloc(max_spans, sizeof(*enc->rs_ptrs));
 	enc->resource_of = calloc(max_spans, sizeof(*enc->resource_of));
-	if (!enc->spans || !enc->resources || !enc->span_ptrs || !enc->rs_ptrs ||
+	if (!enc->resources || !enc->span_bytes || !enc->span_offset || !enc->rs_ptrs ||
 	    !enc->resource_of) {
 		otlp_encoder_free(enc);
 		return NULL;
@@ -131,12 +155,13 @@ void otlp_encoder_free(struct otlp_encoder *enc)
 {
 	if (!enc)
 		return;
-	free(enc->spans);
 	free(enc->resources);
-	free(enc->span_ptrs);
+	free(enc->span_bytes);
+	free(enc->span_offset);
 	free(enc->rs_ptrs);
 	free(enc->resource_of);
-	free(enc->out);
+	free(enc->packed_spans.data);
+	free(enc->out.data);
 	free(enc);
 }
 
@@ -166,8 +191,23 @@ static void build_span(struct span_msg *m, const struct span *s)
 	out->status = &m->status;
 }
 
+/* Packs the span on its own; its bytes go into the request as they are. */
+static int pack_span(struct otlp_encoder *enc, const struct span *s, size_t *offset)
+{
+	size_t len;
+
+	build_span(&enc->span, s);
+	len = otlp__span__get_packed_size(&enc->span.span);
+	if (reserve(&enc->packed_spans, len))
+		return -ENOMEM;
+	*offset = enc->packed_spans.used;
+	enc->packed_spans.used += otlp__span__pack(&enc->span.span,
+						  enc->packed_spans.data + *offset);
+	return 0;
+}
+
 static void build_resource(struct resource_msg *r, Otlp__InstrumentationScope *scope,
-			   Otlp__Span **span_ptrs)
+			   ProtobufCBinaryData *span_bytes)
 {
 	struct kv_builder attrs = { r->kv, r->value, r->kv_ptrs, 0, SEMCONV_RESOURCE_ATTRS_MAX };
 	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
@@ -176,12 +216,12 @@ static void build_resource(struct resource_msg *r, Otlp__InstrumentationScope *s
 	semconv_resource_attributes(r->proc, &sink, r->scratch);
 	r->resource.attributes = r->kv_ptrs;
 	r->resource.n_attributes = attrs.n;
-	otlp__scope_spans__init(&r->scope_spans);
+	otlp__scope_spans_packed__init(&r->scope_spans);
 	r->scope_spans.scope = scope;
-	r->scope_spans.spans = span_ptrs + r->first_span;
+	r->scope_spans.spans = span_bytes + r->first_span;
 	r->scope_spans.n_spans = r->n_spans;
 	r->scope_ptr = &r->scope_spans;
-	otlp__resource_spans__init(&r->resource_spans);
+	otlp__resource_spans_packed__init(&r->resource_spans);
 	r->resource_spans.resource = &r->resource;
 	r->resource_spans.scope_spans = &r->scope_ptr;
 	r->resource_spans.n_scope_spans = 1;
@@ -208,27 +248,23 @@ static size_t group_by_process(struct otlp_encoder *enc, const struct span *cons
 	return n_resources;
 }
 
-static int serialize(struct otlp_encoder *enc, const Otlp__ExportTraceServiceRequest *req,
+static int serialize(struct otlp_encoder *enc, const Otlp__ExportTraceServiceRequestPacked *req,
 		     size_t *out_len)
 {
-	size_t len = otlp__export_trace_service_request__get_packed_size(req);
+	size_t len = otlp__export_trace_service_request_packed__get_packed_size(req);
 
-	if (len > enc->out_size) {
-		uint8_t *grown = realloc(enc->out, len);
-
-		if (!grown)
-			return -ENOMEM;
-		enc->out = grown;
-		enc->out_size = len;
-	}
-	*out_len = otlp__export_trace_service_request__pack(req, enc->out);
+	enc->out.used = 0;
+	if (reserve(&enc->out, OTLP_ENCODE_HEADROOM + len))
+		return -ENOMEM;
+	*out_len = otlp__export_trace_service_request_packed__pack(
+		req, enc->out.data + OTLP_ENCODE_HEADROOM);
 	return 0;
 }
 
 int otlp_encode(struct otlp_encoder *enc, const struct span *const *spans, size_t n,
-		const uint8_t **out, size_t *out_len)
+		uint8_t **out, size_t *out_len)
 {
-	Otlp__ExportTraceServiceRequest req = OTLP__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+	Otlp__ExportTraceServiceRequestPacked req = OTLP__EXPORT_TRACE_SERVICE_REQUEST_PACKED__INIT;
 	size_t n_resources, next = 0;
 	int err;
 
@@ -240,20 +276,29 @@ int otlp_encode(struct otlp_encoder *enc, const struct span *const *spans, size_
 		next += enc->resources[r].n_spans;
 		enc->resources[r].n_spans = 0;
 	}
+	enc->packed_spans.used = 0;
+	for (size_t i = 0; i < n; i++) {
+		err = pack_span(enc, spans[i], &enc->span_offset[i]);
+		if (err)
+			return err;
+	}
+	/* Pointers only now: packing may have moved the buffer. */
 	for (size_t i = 0; i < n; i++) {
 		struct resource_msg *r = &enc->resources[enc->resource_of[i]];
+		size_t end = i + 1 < n ? enc->span_offset[i + 1] : enc->packed_spans.used;
 
-		build_span(&enc->spans[i], spans[i]);
-		enc->span_ptrs[r->first_span + r->n_spans++] = &enc->spans[i].span;
+		enc->span_bytes[r->first_span + r->n_spans++] = (ProtobufCBinaryData){
+			end - enc->span_offset[i], enc->packed_spans.data + enc->span_offset[i]
+		};
 	}
 	for (size_t r = 0; r < n_resources; r++) {
-		build_resource(&enc->resources[r], &enc->scope, enc->span_ptrs);
+		build_resource(&enc->resources[r], &enc->scope, enc->span_bytes);
 		enc->rs_ptrs[r] = &enc->resources[r].resource_spans;
 	}
 	req.resource_spans = enc->rs_ptrs;
 	req.n_resource_spans = n_resources;
 	err = serialize(enc, &req, out_len);
-	*out = enc->out;
+	*out = enc->out.data + OTLP_ENCODE_HEADROOM;
 	return err;
 }
 

@@ -1,7 +1,8 @@
 /* Spans to an OTLP ExportTraceServiceRequest (protobuf), and the
- * collector's ExportTraceServiceResponse back. All message structs are
- * preallocated for the largest batch, so encoding allocates only when
- * the output buffer has to grow past its largest size so far. */
+ * collector's ExportTraceServiceResponse back. Message structs are
+ * preallocated for the largest batch, and buffers keep their largest
+ * size, so encoding allocates only while a batch is bigger than any
+ * before it. */
 #ifndef SONDE_OTLP_ENCODE_H
 #define SONDE_OTLP_ENCODE_H
 
@@ -11,6 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Free bytes in front of an encoded request, for a transport's framing
+ * (gRPC's 5-byte message prefix) without copying the request. */
+#define OTLP_ENCODE_HEADROOM 5
+
 struct otlp_encoder;
 
 struct otlp_encoder *otlp_encoder_new(uint32_t max_spans);
@@ -18,9 +23,10 @@ void otlp_encoder_free(struct otlp_encoder *enc);
 
 /* Encodes n (<= max_spans) spans as one request: one ResourceSpans per
  * process, one ScopeSpans ("sonde") in each. On success *out points to
- * the bytes, owned by the encoder until its next call. */
+ * the bytes, owned by the encoder until its next call and preceded by
+ * OTLP_ENCODE_HEADROOM bytes the caller may write. */
 int otlp_encode(struct otlp_encoder *enc, const struct span *const *spans, size_t n,
-		const uint8_t **out, size_t *out_len);
+		uint8_t **out, size_t *out_len);
 
 struct otlp_partial_success {
 	int64_t rejected_spans;

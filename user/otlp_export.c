@@ -93,7 +93,7 @@ static void account_success(struct otlp_export *exp, size_t n, const struct otlp
 }
 
 /* Sends until delivered, refused, or out of time; one encoding for all. */
-static void send_with_retries(struct otlp_export *exp, const uint8_t *message, size_t len,
+static void send_with_retries(struct otlp_export *exp, uint8_t *message, size_t len,
 			      size_t n, const struct otlp_pacer *pacer,
 			      struct otlp_batch_result *result)
 {
@@ -136,19 +136,19 @@ static void send_with_retries(struct otlp_export *exp, const uint8_t *message, s
 void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
 		       const struct otlp_pacer *pacer, struct otlp_batch_result *result)
 {
-	const uint8_t *message;
+	uint8_t *encoded;
 	size_t len;
 	int err;
 
 	memset(result, 0, sizeof(*result));
-	err = otlp_encode(exp->encoder, spans, n, &message, &len);
+	err = otlp_encode(exp->encoder, spans, n, &encoded, &len);
 	if (err) {
 		snprintf(result->reason, sizeof(result->reason), "encoding %zu spans: %s", n,
 			 strerror(-err));
 		result->failed = n;
 		return;
 	}
-	send_with_retries(exp, message, len, n, pacer, result);
+	send_with_retries(exp, encoded, len, n, pacer, result);
 }
 
 void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out)

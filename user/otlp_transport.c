@@ -16,6 +16,8 @@
 
 #define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 #define GRPC_PREFIX 5            /* compressed flag, 32-bit big-endian length */
+
+_Static_assert(GRPC_PREFIX <= OTLP_ENCODE_HEADROOM, "the gRPC prefix fits the headroom");
 #define RESPONSE_MAX (64 * 1024) /* more is not an OTLP response; cut */
 
 /* gRPC status codes the OTLP specification calls retryable. */
@@ -271,30 +273,38 @@ static size_t gzip_into_frame(struct otlp_transport *t, const uint8_t *message, 
 	return bound - t->zs.avail_out;
 }
 
-/* The request body: the message, gzipped if configured, and for gRPC
- * behind the length-prefixed message framing. Returns its length or 0. */
-static size_t build_body(struct otlp_transport *t, const uint8_t *message, size_t len)
+static void write_grpc_prefix(uint8_t *at, bool compressed, size_t len)
 {
-	size_t offset = t->opts.protocol == OTLP_GRPC ? GRPC_PREFIX : 0, body_len;
+	at[0] = compressed ? 1 : 0;
+	at[1] = (uint8_t)(len >> 24);
+	at[2] = (uint8_t)(len >> 16);
+	at[3] = (uint8_t)(len >> 8);
+	at[4] = (uint8_t)len;
+}
 
-	if (t->opts.gzip) {
-		body_len = gzip_into_frame(t, message, len, offset);
-		if (!body_len)
-			return 0;
-	} else {
-		if (!grow(t, offset + len))
-			return 0;
-		memcpy(t->frame + offset, message, len);
-		body_len = len;
+/* The request body: the message, gzipped if configured, and for gRPC
+ * behind the length-prefixed message framing, which goes into the
+ * encoder's headroom when there is nothing to compress. Returns where
+ * the body starts (NULL: out of memory) and its length in *body_len. */
+static const uint8_t *build_body(struct otlp_transport *t, uint8_t *message, size_t len,
+				 size_t *body_len)
+{
+	bool grpc = t->opts.protocol == OTLP_GRPC;
+	size_t offset = grpc ? GRPC_PREFIX : 0, packed;
+
+	if (!t->opts.gzip) {
+		if (grpc)
+			write_grpc_prefix(message - GRPC_PREFIX, false, len);
+		*body_len = offset + len;
+		return message - offset;
 	}
-	if (offset) {
-		t->frame[0] = t->opts.gzip ? 1 : 0;
-		t->frame[1] = (uint8_t)(body_len >> 24);
-		t->frame[2] = (uint8_t)(body_len >> 16);
-		t->frame[3] = (uint8_t)(body_len >> 8);
-		t->frame[4] = (uint8_t)body_len;
-	}
-	return offset + body_len;
+	packed = gzip_into_frame(t, message, len, offset);
+	if (!packed)
+		return NULL;
+	if (grpc)
+		write_grpc_prefix(t->frame, true, packed);
+	*body_len = offset + packed;
+	return t->frame;
 }
 
 static bool is_https(const char *url)
@@ -534,21 +544,22 @@ static void reset_answer(struct answer *a)
 	a->body_cut = false;
 }
 
-void otlp_transport_send(struct otlp_transport *t, const uint8_t *message, size_t len,
+void otlp_transport_send(struct otlp_transport *t, uint8_t *message, size_t len,
 			 struct otlp_reply *reply)
 {
-	size_t body_len = build_body(t, message, len);
+	size_t body_len;
+	const uint8_t *body = build_body(t, message, len, &body_len);
 	CURLcode rc;
 
 	memset(reply, 0, sizeof(*reply));
 	reply->retry_after_ms = -1;
-	if (!body_len) {
+	if (!body) {
 		set_reason(reply, OTLP_RETRYABLE, "out of memory building a %zu-byte request", len);
 		return;
 	}
 	reset_answer(&t->answer);
 	t->curl_error[0] = '\0';
-	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, t->frame);
+	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	rc = curl_easy_perform(t->curl);
 	if (rc != CURLE_OK) {

@@ -49,7 +49,9 @@ struct otlp_transport;
 int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts, char *err,
 		       size_t err_size);
 void otlp_transport_free(struct otlp_transport *t);
-void otlp_transport_send(struct otlp_transport *t, const uint8_t *message, size_t len,
+/* message comes from otlp_encode: the transport writes its framing into
+ * the OTLP_ENCODE_HEADROOM bytes before it. */
+void otlp_transport_send(struct otlp_transport *t, uint8_t *message, size_t len,
 			 struct otlp_reply *reply);
 
 #endif

@@ -203,7 +203,7 @@ Test(otlp_encode, groups_by_process_with_typed_attributes)
 	struct span spans[3];
 	const struct span *ptrs[3] = { &spans[0], &spans[1], &spans[2] };
 	struct otlp_encoder *enc = otlp_encoder_new(8);
-	const uint8_t *bytes;
+	uint8_t *bytes;
 	size_t len;
 
 	fill_span(&spans[0], &proc_a, 1, SPAN_KIND_SERVER);
