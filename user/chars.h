@@ -21,4 +21,14 @@ static inline bool char_is(char c, uint8_t class_bits)
 	return char_classes[(uint8_t)c] & class_bits;
 }
 
+/* The value of a hex digit, or -1. */
+static inline int char_hex_value(char c)
+{
+	if (!char_is(c, CHAR_HEX))
+		return -1;
+	if (c <= '9')
+		return c - '0';
+	return (c | 0x20) - 'a' + 10;
+}
+
 #endif

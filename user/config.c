@@ -1,24 +1,13 @@
 #include "config.h"
 
+#include "log.h"
 #include "sonde_events.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, size, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
 {
@@ -55,10 +44,10 @@ static int parse_exclude(struct sonde_config *cfg, const char *text, const char 
 		size_t len = strcspn(text, ",");
 
 		if (len == 0 || len >= SONDE_COMM_LEN)
-			return fail(err, size, "%s: \"%.*s\" is not a process name of 1 to %d characters",
+			return errorf(err, size, "%s: \"%.*s\" is not a process name of 1 to %d characters",
 				    source, (int)len, text, SONDE_COMM_LEN - 1);
 		if (cfg->excluded_count == SONDE_EXCLUDE_MAX)
-			return fail(err, size, "%s: more than %d process names", source,
+			return errorf(err, size, "%s: more than %d process names", source,
 				    SONDE_EXCLUDE_MAX);
 		memset(cfg->excluded_comms[cfg->excluded_count], 0, SONDE_COMM_LEN);
 		memcpy(cfg->excluded_comms[cfg->excluded_count++], text, len);
@@ -80,7 +69,7 @@ static int parse_exporters(const char *text, const char *source, unsigned *out, 
 		else if (len == 7 && strncmp(text, "console", 7) == 0)
 			*out |= EXPORTER_CONSOLE;
 		else if (len != 4 || strncmp(text, "none", 4) != 0)
-			return fail(err, size,
+			return errorf(err, size,
 				    "%s: \"%.*s\" is not one of otlp, console, none", source,
 				    (int)len, text);
 		text += len + (text[len] == ',');
@@ -124,7 +113,7 @@ static int set_number(struct sonde_config *cfg, const struct number_setting *n, 
 		      const char *source, char *err, size_t size)
 {
 	if (parse_u32(text, n->min, n->max, field(cfg, n)))
-		return fail(err, size, "%s: \"%s\" is not a whole number from %u to %u", source,
+		return errorf(err, size, "%s: \"%s\" is not a whole number from %u to %u", source,
 			    text, n->min, n->max);
 	return 0;
 }
@@ -162,7 +151,7 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	}
 	v = getenv_fn("SONDE_BUFFER");
 	if (v && v[0] && parse_buffer(v, &cfg->buffer))
-		return fail(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
+		return errorf(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
 	v = getenv_fn("SONDE_EXCLUDE_COMM");
 	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
 		return -1;
@@ -218,7 +207,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_BUFFER:
 			if (parse_buffer(optarg, &cfg->buffer))
-				return fail(err, size, "--buffer: \"%s\" is not one of auto, ring, perf",
+				return errorf(err, size, "--buffer: \"%s\" is not one of auto, ring, perf",
 					    optarg);
 			break;
 		case OPT_EXCLUDE:
@@ -251,12 +240,12 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				otlp_settings_set_flag(otlp, c - OPT_OTLP, optarg);
 				break;
 			}
-			return fail(err, size, "unknown or incomplete option \"%s\" (see --help)",
+			return errorf(err, size, "unknown or incomplete option \"%s\" (see --help)",
 				    argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		return fail(err, size, "unexpected argument \"%s\" (see --help)", argv[optind]);
+		return errorf(err, size, "unexpected argument \"%s\" (see --help)", argv[optind]);
 	return 0;
 }
 
@@ -272,10 +261,10 @@ int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_
 	if ((cfg->exporters & EXPORTER_OTLP) && otlp_settings_resolve(&otlp, &cfg->otlp, err, err_size))
 		return -1;
 	if (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1))
-		return fail(err, err_size, "ring buffer size %u is not a power of two",
+		return errorf(err, err_size, "ring buffer size %u is not a power of two",
 			    cfg->ringbuf_bytes);
 	if (cfg->max_export_batch > cfg->max_queue_size)
-		return fail(err, err_size,
+		return errorf(err, err_size,
 			    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (%u) exceeds OTEL_BSP_MAX_QUEUE_SIZE (%u)",
 			    cfg->max_export_batch, cfg->max_queue_size);
 	cfg->wakeup_bytes = cfg->ringbuf_bytes / 32;

@@ -492,17 +492,6 @@ static size_t feed_head(struct http1_stream *s, const uint8_t *p, size_t n, bool
 
 /* ---- chunked bodies ------------------------------------------------------- */
 
-static int hex_value(char c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "1f4[;ext...]" */
 static bool chunk_size_line(struct http1_stream *s)
 {
@@ -511,10 +500,10 @@ static bool chunk_size_line(struct http1_stream *s)
 
 	if (s->line_overflow)
 		return false;
-	for (; i < len && hex_value(s->line[i]) >= 0; i++) {
+	for (; i < len && char_hex_value(s->line[i]) >= 0; i++) {
 		if (i >= 15)
 			return false;
-		size = size << 4 | (uint64_t)hex_value(s->line[i]);
+		size = size << 4 | (uint64_t)char_hex_value(s->line[i]);
 	}
 	if (i == 0 || (i < len && s->line[i] != ';' && s->line[i] != ' ' && s->line[i] != '\t'))
 		return false;

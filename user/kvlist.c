@@ -1,18 +1,9 @@
 #include "kvlist.h"
 
+#include "chars.h"
+
 #include <stdbool.h>
 #include <string.h>
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static void trim(const char **start, const char **end)
 {
@@ -46,7 +37,7 @@ bool percent_decode(const char *start, const char *end, char *out, size_t size)
 			out[used++] = *start++;
 			continue;
 		}
-		if (end - start < 3 || (hi = hex_digit(start[1])) < 0 || (lo = hex_digit(start[2])) < 0)
+		if (end - start < 3 || (hi = char_hex_value(start[1])) < 0 || (lo = char_hex_value(start[2])) < 0)
 			return false;
 		out[used++] = (char)(hi << 4 | lo);
 		start += 3;

@@ -72,3 +72,15 @@ void log_limited(struct log_limit *limit, enum log_level level, const char *fmt,
 	log_vmsg(level, fmt, ap);
 	va_end(ap);
 }
+
+int errorf(char *err, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !size)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return -1;
+}

@@ -3,6 +3,7 @@
 #ifndef SONDE_LOG_H
 #define SONDE_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
@@ -25,6 +26,10 @@ struct log_limit {
 
 void log_limited(struct log_limit *limit, enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Formats an error message into err (which may be NULL) and returns -1:
+ * for functions that report failures to their caller with context. */
+int errorf(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

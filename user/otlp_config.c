@@ -1,9 +1,9 @@
 #include "otlp_config.h"
 
 #include "kvlist.h"
+#include "log.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,17 +38,6 @@ static const char *const flags[OTLP_SETTINGS] = {
 	[OTLP_CLIENT_KEY] = "otlp-client-key",
 	[OTLP_INSECURE] = "otlp-insecure",
 };
-
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, size, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
 {
@@ -99,7 +88,7 @@ static int parse_protocol(const struct otlp_settings *s, struct otlp_opts *out, 
 	else if (strcmp(v, "grpc") == 0)
 		out->protocol = OTLP_GRPC;
 	else
-		return fail(err, size, "%s: \"%s\" is not one of grpc, http/protobuf%s",
+		return errorf(err, size, "%s: \"%s\" is not one of grpc, http/protobuf%s",
 			    s->value[OTLP_PROTOCOL].source, v,
 			    strcmp(v, "http/json") == 0 ? " (http/json is not supported)" : "");
 	return 0;
@@ -116,7 +105,7 @@ static int parse_bool(const struct otlp_settings *s, enum otlp_setting which, bo
 	if (strcasecmp(v, "true") == 0)
 		*out = true;
 	else if (strcasecmp(v, "false") != 0)
-		return fail(err, size, "%s: \"%s\" is not true or false", s->value[which].source, v);
+		return errorf(err, size, "%s: \"%s\" is not true or false", s->value[which].source, v);
 	return 0;
 }
 
@@ -145,7 +134,7 @@ static int grpc_url(const struct otlp_settings *s, bool insecure, struct otlp_op
 			 (int)strcspn(v, "/?#"), v);
 	}
 	if (!host[0] || host[0] == '/' || strchr(v, ' '))
-		return fail(err, size, "%s: \"%s\" is not an endpoint like http://host:4317",
+		return errorf(err, size, "%s: \"%s\" is not an endpoint like http://host:4317",
 			    s->value[OTLP_ENDPOINT].source, v);
 	return 0;
 }
@@ -159,7 +148,7 @@ static int http_url(const struct otlp_settings *s, struct otlp_opts *out, char *
 	size_t len = strlen(v);
 
 	if (!has_scheme(v) || strchr(v, ' ') || !strstr(v, "://")[3])
-		return fail(err, size, "%s: \"%s\" is not a URL like http://host:4318",
+		return errorf(err, size, "%s: \"%s\" is not a URL like http://host:4318",
 			    s->value[OTLP_ENDPOINT].source, v);
 	if (s->value[OTLP_ENDPOINT].traces_only) {
 		snprintf(out->url, sizeof(out->url), "%s", v);
@@ -182,11 +171,11 @@ static int check_headers(const struct otlp_settings *s, struct otlp_opts *out, c
 	if (!v)
 		return 0;
 	if (strlen(v) >= sizeof(out->headers))
-		return fail(err, size, "%s: longer than %zu characters", s->value[OTLP_HEADERS].source,
+		return errorf(err, size, "%s: longer than %zu characters", s->value[OTLP_HEADERS].source,
 			    sizeof(out->headers) - 1);
 	while ((r = kv_next(&cur, key, sizeof(key), value, sizeof(value))) != KV_END)
 		if (r == KV_BAD || strpbrk(key, " :\r\n") || strpbrk(value, "\r\n"))
-			return fail(err, size,
+			return errorf(err, size,
 				    "%s: not a list of key=value pairs (values percent-encoded)",
 				    s->value[OTLP_HEADERS].source);
 	snprintf(out->headers, sizeof(out->headers), "%s", v);
@@ -200,7 +189,7 @@ static int parse_compression(const struct otlp_settings *s, struct otlp_opts *ou
 
 	out->gzip = v && strcmp(v, "gzip") == 0;
 	if (v && !out->gzip && strcmp(v, "none") != 0)
-		return fail(err, size, "%s: \"%s\" is not one of gzip, none",
+		return errorf(err, size, "%s: \"%s\" is not one of gzip, none",
 			    s->value[OTLP_COMPRESSION].source, v);
 	return 0;
 }
@@ -218,7 +207,7 @@ static int parse_timeout(const struct otlp_settings *s, struct otlp_opts *out, c
 	errno = 0;
 	ms = strtoll(v, &end, 10);
 	if (errno || end == v || *end || ms < 1 || ms > 3600000)
-		return fail(err, size, "%s: \"%s\" is not a time in ms from 1 to 3600000",
+		return errorf(err, size, "%s: \"%s\" is not a time in ms from 1 to 3600000",
 			    s->value[OTLP_TIMEOUT].source, v);
 	out->timeout_ms = (uint32_t)ms;
 	return 0;
@@ -234,7 +223,7 @@ static int readable_file(const struct otlp_settings *s, enum otlp_setting which,
 	if (!v)
 		return 0;
 	if (strlen(v) >= out_size || access(v, R_OK) != 0)
-		return fail(err, size, "%s: cannot read \"%s\": %s", s->value[which].source, v,
+		return errorf(err, size, "%s: cannot read \"%s\": %s", s->value[which].source, v,
 			    strlen(v) >= out_size ? "path too long" : strerror(errno));
 	snprintf(out, out_size, "%s", v);
 	return 0;
@@ -260,7 +249,7 @@ int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, 
 			  err_size))
 		return -1;
 	if (!out->client_certificate[0] != !out->client_key[0])
-		return fail(err, err_size,
+		return errorf(err, err_size,
 			    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY go together: "
 			    "only one is set");
 	return 0;

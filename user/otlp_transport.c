@@ -59,12 +59,6 @@ struct otlp_transport {
 	struct answer answer;
 };
 
-static int fail(char *err, size_t size, const char *what, const char *detail)
-{
-	snprintf(err, size, "%s: %s", what, detail);
-	return -EINVAL;
-}
-
 static bool grow(struct otlp_transport *t, size_t size)
 {
 	uint8_t *bigger;
@@ -369,7 +363,7 @@ int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts
 	int ret = -ENOMEM;
 
 	if (!t)
-		return fail(err, err_size, "OTLP exporter", why);
+		return errorf(err, err_size, "OTLP exporter: %s", why), -ENOMEM;
 	t->opts = *opts;
 	t->answer.body = t->response;
 	snprintf(t->url, sizeof(t->url), "%s%s", opts->url,
@@ -389,7 +383,7 @@ int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts
 	return 0;
 fail:
 	otlp_transport_free(t);
-	fail(err, err_size, "OTLP exporter", why);
+	errorf(err, err_size, "OTLP exporter: %s", why);
 	return ret;
 }
 

@@ -41,6 +41,24 @@ def receiver_port(receiver, protocol):
     return receiver.grpc_port if protocol == "grpc" else receiver.http_port
 
 
+def export_one_request(agent, rx, nginx):
+    """One request through nginx (two spans); returns the spans the receiver
+    accepted and the agent's counters once every span has an outcome."""
+    try:
+        assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
+        spans = rx.wait_spans(nginx.port, 2)
+        stats = agent.wait_stats(settled)
+    finally:
+        assert agent.stop() == 0
+    return spans, stats
+
+
+def answers_seen(rx, port):
+    """The scripted answer of each request that carried spans for `port`."""
+    return [r["answer"] for r in rx.requests()
+            if any(s["attributes"].get("server.port") == port for s in r["spans"])]
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_spans_arrive_decoded(workdir, nginx, receivers, protocol, compression):
@@ -109,16 +127,11 @@ def test_retryable_answers_are_retried(workdir, nginx, receivers, protocol, answ
     rx = receivers(grpc_port=0, http_port=0)
     rx.script([answer, answer])
     agent = otlp_agent(workdir, "otlp-retry", protocol, receiver_port(rx, protocol))
-    try:
-        assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
-        spans = rx.wait_spans(nginx.port, 2)
-        stats = agent.wait_stats(settled)
-    finally:
-        assert agent.stop() == 0
+    spans, _ = export_one_request(agent, rx, nginx)
     assert len(spans) == 2
     attempts = [r for r in rx.requests() if any(
         s["attributes"].get("server.port") == nginx.port for s in r["spans"])]
-    assert [r["answer"] for r in attempts] == [answer["kind"], answer["kind"], "ok"]
+    assert answers_seen(rx, nginx.port) == [answer["kind"], answer["kind"], "ok"]
     if "retry_delay_ms" in answer:
         gaps = [b["time"] - a["time"] for a, b in zip(attempts, attempts[1:])]
         assert min(gaps) >= answer["retry_delay_ms"] - 50, gaps
@@ -147,9 +160,7 @@ def test_refusals_are_not_retried(workdir, nginx, receivers, protocol, answer):
         assert agent.stop() == 0
     assert refused["spans_retried"] == 0
     assert len(later) == 2, "export goes on after a refusal"
-    attempts = [r["answer"] for r in rx.requests() if any(
-        s["attributes"].get("server.port") == nginx.port for s in r["spans"])]
-    assert attempts == [answer["kind"], "ok"], "refused once, not retried"
+    assert answers_seen(rx, nginx.port) == [answer["kind"], "ok"], "refused once, not retried"
     assert final["spans_refused"] == refused["spans_refused"]
     assert final["spans_exported"] + final["spans_refused"] == final["spans_built"]
     assert "the collector refused" in agent.err_path.read_text()
@@ -174,16 +185,11 @@ def test_slow_collector_times_out_and_is_retried(workdir, nginx, receivers):
     rx.script([{"kind": "slow", "delay_ms": 3000}])
     agent = otlp_agent(workdir, "otlp-slow", "http/protobuf", rx.http_port,
                        OTEL_EXPORTER_OTLP_TIMEOUT="500")
-    try:
-        assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
-        spans = rx.wait_spans(nginx.port, 2)
-        stats = agent.wait_stats(settled)
-    finally:
-        assert agent.stop() == 0
+    spans, stats = export_one_request(agent, rx, nginx)
     assert len(spans) == 2
+    assert answers_seen(rx, nginx.port) == ["slow", "ok"]
     assert stats["spans_failed"] == 0
-    assert stats["spans_retried"] >= 2 and stats["export_requests"] >= 2
-    assert "no answer within 500 ms" in agent.err_path.read_text() or stats["spans_retried"]
+    assert stats["spans_retried"] == 2 and stats["export_requests"] == 2
 
 
 def test_collector_down_then_back(workdir, nginx, receivers):
@@ -251,12 +257,7 @@ def test_tls_with_the_right_ca(workdir, nginx, receivers, protocol):
                    tls={"cert": str(ca / "server.pem"), "key": str(ca / "server.key")})
     agent = otlp_agent(workdir, "otlp-tls", protocol, receiver_port(rx, protocol), scheme="https",
                        OTEL_EXPORTER_OTLP_CERTIFICATE=str(ca / "ca.pem"))
-    try:
-        assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
-        spans = rx.wait_spans(nginx.port, 2)
-        stats = agent.wait_stats(settled)
-    finally:
-        assert agent.stop() == 0
+    spans, stats = export_one_request(agent, rx, nginx)
     assert len(spans) == 2
     assert stats["spans_failed"] == 0
 
