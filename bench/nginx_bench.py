@@ -129,8 +129,7 @@ def traced_run(port, seconds, workdir, n, mode, sink_port):
         env["SONDE_EXCLUDE_COMM"] = "wrk"
     if "otlp" in parts:
         env.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
-                   OTEL_BSP_MAX_QUEUE_SIZE="8192")
+                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}")
     sonde = subprocess.Popen([str(SONDE), "--stats-file", str(stats_file)],
                              stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.time() + 30
