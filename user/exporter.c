@@ -68,6 +68,18 @@ static bool stopping(struct exporter *exp)
 	return stop;
 }
 
+/* Waits on `wake` until CLOCK_MONOTONIC reaches deadline_ns, or a signal;
+ * the caller holds the lock. True when the deadline has passed. */
+static bool wait_until(struct exporter *exp, uint64_t deadline_ns)
+{
+	struct timespec until = {
+		.tv_sec = (time_t)(deadline_ns / 1000000000ull),
+		.tv_nsec = (long)(deadline_ns % 1000000000ull),
+	};
+
+	return pthread_cond_timedwait(&exp->wake, &exp->lock, &until) == ETIMEDOUT;
+}
+
 /* Sleeps on; a wake-up from shutdown only brings the end forward. */
 static void pacer_sleep(void *ctx, uint64_t ms)
 {
@@ -76,19 +88,12 @@ static void pacer_sleep(void *ctx, uint64_t ms)
 
 	pthread_mutex_lock(&exp->lock);
 	for (;;) {
-		uint64_t now = monotonic_now_ns(), end = until_ns;
-		struct timespec until;
+		uint64_t end = until_ns;
 
 		if (exp->stopping && exp->shutdown_deadline_ns < end)
 			end = exp->shutdown_deadline_ns;
-		if (now >= end)
+		if (monotonic_now_ns() >= end || wait_until(exp, end))
 			break;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)((end - now) / 1000000000ull);
-		until.tv_nsec += (long)((end - now) % 1000000000ull);
-		until.tv_sec += until.tv_nsec / 1000000000l;
-		until.tv_nsec %= 1000000000l;
-		pthread_cond_timedwait(&exp->wake, &exp->lock, &until);
 	}
 	pthread_mutex_unlock(&exp->lock);
 }
@@ -122,15 +127,7 @@ static void export_otlp(struct exporter *exp, size_t n)
 	struct otlp_pacer pacer = { pacer_sleep, pacer_limit, exp };
 	struct otlp_batch_result result;
 
-	if (monotonic_now_ns() >= pacer_limit(exp)) {
-		memset(&result, 0, sizeof(result));
-		result.failed = n;
-		snprintf(result.reason, sizeof(result.reason),
-			 "shutdown: not sent within OTEL_BSP_EXPORT_TIMEOUT (%u ms)",
-			 exp->opts.export_timeout_ms);
-	} else {
-		otlp_export_batch(exp->otlp, exp->batch, n, &pacer, &result);
-	}
+	otlp_export_batch(exp->otlp, exp->batch, n, &pacer, &result);
 	account_batch(exp, n, &result);
 }
 
@@ -155,15 +152,11 @@ static void export_range(struct exporter *exp, uint64_t from, uint64_t to)
 
 static void wait_for_batch(struct exporter *exp)
 {
-	struct timespec deadline;
+	uint64_t deadline_ns = monotonic_now_ns() + exp->opts.schedule_delay_ms * 1000000ull;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_nsec += (long)(exp->opts.schedule_delay_ms % 1000) * 1000000l;
-	deadline.tv_sec += exp->opts.schedule_delay_ms / 1000 + deadline.tv_nsec / 1000000000l;
-	deadline.tv_nsec %= 1000000000l;
 	pthread_mutex_lock(&exp->lock);
 	while (!exp->stopping && load(&exp->tail) - load(&exp->head) < exp->opts.max_export_batch)
-		if (pthread_cond_timedwait(&exp->wake, &exp->lock, &deadline) == ETIMEDOUT)
+		if (wait_until(exp, deadline_ns))
 			break;
 	pthread_mutex_unlock(&exp->lock);
 }
@@ -201,8 +194,9 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 
 	exp->ring = calloc(opts->max_queue_size, sizeof(*exp->ring));
 	exp->batch = calloc(opts->max_export_batch, sizeof(*exp->batch));
-	exp->line = malloc(CONSOLE_LINE_MAX);
-	if (!exp->ring || !exp->batch || !exp->line) {
+	if (opts->sinks & EXPORTER_CONSOLE)
+		exp->line = malloc(CONSOLE_LINE_MAX);
+	if (!exp->ring || !exp->batch || ((opts->sinks & EXPORTER_CONSOLE) && !exp->line)) {
 		snprintf(err, err_size, "exporter: out of memory for %u queued spans",
 			 opts->max_queue_size);
 		return -ENOMEM;
@@ -222,6 +216,18 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 	return 0;
 }
 
+/* Waits are measured on CLOCK_MONOTONIC, like every deadline here, so a
+ * wall-clock step neither stretches nor cuts them. */
+static void init_monotonic_cond(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
 int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
 		 size_t err_size)
 {
@@ -236,7 +242,7 @@ int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *
 	exp->drop_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
 	exp->export_log = (struct log_limit)LOG_LIMIT_INIT(10, 2);
 	pthread_mutex_init(&exp->lock, NULL);
-	pthread_cond_init(&exp->wake, NULL);
+	init_monotonic_cond(&exp->wake);
 	if (opts->sinks != EXPORTER_NONE) {
 		ret = start_sinks(exp, err, err_size);
 		if (ret) {

@@ -92,19 +92,24 @@ static void account_success(struct otlp_export *exp, size_t n, const struct otlp
 		snprintf(result->reason, sizeof(result->reason), "%s", reply->reason);
 }
 
-/* Sends until delivered, refused, or out of time; one encoding for all. */
+/* Sends until delivered, refused, or out of time: the batch's own time,
+ * or the shutdown deadline once shutdown has begun. One encoding for all. */
 static void send_with_retries(struct otlp_export *exp, uint8_t *message, size_t len,
 			      size_t n, const struct otlp_pacer *pacer,
 			      struct otlp_batch_result *result)
 {
-	uint64_t give_up_at = monotonic_now_ns() + exp->batch_timeout_ns;
-	struct otlp_reply reply;
+	uint64_t batch_end = monotonic_now_ns() + exp->batch_timeout_ns;
+	struct otlp_reply reply = {
+		.reason = "not sent before the shutdown deadline (OTEL_BSP_EXPORT_TIMEOUT)",
+	};
 
 	for (;;) {
 		uint64_t limit = pacer->limit(pacer->ctx), wait_ms;
 
-		if (limit < give_up_at)
-			give_up_at = limit;
+		if (monotonic_now_ns() >= (limit < batch_end ? limit : batch_end))
+			break;
+		if (result->attempts)
+			__atomic_add_fetch(&exp->stats.spans_retried, n, __ATOMIC_RELAXED);
 		otlp_transport_send(exp->transport, message, len, &reply);
 		result->attempts++;
 		__atomic_add_fetch(&exp->stats.requests, 1, __ATOMIC_RELAXED);
@@ -112,25 +117,24 @@ static void send_with_retries(struct otlp_export *exp, uint8_t *message, size_t 
 			account_success(exp, n, &reply, result);
 			return;
 		}
-		snprintf(result->reason, sizeof(result->reason), "%s", reply.reason);
 		if (reply.outcome == OTLP_REFUSED) {
+			snprintf(result->reason, sizeof(result->reason), "%s", reply.reason);
 			result->refused = n;
 			return;
 		}
 		if (reply.outcome == OTLP_UNDELIVERABLE)
 			break;
 		wait_ms = otlp_backoff_ms(result->attempts, next_random(exp), reply.retry_after_ms);
-		if (monotonic_now_ns() + wait_ms * 1000000ull >= give_up_at)
+		if (monotonic_now_ns() + wait_ms * 1000000ull >= batch_end)
 			break;
 		pacer->sleep(pacer->ctx, wait_ms);
-		if (monotonic_now_ns() >= pacer->limit(pacer->ctx))
-			break;
-		__atomic_add_fetch(&exp->stats.spans_retried, n, __ATOMIC_RELAXED);
 	}
 	result->failed = n;
 	if (result->attempts > 1)
 		snprintf(result->reason, sizeof(result->reason), "gave up after %u attempts: %s",
 			 result->attempts, reply.reason);
+	else
+		snprintf(result->reason, sizeof(result->reason), "%s", reply.reason);
 }
 
 void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
