@@ -1,5 +1,6 @@
 #include "otlp_encode.h"
 
+#include "bytes.h"
 #include "semconv.h"
 #include "otlp_trace.pb-c.h"
 
@@ -37,12 +38,6 @@ struct resource_msg {
 	char scratch[SEMCONV_RESOURCE_SCRATCH];
 };
 
-/* A growable byte buffer that keeps its largest size. */
-struct bytes {
-	uint8_t *data;
-	size_t size, used;
-};
-
 struct otlp_encoder {
 	uint32_t max_spans;
 	struct span_msg span;
@@ -55,23 +50,6 @@ struct otlp_encoder {
 	struct bytes packed_spans;
 	struct bytes out;                /* OTLP_ENCODE_HEADROOM bytes, then the request */
 };
-
-static int reserve(struct bytes *b, size_t more)
-{
-	size_t want = b->used + more, size = b->size ? b->size : 4096;
-	uint8_t *grown;
-
-	if (want <= b->size)
-		return 0;
-	while (size < want)
-		size *= 2;
-	grown = realloc(b->data, size);
-	if (!grown)
-		return -ENOMEM;
-	b->data = grown;
-	b->size = size;
-	return 0;
-}
 
 /* A sink that appends attributes to a KeyValue array. */
 struct kv_builder {
@@ -160,8 +138,8 @@ void otlp_encoder_free(struct otlp_encoder *enc)
 	free(enc->span_offset);
 	free(enc->rs_ptrs);
 	free(enc->resource_of);
-	free(enc->packed_spans.data);
-	free(enc->out.data);
+	bytes_free(&enc->packed_spans);
+	bytes_free(&enc->out);
 	free(enc);
 }
 
@@ -198,7 +176,7 @@ static int pack_span(struct otlp_encoder *enc, const struct span *s, size_t *off
 
 	build_span(&enc->span, s);
 	len = otlp__span__get_packed_size(&enc->span.span);
-	if (reserve(&enc->packed_spans, len))
+	if (bytes_reserve(&enc->packed_spans, len))
 		return -ENOMEM;
 	*offset = enc->packed_spans.used;
 	enc->packed_spans.used += otlp__span__pack(&enc->span.span,
@@ -254,7 +232,7 @@ static int serialize(struct otlp_encoder *enc, const Otlp__ExportTraceServiceReq
 	size_t len = otlp__export_trace_service_request_packed__get_packed_size(req);
 
 	enc->out.used = 0;
-	if (reserve(&enc->out, OTLP_ENCODE_HEADROOM + len))
+	if (bytes_reserve(&enc->out, OTLP_ENCODE_HEADROOM + len))
 		return -ENOMEM;
 	*out_len = otlp__export_trace_service_request_packed__pack(
 		req, enc->out.data + OTLP_ENCODE_HEADROOM);

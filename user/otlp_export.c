@@ -93,9 +93,9 @@ static void account_success(struct otlp_export *exp, size_t n, const struct otlp
 }
 
 /* Sends until delivered, refused, or out of time: the batch's own time,
- * or the shutdown deadline once shutdown has begun. One encoding for all. */
-static void send_with_retries(struct otlp_export *exp, uint8_t *message, size_t len,
-			      size_t n, const struct otlp_pacer *pacer,
+ * or the shutdown deadline once shutdown has begun. The body was prepared
+ * (encoded, compressed) once for all attempts. */
+static void send_with_retries(struct otlp_export *exp, size_t n, const struct otlp_pacer *pacer,
 			      struct otlp_batch_result *result)
 {
 	uint64_t batch_end = monotonic_now_ns() + exp->batch_timeout_ns;
@@ -110,7 +110,7 @@ static void send_with_retries(struct otlp_export *exp, uint8_t *message, size_t 
 			break;
 		if (result->attempts)
 			__atomic_add_fetch(&exp->stats.spans_retried, n, __ATOMIC_RELAXED);
-		otlp_transport_send(exp->transport, message, len, &reply);
+		otlp_transport_send(exp->transport, &reply);
 		result->attempts++;
 		__atomic_add_fetch(&exp->stats.requests, 1, __ATOMIC_RELAXED);
 		if (reply.outcome == OTLP_OK) {
@@ -146,13 +146,15 @@ void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans,
 
 	memset(result, 0, sizeof(*result));
 	err = otlp_encode(exp->encoder, spans, n, &encoded, &len);
+	if (!err)
+		err = otlp_transport_prepare(exp->transport, encoded, len);
 	if (err) {
 		snprintf(result->reason, sizeof(result->reason), "encoding %zu spans: %s", n,
 			 strerror(-err));
 		result->failed = n;
 		return;
 	}
-	send_with_retries(exp, encoded, len, n, pacer, result);
+	send_with_retries(exp, n, pacer, result);
 }
 
 void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out)

@@ -1,5 +1,6 @@
 #include "otlp_transport.h"
 
+#include "bytes.h"
 #include "kvlist.h"
 #include "log.h"
 #include "span.h"
@@ -16,9 +17,9 @@
 
 #define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 #define GRPC_PREFIX 5            /* compressed flag, 32-bit big-endian length */
+#define RESPONSE_MAX (64 * 1024) /* more is not an OTLP response; cut */
 
 _Static_assert(GRPC_PREFIX <= OTLP_ENCODE_HEADROOM, "the gRPC prefix fits the headroom");
-#define RESPONSE_MAX (64 * 1024) /* more is not an OTLP response; cut */
 
 /* gRPC status codes the OTLP specification calls retryable. */
 enum grpc_code {
@@ -40,7 +41,7 @@ struct answer {
 	int64_t retry_after_ms;
 	uint8_t details[512];      /* decoded grpc-status-details-bin */
 	size_t details_len;
-	uint8_t *body;
+	uint8_t body[RESPONSE_MAX];
 	size_t body_len;
 	bool body_cut;
 };
@@ -53,25 +54,11 @@ struct otlp_transport {
 	char curl_error[CURL_ERROR_SIZE];
 	z_stream zs;
 	bool zs_ready;
-	uint8_t *frame;            /* the request body as sent */
-	size_t frame_size;
-	uint8_t response[RESPONSE_MAX];
+	struct bytes frame;        /* the compressed request, with gzip */
+	const uint8_t *body;       /* the prepared request, as sent */
+	size_t body_len;
 	struct answer answer;
 };
-
-static bool grow(struct otlp_transport *t, size_t size)
-{
-	uint8_t *bigger;
-
-	if (size <= t->frame_size)
-		return true;
-	bigger = realloc(t->frame, size);
-	if (!bigger)
-		return false;
-	t->frame = bigger;
-	t->frame_size = size;
-	return true;
-}
 
 static int add_header(struct otlp_transport *t, const char *line)
 {
@@ -256,11 +243,12 @@ static size_t gzip_into_frame(struct otlp_transport *t, const uint8_t *message, 
 {
 	size_t bound = deflateBound(&t->zs, len);
 
-	if (!grow(t, offset + bound) || deflateReset(&t->zs) != Z_OK)
+	t->frame.used = 0;
+	if (bytes_reserve(&t->frame, offset + bound) || deflateReset(&t->zs) != Z_OK)
 		return 0;
 	t->zs.next_in = (uint8_t *)message;
 	t->zs.avail_in = (uInt)len;
-	t->zs.next_out = t->frame + offset;
+	t->zs.next_out = t->frame.data + offset;
 	t->zs.avail_out = (uInt)bound;
 	if (deflate(&t->zs, Z_FINISH) != Z_STREAM_END)
 		return 0;
@@ -276,12 +264,7 @@ static void write_grpc_prefix(uint8_t *at, bool compressed, size_t len)
 	at[4] = (uint8_t)len;
 }
 
-/* The request body: the message, gzipped if configured, and for gRPC
- * behind the length-prefixed message framing, which goes into the
- * encoder's headroom when there is nothing to compress. Returns where
- * the body starts (NULL: out of memory) and its length in *body_len. */
-static const uint8_t *build_body(struct otlp_transport *t, uint8_t *message, size_t len,
-				 size_t *body_len)
+int otlp_transport_prepare(struct otlp_transport *t, uint8_t *message, size_t len)
 {
 	bool grpc = t->opts.protocol == OTLP_GRPC;
 	size_t offset = grpc ? GRPC_PREFIX : 0, packed;
@@ -289,16 +272,18 @@ static const uint8_t *build_body(struct otlp_transport *t, uint8_t *message, siz
 	if (!t->opts.gzip) {
 		if (grpc)
 			write_grpc_prefix(message - GRPC_PREFIX, false, len);
-		*body_len = offset + len;
-		return message - offset;
+		t->body = message - offset;
+		t->body_len = offset + len;
+		return 0;
 	}
 	packed = gzip_into_frame(t, message, len, offset);
 	if (!packed)
-		return NULL;
+		return -ENOMEM;
 	if (grpc)
-		write_grpc_prefix(t->frame, true, packed);
-	*body_len = offset + packed;
-	return t->frame;
+		write_grpc_prefix(t->frame.data, true, packed);
+	t->body = t->frame.data;
+	t->body_len = offset + packed;
+	return 0;
 }
 
 static bool is_https(const char *url)
@@ -365,7 +350,6 @@ int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts
 	if (!t)
 		return errorf(err, err_size, "OTLP exporter: %s", why), -ENOMEM;
 	t->opts = *opts;
-	t->answer.body = t->response;
 	snprintf(t->url, sizeof(t->url), "%s%s", opts->url,
 		 opts->protocol == OTLP_GRPC ? GRPC_PATH : "");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(t->curl = curl_easy_init())) {
@@ -396,7 +380,7 @@ void otlp_transport_free(struct otlp_transport *t)
 	curl_slist_free_all(t->headers);
 	if (t->zs_ready)
 		deflateEnd(&t->zs);
-	free(t->frame);
+	bytes_free(&t->frame);
 	free(t);
 }
 
@@ -538,23 +522,16 @@ static void reset_answer(struct answer *a)
 	a->body_cut = false;
 }
 
-void otlp_transport_send(struct otlp_transport *t, uint8_t *message, size_t len,
-			 struct otlp_reply *reply)
+void otlp_transport_send(struct otlp_transport *t, struct otlp_reply *reply)
 {
-	size_t body_len;
-	const uint8_t *body = build_body(t, message, len, &body_len);
 	CURLcode rc;
 
 	memset(reply, 0, sizeof(*reply));
 	reply->retry_after_ms = -1;
-	if (!body) {
-		set_reason(reply, OTLP_RETRYABLE, "out of memory building a %zu-byte request", len);
-		return;
-	}
 	reset_answer(&t->answer);
 	t->curl_error[0] = '\0';
-	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, t->body);
+	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body_len);
 	rc = curl_easy_perform(t->curl);
 	if (rc != CURLE_OK) {
 		classify_curl_error(t, rc, reply);

@@ -49,9 +49,12 @@ struct otlp_transport;
 int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts, char *err,
 		       size_t err_size);
 void otlp_transport_free(struct otlp_transport *t);
-/* message comes from otlp_encode: the transport writes its framing into
- * the OTLP_ENCODE_HEADROOM bytes before it. */
-void otlp_transport_send(struct otlp_transport *t, uint8_t *message, size_t len,
-			 struct otlp_reply *reply);
+/* Makes the request body from an encoded message, once per batch however
+ * many attempts follow: gzip if configured, and gRPC's framing, written
+ * into the OTLP_ENCODE_HEADROOM bytes before `message` when nothing is
+ * compressed. The message must stay as it is until the next prepare. */
+int otlp_transport_prepare(struct otlp_transport *t, uint8_t *message, size_t len);
+/* One attempt with the prepared body. */
+void otlp_transport_send(struct otlp_transport *t, struct otlp_reply *reply);
 
 #endif
