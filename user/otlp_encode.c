@@ -51,12 +51,14 @@ struct otlp_encoder {
 	struct bytes out;                /* OTLP_ENCODE_HEADROOM bytes, then the request */
 };
 
-/* A sink that appends attributes to a KeyValue array. */
+/* A sink that appends attributes to a KeyValue array; what does not fit
+ * is counted, for the message's dropped_attributes_count. */
 struct kv_builder {
 	Otlp__KeyValue *kv;
 	Otlp__AnyValue *value;
 	Otlp__KeyValue **ptrs;
 	size_t n, max;
+	uint32_t dropped;
 };
 
 static Otlp__AnyValue *add_key(struct kv_builder *b, const char *key)
@@ -64,8 +66,10 @@ static Otlp__AnyValue *add_key(struct kv_builder *b, const char *key)
 	Otlp__KeyValue *kv;
 	Otlp__AnyValue *value;
 
-	if (b->n == b->max)
+	if (b->n == b->max) {
+		b->dropped++;
 		return NULL;
+	}
 	kv = &b->kv[b->n];
 	value = &b->value[b->n];
 	otlp__key_value__init(kv);
@@ -145,7 +149,7 @@ void otlp_encoder_free(struct otlp_encoder *enc)
 
 static void build_span(struct span_msg *m, const struct span *s)
 {
-	struct kv_builder attrs = { m->kv, m->value, m->kv_ptrs, 0, SEMCONV_SPAN_ATTRS_MAX };
+	struct kv_builder attrs = { m->kv, m->value, m->kv_ptrs, 0, SEMCONV_SPAN_ATTRS_MAX, 0 };
 	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
 	Otlp__Span *out = &m->span;
 
@@ -163,6 +167,7 @@ static void build_span(struct span_msg *m, const struct span *s)
 	semconv_span_attributes(s, &sink, m->url);
 	out->attributes = m->kv_ptrs;
 	out->n_attributes = attrs.n;
+	out->dropped_attributes_count = attrs.dropped;
 	otlp__status__init(&m->status);
 	m->status.code = s->status;
 	m->status.message = (char *)s->status_message;
@@ -187,13 +192,14 @@ static int pack_span(struct otlp_encoder *enc, const struct span *s, size_t *off
 static void build_resource(struct resource_msg *r, Otlp__InstrumentationScope *scope,
 			   ProtobufCBinaryData *span_bytes)
 {
-	struct kv_builder attrs = { r->kv, r->value, r->kv_ptrs, 0, SEMCONV_RESOURCE_ATTRS_MAX };
+	struct kv_builder attrs = { r->kv, r->value, r->kv_ptrs, 0, SEMCONV_RESOURCE_ATTRS_MAX, 0 };
 	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
 
 	otlp__resource__init(&r->resource);
 	semconv_resource_attributes(r->proc, &sink, r->scratch);
 	r->resource.attributes = r->kv_ptrs;
 	r->resource.n_attributes = attrs.n;
+	r->resource.dropped_attributes_count = attrs.dropped;
 	otlp__scope_spans_packed__init(&r->scope_spans);
 	r->scope_spans.scope = scope;
 	r->scope_spans.spans = span_bytes + r->first_span;

@@ -66,28 +66,27 @@ void semconv_span_attributes(const struct span *s, const struct attr_sink *sink,
 }
 
 /* The process's own OTEL_RESOURCE_ATTRIBUTES, as an SDK in it would add
- * them; service.name is already decided by the caller. */
+ * them; service.name is already decided by the caller. Keys and values
+ * are packed into scratch, where a sink may keep pointing at them: they
+ * never take more room than the text they come from, plus two NULs. */
 static void extra_resource_attributes(const char *attrs, const struct attr_sink *sink,
-				      char *scratch, int room)
+				      char *scratch)
 {
 	struct kv_cursor cur = { .next = attrs };
-	char *end = scratch + SEMCONV_RESOURCE_SCRATCH;
+	char key[sizeof(((struct proc_info *)0)->resource_attrs)], value[sizeof(key)];
 	enum kv_result r;
 
-	while (room > 0 && end - scratch > 2) {
-		size_t half = (size_t)(end - scratch) / 2;
-		char *key = scratch, *value = scratch + half;
+	_Static_assert(SEMCONV_RESOURCE_SCRATCH >= sizeof(key) + 2,
+		       "scratch holds every key and value of resource_attrs");
+	while ((r = kv_next(&cur, key, sizeof(key), value, sizeof(value))) != KV_END) {
+		size_t key_len = strlen(key) + 1, value_len = strlen(value) + 1;
 
-		r = kv_next(&cur, key, half, value, half);
-		if (r == KV_END)
-			break;
 		if (r != KV_PAIR || strcmp(key, "service.name") == 0)
 			continue;
-		/* Packed before the sink sees them: a sink may keep the pointers. */
-		value = memmove(key + strlen(key) + 1, value, strlen(value) + 1);
-		sink->str(sink->ctx, key, value);
-		scratch = value + strlen(value) + 1;
-		room--;
+		memcpy(scratch, key, key_len);
+		memcpy(scratch + key_len, value, value_len);
+		sink->str(sink->ctx, scratch, scratch + key_len);
+		scratch += key_len + value_len;
 	}
 }
 
@@ -102,5 +101,5 @@ void semconv_resource_attributes(const struct proc_info *p, const struct attr_si
 	put_str(sink, "host.name", p->host_name);
 	put_str(sink, "telemetry.sdk.name", "sonde");
 	put_str(sink, "telemetry.sdk.version", SONDE_VERSION);
-	extra_resource_attributes(p->resource_attrs, sink, scratch, SEMCONV_RESOURCE_ATTRS_MAX - 8);
+	extra_resource_attributes(p->resource_attrs, sink, scratch);
 }

@@ -23,8 +23,9 @@ struct attr_sink {
 #define SEMCONV_URL_MAX 1900
 /* Holds the keys and values of a process's OTEL_RESOURCE_ATTRIBUTES. */
 #define SEMCONV_RESOURCE_SCRATCH 1024
-/* Most attributes a span or a resource gets (resource: 7 fixed ones plus
- * what OTEL_RESOURCE_ATTRIBUTES adds, cut at this bound). */
+/* Room for the attributes of a span (16 at most) and of a resource (8
+ * fixed ones plus what OTEL_RESOURCE_ATTRIBUTES adds); an exporter counts
+ * any beyond as dropped. */
 #define SEMCONV_SPAN_ATTRS_MAX 16
 #define SEMCONV_RESOURCE_ATTRS_MAX 24
 

@@ -315,3 +315,32 @@ Test(otlp_export, backoff_doubles_to_a_cap_with_jitter_and_honours_retry_after)
 	cr_expect_eq(otlp_backoff_ms(1, 0, 7000), 7000);
 	cr_expect_eq(otlp_backoff_ms(1, 0, 10), 500);
 }
+
+Test(otlp_encode, attributes_beyond_room_are_counted_as_dropped)
+{
+	static struct proc_info crowded = { .refs = 1, .pid = 44, .service_name = "crowded" };
+	struct span span;
+	const struct span *ptrs[1] = { &span };
+	struct otlp_encoder *enc = otlp_encoder_new(1);
+	size_t len, used = 0;
+	uint8_t *bytes;
+
+	for (int i = 0; i < 25; i++)
+		used += (size_t)snprintf(crowded.resource_attrs + used,
+					 sizeof(crowded.resource_attrs) - used, "%sk%d=v%d",
+					 i ? "," : "", i, i);
+	fill_span(&span, &crowded, 1, SPAN_KIND_SERVER);
+	cr_assert_eq(otlp_encode(enc, ptrs, 1, &bytes, &len), 0);
+	Otlp__ExportTraceServiceRequest *req =
+		otlp__export_trace_service_request__unpack(NULL, len, bytes);
+	cr_assert_not_null(req);
+	Otlp__Resource *res = req->resource_spans[0]->resource;
+	/* service.name, process.pid, telemetry.sdk.name and .version, then k0.. */
+	cr_expect_eq(res->n_attributes, 24);
+	cr_expect_eq(res->dropped_attributes_count, 25 - 20);
+	cr_expect_str_eq(attr(res->attributes, res->n_attributes, "k19")->value->string_value,
+			 "v19");
+	cr_expect_eq(req->resource_spans[0]->scope_spans[0]->spans[0]->dropped_attributes_count, 0);
+	otlp__export_trace_service_request__free_unpacked(req, NULL);
+	otlp_encoder_free(enc);
+}
