@@ -171,7 +171,6 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 static int run(struct agent *a)
 {
 	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping;
-
 	char sinks[640];
 
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));

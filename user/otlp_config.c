@@ -15,28 +15,21 @@
 #define DEFAULT_GRPC_ENDPOINT "http://localhost:4317"
 #define HTTP_TRACES_PATH "/v1/traces"
 
-static const char *const suffixes[OTLP_SETTINGS] = {
-	[OTLP_PROTOCOL] = "PROTOCOL",
-	[OTLP_ENDPOINT] = "ENDPOINT",
-	[OTLP_HEADERS] = "HEADERS",
-	[OTLP_COMPRESSION] = "COMPRESSION",
-	[OTLP_TIMEOUT] = "TIMEOUT",
-	[OTLP_CERTIFICATE] = "CERTIFICATE",
-	[OTLP_CLIENT_CERTIFICATE] = "CLIENT_CERTIFICATE",
-	[OTLP_CLIENT_KEY] = "CLIENT_KEY",
-	[OTLP_INSECURE] = "INSECURE",
-};
-
-static const char *const flags[OTLP_SETTINGS] = {
-	[OTLP_PROTOCOL] = "otlp-protocol",
-	[OTLP_ENDPOINT] = "otlp-endpoint",
-	[OTLP_HEADERS] = "otlp-headers",
-	[OTLP_COMPRESSION] = "otlp-compression",
-	[OTLP_TIMEOUT] = "otlp-timeout-ms",
-	[OTLP_CERTIFICATE] = "otlp-certificate",
-	[OTLP_CLIENT_CERTIFICATE] = "otlp-client-certificate",
-	[OTLP_CLIENT_KEY] = "otlp-client-key",
-	[OTLP_INSECURE] = "otlp-insecure",
+/* Each setting's variable (after OTEL_EXPORTER_OTLP_ or
+ * OTEL_EXPORTER_OTLP_TRACES_) and flag. */
+static const struct {
+	const char *suffix;
+	const char *flag;
+} names[OTLP_SETTINGS] = {
+	[OTLP_PROTOCOL] = { "PROTOCOL", "otlp-protocol" },
+	[OTLP_ENDPOINT] = { "ENDPOINT", "otlp-endpoint" },
+	[OTLP_HEADERS] = { "HEADERS", "otlp-headers" },
+	[OTLP_COMPRESSION] = { "COMPRESSION", "otlp-compression" },
+	[OTLP_TIMEOUT] = { "TIMEOUT", "otlp-timeout-ms" },
+	[OTLP_CERTIFICATE] = { "CERTIFICATE", "otlp-certificate" },
+	[OTLP_CLIENT_CERTIFICATE] = { "CLIENT_CERTIFICATE", "otlp-client-certificate" },
+	[OTLP_CLIENT_KEY] = { "CLIENT_KEY", "otlp-client-key" },
+	[OTLP_INSECURE] = { "INSECURE", "otlp-insecure" },
 };
 
 void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
@@ -50,7 +43,7 @@ void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
 			char name[48];
 			const char *v;
 
-			snprintf(name, sizeof(name), "%s%s", prefixes[specific], suffixes[i]);
+			snprintf(name, sizeof(name), "%s%s", prefixes[specific], names[i].suffix);
 			v = getenv_fn(name);
 			if (!v || !v[0])
 				continue;
@@ -63,14 +56,14 @@ void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
 
 const char *otlp_setting_flag(enum otlp_setting which)
 {
-	return flags[which];
+	return names[which].flag;
 }
 
 void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text)
 {
 	s->value[which].text = text;
 	s->value[which].traces_only = false;
-	snprintf(s->value[which].source, sizeof(s->value[which].source), "--%s", flags[which]);
+	snprintf(s->value[which].source, sizeof(s->value[which].source), "--%s", names[which].flag);
 }
 
 bool otlp_settings_have_endpoint(const struct otlp_settings *s)
