@@ -32,49 +32,33 @@ ROOT = Path(__file__).resolve().parents[1]
 SONDE = ROOT / "build" / "sonde"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# One template for the benchmarked server (one worker pinned to CPU 0) and
+# for the OTLP sink (unpinned; takes any body and answers 200).
 NGINX_CONF = """
 worker_processes 1;
-worker_cpu_affinity 01;
+{pin}
 daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
     keepalive_requests 100000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "hello\\n"; }}
-    }}
-}}
-"""
-
-SINK_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/sink.pid;
-error_log {dir}/sink-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
     client_max_body_size 64m;
     client_body_buffer_size 16m;
-    client_body_temp_path {dir}/sink-body;
+    client_body_temp_path {dir}/{name}-body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{
         listen 127.0.0.1:{port};
-        location /v1/traces {{ return 200; }}
+        {location}
     }}
 }}
 """
+SERVER = {"pin": "worker_cpu_affinity 01;", "location": 'location / { return 200 "hello\\n"; }'}
+SINK = {"pin": "", "location": "location /v1/traces { return 200; }"}
 
 
 def free_port():
@@ -83,10 +67,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_nginx(workdir, template=NGINX_CONF, name="nginx"):
+def start_nginx(workdir, role=SERVER, name="nginx"):
     port = free_port()
     conf = Path(workdir) / f"{name}.conf"
-    conf.write_text(template.format(dir=workdir, port=port))
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, name=name, **role))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")])
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -213,7 +197,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     nginx, port = start_nginx(workdir)
-    sink, sink_port = start_nginx(workdir, SINK_CONF, "sink")
+    sink, sink_port = start_nginx(workdir, SINK, "sink")
     base, traced = [], {m: [] for m in modes}
     try:
         run_wrk(port, 1)  # warm-up
