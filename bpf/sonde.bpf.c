@@ -111,6 +111,14 @@ struct {
 	__type(value, __u8);
 } self_ends SEC(".maps");
 
+/* CPython processes, filled by the agent: see struct sonde_py_layout. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct sonde_py_layout);
+} py_procs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
@@ -490,6 +498,80 @@ static __always_inline __u32 capture_tail(struct sonde_data_event *ev, struct ca
 	return tail;
 }
 
+/* CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR */
+#define PY_CO_ASYNC_FLAGS 0x380
+
+static __always_inline __u64 read_user_ptr(__u64 addr)
+{
+	__u64 value = 0;
+
+	if (bpf_probe_read_user(&value, sizeof(value), (const void *)addr))
+		return 0;
+	return value;
+}
+
+/* The PyThreadState of thread tid, or 0. */
+static __always_inline __u64 py_thread_state(const struct sonde_py_layout *py, __u32 tid)
+{
+	__u64 interp = read_user_ptr(py->runtime + py->interp_main);
+	__u64 tstate = interp ? read_user_ptr(interp + py->threads_head) : 0;
+
+	for (__u32 i = 0; i < SONDE_PY_THREADS_MAX && tstate; i++) {
+		if (read_user_ptr(tstate + py->tstate_native_id) == tid)
+			return tstate;
+		tstate = read_user_ptr(tstate + py->tstate_next);
+	}
+	return 0;
+}
+
+/* The task a CPython thread runs, read from the frames of the call in
+ * progress: the GIL is released during the syscall, but the thread's
+ * frame chain stays as it was. A task's coroutine frames sit on top of
+ * the event loop's own (plain) frames, so the outermost coroutine frame
+ * before them is the task's root coroutine, embedded in the coroutine
+ * object: its address names the task for as long as the task lives. */
+static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid)
+{
+	__u64 tstate = py_thread_state(py, tid);
+	__u64 cframe, frame, task = 0;
+
+	if (!tstate)
+		return SONDE_TASK_UNKNOWN;
+	cframe = read_user_ptr(tstate + py->tstate_cframe);
+	frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
+	for (__u32 i = 0; i < SONDE_PY_FRAMES_MAX; i++) {
+		__u64 code;
+		__u32 flags = 0;
+
+		if (!frame)
+			return task;
+		code = read_user_ptr(frame + py->frame_code);
+		if (!code || bpf_probe_read_user(&flags, sizeof(flags),
+						 (const void *)(code + py->code_flags)))
+			return SONDE_TASK_UNKNOWN;
+		if (flags & PY_CO_ASYNC_FLAGS)
+			task = frame;
+		else if (task)
+			return task;
+		frame = read_user_ptr(frame + py->frame_previous);
+	}
+	return SONDE_TASK_UNKNOWN;
+}
+
+/* Only what a process sends needs its task: the request a client writes
+ * and the response a server writes. */
+static __always_inline __u64 current_task(__u32 tgid, __u8 dir)
+{
+	const struct sonde_py_layout *py;
+
+	if (dir != SONDE_DIR_EGRESS)
+		return 0;
+	py = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (!py)
+		return 0;
+	return py_task(py, (__u32)bpf_get_current_pid_tgid());
+}
+
 static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 				      struct conn_state *state, struct call_args *args, __u32 len)
 {
@@ -512,6 +594,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->tail = tail;
 	ev->dir = args->dir;
 	ev->syscall = args->syscall;
+	ev->task = current_task(key->tgid, args->dir);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
@@ -702,6 +785,23 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	}
 	bpf_map_delete_elem(&not_tcp, &key);
+	return 0;
+}
+
+/* The agent looks at a program once it has been exec'd: a CPython
+ * interpreter gets its sonde_py_layout before it serves anything. */
+SEC("tracepoint/sched/sched_process_exec")
+int process_exec(void *ctx)
+{
+	struct sonde_event_header ev = {};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	ev.type = SONDE_EV_PROC_EXEC;
+	ev.tgid = id >> 32;
+	ev.tid = (__u32)id;
+	ev.fd = -1;
+	ev.ts = bpf_ktime_get_ns();
+	submit(ctx, &ev, sizeof(ev));
 	return 0;
 }
 

@@ -36,7 +36,15 @@ enum sonde_event_type {
 	SONDE_EV_CONN = 2,      /* struct sonde_conn_event */
 	SONDE_EV_CLOSE = 3,     /* struct sonde_close_event */
 	SONDE_EV_PROC_EXIT = 4, /* struct sonde_event_header alone */
+	SONDE_EV_PROC_EXEC = 5, /* struct sonde_event_header alone: tgid ran
+	                           execve, so its program may now be Python */
 };
+
+/* sonde_data_event.task when the running task could not be read. */
+#define SONDE_TASK_UNKNOWN (~0ULL)
+/* Bounds of the walks that find the running task of a CPython thread. */
+#define SONDE_PY_THREADS_MAX 32
+#define SONDE_PY_FRAMES_MAX 48
 
 /* Direction as seen by the traced process. */
 enum sonde_dir {
@@ -112,6 +120,11 @@ struct sonde_data_event {
 	__u8 dir;       /* enum sonde_dir */
 	__u8 syscall;   /* enum sonde_syscall */
 	__u8 pad[6];
+	__u64 task;     /* egress of a CPython process (struct sonde_py_layout):
+	                   address of the outermost coroutine frame the thread is
+	                   running, which names the asyncio task for its life;
+	                   0 when no coroutine runs (or not CPython);
+	                   SONDE_TASK_UNKNOWN when the walk failed */
 	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
 };
 
@@ -136,6 +149,24 @@ struct sonde_close_event {
 	struct sonde_event_header hdr;
 	__u8 reason; /* enum sonde_close_reason */
 	__u8 pad[7];
+};
+
+/* Value of the py_procs map (key: tgid), written by the agent for each
+ * CPython process it recognises: where _PyRuntime is, and the offsets of
+ * the fields the kernel follows from it to the running frame. Offsets are
+ * bytes into the struct named; they differ between CPython versions. */
+struct sonde_py_layout {
+	__u64 runtime;          /* address of _PyRuntime in the process */
+	__u16 interp_main;      /* _PyRuntimeState.interpreters.main */
+	__u16 threads_head;     /* PyInterpreterState.threads.head */
+	__u16 tstate_next;      /* PyThreadState.next */
+	__u16 tstate_native_id; /* PyThreadState.native_thread_id (the tid) */
+	__u16 tstate_cframe;    /* PyThreadState.cframe */
+	__u16 cframe_frame;     /* _PyCFrame.current_frame */
+	__u16 frame_previous;   /* _PyInterpreterFrame.previous */
+	__u16 frame_code;       /* _PyInterpreterFrame.f_code */
+	__u16 code_flags;       /* PyCodeObject.co_flags */
+	__u16 pad[3];
 };
 
 #endif

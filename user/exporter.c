@@ -298,10 +298,7 @@ struct span *exporter_reserve(struct exporter *exp)
 		}
 		slot = &exp->ring[exp->tail % exp->opts.max_queue_size];
 	}
-	memset(slot, 0, offsetof(struct span, method));
-	slot->method[0] = slot->protocol_version[0] = slot->route[0] = slot->path[0] = '\0';
-	slot->query[0] = slot->server_address[0] = slot->client_address[0] = '\0';
-	slot->user_agent[0] = slot->status_message[0] = slot->error_type[0] = '\0';
+	span_clear(slot);
 	return slot;
 }
 

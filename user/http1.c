@@ -66,6 +66,8 @@ static void begin_message(struct http1_stream *s)
 	struct http1_msg *m = &s->msg;
 
 	m->start_ts = s->cur->ts;
+	m->start_task = s->cur->task;
+	m->start_tid = s->cur->tid;
 	m->end_ts = 0;
 	m->body_size = 0;
 	m->flags = 0;

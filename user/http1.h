@@ -61,6 +61,8 @@ struct http1_msg {
 	uint64_t start_ts;  /* CLOCK_MONOTONIC ns of the first byte */
 	uint64_t end_ts;    /* ... of the last byte */
 	uint64_t body_size; /* body bytes after de-chunking */
+	uint64_t start_task; /* task and thread that moved the first byte */
+	uint32_t start_tid;
 	bool is_request;
 	bool keep_alive;
 	uint8_t method;     /* enum http1_method, requests */
@@ -83,6 +85,8 @@ struct http1_chunk {
 	uint64_t hole;
 	uint32_t tail;
 	uint64_t ts;  /* when its bytes moved (syscall exit) */
+	uint64_t task; /* sonde_data_event.task of the call */
+	uint32_t tid;  /* thread that made the call */
 };
 
 enum http1_drop {

@@ -6,8 +6,10 @@
 #include "log.h"
 #include "probe.h"
 #include "procinfo.h"
+#include "pytask.h"
 #include "tracker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
+#define STATS_MAX 96
 
 struct agent {
 	struct sonde_config cfg;
@@ -24,6 +27,7 @@ struct agent {
 	struct proc_table *procs;
 	struct tracker *tracker;
 	struct probe *probe;
+	struct pytask pytask;
 	uint64_t kernel_entries_swept;
 };
 
@@ -35,9 +39,52 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
+/* A CPython process gets its layout before it serves anything, so that
+ * its first requests already carry their asyncio task. */
+static void look_at_program(struct agent *a, uint32_t pid)
+{
+	struct sonde_py_layout layout;
+	int err = pytask_layout(&a->pytask, pid, &layout);
+
+	if (err < 0)
+		log_debug("read program of pid %u: %s", pid, strerror(-err));
+	if (err <= 0)
+		return;
+	err = probe_set_python(a->probe, pid, &layout);
+	if (err)
+		log_error("python layout of pid %u into py_procs: %s", pid, strerror(-err));
+	else
+		log_debug("pid %u runs CPython: asyncio tasks named", pid);
+}
+
 static void on_record(void *ctx, const void *record, size_t size)
 {
-	tracker_handle(ctx, record, size);
+	struct agent *a = ctx;
+	const struct sonde_event_header *hdr = record;
+
+	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC)
+		look_at_program(a, hdr->tgid);
+	tracker_handle(a->tracker, record, size);
+}
+
+/* Processes that were running before sonde started. */
+static void look_at_running_programs(struct agent *a)
+{
+	DIR *dir = opendir("/proc");
+	struct dirent *entry;
+
+	if (!dir) {
+		log_error("list /proc: %s", strerror(errno));
+		return;
+	}
+	while ((entry = readdir(dir))) {
+		char *end;
+		unsigned long pid = strtoul(entry->d_name, &end, 10);
+
+		if (*end == '\0' && pid > 0 && pid != (unsigned long)getpid())
+			look_at_program(a, (uint32_t)pid);
+	}
+	closedir(dir);
 }
 
 static const char *const counter_names[SONDE_CNT_MAX] = {
@@ -51,7 +98,7 @@ static const char *const counter_names[SONDE_CNT_MAX] = {
 };
 
 /* All counters as "name value" pairs, kernel first. */
-static size_t collect_stats(struct agent *a, const char *names[64], uint64_t values[64])
+static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint64_t values[STATS_MAX])
 {
 	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
 	struct tracker_stats ts;
@@ -90,6 +137,19 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 	STAT("kernel_entries_swept", a->kernel_entries_swept);
 	STAT("spans_server", ts.spans_server);
 	STAT("spans_client", ts.spans_client);
+	STAT("parent_traceparent", ts.link.parent_traceparent);
+	STAT("parent_peer", ts.link.parent_peer);
+	STAT("parent_task", ts.link.parent_task);
+	STAT("trace_roots", ts.link.roots);
+	STAT("root_ambiguous", ts.link.root_ambiguous);
+	STAT("root_task_unknown", ts.link.root_task_unknown);
+	STAT("root_wait_expired", ts.link.root_wait_expired);
+	STAT("root_hold_full", ts.link.root_hold_full);
+	STAT("spans_held", ts.link.held);
+	STAT("spans_held_peak", ts.link.held_peak);
+	STAT("python_processes", a->pytask.stats.processes);
+	STAT("python_unsupported", a->pytask.stats.unsupported);
+	STAT("python_read_failures", a->pytask.stats.failures);
 	STAT("spans_built", es.spans_built);
 	STAT("spans_exported", es.spans_exported);
 	STAT("spans_dropped", es.spans_dropped);
@@ -103,10 +163,10 @@ static size_t collect_stats(struct agent *a, const char *names[64], uint64_t val
 
 static void log_stats(struct agent *a)
 {
-	const char *names[64];
-	uint64_t values[64];
+	const char *names[STATS_MAX];
+	uint64_t values[STATS_MAX];
 	size_t n = collect_stats(a, names, values);
-	char line[2048];
+	char line[4096];
 	size_t used = 0;
 
 	for (size_t i = 0; i < n && used < sizeof(line); i++)
@@ -117,8 +177,8 @@ static void log_stats(struct agent *a)
 
 static void write_stats_file(struct agent *a)
 {
-	const char *names[64];
-	uint64_t values[64];
+	const char *names[STATS_MAX];
+	uint64_t values[STATS_MAX];
 	size_t n = collect_stats(a, names, values);
 	char tmp[300];
 	FILE *f;
@@ -182,7 +242,7 @@ static int run(struct agent *a)
 			log_error("poll ring buffer: %s", strerror(-err));
 			return err;
 		}
-		tracker_tick(a->tracker);
+		tracker_tick(a->tracker, monotonic_now_ns());
 		if (monotonic_now_ns() - last_housekeeping >= HOUSEKEEPING_NS) {
 			last_housekeeping = monotonic_now_ns();
 			housekeeping(a, &last_stats);
@@ -235,7 +295,11 @@ static int start(struct agent *a)
 	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
 	if (!a->tracker)
 		return -ENOMEM;
-	return probe_start(&a->probe, &popts, on_record, a->tracker);
+	pytask_init(&a->pytask, "/proc");
+	err = probe_start(&a->probe, &popts, on_record, a);
+	if (!err)
+		look_at_running_programs(a);
+	return err;
 }
 
 /* Detach first so no new event arrives, drain the ring, give up on
@@ -244,8 +308,8 @@ static void stop(struct agent *a)
 {
 	if (a->probe) {
 		probe_detach(a->probe);
-		tracker_tick(a->tracker);
-		tracker_tick(a->tracker);
+		tracker_tick(a->tracker, monotonic_now_ns());
+		tracker_tick(a->tracker, UINT64_MAX);
 		exporter_stop(a->exporter);
 		log_stats(a);
 		if (a->cfg.stats_file[0])

@@ -369,8 +369,22 @@ static size_t sweep_map(int fd, const uint32_t *tgids, size_t n)
 
 size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 {
+	int py_fd = bpf_map__fd(p->skel->maps.py_procs);
+	size_t removed = 0;
+
 	if (n == 0)
 		return 0;
-	return sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
+	for (size_t i = 0; i < n; i++)
+		removed += bpf_map_delete_elem(py_fd, &tgids[i]) == 0;
+	return removed + sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
 	       sweep_map(bpf_map__fd(p->skel->maps.not_tcp), tgids, n);
+}
+
+int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout)
+{
+	int fd = bpf_map__fd(p->skel->maps.py_procs);
+
+	if (bpf_map_update_elem(fd, &tgid, layout, BPF_ANY))
+		return -errno;
+	return 0;
 }

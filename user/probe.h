@@ -44,5 +44,7 @@ int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX]);
 /* Forgets kernel map entries of processes that exited (pid reuse would
  * otherwise inherit them). Returns the number of entries removed. */
 size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n);
+/* Lets the kernel name the asyncio task of tgid's threads. */
+int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout);
 
 #endif

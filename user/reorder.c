@@ -46,6 +46,8 @@ static void deliver_hole(struct reorder *r, const struct reorder_ctx *ctx, uint6
 		.pos = r->next_pos,
 		.len = upto - r->next_pos,
 		.ts = next->ts,
+		.task = next->task,
+		.tid = next->tid,
 	};
 
 	ctx->stats->gaps++;

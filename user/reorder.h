@@ -21,6 +21,8 @@ struct reorder_piece {
 	uint32_t captured; /* first bytes moved, at data[0] */
 	uint32_t tail;     /* last bytes moved, at data[captured] */
 	uint64_t ts; /* syscall exit */
+	uint64_t task; /* sonde_data_event.task */
+	uint32_t tid;  /* thread that made the call */
 	const uint8_t *data;
 };
 

@@ -7,7 +7,9 @@
 #include "procinfo.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SONDE_VERSION "0.1.0"
 
@@ -51,5 +53,15 @@ struct span {
 	int64_t response_body_size; /* -1: unknown */
 	struct proc_info *proc;     /* resource; the span holds a reference */
 };
+
+/* Empties a slot for reuse: the strings are cleared by their first byte
+ * only, since a slot is several kilobytes. */
+static inline void span_clear(struct span *s)
+{
+	memset(s, 0, offsetof(struct span, method));
+	s->method[0] = s->protocol_version[0] = s->route[0] = s->path[0] = '\0';
+	s->query[0] = s->server_address[0] = s->client_address[0] = '\0';
+	s->user_agent[0] = s->status_message[0] = s->error_type[0] = '\0';
+}
 
 #endif

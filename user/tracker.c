@@ -2,6 +2,7 @@
 
 #include "http1.h"
 #include "ids.h"
+#include "linker.h"
 #include "log.h"
 #include "reorder.h"
 #include "route.h"
@@ -18,6 +19,7 @@
 
 struct pending {
 	struct pending *next;
+	struct link_node *node; /* names the exchange's span */
 	bool complete; /* the whole request (body too) was seen */
 	struct http1_msg req;
 };
@@ -49,6 +51,8 @@ struct conn {
 	uint8_t role;  /* enum sonde_role, inferred from traffic when UNKNOWN */
 	bool have_addr;
 	uint16_t lport, rport;
+	struct link_end local, remote;
+	struct link_conn *link; /* opened at the first request */
 	/* Formatted once per connection: inet_ntop formats with sprintf. */
 	char laddr[INET6_ADDRSTRLEN], raddr[INET6_ADDRSTRLEN];
 	char comm[16];
@@ -63,7 +67,7 @@ struct tracker {
 	struct exporter *exporter;
 	struct proc_table *procs;
 	const struct wallclock *clock;
-	struct idgen ids;
+	struct linker *linker;
 	struct conn **buckets;
 	uint32_t nbuckets_log2;
 	struct conn *free_conns;
@@ -250,24 +254,6 @@ static const char *target_path(const char *target, size_t *len)
 	return target;
 }
 
-static void fill_ids(struct tracker *t, struct span *span, const struct conn *c,
-		     const struct http1_msg *req)
-{
-	struct trace_parent parent;
-
-	idgen_span_id(&t->ids, span->span_id);
-	if (c->role == SONDE_ROLE_SERVER && req->traceparent_len &&
-	    traceparent_parse(req->traceparent, req->traceparent_len, &parent)) {
-		memcpy(span->trace_id, parent.trace_id, TRACE_ID_SIZE);
-		memcpy(span->parent_span_id, parent.span_id, SPAN_ID_SIZE);
-		span->trace_flags = parent.flags;
-		span->has_parent = true;
-		return;
-	}
-	idgen_trace_id(&t->ids, span->trace_id);
-	span->trace_flags = 1;
-}
-
 static void fill_target(struct tracker *t, struct span *span, const struct conn *c,
 			const struct http1_msg *req)
 {
@@ -330,14 +316,15 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 {
 	struct tracker *t = c->tracker;
 	const struct http1_msg *req = &p->req;
-	struct span *span = exporter_reserve(t->exporter);
+	struct span *span = linker_span_begin(t->linker, p->node);
 	struct proc_info *proc;
 	const char *method;
 
-	if (!span)
-		return; /* the exporter counts it in spans_dropped */
+	if (!span) {
+		linker_span_end(t->linker, p->node, NULL, end_ts); /* counted by the exporter */
+		return;
+	}
 	span->kind = c->role == SONDE_ROLE_SERVER ? SPAN_KIND_SERVER : SPAN_KIND_CLIENT;
-	fill_ids(t, span, c, req);
 	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
 	span->end_unix_ns = wallclock_from_mono(t->clock, resp ? resp->end_ts : end_ts);
 	method = http1_method_name(req->method);
@@ -359,7 +346,7 @@ static void emit_span(struct conn *c, struct pending *p, const struct http1_msg 
 	if (proc)
 		proc_info_ref(proc);
 	span->proc = proc;
-	exporter_commit(t->exporter);
+	linker_span_end(t->linker, p->node, span, resp ? resp->end_ts : end_ts);
 	if (c->role == SONDE_ROLE_SERVER)
 		t->stats.spans_server++;
 	else
@@ -385,6 +372,47 @@ static void infer_role(struct conn *c, int dir, bool is_request)
 		set_role(c, SONDE_ROLE_CLIENT);
 }
 
+/* The connection as the linker knows it, once its role and ends are. */
+static struct link_conn *link_conn_of(struct conn *c)
+{
+	if (!c->link && c->have_addr)
+		c->link = linker_conn_open(c->tracker->linker, c->role == SONDE_ROLE_SERVER,
+					   &c->local, &c->remote);
+	return c->link;
+}
+
+static struct link_node *link_request(struct conn *c, const struct http1_msg *msg)
+{
+	struct trace_parent parent;
+	struct link_request req = {
+		.tgid = c->tgid,
+		.tid = msg->start_tid,
+		.task = msg->start_task,
+		.start_ts = msg->start_ts,
+		.server = c->role == SONDE_ROLE_SERVER,
+		.conn = link_conn_of(c),
+	};
+
+	if (req.server && msg->traceparent_len &&
+	    traceparent_parse(msg->traceparent, msg->traceparent_len, &parent))
+		req.remote = &parent;
+	return linker_request(c->tracker->linker, &req);
+}
+
+/* A server's final response head says which thread and task served the
+ * request. */
+static bool on_response_head(struct conn *c, const struct http1_msg *msg)
+{
+	struct pending *p = c->pend_head;
+
+	if (!p)
+		return false;
+	if (c->role == SONDE_ROLE_SERVER && (msg->status >= 200 || msg->status == 101))
+		linker_response(c->tracker->linker, p->node, msg->start_tid, msg->start_task,
+				msg->start_ts);
+	return p->req.method == HTTP1_HEAD;
+}
+
 static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 {
 	struct conn *c = owner;
@@ -395,12 +423,13 @@ static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 	if (msg->is_request != (dir == request_dir(c)))
 		return false;
 	if (!msg->is_request)
-		return c->pend_head && c->pend_head->req.method == HTTP1_HEAD;
+		return on_response_head(c, msg);
 	t->stats.requests++;
 	if (c->npending >= t->opts.max_pending || !(p = pending_alloc(t))) {
 		t->stats.pending_overflow++;
 		return false;
 	}
+	p->node = link_request(c, msg);
 	p->next = NULL;
 	p->complete = false;
 	memcpy(&p->req, msg, offsetof(struct http1_msg, target) + msg->target_len + 1);
@@ -522,6 +551,8 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.hole = piece->len - piece->captured - piece->tail,
 		.tail = piece->tail,
 		.ts = piece->ts,
+		.task = piece->task,
+		.tid = piece->tid,
 	};
 
 	http1_stream_feed(&c->http[dir], &chunk);
@@ -576,6 +607,8 @@ static void conn_end(struct tracker *t, struct conn *c, const char *why, uint64_
 	cut_off_pending(c, why, ts);
 	if (*link == c)
 		*link = c->hash_next;
+	linker_conn_close(t->linker, c->link, ts);
+	c->link = NULL;
 	c->dead = true;
 	c->hash_next = t->dead_list;
 	t->dead_list = c;
@@ -639,6 +672,18 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 	return c;
 }
 
+static void link_end_of(uint16_t family, const uint8_t *addr, uint16_t port, struct link_end *end)
+{
+	memset(end, 0, sizeof(*end));
+	end->port = port;
+	if (family == AF_INET6) {
+		memcpy(end->addr, addr, sizeof(end->addr));
+		return;
+	}
+	end->addr[10] = end->addr[11] = 0xff;
+	memcpy(end->addr + 12, addr, 4);
+}
+
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 {
 	bool created;
@@ -651,6 +696,8 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	c->rport = ev->rport;
 	format_addr(ev->family, ev->laddr, c->laddr, sizeof(c->laddr));
 	format_addr(ev->family, ev->raddr, c->raddr, sizeof(c->raddr));
+	link_end_of(ev->family, ev->laddr, ev->lport, &c->local);
+	link_end_of(ev->family, ev->raddr, ev->rport, &c->remote);
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		set_role(c, ev->role);
@@ -681,6 +728,8 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 		.captured = ev->captured,
 		.tail = ev->tail,
 		.ts = ev->hdr.ts,
+		.task = ev->task,
+		.tid = ev->hdr.tid,
 		.data = ev->data,
 	};
 
@@ -761,6 +810,8 @@ void tracker_handle(struct tracker *t, const void *record, size_t size)
 	case SONDE_EV_PROC_EXIT:
 		handle_proc_exit(t, hdr);
 		return;
+	case SONDE_EV_PROC_EXEC:
+		return; /* the agent's: see pytask.h */
 	}
 	t->stats.bad_records++;
 }
@@ -819,11 +870,12 @@ static void free_dead(struct tracker *t)
 	}
 }
 
-void tracker_tick(struct tracker *t)
+void tracker_tick(struct tracker *t, uint64_t now_ns)
 {
 	flush_aged_holds(t);
 	apply_endings(t);
 	free_dead(t);
+	linker_tick(t->linker, now_ns);
 	t->tick++;
 }
 
@@ -844,16 +896,15 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 
 	if (!t)
 		return NULL;
-	if (idgen_init(&t->ids)) {
-		free(t);
-		return NULL;
-	}
 	t->opts = *opts;
 	if (!t->opts.max_pending)
 		t->opts.max_pending = 64;
 	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
 	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));
-	if (!t->buckets) {
+	t->linker = linker_new(&opts->link, exporter);
+	if (!t->buckets || !t->linker) {
+		free(t->buckets);
+		linker_free(t->linker);
 		free(t);
 		return NULL;
 	}
@@ -863,10 +914,17 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 	return t;
 }
 
-static void count_unfinished(struct tracker *t, struct conn *c)
+/* Requests still open at exit get no span; the linker lets go of them. */
+static void drop_unfinished(struct tracker *t, struct conn *c)
 {
-	for (struct pending *p = c->pend_head; p; p = p->next)
+	while (c->pend_head) {
+		struct pending *p = pop_pending(c);
+
 		t->stats.unfinished_at_exit++;
+		linker_span_end(t->linker, p->node, NULL, 0);
+		pending_release(t, p);
+	}
+	linker_conn_close(t->linker, c->link, UINT64_MAX);
 }
 
 void tracker_free(struct tracker *t)
@@ -884,11 +942,9 @@ void tracker_free(struct tracker *t)
 			struct conn *c = t->buckets[i];
 
 			t->buckets[i] = c->hash_next;
-			count_unfinished(t, c);
+			drop_unfinished(t, c);
 			reorder_discard(&c->order[0], &t->pool);
 			reorder_discard(&c->order[1], &t->pool);
-			while (c->pend_head)
-				pending_release(t, pop_pending(c));
 			free(c);
 		}
 	}
@@ -905,6 +961,7 @@ void tracker_free(struct tracker *t)
 		free(p);
 	}
 	reorder_pool_free(&t->pool);
+	linker_free(t->linker);
 	free(t->buckets);
 	free(t);
 }
@@ -917,4 +974,5 @@ void tracker_get_stats(const struct tracker *t, struct tracker_stats *out)
 	out->reorder_gap_bytes = t->reorder_stats.gap_bytes;
 	out->reorder_stale = t->reorder_stats.stale;
 	out->out_of_memory += t->reorder_stats.pool_empty;
+	linker_get_stats(t->linker, &out->link);
 }

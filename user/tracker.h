@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "exporter.h"
+#include "linker.h"
 #include "procinfo.h"
 
 #include <stdbool.h>
@@ -16,6 +17,7 @@ struct tracker_opts {
 	bool keep_query;      /* export url.query (off: query strings may hold secrets) */
 	uint32_t max_pending; /* pipelined requests awaiting responses, per connection */
 	uint32_t conn_buckets_log2; /* connection hash table size; 0: 2^16 */
+	struct linker_opts link;
 };
 
 struct tracker_stats {
@@ -39,6 +41,7 @@ struct tracker_stats {
 	uint64_t out_of_memory;     /* records dropped: no memory for a connection
 	                               or a held piece */
 	uint64_t proc_exits;
+	struct linker_stats link;
 };
 
 struct tracker;
@@ -51,8 +54,10 @@ void tracker_free(struct tracker *t);
 /* One ring-buffer record. */
 void tracker_handle(struct tracker *t, const void *record, size_t size);
 /* Call after each drain of the ring buffer: pieces held for reordering
- * since the previous tick are given up on. */
-void tracker_tick(struct tracker *t);
+ * since the previous tick are given up on, and spans whose parent can now
+ * be decided leave. now_ns is CLOCK_MONOTONIC; UINT64_MAX decides every
+ * span still waiting (at exit). */
+void tracker_tick(struct tracker *t, uint64_t now_ns);
 /* Moves up to `max` pids of exited processes into out (for the kernel map
  * sweep); returns how many. */
 size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max);

@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 			send_close(t, &conns[idx], idx, op[2], now);
 			break;
 		case 5:
-			tracker_tick(t);
+			tracker_tick(t, now);
 			break;
 		default:
 			send_data(t, &conns[idx], idx, op, in + off + 8, avail, now);
@@ -130,8 +130,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 		}
 		off += 8;
 	}
-	tracker_tick(t);
-	tracker_tick(t);
+	tracker_tick(t, now);
+	tracker_tick(t, UINT64_MAX);
 	tracker_free(t);
 	exporter_free(exp);
 	proc_table_free(procs);

@@ -148,8 +148,8 @@ void h_finish(struct harness *h)
 {
 	char *line, *save = NULL;
 
-	tracker_tick(h->tracker);
-	tracker_tick(h->tracker);
+	tracker_tick(h->tracker, h->now);
+	tracker_tick(h->tracker, UINT64_MAX);
 	tracker_get_stats(h->tracker, &h->stats);
 	exporter_free(h->exporter);
 	h->exporter = NULL;

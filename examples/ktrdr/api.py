@@ -1,0 +1,87 @@
+"""ktrdr-api: the backend. Plain FastAPI and httpx: no tracing code.
+
+Workers are found in a registry given by the environment; each job is
+dispatched to the next worker of its kind (round robin). Every request
+carries a business id, `request_id`, in its query string, and every line
+this service logs names it.
+"""
+import itertools
+import logging
+import os
+import uuid
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+
+SERVICE = os.environ.get("OTEL_SERVICE_NAME", "ktrdr-api")
+logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {SERVICE} %(message)s")
+log = logging.getLogger(SERVICE)
+
+IB_HOST_URL = os.environ["KTRDR_IB_HOST_URL"]
+WORKERS = {
+    "training": os.environ["KTRDR_TRAINING_WORKERS"].split(","),
+    "backtest": os.environ["KTRDR_BACKTEST_WORKERS"].split(","),
+}
+_next_worker = {kind: itertools.cycle(urls) for kind, urls in WORKERS.items()}
+# One client per process, as services usually do: connections to the
+# workers and the host service are kept alive and reused across requests.
+_client = httpx.AsyncClient(timeout=30.0)
+_operations = {}
+
+app = FastAPI(title="ktrdr-api")
+
+
+def _request_id(request: Request) -> str:
+    return request.query_params.get("request_id") or uuid.uuid4().hex
+
+
+@app.get("/health")
+async def health():
+    return {"status": "ok", "service": SERVICE}
+
+
+@app.get("/api/v1/data/{symbol}/{timeframe}")
+async def show_data(symbol: str, timeframe: str, request: Request):
+    rid = _request_id(request)
+    log.info("request_id=%s data show %s %s", rid, symbol, timeframe)
+    bars = [{"t": i, "close": 100.0 + i} for i in range(5)]
+    return {"symbol": symbol, "timeframe": timeframe, "bars": bars, "request_id": rid}
+
+
+@app.post("/api/v1/data/load")
+async def load_data(body: dict, request: Request):
+    rid = _request_id(request)
+    log.info("request_id=%s data load %s %s", rid, body.get("symbol"), body.get("timeframe"))
+    reply = await _client.post(f"{IB_HOST_URL}/data/historical",
+                               params={"request_id": rid}, json=body)
+    reply.raise_for_status()
+    return {"loaded": reply.json(), "request_id": rid}
+
+
+async def _dispatch(kind: str, path: str, body: dict, rid: str):
+    worker = next(_next_worker[kind])
+    log.info("request_id=%s dispatch %s to %s", rid, kind, worker)
+    reply = await _client.post(f"{worker}{path}", params={"request_id": rid}, json=body)
+    if reply.status_code >= 400:
+        raise HTTPException(status_code=502, detail=f"{kind} worker {worker}: {reply.status_code}")
+    operation = reply.json()
+    _operations[operation["operation_id"]] = operation
+    return operation
+
+
+@app.post("/api/v1/training/start")
+async def start_training(body: dict, request: Request):
+    return await _dispatch("training", "/training/start", body, _request_id(request))
+
+
+@app.post("/api/v1/backtests/start")
+async def start_backtest(body: dict, request: Request):
+    return await _dispatch("backtest", "/backtests/start", body, _request_id(request))
+
+
+@app.get("/api/v1/operations/{operation_id}")
+async def operation(operation_id: str, request: Request):
+    log.info("request_id=%s operation %s", _request_id(request), operation_id)
+    if operation_id not in _operations:
+        raise HTTPException(status_code=404, detail="no such operation")
+    return _operations[operation_id]

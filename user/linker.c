@@ -1,0 +1,738 @@
+#include "linker.h"
+
+#include "sonde_events.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PROC_BUCKETS 1024
+#define CONN_BUCKETS 4096
+#define MS 1000000ull
+/* A server request and the client write that caused it: the server's
+ * read can return before the client's write does. */
+#define PEER_SLACK_NS (20 * MS)
+/* How long a server request that has answered stays a candidate parent
+ * for client requests not decided yet (events reach the agent a little
+ * out of order). */
+#define RETAIN_NS (50 * MS)
+#define CHAIN_MAX 64
+
+struct link_proc {
+	struct link_proc *hash_next, *all_next;
+	uint32_t tgid;
+	uint32_t refs;
+	/* Server requests without a response yet, and those answered
+	 * recently (in answer order). */
+	struct link_node *open;
+	struct link_node *closed_head, *closed_tail;
+	uint64_t oldest_waiting; /* start of the oldest undecided client; 0: none */
+};
+
+struct link_conn {
+	struct link_conn *hash_next, *closing_next;
+	struct link_end local, remote;
+	bool server, hashed, closed;
+	uint32_t refs;
+	uint64_t closed_at;
+	/* Client requests not matched yet with a server request on the
+	 * other end. */
+	struct link_node *queue_head, *queue_tail;
+};
+
+struct link_node {
+	struct link_node *next_free;
+	struct link_node *und_next;            /* undecided list */
+	struct link_node *cand_prev, *cand_next; /* proc open list, or closed FIFO */
+	struct link_node *peer_next;           /* client conn queue */
+	struct link_node *waiters, *wait_next; /* children waiting for this trace */
+	struct link_node *parent;              /* decided parent, trace pending */
+	struct link_proc *proc;
+	struct link_conn *conn;
+	struct span *held;
+	uint64_t start_ts, resp_ts, end_ts, deadline;
+	uint64_t task, resp_task;
+	uint32_t tid, resp_tid;
+	uint32_t refs;
+	bool server, resp_known, ended, decided, final, in_open, in_closed, queued;
+	bool has_parent;
+	uint8_t flags;
+	uint8_t trace_id[TRACE_ID_SIZE];
+	uint8_t span_id[SPAN_ID_SIZE];
+	uint8_t parent_span_id[SPAN_ID_SIZE];
+};
+
+union held_slot {
+	union held_slot *next_free;
+	struct span span;
+};
+
+struct linker {
+	struct linker_opts opts;
+	struct exporter *exporter;
+	struct idgen ids;
+	struct link_proc *procs[PROC_BUCKETS];
+	struct link_proc *all_procs;
+	struct link_conn *conns[CONN_BUCKETS];
+	struct link_conn *closing_head, *closing_tail;
+	struct link_node *undecided, *undecided_tail; /* oldest first */
+	struct link_node *free_nodes;
+	union held_slot *free_held;
+	uint64_t now;
+	struct linker_stats stats;
+};
+
+static void finalize(struct linker *l, struct link_node *n);
+
+/* ---- pools and references ---------------------------------------------- */
+
+static struct link_node *node_alloc(struct linker *l)
+{
+	struct link_node *n = l->free_nodes;
+
+	if (n)
+		l->free_nodes = n->next_free;
+	else
+		n = malloc(sizeof(*n));
+	if (n)
+		memset(n, 0, sizeof(*n));
+	return n;
+}
+
+static void conn_unref(struct link_conn *c)
+{
+	if (--c->refs == 0)
+		free(c);
+}
+
+static void node_unref(struct linker *l, struct link_node *n)
+{
+	if (--n->refs)
+		return;
+	if (n->proc)
+		n->proc->refs--;
+	if (n->conn)
+		conn_unref(n->conn);
+	n->next_free = l->free_nodes;
+	l->free_nodes = n;
+}
+
+static struct span *held_alloc(struct linker *l)
+{
+	union held_slot *slot = l->free_held;
+
+	if (slot)
+		l->free_held = slot->next_free;
+	else
+		slot = malloc(sizeof(*slot));
+	if (!slot)
+		return NULL;
+	span_clear(&slot->span);
+	if (++l->stats.held > l->stats.held_peak)
+		l->stats.held_peak = l->stats.held;
+	return &slot->span;
+}
+
+static void held_release(struct linker *l, struct span *span)
+{
+	union held_slot *slot = (union held_slot *)span;
+
+	slot->next_free = l->free_held;
+	l->free_held = slot;
+	l->stats.held--;
+}
+
+/* ---- processes and connections ------------------------------------------ */
+
+static struct link_proc *proc_get(struct linker *l, uint32_t tgid)
+{
+	struct link_proc **bucket = &l->procs[(tgid * 2654435761u) % PROC_BUCKETS];
+	struct link_proc *p;
+
+	for (p = *bucket; p; p = p->hash_next)
+		if (p->tgid == tgid)
+			return p;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->tgid = tgid;
+	p->hash_next = *bucket;
+	*bucket = p;
+	p->all_next = l->all_procs;
+	l->all_procs = p;
+	return p;
+}
+
+static uint32_t conn_hash(const struct link_end *local, const struct link_end *remote)
+{
+	uint64_t h = 1469598103934665603ull;
+	const struct link_end *ends[2] = { local, remote };
+
+	for (int e = 0; e < 2; e++) {
+		for (int i = 0; i < 16; i++)
+			h = (h ^ ends[e]->addr[i]) * 1099511628211ull;
+		h = (h ^ ends[e]->port) * 1099511628211ull;
+	}
+	return (uint32_t)(h % CONN_BUCKETS);
+}
+
+static bool end_equal(const struct link_end *a, const struct link_end *b)
+{
+	return a->port == b->port && memcmp(a->addr, b->addr, sizeof(a->addr)) == 0;
+}
+
+/* The client connection whose ends are (local, remote). */
+static struct link_conn *client_conn(struct linker *l, const struct link_end *local,
+				     const struct link_end *remote)
+{
+	struct link_conn *c = l->conns[conn_hash(local, remote)];
+
+	for (; c; c = c->hash_next)
+		if (end_equal(&c->local, local) && end_equal(&c->remote, remote))
+			return c;
+	return NULL;
+}
+
+struct link_conn *linker_conn_open(struct linker *l, bool server, const struct link_end *local,
+				   const struct link_end *remote)
+{
+	struct link_conn *c = calloc(1, sizeof(*c));
+	uint32_t bucket;
+
+	if (!c)
+		return NULL;
+	c->local = *local;
+	c->remote = *remote;
+	c->server = server;
+	c->refs = 1;
+	if (!server) {
+		bucket = conn_hash(local, remote);
+		c->hash_next = l->conns[bucket];
+		l->conns[bucket] = c;
+		c->hashed = true;
+		c->refs++;
+	}
+	return c;
+}
+
+static void unhash_conn(struct linker *l, struct link_conn *c)
+{
+	struct link_conn **link = &l->conns[conn_hash(&c->local, &c->remote)];
+
+	while (*link && *link != c)
+		link = &(*link)->hash_next;
+	if (*link)
+		*link = c->hash_next;
+	c->hashed = false;
+	while (c->queue_head) {
+		struct link_node *n = c->queue_head;
+
+		c->queue_head = n->peer_next;
+		n->queued = false;
+		node_unref(l, n);
+	}
+	c->queue_tail = NULL;
+}
+
+/* A client connection stays findable for peer_wait_ms after it closes:
+ * the server end's events may still be on their way. */
+void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
+{
+	if (!c)
+		return;
+	if (c->hashed && !c->closed) {
+		c->closed = true;
+		c->closed_at = now_ns;
+		if (l->closing_tail)
+			l->closing_tail->closing_next = c;
+		else
+			l->closing_head = c;
+		l->closing_tail = c;
+		return;
+	}
+	conn_unref(c);
+}
+
+static void expire_closed_conns(struct linker *l)
+{
+	uint64_t wait = (uint64_t)l->opts.peer_wait_ms * MS;
+
+	while (l->closing_head && (l->now == UINT64_MAX || l->closing_head->closed_at + wait < l->now)) {
+		struct link_conn *c = l->closing_head;
+
+		l->closing_head = c->closing_next;
+		if (!l->closing_head)
+			l->closing_tail = NULL;
+		unhash_conn(l, c);
+		c->refs--; /* the table's; the tracker's is the last to go */
+		conn_unref(c);
+	}
+}
+
+/* ---- ids and emission ------------------------------------------------------ */
+
+static void put_ids(const struct link_node *n, struct span *span)
+{
+	memcpy(span->trace_id, n->trace_id, TRACE_ID_SIZE);
+	memcpy(span->span_id, n->span_id, SPAN_ID_SIZE);
+	memcpy(span->parent_span_id, n->parent_span_id, SPAN_ID_SIZE);
+	span->has_parent = n->has_parent;
+	span->trace_flags = n->flags;
+}
+
+static void emit_held(struct linker *l, struct link_node *n)
+{
+	struct span *slot;
+
+	if (!n->held)
+		return;
+	slot = exporter_reserve(l->exporter);
+	if (slot) {
+		memcpy(slot, n->held, sizeof(*slot));
+		put_ids(n, slot);
+		exporter_commit(l->exporter);
+	} else if (n->held->proc) {
+		proc_info_unref(n->held->proc);
+	}
+	held_release(l, n->held);
+	n->held = NULL;
+}
+
+/* The node's trace is known: its held span leaves, and so do those of
+ * the children that waited for it. */
+static void finalize(struct linker *l, struct link_node *n)
+{
+	n->final = true;
+	emit_held(l, n);
+	while (n->waiters) {
+		struct link_node *w = n->waiters;
+
+		n->waiters = w->wait_next;
+		if (!w->final) {
+			memcpy(w->trace_id, n->trace_id, TRACE_ID_SIZE);
+			w->flags = n->flags;
+			w->parent = NULL;
+			finalize(l, w);
+		}
+		node_unref(l, n); /* w's hold on its parent */
+		node_unref(l, w);
+	}
+}
+
+static void decide_root(struct linker *l, struct link_node *n, uint64_t *reason)
+{
+	idgen_trace_id(&l->ids, n->trace_id);
+	n->has_parent = false;
+	n->flags = 1;
+	n->decided = true;
+	l->stats.roots++;
+	if (reason)
+		(*reason)++;
+	finalize(l, n);
+}
+
+/* Whether n is p or an ancestor of p still waiting for its trace. */
+static bool would_cycle(const struct link_node *n, const struct link_node *p)
+{
+	for (int i = 0; p && i < CHAIN_MAX; i++, p = p->parent)
+		if (p == n)
+			return true;
+	return p != NULL;
+}
+
+static void decide_parent(struct linker *l, struct link_node *n, struct link_node *p,
+			  uint64_t *reason)
+{
+	if (!p->final && would_cycle(n, p)) {
+		decide_root(l, n, NULL);
+		return;
+	}
+	memcpy(n->parent_span_id, p->span_id, SPAN_ID_SIZE);
+	n->has_parent = true;
+	n->decided = true;
+	(*reason)++;
+	if (p->final) {
+		memcpy(n->trace_id, p->trace_id, TRACE_ID_SIZE);
+		n->flags = p->flags;
+		finalize(l, n);
+		return;
+	}
+	n->parent = p;
+	p->refs++;
+	n->wait_next = p->waiters;
+	p->waiters = n;
+	n->refs++;
+}
+
+/* ---- decisions --------------------------------------------------------- */
+
+static bool same_context(const struct link_node *server, const struct link_node *client)
+{
+	return server->resp_tid == client->tid && server->resp_task == client->task;
+}
+
+/* Server requests of the process open when the client request started
+ * are its candidates; one still unanswered could yet turn out to be it. */
+static bool decide_client(struct linker *l, struct link_node *n)
+{
+	struct link_node *match = NULL, *s;
+	unsigned matches = 0;
+	bool undetermined = false;
+
+	if (n->task == SONDE_TASK_UNKNOWN) {
+		decide_root(l, n, &l->stats.root_task_unknown);
+		return true;
+	}
+	for (s = n->proc->open; s; s = s->cand_next)
+		if (s->start_ts <= n->start_ts)
+			undetermined = true;
+	for (s = n->proc->closed_head; s; s = s->cand_next) {
+		if (s->start_ts > n->start_ts || s->resp_ts < n->start_ts || !s->resp_known ||
+		    !same_context(s, n))
+			continue;
+		match = s;
+		matches++;
+	}
+	if (undetermined && l->now < n->deadline)
+		return false;
+	if (undetermined)
+		decide_root(l, n, &l->stats.root_wait_expired);
+	else if (matches == 1)
+		decide_parent(l, n, match, &l->stats.parent_task);
+	else if (matches > 1)
+		decide_root(l, n, &l->stats.root_ambiguous);
+	else
+		decide_root(l, n, NULL);
+	return true;
+}
+
+static bool is_local_addr(const uint8_t addr[16])
+{
+	static const uint8_t loop6[16] = { [15] = 1 };
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (memcmp(addr, loop6, 16) == 0)
+		return true;
+	return memcmp(addr, mapped, 12) == 0 && addr[12] == 127;
+}
+
+/* The client request at the other end of n's connection: requests pair
+ * up in order, skipping client requests that ended before n began (their
+ * server side was never seen). */
+static bool decide_server(struct linker *l, struct link_node *n)
+{
+	const struct link_conn *c = n->conn;
+	struct link_conn *peer = c ? client_conn(l, &c->remote, &c->local) : NULL;
+
+	if (!c) {
+		decide_root(l, n, NULL);
+		return true;
+	}
+	while (peer && peer->queue_head) {
+		struct link_node *client = peer->queue_head;
+
+		if (client->ended && client->end_ts + PEER_SLACK_NS < n->start_ts) {
+			peer->queue_head = client->peer_next;
+			client->queued = false;
+			node_unref(l, client);
+			continue;
+		}
+		if (client->start_ts > n->start_ts + PEER_SLACK_NS)
+			break;
+		peer->queue_head = client->peer_next;
+		client->queued = false;
+		decide_parent(l, n, client, &l->stats.parent_peer);
+		node_unref(l, client);
+		return true;
+	}
+	if (peer && !peer->queue_head)
+		peer->queue_tail = NULL;
+	if (!peer && !is_local_addr(c->remote.addr) &&
+	    memcmp(c->remote.addr, c->local.addr, sizeof(c->local.addr)) != 0) {
+		decide_root(l, n, NULL);
+		return true;
+	}
+	if (l->now < n->deadline)
+		return false;
+	decide_root(l, n, &l->stats.root_wait_expired);
+	return true;
+}
+
+static bool try_decide(struct linker *l, struct link_node *n)
+{
+	if (n->decided)
+		return true;
+	return n->server ? decide_server(l, n) : decide_client(l, n);
+}
+
+/* ---- the tracker's calls ------------------------------------------------- */
+
+static void queue_on_conn(struct link_conn *c, struct link_node *n)
+{
+	n->queued = true;
+	n->refs++;
+	if (c->queue_tail)
+		c->queue_tail->peer_next = n;
+	else
+		c->queue_head = n;
+	c->queue_tail = n;
+}
+
+static void add_candidate(struct link_proc *p, struct link_node *n)
+{
+	n->in_open = true;
+	n->refs++;
+	n->cand_next = p->open;
+	if (p->open)
+		p->open->cand_prev = n;
+	p->open = n;
+}
+
+struct link_node *linker_request(struct linker *l, const struct link_request *req)
+{
+	struct link_node *n = node_alloc(l);
+
+	if (!n)
+		return NULL;
+	n->proc = proc_get(l, req->tgid);
+	if (!n->proc) {
+		n->next_free = l->free_nodes;
+		l->free_nodes = n;
+		return NULL;
+	}
+	n->proc->refs++;
+	n->refs = 1;
+	n->server = req->server;
+	n->tid = req->tid;
+	n->task = req->task;
+	n->start_ts = req->start_ts;
+	n->deadline = req->start_ts +
+		      (uint64_t)(req->server ? l->opts.peer_wait_ms : l->opts.wait_ms) * MS;
+	idgen_span_id(&l->ids, n->span_id);
+	if (req->conn) {
+		n->conn = req->conn;
+		req->conn->refs++;
+	}
+	if (n->server)
+		add_candidate(n->proc, n);
+	else if (req->conn && req->conn->hashed)
+		queue_on_conn(req->conn, n);
+	if (req->remote) {
+		memcpy(n->trace_id, req->remote->trace_id, TRACE_ID_SIZE);
+		memcpy(n->parent_span_id, req->remote->span_id, SPAN_ID_SIZE);
+		n->flags = req->remote->flags;
+		n->has_parent = true;
+		n->decided = true;
+		l->stats.parent_traceparent++;
+		finalize(l, n);
+		return n;
+	}
+	if (!try_decide(l, n)) {
+		n->refs++;
+		if (l->undecided_tail)
+			l->undecided_tail->und_next = n;
+		else
+			l->undecided = n;
+		l->undecided_tail = n;
+	}
+	return n;
+}
+
+/* Answered: from the open list to the end of the closed FIFO. */
+static void close_candidate(struct link_proc *p, struct link_node *n)
+{
+	if (!n->in_open)
+		return;
+	if (n->cand_prev)
+		n->cand_prev->cand_next = n->cand_next;
+	else
+		p->open = n->cand_next;
+	if (n->cand_next)
+		n->cand_next->cand_prev = n->cand_prev;
+	n->in_open = false;
+	n->cand_prev = n->cand_next = NULL;
+	n->in_closed = true;
+	if (p->closed_tail)
+		p->closed_tail->cand_next = n;
+	else
+		p->closed_head = n;
+	p->closed_tail = n;
+}
+
+void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64_t task,
+		     uint64_t ts)
+{
+	(void)l;
+	if (!n || !n->server || n->resp_known)
+		return;
+	n->resp_known = true;
+	n->resp_tid = tid;
+	n->resp_task = task;
+	n->resp_ts = ts;
+	close_candidate(n->proc, n);
+}
+
+struct span *linker_span_begin(struct linker *l, struct link_node *n)
+{
+	if (n && !n->final)
+		try_decide(l, n);
+	if (n && !n->final && l->stats.held >= l->opts.max_held)
+		decide_root(l, n, &l->stats.root_hold_full);
+	if (!n || n->final)
+		return exporter_reserve(l->exporter);
+	return held_alloc(l);
+}
+
+void linker_span_end(struct linker *l, struct link_node *n, struct span *span, uint64_t end_ts)
+{
+	if (!n) {
+		if (span) {
+			memset(span->parent_span_id, 0, SPAN_ID_SIZE);
+			idgen_trace_id(&l->ids, span->trace_id);
+			idgen_span_id(&l->ids, span->span_id);
+			span->has_parent = false;
+			span->trace_flags = 1;
+			l->stats.roots++;
+			exporter_commit(l->exporter);
+		}
+		return;
+	}
+	n->ended = true;
+	n->end_ts = end_ts;
+	if (n->server && !n->resp_known) {
+		n->resp_ts = end_ts;
+		close_candidate(n->proc, n);
+	}
+	if (span && n->final) {
+		put_ids(n, span);
+		exporter_commit(l->exporter);
+	} else if (span) {
+		n->held = span;
+	}
+	node_unref(l, n);
+}
+
+/* Answered server requests leave the candidates once no undecided client
+ * request of their process could still choose them. */
+static void prune_candidates(struct linker *l)
+{
+	for (struct link_proc *p = l->all_procs; p; p = p->all_next) {
+		while (p->closed_head) {
+			struct link_node *s = p->closed_head;
+
+			if (l->now != UINT64_MAX && s->resp_ts + RETAIN_NS >= l->now)
+				break;
+			if (p->oldest_waiting && s->resp_ts >= p->oldest_waiting)
+				break;
+			p->closed_head = s->cand_next;
+			if (!p->closed_head)
+				p->closed_tail = NULL;
+			s->in_closed = false;
+			s->cand_next = NULL;
+			node_unref(l, s);
+		}
+		p->oldest_waiting = 0;
+	}
+}
+
+static void free_idle_procs(struct linker *l)
+{
+	struct link_proc **link = &l->all_procs;
+
+	while (*link) {
+		struct link_proc *p = *link;
+		struct link_proc **bucket;
+
+		if (p->refs) {
+			link = &p->all_next;
+			continue;
+		}
+		*link = p->all_next;
+		bucket = &l->procs[(p->tgid * 2654435761u) % PROC_BUCKETS];
+		while (*bucket != p)
+			bucket = &(*bucket)->hash_next;
+		*bucket = p->hash_next;
+		free(p);
+	}
+}
+
+/* Oldest first, so that spans held for the same reason leave in order. */
+static void decide_waiting(struct linker *l)
+{
+	struct link_node **link = &l->undecided;
+
+	l->undecided_tail = NULL;
+	while (*link) {
+		struct link_node *n = *link;
+
+		if (try_decide(l, n)) {
+			*link = n->und_next;
+			n->und_next = NULL;
+			node_unref(l, n);
+			continue;
+		}
+		if (!n->server &&
+		    (!n->proc->oldest_waiting || n->start_ts < n->proc->oldest_waiting))
+			n->proc->oldest_waiting = n->start_ts;
+		l->undecided_tail = n;
+		link = &n->und_next;
+	}
+}
+
+void linker_tick(struct linker *l, uint64_t now_ns)
+{
+	l->now = now_ns;
+	decide_waiting(l);
+	prune_candidates(l);
+	expire_closed_conns(l);
+	free_idle_procs(l);
+}
+
+struct linker *linker_new(const struct linker_opts *opts, struct exporter *exporter)
+{
+	struct linker *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	if (idgen_init(&l->ids)) {
+		free(l);
+		return NULL;
+	}
+	l->opts = *opts;
+	if (!l->opts.wait_ms)
+		l->opts.wait_ms = 30000;
+	if (!l->opts.peer_wait_ms)
+		l->opts.peer_wait_ms = 250;
+	if (!l->opts.max_held)
+		l->opts.max_held = 4096;
+	l->exporter = exporter;
+	return l;
+}
+
+void linker_free(struct linker *l)
+{
+	if (!l)
+		return;
+	linker_tick(l, UINT64_MAX);
+	while (l->free_nodes) {
+		struct link_node *n = l->free_nodes;
+
+		l->free_nodes = n->next_free;
+		free(n);
+	}
+	while (l->free_held) {
+		union held_slot *slot = l->free_held;
+
+		l->free_held = slot->next_free;
+		free(slot);
+	}
+	for (struct link_proc *p = l->all_procs, *next; p; p = next) {
+		next = p->all_next;
+		free(p);
+	}
+	free(l);
+}
+
+void linker_get_stats(const struct linker *l, struct linker_stats *out)
+{
+	*out = l->stats;
+}

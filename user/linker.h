@@ -1,0 +1,98 @@
+/* Decides each span's parent, and so its trace, with no help from the
+ * traced programs:
+ *
+ * - a SERVER span with a valid incoming traceparent is its child;
+ * - otherwise a SERVER span whose connection's other end is a CLIENT
+ *   connection sonde follows on this host is the child of the CLIENT span
+ *   of the same exchange (ends matched by address and port, exchanges by
+ *   order on the connection, checked by time);
+ * - a CLIENT span is the child of the SERVER request whose response was
+ *   written by the same thread and the same CPython asyncio task
+ *   (sonde_data_event.task) that wrote the client request, while that
+ *   server request was open. Outside CPython the task is 0, and the
+ *   thread alone decides: exact for a thread per request; on an event
+ *   loop serving several requests at once the candidates are ambiguous
+ *   and the span starts its own trace (counted), never a guessed one.
+ *
+ * A parent is often decided after its child has finished (a server
+ * request's response comes after the calls it made), so a finished span
+ * whose trace is not known yet is held, and leaves for the export queue
+ * when it is. Nothing waits for ever: past wait_ms (peer_wait_ms for the
+ * peer of a server span) the span starts its own trace, counted. */
+#ifndef SONDE_LINKER_H
+#define SONDE_LINKER_H
+
+#include "exporter.h"
+#include "ids.h"
+#include "span.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One end of a TCP connection; IPv4 as v4-mapped IPv6. */
+struct link_end {
+	uint8_t addr[16];
+	uint16_t port;
+};
+
+struct linker_opts {
+	uint32_t wait_ms;      /* longest a span waits for its parent; 0: 30000 */
+	uint32_t peer_wait_ms; /* how long a server span on a local connection
+				  waits for its client's span; 0: 250 */
+	uint32_t max_held;     /* finished spans held at once; 0: 4096 */
+};
+
+struct linker_stats {
+	uint64_t parent_traceparent; /* server spans: incoming traceparent */
+	uint64_t parent_peer;        /* server spans: client span at the other end */
+	uint64_t parent_task;        /* client spans: the request their task served */
+	uint64_t roots;              /* spans that start a trace (all reasons) */
+	uint64_t root_ambiguous;     /* client spans with more than one candidate */
+	uint64_t root_task_unknown;  /* client spans whose task could not be read */
+	uint64_t root_wait_expired;  /* waited wait_ms or peer_wait_ms in vain */
+	uint64_t root_hold_full;     /* decided early: max_held spans held */
+	uint64_t held;               /* spans held now */
+	uint64_t held_peak;
+};
+
+struct linker;
+struct link_conn;
+struct link_node;
+
+/* Incoming traceparent of a server request; NULL for none. */
+struct link_request {
+	uint32_t tgid;
+	uint32_t tid;      /* thread that moved the request head's first byte */
+	uint64_t task;     /* its sonde_data_event.task */
+	uint64_t start_ts; /* CLOCK_MONOTONIC ns */
+	bool server;
+	struct link_conn *conn; /* NULL when the connection's ends are unknown */
+	const struct trace_parent *remote;
+};
+
+struct linker *linker_new(const struct linker_opts *opts, struct exporter *exporter);
+/* Decides what is still open with what is known, emits what is held. */
+void linker_free(struct linker *l);
+
+struct link_conn *linker_conn_open(struct linker *l, bool server, const struct link_end *local,
+				   const struct link_end *remote);
+void linker_conn_close(struct linker *l, struct link_conn *lc, uint64_t now_ns);
+
+/* A request head: the node names its span from now on. NULL when out of
+ * memory: the span then starts its own trace. */
+struct link_node *linker_request(struct linker *l, const struct link_request *req);
+/* A server request's (final) response head: who wrote it, and when. */
+void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64_t task,
+		     uint64_t ts);
+/* Where to build the exchange's span: a slot of the export queue when its
+ * trace is known, else a held one. NULL when the queue is full (the
+ * exporter counts the drop). */
+struct span *linker_span_begin(struct linker *l, struct link_node *n);
+/* The span is built (span may be NULL: dropped); the exchange ended at
+ * end_ts. The tracker's hold on n ends here. */
+void linker_span_end(struct linker *l, struct link_node *n, struct span *span, uint64_t end_ts);
+/* Decides what can be decided; now_ns is CLOCK_MONOTONIC. */
+void linker_tick(struct linker *l, uint64_t now_ns);
+void linker_get_stats(const struct linker *l, struct linker_stats *out);
+
+#endif

@@ -1,0 +1,54 @@
+/* Recognises CPython processes and gives the kernel what it needs to name
+ * the asyncio task a thread runs (struct sonde_py_layout): the address of
+ * _PyRuntime in the process and the field offsets of its version.
+ *
+ * Only versions whose layout sonde carries are recognised (CPython 3.11,
+ * Debian 12's); any other process gets no layout, and its spans are linked
+ * by thread alone. Each program file is read once (cached by device and
+ * inode), since every exec on the host is looked at. */
+#ifndef SONDE_PYTASK_H
+#define SONDE_PYTASK_H
+
+#include "sonde_events.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PYTASK_CACHE_SIZE 64
+
+/* Offsets of one CPython version (runtime left 0). */
+struct pytask_version {
+	uint32_t hex_major_minor; /* PY_VERSION_HEX >> 16, e.g. 0x030b */
+	struct sonde_py_layout layout;
+};
+
+extern const struct pytask_version pytask_versions[];
+extern const unsigned pytask_nversions;
+
+struct pytask_file {
+	uint64_t dev, ino, mtime_ns;
+	uint64_t runtime_offset; /* _PyRuntime relative to the load base */
+	int version;             /* index in pytask_versions, -1: none */
+	bool version_known;      /* the file is a CPython 3.11+ interpreter */
+	uint64_t last_use;
+};
+
+struct pytask_stats {
+	uint64_t processes;     /* CPython processes given a layout */
+	uint64_t unsupported;   /* CPython of a version sonde has no layout for */
+	uint64_t failures;      /* programs or maps that could not be read */
+};
+
+struct pytask {
+	char proc_root[64];
+	struct pytask_file cache[PYTASK_CACHE_SIZE];
+	uint64_t uses;
+	struct pytask_stats stats;
+};
+
+void pytask_init(struct pytask *pt, const char *proc_root);
+/* 1 and *out filled when pid runs a known CPython, 0 when it does not,
+ * -errno when its program or maps could not be read. */
+int pytask_layout(struct pytask *pt, uint32_t pid, struct sonde_py_layout *out);
+
+#endif
