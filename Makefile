@@ -15,7 +15,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/in
 CORE_SRCS := user/bytes.c user/chars.c user/clock.c user/config.c user/console.c user/exporter.c \
 	user/http1.c user/ids.c user/kvlist.c user/linker.c user/log.c user/otlp_config.c user/otlp_encode.c \
 	user/otlp_export.c user/otlp_transport.c user/procinfo.c user/pytask.c user/reorder.c user/route.c \
-	user/semconv.c user/tracker.c $(BUILD)/otlp_trace.pb-c.c
+	user/semconv.c user/tracker.c user/tree.c $(BUILD)/otlp_trace.pb-c.c
 AGENT_SRCS := $(CORE_SRCS) user/probe.c user/main.c
 CORE_OBJS := $(patsubst $(BUILD)/%.c,$(BUILD)/%.o,$(CORE_SRCS:user/%.c=$(BUILD)/%.o))
 AGENT_OBJS := $(patsubst $(BUILD)/%.c,$(BUILD)/%.o,$(AGENT_SRCS:user/%.c=$(BUILD)/%.o))

@@ -56,7 +56,7 @@ static int parse_exclude(struct sonde_config *cfg, const char *text, const char 
 	return 0;
 }
 
-/* "otlp", "console", "none", or a list such as "otlp,console". */
+/* "otlp", "console", "tree", "none", or a list such as "otlp,tree". */
 static int parse_exporters(const char *text, const char *source, unsigned *out, char *err,
 			   size_t size)
 {
@@ -68,9 +68,11 @@ static int parse_exporters(const char *text, const char *source, unsigned *out, 
 			*out |= EXPORTER_OTLP;
 		else if (len == 7 && strncmp(text, "console", 7) == 0)
 			*out |= EXPORTER_CONSOLE;
+		else if (len == 4 && strncmp(text, "tree", 4) == 0)
+			*out |= EXPORTER_TREE;
 		else if (len != 4 || strncmp(text, "none", 4) != 0)
 			return errorf(err, size,
-				    "%s: \"%.*s\" is not one of otlp, console, none", source,
+				    "%s: \"%.*s\" is not one of otlp, console, tree, none", source,
 				    (int)len, text);
 		text += len + (text[len] == ',');
 	}
@@ -276,9 +278,10 @@ void config_usage(FILE *out)
 	fprintf(out,
 		"usage: sonde [options]\n"
 		"Traces every HTTP/1.x exchange on this host into OpenTelemetry spans.\n\n"
-		"  --exporter LIST           where spans go: otlp, console, none, or e.g.\n"
-		"                            otlp,console (OTEL_TRACES_EXPORTER; default otlp when\n"
-		"                            an OTLP endpoint is set, else console)\n"
+		"  --exporter LIST           where spans go: otlp, console, tree (each finished\n"
+		"                            trace as an indented tree), none, or e.g. otlp,tree\n"
+		"                            (OTEL_TRACES_EXPORTER; default otlp when an OTLP\n"
+		"                            endpoint is set, else console)\n"
 		"  --otlp-endpoint URL       collector (OTEL_EXPORTER_OTLP_ENDPOINT, or the exact\n"
 		"                            URL in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; default\n"
 		"                            http://localhost:4318, grpc: http://localhost:4317)\n"

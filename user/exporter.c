@@ -4,6 +4,7 @@
 #include "console.h"
 #include "log.h"
 #include "otlp_export.h"
+#include "tree.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +15,8 @@
 #include <time.h>
 
 #define CONSOLE_LINE_MAX (64 * 1024)
+/* A trace is printed as a tree once no span has joined it for this long. */
+#define TREE_QUIET_MS 1000
 
 struct exporter {
 	struct exporter_opts opts;
@@ -28,6 +31,7 @@ struct exporter {
 	bool stopping;
 	uint64_t shutdown_deadline_ns; /* set with stopping */
 	char *line;             /* console formatting buffer */
+	struct tree_view *tree;
 	const struct span **batch;
 	struct otlp_export *otlp;
 	struct exporter_stats stats;
@@ -142,6 +146,12 @@ static void export_range(struct exporter *exp, uint64_t from, uint64_t to)
 			write_console(exp, exp->batch[i]);
 		fflush(exp->opts.console);
 	}
+	if (exp->tree) {
+		uint64_t now = monotonic_now_ns();
+
+		for (size_t i = 0; i < n; i++)
+			tree_add(exp->tree, exp->batch[i], now);
+	}
 	if (exp->opts.sinks & EXPORTER_OTLP)
 		export_otlp(exp, n);
 	else
@@ -182,6 +192,8 @@ static void *export_thread(void *arg)
 			head = end;
 			store(&exp->head, head);
 		}
+		if (exp->tree)
+			tree_flush(exp->tree, monotonic_now_ns(), stop);
 		if (stop)
 			return NULL;
 	}
@@ -196,7 +208,13 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 	exp->batch = calloc(opts->max_export_batch, sizeof(*exp->batch));
 	if (opts->sinks & EXPORTER_CONSOLE)
 		exp->line = malloc(CONSOLE_LINE_MAX);
-	if (!exp->ring || !exp->batch || ((opts->sinks & EXPORTER_CONSOLE) && !exp->line)) {
+	if (opts->sinks & EXPORTER_TREE) {
+		exp->tree = malloc(sizeof(*exp->tree));
+		if (exp->tree)
+			tree_init(exp->tree, opts->console, TREE_QUIET_MS);
+	}
+	if (!exp->ring || !exp->batch || ((opts->sinks & EXPORTER_CONSOLE) && !exp->line) ||
+	    ((opts->sinks & EXPORTER_TREE) && !exp->tree)) {
 		snprintf(err, err_size, "exporter: out of memory for %u queued spans",
 			 opts->max_queue_size);
 		return -ENOMEM;
@@ -279,6 +297,7 @@ void exporter_free(struct exporter *exp)
 	free(exp->ring);
 	free(exp->batch);
 	free(exp->line);
+	free(exp->tree);
 	free(exp);
 }
 

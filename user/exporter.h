@@ -18,6 +18,7 @@ enum exporter_sink {
 	EXPORTER_NONE = 0,         /* spans are built and counted, then discarded */
 	EXPORTER_CONSOLE = 1 << 0, /* JSON lines on `console` */
 	EXPORTER_OTLP = 1 << 1,    /* OTLP to a collector */
+	EXPORTER_TREE = 1 << 2,    /* finished traces as trees on `console` */
 };
 
 struct exporter_opts {
@@ -26,7 +27,7 @@ struct exporter_opts {
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
 	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */
 	uint32_t export_timeout_ms; /* OTEL_BSP_EXPORT_TIMEOUT: per batch, and for the final flush */
-	FILE *console;
+	FILE *console;              /* console and tree output */
 	struct otlp_opts otlp;
 };
 

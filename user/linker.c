@@ -1,5 +1,6 @@
 #include "linker.h"
 
+#include "log.h"
 #include "sonde_events.h"
 
 #include <stdlib.h>
@@ -53,7 +54,7 @@ struct link_node {
 	uint64_t task, resp_task;
 	uint32_t tid, resp_tid;
 	uint32_t refs;
-	bool server, resp_known, ended, decided, final, in_open, in_closed, queued;
+	bool server, resp_known, ended, decided, final, in_open;
 	bool has_parent;
 	uint8_t flags;
 	uint8_t trace_id[TRACE_ID_SIZE];
@@ -214,6 +215,19 @@ struct link_conn *linker_conn_open(struct linker *l, bool server, const struct l
 	return c;
 }
 
+/* Takes the oldest client request off the connection's queue; the caller
+ * inherits the queue's reference. */
+static struct link_node *unqueue(struct link_conn *c)
+{
+	struct link_node *n = c->queue_head;
+
+	c->queue_head = n->peer_next;
+	if (!c->queue_head)
+		c->queue_tail = NULL;
+	n->peer_next = NULL;
+	return n;
+}
+
 static void unhash_conn(struct linker *l, struct link_conn *c)
 {
 	struct link_conn **link = &l->conns[conn_hash(&c->local, &c->remote)];
@@ -223,14 +237,8 @@ static void unhash_conn(struct linker *l, struct link_conn *c)
 	if (*link)
 		*link = c->hash_next;
 	c->hashed = false;
-	while (c->queue_head) {
-		struct link_node *n = c->queue_head;
-
-		c->queue_head = n->peer_next;
-		n->queued = false;
-		node_unref(l, n);
-	}
-	c->queue_tail = NULL;
+	while (c->queue_head)
+		node_unref(l, unqueue(c));
 }
 
 /* A client connection stays findable for peer_wait_ms after it closes:
@@ -431,21 +439,16 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		struct link_node *client = peer->queue_head;
 
 		if (client->ended && client->end_ts + PEER_SLACK_NS < n->start_ts) {
-			peer->queue_head = client->peer_next;
-			client->queued = false;
-			node_unref(l, client);
+			node_unref(l, unqueue(peer));
 			continue;
 		}
 		if (client->start_ts > n->start_ts + PEER_SLACK_NS)
 			break;
-		peer->queue_head = client->peer_next;
-		client->queued = false;
+		unqueue(peer);
 		decide_parent(l, n, client, &l->stats.parent_peer);
 		node_unref(l, client);
 		return true;
 	}
-	if (peer && !peer->queue_head)
-		peer->queue_tail = NULL;
 	if (!peer && !is_local_addr(c->remote.addr) &&
 	    memcmp(c->remote.addr, c->local.addr, sizeof(c->local.addr)) != 0) {
 		decide_root(l, n, NULL);
@@ -453,6 +456,9 @@ static bool decide_server(struct linker *l, struct link_node *n)
 	}
 	if (l->now < n->deadline)
 		return false;
+	log_debug("server request on port %u from port %u: no client request seen at the "
+		  "other end (%s)", c->local.port, c->remote.port,
+		  !peer ? "no such connection" : "none waiting");
 	decide_root(l, n, &l->stats.root_wait_expired);
 	return true;
 }
@@ -468,7 +474,6 @@ static bool try_decide(struct linker *l, struct link_node *n)
 
 static void queue_on_conn(struct link_conn *c, struct link_node *n)
 {
-	n->queued = true;
 	n->refs++;
 	if (c->queue_tail)
 		c->queue_tail->peer_next = n;
@@ -550,7 +555,6 @@ static void close_candidate(struct link_proc *p, struct link_node *n)
 		n->cand_next->cand_prev = n->cand_prev;
 	n->in_open = false;
 	n->cand_prev = n->cand_next = NULL;
-	n->in_closed = true;
 	if (p->closed_tail)
 		p->closed_tail->cand_next = n;
 	else
@@ -626,7 +630,6 @@ static void prune_candidates(struct linker *l)
 			p->closed_head = s->cand_next;
 			if (!p->closed_head)
 				p->closed_tail = NULL;
-			s->in_closed = false;
 			s->cand_next = NULL;
 			node_unref(l, s);
 		}

@@ -1,0 +1,237 @@
+"""End to end on the ktrdr reference system (examples/ktrdr): FastAPI on
+uvicorn and httpx services with no tracing code, driven through the ktrdr
+CLI, exported as OTLP to the independent receiver. Each call carries a
+business id (request_id, in the query string) that every service logs:
+that id, not sonde's own linking, says which spans belong together, so
+every exported parent can be checked.
+
+The api runs two ways: on uvicorn (one asyncio event loop serves every
+request) and thread per request (the standard library's
+ThreadingHTTPServer)."""
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Agent
+
+KTRDR = ROOT / "examples" / "ktrdr"
+
+# command -> (api route, downstream span name, downstream service prefix)
+COMMANDS = {
+    ("models", "train", "AAPL", "momentum"):
+        ("POST /api/v1/training/start", "POST /training/start", "ktrdr-training-worker-"),
+    ("backtest", "run", "AAPL", "momentum"):
+        ("POST /api/v1/backtests/start", "POST /backtests/start", "ktrdr-backtest-worker-"),
+    ("data", "load", "AAPL", "1d"):
+        ("POST /api/v1/data/load", "POST /data/historical", "ktrdr-ib-host-service"),
+    ("data", "show", "AAPL", "1d"):
+        ("GET /api/v1/data/AAPL/1d", None, None),
+}
+RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
+
+
+def free_port_block(count):
+    """A base port with `count` free ports from it on."""
+    for _ in range(100):
+        base = random.randrange(20000, 40000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no block of free ports")
+
+
+class Ktrdr:
+    def __init__(self, workdir, api_server):
+        self.base = free_port_block(6)
+        self.env = dict(os.environ, KTRDR_PORT_BASE=str(self.base),
+                        KTRDR_RUN_DIR=str(Path(workdir) / f"ktrdr-{api_server}"),
+                        KTRDR_API_SERVER=api_server,
+                        KTRDR_API_URL=f"http://127.0.0.1:{self.base}")
+        subprocess.run([str(KTRDR / "run.sh"), "start"], env=self.env, check=True, timeout=120)
+        self.run_dir = Path(self.env["KTRDR_RUN_DIR"])
+
+    def call(self, command, request_id):
+        return subprocess.Popen([str(KTRDR / "ktrdr"), "--request-id", request_id, *command],
+                                env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    def logged_by(self, request_id):
+        """Services whose log names the request id (the ground truth)."""
+        return {log.stem for log in self.run_dir.glob("*.log")
+                if f"request_id={request_id} " in log.read_text()}
+
+    def stop(self):
+        subprocess.run([str(KTRDR / "run.sh"), "stop"], env=self.env, check=True, timeout=30)
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "threaded"])
+def system(request, workdir):
+    """The agent, exporting to a receiver, and the ktrdr system under it."""
+    from conftest import Receiver
+    rx = Receiver(workdir, http_port=0)
+    agent = Agent(workdir, name=f"sonde-ktrdr-{request.param}", extra_env={
+        "OTEL_TRACES_EXPORTER": "otlp,tree",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rx.http_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "SONDE_KEEP_QUERY": "1",
+        "SONDE_EXCLUDE_COMM": "node",
+    })
+    ktrdr = Ktrdr(workdir, request.param)
+    yield request.param, agent, rx, ktrdr
+    ktrdr.stop()
+    assert agent.stop() == 0, agent.err_path.read_text()
+    rx.stop()
+
+
+def request_id_of(span):
+    match = re.search(r"request_id=([0-9a-z-]+)", span["attributes"].get("url.query", ""))
+    return match.group(1) if match else None
+
+
+def received(rx):
+    return [s for r in rx.requests() if r["accepted"] for s in r["spans"]]
+
+
+def run_calls(ktrdr, calls, concurrent):
+    procs = []
+    for command, rid in calls:
+        procs.append(ktrdr.call(command, rid))
+        if not concurrent:
+            assert procs[-1].wait(timeout=60) == 0, procs[-1].stderr.read()
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+
+
+def expected_count(command):
+    return 4 if COMMANDS[command][1] else 2
+
+
+def wait_for_spans(rx, calls, timeout=30):
+    want = {rid: expected_count(command) for command, rid in calls}
+    deadline = time.time() + timeout
+    while True:
+        spans = received(rx)
+        got = {}
+        for s in spans:
+            rid = request_id_of(s)
+            if rid in want:
+                got[rid] = got.get(rid, 0) + 1
+        if all(got.get(rid, 0) >= n for rid, n in want.items()) or time.time() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
+def one(spans, kind, service, name=None):
+    """The one span of that kind, service (a prefix when it ends in "-")
+    and name."""
+    found = [s for s in spans if s["kind"] == f"SPAN_KIND_{kind}"
+             and (s["resource"]["service.name"] == service or
+                  service.endswith("-") and s["resource"]["service.name"].startswith(service))
+             and (name is None or s["name"] == name)]
+    assert len(found) == 1, f"{kind} {service} {name}: {found}"
+    return found[0]
+
+
+def check_call(command, rid, spans, ktrdr):
+    """The expected tree of one call, from its business id. Returns
+    (right parents, parent links expected, problems)."""
+    route, down_name, down_service = COMMANDS[command]
+    mine = [s for s in spans if request_id_of(s) == rid]
+    assert len(mine) == expected_count(command), f"{rid}: {json.dumps(mine, indent=1)}"
+    cli = one(mine, "CLIENT", "ktrdr")
+    api = one(mine, "SERVER", "ktrdr-api", route)
+    chain = [cli, api]
+    if down_name:
+        chain.append(one(mine, "CLIENT", "ktrdr-api"))
+        down = one(mine, "SERVER", down_service, down_name)
+        assert down["resource"]["service.name"] in ktrdr.logged_by(rid)
+        chain.append(down)
+    problems = []
+    if cli["parent_span_id"]:
+        problems.append(f"{rid}: the CLI's span has a parent")
+    right = 0
+    for parent, child in zip(chain, chain[1:]):
+        if child["parent_span_id"] == parent["span_id"] and child["trace_id"] == parent["trace_id"]:
+            right += 1
+        elif child["parent_span_id"]:
+            problems.append(f"{rid}: WRONG parent for {child['name']}")
+        else:
+            print(f"{rid}: no parent for {child['resource']['service.name']} {child['name']}")
+    trace_size = sum(1 for s in spans if s["trace_id"] == cli["trace_id"])
+    if trace_size > len(chain):
+        problems.append(f"{rid}: trace of {trace_size} spans, {len(chain)} expected")
+    return right, len(chain) - 1, problems
+
+
+def record(variant, mode, right, links, oversized):
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[f"{variant}/{mode}"] = {"right_parents": right, "parent_links": links,
+                                    "accuracy": round(right / links, 4),
+                                    "oversized_traces": oversized}
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\n{variant} {mode}: {right}/{links} right parents, {oversized} oversized traces")
+
+
+def run_and_check(system, calls, concurrent):
+    variant, agent, rx, ktrdr = system
+    run_calls(ktrdr, calls, concurrent)
+    spans = wait_for_spans(rx, calls)
+    right = links = oversized = 0
+    problems = []
+    for command, rid in calls:
+        r, n, p = check_call(command, rid, spans, ktrdr)
+        right, links = right + r, links + n
+        oversized += any("spans," in x for x in p)
+        problems += p
+    record(variant, "concurrent-16" if concurrent else "sequential", right, links, oversized)
+    return right, links, problems
+
+
+def calls_of(count, tag):
+    commands = list(COMMANDS)
+    return [(commands[i % len(commands)], f"{tag}-{uuid.uuid4().hex[:12]}") for i in range(count)]
+
+
+def test_sequential_calls_give_exact_trees(system):
+    right, links, problems = run_and_check(system, calls_of(8, "seq"), concurrent=False)
+    assert not problems
+    assert right == links
+
+
+def test_sixteen_concurrent_calls_never_get_a_wrong_parent(system):
+    right, links, problems = run_and_check(system, calls_of(16, "par"), concurrent=True)
+    assert not problems, problems
+    assert right == links
+
+
+def test_tree_view_prints_each_trace(system):
+    variant, agent, rx, ktrdr = system
+    rid = f"tree-{uuid.uuid4().hex[:12]}"
+    run_calls(ktrdr, [(("models", "train", "AAPL", "momentum"), rid)], concurrent=False)
+    spans = wait_for_spans(rx, [(("models", "train", "AAPL", "momentum"), rid)])
+    cli = one([s for s in spans if request_id_of(s) == rid], "CLIENT", "ktrdr")
+    deadline = time.time() + 15
+    while cli["trace_id"] not in agent.out_path.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    text = agent.out_path.read_text()
+    block = text[text.index(f"trace {cli['trace_id']}"):].split("\n\n")[0].splitlines()
+    assert re.match(r"trace [0-9a-f]{32} \(4 spans, [0-9.]+ ms\)", block[0]), block
+    assert re.match(r"└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[1]), block
+    assert re.match(r"   └─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",
+                    block[2]), block
+    assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[3]), block
+    assert re.match(r"         └─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
+                    r"[0-9.]+ ms 200", block[4]), block

@@ -1,0 +1,184 @@
+#include "tree.h"
+
+#include "semconv.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+void tree_init(struct tree_view *tv, FILE *out, uint32_t quiet_ms)
+{
+	tv->out = out;
+	tv->quiet_ns = (uint64_t)quiet_ms * 1000000ull;
+	tv->nspans = 0;
+}
+
+static bool same_trace(const struct tree_span *a, const struct tree_span *b)
+{
+	return memcmp(a->trace_id, b->trace_id, TRACE_ID_SIZE) == 0;
+}
+
+static double ms_between(uint64_t start, uint64_t end)
+{
+	return end > start ? (double)(end - start) / 1e6 : 0.0;
+}
+
+static void print_span(struct tree_view *tv, const struct tree_span *s, const char *prefix,
+		       bool last)
+{
+	fprintf(tv->out, "%s%s %s: %s (%s) %.1f ms", prefix, last ? "└─" : "├─", s->service,
+		s->name, s->kind == SPAN_KIND_SERVER ? "SERVER" : "CLIENT",
+		ms_between(s->start_unix_ns, s->end_unix_ns));
+	if (s->status_code)
+		fprintf(tv->out, " %u", s->status_code);
+	else
+		fprintf(tv->out, " no response");
+	fprintf(tv->out, "%s\n", s->status == SPAN_STATUS_ERROR ? " ERROR" : "");
+}
+
+/* Whether s is child's parent. */
+static bool is_child(const struct tree_span *child, const struct tree_span *s)
+{
+	return child->has_parent && memcmp(child->parent_span_id, s->span_id, SPAN_ID_SIZE) == 0;
+}
+
+/* A root is a span whose parent is not in the trace (or has none). */
+static bool is_root(const struct tree_view *tv, size_t n, const struct tree_span *s)
+{
+	for (size_t j = 0; s->has_parent && j < n; j++)
+		if (is_child(s, &tv->spans[tv->members[j]]))
+			return false;
+	return true;
+}
+
+/* The earliest member not printed yet that is a child of parent (a root
+ * when parent is NULL), or NULL. */
+static struct tree_span *next_by_start(struct tree_view *tv, size_t n, const struct tree_span *parent)
+{
+	struct tree_span *best = NULL;
+
+	for (size_t j = 0; j < n; j++) {
+		struct tree_span *s = &tv->spans[tv->members[j]];
+
+		if (s->done)
+			continue;
+		if (parent ? !is_child(s, parent) : !is_root(tv, n, s))
+			continue;
+		if (!best || s->start_unix_ns < best->start_unix_ns)
+			best = s;
+	}
+	return best;
+}
+
+static void print_children(struct tree_view *tv, size_t n, const struct tree_span *parent,
+			   char *prefix, size_t depth)
+{
+	struct tree_span *s = next_by_start(tv, n, parent);
+
+	while (s) {
+		struct tree_span *next;
+		size_t len = strlen(prefix);
+
+		s->done = true;
+		next = next_by_start(tv, n, parent);
+		print_span(tv, s, prefix, next == NULL);
+		if (depth < 32 && len + 8 < 256) {
+			strcpy(prefix + len, next ? "│  " : "   ");
+			print_children(tv, n, s, prefix, depth + 1);
+			prefix[len] = '\0';
+		}
+		s = next;
+	}
+}
+
+static void print_trace(struct tree_view *tv, size_t first)
+{
+	const struct tree_span *head = &tv->spans[first];
+	uint64_t start = UINT64_MAX, end = 0;
+	char trace_hex[TRACE_ID_SIZE * 2 + 1], prefix[256] = "";
+	size_t n = 0;
+
+	for (size_t i = first; i < tv->nspans; i++) {
+		struct tree_span *s = &tv->spans[i];
+
+		if (s->done || !same_trace(s, head))
+			continue;
+		tv->members[n++] = (uint32_t)i;
+		if (s->start_unix_ns < start)
+			start = s->start_unix_ns;
+		if (s->end_unix_ns > end)
+			end = s->end_unix_ns;
+	}
+	hex_encode(head->trace_id, TRACE_ID_SIZE, trace_hex);
+	fprintf(tv->out, "trace %s (%zu span%s, %.1f ms)\n", trace_hex, n, n == 1 ? "" : "s",
+		ms_between(start, end));
+	print_children(tv, n, NULL, prefix, 0);
+	fprintf(tv->out, "\n");
+}
+
+static uint64_t last_arrival(const struct tree_view *tv, size_t first)
+{
+	uint64_t last = 0;
+
+	for (size_t i = first; i < tv->nspans; i++)
+		if (!tv->spans[i].done && same_trace(&tv->spans[i], &tv->spans[first]) &&
+		    tv->spans[i].arrived_ns > last)
+			last = tv->spans[i].arrived_ns;
+	return last;
+}
+
+static void compact(struct tree_view *tv)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < tv->nspans; i++)
+		if (!tv->spans[i].done)
+			tv->spans[kept++] = tv->spans[i];
+	tv->nspans = kept;
+}
+
+void tree_flush(struct tree_view *tv, uint64_t now_ns, bool all)
+{
+	bool printed = false;
+
+	for (size_t i = 0; i < tv->nspans; i++) {
+		if (tv->spans[i].done)
+			continue;
+		if (!all && last_arrival(tv, i) + tv->quiet_ns > now_ns)
+			continue;
+		print_trace(tv, i);
+		printed = true;
+	}
+	if (printed) {
+		fflush(tv->out);
+		compact(tv);
+	}
+}
+
+static void print_oldest(struct tree_view *tv)
+{
+	print_trace(tv, 0);
+	fflush(tv->out);
+	compact(tv);
+}
+
+void tree_add(struct tree_view *tv, const struct span *span, uint64_t now_ns)
+{
+	struct tree_span *s;
+
+	if (tv->nspans == TREE_SPANS_MAX)
+		print_oldest(tv);
+	s = &tv->spans[tv->nspans++];
+	memcpy(s->trace_id, span->trace_id, TRACE_ID_SIZE);
+	memcpy(s->span_id, span->span_id, SPAN_ID_SIZE);
+	memcpy(s->parent_span_id, span->parent_span_id, SPAN_ID_SIZE);
+	s->has_parent = span->has_parent;
+	s->done = false;
+	s->kind = span->kind;
+	s->status = span->status;
+	s->status_code = span->status_code;
+	s->start_unix_ns = span->start_unix_ns;
+	s->end_unix_ns = span->end_unix_ns;
+	s->arrived_ns = now_ns;
+	span_format_name(span, s->name, sizeof(s->name));
+	snprintf(s->service, sizeof(s->service), "%s", span->proc ? span->proc->service_name : "unknown");
+}
