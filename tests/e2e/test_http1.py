@@ -31,7 +31,11 @@ def test_curl_against_nginx(agent, nginx):
     assert len(spans) == 2
     server, client = one(spans, "SERVER"), one(spans, "CLIENT")
     assert server["name"] == "GET /index.html"
-    assert server["parent_id"] is None
+    # curl's connection is the other end of nginx's: one trace, curl's
+    # span the parent.
+    assert client["parent_id"] is None
+    assert server["parent_id"] == client["context"]["span_id"]
+    assert server["context"]["trace_id"] == client["context"]["trace_id"]
     assert server["status"]["status_code"] == "UNSET"
     a = server["attributes"]
     assert a["http.request.method"] == "GET"

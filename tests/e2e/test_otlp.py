@@ -102,7 +102,10 @@ def test_spans_arrive_decoded(workdir, nginx, receivers, protocol, compression):
     assert {c["resource"]["service.name"] for c in clients} == {"curl"}
 
     ok = servers["GET /ok"]
-    assert ok["parent_span_id"] == ""
+    curl_ok = next(c for c in clients if c["attributes"]["url.path"] == "/ok")
+    assert curl_ok["parent_span_id"] == ""
+    assert ok["parent_span_id"] == curl_ok["span_id"]
+    assert ok["trace_id"] == curl_ok["trace_id"]
     assert ok["status"]["code"] == "STATUS_CODE_UNSET"
     assert ok["attributes"]["http.response.status_code"] == 200
     assert ok["attributes"]["client.port"] > 0
