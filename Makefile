@@ -22,6 +22,8 @@ AGENT_OBJS := $(patsubst $(BUILD)/%.c,$(BUILD)/%.o,$(AGENT_SRCS:user/%.c=$(BUILD
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/harness.c
 UNIT_BIN := $(BUILD)/unit_tests
+# test_pytask.c checks sonde's CPython layouts against these headers.
+PY_INCLUDE := /usr/include/python3.11
 
 .PHONY: all deps test unit e2e fuzz bench clean run install
 all: $(BUILD)/sonde
@@ -53,7 +55,7 @@ $(BUILD)/sonde: $(AGENT_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(UNIT_BIN): $(UNIT_SRCS) $(CORE_OBJS)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion -lcjson
+	$(CC) $(CFLAGS) -I$(PY_INCLUDE) $^ -o $@ $(LDLIBS) -lcriterion -lcjson
 
 unit: $(UNIT_BIN)
 	$(UNIT_BIN) --jobs 2
@@ -62,7 +64,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lz
+		-Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lz -lelf
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus

@@ -58,14 +58,15 @@ static void fill_hdr(struct harness *h, struct sonde_event_header *hdr, uint8_t 
 {
 	hdr->type = type;
 	hdr->tgid = c->tgid;
-	hdr->tid = c->tgid;
+	hdr->tid = c->tid ? c->tid : c->tgid;
 	hdr->fd = c->fd;
 	hdr->conn_gen = c->gen;
 	h->now += 1000;
 	hdr->ts = h->now;
 }
 
-struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
+static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			      uint16_t lport, uint16_t rport, const char *raddr)
 {
 	struct tconn c = { .tgid = tgid, .fd = fd, .gen = h->now };
 	struct sonde_conn_event ev = { 0 };
@@ -73,13 +74,27 @@ struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
 	fill_hdr(h, &ev.hdr, SONDE_EV_CONN, &c);
 	ev.role = role;
 	ev.family = 2;
-	ev.lport = role == SONDE_ROLE_CLIENT ? 40000 : 8080;
-	ev.rport = role == SONDE_ROLE_CLIENT ? 8080 : 40000;
+	ev.lport = lport;
+	ev.rport = rport;
 	memcpy(ev.laddr, "\x7f\x00\x00\x01", 4);
-	memcpy(ev.raddr, "\x7f\x00\x00\x02", 4);
+	memcpy(ev.raddr, raddr, 4);
 	strcpy(ev.comm, "testproc");
 	tracker_handle(h->tracker, &ev, sizeof(ev));
 	return c;
+}
+
+struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
+{
+	bool client = role == SONDE_ROLE_CLIENT;
+
+	return open_conn(h, tgid, fd, role, client ? 40000 : 8080, client ? 8080 : 40000,
+			 "\x7f\x00\x00\x02");
+}
+
+struct tconn h_open_ports(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			  uint16_t lport, uint16_t rport)
+{
+	return open_conn(h, tgid, fd, role, lport, rport, "\x7f\x00\x00\x01");
 }
 
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
@@ -100,6 +115,7 @@ void h_io_tail(struct harness *h, struct tconn *c, int dir, const char *data, si
 	ev->captured = (uint16_t)captured;
 	ev->tail = (uint16_t)tail;
 	ev->dir = (uint8_t)dir;
+	ev->task = c->task;
 	memcpy(ev->data, data, captured);
 	memcpy(ev->data + captured, data + len - tail, tail);
 	c->pos[dir] += len;

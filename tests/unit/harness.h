@@ -30,11 +30,14 @@ struct harness {
 	int nspans;
 };
 
+/* tid and task are those of the next calls made on the connection. */
 struct tconn {
 	uint32_t tgid;
 	int32_t fd;
 	uint64_t gen;
 	uint64_t pos[2];
+	uint32_t tid;
+	uint64_t task;
 };
 
 void h_init(struct harness *h, bool keep_query);
@@ -42,6 +45,10 @@ void h_init(struct harness *h, bool keep_query);
 void h_proc(struct harness *h, uint32_t pid, const char *cmdline, size_t cmdline_len,
 	    const char *environ, size_t environ_len);
 struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role);
+/* A loopback connection with both ends on 127.0.0.1: a client's end and
+ * a server's with swapped ports are the two ends of one connection. */
+struct tconn h_open_ports(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			  uint16_t lport, uint16_t rport);
 /* Sends len bytes of which the first `captured` are present. */
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
 	  size_t captured);

@@ -1,0 +1,253 @@
+/* Parent and trace decisions (linker.c), driven through the tracker with
+ * synthetic kernel records: who wrote what, on which thread and task. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+#define IN SONDE_DIR_INGRESS
+#define OUT SONDE_DIR_EGRESS
+
+static struct harness h;
+
+static void setup(void)
+{
+	h_init(&h, false);
+}
+
+static void teardown(void)
+{
+	h_free(&h);
+}
+
+TestSuite(linker, .init = setup, .fini = teardown);
+
+static const char *context_id(const cJSON *span, const char *which)
+{
+	const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(span, "context");
+
+	return cJSON_GetObjectItemCaseSensitive(ctx, which)->valuestring;
+}
+
+static const cJSON *span_of(const char *kind, const char *path)
+{
+	for (int i = 0; i < h.nspans; i++)
+		if (strstr(span_field(h.spans[i], "kind"), kind) &&
+		    strcmp(span_str(h.spans[i], "url.path"), path) == 0)
+			return h.spans[i];
+	cr_assert_fail("no %s span for %s", kind, path);
+	return NULL;
+}
+
+static void expect_child(const cJSON *child, const cJSON *parent)
+{
+	cr_expect_str_eq(span_field(child, "parent_id"), context_id(parent, "span_id"));
+	cr_expect_str_eq(context_id(child, "trace_id"), context_id(parent, "trace_id"));
+}
+
+static void expect_root(const cJSON *span)
+{
+	cr_expect_str_eq(span_field(span, "parent_id"), "null");
+}
+
+static const char *request(const char *path)
+{
+	static char buf[128];
+
+	snprintf(buf, sizeof(buf), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+	return buf;
+}
+
+static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+/* One exchange seen from both ends of a loopback connection. */
+static void exchange(struct tconn *client, struct tconn *server, const char *path)
+{
+	h_send(&h, client, OUT, request(path));
+	h_send(&h, server, IN, request(path));
+	h_send(&h, server, OUT, ok);
+	h_send(&h, client, IN, ok);
+}
+
+Test(linker, server_span_is_child_of_the_client_span_at_the_other_end)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+
+	exchange(&client, &server, "/a");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	expect_root(span_of("CLIENT", "/a"));
+	expect_child(span_of("SERVER", "/a"), span_of("CLIENT", "/a"));
+	cr_expect_eq(h.stats.link.parent_peer, 1);
+}
+
+Test(linker, keep_alive_exchanges_stay_in_their_own_traces)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+
+	exchange(&client, &server, "/a");
+	exchange(&client, &server, "/b");
+	exchange(&client, &server, "/c");
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 6);
+	expect_child(span_of("SERVER", "/a"), span_of("CLIENT", "/a"));
+	expect_child(span_of("SERVER", "/b"), span_of("CLIENT", "/b"));
+	expect_child(span_of("SERVER", "/c"), span_of("CLIENT", "/c"));
+	cr_expect_str_neq(context_id(span_of("SERVER", "/a"), "trace_id"),
+			  context_id(span_of("SERVER", "/b"), "trace_id"));
+}
+
+Test(linker, incoming_traceparent_wins_over_the_peer)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	const char *req = "GET /t HTTP/1.1\r\ntraceparent: "
+			  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+
+	h_send(&h, &client, OUT, req);
+	h_send(&h, &server, IN, req);
+	h_send(&h, &server, OUT, ok);
+	h_send(&h, &client, IN, ok);
+	h_finish(&h);
+	cr_expect_str_eq(span_field(span_of("SERVER", "/t"), "parent_id"), "0x00f067aa0ba902b7");
+	cr_expect_eq(h.stats.link.parent_traceparent, 1);
+}
+
+/* Two requests served at once by two threads, each calling downstream. */
+Test(linker, thread_per_request_calls_are_children_of_their_threads_request)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out1 = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+	struct tconn out2 = h_open_ports(&h, 20, 10, SONDE_ROLE_CLIENT, 40004, 9090);
+
+	in1.tid = out1.tid = 21;
+	in2.tid = out2.tid = 22;
+	h_send(&h, &in1, IN, request("/in1"));
+	h_send(&h, &in2, IN, request("/in2"));
+	h_send(&h, &out2, OUT, request("/out2"));
+	h_send(&h, &out1, OUT, request("/out1"));
+	h_send(&h, &out1, IN, ok);
+	h_send(&h, &out2, IN, ok);
+	h_send(&h, &in2, OUT, ok);
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	expect_child(span_of("CLIENT", "/out1"), span_of("SERVER", "/in1"));
+	expect_child(span_of("CLIENT", "/out2"), span_of("SERVER", "/in2"));
+	cr_expect_eq(h.stats.link.parent_task, 2);
+}
+
+/* One event-loop thread, two requests in flight: the task tells them apart. */
+Test(linker, asyncio_task_decides_between_requests_of_one_thread)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in1, IN, request("/in1"));
+	h_send(&h, &in2, IN, request("/in2"));
+	out.task = 0x7000b0;
+	h_send(&h, &out, OUT, request("/from2"));
+	h_send(&h, &out, IN, ok);
+	out.task = 0x7000a0;
+	h_send(&h, &out, OUT, request("/from1"));
+	h_send(&h, &out, IN, ok);
+	in2.task = 0x7000b0;
+	h_send(&h, &in2, OUT, ok);
+	in1.task = 0x7000a0;
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	expect_child(span_of("CLIENT", "/from1"), span_of("SERVER", "/in1"));
+	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
+}
+
+/* Without a task, one thread serving two requests at once gives no way to
+ * tell which one made the call: its own trace, counted, never a guess. */
+Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in1, IN, request("/in1"));
+	h_send(&h, &in2, IN, request("/in2"));
+	h_send(&h, &out, OUT, request("/call"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in2, OUT, ok);
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	expect_root(span_of("CLIENT", "/call"));
+	cr_expect_eq(h.stats.link.root_ambiguous, 1);
+}
+
+Test(linker, unreadable_task_starts_its_own_trace)
+{
+	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in, IN, request("/in"));
+	out.task = SONDE_TASK_UNKNOWN;
+	h_send(&h, &out, OUT, request("/call"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in, OUT, ok);
+	h_finish(&h);
+	expect_root(span_of("CLIENT", "/call"));
+	cr_expect_eq(h.stats.link.root_task_unknown, 1);
+}
+
+/* A call made after the response was written is not part of the request
+ * (a background job on a reused thread). */
+Test(linker, reused_thread_does_not_join_a_finished_request)
+{
+	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in, IN, request("/in"));
+	h_send(&h, &in, OUT, ok);
+	h_send(&h, &out, OUT, request("/later"));
+	h_send(&h, &out, IN, ok);
+	h_finish(&h);
+	expect_root(span_of("CLIENT", "/later"));
+}
+
+/* The whole chain, decided only when the top request answers: the client
+ * and downstream spans were held until then. */
+Test(linker, three_hops_make_one_trace)
+{
+	struct tconn cli = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn api_in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn api_out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+	struct tconn worker = h_open_ports(&h, 30, 5, SONDE_ROLE_SERVER, 9090, 40003);
+
+	h_send(&h, &cli, OUT, request("/api"));
+	h_send(&h, &api_in, IN, request("/api"));
+	exchange(&api_out, &worker, "/work");
+	h_send(&h, &api_in, OUT, ok);
+	h_send(&h, &cli, IN, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	expect_root(span_of("CLIENT", "/api"));
+	expect_child(span_of("SERVER", "/api"), span_of("CLIENT", "/api"));
+	expect_child(span_of("CLIENT", "/work"), span_of("SERVER", "/api"));
+	expect_child(span_of("SERVER", "/work"), span_of("CLIENT", "/work"));
+	cr_expect_eq(h.stats.link.held, 0);
+}
+
+Test(linker, server_with_no_client_seen_waits_then_starts_a_trace)
+{
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tracker_stats early;
+
+	h_send(&h, &server, IN, request("/alone"));
+	h_send(&h, &server, OUT, ok);
+	tracker_tick(h.tracker, h.now);
+	tracker_get_stats(h.tracker, &early);
+	cr_expect_eq(early.link.held, 1);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 1);
+	expect_root(span_of("SERVER", "/alone"));
+	cr_expect_eq(h.stats.link.root_wait_expired, 1);
+}

@@ -1,0 +1,80 @@
+/* The CPython layouts sonde carries, checked against the headers of the
+ * installed interpreter, and recognition of a real interpreter process. */
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <internal/pycore_frame.h>
+#include <internal/pycore_interp.h>
+#include <internal/pycore_runtime.h>
+
+#include "pytask.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const struct pytask_version *installed_version(void)
+{
+	for (unsigned i = 0; i < pytask_nversions; i++)
+		if (pytask_versions[i].hex_major_minor == (PY_VERSION_HEX >> 16))
+			return &pytask_versions[i];
+	return NULL;
+}
+
+Test(pytask, layout_matches_the_installed_cpython_headers)
+{
+	const struct pytask_version *v = installed_version();
+	const struct sonde_py_layout *l;
+
+	cr_assert(v, "no layout for CPython %s", PY_VERSION);
+	l = &v->layout;
+	cr_expect_eq(l->interp_main, offsetof(_PyRuntimeState, interpreters.main));
+	cr_expect_eq(l->threads_head, offsetof(PyInterpreterState, threads.head));
+	cr_expect_eq(l->tstate_next, offsetof(PyThreadState, next));
+	cr_expect_eq(l->tstate_native_id, offsetof(PyThreadState, native_thread_id));
+	cr_expect_eq(l->tstate_cframe, offsetof(PyThreadState, cframe));
+	cr_expect_eq(l->cframe_frame, offsetof(_PyCFrame, current_frame));
+	cr_expect_eq(l->frame_previous, offsetof(_PyInterpreterFrame, previous));
+	cr_expect_eq(l->frame_code, offsetof(_PyInterpreterFrame, f_code));
+	cr_expect_eq(l->code_flags, offsetof(PyCodeObject, co_flags));
+}
+
+static void wait_for_exec(pid_t pid)
+{
+	char path[64], exe[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+	for (int i = 0; i < 500; i++) {
+		ssize_t len = readlink(path, exe, sizeof(exe) - 1);
+
+		if (len > 0) {
+			exe[len] = '\0';
+			if (strstr(exe, "python"))
+				return;
+		}
+		usleep(10 * 1000);
+	}
+	cr_assert_fail("pid %d never ran python", pid);
+}
+
+Test(pytask, recognises_a_running_interpreter_and_nothing_else)
+{
+	struct pytask pt;
+	struct sonde_py_layout layout;
+	pid_t child = fork();
+
+	if (child == 0) {
+		execl("/usr/bin/python3", "python3", "-c", "import time; time.sleep(30)", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert(child > 0);
+	wait_for_exec(child);
+	pytask_init(&pt, "/proc");
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, &layout), 1);
+	cr_expect_neq(layout.runtime, 0);
+	cr_expect_eq(layout.frame_code, installed_version()->layout.frame_code);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), &layout), 0);
+	cr_expect_eq(pt.stats.processes, 1);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}
