@@ -17,6 +17,12 @@
  * out of order). */
 #define RETAIN_NS (50 * MS)
 #define CHAIN_MAX 64
+/* Poll ticks a server request waits for a client connection at its other
+ * end to be seen at all: the client's connection event is written with
+ * its first request, so it is in the same drain as the server's first
+ * read, or (that read can return before the client's write does) in the
+ * next. Only a connection's first request waits: later ones know. */
+#define PEER_CONN_TICKS 2
 
 struct link_proc {
 	struct link_proc *hash_next, *all_next;
@@ -33,6 +39,7 @@ struct link_conn {
 	struct link_conn *hash_next, *closing_next;
 	struct link_end local, remote;
 	bool server, hashed, closed;
+	bool peer_unseen; /* server: its client end was looked for in vain */
 	uint32_t refs;
 	uint64_t closed_at;
 	/* Client requests not matched yet with a server request on the
@@ -54,6 +61,7 @@ struct link_node {
 	uint64_t task, resp_task;
 	uint32_t tid, resp_tid;
 	uint32_t refs;
+	uint32_t ticks; /* poll ticks spent undecided */
 	bool server, resp_known, ended, decided, final, in_open;
 	bool has_parent;
 	uint8_t flags;
@@ -413,25 +421,15 @@ static bool decide_client(struct linker *l, struct link_node *n)
 	return true;
 }
 
-static bool is_local_addr(const uint8_t addr[16])
-{
-	static const uint8_t loop6[16] = { [15] = 1 };
-	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-	if (memcmp(addr, loop6, 16) == 0)
-		return true;
-	return memcmp(addr, mapped, 12) == 0 && addr[12] == 127;
-}
-
 /* The client request at the other end of n's connection: requests pair
  * up in order, skipping client requests that ended before n began (their
  * server side was never seen). */
 static bool decide_server(struct linker *l, struct link_node *n)
 {
-	const struct link_conn *c = n->conn;
-	struct link_conn *peer = c ? client_conn(l, &c->remote, &c->local) : NULL;
+	struct link_conn *c = n->conn;
+	struct link_conn *peer = c && !c->peer_unseen ? client_conn(l, &c->remote, &c->local) : NULL;
 
-	if (!c) {
+	if (!c || c->peer_unseen) {
 		decide_root(l, n, NULL);
 		return true;
 	}
@@ -449,16 +447,17 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		node_unref(l, client);
 		return true;
 	}
-	if (!peer && !is_local_addr(c->remote.addr) &&
-	    memcmp(c->remote.addr, c->local.addr, sizeof(c->local.addr)) != 0) {
+	if (!peer) {
+		if (n->ticks < PEER_CONN_TICKS && l->now != UINT64_MAX)
+			return false;
+		c->peer_unseen = true; /* it cannot show up later on this connection */
 		decide_root(l, n, NULL);
 		return true;
 	}
 	if (l->now < n->deadline)
 		return false;
 	log_debug("server request on port %u from port %u: no client request seen at the "
-		  "other end (%s)", c->local.port, c->remote.port,
-		  !peer ? "no such connection" : "none waiting");
+		  "other end", c->local.port, c->remote.port);
 	decide_root(l, n, &l->stats.root_wait_expired);
 	return true;
 }
@@ -667,6 +666,7 @@ static void decide_waiting(struct linker *l)
 	while (*link) {
 		struct link_node *n = *link;
 
+		n->ticks++;
 		if (try_decide(l, n)) {
 			*link = n->und_next;
 			n->und_next = NULL;

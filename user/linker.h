@@ -18,7 +18,8 @@
  * request's response comes after the calls it made), so a finished span
  * whose trace is not known yet is held, and leaves for the export queue
  * when it is. Nothing waits for ever: past wait_ms (peer_wait_ms for the
- * peer of a server span) the span starts its own trace, counted. */
+ * peer of a server span whose client connection is known; two poll ticks
+ * when none is) the span starts its own trace, counted. */
 #ifndef SONDE_LINKER_H
 #define SONDE_LINKER_H
 
@@ -37,8 +38,8 @@ struct link_end {
 
 struct linker_opts {
 	uint32_t wait_ms;      /* longest a span waits for its parent; 0: 30000 */
-	uint32_t peer_wait_ms; /* how long a server span on a local connection
-				  waits for its client's span; 0: 250 */
+	uint32_t peer_wait_ms; /* how long a server span waits for its client's
+				  span on a known connection; 0: 250 */
 	uint32_t max_held;     /* finished spans held at once; 0: 4096 */
 };
 

@@ -236,18 +236,46 @@ Test(linker, three_hops_make_one_trace)
 	cr_expect_eq(h.stats.link.held, 0);
 }
 
-Test(linker, server_with_no_client_seen_waits_then_starts_a_trace)
+static uint64_t held_after_tick(uint64_t now)
+{
+	struct tracker_stats stats;
+
+	tracker_tick(h.tracker, now);
+	tracker_get_stats(h.tracker, &stats);
+	return stats.link.held;
+}
+
+/* An untraced (or excluded) client: its connection is never seen. */
+Test(linker, server_whose_client_is_unseen_waits_two_ticks)
 {
 	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tracker_stats early;
 
 	h_send(&h, &server, IN, request("/alone"));
 	h_send(&h, &server, OUT, ok);
-	tracker_tick(h.tracker, h.now);
-	tracker_get_stats(h.tracker, &early);
-	cr_expect_eq(early.link.held, 1);
+	cr_expect_eq(held_after_tick(h.now), 1);
+	cr_expect_eq(held_after_tick(h.now), 0);
 	h_finish(&h);
 	cr_assert_eq(h.nspans, 1);
 	expect_root(span_of("SERVER", "/alone"));
+	cr_expect_eq(h.stats.link.root_wait_expired, 0);
+}
+
+/* The client's connection is known but its request never shows (lost):
+ * the server span waits peer_wait_ms, then starts its own trace. */
+Test(linker, server_whose_client_request_is_missing_waits_then_gives_up)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+
+	exchange(&client, &server, "/a");
+	h_lose(&h, &client, OUT, strlen(request("/b")));
+	h_send(&h, &server, IN, request("/b"));
+	h_send(&h, &server, OUT, ok);
+	cr_expect_eq(held_after_tick(h.now), 1);
+	cr_expect_eq(held_after_tick(h.now + 100 * 1000000ull), 1);
+	cr_expect_eq(held_after_tick(h.now + 300 * 1000000ull), 0);
+	h_finish(&h);
+	expect_child(span_of("SERVER", "/a"), span_of("CLIENT", "/a"));
+	expect_root(span_of("SERVER", "/b"));
 	cr_expect_eq(h.stats.link.root_wait_expired, 1);
 }
