@@ -323,10 +323,10 @@ static void finalize(struct linker *l, struct link_node *n)
 		struct link_node *w = n->waiters;
 
 		n->waiters = w->wait_next;
+		w->parent = NULL;
 		if (!w->final) {
 			memcpy(w->trace_id, n->trace_id, TRACE_ID_SIZE);
 			w->flags = n->flags;
-			w->parent = NULL;
 			finalize(l, w);
 		}
 		node_unref(l, n); /* w's hold on its parent */

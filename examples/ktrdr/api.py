@@ -6,22 +6,13 @@ carries a business id, `request_id`, in its query string, and every line
 this service logs names it.
 """
 import itertools
-import logging
-import os
 import uuid
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 
-SERVICE = os.environ.get("OTEL_SERVICE_NAME", "ktrdr-api")
-logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {SERVICE} %(message)s")
-log = logging.getLogger(SERVICE)
+from api_settings import IB_HOST_URL, SERVICE, WORKERS, log
 
-IB_HOST_URL = os.environ["KTRDR_IB_HOST_URL"]
-WORKERS = {
-    "training": os.environ["KTRDR_TRAINING_WORKERS"].split(","),
-    "backtest": os.environ["KTRDR_BACKTEST_WORKERS"].split(","),
-}
 _next_worker = {kind: itertools.cycle(urls) for kind, urls in WORKERS.items()}
 # One client per process, as services usually do: connections to the
 # workers and the host service are kept alive and reused across requests.

@@ -3,8 +3,6 @@ ThreadingHTTPServer, sync httpx): the same routes as api.py, for the
 servers that give each request a thread of its own. No tracing code."""
 import itertools
 import json
-import logging
-import os
 import re
 import sys
 import threading
@@ -14,15 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-SERVICE = os.environ.get("OTEL_SERVICE_NAME", "ktrdr-api")
-logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {SERVICE} %(message)s")
-log = logging.getLogger(SERVICE)
+from api_settings import IB_HOST_URL, SERVICE, WORKERS, log
 
-IB_HOST_URL = os.environ["KTRDR_IB_HOST_URL"]
-WORKERS = {
-    "training": os.environ["KTRDR_TRAINING_WORKERS"].split(","),
-    "backtest": os.environ["KTRDR_BACKTEST_WORKERS"].split(","),
-}
 _lock = threading.Lock()
 _next_worker = {kind: itertools.cycle(urls) for kind, urls in WORKERS.items()}
 _client = httpx.Client(timeout=30.0)
