@@ -50,8 +50,7 @@ struct conn {
 	uint64_t gen;
 	uint8_t role;  /* enum sonde_role, inferred from traffic when UNKNOWN */
 	bool have_addr;
-	uint16_t lport, rport;
-	struct link_end local, remote;
+	struct link_end local, remote; /* also the ports of the spans */
 	struct link_conn *link; /* opened at the first request */
 	/* Formatted once per connection: inet_ntop formats with sprintf. */
 	char laddr[INET6_ADDRSTRLEN], raddr[INET6_ADDRSTRLEN];
@@ -283,11 +282,11 @@ static void fill_endpoints(struct span *span, const struct conn *c, const struct
 		copy_str(span->server_address, sizeof(span->server_address), addr, strlen(addr));
 	}
 	if (!span->server_port)
-		span->server_port = server ? c->lport : c->rport;
+		span->server_port = server ? c->local.port : c->remote.port;
 	if (server) {
 		copy_str(span->client_address, sizeof(span->client_address), c->raddr,
 			 strlen(c->raddr));
-		span->client_port = c->rport;
+		span->client_port = c->remote.port;
 	}
 }
 
@@ -692,8 +691,6 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	if (!c)
 		return;
 	c->have_addr = ev->family == AF_INET || ev->family == AF_INET6;
-	c->lport = ev->lport;
-	c->rport = ev->rport;
 	format_addr(ev->family, ev->laddr, c->laddr, sizeof(c->laddr));
 	format_addr(ev->family, ev->raddr, c->raddr, sizeof(c->raddr));
 	link_end_of(ev->family, ev->laddr, ev->lport, &c->local);
