@@ -36,7 +36,7 @@ struct link_proc {
 };
 
 struct link_conn {
-	struct link_conn *hash_next, *closing_next;
+	struct link_conn *hash_next, *closing_next; /* hash_next: also the free list */
 	struct link_end local, remote;
 	bool server, hashed, closed;
 	bool peer_unseen; /* server: its client end was looked for in vain */
@@ -85,6 +85,7 @@ struct linker {
 	struct link_conn *closing_head, *closing_tail;
 	struct link_node *undecided, *undecided_tail; /* oldest first */
 	struct link_node *free_nodes;
+	struct link_conn *free_conns;
 	union held_slot *free_held;
 	uint64_t now;
 	struct linker_stats stats;
@@ -107,10 +108,25 @@ static struct link_node *node_alloc(struct linker *l)
 	return n;
 }
 
-static void conn_unref(struct link_conn *c)
+static struct link_conn *conn_alloc(struct linker *l)
 {
-	if (--c->refs == 0)
-		free(c);
+	struct link_conn *c = l->free_conns;
+
+	if (c)
+		l->free_conns = c->hash_next;
+	else
+		c = malloc(sizeof(*c));
+	if (c)
+		memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static void conn_unref(struct linker *l, struct link_conn *c)
+{
+	if (--c->refs)
+		return;
+	c->hash_next = l->free_conns;
+	l->free_conns = c;
 }
 
 static void node_unref(struct linker *l, struct link_node *n)
@@ -120,7 +136,7 @@ static void node_unref(struct linker *l, struct link_node *n)
 	if (n->proc)
 		n->proc->refs--;
 	if (n->conn)
-		conn_unref(n->conn);
+		conn_unref(l, n->conn);
 	n->next_free = l->free_nodes;
 	l->free_nodes = n;
 }
@@ -204,7 +220,7 @@ static struct link_conn *client_conn(struct linker *l, const struct link_end *lo
 struct link_conn *linker_conn_open(struct linker *l, bool server, const struct link_end *local,
 				   const struct link_end *remote)
 {
-	struct link_conn *c = calloc(1, sizeof(*c));
+	struct link_conn *c = conn_alloc(l);
 	uint32_t bucket;
 
 	if (!c)
@@ -265,7 +281,7 @@ void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
 		l->closing_tail = c;
 		return;
 	}
-	conn_unref(c);
+	conn_unref(l, c);
 }
 
 static void expire_closed_conns(struct linker *l)
@@ -280,7 +296,7 @@ static void expire_closed_conns(struct linker *l)
 			l->closing_tail = NULL;
 		unhash_conn(l, c);
 		c->refs--; /* the table's; the tracker's is the last to go */
-		conn_unref(c);
+		conn_unref(l, c);
 	}
 }
 
@@ -576,23 +592,23 @@ void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64
 
 struct span *linker_span_begin(struct linker *l, struct link_node *n)
 {
+	struct span *held = NULL;
+
 	if (n && !n->final)
 		try_decide(l, n);
-	if (n && !n->final && l->stats.held >= l->opts.max_held)
+	if (n && !n->final && l->stats.held < l->opts.max_held)
+		held = held_alloc(l);
+	if (n && !n->final && !held)
 		decide_root(l, n, &l->stats.root_hold_full);
-	if (!n || n->final)
-		return exporter_reserve(l->exporter);
-	return held_alloc(l);
+	return held ? held : exporter_reserve(l->exporter);
 }
 
 void linker_span_end(struct linker *l, struct link_node *n, struct span *span, uint64_t end_ts)
 {
-	if (!n) {
+	if (!n) { /* no memory for a node: a trace of its own (span is cleared) */
 		if (span) {
-			memset(span->parent_span_id, 0, SPAN_ID_SIZE);
 			idgen_trace_id(&l->ids, span->trace_id);
 			idgen_span_id(&l->ids, span->span_id);
-			span->has_parent = false;
 			span->trace_flags = 1;
 			l->stats.roots++;
 			exporter_commit(l->exporter);
@@ -721,6 +737,12 @@ void linker_free(struct linker *l)
 
 		l->free_nodes = n->next_free;
 		free(n);
+	}
+	while (l->free_conns) {
+		struct link_conn *c = l->free_conns;
+
+		l->free_conns = c->hash_next;
+		free(c);
 	}
 	while (l->free_held) {
 		union held_slot *slot = l->free_held;

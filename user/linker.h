@@ -51,9 +51,10 @@ struct linker_stats {
 	uint64_t root_ambiguous;     /* client spans with more than one candidate */
 	uint64_t root_task_unknown;  /* client spans whose task could not be read */
 	uint64_t root_wait_expired;  /* waited wait_ms or peer_wait_ms in vain */
-	uint64_t root_hold_full;     /* decided early: max_held spans held (one
-					whose parent was chosen but not its trace
-					counts under that parent too) */
+	uint64_t root_hold_full;     /* decided early: max_held spans held, or no
+					memory to hold one (a span whose parent
+					was chosen, but not its trace, counts
+					under that parent too) */
 	uint64_t held;               /* spans held now */
 	uint64_t held_peak;
 };
