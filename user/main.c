@@ -41,10 +41,10 @@ static void on_signal(int sig)
 
 /* A CPython process gets its layout before it serves anything, so that
  * its first requests already carry their asyncio task. */
-static void look_at_program(struct agent *a, uint32_t pid)
+static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 {
 	struct sonde_py_layout layout;
-	int err = pytask_layout(&a->pytask, pid, &layout);
+	int err = pytask_layout(&a->pytask, pid, at_exec, &layout);
 
 	if (err < 0)
 		log_debug("read program of pid %u: %s", pid, strerror(-err));
@@ -63,7 +63,7 @@ static void on_record(void *ctx, const void *record, size_t size)
 	const struct sonde_event_header *hdr = record;
 
 	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC)
-		look_at_program(a, hdr->tgid);
+		look_at_program(a, hdr->tgid, true);
 	tracker_handle(a->tracker, record, size);
 }
 
@@ -82,7 +82,7 @@ static void look_at_running_programs(struct agent *a)
 		unsigned long pid = strtoul(entry->d_name, &end, 10);
 
 		if (*end == '\0' && pid > 0 && pid != (unsigned long)getpid())
-			look_at_program(a, (uint32_t)pid);
+			look_at_program(a, (uint32_t)pid, false);
 	}
 	closedir(dir);
 }

@@ -171,8 +171,9 @@ out:
 	return file;
 }
 
-/* A mapping that may hold the interpreter: the program itself, or a
- * shared libpython. Only the mapping at file offset 0 gives the base. */
+/* A mapping that may hold the interpreter: the program itself (exe_inode,
+ * when it is one), else a shared libpython. Only the mapping at file
+ * offset 0 gives the base. */
 static bool may_hold_interpreter(const char *path, unsigned long long offset, uint64_t inode,
 				 uint64_t exe_inode)
 {
@@ -180,7 +181,9 @@ static bool may_hold_interpreter(const char *path, unsigned long long offset, ui
 
 	if (offset != 0 || !base)
 		return false;
-	return inode == exe_inode || strncmp(base + 1, "libpython3", 10) == 0;
+	if (exe_inode)
+		return inode == exe_inode;
+	return strncmp(base + 1, "libpython3", 10) == 0;
 }
 
 static int layout_from_maps(struct pytask *pt, uint32_t pid, uint64_t exe_inode,
@@ -222,16 +225,19 @@ static int layout_from_maps(struct pytask *pt, uint32_t pid, uint64_t exe_inode,
 	return found < 0 ? 0 : found;
 }
 
-int pytask_layout(struct pytask *pt, uint32_t pid, struct sonde_py_layout *out)
+int pytask_layout(struct pytask *pt, uint32_t pid, bool at_exec, struct sonde_py_layout *out)
 {
 	char path[128];
-	struct stat st;
+	const struct pytask_file *exe;
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/%u/exe", pt->proc_root, pid);
-	if (stat(path, &st))
-		return errno == ENOENT ? 0 : -errno;
-	ret = layout_from_maps(pt, pid, st.st_ino, out);
+	exe = examine_file(pt, path);
+	if (!exe)
+		return errno == ENOENT || errno == EACCES ? 0 : -errno;
+	if (!exe->version_known && at_exec)
+		return 0;
+	ret = layout_from_maps(pt, pid, exe->version_known ? exe->ino : 0, out);
 	if (ret > 0)
 		pt->stats.processes++;
 	else if (ret < 0)

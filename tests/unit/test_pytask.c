@@ -70,11 +70,14 @@ Test(pytask, recognises_a_running_interpreter_and_nothing_else)
 	cr_assert(child > 0);
 	wait_for_exec(child);
 	pytask_init(&pt, "/proc");
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, &layout), 1);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, false, &layout), 1);
 	cr_expect_neq(layout.runtime, 0);
 	cr_expect_eq(layout.frame_code, installed_version()->layout.frame_code);
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), &layout), 0);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), false, &layout), 0);
 	cr_expect_eq(pt.stats.processes, 1);
+	/* At exec only the program file is looked at: it is the interpreter. */
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, true, &layout), 1);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), true, &layout), 0);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 }
