@@ -126,10 +126,12 @@ static uint64_t last_arrival(const struct tree_view *tv, size_t first)
 	return last;
 }
 
-static void compact(struct tree_view *tv)
+/* After printing: out with the output, and with the printed spans. */
+static void printed(struct tree_view *tv)
 {
 	size_t kept = 0;
 
+	fflush(tv->out);
 	for (size_t i = 0; i < tv->nspans; i++)
 		if (!tv->spans[i].done)
 			tv->spans[kept++] = tv->spans[i];
@@ -138,7 +140,7 @@ static void compact(struct tree_view *tv)
 
 void tree_flush(struct tree_view *tv, uint64_t now_ns, bool all)
 {
-	bool printed = false;
+	bool any = false;
 
 	for (size_t i = 0; i < tv->nspans; i++) {
 		if (tv->spans[i].done)
@@ -146,27 +148,20 @@ void tree_flush(struct tree_view *tv, uint64_t now_ns, bool all)
 		if (!all && last_arrival(tv, i) + tv->quiet_ns > now_ns)
 			continue;
 		print_trace(tv, i);
-		printed = true;
+		any = true;
 	}
-	if (printed) {
-		fflush(tv->out);
-		compact(tv);
-	}
-}
-
-static void print_oldest(struct tree_view *tv)
-{
-	print_trace(tv, 0);
-	fflush(tv->out);
-	compact(tv);
+	if (any)
+		printed(tv);
 }
 
 void tree_add(struct tree_view *tv, const struct span *span, uint64_t now_ns)
 {
 	struct tree_span *s;
 
-	if (tv->nspans == TREE_SPANS_MAX)
-		print_oldest(tv);
+	if (tv->nspans == TREE_SPANS_MAX) {
+		print_trace(tv, 0); /* the oldest trace, early */
+		printed(tv);
+	}
 	s = &tv->spans[tv->nspans++];
 	memcpy(s->trace_id, span->trace_id, TRACE_ID_SIZE);
 	memcpy(s->span_id, span->span_id, SPAN_ID_SIZE);
