@@ -580,7 +580,6 @@ static void close_candidate(struct link_proc *p, struct link_node *n)
 void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64_t task,
 		     uint64_t ts)
 {
-	(void)l;
 	if (!n || !n->server || n->resp_known)
 		return;
 	n->resp_known = true;

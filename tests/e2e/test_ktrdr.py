@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Agent
+from conftest import ROOT, Agent, Receiver
 
 KTRDR = ROOT / "examples" / "ktrdr"
 
@@ -79,7 +79,6 @@ class Ktrdr:
 @pytest.fixture(scope="module", params=["uvicorn", "threaded"])
 def system(request, workdir):
     """The agent, exporting to a receiver, and the ktrdr system under it."""
-    from conftest import Receiver
     rx = Receiver(workdir, http_port=0)
     agent = Agent(workdir, name=f"sonde-ktrdr-{request.param}", extra_env={
         "OTEL_TRACES_EXPORTER": "otlp,tree",
