@@ -25,7 +25,7 @@ UNIT_BIN := $(BUILD)/unit_tests
 # test_pytask.c checks sonde's CPython layouts against these headers.
 PY_INCLUDE := /usr/include/python3.11
 
-.PHONY: all deps test unit e2e fuzz bench clean run install
+.PHONY: all deps test unit e2e fuzz bench bench-quick clean run install
 all: $(BUILD)/sonde
 
 $(BUILD):
@@ -85,8 +85,22 @@ deps:
 
 test: deps all unit e2e fuzz
 
-bench: $(BUILD)/sonde
-	/usr/bin/python3 bench/nginx_bench.py
+# The OpenTelemetry JS SDK the benchmark's Node.js peer runs in process.
+BENCH_NODE_DIR := bench/node
+$(BENCH_NODE_DIR)/node_modules/.installed: $(BENCH_NODE_DIR)/package-lock.json
+	npm ci --prefix $(BENCH_NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+BENCH_INPUTS := deps $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed \
+	$(BENCH_NODE_DIR)/node_modules/.installed
+
+# The overhead suite: `make bench` for the README table (about 15 minutes),
+# `make bench-quick` for a look in under 5.
+bench: $(BENCH_INPUTS)
+	/usr/bin/python3 bench/suite.py
+
+bench-quick: $(BENCH_INPUTS)
+	/usr/bin/python3 bench/suite.py --quick
 
 run: deps all
 	$(BUILD)/sonde

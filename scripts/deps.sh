@@ -12,6 +12,8 @@ packages=(
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl
 	python3 python3.11-dev python3-pytest python3-fastapi python3-uvicorn python3-httpx
+	# benchmarks: h2load holds a fixed request rate
+	nghttp2-client
 )
 # Node.js runs the test receiver and a test server; a machine may already
 # have a newer one than Debian's (18), which is fine.

@@ -9,6 +9,8 @@
 //   GET  /requests  every export request seen, with its decoded spans
 //   POST /script    JSON list of answers for the next requests, in order
 // Usage: node receiver.js '{"grpc_port":0,"http_port":0,"tls":{"cert":..,"key":..}}'
+// With "keep_spans":false it still decodes every request but keeps only its
+// span count (span_count), so that a benchmark can send it spans for minutes.
 // Prints one JSON line with the bound ports once listening.
 
 const fs = require('fs');
@@ -54,6 +56,7 @@ function loadSchema() {
 const schema = loadSchema();
 const requests = [];
 const script = [];
+let keepSpans = true;
 
 const hex = (b64) => Buffer.from(b64 || '', 'base64').toString('hex');
 
@@ -132,6 +135,8 @@ function record(transport, encoding, headers, bytes, answer) {
   // A collector that answers after the client gave up still got the data,
   // but the client counts it as failed: keep it apart.
   entry.accepted = answer.kind === 'ok' || answer.kind === 'partial';
+  entry.span_count = entry.spans.length;
+  if (!keepSpans) delete entry.spans;
   requests.push(entry);
   return entry;
 }
@@ -237,6 +242,7 @@ function control(req, res) {
 async function main() {
   const opts = JSON.parse(process.argv[2] || '{}');
   const tls = opts.tls && { cert: opts.tls.cert, key: opts.tls.key };
+  keepSpans = opts.keep_spans !== false;
   const ports = {};
   if (opts.grpc_port !== undefined) ports.grpc_port = await startGrpc(opts.grpc_port, tls);
   if (opts.http_port !== undefined) {

@@ -1,0 +1,504 @@
+#!/usr/bin/python3
+"""sonde's overhead suite: each scenario's variants run in alternating order,
+round after round, in one sitting, and every ratio is against the untraced
+(or plain) run of the same round.
+
+  nginx    one worker on CPU 0, wrk on CPU 1, maximum rate: untraced; sonde
+           with the ring buffer tracing both ends; nginx only (wrk excluded);
+           the perf buffer instead of the ring buffer.
+  uvicorn  FastAPI on uvicorn (Debian's python3) on CPU 0, maximum rate.
+  chain    the ktrdr reference system: wrk -> api -> training worker over
+           httpx, all services on CPU 0; plus the share of complete traces.
+  node     a plain node:http server; the same with the OpenTelemetry JS SDK
+           in process (batch OTLP export to a sink); the plain one under sonde.
+  export   nginx at a fixed 5k and 10k req/s (h2load --h1 --rps) with OTLP
+           export on, to the independent test receiver: latency and memory.
+
+Maximum-rate runs build and count spans without exporting them (no receiver
+on this machine takes ~200k spans/s). After the rounds, one more run per
+scenario with kernel.bpf_stats_enabled measures the probes' own run time.
+
+usage: bench/suite.py [--quick] [--only nginx,uvicorn,...] [--json PATH]
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import urllib.request
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import harness
+from harness import ROOT, free_port, wait_port
+
+HERE = Path(__file__).resolve().parent
+APPS = HERE / "apps"
+RECEIVER = ROOT / "tests" / "otlp_receiver" / "receiver.js"
+PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class Variant:
+    label: str
+    sonde_env: dict = None  # None: not traced
+    flavour: str = "plain"  # which build of the server this variant runs
+
+
+RING = {"SONDE_BUFFER": "ring"}
+
+
+class Server:
+    """A server process (pinned to CPU 0 unless cpu is None), stopped with SIGTERM."""
+
+    def __init__(self, cmd, port, cwd=None, env=None, cpu="0"):
+        pin = ["taskset", "-c", cpu] if cpu else []
+        self.proc = subprocess.Popen(pin + cmd, cwd=cwd,
+                                     env=dict(os.environ, **(env or {})),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = port
+        wait_port(port, self.proc)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+NGINX_CONF = """
+worker_processes 1;
+{pin}
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_max_body_size 64m;
+    client_body_buffer_size 16m;
+    client_body_temp_path {dir}/{name}-body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        {location}
+    }}
+}}
+"""
+
+
+def nginx(workdir, name, sink=False):
+    """The benchmarked nginx (one worker pinned to CPU 0), or an unpinned sink
+    that takes any OTLP/HTTP body and answers 200."""
+    port = free_port()
+    conf = Path(workdir) / f"{name}.conf"
+    conf.write_text(NGINX_CONF.format(
+        dir=workdir, port=port, name=name,
+        pin="" if sink else "worker_cpu_affinity 01;",
+        location=("location /v1/traces { return 200; }" if sink
+                  else 'location / { return 200 "hello\\n"; }')))
+    return Server(["nginx", "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")], port,
+                  cpu=None)
+
+
+class Scenario:
+    """Servers for one workload, its load generator and its variants; the
+    first variant is the baseline the others are compared with."""
+    name = title = ""
+    variants = []
+    spans_per_request = {"server": 1, "client": 1}
+    kernel_variant = None  # the variant whose probes' run time is measured
+
+    def start(self, workdir, flavour):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    def load(self, seconds, workdir, tag):
+        raise NotImplementedError
+
+    def server_pids(self):
+        return []
+
+    def observe(self, variant, result):
+        """Adds what only this scenario knows to one run's result."""
+
+    def expected_spans(self, variant, requests):
+        expected = dict(self.spans_per_request)
+        if "SONDE_EXCLUDE_COMM" in (variant.sonde_env or {}):
+            expected["client"] = 0
+        return {kind: n * requests for kind, n in expected.items()}
+
+
+class NginxMax(Scenario):
+    name, title = "nginx", "nginx, 1 worker on CPU 0, wrk -t1 -c16 on CPU 1, maximum rate"
+    variants = [Variant("untraced"),
+                Variant("sonde, ring buffer", RING),
+                Variant("sonde, ring buffer, nginx only", dict(RING, SONDE_EXCLUDE_COMM="wrk")),
+                Variant("sonde, perf buffer", {"SONDE_BUFFER": "perf"})]
+    kernel_variant = variants[1]
+
+    def start(self, workdir, flavour):
+        if not getattr(self, "server", None):
+            self.server = nginx(workdir, "nginx")
+
+    def stop(self):
+        if getattr(self, "server", None):
+            self.server.stop()
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(self.server.port, seconds)
+
+    def server_pids(self):
+        return [self.server.proc.pid]
+
+
+class UvicornMax(Scenario):
+    name, title = "uvicorn", "FastAPI on uvicorn on CPU 0, wrk -t1 -c16 on CPU 1, maximum rate"
+    variants = [Variant("untraced"), Variant("sonde, ring buffer", RING)]
+    kernel_variant = variants[1]
+
+    def start(self, workdir, flavour):
+        if not getattr(self, "server", None):
+            port = free_port()
+            self.server = Server([PYTHON, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                                 port, cwd=APPS)
+
+    def stop(self):
+        if getattr(self, "server", None):
+            self.server.stop()
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(self.server.port, seconds, path="/items/42")
+
+    def server_pids(self):
+        return [self.server.proc.pid]
+
+
+class Chain(Scenario):
+    name, title = "chain", ("ktrdr api -> training worker over httpx (all on CPU 0), "
+                            "wrk -t1 -c64 on CPU 1, maximum rate")
+    variants = [Variant("untraced"), Variant("sonde, ring buffer", RING)]
+    spans_per_request = {"server": 2, "client": 2}
+    kernel_variant = variants[1]
+    RUN = ROOT / "examples" / "ktrdr" / "run.sh"
+
+    def start(self, workdir, flavour):
+        if getattr(self, "env", None):
+            return
+        self.env = dict(os.environ, KTRDR_PORT_BASE=str(free_port_block(6)),
+                        KTRDR_RUN_DIR=str(Path(workdir) / "ktrdr"))
+        subprocess.run(["taskset", "-c", "0", str(self.RUN), "start"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        if getattr(self, "env", None):
+            subprocess.run([str(self.RUN), "stop"], env=self.env, check=True)
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(int(self.env["KTRDR_PORT_BASE"]), seconds, connections=64,
+                           script=APPS / "chain_post.lua")
+
+    def server_pids(self):
+        run_dir = Path(self.env["KTRDR_RUN_DIR"])
+        return [int(p.read_text()) for p in run_dir.glob("*.pid")]
+
+    def observe(self, variant, result):
+        """A lower bound of the share of complete traces (wrk -> api -> api's
+        call -> worker). Each exchange gives four spans and, linked, one
+        root; every span that became a root of its own instead of joining
+        breaks at most one trace. Counted over the spans built, so that the
+        requests still in flight when wrk stops (64 of them, at ~0.3 s each)
+        do not count as missing."""
+        stats = result.get("stats")
+        if not stats:
+            return
+        exchanges = (stats["spans_server"] + stats["spans_client"]) / 4
+        extra_roots = max(0, stats["trace_roots"] - exchanges)
+        result["complete_traces"] = max(0.0, 1 - extra_roots / exchanges) if exchanges else 0.0
+
+
+def free_port_block(count):
+    """A base port with `count` free ports after it."""
+    while True:
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+
+
+class NodeMax(Scenario):
+    name, title = "node", "node:http on CPU 0, wrk -t1 -c16 on CPU 1, maximum rate"
+    variants = [Variant("plain"),
+                Variant("OpenTelemetry JS SDK in process", flavour="sdk"),
+                Variant("sonde, ring buffer", RING)]
+    kernel_variant = variants[2]
+
+    def start(self, workdir, flavour):
+        if getattr(self, "flavour", None) == flavour:
+            return
+        self.stop()
+        if not getattr(self, "sink", None):
+            self.sink = nginx(workdir, "sdk-sink", sink=True)
+        port = free_port()
+        preload = ["-r", str(APPS / "otel_sdk.js")] if flavour == "sdk" else []
+        env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{self.sink.port}/v1/traces",
+               "OTEL_SERVICE_NAME": "node-bench"}
+        self.server = Server(["node"] + preload + [str(APPS / "node_server.js"), str(port)], port,
+                             env=env)
+        self.flavour = flavour
+        harness.wrk(port, 1)  # the JIT's warm-up, outside the measured runs
+
+    def stop(self):
+        if getattr(self, "server", None):
+            self.server.stop()
+            self.server = self.flavour = None
+
+    def stop_all(self):
+        self.stop()
+        if getattr(self, "sink", None):
+            self.sink.stop()
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(self.server.port, seconds)
+
+    def server_pids(self):
+        return [self.server.proc.pid]
+
+
+class ExportFixed(Scenario):
+    """nginx at a fixed rate with OTLP/gRPC export to the test receiver."""
+
+    def __init__(self, rate):
+        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, OTLP/gRPC export", RING)]
+        self.rate = rate
+        self.name = f"export-{rate // 1000}k"
+        self.title = (f"nginx at a fixed {rate} req/s (h2load --h1 -c10 on CPU 1), "
+                      "OTLP/gRPC export to the test receiver")
+        self.kernel_variant = None
+
+    def start(self, workdir, flavour):
+        if getattr(self, "server", None):
+            return
+        self.server = nginx(workdir, f"nginx-{self.name}")
+        self.receiver_err = open(Path(workdir) / f"receiver-{self.name}.err", "w")
+        self.receiver = subprocess.Popen(
+            ["node", str(RECEIVER), json.dumps({"grpc_port": 0, "keep_spans": False})],
+            stdout=subprocess.PIPE, stderr=self.receiver_err, text=True)
+        ports = json.loads(self.receiver.stdout.readline())
+        self.control_port = ports["control_port"]
+        endpoint = f"http://127.0.0.1:{ports['grpc_port']}"
+        for v in self.variants:
+            if v.sonde_env is not None:
+                v.sonde_env = dict(v.sonde_env, OTEL_TRACES_EXPORTER="otlp",
+                                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                                   OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+        self.received_before = self.received()
+
+    def received(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.control_port}/requests") as r:
+            return sum(e["span_count"] for e in json.load(r) if e["accepted"])
+
+    def stop(self):
+        if getattr(self, "server", None):
+            self.server.stop()
+            self.receiver.terminate()
+            self.receiver.wait()
+            self.receiver_err.close()
+
+    def load(self, seconds, workdir, tag):
+        return harness.h2load_fixed(self.server.port, seconds, self.rate, workdir, tag)
+
+    def server_pids(self):
+        return [self.server.proc.pid]
+
+    def observe(self, variant, result):
+        received = self.received()
+        result["spans_received"] = received - self.received_before
+        self.received_before = received
+
+
+def run_scenario(sc, rounds, seconds, workdir):
+    runs = {v.label: [] for v in sc.variants}
+    kernel = None
+    try:
+        sc.start(workdir, sc.variants[0].flavour)
+        sc.load(1, workdir, f"{sc.name}-warmup")
+        for n in range(rounds):
+            order = sc.variants if n % 2 == 0 else sc.variants[::-1]
+            for v in order:
+                sc.start(workdir, v.flavour)
+                tag = f"{sc.name}-{sc.variants.index(v)}-{n}"
+                load = lambda: sc.load(seconds, workdir, tag)  # noqa: E731
+                if v.sonde_env is None:
+                    result = harness.untraced(load, sc.server_pids())
+                else:
+                    result = harness.traced(v.sonde_env, workdir, tag, load, sc.server_pids())
+                sc.observe(v, result)
+                runs[v.label].append(result)
+            print(f"  {sc.name} round {n + 1}: " + ", ".join(
+                f"{label} {r[-1]['rps']:.0f}" for label, r in runs.items()), flush=True)
+        if sc.kernel_variant is not None:
+            sc.start(workdir, sc.kernel_variant.flavour)
+            kernel = harness.kernel_cost(sc.kernel_variant.sonde_env, workdir, f"{sc.name}-bpfstats",
+                                         lambda: sc.load(seconds, workdir, f"{sc.name}-bpfstats"))
+    finally:
+        getattr(sc, "stop_all", sc.stop)()
+    return summarize(sc, runs, kernel)
+
+
+def summarize_variant(sc, v, runs, base_runs):
+    requests = sum(r["requests"] for r in runs)
+    out = {
+        "rps": harness.median([r["rps"] for r in runs]),
+        "ratios": [r["rps"] / b["rps"] for r, b in zip(runs, base_runs)],
+        "p50_ms": harness.median([r["p50_ms"] for r in runs]),
+        "p99_ms": harness.median([r["p99_ms"] for r in runs]),
+        "p99_ratios": [r["p99_ms"] / b["p99_ms"] for r, b in zip(runs, base_runs)],
+        "errors": sum(r["errors"] for r in runs),
+        "server_cpu_us_per_request": 1e6 * sum(r["server_cpu_s"] for r in runs) / requests,
+        "requests": requests,
+        "runs": runs,
+    }
+    out["ratio"] = harness.median(out["ratios"])
+    out["p99_ratio"] = harness.median(out["p99_ratios"])
+    if v.sonde_env is None:
+        return out
+    stats = [r["stats"] for r in runs]
+    expected = sc.expected_spans(v, requests)
+    total = lambda key: sum(s[key] for s in stats)  # noqa: E731
+    out.update({
+        "agent_cpu_us_per_request": 1e6 * sum(r["sonde_cpu_s"] for r in runs) / requests,
+        "agent_peak_rss_mb": max(r["sonde_peak_rss_mb"] for r in runs),
+        "completeness_server": total("spans_server") / expected["server"],
+        "completeness_client": (total("spans_client") / expected["client"]
+                                if expected["client"] else None),
+        "lost_events": total("lost_ringbuf_full") + total("lost_conn_map_full"),
+        "events_per_request": total("events") / requests,
+        "spans_built": total("spans_built"), "spans_exported": total("spans_exported"),
+        "spans_dropped": total("spans_dropped"),
+        "spans_failed": total("spans_failed") + total("spans_refused"),
+    })
+    if "complete_traces" in runs[0]:
+        out["complete_traces"] = harness.median([r["complete_traces"] for r in runs])
+    if "spans_received" in runs[0]:
+        out["spans_received"] = sum(r["spans_received"] for r in runs)
+    return out
+
+
+def summarize(sc, runs, kernel):
+    base = runs[sc.variants[0].label]
+    variants = {v.label: summarize_variant(sc, v, runs[v.label], base) for v in sc.variants}
+    if kernel:
+        variants[sc.kernel_variant.label]["kernel"] = kernel
+    return {"title": sc.title, "baseline": sc.variants[0].label, "variants": variants}
+
+
+def fmt(value, pattern, empty=""):
+    return empty if value is None else pattern.format(value)
+
+
+def print_scenario(name, s):
+    print(f"\n{name}: {s['title']}")
+    print(f"  {'variant':<37} {'req/s':>8} {'ratio':>6} {'rounds':<18} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'app us/req':>10} {'agent us/req':>12} {'kernel us/req':>13} {'RSS MB':>7} "
+          f"{'complete':>9} {'lost':>5}")
+    for label, v in s["variants"].items():
+        kernel = v.get("kernel", {}).get("kernel_us_per_request")
+        rounds = ",".join(f"{r:.2f}" for r in v["ratios"])
+        complete = v.get("completeness_server")
+        print(f"  {label:<37} {v['rps']:>8.0f} {v['ratio']:>6.3f} {rounds:<18} "
+              f"{v['p50_ms']:>7.3f} {v['p99_ms']:>7.3f} {v['server_cpu_us_per_request']:>10.2f} "
+              f"{fmt(v.get('agent_cpu_us_per_request'), '{:.2f}'):>12} {fmt(kernel, '{:.2f}'):>13} "
+              f"{fmt(v.get('agent_peak_rss_mb'), '{:.1f}'):>7} "
+              f"{fmt(complete and 100 * complete, '{:.2f}%'):>9} {fmt(v.get('lost_events'), '{}'):>5}")
+        extras = []
+        if v.get("completeness_client") is not None:
+            extras.append(f"client spans {100 * v['completeness_client']:.2f}%")
+        if "complete_traces" in v:
+            extras.append(f"complete traces >= {100 * v['complete_traces']:.2f}%")
+        if "spans_received" in v:
+            extras.append(f"p99 ratio {v['p99_ratio']:.3f}; spans received {v['spans_received']} "
+                          f"of {v['spans_built']} built ({v['spans_dropped']} dropped, "
+                          f"{v['spans_failed']} failed)")
+        if v["errors"]:
+            extras.append(f"{v['errors']} non-2xx responses")
+        if extras:
+            print(f"  {'':<37} " + "; ".join(extras))
+
+
+GOALS = [
+    ("nginx ratio >= 0.93, 100% spans", "nginx", "sonde, ring buffer",
+     lambda v: (v["ratio"], v["ratio"] >= 0.93 and v["completeness_server"] >= 1.0)),
+    ("nginx kernel + agent < 1.5 us/request", "nginx", "sonde, ring buffer",
+     lambda v: (v["agent_cpu_us_per_request"] + v["kernel"]["kernel_us_per_request"],
+                v["agent_cpu_us_per_request"] + v["kernel"]["kernel_us_per_request"] < 1.5)),
+    ("uvicorn ratio >= 0.99", "uvicorn", "sonde, ring buffer",
+     lambda v: (v["ratio"], v["ratio"] >= 0.99)),
+    ("node ratio >= 0.95", "node", "sonde, ring buffer",
+     lambda v: (v["ratio"], v["ratio"] >= 0.95)),
+    ("agent RSS < 32 MB at 10k req/s", "export-10k", "sonde, ring buffer, OTLP/gRPC export",
+     lambda v: (v["agent_peak_rss_mb"], v["agent_peak_rss_mb"] < 32)),
+    ("p99 within 5% at 5k req/s, export on", "export-5k", "sonde, ring buffer, OTLP/gRPC export",
+     lambda v: (v["p99_ratio"], v["p99_ratio"] <= 1.05)),
+]
+
+
+def goals(results):
+    out = []
+    for text, scenario, label, check in GOALS:
+        if scenario in results:
+            value, met = check(results[scenario]["variants"][label])
+            out.append({"goal": text, "value": round(value, 3), "met": met})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds of 3 s (under 5 minutes) instead of 5 rounds of 8 s")
+    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export")
+    parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
+    args = parser.parse_args()
+    rounds, seconds, fixed_seconds = (2, 3, 4) if args.quick else (5, 8, 10)
+    scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
+                 "node": [NodeMax()], "export": [ExportFixed(5000), ExportFixed(10000)]}
+    workdir = tempfile.mkdtemp(prefix="sonde-bench-")
+    os.chmod(workdir, 0o755)
+    started = time.time()
+    results = {}
+    for key in args.only.split(","):
+        for sc in scenarios[key]:
+            duration = fixed_seconds if key == "export" else seconds
+            results[sc.name] = run_scenario(sc, rounds, duration, workdir)
+    report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
+              "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
+              "wall_seconds": round(time.time() - started), "scenarios": results,
+              "goals": goals(results)}
+    for name, s in results.items():
+        print_scenario(name, s)
+    print("\ngoals")
+    for g in report["goals"]:
+        print(f"  {g['goal']:<42} {g['value']:>8}  {'met' if g['met'] else 'MISSED'}")
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"\n{report['mode']} run, {rounds} rounds, {report['wall_seconds']} s; JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
