@@ -35,6 +35,18 @@ static int parse_buffer(const char *text, enum probe_buffer *out)
 	return 0;
 }
 
+static int parse_sched(const char *text, const char *source, enum exporter_sched *out,
+		       char *err, size_t size)
+{
+	if (strcmp(text, "idle") == 0)
+		*out = EXPORTER_SCHED_IDLE;
+	else if (strcmp(text, "normal") == 0)
+		*out = EXPORTER_SCHED_NORMAL;
+	else
+		return errorf(err, size, "%s: \"%s\" is not one of idle, normal", source, text);
+	return 0;
+}
+
 /* "wrk,ab": process names (comm) whose connections are never traced. */
 static int parse_exclude(struct sonde_config *cfg, const char *text, const char *source,
 			 char *err, size_t size)
@@ -154,6 +166,9 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = getenv_fn("SONDE_BUFFER");
 	if (v && v[0] && parse_buffer(v, &cfg->buffer))
 		return errorf(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
+	v = getenv_fn("SONDE_EXPORT_SCHED");
+	if (v && v[0] && parse_sched(v, "SONDE_EXPORT_SCHED", &cfg->export_sched, err, size))
+		return -1;
 	v = getenv_fn("SONDE_EXCLUDE_COMM");
 	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
 		return -1;
@@ -165,6 +180,7 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 enum {
 	OPT_EXPORTER = 256,
 	OPT_BUFFER,
+	OPT_EXPORT_SCHED,
 	OPT_EXCLUDE,
 	OPT_KEEP_QUERY,
 	OPT_STATS_FILE,
@@ -177,13 +193,14 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[8 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[9 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
 	opts[n++] = (struct option){ "exporter", required_argument, NULL, OPT_EXPORTER };
 	opts[n++] = (struct option){ "buffer", required_argument, NULL, OPT_BUFFER };
 	opts[n++] = (struct option){ "exclude-comm", required_argument, NULL, OPT_EXCLUDE };
+	opts[n++] = (struct option){ "export-sched", required_argument, NULL, OPT_EXPORT_SCHED };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
@@ -211,6 +228,10 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			if (parse_buffer(optarg, &cfg->buffer))
 				return errorf(err, size, "--buffer: \"%s\" is not one of auto, ring, perf",
 					    optarg);
+			break;
+		case OPT_EXPORT_SCHED:
+			if (parse_sched(optarg, "--export-sched", &cfg->export_sched, err, size))
+				return -1;
 			break;
 		case OPT_EXCLUDE:
 			if (parse_exclude(cfg, optarg, "--exclude-comm", err, size))
@@ -302,6 +323,10 @@ void config_usage(FILE *out)
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
 		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto:\n"
 		"                            the ring buffer where the kernel has one)\n"
+		"  --export-sched idle|normal  the export thread's scheduling (SONDE_EXPORT_SCHED;\n"
+		"                            default idle: it runs only when the CPU has nothing\n"
+		"                            else to do; on a saturated host spans are dropped\n"
+		"                            and counted instead of the programs slowed down)\n"
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
 		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
 		"  --ringbuf-bytes N         ring buffer size, power of two (default 8 MiB)\n"

@@ -16,6 +16,7 @@ struct sonde_config {
 	unsigned exporters;         /* enum exporter_sink bits */
 	struct otlp_opts otlp;      /* when exporters has EXPORTER_OTLP */
 	enum probe_buffer buffer;
+	enum exporter_sched export_sched;
 	uint32_t capture_bytes;     /* payload bytes captured per syscall */
 	uint32_t ringbuf_bytes;     /* ring buffer size, a power of two */
 	uint32_t wakeup_bytes;      /* unread bytes that wake the agent early */

@@ -21,8 +21,15 @@ enum exporter_sink {
 	EXPORTER_TREE = 1 << 2,    /* finished traces as trees on `console` */
 };
 
+/* How the export thread is scheduled against the traced programs. */
+enum exporter_sched {
+	EXPORTER_SCHED_IDLE = 0, /* SCHED_IDLE: only CPU time nothing else wants */
+	EXPORTER_SCHED_NORMAL,   /* an ordinary thread, competing like any other */
+};
+
 struct exporter_opts {
 	unsigned sinks;             /* enum exporter_sink bits */
+	enum exporter_sched sched;
 	uint32_t max_queue_size;    /* OTEL_BSP_MAX_QUEUE_SIZE */
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
 	uint32_t schedule_delay_ms; /* OTEL_BSP_SCHEDULE_DELAY */

@@ -262,6 +262,7 @@ static int start(struct agent *a)
 {
 	struct exporter_opts eopts = {
 		.sinks = a->cfg.exporters,
+		.sched = a->cfg.export_sched,
 		.max_queue_size = a->cfg.max_queue_size,
 		.max_export_batch = a->cfg.max_export_batch,
 		.schedule_delay_ms = a->cfg.schedule_delay_ms,

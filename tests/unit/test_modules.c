@@ -170,6 +170,7 @@ Test(config, defaults_env_and_flags)
 	cr_expect_eq(cfg.capture_bytes, 512);
 	cr_expect_eq(cfg.max_queue_size, 2048);
 	cr_expect_eq(cfg.schedule_delay_ms, 5000);
+	cr_expect_eq(cfg.export_sched, EXPORTER_SCHED_IDLE);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 1, args, err), 0);
 	cr_expect_eq(cfg.exporters, EXPORTER_NONE);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 5, args, err), 0);
@@ -179,6 +180,9 @@ Test(config, defaults_env_and_flags)
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, exclude, err), 0);
 	cr_expect_eq(cfg.excluded_count, 2);
 	cr_expect_str_eq(cfg.excluded_comms[1], "curl");
+	char *sched[] = { "sonde", "--export-sched", "normal" };
+	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, sched, err), 0);
+	cr_expect_eq(cfg.export_sched, EXPORTER_SCHED_NORMAL);
 }
 
 Test(config, bad_values_name_their_source)
@@ -200,6 +204,9 @@ Test(config, bad_values_name_their_source)
 	char *long_name[] = { "sonde", "--exclude-comm", "wrk,a-name-far-too-long" };
 	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 3, long_name, err), -1);
 	cr_expect(strstr(err, "a-name-far-too-long"), "%s", err);
+	char *sched[] = { "sonde", "--export-sched", "realtime" };
+	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 3, sched, err), -1);
+	cr_expect(strstr(err, "--export-sched"), "%s", err);
 }
 
 struct delivered {
