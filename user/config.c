@@ -137,7 +137,7 @@ static void set_defaults(struct sonde_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->exporters = EXPORTER_CONSOLE;
 	cfg->capture_bytes = 512;
-	cfg->ringbuf_bytes = 8u << 20;
+	cfg->ringbuf_bytes = 4u << 20;
 	cfg->poll_ms = 20;
 	cfg->max_queue_size = 2048;
 	cfg->max_export_batch = 512;
@@ -329,7 +329,7 @@ void config_usage(FILE *out)
 		"                            and counted instead of the programs slowed down)\n"
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
 		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
-		"  --ringbuf-bytes N         ring buffer size, power of two (default 8 MiB)\n"
+		"  --ringbuf-bytes N         ring buffer size, power of two (default 4 MiB)\n"
 		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"
 		"  --max-export-batch N      (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)\n"

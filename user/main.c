@@ -29,6 +29,7 @@ struct agent {
 	struct probe *probe;
 	struct pytask pytask;
 	uint64_t kernel_entries_swept;
+	uint64_t lost_ringbuf_reported;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -197,6 +198,24 @@ static void write_stats_file(struct agent *a)
 		log_error("write stats file %s: %s", a->cfg.stats_file, strerror(errno));
 }
 
+/* Lost records leave spans incomplete or missing, so each second that lost
+ * some says so, rather than only the counters at exit. */
+static void report_ring_loss(struct agent *a)
+{
+	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
+	uint64_t lost;
+
+	probe_counters(a->probe, kernel);
+	lost = kernel[SONDE_CNT_LOST_RINGBUF] - a->lost_ringbuf_reported;
+	if (lost == 0)
+		return;
+	a->lost_ringbuf_reported = kernel[SONDE_CNT_LOST_RINGBUF];
+	log_warn("%llu records lost in the last second: the kernel's event buffer (%u bytes) "
+		 "was full; spans of those exchanges are missing or incomplete "
+		 "(raise --ringbuf-bytes)",
+		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
+}
+
 static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 {
 	uint32_t exited[1024];
@@ -204,6 +223,7 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	uint64_t now = monotonic_now_ns();
 
 	wallclock_sync(&a->clock);
+	report_ring_loss(a);
 	while ((n = tracker_take_exited(a->tracker, exited, 1024)) > 0)
 		a->kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
 	if (a->cfg.stats_interval_s &&

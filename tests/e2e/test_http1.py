@@ -1,6 +1,7 @@
 """End to end: the real agent, real servers and clients, exact spans."""
 import datetime
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -279,3 +280,27 @@ def test_node_server_on_a_dual_stack_socket(agent, node_server):
     assert servers[0]["attributes"]["http.response.body.size"] == len('{"id":"42"}')
     assert servers[1]["attributes"]["http.response.status_code"] == 404
     assert resource(servers[0], "service.name") == "server"
+
+
+def test_full_ring_buffer_is_counted_reported_and_survived(workdir, nginx):
+    """A ring buffer far too small for wrk's rate: records are lost, counted
+    exactly in lost_ringbuf_full, and logged each second it happens; sonde
+    keeps running and traces the next request once the flood is over."""
+    small = Agent(workdir, name="small-ring",
+                  extra_env={"SONDE_RINGBUF_BYTES": "65536", "OTEL_TRACES_EXPORTER": "none"})
+    try:
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/index.html"],
+                       check=True, capture_output=True)
+        flooded = small.wait_stats(lambda c: c["lost_ringbuf_full"] > 0)
+        assert small.proc.poll() is None
+        time.sleep(1.5)  # a quiet second: nothing more is lost
+        before = small.stats()
+        assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
+        after = small.wait_stats(lambda c: c["spans_server"] > before["spans_server"])
+        assert after["spans_server"] == before["spans_server"] + 1
+        assert after["lost_ringbuf_full"] == before["lost_ringbuf_full"]
+    finally:
+        assert small.stop() == 0
+    warned = [int(n) for n in re.findall(r"warn: (\d+) records lost in the last second",
+                                         small.err_path.read_text())]
+    assert warned and sum(warned) == small.stats()["lost_ringbuf_full"] >= flooded["lost_ringbuf_full"]
