@@ -524,6 +524,21 @@ static __always_inline __u64 py_thread_state(const struct sonde_py_layout *py, _
 	return 0;
 }
 
+/* A frame's code object and the frame below it, in one read: both sit in
+ * the first SONDE_PY_FRAME_HEAD bytes of _PyInterpreterFrame, and a user
+ * memory read costs about as much for 64 bytes as for 8. */
+static __always_inline int read_frame(const struct sonde_py_layout *py, __u64 frame, __u64 *code,
+				      __u64 *previous)
+{
+	__u64 head[SONDE_PY_FRAME_HEAD / 8];
+
+	if (bpf_probe_read_user(head, sizeof(head), (const void *)frame))
+		return -1;
+	*code = head[(py->frame_code / 8) & (SONDE_PY_FRAME_HEAD / 8 - 1)];
+	*previous = head[(py->frame_previous / 8) & (SONDE_PY_FRAME_HEAD / 8 - 1)];
+	return 0;
+}
+
 /* The task a CPython thread runs, read from the frames of the call in
  * progress: the GIL is released during the syscall, but the thread's
  * frame chain stays as it was. A task's coroutine frames sit on top of
@@ -540,36 +555,44 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid
 	cframe = read_user_ptr(tstate + py->tstate_cframe);
 	frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
 	for (__u32 i = 0; i < SONDE_PY_FRAMES_MAX; i++) {
-		__u64 code;
+		__u64 code, previous;
 		__u32 flags = 0;
 
 		if (!frame)
 			return task;
-		code = read_user_ptr(frame + py->frame_code);
-		if (!code || bpf_probe_read_user(&flags, sizeof(flags),
-						 (const void *)(code + py->code_flags)))
+		if (read_frame(py, frame, &code, &previous) || !code ||
+		    bpf_probe_read_user(&flags, sizeof(flags), (const void *)(code + py->code_flags)))
 			return SONDE_TASK_UNKNOWN;
 		if (flags & PY_CO_ASYNC_FLAGS)
 			task = frame;
 		else if (task)
 			return task;
-		frame = read_user_ptr(frame + py->frame_previous);
+		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
 }
 
-/* Only what a process sends needs its task: the request a client writes
- * and the response a server writes. */
-static __always_inline __u64 current_task(__u32 tgid, __u8 dir)
+/* A global function, so that the verifier checks the walks once rather
+ * than on every path of every program that reaches them. */
+__noinline __u64 python_task(__u32 tgid)
 {
-	const struct sonde_py_layout *py;
+	const struct sonde_py_layout *py = bpf_map_lookup_elem(&py_procs, &tgid);
 
-	if (dir != SONDE_DIR_EGRESS)
-		return 0;
-	py = bpf_map_lookup_elem(&py_procs, &tgid);
 	if (!py)
-		return 0;
+		return SONDE_TASK_UNKNOWN;
 	return py_task(py, (__u32)bpf_get_current_pid_tgid());
+}
+
+/* Only the start of what a process sends needs its task: the request
+ * head a client writes and the response head a server writes. The walk
+ * costs microseconds, so body writes skip it. */
+static __always_inline __u64 current_task(__u32 tgid, struct sonde_data_event *ev)
+{
+	if (ev->dir != SONDE_DIR_EGRESS || !bpf_map_lookup_elem(&py_procs, &tgid))
+		return 0;
+	if (!is_http1_start(ev->data, ev->captured))
+		return SONDE_TASK_UNKNOWN;
+	return python_task(tgid);
 }
 
 static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
@@ -594,7 +617,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->tail = tail;
 	ev->dir = args->dir;
 	ev->syscall = args->syscall;
-	ev->task = current_task(key->tgid, args->dir);
+	ev->task = current_task(key->tgid, ev);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)

@@ -45,6 +45,9 @@ enum sonde_event_type {
 /* Bounds of the walks that find the running task of a CPython thread. */
 #define SONDE_PY_THREADS_MAX 32
 #define SONDE_PY_FRAMES_MAX 48
+/* The walk reads this many bytes at the start of each frame: frame_code
+ * and frame_previous must be 8-byte aligned offsets below it. */
+#define SONDE_PY_FRAME_HEAD 64
 
 /* Direction as seen by the traced process. */
 enum sonde_dir {
@@ -124,7 +127,10 @@ struct sonde_data_event {
 	                   address of the outermost coroutine frame the thread is
 	                   running, which names the asyncio task for its life;
 	                   0 when no coroutine runs (or not CPython);
-	                   SONDE_TASK_UNKNOWN when the walk failed */
+	                   SONDE_TASK_UNKNOWN when the walk failed, or was
+	                   not made because the data does not start with a
+	                   request or status line (only a message start's
+	                   task is used) */
 	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
 };
 
@@ -163,8 +169,8 @@ struct sonde_py_layout {
 	__u16 tstate_native_id; /* PyThreadState.native_thread_id (the tid) */
 	__u16 tstate_cframe;    /* PyThreadState.cframe */
 	__u16 cframe_frame;     /* _PyCFrame.current_frame */
-	__u16 frame_previous;   /* _PyInterpreterFrame.previous */
-	__u16 frame_code;       /* _PyInterpreterFrame.f_code */
+	__u16 frame_previous;   /* _PyInterpreterFrame.previous (< SONDE_PY_FRAME_HEAD) */
+	__u16 frame_code;       /* _PyInterpreterFrame.f_code (< SONDE_PY_FRAME_HEAD) */
 	__u16 code_flags;       /* PyCodeObject.co_flags */
 	__u16 pad[3];
 };

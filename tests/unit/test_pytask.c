@@ -37,6 +37,13 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	cr_expect_eq(l->frame_previous, offsetof(_PyInterpreterFrame, previous));
 	cr_expect_eq(l->frame_code, offsetof(_PyInterpreterFrame, f_code));
 	cr_expect_eq(l->code_flags, offsetof(PyCodeObject, co_flags));
+	/* The kernel reads both in the frame's first SONDE_PY_FRAME_HEAD bytes. */
+	for (unsigned i = 0; i < pytask_nversions; i++) {
+		l = &pytask_versions[i].layout;
+		cr_expect(l->frame_code % 8 == 0 && l->frame_code < SONDE_PY_FRAME_HEAD);
+		cr_expect(l->frame_previous % 8 == 0 && l->frame_previous < SONDE_PY_FRAME_HEAD);
+		cr_expect(sizeof(_PyInterpreterFrame) >= SONDE_PY_FRAME_HEAD);
+	}
 }
 
 static void wait_for_exec(pid_t pid)
