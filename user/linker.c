@@ -28,9 +28,10 @@ struct link_proc {
 	struct link_proc *hash_next, *all_next;
 	uint32_t tgid;
 	uint32_t refs;
-	/* Server requests without a response yet, and those answered
-	 * recently (in answer order). */
-	struct link_node *open;
+	/* Server requests without a response yet, newest start first, so
+	 * that the oldest is at hand (a client span waits while it is older
+	 * than the client); and those answered recently (in answer order). */
+	struct link_node *open, *open_oldest;
 	struct link_node *closed_head, *closed_tail;
 	uint64_t oldest_waiting; /* start of the oldest undecided client; 0: none */
 };
@@ -406,17 +407,20 @@ static bool same_context(const struct link_node *server, const struct link_node 
  * are its candidates; one still unanswered could yet turn out to be it. */
 static bool decide_client(struct linker *l, struct link_node *n)
 {
+	const struct link_node *oldest_open = n->proc->open_oldest;
 	struct link_node *match = NULL, *s;
 	unsigned matches = 0;
-	bool undetermined = false;
 
 	if (n->task == SONDE_TASK_UNKNOWN) {
 		decide_root(l, n, &l->stats.root_task_unknown);
 		return true;
 	}
-	for (s = n->proc->open; s; s = s->cand_next)
-		if (s->start_ts <= n->start_ts)
-			undetermined = true;
+	if (oldest_open && oldest_open->start_ts <= n->start_ts) {
+		if (l->now < n->deadline)
+			return false;
+		decide_root(l, n, &l->stats.root_wait_expired);
+		return true;
+	}
 	for (s = n->proc->closed_head; s; s = s->cand_next) {
 		if (s->start_ts > n->start_ts || s->resp_ts < n->start_ts || !s->resp_known ||
 		    !same_context(s, n))
@@ -424,11 +428,7 @@ static bool decide_client(struct linker *l, struct link_node *n)
 		match = s;
 		matches++;
 	}
-	if (undetermined && l->now < n->deadline)
-		return false;
-	if (undetermined)
-		decide_root(l, n, &l->stats.root_wait_expired);
-	else if (matches == 1)
+	if (matches == 1)
 		decide_parent(l, n, match, &l->stats.parent_task);
 	else if (matches > 1)
 		decide_root(l, n, &l->stats.root_ambiguous);
@@ -497,14 +497,28 @@ static void queue_on_conn(struct link_conn *c, struct link_node *n)
 	c->queue_tail = n;
 }
 
+/* Requests mostly arrive in start order, so the walk for n's place
+ * usually ends at the head. */
 static void add_candidate(struct link_proc *p, struct link_node *n)
 {
+	struct link_node *prev = NULL, *next = p->open;
+
+	while (next && next->start_ts > n->start_ts) {
+		prev = next;
+		next = next->cand_next;
+	}
 	n->in_open = true;
 	n->refs++;
-	n->cand_next = p->open;
-	if (p->open)
-		p->open->cand_prev = n;
-	p->open = n;
+	n->cand_prev = prev;
+	n->cand_next = next;
+	if (prev)
+		prev->cand_next = n;
+	else
+		p->open = n;
+	if (next)
+		next->cand_prev = n;
+	else
+		p->open_oldest = n;
 }
 
 struct link_node *linker_request(struct linker *l, const struct link_request *req)
@@ -568,6 +582,8 @@ static void close_candidate(struct link_proc *p, struct link_node *n)
 		p->open = n->cand_next;
 	if (n->cand_next)
 		n->cand_next->cand_prev = n->cand_prev;
+	else
+		p->open_oldest = n->cand_prev;
 	n->in_open = false;
 	n->cand_prev = n->cand_next = NULL;
 	if (p->closed_tail)

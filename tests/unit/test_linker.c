@@ -164,6 +164,34 @@ Test(linker, asyncio_task_decides_between_requests_of_one_thread)
 	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
 }
 
+/* Events from two CPUs can reach the agent out of start order: a request
+ * that started earlier but arrived later still holds back a call made
+ * after it, until it is answered. */
+Test(linker, call_waits_for_an_older_request_that_arrived_late)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+	uint64_t t0 = h.now;
+
+	h.now = t0 + 1000000;
+	h_send(&h, &in1, IN, request("/in1"));
+	h.now = t0 + 500000;
+	h_send(&h, &in2, IN, request("/in2"));
+	h.now = t0 + 800000;
+	out.task = 0x7000b0;
+	h_send(&h, &out, OUT, request("/from2"));
+	h_send(&h, &out, IN, ok);
+	h.now = t0 + 1100000;
+	in2.task = 0x7000b0;
+	h_send(&h, &in2, OUT, ok);
+	in1.task = 0x7000a0;
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
+	expect_root(span_of("SERVER", "/in1"));
+}
+
 /* Without a task, one thread serving two requests at once gives no way to
  * tell which one made the call: its own trace, counted, never a guess. */
 Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
