@@ -23,16 +23,19 @@ usage: bench/suite.py [--quick] [--only nginx,uvicorn,...] [--json PATH]
 import argparse
 import json
 import os
-import socket
 import subprocess
-import urllib.request
+import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import harness
 from harness import ROOT, free_port, wait_port
+
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from ports import free_port_block  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
@@ -226,21 +229,6 @@ class Chain(Scenario):
         exchanges = (stats["spans_server"] + stats["spans_client"]) / 4
         extra_roots = max(0, stats["trace_roots"] - exchanges)
         result["complete_traces"] = max(0.0, 1 - extra_roots / exchanges) if exchanges else 0.0
-
-
-def free_port_block(count):
-    """A base port with `count` free ports after it."""
-    while True:
-        base = free_port()
-        if base + count >= 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
 
 
 class NodeMax(Scenario):

@@ -10,9 +10,7 @@ request) and thread per request (the standard library's
 ThreadingHTTPServer)."""
 import json
 import os
-import random
 import re
-import socket
 import subprocess
 import time
 import uuid
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Agent, Receiver
+from ports import free_port_block
 
 KTRDR = ROOT / "examples" / "ktrdr"
 
@@ -36,20 +35,6 @@ COMMANDS = {
         ("GET /api/v1/data/AAPL/1d", None, None),
 }
 RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
-
-
-def free_port_block(count):
-    """A base port with `count` free ports from it on."""
-    for _ in range(100):
-        base = random.randrange(20000, 40000)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports")
 
 
 class Ktrdr:
