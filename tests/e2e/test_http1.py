@@ -282,6 +282,19 @@ def test_node_server_on_a_dual_stack_socket(agent, node_server):
     assert resource(servers[0], "service.name") == "server"
 
 
+def settled(agent, timeout=20):
+    """The counters once two writes of the stats file (one a second) agree."""
+    deadline = time.time() + timeout
+    last = agent.stats()
+    while time.time() < deadline:
+        time.sleep(1.2)
+        now = agent.stats()
+        if now["events"] == last["events"] and now["spans_built"] == last["spans_built"]:
+            return now
+        last = now
+    raise TimeoutError(f"counters still moving: {last}")
+
+
 def test_full_ring_buffer_is_counted_reported_and_survived(workdir, nginx):
     """A ring buffer far too small for wrk's rate: records are lost, counted
     exactly in lost_ringbuf_full, and logged each second it happens; sonde
@@ -293,10 +306,10 @@ def test_full_ring_buffer_is_counted_reported_and_survived(workdir, nginx):
                        check=True, capture_output=True)
         flooded = small.wait_stats(lambda c: c["lost_ringbuf_full"] > 0)
         assert small.proc.poll() is None
-        time.sleep(1.5)  # a quiet second: nothing more is lost
-        before = small.stats()
+        before = settled(small)  # the flood's last spans and losses are counted
         assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
-        after = small.wait_stats(lambda c: c["spans_server"] > before["spans_server"])
+        small.wait_stats(lambda c: c["spans_server"] > before["spans_server"])
+        after = settled(small)
         assert after["spans_server"] == before["spans_server"] + 1
         assert after["lost_ringbuf_full"] == before["lost_ringbuf_full"]
     finally:
