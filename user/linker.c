@@ -285,11 +285,18 @@ void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
 	conn_unref(l, c);
 }
 
+/* A tick at UINT64_MAX (at stop) forces every decision that would
+ * otherwise wait for time to pass or for an event still to come. */
+static bool flushing(const struct linker *l)
+{
+	return l->now == UINT64_MAX;
+}
+
 static void expire_closed_conns(struct linker *l)
 {
 	uint64_t wait = (uint64_t)l->opts.peer_wait_ms * MS;
 
-	while (l->closing_head && (l->now == UINT64_MAX || l->closing_head->closed_at + wait < l->now)) {
+	while (l->closing_head && (flushing(l) || l->closing_head->closed_at + wait < l->now)) {
 		struct link_conn *c = l->closing_head;
 
 		l->closing_head = c->closing_next;
@@ -464,7 +471,7 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		return true;
 	}
 	if (!peer) {
-		if (n->ticks < PEER_CONN_TICKS && l->now != UINT64_MAX)
+		if (n->ticks < PEER_CONN_TICKS && !flushing(l))
 			return false;
 		c->peer_unseen = true; /* it cannot show up later on this connection */
 		decide_root(l, n, NULL);
@@ -653,7 +660,7 @@ static void prune_candidates(struct linker *l)
 		while (p->closed_head) {
 			struct link_node *s = p->closed_head;
 
-			if (l->now != UINT64_MAX && s->resp_ts + RETAIN_NS >= l->now)
+			if (s->resp_ts + RETAIN_NS >= l->now)
 				break;
 			if (p->oldest_waiting && s->resp_ts >= p->oldest_waiting)
 				break;
