@@ -573,11 +573,10 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid
 }
 
 /* A global function, so that the verifier checks the walks once rather
- * than on every path of every program that reaches them. */
-__noinline __u64 python_task(__u32 tgid)
+ * than on every path of every program that reaches them. It is verified
+ * on its own, so it must allow for a NULL layout. */
+__noinline __u64 python_task(const struct sonde_py_layout *py)
 {
-	const struct sonde_py_layout *py = bpf_map_lookup_elem(&py_procs, &tgid);
-
 	if (!py)
 		return SONDE_TASK_UNKNOWN;
 	return py_task(py, (__u32)bpf_get_current_pid_tgid());
@@ -588,11 +587,16 @@ __noinline __u64 python_task(__u32 tgid)
  * costs microseconds, so body writes skip it. */
 static __always_inline __u64 current_task(__u32 tgid, struct sonde_data_event *ev)
 {
-	if (ev->dir != SONDE_DIR_EGRESS || !bpf_map_lookup_elem(&py_procs, &tgid))
+	const struct sonde_py_layout *py;
+
+	if (ev->dir != SONDE_DIR_EGRESS)
+		return 0;
+	py = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (!py)
 		return 0;
 	if (!is_http1_start(ev->data, ev->captured))
 		return SONDE_TASK_UNKNOWN;
-	return python_task(tgid);
+	return python_task(py);
 }
 
 static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
