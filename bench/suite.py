@@ -119,18 +119,25 @@ class Scenario:
     variants = []
     spans_per_request = {"server": 1, "client": 1}
     kernel_variant = None  # the variant whose probes' run time is measured
+    server = None  # the server the load hits, started once
 
     def start(self, workdir, flavour):
+        if self.server is None:
+            self.server = self.start_server(workdir, flavour)
+
+    def start_server(self, workdir, flavour):
         raise NotImplementedError
 
     def stop(self):
-        raise NotImplementedError
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     def load(self, seconds, workdir, tag):
-        raise NotImplementedError
+        return harness.wrk(self.server.port, seconds)
 
     def server_pids(self):
-        return []
+        return [self.server.proc.pid]
 
     def observe(self, variant, result):
         """Adds what only this scenario knows to one run's result."""
@@ -150,19 +157,8 @@ class NginxMax(Scenario):
                 Variant("sonde, perf buffer", {"SONDE_BUFFER": "perf"})]
     kernel_variant = variants[1]
 
-    def start(self, workdir, flavour):
-        if not getattr(self, "server", None):
-            self.server = nginx(workdir, "nginx")
-
-    def stop(self):
-        if getattr(self, "server", None):
-            self.server.stop()
-
-    def load(self, seconds, workdir, tag):
-        return harness.wrk(self.server.port, seconds)
-
-    def server_pids(self):
-        return [self.server.proc.pid]
+    def start_server(self, workdir, flavour):
+        return nginx(workdir, "nginx")
 
 
 class UvicornMax(Scenario):
@@ -170,22 +166,14 @@ class UvicornMax(Scenario):
     variants = [Variant("untraced"), Variant("sonde, ring buffer", RING)]
     kernel_variant = variants[1]
 
-    def start(self, workdir, flavour):
-        if not getattr(self, "server", None):
-            port = free_port()
-            self.server = Server([PYTHON, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
-                                  "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                                 port, cwd=APPS)
-
-    def stop(self):
-        if getattr(self, "server", None):
-            self.server.stop()
+    def start_server(self, workdir, flavour):
+        port = free_port()
+        return Server([PYTHON, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
+                       "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                      port, cwd=APPS)
 
     def load(self, seconds, workdir, tag):
         return harness.wrk(self.server.port, seconds, path="/items/42")
-
-    def server_pids(self):
-        return [self.server.proc.pid]
 
 
 class Chain(Scenario):
@@ -195,9 +183,10 @@ class Chain(Scenario):
     spans_per_request = {"server": 2, "client": 2}
     kernel_variant = variants[1]
     RUN = ROOT / "examples" / "ktrdr" / "run.sh"
+    env = None  # run.sh's, once the system is up
 
     def start(self, workdir, flavour):
-        if getattr(self, "env", None):
+        if self.env is not None:
             return
         self.env = dict(os.environ, KTRDR_PORT_BASE=str(free_port_block(6)),
                         KTRDR_RUN_DIR=str(Path(workdir) / "ktrdr"))
@@ -205,8 +194,9 @@ class Chain(Scenario):
                        stdout=subprocess.DEVNULL)
 
     def stop(self):
-        if getattr(self, "env", None):
+        if self.env is not None:
             subprocess.run([str(self.RUN), "stop"], env=self.env, check=True)
+            self.env = None
 
     def load(self, seconds, workdir, tag):
         return harness.wrk(int(self.env["KTRDR_PORT_BASE"]), seconds, connections=64,
@@ -237,37 +227,31 @@ class NodeMax(Scenario):
                 Variant("OpenTelemetry JS SDK in process", flavour="sdk"),
                 Variant("sonde, ring buffer", RING)]
     kernel_variant = variants[2]
+    flavour = sink = None
 
     def start(self, workdir, flavour):
-        if getattr(self, "flavour", None) == flavour:
-            return
-        self.stop()
-        if not getattr(self, "sink", None):
+        if self.flavour != flavour:
+            Scenario.stop(self)  # the server only: the SDK's sink stays up
+        if self.sink is None:
             self.sink = nginx(workdir, "sdk-sink", sink=True)
+        self.flavour = flavour
+        super().start(workdir, flavour)
+
+    def start_server(self, workdir, flavour):
         port = free_port()
         preload = ["-r", str(APPS / "otel_sdk.js")] if flavour == "sdk" else []
         env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{self.sink.port}/v1/traces",
                "OTEL_SERVICE_NAME": "node-bench"}
-        self.server = Server(["node"] + preload + [str(APPS / "node_server.js"), str(port)], port,
-                             env=env)
-        self.flavour = flavour
+        server = Server(["node"] + preload + [str(APPS / "node_server.js"), str(port)], port,
+                        env=env)
         harness.wrk(port, 1)  # the JIT's warm-up, outside the measured runs
+        return server
 
     def stop(self):
-        if getattr(self, "server", None):
-            self.server.stop()
-            self.server = self.flavour = None
-
-    def stop_all(self):
-        self.stop()
-        if getattr(self, "sink", None):
+        super().stop()
+        if self.sink is not None:
             self.sink.stop()
-
-    def load(self, seconds, workdir, tag):
-        return harness.wrk(self.server.port, seconds)
-
-    def server_pids(self):
-        return [self.server.proc.pid]
+            self.sink = None
 
 
 class ExportFixed(Scenario):
@@ -279,12 +263,8 @@ class ExportFixed(Scenario):
         self.name = f"export-{rate // 1000}k"
         self.title = (f"nginx at a fixed {rate} req/s (h2load --h1 -c10 on CPU 1), "
                       "OTLP/gRPC export to the test receiver")
-        self.kernel_variant = None
 
-    def start(self, workdir, flavour):
-        if getattr(self, "server", None):
-            return
-        self.server = nginx(workdir, f"nginx-{self.name}")
+    def start_server(self, workdir, flavour):
         self.receiver_err = open(Path(workdir) / f"receiver-{self.name}.err", "w")
         # The receiver stands in for a collector on another host: at the idle
         # priority it decodes only on CPU time neither nginx nor h2load want,
@@ -303,23 +283,21 @@ class ExportFixed(Scenario):
                                    OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
                                    OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
         self.received_before = self.received()
+        return nginx(workdir, f"nginx-{self.name}")
 
     def received(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.control_port}/requests") as r:
             return sum(e["span_count"] for e in json.load(r) if e["accepted"])
 
     def stop(self):
-        if getattr(self, "server", None):
-            self.server.stop()
+        if self.server is not None:
             self.receiver.terminate()
             self.receiver.wait()
             self.receiver_err.close()
+        super().stop()
 
     def load(self, seconds, workdir, tag):
         return harness.h2load_fixed(self.server.port, seconds, self.rate, workdir, tag)
-
-    def server_pids(self):
-        return [self.server.proc.pid]
 
     def observe(self, variant, result):
         received = self.received()
@@ -352,7 +330,7 @@ def run_scenario(sc, rounds, seconds, workdir):
             kernel = harness.kernel_cost(sc.kernel_variant.sonde_env, workdir, f"{sc.name}-bpfstats",
                                          lambda: sc.load(seconds, workdir, f"{sc.name}-bpfstats"))
     finally:
-        getattr(sc, "stop_all", sc.stop)()
+        sc.stop()
     return summarize(sc, runs, kernel)
 
 

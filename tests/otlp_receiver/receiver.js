@@ -141,7 +141,6 @@ function record(transport, encoding, headers, bytes, answer) {
   } catch (err) {
     entry.decode_error = String(err);
     entry.spans = [];
-    entry.span_count = 0;
   }
   // A collector that answers after the client gave up still got the data,
   // but the client counts it as failed: keep it apart.
