@@ -681,10 +681,10 @@ static __always_inline int exit_buf(void *ctx, long ret, __u8 syscall, __u8 dir,
 	if (!worth_tracing(ret))
 		return 0;
 	regs = user_regs();
-	args.fd = (__s32)BPF_CORE_READ(regs, di);
-	args.buf = BPF_CORE_READ(regs, si);
+	args.fd = (__s32)regs->di;
+	args.buf = regs->si;
 	if (vectored)
-		args.iovcnt = (__u32)BPF_CORE_READ(regs, dx);
+		args.iovcnt = (__u32)regs->dx;
 	return trace_call(ctx, ret, &args);
 }
 
@@ -709,8 +709,8 @@ static __always_inline int exit_msg(void *ctx, long ret, __u8 syscall, __u8 dir)
 	if (!worth_tracing(ret))
 		return 0;
 	regs = user_regs();
-	args.fd = (__s32)BPF_CORE_READ(regs, di);
-	msghdr = BPF_CORE_READ(regs, si);
+	args.fd = (__s32)regs->di;
+	msghdr = regs->si;
 	bpf_probe_read_user(&args.buf, sizeof(args.buf), (const void *)(msghdr + 16));
 	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
 	args.iovcnt = iovlen > SONDE_IOV_MAX ? SONDE_IOV_MAX : (__u32)iovlen;
@@ -741,7 +741,7 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 
 	if (!worth_tracing(ctx->ret))
 		return 0;
-	args.fd = (__s32)BPF_CORE_READ(user_regs(), di);
+	args.fd = (__s32)user_regs()->di;
 	return trace_call(ctx, ctx->ret, &args);
 }
 
@@ -783,7 +783,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
-	key.fd = (__s32)BPF_CORE_READ(user_regs(), di);
+	key.fd = (__s32)user_regs()->di;
 	sk = tcp_sock_of_fd(key.fd);
 	if (!sk)
 		return 0;
