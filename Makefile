@@ -13,7 +13,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/in
 # Everything but main.c and probe.c is plain C with no kernel dependency:
 # unit tests and the fuzzer link these.
 CORE_SRCS := user/bytes.c user/chars.c user/clock.c user/config.c user/console.c user/exporter.c \
-	user/http1.c user/ids.c user/kvlist.c user/linker.c user/log.c user/otlp_config.c user/otlp_encode.c \
+	user/http1.c user/ids.c user/kvlist.c user/linker.c user/log.c user/merge.c user/otlp_config.c user/otlp_encode.c \
 	user/otlp_export.c user/otlp_transport.c user/procinfo.c user/pytask.c user/reorder.c user/route.c \
 	user/semconv.c user/tracker.c user/tree.c $(BUILD)/otlp_trace.pb-c.c
 AGENT_SRCS := $(CORE_SRCS) user/probe.c user/main.c

@@ -119,10 +119,20 @@ struct {
 	__type(value, struct sonde_py_layout);
 } py_procs SEC(".maps");
 
-struct {
+/* One ring buffer per CPU, made by the agent: a call writes to its own
+ * CPU's ring, so the CPUs do not contend for one ring's lock and
+ * positions. The template's size is replaced by the agent's. */
+struct cpu_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 * 1024 * 1024);
-} events SEC(".maps");
+	__uint(max_entries, 64 * 1024);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct cpu_ring);
+} cpu_rings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -159,16 +169,23 @@ static __always_inline void count(enum sonde_counter which)
 static __always_inline void submit(void *ctx, void *record, __u64 size)
 {
 	__u64 unread, flags = BPF_RB_NO_WAKEUP;
+	__u32 cpu = bpf_get_smp_processor_id();
+	void *ring;
 
 	if (use_perf_buffer) {
 		if (bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, record, size))
 			count(SONDE_CNT_LOST_RINGBUF);
 		return;
 	}
-	unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	ring = bpf_map_lookup_elem(&cpu_rings, &cpu);
+	if (!ring) {
+		count(SONDE_CNT_LOST_RINGBUF);
+		return;
+	}
+	unread = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	if (unread < wakeup_bytes && unread + size >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, record, size, flags))
+	if (bpf_ringbuf_output(ring, record, size, flags))
 		count(SONDE_CNT_LOST_RINGBUF);
 }
 

@@ -290,7 +290,6 @@ int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_
 		return errorf(err, err_size,
 			    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (%u) exceeds OTEL_BSP_MAX_QUEUE_SIZE (%u)",
 			    cfg->max_export_batch, cfg->max_queue_size);
-	cfg->wakeup_bytes = cfg->ringbuf_bytes / 32;
 	return 0;
 }
 
@@ -329,7 +328,7 @@ void config_usage(FILE *out)
 		"                            and counted instead of the programs slowed down)\n"
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
 		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
-		"  --ringbuf-bytes N         ring buffer size, power of two (default 4 MiB)\n"
+		"  --ringbuf-bytes N         ring buffers of all CPUs, power of two (default 4 MiB)\n"
 		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"
 		"  --max-export-batch N      (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)\n"

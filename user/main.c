@@ -104,6 +104,7 @@ static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint6
 	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
 	struct tracker_stats ts;
 	struct exporter_stats es;
+	struct merge_stats merged;
 	size_t n = 0;
 
 	probe_counters(a->probe, kernel);
@@ -111,9 +112,12 @@ static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint6
 		names[n] = counter_names[i];
 		values[n++] = kernel[i];
 	}
+	merged = probe_merge_stats(a->probe);
 	tracker_get_stats(a->tracker, &ts);
 	exporter_get_stats(a->exporter, &es);
 #define STAT(name, value) (names[n] = (name), values[n++] = (value))
+	STAT("merge_forced", merged.forced);
+	STAT("merge_waited", merged.waited);
 	STAT("events", ts.events);
 	STAT("bad_records", ts.bad_records);
 	STAT("conns_opened", ts.conns_opened);
@@ -210,9 +214,9 @@ static void report_ring_loss(struct agent *a)
 	if (lost == 0)
 		return;
 	a->lost_ringbuf_reported = kernel[SONDE_CNT_LOST_RINGBUF];
-	log_warn("%llu records lost in the last second: the kernel's event buffer (%u bytes) "
-		 "was full; spans of those exchanges are missing or incomplete "
-		 "(raise --ringbuf-bytes)",
+	log_warn("%llu records lost in the last second: a CPU's share of the event buffers "
+		 "(%u bytes for all CPUs) was full; spans of those exchanges are missing or "
+		 "incomplete (raise --ringbuf-bytes)",
 		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
 }
 
@@ -297,7 +301,6 @@ static int start(struct agent *a)
 		.buffer = a->cfg.buffer,
 		.capture_bytes = a->cfg.capture_bytes,
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
-		.wakeup_bytes = a->cfg.wakeup_bytes,
 	};
 	char host[64];
 	int err;

@@ -3,6 +3,7 @@
 #ifndef SONDE_PROBE_H
 #define SONDE_PROBE_H
 
+#include "merge.h"
 #include "sonde_events.h"
 
 #include <stddef.h>
@@ -17,13 +18,12 @@ enum probe_buffer {
 struct probe_opts {
 	enum probe_buffer buffer;
 	uint32_t capture_bytes;
-	uint32_t ringbuf_bytes; /* total buffer size, split per CPU for perf */
-	uint32_t wakeup_bytes;
+	uint32_t ringbuf_bytes; /* total buffer size, split per CPU */
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 };
 
-/* Called for every ring-buffer record. */
+/* Called for every record, in time order (see merge.h). */
 typedef void (*probe_record_fn)(void *ctx, const void *record, size_t size);
 
 struct probe;
@@ -41,6 +41,8 @@ void probe_detach(struct probe *p);
 void probe_free(struct probe *p);
 /* Sums the per-CPU kernel counters (enum sonde_counter). */
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX]);
+/* How putting the CPUs' records back in order went. */
+struct merge_stats probe_merge_stats(const struct probe *p);
 /* Forgets kernel map entries of processes that exited (pid reuse would
  * otherwise inherit them). Returns the number of entries removed. */
 size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n);

@@ -1,0 +1,57 @@
+/* Puts the records of per-CPU buffers back in time order.
+ *
+ * Each CPU's buffer holds its records in the order they were made, but the
+ * agent drains the buffers one after another, so a response written on one
+ * CPU can be read before the request another CPU received. Records of a
+ * drain are staged (copied: the buffer's memory is reused once a record is
+ * consumed), then delivered sorted by their header's timestamp. A record
+ * made after the drain began may have a predecessor that was still being
+ * written to a buffer already read, so it waits for the next drain.
+ */
+#ifndef SONDE_MERGE_H
+#define SONDE_MERGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*merge_deliver_fn)(void *ctx, const void *record, size_t size);
+
+struct merge_entry {
+	uint64_t ts;
+	uint32_t seq; /* staging order: breaks ties, keeps a CPU's order */
+	uint32_t off; /* into the arena */
+	uint32_t size;
+};
+
+/* Records are staged 8-byte aligned, so that the fields of a record taken
+ * from a perf buffer (4-byte aligned there) can be read in place. */
+struct merge_arena {
+	uint8_t *bytes;
+	size_t used;
+	struct merge_entry *entries;
+	size_t count;
+};
+
+struct merge_stats {
+	uint64_t forced; /* deliveries forced by a full arena: order may suffer */
+	uint64_t waited; /* records kept for the next drain */
+};
+
+struct merge {
+	struct merge_arena staged, spare;
+	size_t arena_bytes, max_entries;
+	uint32_t seq;
+	merge_deliver_fn fn;
+	void *ctx;
+	struct merge_stats stats;
+};
+
+int merge_init(struct merge *m, size_t arena_bytes, merge_deliver_fn fn, void *ctx);
+void merge_free(struct merge *m);
+/* Stages one record; when the arena is full, first delivers all it holds. */
+void merge_add(struct merge *m, const void *record, size_t size);
+/* Delivers, in time order, the staged records made before `before_ts`
+ * (UINT64_MAX: all of them) and keeps the others. */
+void merge_release(struct merge *m, uint64_t before_ts);
+
+#endif
