@@ -349,19 +349,17 @@ static void connection_item(void *arg, const char *item, size_t len)
 static bool parse_header(struct http1_stream *s, const char *line, size_t len)
 {
 	struct http1_msg *m = &s->msg;
-	const char *colon = memchr(line, ':', len);
 	const char *value;
-	size_t name_len, value_len;
+	size_t name_len = 0, value_len;
 
 	if (line[0] == ' ' || line[0] == '\t')
 		return true; /* obsolete line folding: a continuation we do not use */
-	if (!colon || colon == line)
+	/* The name is checked and measured in one pass: tokens up to ':'. */
+	while (name_len < len && char_is(line[name_len], CHAR_TCHAR))
+		name_len++;
+	if (name_len == 0 || name_len == len || line[name_len] != ':')
 		return false;
-	name_len = (size_t)(colon - line);
-	for (size_t i = 0; i < name_len; i++)
-		if (!char_is(line[i], CHAR_TCHAR))
-			return false;
-	value = colon + 1;
+	value = line + name_len + 1;
 	value_len = len - name_len - 1;
 	while (value_len && is_space(*value)) {
 		value++;

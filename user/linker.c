@@ -188,15 +188,22 @@ static struct link_proc *proc_get(struct linker *l, uint32_t tgid)
 	return p;
 }
 
+/* Mixes 8 bytes at a time (a byte-wise FNV over the 36 bytes was a
+ * chain of 34 dependent multiplies per lookup). */
+static uint64_t mix(uint64_t h, uint64_t word)
+{
+	h = (h ^ word) * 0x9e3779b97f4a7c15ull;
+	return h ^ (h >> 29);
+}
+
 static uint32_t conn_hash(const struct link_end *local, const struct link_end *remote)
 {
-	uint64_t h = 1469598103934665603ull;
 	const struct link_end *ends[2] = { local, remote };
+	uint64_t h = 0, words[2];
 
 	for (int e = 0; e < 2; e++) {
-		for (int i = 0; i < 16; i++)
-			h = (h ^ ends[e]->addr[i]) * 1099511628211ull;
-		h = (h ^ ends[e]->port) * 1099511628211ull;
+		memcpy(words, ends[e]->addr, sizeof(words));
+		h = mix(mix(mix(h, words[0]), words[1]), ends[e]->port);
 	}
 	return (uint32_t)(h % CONN_BUCKETS);
 }
