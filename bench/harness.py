@@ -144,8 +144,10 @@ def wrk(port, seconds, path="/", connections=16, cpu="1", script=None):
     cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
-    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
-                         capture_output=True, text=True, check=True).stdout
+    run = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk exited with {run.returncode}: {run.stdout[-500:]} {run.stderr[-500:]}")
+    out = run.stdout
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),

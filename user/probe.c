@@ -259,19 +259,16 @@ static uint32_t ring_share(uint32_t total, int ncpus)
 static int add_cpu_ring(struct probe *p, int cpu, uint32_t bytes)
 {
 	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sonde_ring", 0, 0, bytes, NULL);
-	int err;
 
 	if (fd < 0)
 		return -errno;
 	p->ring_fds[p->nrings++] = fd;
 	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.cpu_rings), &cpu, &fd, BPF_ANY))
 		return -errno;
-	err = p->ring ? ring_buffer__add(p->ring, fd, on_record, p) : 0;
-	if (!p->ring) {
-		p->ring = ring_buffer__new(fd, on_record, p, NULL);
-		err = p->ring ? 0 : -errno;
-	}
-	return err;
+	if (p->ring)
+		return ring_buffer__add(p->ring, fd, on_record, p);
+	p->ring = ring_buffer__new(fd, on_record, p, NULL);
+	return p->ring ? 0 : -errno;
 }
 
 static int open_ring_buffer(struct probe *p, int ncpus, uint32_t share)
