@@ -149,6 +149,8 @@ def wrk(port, seconds, path="/", connections=16, cpu="1", script=None):
         raise RuntimeError(f"wrk exited with {run.returncode}: {run.stdout[-500:]} {run.stderr[-500:]}")
     out = run.stdout
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    if len(lat) != 2:
+        raise RuntimeError(f"wrk printed no latency distribution: {out[-500:]}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
