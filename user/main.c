@@ -254,7 +254,7 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 
 static int run(struct agent *a)
 {
-	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping;
+	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping, now;
 	char sinks[640];
 
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));
@@ -266,9 +266,10 @@ static int run(struct agent *a)
 			log_error("poll ring buffer: %s", strerror(-err));
 			return err;
 		}
-		tracker_tick(a->tracker, monotonic_now_ns());
-		if (monotonic_now_ns() - last_housekeeping >= HOUSEKEEPING_NS) {
-			last_housekeeping = monotonic_now_ns();
+		now = monotonic_now_ns();
+		tracker_tick(a->tracker, now);
+		if (now - last_housekeeping >= HOUSEKEEPING_NS) {
+			last_housekeeping = now;
 			housekeeping(a, &last_stats);
 		}
 	}

@@ -24,9 +24,11 @@ struct pending {
 	struct http1_msg req;
 };
 
-/* Terminal events, applied at the end of a drain (tracker_tick): with
- * per-CPU buffers a close can be read before the connection's last data
- * from another CPU's buffer, and data always precedes its close. */
+/* Terminal events, applied at the end of a drain (tracker_tick): data
+ * always precedes its close. The probe now delivers a drain's records in
+ * time order (merge.h), so this wait is a second guard against a close
+ * read before its connection's last data from another CPU, not the only
+ * one. */
 enum conn_ending {
 	END_PEER = 1 << 0,  /* the peer shut down: no more ingress */
 	END_RESET = 1 << 1,
