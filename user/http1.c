@@ -258,14 +258,39 @@ static bool parse_start_line(struct http1_stream *s, const char *line, size_t le
 /* ---- headers ------------------------------------------------------------ */
 
 
-/* Case-insensitive match against a lower-case `want` of the same length
- * made of letters and '-', for which OR-ing 0x20 folds case exactly. */
-static bool name_is(const char *name, size_t len, const char *want)
+#define FOLD_CASE_64 0x2020202020202020ull
+
+/* Whether `n` (4 or 8) bytes of a token fold to the same bytes of `want`. */
+static inline __attribute__((always_inline)) bool word_folds_to(const char *text,
+								  const char *want, size_t n)
 {
-	for (size_t i = 0; i < len; i++)
-		if ((name[i] | 0x20) != want[i])
+	uint64_t got = 0, expect = 0;
+
+	memcpy(&got, text, n);
+	memcpy(&expect, want, n);
+	return (got | (FOLD_CASE_64 >> (64 - 8 * n))) == expect;
+}
+
+/* Case-insensitive match against a lower-case `want` of the same length
+ * made of letters and '-', for which OR-ing 0x20 folds case exactly (the
+ * only other byte that folds to '-' is CR, which no token holds). Compared
+ * a word at a time; the last word overlaps the one before it. Inlined so
+ * that the constant `want` and `len` of each call fold the loop away. */
+static inline __attribute__((always_inline)) bool name_is(const char *name, size_t len,
+							   const char *want)
+{
+	size_t step = len >= 8 ? 8 : 4, at = 0;
+
+	if (len < 4) {
+		for (size_t i = 0; i < len; i++)
+			if ((name[i] | 0x20) != want[i])
+				return false;
+		return true;
+	}
+	for (; at + step < len; at += step)
+		if (!word_folds_to(name + at, want + at, step))
 			return false;
-	return true;
+	return word_folds_to(name + len - step, want + len - step, step);
 }
 
 static void keep_value(char *dst, uint16_t *dst_len, size_t cap, const char *v, size_t len)
@@ -308,6 +333,11 @@ static void for_each_item(const char *v, size_t len, void (*fn)(void *, const ch
 {
 	size_t pos = 0;
 
+	if (!memchr(v, ',', len)) {
+		if (len)
+			fn(arg, v, len); /* the usual single item: callers pass it trimmed */
+		return;
+	}
 	while (pos <= len) {
 		size_t start = pos, end;
 
@@ -324,7 +354,8 @@ static void for_each_item(const char *v, size_t len, void (*fn)(void *, const ch
 	}
 }
 
-static bool token_is(const char *item, size_t len, const char *token)
+static inline __attribute__((always_inline)) bool token_is(const char *item, size_t len,
+							    const char *token)
 {
 	return strlen(token) == len && name_is(item, len, token);
 }

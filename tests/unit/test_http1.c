@@ -106,6 +106,35 @@ Test(http1, chunked_not_last_means_read_to_close)
 	cr_expect_eq(rec.last.body_size, 9);
 }
 
+/* Names are compared a word at a time: a difference in any byte, first,
+ * middle or last, and a '_' where '-' belongs, must not match. */
+Test(http1, header_names_match_whole_and_case_blind)
+{
+	static const char *near_misses[] = { "Dontent-Length", "Content-Lengtg", "Content_Length",
+					     "ContentXLength", "Content-Length2" };
+
+	for (size_t i = 0; i < sizeof(near_misses) / sizeof(near_misses[0]); i++) {
+		char resp[128];
+
+		snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\n%s: 3\r\n\r\nabcdef",
+			 near_misses[i]);
+		open_stream(HTTP1_RESPONSE);
+		feed(&stream, resp);
+		cr_expect_eq(stream.phase, PHASE_BODY_EOF, "%s framed the body", near_misses[i]);
+	}
+	open_stream(HTTP1_RESPONSE);
+	feed(&stream, "HTTP/1.1 200 OK\r\nCONTENT-length: 3\r\ncOnNeCtIoN: CLOSE\r\n\r\nabc");
+	cr_assert_eq(rec.completes, 1);
+	cr_expect_eq(rec.last.body_size, 3);
+	cr_expect_not(rec.last.keep_alive);
+	open_stream(HTTP1_REQUEST);
+	feed(&stream, "GET / HTTP/1.1\r\nHOST: h\r\nTRACEPARENT: t\r\nUser-agent: u\r\n\r\n");
+	cr_assert_eq(rec.completes, 1);
+	cr_expect_str_eq(rec.last.host, "h");
+	cr_expect_str_eq(rec.last.traceparent, "t");
+	cr_expect_str_eq(rec.last.user_agent, "u");
+}
+
 Test(http1, keeps_only_the_headers_it_uses)
 {
 	open_stream(HTTP1_REQUEST);
