@@ -12,7 +12,8 @@ round after round, in one sitting, and every ratio is against the untraced
   node     a plain node:http server; the same with the OpenTelemetry JS SDK
            in process (batch OTLP export to a sink); the plain one under sonde.
   export   nginx at a fixed 5k and 10k req/s (h2load --h1 --rps) with OTLP
-           export on, to the independent test receiver: latency and memory.
+           export on, to the independent test receiver: latency and memory;
+           and at maximum rate, export off against export on.
 
 Maximum-rate runs build and count spans without exporting them (no receiver
 on this machine takes ~200k spans/s). After the rounds, one more run per
@@ -51,6 +52,7 @@ class Variant:
 
 
 RING = {"SONDE_BUFFER": "ring"}
+OTLP = dict(RING, OTEL_TRACES_EXPORTER="otlp")  # the endpoint is the scenario's receiver
 
 
 class Server:
@@ -258,7 +260,7 @@ class ExportFixed(Scenario):
     """nginx at a fixed rate with OTLP/gRPC export to the test receiver."""
 
     def __init__(self, rate):
-        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, OTLP/gRPC export", RING)]
+        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
         self.rate = rate
         self.name = f"export-{rate // 1000}k"
         self.title = (f"nginx at a fixed {rate} req/s (h2load --h1 -c10 on CPU 1), "
@@ -278,9 +280,8 @@ class ExportFixed(Scenario):
         self.control_port = ports["control_port"]
         endpoint = f"http://127.0.0.1:{ports['grpc_port']}"
         for v in self.variants:
-            if v.sonde_env is not None:
-                v.sonde_env = dict(v.sonde_env, OTEL_TRACES_EXPORTER="otlp",
-                                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            if (v.sonde_env or {}).get("OTEL_TRACES_EXPORTER") == "otlp":
+                v.sonde_env = dict(v.sonde_env, OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
                                    OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
         self.received_before = self.received()
         return nginx(workdir, f"nginx-{self.name}")
@@ -303,6 +304,22 @@ class ExportFixed(Scenario):
         received = self.received()
         result["spans_received"] = received - self.received_before
         self.received_before = received
+
+
+class ExportMax(ExportFixed):
+    """nginx at maximum rate, export off against OTLP/gRPC export on: what
+    exporting costs the traced programs when the host has no spare CPU."""
+
+    def __init__(self):
+        super().__init__(0)
+        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, export off", RING),
+                         Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
+        self.name = "export-max"
+        self.title = ("nginx at maximum rate (wrk -t1 -c16 on CPU 1), export off against "
+                      "OTLP/gRPC export to the test receiver")
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(self.server.port, seconds)
 
 
 def warm_up(sc, workdir):
@@ -440,14 +457,23 @@ GOALS = [
      lambda v: (v["agent_peak_rss_mb"], v["agent_peak_rss_mb"] < 32)),
     ("p99 within 5% at 5k req/s, export on", "export-5k", "sonde, ring buffer, OTLP/gRPC export",
      lambda v: (v["p99_ratio"], v["p99_ratio"] <= 1.05)),
+    ("max rate: export costs <= 0.02 of ratio", "export-max", None,
+     lambda vs: (export_cost(vs), export_cost(vs) <= 0.02)),
 ]
+
+
+def export_cost(variants):
+    """Ratio points lost by turning OTLP export on, at maximum rate."""
+    return (variants["sonde, ring buffer, export off"]["ratio"]
+            - variants["sonde, ring buffer, OTLP/gRPC export"]["ratio"])
 
 
 def goals(results):
     out = []
     for text, scenario, label, check in GOALS:
         if scenario in results:
-            value, met = check(results[scenario]["variants"][label])
+            variants = results[scenario]["variants"]
+            value, met = check(variants[label] if label else variants)
             out.append({"goal": text, "value": round(value, 3), "met": met})
     return out
 
@@ -461,14 +487,15 @@ def main():
     args = parser.parse_args()
     rounds, seconds, fixed_seconds = (2, 3, 4) if args.quick else (5, 8, 10)
     scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
-                 "node": [NodeMax()], "export": [ExportFixed(5000), ExportFixed(10000)]}
+                 "node": [NodeMax()],
+                 "export": [ExportFixed(5000), ExportFixed(10000), ExportMax()]}
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     started = time.time()
     results = {}
     for key in args.only.split(","):
         for sc in scenarios[key]:
-            duration = fixed_seconds if key == "export" else seconds
+            duration = fixed_seconds if isinstance(sc, ExportFixed) and sc.rate else seconds
             results[sc.name] = run_scenario(sc, rounds, duration, workdir)
     report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
               "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
