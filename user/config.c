@@ -47,18 +47,6 @@ static int parse_sched(const char *text, const char *source, enum exporter_sched
 	return 0;
 }
 
-static int parse_agent_sched(const char *text, const char *source, enum agent_sched *out,
-			     char *err, size_t size)
-{
-	if (strcmp(text, "batch") == 0)
-		*out = AGENT_SCHED_BATCH;
-	else if (strcmp(text, "normal") == 0)
-		*out = AGENT_SCHED_NORMAL;
-	else
-		return errorf(err, size, "%s: \"%s\" is not one of batch, normal", source, text);
-	return 0;
-}
-
 /* "wrk,ab": process names (comm) whose connections are never traced. */
 static int parse_exclude(struct sonde_config *cfg, const char *text, const char *source,
 			 char *err, size_t size)
@@ -181,9 +169,6 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = getenv_fn("SONDE_EXPORT_SCHED");
 	if (v && v[0] && parse_sched(v, "SONDE_EXPORT_SCHED", &cfg->export_sched, err, size))
 		return -1;
-	v = getenv_fn("SONDE_AGENT_SCHED");
-	if (v && v[0] && parse_agent_sched(v, "SONDE_AGENT_SCHED", &cfg->agent_sched, err, size))
-		return -1;
 	v = getenv_fn("SONDE_EXCLUDE_COMM");
 	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
 		return -1;
@@ -196,7 +181,6 @@ enum {
 	OPT_EXPORTER = 256,
 	OPT_BUFFER,
 	OPT_EXPORT_SCHED,
-	OPT_AGENT_SCHED,
 	OPT_EXCLUDE,
 	OPT_KEEP_QUERY,
 	OPT_STATS_FILE,
@@ -209,7 +193,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[10 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[9 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -217,7 +201,6 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "buffer", required_argument, NULL, OPT_BUFFER };
 	opts[n++] = (struct option){ "exclude-comm", required_argument, NULL, OPT_EXCLUDE };
 	opts[n++] = (struct option){ "export-sched", required_argument, NULL, OPT_EXPORT_SCHED };
-	opts[n++] = (struct option){ "agent-sched", required_argument, NULL, OPT_AGENT_SCHED };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
@@ -248,10 +231,6 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_EXPORT_SCHED:
 			if (parse_sched(optarg, "--export-sched", &cfg->export_sched, err, size))
-				return -1;
-			break;
-		case OPT_AGENT_SCHED:
-			if (parse_agent_sched(optarg, "--agent-sched", &cfg->agent_sched, err, size))
 				return -1;
 			break;
 		case OPT_EXCLUDE:
@@ -347,9 +326,6 @@ void config_usage(FILE *out)
 		"                            default idle: it runs only when the CPU has nothing\n"
 		"                            else to do; on a saturated host spans are dropped\n"
 		"                            and counted instead of the programs slowed down)\n"
-		"  --agent-sched batch|normal  the draining thread's scheduling (SONDE_AGENT_SCHED;\n"
-		"                            default batch: a ring wakeup waits for the CPU's\n"
-		"                            task to block instead of preempting it mid-request)\n"
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
 		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
 		"  --ringbuf-bytes N         ring buffers of all CPUs, power of two (default 4 MiB)\n"

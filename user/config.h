@@ -12,18 +12,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* How the thread that drains the rings is scheduled. */
-enum agent_sched {
-	AGENT_SCHED_BATCH,  /* SCHED_BATCH: runs when the CPU's task yields */
-	AGENT_SCHED_NORMAL, /* SCHED_OTHER: a ring wakeup preempts the task */
-};
-
 struct sonde_config {
 	unsigned exporters;         /* enum exporter_sink bits */
 	struct otlp_opts otlp;      /* when exporters has EXPORTER_OTLP */
 	enum probe_buffer buffer;
 	enum exporter_sched export_sched;
-	enum agent_sched agent_sched;
 	uint32_t capture_bytes;     /* payload bytes captured per syscall */
 	uint32_t ringbuf_bytes;     /* ring buffers of all CPUs, a power of two */
 	uint32_t poll_ms;           /* longest time a record waits in the ring */

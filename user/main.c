@@ -11,7 +11,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,33 +252,11 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 		snprintf(out, size, "console");
 }
 
-/* A ring wakeup at SCHED_OTHER preempts whichever traced task raised it,
- * mid-request, and the program on the other end of its connection then
- * waits too. At SCHED_BATCH the drain waits for that task to block (or for
- * the next tick) and keeps its fair share of CPU, so the rings still drain.
- * Set for this thread only: the export thread has its own policy. */
-static int set_agent_sched(enum agent_sched sched)
-{
-	struct sched_param param = { 0 };
-
-	if (sched == AGENT_SCHED_NORMAL)
-		return 0;
-	if (sched_setscheduler(0, SCHED_BATCH, &param)) {
-		int err = -errno;
-
-		log_error("run the draining thread at SCHED_BATCH: %s", strerror(-err));
-		return err;
-	}
-	return 0;
-}
-
 static int run(struct agent *a)
 {
 	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping, now;
 	char sinks[640];
 
-	if (set_agent_sched(a->cfg.agent_sched))
-		return -1;
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));
 	fprintf(stderr, "sonde: ready: tracing HTTP/1.x on this host (exporter: %s)\n", sinks);
 	while (!stop_requested) {

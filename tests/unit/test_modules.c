@@ -171,7 +171,6 @@ Test(config, defaults_env_and_flags)
 	cr_expect_eq(cfg.max_queue_size, 2048);
 	cr_expect_eq(cfg.schedule_delay_ms, 5000);
 	cr_expect_eq(cfg.export_sched, EXPORTER_SCHED_IDLE);
-	cr_expect_eq(cfg.agent_sched, AGENT_SCHED_BATCH);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 1, args, err), 0);
 	cr_expect_eq(cfg.exporters, EXPORTER_NONE);
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)console_env, 5, args, err), 0);
@@ -184,9 +183,6 @@ Test(config, defaults_env_and_flags)
 	char *sched[] = { "sonde", "--export-sched", "normal" };
 	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, sched, err), 0);
 	cr_expect_eq(cfg.export_sched, EXPORTER_SCHED_NORMAL);
-	char *agent_sched[] = { "sonde", "--agent-sched", "normal" };
-	cr_assert_eq(parse(&cfg, (config_getenv_fn)env_none, 3, agent_sched, err), 0);
-	cr_expect_eq(cfg.agent_sched, AGENT_SCHED_NORMAL);
 }
 
 Test(config, bad_values_name_their_source)
@@ -211,9 +207,6 @@ Test(config, bad_values_name_their_source)
 	char *sched[] = { "sonde", "--export-sched", "realtime" };
 	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 3, sched, err), -1);
 	cr_expect(strstr(err, "--export-sched"), "%s", err);
-	char *agent_sched[] = { "sonde", "--agent-sched", "idle" };
-	cr_expect_eq(parse(&cfg, (config_getenv_fn)env_none, 3, agent_sched, err), -1);
-	cr_expect(strstr(err, "--agent-sched"), "%s", err);
 }
 
 struct delivered {
