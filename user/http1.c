@@ -272,21 +272,16 @@ static inline __attribute__((always_inline)) bool word_folds_to(const char *text
 }
 
 /* Case-insensitive match against a lower-case `want` of the same length
- * made of letters and '-', for which OR-ing 0x20 folds case exactly (the
- * only other byte that folds to '-' is CR, which no token holds). Compared
- * a word at a time; the last word overlaps the one before it. Inlined so
- * that the constant `want` and `len` of each call fold the loop away. */
+ * (at least 4: every name and token asked about is) made of letters and
+ * '-', for which OR-ing 0x20 folds case exactly (the only other byte that
+ * folds to '-' is CR, which no token holds). Compared a word at a time;
+ * the last word overlaps the one before it. Inlined so that the constant
+ * `want` and `len` of each call fold the loop away. */
 static inline __attribute__((always_inline)) bool name_is(const char *name, size_t len,
 							   const char *want)
 {
 	size_t step = len >= 8 ? 8 : 4, at = 0;
 
-	if (len < 4) {
-		for (size_t i = 0; i < len; i++)
-			if ((name[i] | 0x20) != want[i])
-				return false;
-		return true;
-	}
 	for (; at + step < len; at += step)
 		if (!word_folds_to(name + at, want + at, step))
 			return false;
