@@ -28,15 +28,16 @@ static const char response[] = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate:
 
 static struct sonde_data_event ev;
 
+/* One record at *ts, which then moves on by RECORD_GAP_NS. */
 static void send(struct tracker *t, uint32_t tgid, uint8_t dir, uint64_t *pos, const char *data,
-		 size_t len, uint64_t ts)
+		 size_t len, uint64_t *ts)
 {
 	ev.hdr.type = SONDE_EV_DATA;
 	ev.hdr.tgid = tgid;
 	ev.hdr.tid = tgid;
 	ev.hdr.fd = 5;
 	ev.hdr.conn_gen = 1;
-	ev.hdr.ts = ts;
+	ev.hdr.ts = *ts;
 	ev.pos = *pos;
 	ev.len = (uint32_t)len;
 	ev.captured = (uint16_t)len;
@@ -44,6 +45,7 @@ static void send(struct tracker *t, uint32_t tgid, uint8_t dir, uint64_t *pos, c
 	memcpy(ev.data, data, len);
 	*pos += len;
 	tracker_handle(t, &ev, SONDE_DATA_EVENT_SIZE(len));
+	*ts += RECORD_GAP_NS;
 }
 
 /* The client's ends mirror the server's, so that the linker pairs them. */
@@ -78,14 +80,10 @@ int main(int argc, char **argv)
 	open_conn(t, 2, SONDE_ROLE_CLIENT, 40000, 8080);
 	start = monotonic_now_ns();
 	for (long i = 0; i < n; i++) {
-		send(t, 2, SONDE_DIR_EGRESS, &pos[0], request, sizeof(request) - 1, ts);
-		ts += RECORD_GAP_NS;
-		send(t, 1, SONDE_DIR_INGRESS, &pos[1], request, sizeof(request) - 1, ts);
-		ts += RECORD_GAP_NS;
-		send(t, 1, SONDE_DIR_EGRESS, &pos[2], response, sizeof(response) - 1, ts);
-		ts += RECORD_GAP_NS;
-		send(t, 2, SONDE_DIR_INGRESS, &pos[3], response, sizeof(response) - 1, ts);
-		ts += RECORD_GAP_NS;
+		send(t, 2, SONDE_DIR_EGRESS, &pos[0], request, sizeof(request) - 1, &ts);
+		send(t, 1, SONDE_DIR_INGRESS, &pos[1], request, sizeof(request) - 1, &ts);
+		send(t, 1, SONDE_DIR_EGRESS, &pos[2], response, sizeof(response) - 1, &ts);
+		send(t, 2, SONDE_DIR_INGRESS, &pos[3], response, sizeof(response) - 1, &ts);
 		if (i % REQUESTS_PER_DRAIN == REQUESTS_PER_DRAIN - 1)
 			tracker_tick(t, ts);
 	}

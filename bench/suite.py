@@ -256,22 +256,17 @@ class NodeMax(Scenario):
             self.sink = None
 
 
-class ExportFixed(Scenario):
-    """nginx at a fixed rate with OTLP/gRPC export to the test receiver."""
-
-    def __init__(self, rate):
-        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
-        self.rate = rate
-        self.name = f"export-{rate // 1000}k"
-        self.title = (f"nginx at a fixed {rate} req/s (h2load --h1 -c10 on CPU 1), "
-                      "OTLP/gRPC export to the test receiver")
+class Export(Scenario):
+    """nginx with OTLP/gRPC export to the test receiver, for the variants
+    that ask for it (OTEL_TRACES_EXPORTER=otlp)."""
 
     def start_server(self, workdir, flavour):
         self.receiver_err = open(Path(workdir) / f"receiver-{self.name}.err", "w")
         # The receiver stands in for a collector on another host: at the idle
-        # priority it decodes only on CPU time neither nginx nor h2load want,
-        # so that its bursts (a batch of 512 spans at once) do not show up as
-        # the latency of requests that happen to wait behind them.
+        # priority it decodes only on CPU time neither nginx nor the load
+        # generator wants, so that its bursts (a batch of 512 spans at once)
+        # do not show up as the latency of requests that happen to wait
+        # behind them.
         self.receiver = subprocess.Popen(
             ["chrt", "--idle", "0", "node", str(RECEIVER),
              json.dumps({"grpc_port": 0, "keep_spans": False})],
@@ -297,29 +292,35 @@ class ExportFixed(Scenario):
             self.receiver_err.close()
         super().stop()
 
-    def load(self, seconds, workdir, tag):
-        return harness.h2load_fixed(self.server.port, seconds, self.rate, workdir, tag)
-
     def observe(self, variant, result):
         received = self.received()
         result["spans_received"] = received - self.received_before
         self.received_before = received
 
 
-class ExportMax(ExportFixed):
-    """nginx at maximum rate, export off against OTLP/gRPC export on: what
-    exporting costs the traced programs when the host has no spare CPU."""
+class ExportFixed(Export):
+    """nginx at a fixed rate: latency and memory with export on."""
 
-    def __init__(self):
-        super().__init__(0)
-        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, export off", RING),
-                         Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
-        self.name = "export-max"
-        self.title = ("nginx at maximum rate (wrk -t1 -c16 on CPU 1), export off against "
+    def __init__(self, rate):
+        self.variants = [Variant("untraced"), Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
+        self.rate = rate
+        self.name = f"export-{rate // 1000}k"
+        self.title = (f"nginx at a fixed {rate} req/s (h2load --h1 -c10 on CPU 1), "
                       "OTLP/gRPC export to the test receiver")
 
     def load(self, seconds, workdir, tag):
-        return harness.wrk(self.server.port, seconds)
+        return harness.h2load_fixed(self.server.port, seconds, self.rate, workdir, tag)
+
+
+class ExportMax(Export):
+    """nginx at maximum rate, export off against OTLP/gRPC export on: what
+    exporting costs the traced programs when the host has no spare CPU."""
+
+    name = "export-max"
+    title = ("nginx at maximum rate (wrk -t1 -c16 on CPU 1), export off against "
+             "OTLP/gRPC export to the test receiver")
+    variants = [Variant("untraced"), Variant("sonde, ring buffer, export off", RING),
+                Variant("sonde, ring buffer, OTLP/gRPC export", OTLP)]
 
 
 def warm_up(sc, workdir):
@@ -495,7 +496,7 @@ def main():
     results = {}
     for key in args.only.split(","):
         for sc in scenarios[key]:
-            duration = fixed_seconds if isinstance(sc, ExportFixed) and sc.rate else seconds
+            duration = fixed_seconds if isinstance(sc, ExportFixed) else seconds
             results[sc.name] = run_scenario(sc, rounds, duration, workdir)
     report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
               "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
