@@ -23,6 +23,24 @@
  * read, or (that read can return before the client's write does) in the
  * next. Only a connection's first request waits: later ones know. */
 #define PEER_CONN_TICKS 2
+/* Nodes that prune_candidates reads ahead of the one it frees. */
+#define PRUNE_PREFETCH 8
+
+/* An answered server request, with its answer time beside it: a candidate
+ * has been cold in memory for most of RETAIN_NS by the time it is pruned,
+ * and most candidates a client request looks at are answered before it
+ * began, so both read the times without touching the nodes. */
+struct candidate {
+	uint64_t resp_ts;
+	struct link_node *node;
+};
+
+/* Candidates in answer order: a ring that doubles when full, so it stops
+ * allocating once it has grown to the process's request rate. */
+struct candidate_fifo {
+	struct candidate *slots;
+	uint32_t head, len, cap; /* cap: 0 or a power of two */
+};
 
 struct link_proc {
 	struct link_proc *hash_next, *all_next;
@@ -30,9 +48,9 @@ struct link_proc {
 	uint32_t refs;
 	/* Server requests without a response yet, newest start first, so
 	 * that the oldest is at hand (a client span waits while it is older
-	 * than the client); and those answered recently (in answer order). */
+	 * than the client); and those answered recently. */
 	struct link_node *open, *open_oldest;
-	struct link_node *closed_head, *closed_tail;
+	struct candidate_fifo closed;
 	uint64_t oldest_waiting; /* start of the oldest undecided client; 0: none */
 };
 
@@ -51,7 +69,7 @@ struct link_conn {
 struct link_node {
 	struct link_node *next_free;
 	struct link_node *und_next;            /* undecided list */
-	struct link_node *cand_prev, *cand_next; /* proc open list, or closed FIFO */
+	struct link_node *cand_prev, *cand_next; /* proc open list */
 	struct link_node *peer_next;           /* client conn queue */
 	struct link_node *waiters, *wait_next; /* children waiting for this trace */
 	struct link_node *parent;              /* decided parent, trace pending */
@@ -96,14 +114,18 @@ static void finalize(struct linker *l, struct link_node *n);
 
 /* ---- pools and references ---------------------------------------------- */
 
+/* The free list's next node is fetched ahead: nodes come back to it from
+ * prune_candidates long after they were last used. */
 static struct link_node *node_alloc(struct linker *l)
 {
 	struct link_node *n = l->free_nodes;
 
-	if (n)
+	if (n) {
 		l->free_nodes = n->next_free;
-	else
+		__builtin_prefetch(l->free_nodes, 1);
+	} else {
 		n = malloc(sizeof(*n));
+	}
 	if (n)
 		memset(n, 0, sizeof(*n));
 	return n;
@@ -165,6 +187,47 @@ static void held_release(struct linker *l, struct span *span)
 	slot->next_free = l->free_held;
 	l->free_held = slot;
 	l->stats.held--;
+}
+
+/* ---- candidate FIFOs ------------------------------------------------------ */
+
+static struct candidate *candidate_at(const struct candidate_fifo *f, uint32_t i)
+{
+	return &f->slots[(f->head + i) & (f->cap - 1)];
+}
+
+static int candidates_grow(struct candidate_fifo *f)
+{
+	uint32_t cap = f->cap ? f->cap * 2 : 64;
+	struct candidate *slots = malloc(cap * sizeof(*slots));
+
+	if (!slots)
+		return -1;
+	for (uint32_t i = 0; i < f->len; i++)
+		slots[i] = *candidate_at(f, i);
+	free(f->slots);
+	f->slots = slots;
+	f->head = 0;
+	f->cap = cap;
+	return 0;
+}
+
+static int candidates_push(struct candidate_fifo *f, struct link_node *n)
+{
+	if (f->len == f->cap && candidates_grow(f))
+		return -1;
+	*candidate_at(f, f->len) = (struct candidate){ .resp_ts = n->resp_ts, .node = n };
+	f->len++;
+	return 0;
+}
+
+static struct link_node *candidates_pop(struct candidate_fifo *f)
+{
+	struct link_node *n = f->slots[f->head].node;
+
+	f->head = (f->head + 1) & (f->cap - 1);
+	f->len--;
+	return n;
 }
 
 /* ---- processes and connections ------------------------------------------ */
@@ -422,7 +485,8 @@ static bool same_context(const struct link_node *server, const struct link_node 
 static bool decide_client(struct linker *l, struct link_node *n)
 {
 	const struct link_node *oldest_open = n->proc->open_oldest;
-	struct link_node *match = NULL, *s;
+	const struct candidate_fifo *closed = &n->proc->closed;
+	struct link_node *match = NULL;
 	unsigned matches = 0;
 
 	if (n->task == SONDE_TASK_UNKNOWN) {
@@ -435,8 +499,11 @@ static bool decide_client(struct linker *l, struct link_node *n)
 		decide_root(l, n, &l->stats.root_wait_expired);
 		return true;
 	}
-	for (s = n->proc->closed_head; s; s = s->cand_next) {
-		if (s->start_ts > n->start_ts || s->resp_ts < n->start_ts || !s->resp_known ||
+	for (uint32_t i = 0; i < closed->len; i++) {
+		const struct candidate *c = candidate_at(closed, i);
+		struct link_node *s = c->node;
+
+		if (c->resp_ts < n->start_ts || s->start_ts > n->start_ts || !s->resp_known ||
 		    !same_context(s, n))
 			continue;
 		match = s;
@@ -585,8 +652,9 @@ struct link_node *linker_request(struct linker *l, const struct link_request *re
 	return n;
 }
 
-/* Answered: from the open list to the end of the closed FIFO. */
-static void close_candidate(struct link_proc *p, struct link_node *n)
+/* Answered: from the open list to the end of the closed FIFO. Without
+ * memory to keep it there, no client request can choose it as parent. */
+static void close_candidate(struct linker *l, struct link_proc *p, struct link_node *n)
 {
 	if (!n->in_open)
 		return;
@@ -600,11 +668,10 @@ static void close_candidate(struct link_proc *p, struct link_node *n)
 		p->open_oldest = n->cand_prev;
 	n->in_open = false;
 	n->cand_prev = n->cand_next = NULL;
-	if (p->closed_tail)
-		p->closed_tail->cand_next = n;
-	else
-		p->closed_head = n;
-	p->closed_tail = n;
+	if (candidates_push(&p->closed, n)) {
+		l->stats.candidates_lost++;
+		node_unref(l, n);
+	}
 }
 
 void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64_t task,
@@ -616,7 +683,7 @@ void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64
 	n->resp_tid = tid;
 	n->resp_task = task;
 	n->resp_ts = ts;
-	close_candidate(n->proc, n);
+	close_candidate(l, n->proc, n);
 }
 
 struct span *linker_span_begin(struct linker *l, struct link_node *n)
@@ -648,7 +715,7 @@ void linker_span_end(struct linker *l, struct link_node *n, struct span *span, u
 	n->end_ts = end_ts;
 	if (n->server && !n->resp_known) {
 		n->resp_ts = end_ts;
-		close_candidate(n->proc, n);
+		close_candidate(l, n->proc, n);
 	}
 	if (span && n->final) {
 		put_ids(n, span);
@@ -660,22 +727,23 @@ void linker_span_end(struct linker *l, struct link_node *n, struct span *span, u
 }
 
 /* Answered server requests leave the candidates once no undecided client
- * request of their process could still choose them. */
+ * request of their process could still choose them. The nodes to free are
+ * fetched a few ahead, so that their cache misses overlap. */
 static void prune_candidates(struct linker *l)
 {
 	for (struct link_proc *p = l->all_procs; p; p = p->all_next) {
-		while (p->closed_head) {
-			struct link_node *s = p->closed_head;
+		struct candidate_fifo *f = &p->closed;
 
-			if (s->resp_ts + RETAIN_NS >= l->now)
+		while (f->len) {
+			uint64_t resp_ts = candidate_at(f, 0)->resp_ts;
+
+			if (resp_ts + RETAIN_NS >= l->now)
 				break;
-			if (p->oldest_waiting && s->resp_ts >= p->oldest_waiting)
+			if (p->oldest_waiting && resp_ts >= p->oldest_waiting)
 				break;
-			p->closed_head = s->cand_next;
-			if (!p->closed_head)
-				p->closed_tail = NULL;
-			s->cand_next = NULL;
-			node_unref(l, s);
+			if (f->len > PRUNE_PREFETCH)
+				__builtin_prefetch(candidate_at(f, PRUNE_PREFETCH)->node, 1);
+			node_unref(l, candidates_pop(f));
 		}
 		p->oldest_waiting = 0;
 	}
@@ -698,6 +766,7 @@ static void free_idle_procs(struct linker *l)
 		while (*bucket != p)
 			bucket = &(*bucket)->hash_next;
 		*bucket = p->hash_next;
+		free(p->closed.slots);
 		free(p);
 	}
 }
@@ -781,6 +850,7 @@ void linker_free(struct linker *l)
 	}
 	for (struct link_proc *p = l->all_procs, *next; p; p = next) {
 		next = p->all_next;
+		free(p->closed.slots);
 		free(p);
 	}
 	free(l);

@@ -55,6 +55,9 @@ struct linker_stats {
 					memory to hold one (a span whose parent
 					was chosen, but not its trace, counts
 					under that parent too) */
+	uint64_t candidates_lost;    /* answered server requests that no client
+					span could choose as parent: no memory
+					to keep them */
 	uint64_t held;               /* spans held now */
 	uint64_t held_peak;
 };

@@ -150,6 +150,7 @@ static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint6
 	STAT("root_task_unknown", ts.link.root_task_unknown);
 	STAT("root_wait_expired", ts.link.root_wait_expired);
 	STAT("root_hold_full", ts.link.root_hold_full);
+	STAT("candidates_lost", ts.link.candidates_lost);
 	STAT("spans_held", ts.link.held);
 	STAT("spans_held_peak", ts.link.held_peak);
 	STAT("python_processes", a->pytask.stats.processes);

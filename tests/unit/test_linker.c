@@ -307,3 +307,41 @@ Test(linker, server_whose_client_request_is_missing_waits_then_gives_up)
 	expect_root(span_of("SERVER", "/b"));
 	cr_expect_eq(h.stats.link.root_wait_expired, 1);
 }
+
+static void answered_requests(struct tconn *in, int from, int to)
+{
+	char path[32];
+
+	for (int i = from; i < to; i++) {
+		snprintf(path, sizeof(path), "/in%d", i);
+		in->task = 0x1000 + (uint64_t)i;
+		h_send(&h, in, IN, request(path));
+		h_send(&h, in, OUT, ok);
+	}
+}
+
+/* A busy process keeps many answered requests as candidates, pruned from
+ * the oldest while new ones come (and the candidates' ring wraps and
+ * grows before the call is decided): the call still finds the one request
+ * that was open on its task when it began. */
+Test(linker, call_finds_its_request_among_many_answered_ones)
+{
+	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	answered_requests(&in, 0, 40);
+	h.now += 100 * 1000000ull;
+	held_after_tick(h.now);
+	answered_requests(&in, 40, 100);
+	in.task = out.task = 0x1000 + 100;
+	h_send(&h, &in, IN, request("/in100"));
+	h_send(&h, &out, OUT, request("/call"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in, OUT, ok);
+	answered_requests(&in, 101, 160);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 161);
+	expect_child(span_of("CLIENT", "/call"), span_of("SERVER", "/in100"));
+	cr_expect_eq(h.stats.link.parent_task, 1);
+	cr_expect_eq(h.stats.link.candidates_lost, 0);
+}
