@@ -432,23 +432,33 @@ static __always_inline __u32 copy_buf(__u8 *dst, __u64 src, __u32 want)
 	return want;
 }
 
-static __always_inline __u32 copy_iov(__u8 *dst, __u64 iov, __u32 iovcnt, __u32 want)
+/* The call's iovecs (at most SONDE_IOV_MAX), in one read: a user memory
+ * read costs about as much for 128 bytes as for 16. Returns how many. */
+static __always_inline __u32 read_iovs(struct call_args *args, struct user_iovec *vecs)
+{
+	__u32 nvecs = args->iovcnt < SONDE_IOV_MAX ? args->iovcnt : SONDE_IOV_MAX;
+
+	if (nvecs == 0 ||
+	    bpf_probe_read_user(vecs, nvecs * sizeof(*vecs), (const void *)args->buf))
+		return 0;
+	return nvecs;
+}
+
+static __always_inline __u32 copy_iov(__u8 *dst, const struct user_iovec *vecs, __u32 nvecs,
+				      __u32 want)
 {
 	__u32 copied = 0;
 
 	for (__u32 i = 0; i < SONDE_IOV_MAX; i++) {
-		struct user_iovec vec;
 		__u32 chunk;
 
-		if (i >= iovcnt || copied >= want)
+		if (i >= nvecs || copied >= want)
 			break;
-		if (bpf_probe_read_user(&vec, sizeof(vec), (const void *)(iov + i * sizeof(vec))))
-			break;
-		chunk = vec.len < want - copied ? vec.len : want - copied;
+		chunk = vecs[i].len < want - copied ? vecs[i].len : want - copied;
 		if (chunk > SONDE_CAPTURE_MAX)
 			chunk = SONDE_CAPTURE_MAX;
 		copied &= SONDE_CAPTURE_MAX - 1;
-		if (bpf_probe_read_user(dst + copied, chunk, (const void *)vec.base)) {
+		if (bpf_probe_read_user(dst + copied, chunk, (const void *)vecs[i].base)) {
 			count(SONDE_CNT_CAPTURE_FAULT);
 			break;
 		}
@@ -457,21 +467,23 @@ static __always_inline __u32 copy_iov(__u8 *dst, __u64 iov, __u32 iovcnt, __u32 
 	return copied;
 }
 
-static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_args *args, __u32 len)
+static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_args *args,
+				     const struct user_iovec *vecs, __u32 nvecs, __u32 len)
 {
 	__u32 want = len < capture_bytes ? len : capture_bytes;
 
 	if (args->syscall == SONDE_SYS_SENDFILE || want == 0)
 		return 0;
 	if (args->iovcnt)
-		return copy_iov(ev->data, args->buf, args->iovcnt, want);
+		return copy_iov(ev->data, vecs, nvecs, want);
 	return copy_buf(ev->data, args->buf, want);
 }
 
 /* Where the call's last byte sits: in the buffer, or in the iovec the
  * call's `len` bytes end in. *avail is how many bytes before that end
  * belong to the same buffer. */
-static __always_inline __u64 end_of_call(struct call_args *args, __u32 len, __u32 *avail)
+static __always_inline __u64 end_of_call(struct call_args *args, const struct user_iovec *vecs,
+					 __u32 nvecs, __u32 len, __u32 *avail)
 {
 	__u64 moved = 0;
 
@@ -479,16 +491,13 @@ static __always_inline __u64 end_of_call(struct call_args *args, __u32 len, __u3
 	if (!args->iovcnt)
 		return args->buf + len;
 	for (__u32 i = 0; i < SONDE_IOV_MAX; i++) {
-		struct user_iovec vec;
-
-		if (i >= args->iovcnt ||
-		    bpf_probe_read_user(&vec, sizeof(vec), (const void *)(args->buf + i * sizeof(vec))))
+		if (i >= nvecs)
 			break;
-		if (moved + vec.len >= len) {
+		if (moved + vecs[i].len >= len) {
 			*avail = (__u32)(len - moved);
-			return vec.base + (len - moved);
+			return vecs[i].base + (len - moved);
 		}
-		moved += vec.len;
+		moved += vecs[i].len;
 	}
 	*avail = 0;
 	return 0;
@@ -497,14 +506,15 @@ static __always_inline __u64 end_of_call(struct call_args *args, __u32 len, __u3
 /* The last bytes of a call that moved more than was captured, after the
  * captured ones: a chunked message's terminator is usually there. */
 static __always_inline __u32 capture_tail(struct sonde_data_event *ev, struct call_args *args,
-					  __u32 len, __u32 captured)
+					  const struct user_iovec *vecs, __u32 nvecs, __u32 len,
+					  __u32 captured)
 {
 	__u32 avail, tail = SONDE_TAIL_MAX;
 	__u64 end;
 
 	if (args->syscall == SONDE_SYS_SENDFILE || len <= captured + SONDE_TAIL_MAX)
 		return 0;
-	end = end_of_call(args, len, &avail);
+	end = end_of_call(args, vecs, nvecs, len, &avail);
 	if (avail < tail)
 		tail = avail;
 	if (!end || tail == 0 || captured > SONDE_CAPTURE_MAX)
@@ -621,16 +631,18 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 {
 	__u32 zero = 0;
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
+	struct user_iovec vecs[SONDE_IOV_MAX];
 	struct sonde_data_event *ev;
-	__u32 captured, tail;
+	__u32 captured, tail, nvecs;
 
 	if (!scratch)
 		return;
 	ev = &scratch->ev;
-	captured = capture(ev, args, len);
+	nvecs = read_iovs(args, vecs);
+	captured = capture(ev, args, vecs, nvecs, len);
 	if (state->proto == PROTO_UNKNOWN && !infer_protocol(ctx, key, state, ev->data, captured))
 		return;
-	tail = capture_tail(ev, args, len, captured);
+	tail = capture_tail(ev, args, vecs, nvecs, len, captured);
 	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
 	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
 	ev->len = len;
