@@ -19,6 +19,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
+def cpu_ticks():
+    """(steal, total) jiffies of all CPUs since boot: the share a run lost
+    to the hypervisor is the ratio of their differences over the run."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])
+
+
+def steal_share(before, after):
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

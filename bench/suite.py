@@ -16,8 +16,10 @@ round after round, in one sitting, and every ratio is against the untraced
            and at maximum rate, export off against export on.
 
 Maximum-rate runs build and count spans without exporting them (no receiver
-on this machine takes ~200k spans/s). After the rounds, one more run per
-scenario with kernel.bpf_stats_enabled measures the probes' own run time.
+on this machine takes ~200k spans/s). A round with a run that lost more than
+STEAL_MAX of the CPU time to the hypervisor is run again, and counted. After
+the rounds, one more run per scenario with kernel.bpf_stats_enabled
+measures the probes' own run time.
 
 usage: bench/suite.py [--quick] [--only nginx,uvicorn,...] [--json PATH]
 """
@@ -51,6 +53,9 @@ class Variant:
     flavour: str = "plain"  # which build of the server this variant runs
 
 
+# A run in which the hypervisor took more of this VM's CPU time than this
+# is not a measurement of sonde: its round is run again.
+STEAL_MAX = 0.05
 RING = {"SONDE_BUFFER": "ring"}
 OTLP = dict(RING, OTEL_TRACES_EXPORTER="otlp")  # the endpoint is the scenario's receiver
 
@@ -335,33 +340,59 @@ def warm_up(sc, workdir):
         sc.load(1, workdir, f"{sc.name}-warmup-2")
 
 
+def run_round(sc, n, attempt, seconds, workdir):
+    """One run of every variant, in alternating order; each run's result
+    carries the share of CPU time the hypervisor stole during it."""
+    results = {}
+    order = sc.variants if n % 2 == 0 else sc.variants[::-1]
+    for v in order:
+        sc.start(workdir, v.flavour)
+        tag = f"{sc.name}-{sc.variants.index(v)}-{n}-{attempt}"
+        load = lambda: sc.load(seconds, workdir, tag)  # noqa: E731
+        ticks = harness.cpu_ticks()
+        if v.sonde_env is None:
+            result = harness.untraced(load, sc.server_pids())
+        else:
+            result = harness.traced(v.sonde_env, workdir, tag, load, sc.server_pids())
+        result["steal"] = harness.steal_share(ticks, harness.cpu_ticks())
+        sc.observe(v, result)
+        results[v.label] = result
+    return results
+
+
 def run_scenario(sc, rounds, seconds, workdir):
+    """A round in which the hypervisor took more than STEAL_MAX of this VM's
+    CPU time in any run is measured again (at most `rounds` times per
+    scenario): on these VMs, runs with 30-40 % stolen measured untraced
+    nginx at a third of its rate. The retries are counted in the report."""
     runs = {v.label: [] for v in sc.variants}
-    kernel = None
+    kernel, dropped = None, []
     try:
         sc.start(workdir, sc.variants[0].flavour)
         warm_up(sc, workdir)
-        for n in range(rounds):
-            order = sc.variants if n % 2 == 0 else sc.variants[::-1]
-            for v in order:
-                sc.start(workdir, v.flavour)
-                tag = f"{sc.name}-{sc.variants.index(v)}-{n}"
-                load = lambda: sc.load(seconds, workdir, tag)  # noqa: E731
-                if v.sonde_env is None:
-                    result = harness.untraced(load, sc.server_pids())
-                else:
-                    result = harness.traced(v.sonde_env, workdir, tag, load, sc.server_pids())
-                sc.observe(v, result)
-                runs[v.label].append(result)
-            print(f"  {sc.name} round {n + 1}: " + ", ".join(
-                f"{label} {r[-1]['rps']:.0f}" for label, r in runs.items()), flush=True)
+        n = 0
+        while n < rounds:
+            results = run_round(sc, n, len(dropped), seconds, workdir)
+            steal = max(r["steal"] for r in results.values())
+            summary = ", ".join(f"{v.label} {results[v.label]['rps']:.0f}" for v in sc.variants)
+            if steal > STEAL_MAX and len(dropped) < rounds:
+                dropped.append(steal)
+                print(f"  {sc.name} round {n + 1} measured again, {steal:.0%} of the CPU time "
+                      f"was stolen by the host: {summary}", flush=True)
+                continue
+            for label, result in results.items():
+                runs[label].append(result)
+            n += 1
+            print(f"  {sc.name} round {n}: {summary}", flush=True)
         if sc.kernel_variant is not None:
             sc.start(workdir, sc.kernel_variant.flavour)
             kernel = harness.kernel_cost(sc.kernel_variant.sonde_env, workdir, f"{sc.name}-bpfstats",
                                          lambda: sc.load(seconds, workdir, f"{sc.name}-bpfstats"))
     finally:
         sc.stop()
-    return summarize(sc, runs, kernel)
+    report = summarize(sc, runs, kernel)
+    report["rounds_measured_again"] = dropped
+    return report
 
 
 def summarize_variant(sc, v, runs, base_runs):
@@ -372,6 +403,7 @@ def summarize_variant(sc, v, runs, base_runs):
         "p50_ms": harness.median([r["p50_ms"] for r in runs]),
         "p99_ms": harness.median([r["p99_ms"] for r in runs]),
         "p99_ratios": [r["p99_ms"] / b["p99_ms"] for r, b in zip(runs, base_runs)],
+        "steal": max(r["steal"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "server_cpu_us_per_request": 1e6 * sum(r["server_cpu_s"] for r in runs) / requests,
         "requests": requests,
@@ -442,6 +474,10 @@ def print_scenario(name, s):
             extras.append(f"{v['errors']} non-2xx responses")
         if extras:
             print(f"  {'':<37} " + "; ".join(extras))
+    again = s.get("rounds_measured_again", [])
+    kept = max(v["steal"] for v in s["variants"].values())
+    print(f"  host steal: at most {kept:.1%} in a kept run; {len(again)} rounds measured again"
+          + (" (steal " + ", ".join(f"{x:.0%}" for x in again) + ")" if again else ""))
 
 
 GOALS = [
