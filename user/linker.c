@@ -26,10 +26,11 @@
 /* Nodes that prune_candidates reads ahead of the one it frees. */
 #define PRUNE_PREFETCH 8
 
-/* An answered server request, with its answer time beside it: a candidate
- * has been cold in memory for most of RETAIN_NS by the time it is pruned,
- * and most candidates a client request looks at are answered before it
- * began, so both read the times without touching the nodes. */
+/* An answered server request and its answer time, which is kept here and
+ * not in the node: a candidate has been cold in memory for most of
+ * RETAIN_NS by the time it is pruned, and most candidates a client request
+ * looks at were answered before it began, so both read the times without
+ * touching the nodes. */
 struct candidate {
 	uint64_t resp_ts;
 	struct link_node *node;
@@ -76,7 +77,7 @@ struct link_node {
 	struct link_proc *proc;
 	struct link_conn *conn;
 	struct span *held;
-	uint64_t start_ts, resp_ts, end_ts, deadline;
+	uint64_t start_ts, end_ts, deadline;
 	uint64_t task, resp_task;
 	uint32_t tid, resp_tid;
 	uint32_t refs;
@@ -212,11 +213,11 @@ static int candidates_grow(struct candidate_fifo *f)
 	return 0;
 }
 
-static int candidates_push(struct candidate_fifo *f, struct link_node *n)
+static int candidates_push(struct candidate_fifo *f, struct link_node *n, uint64_t resp_ts)
 {
 	if (f->len == f->cap && candidates_grow(f))
 		return -1;
-	*candidate_at(f, f->len) = (struct candidate){ .resp_ts = n->resp_ts, .node = n };
+	*candidate_at(f, f->len) = (struct candidate){ .resp_ts = resp_ts, .node = n };
 	f->len++;
 	return 0;
 }
@@ -652,10 +653,13 @@ struct link_node *linker_request(struct linker *l, const struct link_request *re
 	return n;
 }
 
-/* Answered: from the open list to the end of the closed FIFO. Without
- * memory to keep it there, no client request can choose it as parent. */
-static void close_candidate(struct linker *l, struct link_proc *p, struct link_node *n)
+/* Answered at resp_ts: from the open list to the end of the closed FIFO.
+ * Without memory to keep it there, no client request can choose it as
+ * parent. */
+static void close_candidate(struct linker *l, struct link_node *n, uint64_t resp_ts)
 {
+	struct link_proc *p = n->proc;
+
 	if (!n->in_open)
 		return;
 	if (n->cand_prev)
@@ -668,7 +672,7 @@ static void close_candidate(struct linker *l, struct link_proc *p, struct link_n
 		p->open_oldest = n->cand_prev;
 	n->in_open = false;
 	n->cand_prev = n->cand_next = NULL;
-	if (candidates_push(&p->closed, n)) {
+	if (candidates_push(&p->closed, n, resp_ts)) {
 		l->stats.candidates_lost++;
 		node_unref(l, n);
 	}
@@ -682,8 +686,7 @@ void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64
 	n->resp_known = true;
 	n->resp_tid = tid;
 	n->resp_task = task;
-	n->resp_ts = ts;
-	close_candidate(l, n->proc, n);
+	close_candidate(l, n, ts);
 }
 
 struct span *linker_span_begin(struct linker *l, struct link_node *n)
@@ -714,8 +717,7 @@ void linker_span_end(struct linker *l, struct link_node *n, struct span *span, u
 	n->ended = true;
 	n->end_ts = end_ts;
 	if (n->server && !n->resp_known) {
-		n->resp_ts = end_ts;
-		close_candidate(l, n->proc, n);
+		close_candidate(l, n, end_ts);
 	}
 	if (span && n->final) {
 		put_ids(n, span);
