@@ -160,7 +160,8 @@ def wrk(port, seconds, path="/", connections=16, cpu="1", script=None):
     if run.returncode != 0:
         raise RuntimeError(f"wrk exited with {run.returncode}: {run.stdout[-500:]} {run.stderr[-500:]}")
     out = run.stdout
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    # A latency of a second or more is printed padded: "99%    1.00s ".
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if len(lat) != 2:
         raise RuntimeError(f"wrk printed no latency distribution: {out[-500:]}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
