@@ -7,12 +7,12 @@ ARCH := x86
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE
-LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl
+LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
 # unit tests and the fuzzer link these.
-CORE_SRCS := user/bytes.c user/chars.c user/clock.c user/config.c user/console.c user/exporter.c \
+CORE_SRCS := user/bytes.c user/chars.c user/clock.c user/config.c user/console.c user/exporter.c user/h2c.c \
 	user/http1.c user/ids.c user/kvlist.c user/linker.c user/log.c user/merge.c user/otlp_config.c user/otlp_encode.c \
 	user/otlp_export.c user/otlp_transport.c user/procinfo.c user/pytask.c user/reorder.c user/route.c \
 	user/semconv.c user/tracker.c user/tree.c $(BUILD)/otlp_trace.pb-c.c
@@ -64,7 +64,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lz -lelf
+		-Iinclude -Iuser -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lz -lelf
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus

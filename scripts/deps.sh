@@ -7,7 +7,7 @@ packages=(
 	# build
 	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
 	# OTLP export: protobuf encoding, HTTP/1.1 and HTTP/2 (nghttp2) with TLS
-	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev ca-certificates
+	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libnghttp2-dev ca-certificates
 	# tests: unit, fuzz, end-to-end servers and clients, the OTLP receiver
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl

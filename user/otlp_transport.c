@@ -1,6 +1,8 @@
 #include "otlp_transport.h"
 
 #include "bytes.h"
+#include "clock.h"
+#include "h2c.h"
 #include "kvlist.h"
 #include "log.h"
 #include "span.h"
@@ -49,8 +51,11 @@ struct answer {
 struct otlp_transport {
 	struct otlp_opts opts;
 	char url[600];
-	CURL *curl;
+	CURL *curl;                /* TLS, and OTLP/HTTP */
+	struct h2c *h2c;           /* gRPC without TLS */
 	struct curl_slist *headers;
+	struct h2c_field fields[H2C_FIELDS_MAX]; /* the headers, for h2c */
+	size_t nfields;
 	char curl_error[CURL_ERROR_SIZE];
 	z_stream zs;
 	bool zs_ready;
@@ -291,22 +296,42 @@ static bool is_https(const char *url)
 	return strncasecmp(url, "https://", 8) == 0;
 }
 
+/* gRPC needs HTTP/2, negotiated by ALPN: curl carries gRPC only over TLS. */
 static long http_version(const struct otlp_transport *t)
 {
-	if (t->opts.protocol != OTLP_GRPC)
-		return CURL_HTTP_VERSION_NONE;
-	/* gRPC needs HTTP/2: negotiated by ALPN over TLS, assumed in cleartext. */
-	return is_https(t->url) ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+	return t->opts.protocol == OTLP_GRPC ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_NONE;
 }
 
-/* libcurl before 7.88.2 (Debian 12 ships 7.88.1) fails every request
- * after the first on a reused h2c prior-knowledge connection with "Error
- * in the HTTP2 framing layer" (curl issue #10634, fixed by PR #10643).
- * There, each cleartext gRPC export opens its own connection. */
-static bool h2c_reuse_broken(const struct otlp_transport *t)
+/* Cleartext gRPC has its own lasting connection: see h2c.h for why not
+ * libcurl's. */
+static bool uses_h2c(const struct otlp_transport *t)
 {
-	return http_version(t) == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE &&
-	       curl_version_info(CURLVERSION_NOW)->version_num < 0x075802;
+	return t->opts.protocol == OTLP_GRPC && !is_https(t->url);
+}
+
+/* The header lines, split for h2c; curl's "Expect:" (no value) is not one. */
+static int setup_h2c(struct otlp_transport *t)
+{
+	static const char agent[] = "sonde/" SONDE_VERSION;
+
+	t->h2c = h2c_new(t->url);
+	if (!t->h2c)
+		return -EINVAL;
+	t->fields[t->nfields++] = (struct h2c_field){ "user-agent", 10, agent, sizeof(agent) - 1 };
+	for (const struct curl_slist *h = t->headers; h; h = h->next) {
+		const char *colon = strchr(h->data, ':'), *value;
+
+		if (!colon || !colon[1])
+			continue;
+		if (t->nfields == H2C_FIELDS_MAX)
+			return -E2BIG;
+		for (value = colon + 1; *value == ' '; value++)
+			;
+		t->fields[t->nfields++] = (struct h2c_field){
+			h->data, (size_t)(colon - h->data), value, strlen(value)
+		};
+	}
+	return 0;
 }
 
 static int setup_curl(struct otlp_transport *t)
@@ -328,7 +353,6 @@ static int setup_curl(struct otlp_transport *t)
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEDATA, &t->answer);
 	rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	rc |= curl_easy_setopt(c, CURLOPT_FORBID_REUSE, h2c_reuse_broken(t) ? 1L : 0L);
 	/* --verbose shows the exchange with the collector too. */
 	rc |= curl_easy_setopt(c, CURLOPT_VERBOSE, log_get_level() >= LOG_DEBUG ? 1L : 0L);
 	if (t->opts.certificate[0])
@@ -352,17 +376,23 @@ int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts
 	t->opts = *opts;
 	snprintf(t->url, sizeof(t->url), "%s%s", opts->url,
 		 opts->protocol == OTLP_GRPC ? GRPC_PATH : "");
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(t->curl = curl_easy_init())) {
+	if (!uses_h2c(t) &&
+	    (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(t->curl = curl_easy_init()))) {
 		why = "libcurl did not initialise";
 		goto fail;
 	}
 	if (build_headers(t) || (opts->gzip && gzip_init(t)))
 		goto fail;
-	ret = setup_curl(t);
-	if (ret) {
+	if (uses_h2c(t)) {
+		ret = setup_h2c(t);
+		why = ret == -EINVAL ? "the endpoint is not an http:// URL with a host"
+				     : "too many OTEL_EXPORTER_OTLP_HEADERS";
+	} else {
+		ret = setup_curl(t);
 		why = "libcurl refused an option (built without HTTP/2 or TLS?)";
-		goto fail;
 	}
+	if (ret)
+		goto fail;
 	*out = t;
 	return 0;
 fail:
@@ -377,6 +407,7 @@ void otlp_transport_free(struct otlp_transport *t)
 		return;
 	if (t->curl)
 		curl_easy_cleanup(t->curl);
+	h2c_free(t->h2c);
 	curl_slist_free_all(t->headers);
 	if (t->zs_ready)
 		deflateEnd(&t->zs);
@@ -522,6 +553,46 @@ static void reset_answer(struct answer *a)
 	a->body_cut = false;
 }
 
+/* h2c hands over name and value; the answer parser reads header lines. */
+static void on_h2c_field(void *arg, const char *name, size_t name_len, const char *value,
+			 size_t value_len)
+{
+	char line[1200];
+	int len = snprintf(line, sizeof(line), "%.*s: %.*s", (int)name_len, name, (int)value_len,
+			   value);
+
+	if (len > 0 && (size_t)len < sizeof(line))
+		on_header(line, 1, (size_t)len, arg);
+}
+
+static void on_h2c_data(void *arg, const uint8_t *data, size_t len)
+{
+	on_body((char *)data, 1, len, arg);
+}
+
+static void send_h2c(struct otlp_transport *t, struct otlp_reply *reply)
+{
+	struct h2c_answer_sink sink = { on_h2c_field, on_h2c_data, &t->answer };
+	uint64_t deadline = monotonic_now_ns() + (uint64_t)t->opts.timeout_ms * 1000000ull;
+	char why[256];
+	int status = h2c_post(t->h2c, t->fields, t->nfields, t->body, t->body_len, deadline, &sink,
+			      why, sizeof(why));
+
+	if (status == -ETIMEDOUT) {
+		set_reason(reply, OTLP_RETRYABLE,
+			   "no answer within %u ms (OTEL_EXPORTER_OTLP_TIMEOUT): %s",
+			   t->opts.timeout_ms, why);
+		return;
+	}
+	if (status < 0) {
+		set_reason(reply, OTLP_RETRYABLE, "%s", why);
+		return;
+	}
+	t->answer.http_status = status;
+	reply->retry_after_ms = t->answer.retry_after_ms;
+	classify_grpc(t, reply);
+}
+
 void otlp_transport_send(struct otlp_transport *t, struct otlp_reply *reply)
 {
 	CURLcode rc;
@@ -529,6 +600,10 @@ void otlp_transport_send(struct otlp_transport *t, struct otlp_reply *reply)
 	memset(reply, 0, sizeof(*reply));
 	reply->retry_after_ms = -1;
 	reset_answer(&t->answer);
+	if (t->h2c) {
+		send_h2c(t, reply);
+		return;
+	}
 	t->curl_error[0] = '\0';
 	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, t->body);
 	curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body_len);
