@@ -41,8 +41,9 @@ void h2c_free(struct h2c *c);
 /* POSTs body to the URL's path with the given fields, connecting first if
  * there is no connection, and waits for the whole answer until
  * deadline_ns (CLOCK_MONOTONIC). Returns the HTTP status, or a negative
- * errno (-E2BIG: more than H2C_FIELDS_MAX fields) with the reason in err (the connection is then dropped, and the
- * next request opens a new one). -ETIMEDOUT when the deadline passed. */
+ * errno with the reason in err: -ETIMEDOUT when the deadline passed,
+ * -E2BIG for more than H2C_FIELDS_MAX fields. After an error the
+ * connection is dropped, and the next request opens a new one. */
 int h2c_post(struct h2c *c, const struct h2c_field *fields, size_t nfields, const uint8_t *body,
 	     size_t body_len, uint64_t deadline_ns, const struct h2c_answer_sink *sink, char *err,
 	     size_t err_size);

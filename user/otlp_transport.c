@@ -173,49 +173,45 @@ static size_t base64_decode(const char *text, uint8_t *out, size_t size)
 	return used;
 }
 
-static void header_value(const char *line, size_t len, char *out, size_t size)
+static bool field_is(const char *name, size_t name_len, const char *want)
 {
-	const char *colon = memchr(line, ':', len);
-	const char *v, *end = line + len;
-
-	out[0] = '\0';
-	if (!colon)
-		return;
-	for (v = colon + 1; v < end && (*v == ' ' || *v == '\t'); v++)
-		;
-	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-		end--;
-	snprintf(out, size, "%.*s", (int)(end - v), v);
+	return name_len == strlen(want) && strncasecmp(name, want, name_len) == 0;
 }
 
-static bool header_is(const char *line, size_t len, const char *name)
-{
-	size_t n = strlen(name);
-
-	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
-}
-
-/* Called for the status line, each header and each trailer. */
-static size_t on_header(char *line, size_t one, size_t len, void *arg)
+/* One header or trailer of the answer, from either transport. */
+static void answer_field(void *arg, const char *name, size_t name_len, const char *text,
+			 size_t text_len)
 {
 	struct answer *a = arg;
 	char value[1024];
 
-	if (header_is(line, len, "grpc-status")) {
-		header_value(line, len, value, sizeof(value));
+	snprintf(value, sizeof(value), "%.*s", (int)text_len, text);
+	if (field_is(name, name_len, "grpc-status")) {
 		a->grpc_status = atoi(value);
-	} else if (header_is(line, len, "grpc-message")) {
-		header_value(line, len, value, sizeof(value));
+	} else if (field_is(name, name_len, "grpc-message")) {
 		if (!percent_decode(value, value + strlen(value), a->grpc_message,
 				    sizeof(a->grpc_message)))
 			snprintf(a->grpc_message, sizeof(a->grpc_message), "%s", value);
-	} else if (header_is(line, len, "grpc-status-details-bin")) {
-		header_value(line, len, value, sizeof(value));
+	} else if (field_is(name, name_len, "grpc-status-details-bin")) {
 		a->details_len = base64_decode(value, a->details, sizeof(a->details));
-	} else if (header_is(line, len, "retry-after")) {
-		header_value(line, len, value, sizeof(value));
+	} else if (field_is(name, name_len, "retry-after")) {
 		parse_retry_after(a, value);
 	}
+}
+
+/* libcurl's header callback: the status line, then "name: value" lines
+ * (headers and trailers) with their CRLF. */
+static size_t on_header_line(char *line, size_t one, size_t len, void *arg)
+{
+	const char *colon = memchr(line, ':', len), *v, *end = line + len;
+
+	if (!colon)
+		return len;
+	for (v = colon + 1; v < end && (*v == ' ' || *v == '\t'); v++)
+		;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	answer_field(arg, line, (size_t)(colon - line), v, (size_t)(end - v));
 	return len;
 }
 
@@ -348,7 +344,7 @@ static int setup_curl(struct otlp_transport *t)
 	rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	rc |= curl_easy_setopt(c, CURLOPT_USERAGENT, "sonde/" SONDE_VERSION);
 	rc |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t->curl_error);
-	rc |= curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	rc |= curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header_line);
 	rc |= curl_easy_setopt(c, CURLOPT_HEADERDATA, &t->answer);
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	rc |= curl_easy_setopt(c, CURLOPT_WRITEDATA, &t->answer);
@@ -435,14 +431,19 @@ static bool is_tls_config_error(CURLcode rc)
 	       rc == CURLE_SSL_CIPHER || rc == CURLE_SSL_CRL_BADFILE;
 }
 
+static void set_timeout_reason(const struct otlp_transport *t, struct otlp_reply *reply,
+			       const char *detail)
+{
+	set_reason(reply, OTLP_RETRYABLE, "no answer within %u ms (OTEL_EXPORTER_OTLP_TIMEOUT): %s",
+		   t->opts.timeout_ms, detail);
+}
+
 static void classify_curl_error(struct otlp_transport *t, CURLcode rc, struct otlp_reply *reply)
 {
 	const char *detail = t->curl_error[0] ? t->curl_error : curl_easy_strerror(rc);
 
 	if (rc == CURLE_OPERATION_TIMEDOUT)
-		set_reason(reply, OTLP_RETRYABLE,
-			   "no answer within %u ms (OTEL_EXPORTER_OTLP_TIMEOUT): %s",
-			   t->opts.timeout_ms, detail);
+		set_timeout_reason(t, reply, detail);
 	else if (is_tls_config_error(rc))
 		set_reason(reply, OTLP_UNDELIVERABLE, "TLS: %s", detail);
 	else
@@ -553,18 +554,6 @@ static void reset_answer(struct answer *a)
 	a->body_cut = false;
 }
 
-/* h2c hands over name and value; the answer parser reads header lines. */
-static void on_h2c_field(void *arg, const char *name, size_t name_len, const char *value,
-			 size_t value_len)
-{
-	char line[1200];
-	int len = snprintf(line, sizeof(line), "%.*s: %.*s", (int)name_len, name, (int)value_len,
-			   value);
-
-	if (len > 0 && (size_t)len < sizeof(line))
-		on_header(line, 1, (size_t)len, arg);
-}
-
 static void on_h2c_data(void *arg, const uint8_t *data, size_t len)
 {
 	on_body((char *)data, 1, len, arg);
@@ -572,20 +561,17 @@ static void on_h2c_data(void *arg, const uint8_t *data, size_t len)
 
 static void send_h2c(struct otlp_transport *t, struct otlp_reply *reply)
 {
-	struct h2c_answer_sink sink = { on_h2c_field, on_h2c_data, &t->answer };
+	struct h2c_answer_sink sink = { answer_field, on_h2c_data, &t->answer };
 	uint64_t deadline = monotonic_now_ns() + (uint64_t)t->opts.timeout_ms * 1000000ull;
 	char why[256];
 	int status = h2c_post(t->h2c, t->fields, t->nfields, t->body, t->body_len, deadline, &sink,
 			      why, sizeof(why));
 
-	if (status == -ETIMEDOUT) {
-		set_reason(reply, OTLP_RETRYABLE,
-			   "no answer within %u ms (OTEL_EXPORTER_OTLP_TIMEOUT): %s",
-			   t->opts.timeout_ms, why);
-		return;
-	}
 	if (status < 0) {
-		set_reason(reply, OTLP_RETRYABLE, "%s", why);
+		if (status == -ETIMEDOUT)
+			set_timeout_reason(t, reply, why);
+		else
+			set_reason(reply, OTLP_RETRYABLE, "%s", why);
 		return;
 	}
 	t->answer.http_status = status;
