@@ -19,6 +19,7 @@
 
 #define HOUSEKEEPING_NS 1000000000ull
 #define STATS_MAX 96
+#define EXIT_FORCED 3
 
 struct agent {
 	struct sonde_config cfg;
@@ -34,9 +35,20 @@ struct agent {
 
 static volatile sig_atomic_t stop_requested;
 
+/* The first signal starts an orderly stop, which can wait up to the export
+ * timeout for a slow collector; a second one means the operator will not
+ * wait: leave at once, saying that queued spans are lost (the kernel
+ * detaches the programs when the process ends). */
 static void on_signal(int sig)
 {
+	static const char leaving[] =
+		"sonde: second signal: exiting now; spans not yet exported are lost\n";
+
 	(void)sig;
+	if (stop_requested) {
+		(void)!write(STDERR_FILENO, leaving, sizeof(leaving) - 1);
+		_exit(EXIT_FORCED);
+	}
 	stop_requested = 1;
 }
 

@@ -249,6 +249,23 @@ def test_shutdown_with_collector_down_is_bounded(workdir, nginx):
     assert stats["spans_failed"] == stats["spans_built"] >= 2
 
 
+def test_second_signal_exits_at_once(workdir, nginx):
+    """The first SIGTERM waits for the dead collector up to the export
+    timeout; the second ends that wait and says what is lost."""
+    agent = otlp_agent(workdir, "otlp-second-signal", "http/protobuf", free_port(),
+                       OTEL_BSP_EXPORT_TIMEOUT="60000")
+    assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
+    agent.wait_stats(lambda s: s["export_requests"] >= 1)
+    agent.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        agent.proc.wait(timeout=1.5)
+    agent.proc.send_signal(signal.SIGINT)
+    assert agent.proc.wait(timeout=2) == 3
+    agent.stop()
+    assert "second signal: exiting now; spans not yet exported are lost" in \
+        agent.err_path.read_text()
+
+
 def make_ca(directory, name):
     """A self-signed CA and a server certificate for 127.0.0.1 it signed."""
     d = Path(directory) / name
