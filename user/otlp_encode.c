@@ -1,6 +1,7 @@
 #include "otlp_encode.h"
 
 #include "bytes.h"
+#include "pbwire.h"
 #include "semconv.h"
 #include "otlp_trace.pb-c.h"
 
@@ -12,16 +13,22 @@
 #define SCOPE_NAME "sonde"
 #define RETRY_INFO_TYPE "type.googleapis.com/google.rpc.RetryInfo"
 
-/* The message structs of the span being packed, and its derived strings. */
-struct span_msg {
-	Otlp__Span span;
-	Otlp__Status status;
-	Otlp__KeyValue kv[SEMCONV_SPAN_ATTRS_MAX];
-	Otlp__AnyValue value[SEMCONV_SPAN_ATTRS_MAX];
-	Otlp__KeyValue *kv_ptrs[SEMCONV_SPAN_ATTRS_MAX];
-	char name[300];
-	char url[SEMCONV_URL_MAX];
+/* Span, KeyValue, AnyValue and Status field numbers (trace.proto, common.proto). */
+enum {
+	SPAN_TRACE_ID = 1, SPAN_SPAN_ID = 2, SPAN_PARENT_SPAN_ID = 4, SPAN_NAME = 5, SPAN_KIND = 6,
+	SPAN_START = 7, SPAN_END = 8, SPAN_ATTRIBUTES = 9, SPAN_STATUS = 15, SPAN_FLAGS = 16,
+	KV_KEY = 1, KV_VALUE = 2,
+	ANY_STRING = 1, ANY_BOOL = 2, ANY_INT = 3,
+	STATUS_MESSAGE = 2, STATUS_CODE = 3,
 };
+
+#define SPAN_NAME_MAX 300
+/* Room for one encoded span: each string of the span once, url.full and
+ * the name besides, and per attribute its key and framing. */
+#define SPAN_WIRE_MAX 8192
+_Static_assert(sizeof(struct span) + SEMCONV_URL_MAX + SPAN_NAME_MAX +
+		       SEMCONV_SPAN_ATTRS_MAX * 64 + 128 <= SPAN_WIRE_MAX,
+	       "SPAN_WIRE_MAX holds any span");
 
 /* One traced process in the batch. */
 struct resource_msg {
@@ -40,7 +47,8 @@ struct resource_msg {
 
 struct otlp_encoder {
 	uint32_t max_spans;
-	struct span_msg span;
+	char name[SPAN_NAME_MAX];
+	char url[SEMCONV_URL_MAX];
 	struct resource_msg *resources;
 	ProtobufCBinaryData *span_bytes; /* packed spans, grouped by resource */
 	size_t *span_offset;             /* per input span: where it is in packed_spans */
@@ -147,45 +155,89 @@ void otlp_encoder_free(struct otlp_encoder *enc)
 	free(enc);
 }
 
-static void build_span(struct span_msg *m, const struct span *s)
+/* Span attributes go straight to the wire: a KeyValue's size is known
+ * from its key and value before either is written. */
+static void wire_kv_prefix(struct pbw *w, const char *key, size_t key_len, size_t any_len)
 {
-	struct kv_builder attrs = { m->kv, m->value, m->kv_ptrs, 0, SEMCONV_SPAN_ATTRS_MAX, 0 };
-	struct attr_sink sink = { add_str, add_int, add_bool, &attrs };
-	Otlp__Span *out = &m->span;
+	pb_len_prefix(w, SPAN_ATTRIBUTES,
+		      pb_len_field_size(key_len) + pb_len_field_size(any_len));
+	pb_bytes_field(w, KV_KEY, key, key_len);
+	pb_len_prefix(w, KV_VALUE, any_len);
+}
 
-	otlp__span__init(out);
-	out->trace_id = (ProtobufCBinaryData){ TRACE_ID_SIZE, (uint8_t *)s->trace_id };
-	out->span_id = (ProtobufCBinaryData){ SPAN_ID_SIZE, (uint8_t *)s->span_id };
+static void wire_str(void *ctx, const char *key, const char *text)
+{
+	size_t len = strlen(text);
+
+	wire_kv_prefix(ctx, key, strlen(key), pb_len_field_size(len));
+	pb_bytes_field(ctx, ANY_STRING, text, len);
+}
+
+static void wire_int(void *ctx, const char *key, int64_t number)
+{
+	wire_kv_prefix(ctx, key, strlen(key), 1 + pb_varint_size((uint64_t)number));
+	pb_varint_field(ctx, ANY_INT, (uint64_t)number);
+}
+
+static void wire_bool(void *ctx, const char *key, bool flag)
+{
+	wire_kv_prefix(ctx, key, strlen(key), 2);
+	pb_varint_field(ctx, ANY_BOOL, flag);
+}
+
+static void wire_status(struct pbw *w, const struct span *s)
+{
+	size_t message_len = strlen(s->status_message);
+	size_t len = (message_len ? pb_len_field_size(message_len) : 0) +
+		     (s->status ? 1 + pb_varint_size(s->status) : 0);
+
+	pb_len_prefix(w, SPAN_STATUS, len);
+	if (message_len)
+		pb_bytes_field(w, STATUS_MESSAGE, s->status_message, message_len);
+	if (s->status)
+		pb_varint_field(w, STATUS_CODE, s->status);
+}
+
+/* Fields in number order and zero values left out, as protobuf-c does. */
+static void wire_span(struct otlp_encoder *enc, struct pbw *w, const struct span *s)
+{
+	struct attr_sink sink = { wire_str, wire_int, wire_bool, w };
+	size_t name_len;
+
+	pb_bytes_field(w, SPAN_TRACE_ID, s->trace_id, TRACE_ID_SIZE);
+	pb_bytes_field(w, SPAN_SPAN_ID, s->span_id, SPAN_ID_SIZE);
 	if (s->has_parent)
-		out->parent_span_id = (ProtobufCBinaryData){ SPAN_ID_SIZE, (uint8_t *)s->parent_span_id };
-	out->flags = s->trace_flags;
-	span_format_name(s, m->name, sizeof(m->name));
-	out->name = m->name;
-	out->kind = s->kind;
-	out->start_time_unix_nano = s->start_unix_ns;
-	out->end_time_unix_nano = s->end_unix_ns;
-	semconv_span_attributes(s, &sink, m->url);
-	out->attributes = m->kv_ptrs;
-	out->n_attributes = attrs.n;
-	out->dropped_attributes_count = attrs.dropped;
-	otlp__status__init(&m->status);
-	m->status.code = s->status;
-	m->status.message = (char *)s->status_message;
-	out->status = &m->status;
+		pb_bytes_field(w, SPAN_PARENT_SPAN_ID, s->parent_span_id, SPAN_ID_SIZE);
+	span_format_name(s, enc->name, sizeof(enc->name));
+	name_len = strlen(enc->name);
+	if (name_len)
+		pb_bytes_field(w, SPAN_NAME, enc->name, name_len);
+	if (s->kind)
+		pb_varint_field(w, SPAN_KIND, s->kind);
+	if (s->start_unix_ns)
+		pb_fixed_field(w, SPAN_START, s->start_unix_ns, 8);
+	if (s->end_unix_ns)
+		pb_fixed_field(w, SPAN_END, s->end_unix_ns, 8);
+	semconv_span_attributes(s, &sink, enc->url);
+	wire_status(w, s);
+	if (s->trace_flags)
+		pb_fixed_field(w, SPAN_FLAGS, s->trace_flags, 4);
 }
 
 /* Packs the span on its own; its bytes go into the request as they are. */
 static int pack_span(struct otlp_encoder *enc, const struct span *s, size_t *offset)
 {
-	size_t len;
+	struct pbw w;
 
-	build_span(&enc->span, s);
-	len = otlp__span__get_packed_size(&enc->span.span);
-	if (bytes_reserve(&enc->packed_spans, len))
+	if (bytes_reserve(&enc->packed_spans, SPAN_WIRE_MAX))
 		return -ENOMEM;
 	*offset = enc->packed_spans.used;
-	enc->packed_spans.used += otlp__span__pack(&enc->span.span,
-						  enc->packed_spans.data + *offset);
+	w = (struct pbw){ enc->packed_spans.data + *offset,
+			  enc->packed_spans.data + *offset + SPAN_WIRE_MAX, false };
+	wire_span(enc, &w, s);
+	if (w.overflow)
+		return -EMSGSIZE;
+	enc->packed_spans.used = (size_t)(w.p - enc->packed_spans.data);
 	return 0;
 }
 

@@ -1,8 +1,8 @@
 /* Spans to an OTLP ExportTraceServiceRequest (protobuf), and the
- * collector's ExportTraceServiceResponse back. Message structs are
- * preallocated for the largest batch, and buffers keep their largest
- * size, so encoding allocates only while a batch is bigger than any
- * before it. */
+ * collector's ExportTraceServiceResponse back. Spans are written straight
+ * to the wire; the resources' message structs are preallocated for the
+ * largest batch, and buffers keep their largest size, so encoding
+ * allocates only while a batch is bigger than any before it. */
 #ifndef SONDE_OTLP_ENCODE_H
 #define SONDE_OTLP_ENCODE_H
 

@@ -256,6 +256,65 @@ Test(otlp_encode, groups_by_process_with_typed_attributes)
 	otlp_encoder_free(enc);
 }
 
+/* Spans are written straight to the wire: their bytes must be what
+ * protobuf-c itself packs from the decoded request (field order, zero
+ * fields left out, multi-byte lengths), for every kind of attribute. */
+Test(otlp_encode, span_bytes_are_what_protobuf_c_packs)
+{
+	struct span spans[3];
+	const struct span *ptrs[3] = { &spans[0], &spans[1], &spans[2] };
+	struct otlp_encoder *enc = otlp_encoder_new(3);
+	uint8_t *bytes, *again;
+	size_t len;
+
+	fill_span(&spans[0], &proc_a, 1, SPAN_KIND_SERVER);
+	memset(spans[0].path, 'p', 300); /* lengths past 127: two-byte varints */
+	strcpy(spans[0].client_address, "192.168.1.20");
+	spans[0].client_port = 51234;
+	strcpy(spans[0].user_agent, "curl/7.88.1");
+	strcpy(spans[0].status_message, "upstream timed out");
+	fill_span(&spans[1], &proc_b, 2, SPAN_KIND_CLIENT);
+	spans[1].has_parent = true;
+	memset(spans[1].parent_span_id, 9, SPAN_ID_SIZE);
+	spans[1].response_lost = true; /* a false bool attribute */
+	spans[1].status = SPAN_STATUS_UNSET;
+	spans[1].status_code = 0;
+	spans[1].trace_flags = 0;
+	strcpy(spans[1].error_type, "response_lost");
+	fill_span(&spans[2], &proc_a, 3, SPAN_KIND_CLIENT);
+	spans[2].start_unix_ns = UINT64_MAX - 1;
+	spans[2].end_unix_ns = UINT64_MAX;
+	spans[2].response_body_size = INT64_MAX;
+	cr_assert_eq(otlp_encode(enc, ptrs, 3, &bytes, &len), 0);
+
+	Otlp__ExportTraceServiceRequest *req =
+		otlp__export_trace_service_request__unpack(NULL, len, bytes);
+	cr_assert_not_null(req);
+	cr_assert_eq(otlp__export_trace_service_request__get_packed_size(req), len);
+	again = malloc(len);
+	otlp__export_trace_service_request__pack(req, again);
+	cr_expect_eq(memcmp(again, bytes, len), 0);
+	Otlp__Span *server = req->resource_spans[0]->scope_spans[0]->spans[0];
+	cr_expect_eq(strlen(attr(server->attributes, server->n_attributes,
+				 "url.path")->value->string_value), 300);
+	cr_expect_str_eq(server->status->message, "upstream timed out");
+	Otlp__Span *client = req->resource_spans[1]->scope_spans[0]->spans[0];
+	const Otlp__KeyValue *captured = attr(client->attributes, client->n_attributes,
+					      "sonde.response.captured");
+	cr_assert_not_null(captured);
+	cr_expect_eq(captured->value->value_case, OTLP__ANY_VALUE__VALUE_BOOL_VALUE);
+	cr_expect_not(captured->value->bool_value);
+	cr_expect_eq(client->flags, 0);
+	cr_expect_eq(client->status->code, OTLP__STATUS__STATUS_CODE__STATUS_CODE_UNSET);
+	Otlp__Span *late = req->resource_spans[0]->scope_spans[0]->spans[1];
+	cr_expect_eq(late->end_time_unix_nano, UINT64_MAX);
+	cr_expect_eq(attr(late->attributes, late->n_attributes,
+			  "http.response.body.size")->value->int_value, INT64_MAX);
+	free(again);
+	otlp__export_trace_service_request__free_unpacked(req, NULL);
+	otlp_encoder_free(enc);
+}
+
 Test(otlp_encode, reads_partial_success_and_retry_info)
 {
 	Otlp__ExportTracePartialSuccess partial = OTLP__EXPORT_TRACE_PARTIAL_SUCCESS__INIT;
