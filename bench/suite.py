@@ -299,7 +299,8 @@ class Export(Scenario):
 
     def observe(self, variant, result):
         received = self.received()
-        result["spans_received"] = received - self.received_before
+        if (variant.sonde_env or {}).get("OTEL_TRACES_EXPORTER") == "otlp":
+            result["spans_received"] = received - self.received_before
         self.received_before = received
 
 
@@ -456,6 +457,7 @@ def print_scenario(name, s):
     print(f"  {'variant':<37} {'req/s':>8} {'ratio':>6} {'rounds':<18} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'app us/req':>10} {'agent us/req':>12} {'kernel us/req':>13} {'RSS MB':>7} "
           f"{'complete':>9} {'lost':>5}")
+    exports = any("spans_received" in v for v in s["variants"].values())
     for label, v in s["variants"].items():
         kernel = v.get("kernel", {}).get("kernel_us_per_request")
         rounds = ",".join(f"{r:.2f}" for r in v["ratios"])
@@ -470,10 +472,11 @@ def print_scenario(name, s):
             extras.append(f"client spans {100 * v['completeness_client']:.2f}%")
         if "complete_traces" in v:
             extras.append(f"complete traces >= {100 * v['complete_traces']:.2f}%")
+        if exports and label != s["baseline"]:
+            extras.append(f"p99 ratio {v['p99_ratio']:.3f}")
         if "spans_received" in v:
-            extras.append(f"p99 ratio {v['p99_ratio']:.3f}; spans received {v['spans_received']} "
-                          f"of {v['spans_built']} built ({v['spans_dropped']} dropped, "
-                          f"{v['spans_failed']} failed)")
+            extras.append(f"spans received {v['spans_received']} of {v['spans_built']} built "
+                          f"({v['spans_dropped']} dropped, {v['spans_failed']} failed)")
         if v["errors"]:
             extras.append(f"{v['errors']} non-2xx responses")
         if extras:

@@ -716,9 +716,8 @@ void linker_span_end(struct linker *l, struct link_node *n, struct span *span, u
 	}
 	n->ended = true;
 	n->end_ts = end_ts;
-	if (n->server && !n->resp_known) {
+	if (n->server && !n->resp_known)
 		close_candidate(l, n, end_ts);
-	}
 	if (span && n->final) {
 		put_ids(n, span);
 		exporter_commit(l->exporter);

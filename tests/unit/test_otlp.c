@@ -292,6 +292,7 @@ Test(otlp_encode, span_bytes_are_what_protobuf_c_packs)
 	cr_assert_not_null(req);
 	cr_assert_eq(otlp__export_trace_service_request__get_packed_size(req), len);
 	again = malloc(len);
+	cr_assert_not_null(again);
 	otlp__export_trace_service_request__pack(req, again);
 	cr_expect_eq(memcmp(again, bytes, len), 0);
 	Otlp__Span *server = req->resource_spans[0]->scope_spans[0]->spans[0];
