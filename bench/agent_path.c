@@ -42,6 +42,7 @@ static void send(struct tracker *t, uint32_t tgid, uint8_t dir, uint64_t *pos, c
 	ev.len = (uint32_t)len;
 	ev.captured = (uint16_t)len;
 	ev.dir = dir;
+	ev.proto = SONDE_PROTO_HTTP1;
 	memcpy(ev.data, data, len);
 	*pos += len;
 	tracker_handle(t, &ev, SONDE_DATA_EVENT_SIZE(len));
@@ -54,7 +55,8 @@ static void open_conn(struct tracker *t, uint32_t tgid, uint8_t role, uint16_t l
 {
 	struct sonde_conn_event c = { .hdr = { .type = SONDE_EV_CONN, .tgid = tgid, .fd = 5,
 					       .conn_gen = 1, .ts = 1 },
-				      .role = role, .family = 2, .lport = lport, .rport = rport };
+				      .role = role, .proto = SONDE_PROTO_HTTP1, .family = 2, .lport = lport,
+				      .rport = rport };
 
 	tracker_handle(t, &c, sizeof(c));
 }

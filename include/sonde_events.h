@@ -24,8 +24,8 @@
 #define SONDE_TAIL_MAX 16
 /* readv/writev/sendmsg/recvmsg: iovecs walked per call for capture. */
 #define SONDE_IOV_MAX 8
-/* A connection sonde did not see open tries this many data calls for an
- * HTTP message start before it is written off as not HTTP. */
+/* A connection sonde did not see open tries this many data calls for a
+ * message start of a known protocol before it is written off. */
 #define SONDE_PREEXISTING_PROBES 32
 /* Processes excluded by name (their comm, 15 characters at most). */
 #define SONDE_EXCLUDE_MAX 8
@@ -53,6 +53,18 @@ enum sonde_event_type {
 enum sonde_dir {
 	SONDE_DIR_INGRESS = 0, /* bytes the process received */
 	SONDE_DIR_EGRESS = 1,  /* bytes the process sent */
+};
+
+/* The protocol a connection speaks, decided once by the kernel from its
+ * first bytes (bpf/infer.bpf.h) and carried by every event after. */
+enum sonde_proto {
+	SONDE_PROTO_UNKNOWN = 0,  /* not decided yet (kernel only) */
+	SONDE_PROTO_HTTP1 = 1,    /* HTTP/1.x */
+	SONDE_PROTO_POSTGRES = 2, /* PostgreSQL frontend/backend protocol 3.0 */
+	SONDE_PROTO_REDIS = 3,    /* RESP2 and RESP3 */
+	SONDE_PROTO_COUNT,
+	SONDE_PROTO_NONE = 0xff,  /* written off: none of the above, or not
+				     traced (kernel only) */
 };
 
 enum sonde_role {
@@ -86,10 +98,14 @@ enum sonde_counter {
 	SONDE_CNT_LOST_CONN_MAP,   /* TCP sockets not tracked: conns map full */
 	SONDE_CNT_CAPTURE_FAULT,   /* payload reads that faulted (sent as a gap) */
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
-	SONDE_CNT_OTHER_CONNS,     /* TCP connections written off as not HTTP */
+	SONDE_CNT_OTHER_CONNS,     /* TCP connections of no known protocol */
 	SONDE_CNT_TRUNCATED,       /* data events with captured < len */
 	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of excluded processes, or
 				    * accepted from sonde's own exporter */
+	SONDE_CNT_POSTGRES_CONNS,  /* client connections inferred as PostgreSQL */
+	SONDE_CNT_REDIS_CONNS,     /* client connections inferred as Redis */
+	SONDE_CNT_DB_SERVER_CONNS, /* server ends of database connections: the
+				    * client's span is the operation's only one */
 	SONDE_CNT_MAX,
 };
 
@@ -122,13 +138,14 @@ struct sonde_data_event {
 	                   len > captured + tail */
 	__u8 dir;       /* enum sonde_dir */
 	__u8 syscall;   /* enum sonde_syscall */
-	__u8 pad[6];
+	__u8 proto;     /* enum sonde_proto, never UNKNOWN or NONE */
+	__u8 pad[5];
 	__u64 task;     /* egress of a CPython process (struct sonde_py_layout):
 	                   address of the outermost coroutine frame the thread is
 	                   running, which names the asyncio task for its life;
 	                   0 when no coroutine runs (or not CPython);
 	                   SONDE_TASK_UNKNOWN when the walk failed, or was
-	                   not made because the data does not start with a
+	                   not made because the data does not start an HTTP
 	                   request or status line (only a message start's
 	                   task is used) */
 	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
@@ -141,7 +158,7 @@ struct sonde_data_event {
 struct sonde_conn_event {
 	struct sonde_event_header hdr;
 	__u8 role;      /* enum sonde_role */
-	__u8 pad;
+	__u8 proto;     /* enum sonde_proto, never UNKNOWN or NONE */
 	__u16 family;   /* AF_INET or AF_INET6 */
 	__u16 lport;    /* local port, host byte order */
 	__u16 rport;    /* remote port, host byte order */

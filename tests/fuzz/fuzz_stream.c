@@ -4,11 +4,14 @@
  *
  * Input: a sequence of operations, each
  *   [op][conn][dir][len lo][len hi][captured lo][captured hi][pos skew] data...
- * op % 6: 0-2 data, 3 open, 4 close (reason from dir), 5 process exit. */
+ * op % 6: 0-2 data, 3 open, 4 close (reason from dir), 5 process exit.
+ * An open's role byte also picks the connection's protocol (bits 3 and
+ * up, over every registered one), so every parser is driven. */
 #include "clock.h"
 #include "exporter.h"
 #include "log.h"
 #include "procinfo.h"
+#include "semconv.h"
 #include "sonde_events.h"
 #include "tracker.h"
 
@@ -21,6 +24,7 @@
 struct fuzz_conn {
 	uint64_t gen;
 	uint64_t pos[2];
+	uint8_t proto;
 };
 
 static struct sonde_data_event event;
@@ -55,6 +59,7 @@ static void send_data(struct tracker *t, struct fuzz_conn *c, int idx, const uin
 	if (event.tail > avail - captured)
 		event.tail = 0;
 	event.dir = (uint8_t)dir;
+	event.proto = c->proto ? c->proto : SONDE_PROTO_HTTP1;
 	memcpy(event.data, data, captured + event.tail);
 	c->pos[dir] = event.pos + len;
 	tracker_handle(t, &event, SONDE_DATA_EVENT_SIZE(captured + event.tail));
@@ -66,12 +71,14 @@ static void send_conn(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t r
 
 	c->gen = now;
 	c->pos[0] = c->pos[1] = 0;
+	c->proto = (uint8_t)(SONDE_PROTO_HTTP1 + (role >> 3) % (SONDE_PROTO_COUNT - 1));
 	ev.hdr.type = SONDE_EV_CONN;
 	ev.hdr.tgid = 1000 + (uint32_t)idx;
 	ev.hdr.fd = 3;
 	ev.hdr.conn_gen = c->gen;
 	ev.hdr.ts = now;
 	ev.role = role % 3;
+	ev.proto = c->proto;
 	ev.family = (role & 4) ? 10 : 2;
 	tracker_handle(t, &ev, sizeof(ev));
 }
@@ -89,12 +96,25 @@ static void send_close(struct tracker *t, struct fuzz_conn *c, int idx, uint8_t 
 	tracker_handle(t, &ev, sizeof(ev));
 }
 
+/* Reads every summary as a metrics counter would. */
+static void on_exchange(void *ctx, const struct exchange_summary *x)
+{
+	char name[128];
+
+	if (x->span->proto != x->proto || x->start_ns > x->end_ns + (1ull << 40))
+		abort();
+	span_format_name(x->span, name, sizeof(name));
+	(*(uint64_t *)ctx)++;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
+	uint64_t exchanges = 0;
 	struct exporter_opts eopts = { .sinks = EXPORTER_NONE, .max_queue_size = 16,
 				       .max_export_batch = 16 };
-	struct tracker_opts topts = { .keep_query = size & 1, .max_pending = 8,
-				     .conn_buckets_log2 = 4 };
+	struct tracker_opts topts = { .proto.keep_query = size & 1, .max_pending = 8,
+				     .conn_buckets_log2 = 4, .on_exchange = on_exchange,
+				     .on_exchange_ctx = &exchanges };
 	struct fuzz_conn conns[CONNS] = { 0 };
 	struct wallclock clock = { 0 };
 	struct exporter *exp;

@@ -1,10 +1,27 @@
 #include "harness.h"
 
+#include "semconv.h"
+
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static void record_summary(void *ctx, const struct exchange_summary *x)
+{
+	struct harness *h = ctx;
+	struct h_summary *out;
+
+	cr_assert_lt(h->nsummaries, HARNESS_SPANS_MAX);
+	out = &h->summaries[h->nsummaries++];
+	out->proto = x->proto;
+	out->kind = x->kind;
+	out->error = x->error;
+	out->start_ns = x->start_ns;
+	out->end_ns = x->end_ns;
+	span_format_name(x->span, out->name, sizeof(out->name));
+}
 
 void h_init(struct harness *h, bool keep_query)
 {
@@ -14,7 +31,11 @@ void h_init(struct harness *h, bool keep_query)
 		.max_export_batch = 64,
 		.schedule_delay_ms = 10,
 	};
-	struct tracker_opts topts = { .keep_query = keep_query };
+	struct tracker_opts topts = {
+		.proto.keep_query = keep_query,
+		.on_exchange = record_summary,
+		.on_exchange_ctx = h,
+	};
 
 	memset(h, 0, sizeof(*h));
 	h->out = open_memstream(&h->out_buf, &h->out_len);
@@ -66,13 +87,14 @@ static void fill_hdr(struct harness *h, struct sonde_event_header *hdr, uint8_t 
 }
 
 static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
-			      uint16_t lport, uint16_t rport, const char *raddr)
+			      uint8_t proto, uint16_t lport, uint16_t rport, const char *raddr)
 {
-	struct tconn c = { .tgid = tgid, .fd = fd, .gen = h->now };
+	struct tconn c = { .tgid = tgid, .fd = fd, .gen = h->now, .proto = proto };
 	struct sonde_conn_event ev = { 0 };
 
 	fill_hdr(h, &ev.hdr, SONDE_EV_CONN, &c);
 	ev.role = role;
+	ev.proto = proto;
 	ev.family = 2;
 	ev.lport = lport;
 	ev.rport = rport;
@@ -87,14 +109,23 @@ struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)
 {
 	bool client = role == SONDE_ROLE_CLIENT;
 
-	return open_conn(h, tgid, fd, role, client ? 40000 : 8080, client ? 8080 : 40000,
-			 "\x7f\x00\x00\x02");
+	return open_conn(h, tgid, fd, role, SONDE_PROTO_HTTP1, client ? 40000 : 8080,
+			 client ? 8080 : 40000, "\x7f\x00\x00\x02");
+}
+
+struct tconn h_open_proto(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			  uint8_t proto, uint16_t server_port)
+{
+	bool client = role == SONDE_ROLE_CLIENT;
+
+	return open_conn(h, tgid, fd, role, proto, client ? 40000 : server_port,
+			 client ? server_port : 40000, "\x7f\x00\x00\x02");
 }
 
 struct tconn h_open_ports(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
 			  uint16_t lport, uint16_t rport)
 {
-	return open_conn(h, tgid, fd, role, lport, rport, "\x7f\x00\x00\x01");
+	return open_conn(h, tgid, fd, role, SONDE_PROTO_HTTP1, lport, rport, "\x7f\x00\x00\x01");
 }
 
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,
@@ -115,6 +146,7 @@ void h_io_tail(struct harness *h, struct tconn *c, int dir, const char *data, si
 	ev->captured = (uint16_t)captured;
 	ev->tail = (uint16_t)tail;
 	ev->dir = (uint8_t)dir;
+	ev->proto = c->proto;
 	ev->task = c->task;
 	memcpy(ev->data, data, captured);
 	memcpy(ev->data + captured, data + len - tail, tail);

@@ -15,6 +15,14 @@
 
 #define HARNESS_SPANS_MAX 256
 
+/* An exchange summary as the tracker reported it. */
+struct h_summary {
+	uint8_t proto, kind;
+	bool error;
+	uint64_t start_ns, end_ns;
+	char name[128];
+};
+
 struct harness {
 	char *out_buf;
 	size_t out_len;
@@ -28,6 +36,8 @@ struct harness {
 	uint64_t now;
 	cJSON *spans[HARNESS_SPANS_MAX];
 	int nspans;
+	struct h_summary summaries[HARNESS_SPANS_MAX];
+	int nsummaries;
 };
 
 /* tid and task are those of the next calls made on the connection. */
@@ -38,13 +48,18 @@ struct tconn {
 	uint64_t pos[2];
 	uint32_t tid;
 	uint64_t task;
+	uint8_t proto; /* enum sonde_proto */
 };
 
 void h_init(struct harness *h, bool keep_query);
 /* A fake /proc/<pid> with the given NUL-separated cmdline and environ. */
 void h_proc(struct harness *h, uint32_t pid, const char *cmdline, size_t cmdline_len,
 	    const char *environ, size_t environ_len);
+/* An HTTP/1.x connection with a peer at 127.0.0.2. */
 struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role);
+/* A connection of the given protocol whose server listens on server_port. */
+struct tconn h_open_proto(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			  uint8_t proto, uint16_t server_port);
 /* A loopback connection with both ends on 127.0.0.1: a client's end and
  * a server's with swapped ports are the two ends of one connection. */
 struct tconn h_open_ports(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,

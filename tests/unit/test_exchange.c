@@ -465,7 +465,7 @@ Test(exchange, incoming_traceparent_is_honoured)
 
 Test(exchange, connection_open_before_sonde_learns_role_from_traffic)
 {
-	struct tconn c = { .tgid = 121, .fd = 9, .gen = 5 };
+	struct tconn c = { .tgid = 121, .fd = 9, .gen = 5, .proto = SONDE_PROTO_HTTP1 };
 
 	/* No conn event: the first data starts mid-response, then a request. */
 	h_send(&h, &c, OUT, "tail of an old body");
@@ -600,4 +600,32 @@ Test(exchange, timestamps_follow_the_kernel_clock)
 	cr_assert_eq(h.nspans, 1);
 	/* Request read ends at t, response write 1 us later: end > start. */
 	cr_expect_str_lt(span_field(h.spans[0], "start_time"), span_field(h.spans[0], "end_time"));
+}
+
+/* What the RED metrics will count: one summary per exchange, whatever its
+ * protocol and however it ended, agreeing with the span. */
+Test(exchange, every_exchange_is_summarized)
+{
+	struct tconn srv = h_open(&h, 128, 5, SONDE_ROLE_SERVER);
+	struct tconn cli = h_open(&h, 129, 6, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &srv, IN, "GET /items/42 HTTP/1.1\r\n\r\n");
+	h_send(&h, &srv, OUT, ok_body("x"));
+	h_send(&h, &cli, OUT, "POST /jobs HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+	h_send(&h, &cli, IN, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	h_send(&h, &cli, OUT, "GET /never HTTP/1.1\r\n\r\n");
+	h_close(&h, &cli, SONDE_CLOSE_LOCAL);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	cr_assert_eq(h.nsummaries, 3);
+	cr_expect_eq(h.summaries[0].proto, SONDE_PROTO_HTTP1);
+	cr_expect_eq(h.summaries[0].kind, SPAN_KIND_SERVER);
+	cr_expect_str_eq(h.summaries[0].name, "GET /items/{id}");
+	cr_expect_not(h.summaries[0].error);
+	cr_expect_lt(h.summaries[0].start_ns, h.summaries[0].end_ns);
+	cr_expect_eq(h.summaries[1].kind, SPAN_KIND_CLIENT);
+	cr_expect_str_eq(h.summaries[1].name, "POST");
+	cr_expect(h.summaries[1].error);
+	cr_expect_str_eq(h.summaries[2].name, "GET");
+	cr_expect(h.summaries[2].error, "cut off by the close");
 }

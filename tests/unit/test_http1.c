@@ -45,7 +45,7 @@ static const struct http1_callbacks cbs = { on_head, on_complete, on_drop };
 
 static void feed(struct http1_stream *s, const char *text)
 {
-	struct http1_chunk c = { .data = (const uint8_t *)text, .captured = (uint32_t)strlen(text), .ts = 1 };
+	struct piece c = { .data = (const uint8_t *)text, .captured = (uint32_t)strlen(text), .ts = 1 };
 
 	http1_stream_feed(s, &c);
 }

@@ -2,6 +2,7 @@
  * generated schema), backoff. The wire itself is tested end to end
  * against an independent receiver (tests/e2e/test_otlp.py). */
 #include "config.h"
+#include "http1_proto.h"
 #include "kvlist.h"
 #include "otlp_config.h"
 #include "otlp_encode.h"
@@ -168,25 +169,35 @@ static struct proc_info proc_a = { .refs = 1, .pid = 42, .service_name = "api",
 				   .resource_attrs = "deployment.environment=prod,service.name=x" };
 static struct proc_info proc_b = { .refs = 1, .pid = 43, .service_name = "worker" };
 
+static struct http1_span *http_of(struct span *s)
+{
+	return (struct http1_span *)s->proto_data;
+}
+
 static void fill_span(struct span *s, struct proc_info *proc, uint8_t id, enum span_kind kind)
 {
+	struct http1_span *h = http_of(s);
+
 	memset(s, 0, sizeof(*s));
+	s->proto = SONDE_PROTO_HTTP1;
 	memset(s->trace_id, id, TRACE_ID_SIZE);
 	memset(s->span_id, id + 1, SPAN_ID_SIZE);
 	s->kind = kind;
 	s->trace_flags = 1;
 	s->start_unix_ns = 1000000000ull * id;
 	s->end_unix_ns = s->start_unix_ns + 5000;
-	s->status_code = 503;
+	h->status_code = 503;
+	s->answered = true;
+	strcpy(s->response_code, "503");
 	s->status = SPAN_STATUS_ERROR;
 	s->server_port = 8080;
-	s->request_body_size = -1;
-	s->response_body_size = 12;
-	strcpy(s->method, "POST");
-	strcpy(s->path, "/api/v1/operations/7");
-	strcpy(s->route, "/api/v1/operations/{id}");
+	h->request_body_size = -1;
+	h->response_body_size = 12;
+	strcpy(h->method, "POST");
+	strcpy(h->path, "/api/v1/operations/7");
+	strcpy(h->route, "/api/v1/operations/{id}");
 	strcpy(s->server_address, "10.0.0.1");
-	strcpy(s->protocol_version, "1.1");
+	strcpy(h->protocol_version, "1.1");
 	s->proc = proc;
 }
 
@@ -268,23 +279,23 @@ Test(otlp_encode, span_bytes_are_what_protobuf_c_packs)
 	size_t len;
 
 	fill_span(&spans[0], &proc_a, 1, SPAN_KIND_SERVER);
-	memset(spans[0].path, 'p', 300); /* lengths past 127: two-byte varints */
+	memset(http_of(&spans[0])->path, 'p', 300); /* lengths past 127: two-byte varints */
 	strcpy(spans[0].client_address, "192.168.1.20");
 	spans[0].client_port = 51234;
-	strcpy(spans[0].user_agent, "curl/7.88.1");
+	strcpy(http_of(&spans[0])->user_agent, "curl/7.88.1");
 	strcpy(spans[0].status_message, "upstream timed out");
 	fill_span(&spans[1], &proc_b, 2, SPAN_KIND_CLIENT);
 	spans[1].has_parent = true;
 	memset(spans[1].parent_span_id, 9, SPAN_ID_SIZE);
 	spans[1].response_lost = true; /* a false bool attribute */
 	spans[1].status = SPAN_STATUS_UNSET;
-	spans[1].status_code = 0;
+	http_of(&spans[1])->status_code = 0;
 	spans[1].trace_flags = 0;
 	strcpy(spans[1].error_type, "response_lost");
 	fill_span(&spans[2], &proc_a, 3, SPAN_KIND_CLIENT);
 	spans[2].start_unix_ns = UINT64_MAX - 1;
 	spans[2].end_unix_ns = UINT64_MAX;
-	spans[2].response_body_size = INT64_MAX;
+	http_of(&spans[2])->response_body_size = INT64_MAX;
 	cr_assert_eq(otlp_encode(enc, ptrs, 3, &bytes, &len), 0);
 
 	Otlp__ExportTraceServiceRequest *req =

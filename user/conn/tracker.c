@@ -1,11 +1,8 @@
 #include "tracker.h"
 
-#include "http1.h"
 #include "ids.h"
 #include "linker.h"
-#include "log.h"
 #include "reorder.h"
-#include "route.h"
 #include "sonde_events.h"
 
 #include <arpa/inet.h>
@@ -17,11 +14,13 @@
 
 #define EXITED_MAX 4096
 
+/* An exchange waiting for its answer. */
 struct pending {
 	struct pending *next;
 	struct link_node *node; /* names the exchange's span */
-	bool complete; /* the whole request (body too) was seen */
-	struct http1_msg req;
+	uint64_t start_ts;
+	/* The protocol's exchange area (proto_ops.exchange_size). */
+	_Alignas(8) unsigned char area[];
 };
 
 /* Terminal events, applied at the end of a drain (tracker_tick): data
@@ -58,9 +57,12 @@ struct conn {
 	char laddr[INET6_ADDRSTRLEN], raddr[INET6_ADDRSTRLEN];
 	char comm[16];
 	struct reorder order[2];
-	struct http1_stream http[2];
+	const struct proto_ops *ops;
+	bool stopped;  /* the protocol parses nothing more */
 	struct pending *pend_head, *pend_tail;
 	uint32_t npending;
+	/* The protocol's connection state (proto_ops.conn_size). */
+	_Alignas(8) unsigned char proto_state[];
 };
 
 struct tracker {
@@ -73,6 +75,8 @@ struct tracker {
 	uint32_t nbuckets_log2;
 	struct conn *free_conns;
 	struct pending *free_pending;
+	size_t conn_bytes, pending_bytes; /* pooled sizes: the largest protocol's */
+	struct span scratch_span; /* an exchange's summary when the queue is full */
 	struct reorder_pool pool;
 	struct reorder_stats reorder_stats;
 	struct conn *held_list;
@@ -87,15 +91,6 @@ struct tracker {
 };
 
 static void on_piece(void *owner, int dir, const struct reorder_piece *piece);
-static bool on_head(void *owner, int dir, const struct http1_msg *msg);
-static void on_complete(void *owner, int dir, const struct http1_msg *msg);
-static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head);
-
-static const struct http1_callbacks http_callbacks = {
-	.on_head = on_head,
-	.on_complete = on_complete,
-	.on_drop = on_drop,
-};
 
 /* ---- pools ---------------------------------------------------------- */
 
@@ -107,7 +102,7 @@ static struct conn *conn_alloc(struct tracker *t)
 		t->free_conns = c->hash_next;
 		return c;
 	}
-	return malloc(sizeof(*c));
+	return malloc(t->conn_bytes);
 }
 
 static struct pending *pending_alloc(struct tracker *t)
@@ -118,7 +113,7 @@ static struct pending *pending_alloc(struct tracker *t)
 		t->free_pending = p->next;
 		return p;
 	}
-	return malloc(sizeof(*p));
+	return malloc(t->pending_bytes);
 }
 
 static void pending_release(struct tracker *t, struct pending *p)
@@ -145,38 +140,41 @@ static struct conn **find_link(struct tracker *t, uint32_t tgid, int32_t fd)
 	return link;
 }
 
-static enum http1_type stream_type(uint8_t role, int dir)
+static struct conn *conn_of(struct proto_conn *pc)
 {
-	if (role == SONDE_ROLE_UNKNOWN)
-		return HTTP1_BOTH;
-	if ((role == SONDE_ROLE_SERVER) == (dir == SONDE_DIR_INGRESS))
-		return HTTP1_REQUEST;
-	return HTTP1_RESPONSE;
+	return (struct conn *)pc;
+}
+
+static void stop_parsing(struct conn *c)
+{
+	if (c->stopped)
+		return;
+	c->stopped = true;
+	c->tracker->stats.parsing_stopped++;
 }
 
 static void set_role(struct conn *c, uint8_t role)
 {
 	c->role = role;
-	for (int dir = 0; dir < 2; dir++)
-		if (c->http[dir].type == HTTP1_BOTH)
-			c->http[dir].type = stream_type(role, dir);
+	if (role == SONDE_ROLE_SERVER && c->ops->client_only)
+		stop_parsing(c);
 }
 
-static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr)
+/* Every field is set here: a pooled connection holds the last one's. */
+static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr,
+				const struct proto_ops *ops)
 {
 	struct conn *c = conn_alloc(t);
 
 	if (!c)
 		return NULL;
-	memset(c, 0, offsetof(struct conn, http));
+	memset(c, 0, sizeof(*c));
 	c->tracker = t;
 	c->tgid = hdr->tgid;
 	c->fd = hdr->fd;
 	c->gen = hdr->conn_gen;
-	for (int dir = 0; dir < 2; dir++)
-		http1_stream_init(&c->http[dir], HTTP1_BOTH, &http_callbacks, c, dir);
-	c->pend_head = c->pend_tail = NULL;
-	c->npending = 0;
+	c->ops = ops;
+	ops->open(c->proto_state, (struct proto_conn *)c, &t->opts.proto);
 	c->hash_next = *bucket_of(t, c->tgid, c->fd);
 	*bucket_of(t, c->tgid, c->fd) = c;
 	t->stats.conns_opened++;
@@ -199,179 +197,107 @@ static void format_addr(uint16_t family, const uint8_t *addr, char *out, size_t 
 		out[0] = '\0';
 }
 
-/* Bounded copy of len bytes plus a NUL: the span hot path avoids printf. */
-static void copy_str(char *dst, size_t size, const char *src, size_t len)
+static void copy_cstr(char *dst, size_t size, const char *src)
 {
+	size_t len = strlen(src);
+
 	if (len >= size)
 		len = size - 1;
+
 	memcpy(dst, src, len);
 	dst[len] = '\0';
 }
 
-static uint16_t parse_port(const char *text)
-{
-	uint32_t port = 0;
-
-	for (; *text >= '0' && *text <= '9' && port <= 65535; text++)
-		port = port * 10 + (uint32_t)(*text - '0');
-	return port <= 65535 ? (uint16_t)port : 0;
-}
-
-/* Host header "name", "name:port" or "[v6]:port". */
-static void split_host(const char *host, char *addr, size_t size, uint16_t *port)
-{
-	const char *colon;
-
-	if (host[0] == '[') {
-		const char *end = strchr(host, ']');
-
-		if (!end)
-			return;
-		copy_str(addr, size, host + 1, (size_t)(end - host - 1));
-		colon = end[1] == ':' ? end + 1 : NULL;
-	} else {
-		colon = strrchr(host, ':');
-		copy_str(addr, size, host, colon ? (size_t)(colon - host) : strlen(host));
-	}
-	if (colon && colon[1])
-		*port = parse_port(colon + 1);
-}
-
-/* Path of an origin-form ("/a?b") or absolute-form ("http://h/a?b") target. */
-static const char *target_path(const char *target, size_t *len)
-{
-	const char *scheme_end = target[0] == '/' ? NULL : strstr(target, "://");
-
-	if (scheme_end) {
-		const char *path = strchr(scheme_end + 3, '/');
-
-		if (!path) {
-			*len = 1;
-			return "/";
-		}
-		*len -= (size_t)(path - target);
-		return path;
-	}
-	return target;
-}
-
-static void fill_target(struct tracker *t, struct span *span, const struct conn *c,
-			const struct http1_msg *req)
-{
-	size_t len = req->target_len, path_len;
-	const char *path = target_path(req->target, &len);
-
-	path_len = route_path_len(path, len);
-	copy_str(span->path, sizeof(span->path), path, path_len);
-	if (t->opts.keep_query && path_len < len && path[path_len] == '?')
-		copy_str(span->query, sizeof(span->query), path + path_len + 1, len - path_len - 1);
-	if (c->role == SONDE_ROLE_SERVER)
-		route_template(span->path, path_len, span->route, sizeof(span->route));
-}
-
-static void fill_endpoints(struct span *span, const struct conn *c, const struct http1_msg *req)
+/* The server is this process for a SERVER span, the peer for a CLIENT one. */
+static void fill_endpoints(struct span *span, const struct conn *c)
 {
 	bool server = c->role == SONDE_ROLE_SERVER;
 
-	if (req->host_len)
-		split_host(req->host, span->server_address, sizeof(span->server_address),
-			   &span->server_port);
 	if (!c->have_addr)
 		return;
-	if (!span->server_address[0]) {
-		const char *addr = server ? c->laddr : c->raddr;
-
-		copy_str(span->server_address, sizeof(span->server_address), addr, strlen(addr));
-	}
-	if (!span->server_port)
-		span->server_port = server ? c->local.port : c->remote.port;
+	copy_cstr(span->server_address, sizeof(span->server_address), server ? c->laddr : c->raddr);
+	span->server_port = server ? c->local.port : c->remote.port;
 	if (server) {
-		copy_str(span->client_address, sizeof(span->client_address), c->raddr,
-			 strlen(c->raddr));
+		copy_cstr(span->client_address, sizeof(span->client_address), c->raddr);
 		span->client_port = c->remote.port;
 	}
 }
 
-static void fill_status(struct span *span, const struct conn *c, const struct http1_msg *resp,
-			const char *cut_off)
+/* An exchange cut off by the connection's end is an error whatever its
+ * protocol says of the part it saw. */
+static void fill_cut_off(struct span *span, const struct answer *a)
 {
-	uint16_t error_from = c->role == SONDE_ROLE_SERVER ? 500 : 400;
-
-	if (resp)
-		span->status_code = resp->status;
-	if (cut_off) {
-		span->status = SPAN_STATUS_ERROR;
-		snprintf(span->status_message, sizeof(span->status_message), "%s", cut_off);
-		snprintf(span->error_type, sizeof(span->error_type), "%s",
-			 resp ? "response_incomplete" : "no_response");
-	} else if (resp && resp->status >= error_from) {
-		span->status = SPAN_STATUS_ERROR;
-		snprintf(span->error_type, sizeof(span->error_type), "%u", resp->status);
-	}
+	span->status = SPAN_STATUS_ERROR;
+	copy_cstr(span->status_message, sizeof(span->status_message), a->cut_off);
+	copy_cstr(span->error_type, sizeof(span->error_type),
+		  a->detail ? "response_incomplete" : "no_response");
 }
 
-/* One exchange, one span. resp is NULL when no response head was seen;
- * cut_off says why the exchange ended early (NULL when it did not). */
-static void emit_span(struct conn *c, struct pending *p, const struct http1_msg *resp,
-		      const char *cut_off, uint64_t end_ts)
+static void fill_span(struct conn *c, struct pending *p, const struct answer *a,
+		      struct span *span)
 {
 	struct tracker *t = c->tracker;
-	const struct http1_msg *req = &p->req;
-	struct span *span = linker_span_begin(t->linker, p->node);
 	struct proc_info *proc;
-	const char *method;
 
-	if (!span) {
-		linker_span_end(t->linker, p->node, NULL, end_ts); /* counted by the exporter */
-		return;
-	}
+	span->proto = c->ops->id;
 	span->kind = c->role == SONDE_ROLE_SERVER ? SPAN_KIND_SERVER : SPAN_KIND_CLIENT;
-	span->start_unix_ns = wallclock_from_mono(t->clock, req->start_ts);
-	span->end_unix_ns = wallclock_from_mono(t->clock, resp ? resp->end_ts : end_ts);
-	method = http1_method_name(req->method);
-	copy_str(span->method, sizeof(span->method), method, strlen(method));
-	span->protocol_version[0] = (char)('0' + req->version_major % 10);
-	span->protocol_version[1] = '.';
-	span->protocol_version[2] = (char)('0' + req->version_minor % 10);
-	span->protocol_version[3] = '\0';
-	fill_target(t, span, c, req);
-	fill_endpoints(span, c, req);
-	copy_str(span->user_agent, sizeof(span->user_agent), req->user_agent, req->ua_len);
-	span->request_body_size = p->complete && !(req->flags & HTTP1_BODY_LOST)
-					  ? (int64_t)req->body_size : -1;
-	span->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)
-					   ? (int64_t)resp->body_size : -1;
-	fill_status(span, c, resp, cut_off);
-	span->response_lost = !resp && !cut_off;
+	span->start_unix_ns = wallclock_from_mono(t->clock, p->start_ts);
+	span->end_unix_ns = wallclock_from_mono(t->clock, a->end_ts);
+	span->answered = a->detail != NULL;
+	span->response_lost = !a->detail && !a->cut_off;
+	fill_endpoints(span, c);
+	c->ops->fill_span(span, p->area, a->detail, &t->opts.proto);
+	if (a->cut_off)
+		fill_cut_off(span, a);
 	proc = proc_table_get(t->procs, c->tgid, c->comm);
 	if (proc)
 		proc_info_ref(proc);
 	span->proc = proc;
-	linker_span_end(t->linker, p->node, span, resp ? resp->end_ts : end_ts);
+}
+
+static void summarize(struct tracker *t, const struct span *span, const struct pending *p,
+		      uint64_t end_ts)
+{
+	struct exchange_summary x = {
+		.span = span,
+		.proto = span->proto,
+		.kind = span->kind,
+		.error = span->status == SPAN_STATUS_ERROR,
+		.start_ns = p->start_ts,
+		.end_ns = end_ts,
+	};
+
+	t->opts.on_exchange(t->opts.on_exchange_ctx, &x);
+}
+
+/* One exchange, one span, built where the linker says; with no room in
+ * the export queue it is still built for the exchange's summary. */
+static void emit_span(struct conn *c, struct pending *p, const struct answer *a)
+{
+	struct tracker *t = c->tracker;
+	struct span *span = linker_span_begin(t->linker, p->node);
+	struct span *built = span;
+
+	if (!built && t->opts.on_exchange) {
+		built = &t->scratch_span;
+		span_clear(built);
+	}
+	if (built) {
+		fill_span(c, p, a, built);
+		if (t->opts.on_exchange)
+			summarize(t, built, p, a->end_ts);
+		if (!span)
+			proc_info_unref(built->proc);
+	}
+	linker_span_end(t->linker, p->node, span, a->end_ts); /* a NULL span: counted
+								  by the exporter */
 	if (c->role == SONDE_ROLE_SERVER)
 		t->stats.spans_server++;
 	else
 		t->stats.spans_client++;
 }
 
-/* ---- pairing --------------------------------------------------------- */
-
-static int request_dir(const struct conn *c)
-{
-	return c->role == SONDE_ROLE_SERVER ? SONDE_DIR_INGRESS : SONDE_DIR_EGRESS;
-}
-
-/* A connection sonde did not see open learns its role from the first
- * message: a request received means the process is the server. */
-static void infer_role(struct conn *c, int dir, bool is_request)
-{
-	if (c->role != SONDE_ROLE_UNKNOWN)
-		return;
-	if (is_request == (dir == SONDE_DIR_INGRESS))
-		set_role(c, SONDE_ROLE_SERVER);
-	else
-		set_role(c, SONDE_ROLE_CLIENT);
-}
+/* ---- the calls protocols make (proto.h) ------------------------------ */
 
 /* The connection as the linker knows it, once its role and ends are. */
 static struct link_conn *link_conn_of(struct conn *c)
@@ -382,68 +308,80 @@ static struct link_conn *link_conn_of(struct conn *c)
 	return c->link;
 }
 
-static struct link_node *link_request(struct conn *c, const struct http1_msg *msg)
+static struct link_node *link_request(struct conn *c, const struct request_start *rs)
 {
 	struct trace_parent parent;
 	struct link_request req = {
 		.tgid = c->tgid,
-		.tid = msg->start_tid,
-		.task = msg->start_task,
-		.start_ts = msg->start_ts,
+		.tid = rs->tid,
+		.task = rs->task,
+		.start_ts = rs->ts,
 		.server = c->role == SONDE_ROLE_SERVER,
 		.conn = link_conn_of(c),
 	};
 
-	if (req.server && msg->traceparent_len &&
-	    traceparent_parse(msg->traceparent, msg->traceparent_len, &parent))
+	if (req.server && rs->traceparent_len &&
+	    traceparent_parse(rs->traceparent, rs->traceparent_len, &parent))
 		req.remote = &parent;
 	return linker_request(c->tracker->linker, &req);
 }
 
-/* A server's final response head says which thread and task served the
- * request. */
-static bool on_response_head(struct conn *c, const struct http1_msg *msg)
+uint8_t conn_role(const struct proto_conn *pc)
 {
-	struct pending *p = c->pend_head;
-
-	if (!p)
-		return false;
-	if (c->role == SONDE_ROLE_SERVER && (msg->status >= 200 || msg->status == 101))
-		linker_response(c->tracker->linker, p->node, msg->start_tid, msg->start_task,
-				msg->start_ts);
-	return p->req.method == HTTP1_HEAD;
+	return ((const struct conn *)pc)->role;
 }
 
-static bool on_head(void *owner, int dir, const struct http1_msg *msg)
+void conn_set_role(struct proto_conn *pc, uint8_t role)
 {
-	struct conn *c = owner;
+	struct conn *c = conn_of(pc);
+
+	if (c->role == SONDE_ROLE_UNKNOWN)
+		set_role(c, role);
+}
+
+void *conn_request(struct proto_conn *pc, const struct request_start *rs)
+{
+	struct conn *c = conn_of(pc);
 	struct tracker *t = c->tracker;
 	struct pending *p;
 
-	infer_role(c, dir, msg->is_request);
-	if (msg->is_request != (dir == request_dir(c)))
-		return false;
-	if (!msg->is_request)
-		return on_response_head(c, msg);
 	t->stats.requests++;
 	if (c->npending >= t->opts.max_pending || !(p = pending_alloc(t))) {
 		t->stats.pending_overflow++;
-		return false;
+		return NULL;
 	}
-	p->node = link_request(c, msg);
+	p->node = link_request(c, rs);
+	p->start_ts = rs->ts;
 	p->next = NULL;
-	p->complete = false;
-	memcpy(&p->req, msg, offsetof(struct http1_msg, target) + msg->target_len + 1);
-	memcpy(p->req.host, msg->host, msg->host_len + 1);
-	memcpy(p->req.user_agent, msg->user_agent, msg->ua_len + 1);
-	memcpy(p->req.traceparent, msg->traceparent, msg->traceparent_len + 1);
 	if (c->pend_tail)
 		c->pend_tail->next = p;
 	else
 		c->pend_head = p;
 	c->pend_tail = p;
 	c->npending++;
-	return false;
+	return p->area;
+}
+
+void *conn_newest(struct proto_conn *pc)
+{
+	struct conn *c = conn_of(pc);
+
+	return c->pend_tail ? c->pend_tail->area : NULL;
+}
+
+void *conn_oldest(struct proto_conn *pc)
+{
+	struct conn *c = conn_of(pc);
+
+	return c->pend_head ? c->pend_head->area : NULL;
+}
+
+void conn_answer_began(struct proto_conn *pc, uint32_t tid, uint64_t task, uint64_t ts)
+{
+	struct conn *c = conn_of(pc);
+
+	if (c->pend_head && c->role == SONDE_ROLE_SERVER)
+		linker_response(c->tracker->linker, c->pend_head->node, tid, task, ts);
 }
 
 static struct pending *pop_pending(struct conn *c)
@@ -459,86 +397,83 @@ static struct pending *pop_pending(struct conn *c)
 	return p;
 }
 
-static void stop_parsing(struct conn *c)
+bool conn_answer(struct proto_conn *pc, const struct answer *a)
 {
-	c->http[0].state = HTTP1_STOPPED;
-	c->http[1].state = HTTP1_STOPPED;
-}
-
-static void complete_request(struct conn *c, const struct http1_msg *msg)
-{
-	struct pending *p = c->pend_tail;
-
-	if (!p || p->complete || p->req.start_ts != msg->start_ts)
-		return;
-	p->complete = true;
-	p->req.body_size = msg->body_size;
-	p->req.flags |= msg->flags;
-}
-
-static void on_complete(void *owner, int dir, const struct http1_msg *msg)
-{
-	struct conn *c = owner;
+	struct conn *c = conn_of(pc);
 	struct tracker *t = c->tracker;
 	struct pending *p;
-	bool switched;
 
-	if (msg->is_request != (dir == request_dir(c)))
-		return;
-	if (msg->is_request) {
-		complete_request(c, msg);
-		return;
-	}
-	if (msg->status >= 100 && msg->status < 200 && msg->status != 101)
-		return; /* interim response: the final one follows */
-	/* A response cannot answer a request that started after it: it answers
+	/* An answer cannot answer a request that started after it: it answers
 	 * one sonde never saw (lost bytes), and pairing it would shift every
 	 * later exchange on this connection. */
-	if (!c->pend_head || c->pend_head->req.start_ts > msg->start_ts) {
+	if (!c->pend_head || c->pend_head->start_ts > a->start_ts) {
 		t->stats.orphan_responses++;
-		return;
+		return false;
 	}
 	p = pop_pending(c);
 	t->stats.exchanges++;
-	switched = msg->status == 101 ||
-		   (p->req.method == HTTP1_CONNECT && msg->status >= 200 && msg->status < 300);
-	emit_span(c, p, msg,
-		  (msg->flags & HTTP1_CUT_OFF) ? "connection ended before the response was complete"
-					      : NULL,
-		  msg->end_ts);
+	emit_span(c, p, a);
 	pending_release(t, p);
-	if (switched)
-		stop_parsing(c);
+	return true;
 }
 
-/* The response stream lost sync before a response head: how many responses
- * the lost bytes held is unknown, so every waiting request becomes a span
- * without a response rather than being paired with a later one. */
-static void responses_lost(struct conn *c, uint64_t ts)
+void conn_drop_oldest(struct proto_conn *pc)
 {
+	struct conn *c = conn_of(pc);
+	struct pending *p = pop_pending(c);
+
+	if (!p)
+		return;
+	c->tracker->stats.unpaired++;
+	linker_span_end(c->tracker->linker, p->node, NULL, p->start_ts);
+	pending_release(c->tracker, p);
+}
+
+/* Every waiting exchange ends: with no answer seen (cut_off NULL), or cut
+ * off by the connection's end. */
+static void end_waiting(struct conn *c, const char *cut_off, uint64_t ts, uint64_t *counter)
+{
+	struct answer a = { .end_ts = ts, .cut_off = cut_off };
 	struct pending *p;
 
 	while ((p = pop_pending(c))) {
-		c->tracker->stats.responses_lost++;
-		emit_span(c, p, NULL, NULL, ts);
+		(*counter)++;
+		emit_span(c, p, &a);
 		pending_release(c->tracker, p);
 	}
 }
 
-static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
+void conn_answers_lost(struct proto_conn *pc, uint64_t ts)
 {
-	struct conn *c = owner;
-	struct tracker_stats *stats = &c->tracker->stats;
+	struct conn *c = conn_of(pc);
 
-	if (dir != request_dir(c) && !had_head && why != HTTP1_DROP_EOF &&
-	    why != HTTP1_DROP_RESET)
-		responses_lost(c, c->http[dir].cur ? c->http[dir].cur->ts : 0);
-	if (!had_head && why != HTTP1_DROP_PARSE_ERROR)
-		stats->partial_heads++;
-	if (why == HTTP1_DROP_PARSE_ERROR)
+	end_waiting(c, NULL, ts, &c->tracker->stats.responses_lost);
+}
+
+void conn_stop(struct proto_conn *pc)
+{
+	stop_parsing(conn_of(pc));
+}
+
+void conn_note(struct proto_conn *pc, enum proto_note note)
+{
+	struct tracker_stats *stats = &conn_of(pc)->tracker->stats;
+
+	switch (note) {
+	case NOTE_PARSE_ERROR:
 		stats->parse_errors++;
-	else if (why == HTTP1_DROP_GAP)
+		break;
+	case NOTE_GAP:
 		stats->gap_resyncs++;
+		break;
+	case NOTE_PARTIAL_HEAD:
+		stats->partial_heads++;
+		break;
+	case NOTE_STOPPED:
+	case NOTE_UNPAIRED:
+	case NOTE_MAX:
+		break;
+	}
 }
 
 /* ---- data path -------------------------------------------------------- */
@@ -546,7 +481,7 @@ static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
 static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 {
 	struct conn *c = owner;
-	struct http1_chunk chunk = {
+	struct piece p = {
 		.data = piece->data,
 		.captured = piece->captured,
 		.hole = piece->len - piece->captured - piece->tail,
@@ -556,7 +491,8 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.tid = piece->tid,
 	};
 
-	http1_stream_feed(&c->http[dir], &chunk);
+	if (!c->stopped)
+		c->ops->data(c->proto_state, dir, &p);
 }
 
 static struct reorder_ctx reorder_ctx_of(struct conn *c, int dir)
@@ -581,16 +517,16 @@ static void flush_held(struct conn *c)
 	}
 }
 
-/* Every request still waiting for its response becomes an error span. */
+/* Every request still waiting for its answer becomes an error span. */
 static void cut_off_pending(struct conn *c, const char *why, uint64_t ts)
 {
-	struct pending *p;
+	end_waiting(c, why, ts, &c->tracker->stats.exchanges_cut_off);
+}
 
-	while ((p = pop_pending(c))) {
-		c->tracker->stats.exchanges_cut_off++;
-		emit_span(c, p, NULL, why, ts);
-		pending_release(c->tracker, p);
-	}
+static void stream_eof(struct conn *c, int dir, uint64_t ts)
+{
+	if (!c->stopped)
+		c->ops->eof(c->proto_state, dir, ts);
 }
 
 /* Ends a connection at once: what is left of its streams is flushed, and
@@ -604,7 +540,7 @@ static void conn_end(struct tracker *t, struct conn *c, const char *why, uint64_
 		return;
 	flush_held(c);
 	for (int dir = 0; dir < 2; dir++)
-		http1_stream_eof(&c->http[dir], ts);
+		stream_eof(c, dir, ts);
 	cut_off_pending(c, why, ts);
 	if (*link == c)
 		*link = c->hash_next;
@@ -624,12 +560,12 @@ static void apply_ending(struct tracker *t, struct conn *c)
 	c->ending = 0;
 	flush_held(c);
 	if (ending & END_RESET) {
-		for (int dir = 0; dir < 2; dir++)
-			http1_stream_abort(&c->http[dir], ts);
+		if (!c->stopped)
+			c->ops->reset(c->proto_state, ts);
 		cut_off_pending(c, "connection reset before the response", ts);
 	}
 	if (ending & END_PEER)
-		http1_stream_eof(&c->http[SONDE_DIR_INGRESS], ts);
+		stream_eof(c, SONDE_DIR_INGRESS, ts);
 	if (ending & END_EXIT)
 		conn_end(t, c, "process exited before the response", ts);
 	else if (ending & END_LOCAL)
@@ -648,11 +584,11 @@ static void mark_ending(struct tracker *t, struct conn *c, uint8_t ending, uint6
 	t->ending_list = c;
 }
 
-/* The connection an event belongs to, creating it when asked (*created
- * says so). An event of an older generation than the tracked one is
- * late: NULL. */
-static struct conn *conn_for(struct tracker *t, const struct sonde_event_header *hdr, bool create,
-			     bool *created)
+/* The connection an event belongs to, creating it for the protocol
+ * `create` when that is not NULL (*created says so). An event of an older
+ * generation than the tracked one is late: NULL. */
+static struct conn *conn_for(struct tracker *t, const struct sonde_event_header *hdr,
+			     const struct proto_ops *create, bool *created)
 {
 	struct conn *c = *find_link(t, hdr->tgid, hdr->fd);
 
@@ -666,7 +602,7 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 	}
 	if (!create)
 		return NULL;
-	c = conn_create(t, hdr);
+	c = conn_create(t, hdr, create);
 	if (!c)
 		t->stats.out_of_memory++;
 	*created = c != NULL;
@@ -687,9 +623,15 @@ static void link_end_of(uint16_t family, const uint8_t *addr, uint16_t port, str
 
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 {
+	const struct proto_ops *ops = proto_find(ev->proto);
+	struct conn *c;
 	bool created;
-	struct conn *c = conn_for(t, &ev->hdr, true, &created);
 
+	if (!ops) {
+		t->stats.bad_records++;
+		return;
+	}
+	c = conn_for(t, &ev->hdr, ops, &created);
 	if (!c)
 		return;
 	c->have_addr = ev->family == AF_INET || ev->family == AF_INET6;
@@ -700,8 +642,7 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		set_role(c, ev->role);
-		http1_stream_start(&c->http[0]);
-		http1_stream_start(&c->http[1]);
+		c->ops->start(c->proto_state, ev->role);
 	}
 	proc_table_get(t->procs, c->tgid, c->comm);
 }
@@ -718,6 +659,7 @@ static void note_held(struct tracker *t, struct conn *c)
 
 static void handle_data(struct tracker *t, const struct sonde_data_event *ev, size_t size)
 {
+	const struct proto_ops *ops = proto_find(ev->proto);
 	struct conn *c;
 	struct reorder_ctx ctx;
 	bool created = false;
@@ -733,11 +675,12 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 	};
 
 	if (size < SONDE_DATA_EVENT_SIZE(ev->captured + ev->tail) || ev->captured > SONDE_CAPTURE_MAX ||
-	    ev->tail > SONDE_TAIL_MAX || (uint64_t)ev->captured + ev->tail > ev->len || ev->dir > 1) {
+	    ev->tail > SONDE_TAIL_MAX || (uint64_t)ev->captured + ev->tail > ev->len || ev->dir > 1 ||
+	    !ops) {
 		t->stats.bad_records++;
 		return;
 	}
-	c = conn_for(t, &ev->hdr, true, &created);
+	c = conn_for(t, &ev->hdr, ops, &created);
 	if (!c)
 		return;
 	if (created)
@@ -751,7 +694,7 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 
 static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
 {
-	struct conn *c = conn_for(t, &ev->hdr, false, NULL);
+	struct conn *c = conn_for(t, &ev->hdr, NULL, NULL);
 	uint8_t ending = ev->reason == SONDE_CLOSE_PEER    ? END_PEER
 			 : ev->reason == SONDE_CLOSE_RESET ? END_RESET
 							   : END_LOCAL;
@@ -898,6 +841,8 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 	t->opts = *opts;
 	if (!t->opts.max_pending)
 		t->opts.max_pending = 64;
+	t->conn_bytes = sizeof(struct conn) + proto_max_conn_size();
+	t->pending_bytes = sizeof(struct pending) + proto_max_exchange_size();
 	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
 	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));
 	t->linker = linker_new(&opts->link, exporter);

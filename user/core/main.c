@@ -108,6 +108,9 @@ static const char *const counter_names[SONDE_CNT_MAX] = {
 	[SONDE_CNT_OTHER_CONNS] = "other_conns",
 	[SONDE_CNT_TRUNCATED] = "truncated_captures",
 	[SONDE_CNT_EXCLUDED_CONNS] = "excluded_conns",
+	[SONDE_CNT_POSTGRES_CONNS] = "postgres_conns",
+	[SONDE_CNT_REDIS_CONNS] = "redis_conns",
+	[SONDE_CNT_DB_SERVER_CONNS] = "db_server_conns",
 };
 
 /* All counters as "name value" pairs, kernel first. */
@@ -144,6 +147,8 @@ static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint6
 	STAT("parse_errors", ts.parse_errors);
 	STAT("gap_resyncs", ts.gap_resyncs);
 	STAT("partial_heads", ts.partial_heads);
+	STAT("parsing_stopped", ts.parsing_stopped);
+	STAT("exchanges_unpaired", ts.unpaired);
 	STAT("unfinished_at_exit", ts.unfinished_at_exit);
 	STAT("reorder_held", ts.reorder_held);
 	STAT("reorder_gaps", ts.reorder_gaps);
@@ -309,7 +314,7 @@ static int start(struct agent *a)
 		.otlp = a->cfg.otlp,
 	};
 	char why[256];
-	struct tracker_opts topts = { .keep_query = a->cfg.keep_query };
+	struct tracker_opts topts = { .proto.keep_query = a->cfg.keep_query };
 	struct probe_opts popts = {
 		.excluded_count = a->cfg.excluded_count,
 		.buffer = a->cfg.buffer,

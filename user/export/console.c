@@ -118,10 +118,10 @@ static void span_attributes(struct json_out *o, const struct span *s)
 {
 	struct attr_list a = { .o = o, .first = true };
 	struct attr_sink sink = { attr_str, attr_int, attr_bool, &a };
-	char url[SEMCONV_URL_MAX];
+	char scratch[SPAN_SCRATCH_MAX];
 
 	put(o, "{");
-	semconv_span_attributes(s, &sink, url);
+	semconv_span_attributes(s, &sink, scratch);
 	put(o, "}");
 }
 

@@ -26,7 +26,7 @@ enum {
 /* Room for one encoded span: each string of the span once, url.full and
  * the name besides, and per attribute its key and framing. */
 #define SPAN_WIRE_MAX 8192
-_Static_assert(sizeof(struct span) + SEMCONV_URL_MAX + SPAN_NAME_MAX +
+_Static_assert(sizeof(struct span) + SPAN_SCRATCH_MAX + SPAN_NAME_MAX +
 		       SEMCONV_SPAN_ATTRS_MAX * 64 + 128 <= SPAN_WIRE_MAX,
 	       "SPAN_WIRE_MAX holds any span");
 
@@ -48,7 +48,7 @@ struct resource_msg {
 struct otlp_encoder {
 	uint32_t max_spans;
 	char name[SPAN_NAME_MAX];
-	char url[SEMCONV_URL_MAX];
+	char scratch[SPAN_SCRATCH_MAX];
 	struct resource_msg *resources;
 	ProtobufCBinaryData *span_bytes; /* packed spans, grouped by resource */
 	size_t *span_offset;             /* per input span: where it is in packed_spans */
@@ -218,7 +218,7 @@ static void wire_span(struct otlp_encoder *enc, struct pbw *w, const struct span
 		pb_fixed_field(w, SPAN_START, s->start_unix_ns, 8);
 	if (s->end_unix_ns)
 		pb_fixed_field(w, SPAN_END, s->end_unix_ns, 8);
-	semconv_span_attributes(s, &sink, enc->url);
+	semconv_span_attributes(s, &sink, enc->scratch);
 	wire_status(w, s);
 	if (s->trace_flags)
 		pb_fixed_field(w, SPAN_FLAGS, s->trace_flags, 4);

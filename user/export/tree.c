@@ -28,10 +28,10 @@ static void print_span(struct tree_view *tv, const struct tree_span *s, const ch
 	fprintf(tv->out, "%s%s %s: %s (%s) %.1f ms", prefix, last ? "└─" : "├─", s->service,
 		s->name, s->kind == SPAN_KIND_SERVER ? "SERVER" : "CLIENT",
 		ms_between(s->start_unix_ns, s->end_unix_ns));
-	if (s->status_code)
-		fprintf(tv->out, " %u", s->status_code);
-	else
+	if (!s->answered)
 		fprintf(tv->out, " no response");
+	else if (s->response_code[0])
+		fprintf(tv->out, " %s", s->response_code);
 	fprintf(tv->out, "%s\n", s->status == SPAN_STATUS_ERROR ? " ERROR" : "");
 }
 
@@ -170,7 +170,8 @@ void tree_add(struct tree_view *tv, const struct span *span, uint64_t now_ns)
 	s->done = false;
 	s->kind = span->kind;
 	s->status = span->status;
-	s->status_code = span->status_code;
+	s->answered = span->answered;
+	memcpy(s->response_code, span->response_code, sizeof(s->response_code));
 	s->start_unix_ns = span->start_unix_ns;
 	s->end_unix_ns = span->end_unix_ns;
 	s->arrived_ns = now_ns;

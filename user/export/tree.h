@@ -25,7 +25,8 @@ struct tree_span {
 	bool has_parent;
 	bool done; /* printed, or being printed */
 	uint8_t kind, status;
-	uint16_t status_code;
+	bool answered;
+	char response_code[16];
 	uint64_t start_unix_ns, end_unix_ns;
 	uint64_t arrived_ns;
 	char name[96];

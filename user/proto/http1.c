@@ -683,7 +683,7 @@ void http1_stream_start(struct http1_stream *s)
 		s->state = HTTP1_SYNCED;
 }
 
-void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
+void http1_stream_feed(struct http1_stream *s, const struct piece *chunk)
 {
 	s->cur = chunk;
 	if (s->state == HTTP1_STOPPED)
@@ -704,7 +704,7 @@ void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk)
 
 void http1_stream_eof(struct http1_stream *s, uint64_t ts)
 {
-	struct http1_chunk eof = { .ts = ts };
+	struct piece eof = { .ts = ts };
 
 	s->cur = &eof;
 	if (s->state == HTTP1_SYNCED && s->phase == PHASE_BODY_EOF)
@@ -718,7 +718,7 @@ void http1_stream_eof(struct http1_stream *s, uint64_t ts)
 
 void http1_stream_abort(struct http1_stream *s, uint64_t ts)
 {
-	struct http1_chunk reset = { .ts = ts };
+	struct piece reset = { .ts = ts };
 
 	s->cur = &reset;
 	if (s->state == HTTP1_SYNCED && s->phase != PHASE_IDLE)

@@ -16,6 +16,8 @@
 #ifndef SONDE_HTTP1_H
 #define SONDE_HTTP1_H
 
+#include "proto.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,6 +57,8 @@ enum http1_msg_flags {
 	                                    size and end time are lower bounds */
 	HTTP1_CUT_OFF = 1 << 2,          /* the connection ended (close, reset)
 	                                    before the message did */
+	HTTP1_HEAD_CUT = 1 << 3,         /* bytes of the head were not captured:
+	                                    headers past them are unknown */
 };
 
 struct http1_msg {
@@ -74,19 +78,6 @@ struct http1_msg {
 	char host[HTTP1_HOST_MAX];
 	char user_agent[HTTP1_UA_MAX];
 	char traceparent[HTTP1_TRACEPARENT_MAX];
-};
-
-/* An in-order piece of the stream: `captured` bytes of data, then `hole`
- * bytes that were moved but not captured, then `tail` bytes of data (at
- * data + captured) that end the piece. */
-struct http1_chunk {
-	const uint8_t *data;
-	uint32_t captured;
-	uint64_t hole;
-	uint32_t tail;
-	uint64_t ts;  /* when its bytes moved (syscall exit) */
-	uint64_t task; /* sonde_data_event.task of the call */
-	uint32_t tid;  /* thread that made the call */
 };
 
 enum http1_drop {
@@ -131,7 +122,7 @@ struct http1_stream {
 	const struct http1_callbacks *cb;
 	void *owner;
 	int tag;
-	const struct http1_chunk *cur;
+	const struct piece *cur;
 	bool head_seen_start;  /* the start line was parsed */
 	bool head_done;
 	bool chunked, has_length, conn_close, conn_upgrade, has_upgrade;
@@ -151,7 +142,7 @@ void http1_stream_init(struct http1_stream *s, enum http1_type type,
 /* The next byte fed is known to start a message (the connection was seen
  * opening): sync now rather than on a recognisable message start. */
 void http1_stream_start(struct http1_stream *s);
-void http1_stream_feed(struct http1_stream *s, const struct http1_chunk *chunk);
+void http1_stream_feed(struct http1_stream *s, const struct piece *chunk);
 /* The peer closed its side: ends a body delimited by connection close. */
 void http1_stream_eof(struct http1_stream *s, uint64_t ts);
 /* The connection was reset: a message in progress ends, cut off. */

@@ -7,10 +7,12 @@
 
 void span_format_name(const struct span *s, char *out, size_t size)
 {
-	if (s->kind == SPAN_KIND_SERVER && s->route[0])
-		snprintf(out, size, "%s %s", s->method, s->route);
+	const struct proto_ops *ops = proto_find(s->proto);
+
+	if (ops)
+		ops->span_name(s, out, size);
 	else
-		snprintf(out, size, "%s", s->method);
+		snprintf(out, size, "unknown");
 }
 
 /* Empty strings are absent values, not empty attributes. */
@@ -20,29 +22,12 @@ static void put_str(const struct attr_sink *sink, const char *key, const char *v
 		sink->str(sink->ctx, key, value);
 }
 
-static void format_url_full(const struct span *s, char *out)
+void semconv_span_attributes(const struct span *s, const struct attr_sink *sink, char *scratch)
 {
-	const char *qmark = s->query[0] ? "?" : "";
+	const struct proto_ops *ops = proto_find(s->proto);
 
-	if (s->server_port && s->server_port != 80)
-		snprintf(out, SEMCONV_URL_MAX, "http://%s:%u%s%s%s", s->server_address,
-			 s->server_port, s->path, qmark, s->query);
-	else
-		snprintf(out, SEMCONV_URL_MAX, "http://%s%s%s%s", s->server_address, s->path, qmark,
-			 s->query);
-}
-
-void semconv_span_attributes(const struct span *s, const struct attr_sink *sink, char *url_buf)
-{
-	put_str(sink, "http.request.method", s->method);
-	put_str(sink, "url.path", s->path);
-	put_str(sink, "url.query", s->query);
-	put_str(sink, "url.scheme", "http");
-	if (s->kind == SPAN_KIND_SERVER)
-		put_str(sink, "http.route", s->route);
-	if (s->status_code)
-		sink->i64(sink->ctx, "http.response.status_code", s->status_code);
-	put_str(sink, "network.protocol.version", s->protocol_version);
+	if (ops)
+		ops->span_attributes(s, sink, scratch);
 	put_str(sink, "server.address", s->server_address);
 	if (s->server_port)
 		sink->i64(sink->ctx, "server.port", s->server_port);
@@ -51,15 +36,6 @@ void semconv_span_attributes(const struct span *s, const struct attr_sink *sink,
 		if (s->client_port)
 			sink->i64(sink->ctx, "client.port", s->client_port);
 	}
-	if (s->kind == SPAN_KIND_CLIENT) {
-		format_url_full(s, url_buf);
-		put_str(sink, "url.full", url_buf);
-	}
-	put_str(sink, "user_agent.original", s->user_agent);
-	if (s->request_body_size >= 0)
-		sink->i64(sink->ctx, "http.request.body.size", s->request_body_size);
-	if (s->response_body_size >= 0)
-		sink->i64(sink->ctx, "http.response.body.size", s->response_body_size);
 	put_str(sink, "error.type", s->error_type);
 	if (s->response_lost)
 		sink->boolean(sink->ctx, "sonde.response.captured", false);

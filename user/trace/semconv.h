@@ -1,10 +1,13 @@
 /* What a span says, by the OpenTelemetry semantic conventions: its name,
- * its HTTP attributes and its process's resource attributes. Every
- * exporter writes the same set through its own sink. */
+ * its attributes (those every span has, then its protocol's) and its
+ * process's resource attributes. Every exporter writes the same set
+ * through its own sink. */
 #ifndef SONDE_SEMCONV_H
 #define SONDE_SEMCONV_H
 
 #include "span.h"
+
+#include "proto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,8 +22,6 @@ struct attr_sink {
 	void *ctx;
 };
 
-/* Large enough for "http://" + server.address + ":port" + path + "?" + query. */
-#define SEMCONV_URL_MAX 1900
 /* Holds the keys and values of a process's OTEL_RESOURCE_ATTRIBUTES. */
 #define SEMCONV_RESOURCE_SCRATCH 1024
 /* Room for the attributes of a span (16 at most) and of a resource (8
@@ -29,11 +30,12 @@ struct attr_sink {
 #define SEMCONV_SPAN_ATTRS_MAX 16
 #define SEMCONV_RESOURCE_ATTRS_MAX 24
 
-/* Writes "{method} {route}" or "{method}" into out. */
+/* The span's name, as its protocol gives it. */
 void span_format_name(const struct span *span, char *out, size_t size);
 
-/* url_buf (SEMCONV_URL_MAX bytes) holds url.full for CLIENT spans. */
-void semconv_span_attributes(const struct span *span, const struct attr_sink *sink, char *url_buf);
+/* scratch: SPAN_SCRATCH_MAX bytes (proto.h), for values the protocol
+ * formats. */
+void semconv_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch);
 
 /* scratch: SEMCONV_RESOURCE_SCRATCH bytes. */
 void semconv_resource_attributes(const struct proc_info *proc, const struct attr_sink *sink,

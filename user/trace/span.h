@@ -25,43 +25,44 @@ enum span_status {
 	SPAN_STATUS_ERROR = 2,
 };
 
+/* Room for one protocol's fields of a span (see proto.h). */
+#define SPAN_PROTO_DATA_MAX 2304
+
 struct span {
 	uint8_t trace_id[TRACE_ID_SIZE];
 	uint8_t span_id[SPAN_ID_SIZE];
 	uint8_t parent_span_id[SPAN_ID_SIZE];
 	bool has_parent;
-	bool response_lost;   /* sync lost before the response head: no status */
+	bool answered;        /* the answer (or its start) was seen */
+	bool response_lost;   /* sync lost before the answer: no status */
 	uint8_t trace_flags;
 	uint8_t kind;   /* enum span_kind */
 	uint8_t status; /* enum span_status */
+	uint8_t proto;  /* SONDE_PROTO_*: whose fields proto_data holds */
 	uint64_t start_unix_ns;
 	uint64_t end_unix_ns;
-	uint16_t status_code; /* http.response.status_code; 0: no response */
 	uint16_t server_port;
 	uint16_t client_port; /* SERVER spans */
-	char method[16];
-	char protocol_version[8];
-	char route[256];      /* SERVER spans */
-	char path[1024];
-	char query[512];      /* empty unless configured */
 	char server_address[256];
 	char client_address[48]; /* SERVER spans */
-	char user_agent[256];
+	/* The answer's status as its protocol states it (an HTTP status code,
+	 * a SQLSTATE, a Redis error prefix); empty when it has none. */
+	char response_code[16];
 	char status_message[128];
 	char error_type[48];
-	int64_t request_body_size;  /* -1: unknown */
-	int64_t response_body_size; /* -1: unknown */
 	struct proc_info *proc;     /* resource; the span holds a reference */
+	/* The protocol's own fields, written whole by its fill_span. */
+	_Alignas(8) unsigned char proto_data[SPAN_PROTO_DATA_MAX];
 };
 
-/* Empties a slot for reuse: the strings are cleared by their first byte
- * only, since a slot is several kilobytes. */
+/* Empties the common fields of a slot for reuse: the strings are cleared
+ * by their first byte only, since a slot is several kilobytes. */
 static inline void span_clear(struct span *s)
 {
-	memset(s, 0, offsetof(struct span, method));
-	s->method[0] = s->protocol_version[0] = s->route[0] = s->path[0] = '\0';
-	s->query[0] = s->server_address[0] = s->client_address[0] = '\0';
-	s->user_agent[0] = s->status_message[0] = s->error_type[0] = '\0';
+	memset(s, 0, offsetof(struct span, server_address));
+	s->server_address[0] = s->client_address[0] = s->response_code[0] = '\0';
+	s->status_message[0] = s->error_type[0] = '\0';
+	s->proc = NULL;
 }
 
 #endif

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Connections: {tgid, fd} to a TCP socket's state, sockets not worth
+ * tracing, excluded processes, and sonde's own ends. */
+/* Included by sonde.bpf.c, after the configuration it reads: the kernel
+ * side is one compilation unit, split by concern. */
+#ifndef SONDE_CONN_BPF_H
+#define SONDE_CONN_BPF_H
+
+/* current->files->fdt->fd[fd] as a TCP (v4 or v6) sock, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family;
+
+	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline bool comm_equal(const char *comm, __u32 which)
+{
+	for (__u32 i = 0; i < SONDE_COMM_LEN; i++) {
+		if (comm[i] != excluded_comms[which][i])
+			return false;
+		if (comm[i] == '\0')
+			return true;
+	}
+	return true;
+}
+
+/* Checked once per connection, when it is first tracked: excluded
+ * connections are stored as not HTTP, so their calls cost one lookup. */
+static __always_inline bool current_excluded(void)
+{
+	char comm[SONDE_COMM_LEN];
+
+	if (excluded_count == 0)
+		return false;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (__u32 i = 0; i < SONDE_EXCLUDE_MAX && i < excluded_count; i++) {
+		if (comm_equal(comm, i)) {
+			count(SONDE_CNT_EXCLUDED_CONNS);
+			return true;
+		}
+	}
+	return false;
+}
+
+static __always_inline struct conn_state *
+track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
+{
+	struct conn_state fresh = {
+		.gen = bpf_ktime_get_ns(),
+		.role = role,
+		.probes_left = probes,
+		.proto = current_excluded() ? SONDE_PROTO_NONE : SONDE_PROTO_UNKNOWN,
+	};
+
+	bpf_map_delete_elem(&not_tcp, key);
+	if (bpf_map_update_elem(&conns, key, &fresh, BPF_ANY)) {
+		count(SONDE_CNT_LOST_CONN_MAP);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&conns, key);
+}
+
+/* State of a connection still worth tracing, or NULL. An fd seen for the
+ * first time (opened before sonde started, or not a socket at all) is
+ * classified once and remembered either way. */
+static __always_inline struct conn_state *traced_conn(struct sonde_conn_key *key)
+{
+	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
+	__u8 one = 1;
+
+	if (state)
+		return state->proto == SONDE_PROTO_NONE ? NULL : state;
+	if (bpf_map_lookup_elem(&not_tcp, key))
+		return NULL;
+	if (!tcp_sock_of_fd(key->fd)) {
+		bpf_map_update_elem(&not_tcp, key, &one, BPF_ANY);
+		return NULL;
+	}
+	return track_conn(key, SONDE_ROLE_UNKNOWN, SONDE_PREEXISTING_PROBES);
+}
+
+/* Typed reads: BPF_CORE_READ_INTO copies sizeof(*dst), so a byte array
+ * destination would get one byte. */
+static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *laddr, __u8 *raddr)
+{
+	if (family == AF_INET) {
+		__be32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(laddr, &local, sizeof(local));
+		__builtin_memcpy(raddr, &remote, sizeof(remote));
+	} else {
+		struct in6_addr local = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		struct in6_addr remote = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+
+		__builtin_memcpy(laddr, &local, sizeof(local));
+		__builtin_memcpy(raddr, &remote, sizeof(remote));
+	}
+}
+
+static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
+{
+	struct sonde_conn_event ev = {};
+	struct sock *sk = tcp_sock_of_fd(key->fd);
+
+	fill_header(&ev.hdr, SONDE_EV_CONN, key, state->gen);
+	ev.role = state->role;
+	ev.proto = state->proto;
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	if (sk) {
+		ev.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		ev.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		ev.rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		read_addrs(sk, ev.family, ev.laddr, ev.raddr);
+	}
+	submit(ctx, &ev, sizeof(ev));
+}
+
+static __always_inline void emit_close(void *ctx, struct sonde_conn_key *key,
+				       struct conn_state *state, __u8 reason)
+{
+	struct sonde_close_event ev = {};
+
+	fill_header(&ev.hdr, SONDE_EV_CLOSE, key, state->gen);
+	ev.reason = reason;
+	submit(ctx, &ev, sizeof(ev));
+}
+
+/* One end of a socket as a self_ends key: local, or else remote. */
+static __always_inline void end_of(struct sock *sk, bool local, struct self_end *end)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 laddr[16] = {}, raddr[16] = {};
+
+	read_addrs(sk, family, laddr, raddr);
+	if (family == AF_INET) {
+		end->addr[10] = end->addr[11] = 0xff;
+		__builtin_memcpy(&end->addr[12], local ? laddr : raddr, 4);
+	} else {
+		__builtin_memcpy(end->addr, local ? laddr : raddr, 16);
+	}
+	end->port = local ? BPF_CORE_READ(sk, __sk_common.skc_num)
+			  : bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* Checked at the first request rather than at accept: on loopback the
+ * accept can run before sonde's own connect has returned and been noted. */
+static __always_inline bool accepted_from_self(struct sonde_conn_key *key)
+{
+	struct sock *sk = tcp_sock_of_fd(key->fd);
+	struct self_end end = {};
+
+	if (!sk)
+		return false;
+	end_of(sk, false, &end);
+	return bpf_map_lookup_elem(&self_ends, &end) != NULL;
+}
+
+
+#endif

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Protocol inference: one check per protocol, run once per connection on
+ * its first data. BPF has no indirect calls, so the table is the ordered
+ * list of checks in infer_proto; a new protocol adds a check there and
+ * its id in sonde_events.h.
+ *
+ * Every check looks at the first bytes one call moved and may be handed
+ * a prefix of a message start (a first call may return just "GE"). A
+ * client's request is what identifies the database protocols, so their
+ * checks are made only on bytes the client side sent: its egress, or a
+ * server's ingress. */
+/* Included by sonde.bpf.c, after the configuration it reads: the kernel
+ * side is one compilation unit, split by concern. */
+#ifndef SONDE_INFER_BPF_H
+#define SONDE_INFER_BPF_H
+
+/* Also true for data shorter than the prefix that agrees with it. */
+static __always_inline bool starts_with(const __u8 *data, __u32 len, const char *prefix,
+					__u32 prefix_len)
+{
+	if (len == 0)
+		return false;
+	if (len < prefix_len)
+		prefix_len = len;
+	for (__u32 i = 0; i < prefix_len; i++)
+		if (data[i] != prefix[i])
+			return false;
+	return true;
+}
+
+/* A request line or a status line at the start of the data. */
+static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
+{
+	return starts_with(data, len, "GET ", 4) || starts_with(data, len, "POST ", 5) ||
+	       starts_with(data, len, "PUT ", 4) || starts_with(data, len, "HEAD ", 5) ||
+	       starts_with(data, len, "DELETE ", 7) || starts_with(data, len, "PATCH ", 6) ||
+	       starts_with(data, len, "OPTIONS ", 8) || starts_with(data, len, "CONNECT ", 8) ||
+	       starts_with(data, len, "TRACE ", 6) || starts_with(data, len, "HTTP/1.", 7);
+}
+
+static __always_inline __u32 be32_at(const __u8 *p)
+{
+	return (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];
+}
+
+#define PG_PROTOCOL_3 196608      /* 3.0 in a StartupMessage */
+#define PG_SSL_REQUEST 80877103
+#define PG_GSSENC_REQUEST 80877104
+
+/* A StartupMessage, SSLRequest or GSSENCRequest: what a new PostgreSQL
+ * connection's client sends first. */
+static __always_inline bool is_postgres_startup(const __u8 *data, __u32 len)
+{
+	__u32 size, code;
+
+	if (len < 8)
+		return false;
+	size = be32_at(data);
+	code = be32_at(data + 4);
+	if (code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST)
+		return size == 8;
+	return code == PG_PROTOCOL_3 && size > 8 && size <= 10000;
+}
+
+/* A simple query or the first message of an extended-protocol request,
+ * on a connection opened before sonde started (a pool's): type byte,
+ * a length with a zero high byte, then text. */
+static __always_inline bool is_postgres_request(const __u8 *data, __u32 len)
+{
+	__u32 size;
+
+	if (len < 6 || (data[0] != 'Q' && data[0] != 'P' && data[0] != 'B'))
+		return false;
+	size = be32_at(data + 1);
+	return size >= 5 && size < (1u << 24) && data[5] < 0x80;
+}
+
+static __always_inline bool is_digit(__u8 c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A RESP command: an array of bulk strings, "*<n>\r\n$". */
+static __always_inline bool is_redis_request(const __u8 *data, __u32 len)
+{
+	if (len < 5 || data[0] != '*' || !is_digit(data[1]) || data[1] == '0')
+		return false;
+	if (data[2] == '\r')
+		return data[3] == '\n' && data[4] == '$';
+	return len >= 6 && is_digit(data[2]) && data[3] == '\r' && data[4] == '\n' &&
+	       data[5] == '$';
+}
+
+/* The protocol the first data of a connection shows, or UNKNOWN.
+ * from_client: the bytes were sent by the connection's client (or, role
+ * unknown, may have been). */
+static __always_inline __u8 infer_proto(const __u8 *data, __u32 len, __u8 role, bool from_client)
+{
+	if (is_http1_start(data, len))
+		return SONDE_PROTO_HTTP1;
+	if (!from_client)
+		return SONDE_PROTO_UNKNOWN;
+	if (is_postgres_startup(data, len) ||
+	    (role == SONDE_ROLE_UNKNOWN && is_postgres_request(data, len)))
+		return SONDE_PROTO_POSTGRES;
+	if (is_redis_request(data, len))
+		return SONDE_PROTO_REDIS;
+	return SONDE_PROTO_UNKNOWN;
+}
+
+static __always_inline bool client_sent(__u8 role, __u8 dir)
+{
+	if (role == SONDE_ROLE_UNKNOWN)
+		return true;
+	return (role == SONDE_ROLE_CLIENT) == (dir == SONDE_DIR_EGRESS);
+}
+
+static __always_inline void count_proto(__u8 proto)
+{
+	if (proto == SONDE_PROTO_HTTP1)
+		count(SONDE_CNT_HTTP_CONNS);
+	else if (proto == SONDE_PROTO_POSTGRES)
+		count(SONDE_CNT_POSTGRES_CONNS);
+	else if (proto == SONDE_PROTO_REDIS)
+		count(SONDE_CNT_REDIS_CONNS);
+}
+
+/* The server end of a database connection: the client's span is the
+ * operation's only one. With the role unknown, a request received says
+ * this process is the server. */
+static __always_inline bool is_db_server_end(__u8 proto, __u8 role, __u8 dir)
+{
+	if (proto == SONDE_PROTO_HTTP1)
+		return false;
+	return role == SONDE_ROLE_SERVER || (role == SONDE_ROLE_UNKNOWN && dir == SONDE_DIR_INGRESS);
+}
+
+static __always_inline bool write_off(struct conn_state *state, enum sonde_counter why)
+{
+	state->proto = SONDE_PROTO_NONE;
+	count(why);
+	return false;
+}
+
+/* Decide, once, which protocol a connection speaks. True when the data in
+ * hand should be sent. A connection sonde watched open is judged on its
+ * first data; one already open when sonde started gets a few calls to show
+ * a message start, so that it is picked up at a message boundary. */
+static __always_inline bool infer_protocol(void *ctx, struct sonde_conn_key *key,
+					   struct conn_state *state, const __u8 *data, __u32 len,
+					   __u8 dir)
+{
+	__u8 proto = infer_proto(data, len, state->role, client_sent(state->role, dir));
+
+	if (proto == SONDE_PROTO_UNKNOWN) {
+		if (state->role == SONDE_ROLE_UNKNOWN && state->probes_left > 1) {
+			state->probes_left--;
+			return false;
+		}
+		return write_off(state, SONDE_CNT_OTHER_CONNS);
+	}
+	if (is_db_server_end(proto, state->role, dir))
+		return write_off(state, SONDE_CNT_DB_SERVER_CONNS);
+	if (proto == SONDE_PROTO_HTTP1 && state->role != SONDE_ROLE_CLIENT &&
+	    accepted_from_self(key))
+		return write_off(state, SONDE_CNT_EXCLUDED_CONNS);
+	state->proto = proto;
+	count_proto(proto);
+	emit_conn(ctx, key, state); /* carries state->proto */
+	return true;
+}
+
+#endif

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The kernel side's maps and per-connection state, and its counters. */
+/* Included by sonde.bpf.c, after the configuration it reads: the kernel
+ * side is one compilation unit, split by concern. */
+#ifndef SONDE_MAPS_BPF_H
+#define SONDE_MAPS_BPF_H
+
+struct conn_state {
+	__u64 gen;
+	__u64 pos[2]; /* bytes moved so far, per enum sonde_dir */
+	__u8 role;    /* enum sonde_role */
+	__u8 proto;   /* enum sonde_proto: UNKNOWN until the first data */
+	__u8 probes_left;
+	__u8 pad[5];
+};
+
+/* Arguments of a data call, read from the saved user registers. */
+struct call_args {
+	__u64 buf;    /* user buffer, or an iovec array when iovcnt > 0 */
+	__s32 fd;
+	__u32 iovcnt;
+	__u8 syscall; /* enum sonde_syscall */
+	__u8 dir;     /* enum sonde_dir */
+};
+
+/* User-space struct iovec. */
+struct user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+/* A data event plus room for the last iovec copy to overrun the capture
+ * limit by up to SONDE_CAPTURE_MAX bytes, which the verifier demands. */
+struct scratch {
+	struct sonde_data_event ev;
+	__u8 spill[SONDE_CAPTURE_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sonde_conn_key);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+/* fds found not to be TCP sockets; close() forgets them. LRU because
+ * processes that exit never close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sonde_conn_key);
+	__type(value, __u8);
+} not_tcp SEC(".maps");
+
+/* The local ends of sonde's own connections (its exporter's), v4 as
+ * v4-mapped v6. A server on this host that accepts one of them, a local
+ * collector, is not traced: each export would make a span to export. */
+struct self_end {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct self_end);
+	__type(value, __u8);
+} self_ends SEC(".maps");
+
+/* CPython processes, filled by the agent: see struct sonde_py_layout. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct sonde_py_layout);
+} py_procs SEC(".maps");
+
+/* One ring buffer per CPU, made by the agent: a call writes to its own
+ * CPU's ring, so the CPUs do not contend for one ring's lock and
+ * positions. The template's size is replaced by the agent's. */
+struct cpu_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct cpu_ring);
+} cpu_rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SONDE_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(enum sonde_counter which)
+{
+	__u32 key = which;
+	__u64 *value = bpf_map_lookup_elem(&counters, &key);
+
+	if (value)
+		(*value)++;
+}
+
+/* The connection speaks a protocol sonde parses: its events are sent. */
+static __always_inline bool proto_decided(const struct conn_state *state)
+{
+	return state->proto != SONDE_PROTO_UNKNOWN && state->proto != SONDE_PROTO_NONE;
+}
+
+#endif
