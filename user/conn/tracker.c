@@ -525,7 +525,7 @@ static void cut_off_pending(struct conn *c, const char *why, uint64_t ts)
 
 static void stream_eof(struct conn *c, int dir, uint64_t ts)
 {
-	if (!c->stopped)
+	if (!c->stopped && c->ops->eof)
 		c->ops->eof(c->proto_state, dir, ts);
 }
 
@@ -560,7 +560,7 @@ static void apply_ending(struct tracker *t, struct conn *c)
 	c->ending = 0;
 	flush_held(c);
 	if (ending & END_RESET) {
-		if (!c->stopped)
+		if (!c->stopped && c->ops->reset)
 			c->ops->reset(c->proto_state, ts);
 		cut_off_pending(c, "connection reset before the response", ts);
 	}

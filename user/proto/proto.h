@@ -84,9 +84,11 @@ struct proto_ops {
 	/* In-order bytes of one direction (enum sonde_dir). */
 	void (*data)(void *st, int dir, const struct piece *p);
 	/* The peer shut down its side (dir INGRESS), or the connection ended
-	 * (both directions, one call each). */
+	 * (both directions, one call each). NULL: nothing to do, exchanges
+	 * still waiting are cut off by the generic layer. */
 	void (*eof)(void *st, int dir, uint64_t ts);
-	/* The connection was reset: messages in progress end, cut off. */
+	/* The connection was reset: messages in progress end, cut off. NULL:
+	 * as for eof. */
 	void (*reset)(void *st, uint64_t ts);
 	/* Writes the protocol's fields of a span (every one of them, the span
 	 * slot is reused) from the exchange's area and the answer's detail

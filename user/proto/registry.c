@@ -5,8 +5,11 @@
 #include "http1_proto.h"
 #include "sonde_events.h"
 
+extern const struct proto_ops redis_proto;
+
 static const struct proto_ops *const protocols[SONDE_PROTO_COUNT] = {
 	[SONDE_PROTO_HTTP1] = &http1_proto,
+	[SONDE_PROTO_REDIS] = &redis_proto,
 };
 
 const struct proto_ops *proto_find(uint8_t id)

@@ -1,0 +1,63 @@
+#include "db.h"
+
+#include "semconv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void db_span_init(struct db_span *d, const char *system)
+{
+	d->system = system;
+	d->returned_rows = -1;
+	d->batch_size = 0;
+	d->flags = 0;
+	d->operation[0] = d->collection[0] = d->namespace_[0] = d->query[0] = '\0';
+}
+
+void db_span_error(struct span *span, const char *code, size_t len)
+{
+	if (len >= sizeof(span->response_code))
+		len = sizeof(span->response_code) - 1;
+	memcpy(span->response_code, code, len);
+	span->response_code[len] = '\0';
+	memcpy(span->error_type, span->response_code, len + 1);
+	span->status = SPAN_STATUS_ERROR;
+}
+
+void db_span_name(const struct span *span, char *out, size_t size)
+{
+	const struct db_span *d = db_span_in(span);
+
+	if (d->operation[0] && d->collection[0])
+		snprintf(out, size, "%s %s", d->operation, d->collection);
+	else if (d->operation[0])
+		snprintf(out, size, "%s", d->operation);
+	else
+		snprintf(out, size, "%s", d->system);
+}
+
+static void put_str(const struct attr_sink *sink, const char *key, const char *value)
+{
+	if (value[0])
+		sink->str(sink->ctx, key, value);
+}
+
+void db_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch)
+{
+	const struct db_span *d = db_span_in(span);
+
+	put_str(sink, "db.system.name", d->system);
+	put_str(sink, "db.namespace", d->namespace_);
+	put_str(sink, "db.operation.name", d->operation);
+	put_str(sink, "db.collection.name", d->collection);
+	put_str(sink, "db.query.text", d->query);
+	put_str(sink, "db.response.status_code", span->response_code);
+	if (d->returned_rows >= 0)
+		sink->i64(sink->ctx, "db.response.returned_rows", d->returned_rows);
+	if (d->batch_size > 1)
+		sink->i64(sink->ctx, "db.operation.batch.size", d->batch_size);
+	if (d->flags & DB_SPAN_QUERY_CUT)
+		sink->boolean(sink->ctx, "sonde.db.query.captured", false);
+	if (d->flags & DB_SPAN_ANSWER_CUT)
+		sink->boolean(sink->ctx, "sonde.db.response.captured", false);
+}
