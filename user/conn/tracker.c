@@ -73,9 +73,9 @@ struct tracker {
 	struct linker *linker;
 	struct conn **buckets;
 	uint32_t nbuckets_log2;
-	struct conn *free_conns;
+	struct conn *free_conns[SONDE_PROTO_COUNT]; /* per protocol: their states differ */
 	struct pending *free_pending;
-	size_t conn_bytes, pending_bytes; /* pooled sizes: the largest protocol's */
+	size_t pending_bytes; /* the largest protocol's exchange area */
 	struct span scratch_span; /* an exchange's summary when the queue is full */
 	struct reorder_pool pool;
 	struct reorder_stats reorder_stats;
@@ -94,15 +94,21 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece);
 
 /* ---- pools ---------------------------------------------------------- */
 
-static struct conn *conn_alloc(struct tracker *t)
+static struct conn *conn_alloc(struct tracker *t, const struct proto_ops *ops)
 {
-	struct conn *c = t->free_conns;
+	struct conn *c = t->free_conns[ops->id];
 
 	if (c) {
-		t->free_conns = c->hash_next;
+		t->free_conns[ops->id] = c->hash_next;
 		return c;
 	}
-	return malloc(t->conn_bytes);
+	return malloc(sizeof(*c) + ops->conn_size);
+}
+
+static void conn_release(struct tracker *t, struct conn *c)
+{
+	c->hash_next = t->free_conns[c->ops->id];
+	t->free_conns[c->ops->id] = c;
 }
 
 static struct pending *pending_alloc(struct tracker *t)
@@ -164,7 +170,7 @@ static void set_role(struct conn *c, uint8_t role)
 static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr,
 				const struct proto_ops *ops)
 {
-	struct conn *c = conn_alloc(t);
+	struct conn *c = conn_alloc(t, ops);
 
 	if (!c)
 		return NULL;
@@ -807,8 +813,7 @@ static void free_dead(struct tracker *t)
 			continue;
 		}
 		*link = c->hash_next;
-		c->hash_next = t->free_conns;
-		t->free_conns = c;
+		conn_release(t, c);
 	}
 }
 
@@ -841,7 +846,6 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 	t->opts = *opts;
 	if (!t->opts.max_pending)
 		t->opts.max_pending = 64;
-	t->conn_bytes = sizeof(struct conn) + proto_max_conn_size();
 	t->pending_bytes = sizeof(struct pending) + proto_max_exchange_size();
 	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
 	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));
@@ -892,11 +896,13 @@ void tracker_free(struct tracker *t)
 			free(c);
 		}
 	}
-	while (t->free_conns) {
-		struct conn *c = t->free_conns;
+	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++) {
+		while (t->free_conns[i]) {
+			struct conn *c = t->free_conns[i];
 
-		t->free_conns = c->hash_next;
-		free(c);
+			t->free_conns[i] = c->hash_next;
+			free(c);
+		}
 	}
 	while (t->free_pending) {
 		struct pending *p = t->free_pending;

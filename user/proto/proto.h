@@ -74,7 +74,7 @@ struct proto_ops {
 	uint8_t id;            /* SONDE_PROTO_*, carried by the kernel's events */
 	bool client_only;      /* server ends are not traced: the client's span
 				  is the operation's only one */
-	size_t conn_size;      /* per-connection state, pooled by the generic layer */
+	size_t conn_size;      /* per-connection state, pooled per protocol */
 	size_t exchange_size;  /* per-exchange area, from request to answer */
 	/* A new connection: role unknown, streams not synced yet. */
 	void (*open)(void *st, struct proto_conn *pc, const struct proto_opts *opts);
@@ -139,8 +139,8 @@ void conn_note(struct proto_conn *pc, enum proto_note note);
 
 /* The protocol with this SONDE_PROTO_* id, or NULL. */
 const struct proto_ops *proto_find(uint8_t id);
-/* Largest conn_size and exchange_size over every registered protocol. */
-size_t proto_max_conn_size(void);
+/* Largest exchange_size over every registered protocol: exchanges are
+ * pooled at that size. */
 size_t proto_max_exchange_size(void);
 
 #endif

@@ -5,10 +5,12 @@
 #include "http1_proto.h"
 #include "sonde_events.h"
 
+extern const struct proto_ops postgres_proto;
 extern const struct proto_ops redis_proto;
 
 static const struct proto_ops *const protocols[SONDE_PROTO_COUNT] = {
 	[SONDE_PROTO_HTTP1] = &http1_proto,
+	[SONDE_PROTO_POSTGRES] = &postgres_proto,
 	[SONDE_PROTO_REDIS] = &redis_proto,
 };
 
@@ -17,29 +19,12 @@ const struct proto_ops *proto_find(uint8_t id)
 	return id < SONDE_PROTO_COUNT ? protocols[id] : NULL;
 }
 
-/* The largest of a size every protocol declares, at `offset` in its ops. */
-static size_t max_over_protocols(size_t offset)
+size_t proto_max_exchange_size(void)
 {
 	size_t max = 0;
 
-	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++) {
-		const size_t *size;
-
-		if (!protocols[i])
-			continue;
-		size = (const size_t *)((const char *)protocols[i] + offset);
-		if (*size > max)
-			max = *size;
-	}
+	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++)
+		if (protocols[i] && protocols[i]->exchange_size > max)
+			max = protocols[i]->exchange_size;
 	return max;
-}
-
-size_t proto_max_conn_size(void)
-{
-	return max_over_protocols(offsetof(struct proto_ops, conn_size));
-}
-
-size_t proto_max_exchange_size(void)
-{
-	return max_over_protocols(offsetof(struct proto_ops, exchange_size));
 }
