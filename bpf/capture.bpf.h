@@ -90,10 +90,12 @@ static __always_inline __u32 copy_iov(__u8 *dst, const struct user_iovec *vecs, 
 	return copied;
 }
 
+/* The first bytes of the call, up to `limit`. */
 static __always_inline __u32 capture(struct sonde_data_event *ev, struct call_args *args,
-				     const struct user_iovec *vecs, __u32 nvecs, __u32 len)
+				     const struct user_iovec *vecs, __u32 nvecs, __u32 len,
+				     __u32 limit)
 {
-	__u32 want = len < capture_bytes ? len : capture_bytes;
+	__u32 want = len < limit ? len : limit;
 
 	if (args->syscall == SONDE_SYS_SENDFILE || want == 0)
 		return 0;

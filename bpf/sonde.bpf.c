@@ -38,6 +38,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the agent before load. */
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_bytes = 512;
+/* Database connections capture more: a pipeline's or a statement's bytes
+ * past the capture cannot be paired or shown, and their calls are fewer. */
+const volatile __u32 db_capture_bytes = SONDE_DB_CAPTURE_MIN;
 const volatile __u64 wakeup_bytes = 256 * 1024;
 /* Per-CPU perf buffers instead of the ring buffer: for kernels before 5.8,
  * or by choice. */
@@ -52,6 +55,13 @@ const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
 #include "infer.bpf.h"
 #include "pytask.bpf.h"
 
+static __always_inline __u32 capture_limit(const struct conn_state *state)
+{
+	if (state->proto == SONDE_PROTO_POSTGRES || state->proto == SONDE_PROTO_REDIS)
+		return db_capture_bytes;
+	return capture_bytes;
+}
+
 static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 				      struct conn_state *state, struct call_args *args, __u32 len)
 {
@@ -65,7 +75,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 		return;
 	ev = &scratch->ev;
 	nvecs = read_iovs(args, vecs);
-	captured = capture(ev, args, vecs, nvecs, len);
+	captured = capture(ev, args, vecs, nvecs, len, capture_limit(state));
 	if (state->proto == SONDE_PROTO_UNKNOWN &&
 	    !infer_protocol(ctx, key, state, ev->data, captured, args->dir))
 		return;

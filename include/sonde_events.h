@@ -19,6 +19,9 @@
 
 /* Upper bound of the configurable per-syscall payload capture. */
 #define SONDE_CAPTURE_MAX 4096
+/* Database connections capture at least this many bytes per call (or the
+ * configured capture, if larger). */
+#define SONDE_DB_CAPTURE_MIN 2048
 /* When a call moves more than is captured, its last bytes (up to this
  * many) are sent too: they hold the end of a chunked message. */
 #define SONDE_TAIL_MAX 16

@@ -12,6 +12,8 @@ packages=(
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl
 	python3 python3.11-dev python3-pytest python3-fastapi python3-uvicorn python3-httpx
+	# database protocols: real servers and the clients the tests drive
+	postgresql redis-server python3-psycopg2 python3-asyncpg python3-redis
 	# benchmarks: h2load holds a fixed request rate
 	nghttp2-client
 )
@@ -29,9 +31,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nginx-light starts a default site on :80 when installed; the tests run
-# their own nginx instances, so keep the packaged one out of the way.
-if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-	systemctl stop nginx || true
-	systemctl disable nginx >/dev/null 2>&1 || true
-fi
+# nginx-light, postgresql and redis-server start their packaged services
+# when installed where systemd runs; the tests run their own instances on
+# free ports, so keep the packaged ones out of the way.
+for unit in nginx postgresql redis-server; do
+	if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+		systemctl stop "$unit" || true
+		systemctl disable "$unit" >/dev/null 2>&1 || true
+	fi
+done

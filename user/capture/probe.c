@@ -187,6 +187,8 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 	skel->rodata->wakeup_bytes = share / RING_WAKEUP_DIVISOR;
 	skel->rodata->self_tgid = (__u32)getpid();
 	skel->rodata->capture_bytes = opts->capture_bytes;
+	skel->rodata->db_capture_bytes = opts->capture_bytes > SONDE_DB_CAPTURE_MIN
+						 ? opts->capture_bytes : SONDE_DB_CAPTURE_MIN;
 	skel->rodata->use_perf_buffer = perf;
 	skel->rodata->excluded_count = opts->excluded_count;
 	memcpy((void *)skel->rodata->excluded_comms, opts->excluded_comms,
