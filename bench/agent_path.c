@@ -76,7 +76,8 @@ int main(int argc, char **argv)
 
 	log_set_level(LOG_WARN);
 	wallclock_sync(&clock);
-	exporter_new(&exp, &eopts, NULL, 0);
+	if (exporter_new(&exp, &eopts, NULL, 0))
+		return 1;
 	t = tracker_new(&topts, exp, procs, &clock);
 	open_conn(t, 1, SONDE_ROLE_SERVER, 8080, 40000);
 	open_conn(t, 2, SONDE_ROLE_CLIENT, 40000, 8080);

@@ -214,15 +214,19 @@ static void copy_cstr(char *dst, size_t size, const char *src)
 	dst[len] = '\0';
 }
 
-/* The server is this process for a SERVER span, the peer for a CLIENT one. */
+/* The server is this process for a SERVER span, the peer for a CLIENT one;
+ * what the protocol said of it (an HTTP Host header) wins. */
 static void fill_endpoints(struct span *span, const struct conn *c)
 {
 	bool server = c->role == SONDE_ROLE_SERVER;
 
 	if (!c->have_addr)
 		return;
-	copy_cstr(span->server_address, sizeof(span->server_address), server ? c->laddr : c->raddr);
-	span->server_port = server ? c->local.port : c->remote.port;
+	if (!span->server_address[0])
+		copy_cstr(span->server_address, sizeof(span->server_address),
+			  server ? c->laddr : c->raddr);
+	if (!span->server_port)
+		span->server_port = server ? c->local.port : c->remote.port;
 	if (server) {
 		copy_cstr(span->client_address, sizeof(span->client_address), c->raddr);
 		span->client_port = c->remote.port;
@@ -251,8 +255,8 @@ static void fill_span(struct conn *c, struct pending *p, const struct answer *a,
 	span->end_unix_ns = wallclock_from_mono(t->clock, a->end_ts);
 	span->answered = a->detail != NULL;
 	span->response_lost = !a->detail && !a->cut_off;
-	fill_endpoints(span, c);
 	c->ops->fill_span(span, p->area, a->detail, &t->opts.proto);
+	fill_endpoints(span, c);
 	if (a->cut_off)
 		fill_cut_off(span, a);
 	proc = proc_table_get(t->procs, c->tgid, c->comm);

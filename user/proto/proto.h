@@ -92,7 +92,9 @@ struct proto_ops {
 	void (*reset)(void *st, uint64_t ts);
 	/* Writes the protocol's fields of a span (every one of them, the span
 	 * slot is reused) from the exchange's area and the answer's detail
-	 * (NULL when none was seen); may refine server.address and port. */
+	 * (NULL when none was seen). It may set server.address and port (the
+	 * generic layer fills them from the connection where it did not) and
+	 * the status. */
 	void (*fill_span)(struct span *span, const void *exchange, const void *detail,
 			  const struct proto_opts *opts);
 	/* The span's name by the semantic conventions. */
