@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define HARNESS_SPANS_MAX 256
+#define HARNESS_SPANS_MAX 1024
 
 /* An exchange summary as the tracker reported it. */
 struct h_summary {

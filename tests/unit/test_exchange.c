@@ -329,15 +329,17 @@ Test(exchange, responses_lost_in_a_gap_never_shift_pairing)
 	h_finish(&h);
 	cr_assert_eq(h.nspans, 4);
 	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
-	for (int i = 1; i < 3; i++) {
-		cr_expect_not(span_has(h.spans[i], "http.response.status_code"));
-		cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(h.spans[i], "attributes"),
-							    "sonde.response.captured")));
-		cr_expect_str_eq(span_status(h.spans[i]), "UNSET");
-	}
+	/* The second response's status line was captured, the rest of its
+	 * head was not. */
+	cr_expect_eq(span_int(h.spans[1], "http.response.status_code"), 201);
+	cr_expect_eq(span_has(h.spans[1], "sonde.http.headers_captured"), true);
+	cr_expect_not(span_has(h.spans[2], "http.response.status_code"));
+	cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(h.spans[2], "attributes"),
+						    "sonde.response.captured")));
+	cr_expect_str_eq(span_status(h.spans[2]), "UNSET");
 	cr_expect_str_eq(span_str(h.spans[3], "url.path"), "/4");
 	cr_expect_eq(span_int(h.spans[3], "http.response.status_code"), 404);
-	cr_expect_eq(h.stats.responses_lost, 2);
+	cr_expect_eq(h.stats.responses_lost, 1);
 }
 
 /* Node writes the last chunk and the terminator in one call longer than
@@ -628,4 +630,120 @@ Test(exchange, every_exchange_is_summarized)
 	cr_expect(h.summaries[1].error);
 	cr_expect_str_eq(h.summaries[2].name, "GET");
 	cr_expect(h.summaries[2].error, "cut off by the close");
+}
+
+/* A head of `total` bytes: the start line, Host, a Cookie that fills it,
+ * and one header after the cookie. */
+static char *big_head(const char *start_line, size_t total)
+{
+	static const char after[] = "\r\nX-After: 1\r\n\r\n";
+	char *head = malloc(total + 1);
+	size_t len;
+
+	cr_assert_not_null(head);
+	len = (size_t)sprintf(head, "%sHost: big.example\r\nCookie: ", start_line);
+	cr_assert_gt(total, len + sizeof(after));
+	memset(head + len, 'c', total - len - (sizeof(after) - 1));
+	memcpy(head + total - (sizeof(after) - 1), after, sizeof(after));
+	return head;
+}
+
+/* One call as the kernel reports it with the default 512-byte capture:
+ * the first bytes, and the last 16 when more was moved. */
+static void call(struct tconn *c, int dir, const char *data, size_t len)
+{
+	size_t captured = len < 512 ? len : 512;
+	size_t tail = len > captured + SONDE_TAIL_MAX ? SONDE_TAIL_MAX : 0;
+
+	h_io_tail(&h, c, dir, data, len, captured, tail);
+}
+
+/* Heads longer than the capture, in two calls split anywhere: each still
+ * makes its span, with its path and status, marked when headers past the
+ * capture were not seen. */
+static void head_split_everywhere(size_t size, size_t stride)
+{
+	char *head = big_head("GET /big/7 HTTP/1.1\r\n", size);
+	struct harness q;
+	int expected = 0;
+
+	h_init(&q, false);
+	for (size_t cut = 1; cut < size; cut += stride, expected++) {
+		struct tconn c = h_open(&q, 1000 + (uint32_t)expected, 5, SONDE_ROLE_SERVER);
+		size_t rest = size - cut;
+
+		h_io_tail(&q, &c, IN, head, cut, cut < 512 ? cut : 512,
+			  cut > 512 + SONDE_TAIL_MAX ? SONDE_TAIL_MAX : 0);
+		h_io_tail(&q, &c, IN, head + cut, rest, rest < 512 ? rest : 512,
+			  rest > 512 + SONDE_TAIL_MAX ? SONDE_TAIL_MAX : 0);
+		h_send(&q, &c, OUT, ok_body("ok"));
+		h_close(&q, &c, SONDE_CLOSE_LOCAL);
+	}
+	h_finish(&q);
+	free(head);
+	cr_assert_eq(q.nspans, expected, "%zu bytes: %d of %d", size, q.nspans, expected);
+	for (int i = 0; i < q.nspans; i++) {
+		cr_expect_str_eq(span_field(q.spans[i], "name"), "GET /big/{id}");
+		cr_expect_eq(span_int(q.spans[i], "http.response.status_code"), 200);
+		cr_expect_str_eq(span_status(q.spans[i]), "UNSET");
+	}
+	cr_expect_eq(q.stats.partial_heads, 0);
+	cr_expect_eq(q.stats.orphan_responses, 0);
+	h_free(&q);
+}
+
+/* Heads longer than the capture, in two calls split anywhere (every
+ * point of a 512-byte head, a few hundred of the larger ones): each still
+ * makes its span, with its path and status. */
+Test(exchange, heads_longer_than_the_capture_make_their_span)
+{
+	head_split_everywhere(512, 1);
+	head_split_everywhere(8192, 8192 / 300);
+	head_split_everywhere(16384, 16384 / 300);
+	head_split_everywhere(32768, 32768 / 300);
+}
+
+Test(exchange, a_cut_head_is_marked)
+{
+	char *head = big_head("POST /upload HTTP/1.1\r\n", 600);
+	struct tconn c = h_open(&h, 1100, 5, SONDE_ROLE_SERVER);
+
+	call(&c, IN, head, 600);
+	h_send(&h, &c, OUT, ok_body(""));
+	h_finish(&h);
+	free(head);
+	cr_assert_eq(h.nspans, 1);
+	cr_expect_str_eq(span_field(h.spans[0], "name"), "POST /upload");
+	cr_expect_eq(span_has(h.spans[0], "sonde.http.headers_captured"), true);
+	cr_expect_not(span_has(h.spans[0], "http.request.body.size"), "its framing is unknown");
+}
+
+/* A response whose head is past the capture (Set-Cookie, CSP) still says
+ * its status: a 5xx must not read as UNSET. */
+Test(exchange, a_response_head_past_the_capture_keeps_its_status)
+{
+	char *head = big_head("HTTP/1.1 503 Service Unavailable\r\n", 2800);
+	struct tconn srv = h_open(&h, 1101, 5, SONDE_ROLE_SERVER);
+	struct tconn cli = h_open(&h, 1102, 6, SONDE_ROLE_CLIENT);
+
+	h_send(&h, &srv, IN, "GET /status HTTP/1.1\r\n\r\n");
+	call(&srv, OUT, head, 2800);
+	h_send(&h, &srv, IN, "GET /next HTTP/1.1\r\n\r\n");
+	h_send(&h, &srv, OUT, ok_body("n"));
+	h_send(&h, &cli, OUT, "GET /status HTTP/1.1\r\n\r\n");
+	call(&cli, IN, head, 2800);
+	h_finish(&h);
+	free(head);
+	cr_assert_eq(h.nspans, 3);
+	for (int i = 0; i < 3; i++) {
+		const cJSON *s = h.spans[i];
+
+		if (strcmp(span_str(s, "url.path"), "/next") == 0) {
+			cr_expect_eq(span_int(s, "http.response.status_code"), 200);
+			continue;
+		}
+		cr_expect_eq(span_int(s, "http.response.status_code"), 503);
+		cr_expect_str_eq(span_status(s), "ERROR");
+		cr_expect_eq(span_has(s, "sonde.http.headers_captured"), true);
+	}
 }

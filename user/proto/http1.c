@@ -650,13 +650,35 @@ static bool consume(struct http1_stream *s, const uint8_t *p, size_t n)
 	return true;
 }
 
+/* A hole inside a head (one longer than the capture): the start line and
+ * the headers before the hole still make the message, marked HEAD_CUT.
+ * Where its body ends is unknown, so it ends here (BODY_LOST) and the
+ * stream waits for the next message start. False when not even the start
+ * line was captured. */
+static bool cut_head(struct http1_stream *s)
+{
+	if (!s->head_seen_start) {
+		if (s->line_len == 0)
+			return false;
+		s->line_overflow = true; /* what was captured of the line */
+		if (!head_line(s, s->line, line_content(s)))
+			return false;
+	}
+	s->msg.flags |= HTTP1_HEAD_CUT;
+	s->head_done = true;
+	s->cb->on_head(s->owner, s->tag, &s->msg);
+	lose_sync(s, HTTP1_DROP_GAP);
+	return true;
+}
+
 static void skip_hole(struct http1_stream *s, uint64_t hole)
 {
 	while (hole > 0 && s->state == HTTP1_SYNCED) {
 		uint64_t step = skip_body(s, hole);
 
 		if (step == 0) {
-			lose_sync(s, HTTP1_DROP_GAP);
+			if (s->phase != PHASE_HEAD || !cut_head(s))
+				lose_sync(s, HTTP1_DROP_GAP);
 			return;
 		}
 		hole -= step;

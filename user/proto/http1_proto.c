@@ -165,8 +165,11 @@ static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
 {
 	struct http1_conn *hc = owner;
 
-	if (dir != request_dir(hc) && !had_head && why != HTTP1_DROP_EOF &&
-	    why != HTTP1_DROP_RESET)
+	/* Responses after the lost bytes cannot be told from those in them:
+	 * whatever still waits ends without one rather than pair with a later
+	 * response (a response cut off in its head or body was answered
+	 * first). */
+	if (dir != request_dir(hc) && why != HTTP1_DROP_EOF && why != HTTP1_DROP_RESET)
 		conn_answers_lost(hc->pc, hc->http[dir].cur ? hc->http[dir].cur->ts : 0);
 	if (!had_head && why != HTTP1_DROP_PARSE_ERROR)
 		conn_note(hc->pc, NOTE_PARTIAL_HEAD);
