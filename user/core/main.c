@@ -276,7 +276,7 @@ static int run(struct agent *a)
 	char sinks[640];
 
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));
-	fprintf(stderr, "sonde: ready: tracing HTTP/1.x on this host (exporter: %s)\n", sinks);
+	fprintf(stderr, "sonde: ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s)\n", sinks);
 	while (!stop_requested) {
 		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
 
