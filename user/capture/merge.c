@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MERGE_DESC(...) COUNTER_DESC(struct merge_stats, __VA_ARGS__)
+const struct counter_desc merge_counters[] = { MERGE_COUNTERS(MERGE_DESC) };
+const size_t merge_counter_count = sizeof(merge_counters) / sizeof(merge_counters[0]);
+
 #define RECORD_ALIGN 8
 
 static size_t aligned(size_t size)

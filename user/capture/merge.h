@@ -11,6 +11,8 @@
 #ifndef SONDE_MERGE_H
 #define SONDE_MERGE_H
 
+#include "counters.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,10 +34,16 @@ struct merge_arena {
 	size_t count;
 };
 
+#define MERGE_COUNTERS(X) \
+	X(forced, "merge_forced", TOTAL, "deliveries forced by a full arena: order may suffer") \
+	X(waited, "merge_waited", TOTAL, "records kept for the next drain")
+
 struct merge_stats {
-	uint64_t forced; /* deliveries forced by a full arena: order may suffer */
-	uint64_t waited; /* records kept for the next drain */
+	MERGE_COUNTERS(COUNTER_FIELD)
 };
+
+extern const struct counter_desc merge_counters[];
+extern const size_t merge_counter_count;
 
 struct merge {
 	struct merge_arena staged, spare;

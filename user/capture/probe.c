@@ -377,6 +377,29 @@ void probe_free(struct probe *p)
 	free(p);
 }
 
+#define KERNEL_COUNTER(id, name, help) \
+	[id] = { name, help, COUNTER_TOTAL, (id) * sizeof(uint64_t) }
+
+const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
+	KERNEL_COUNTER(SONDE_CNT_LOST_RINGBUF, "lost_ringbuf_full",
+		       "records dropped in the kernel: ring or perf buffer full"),
+	KERNEL_COUNTER(SONDE_CNT_LOST_CONN_MAP, "lost_conn_map_full",
+		       "TCP sockets not tracked: connection map full"),
+	KERNEL_COUNTER(SONDE_CNT_CAPTURE_FAULT, "capture_faults",
+		       "payload reads that faulted (sent as a gap)"),
+	KERNEL_COUNTER(SONDE_CNT_HTTP_CONNS, "http_conns", "connections inferred as HTTP/1.x"),
+	KERNEL_COUNTER(SONDE_CNT_OTHER_CONNS, "other_conns", "TCP connections of no known protocol"),
+	KERNEL_COUNTER(SONDE_CNT_TRUNCATED, "truncated_captures",
+		       "data events that moved more than was captured"),
+	KERNEL_COUNTER(SONDE_CNT_EXCLUDED_CONNS, "excluded_conns",
+		       "connections of excluded processes, or accepted from sonde's exporter"),
+	KERNEL_COUNTER(SONDE_CNT_POSTGRES_CONNS, "postgres_conns",
+		       "client connections inferred as PostgreSQL"),
+	KERNEL_COUNTER(SONDE_CNT_REDIS_CONNS, "redis_conns", "client connections inferred as Redis"),
+	KERNEL_COUNTER(SONDE_CNT_DB_SERVER_CONNS, "db_server_conns",
+		       "server ends of database connections, not traced"),
+};
+
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])
 {
 	int ncpus = libbpf_num_possible_cpus();

@@ -3,6 +3,7 @@
 #ifndef SONDE_PROBE_H
 #define SONDE_PROBE_H
 
+#include "counters.h"
 #include "merge.h"
 #include "sonde_events.h"
 
@@ -41,6 +42,9 @@ void probe_detach(struct probe *p);
 void probe_free(struct probe *p);
 /* Sums the per-CPU kernel counters (enum sonde_counter). */
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX]);
+/* The kernel's counters (enum sonde_counter), read from probe_counters'
+ * array. */
+extern const struct counter_desc kernel_counters[SONDE_CNT_MAX];
 /* How putting the CPUs' records back in order went. */
 struct merge_stats probe_merge_stats(const struct probe *p);
 /* Forgets kernel map entries of processes that exited (pid reuse would

@@ -14,6 +14,10 @@
 
 #define EXITED_MAX 4096
 
+#define TRACKER_DESC(...) COUNTER_DESC(struct tracker_stats, __VA_ARGS__)
+const struct counter_desc tracker_counters[] = { TRACKER_COUNTERS(TRACKER_DESC) };
+const size_t tracker_counter_count = sizeof(tracker_counters) / sizeof(tracker_counters[0]);
+
 /* An exchange waiting for its answer. */
 struct pending {
 	struct pending *next;

@@ -6,6 +6,7 @@
 #define SONDE_TRACKER_H
 
 #include "clock.h"
+#include "counters.h"
 #include "exporter.h"
 #include "linker.h"
 #include "procinfo.h"
@@ -37,33 +38,44 @@ struct tracker_opts {
 	void *on_exchange_ctx;
 };
 
+#define TRACKER_COUNTERS(X) \
+	X(events, "events", TOTAL, "ring-buffer records read") \
+	X(bad_records, "bad_records", TOTAL, "records of unknown type, protocol or wrong size") \
+	X(conns_opened, "conns_opened", TOTAL, "connections followed") \
+	X(conns_ended, "conns_ended", TOTAL, "connections ended: close, reset, exit, fd reuse") \
+	X(conns_no_open, "conns_without_open_event", TOTAL, \
+	  "connections whose data came before (or without) their conn event") \
+	X(requests, "requests", TOTAL, "requests seen, every protocol") \
+	X(exchanges, "exchanges", TOTAL, "requests answered") \
+	X(exchanges_cut_off, "exchanges_cut_off", TOTAL, \
+	  "requests whose answer never completed: the connection ended") \
+	X(orphan_responses, "orphan_responses", TOTAL, "answers to no request seen") \
+	X(responses_lost, "responses_lost", TOTAL, "requests whose answer sonde could not decode") \
+	X(pending_overflow, "pending_overflow", TOTAL, "requests dropped: too many in flight") \
+	X(parse_errors, "parse_errors", TOTAL, "sync lost: bytes not of the protocol") \
+	X(gap_resyncs, "gap_resyncs", TOTAL, "sync lost: bytes not captured") \
+	X(partial_heads, "partial_heads", TOTAL, "messages dropped before their start was complete") \
+	X(parsing_stopped, "parsing_stopped", TOTAL, \
+	  "connections no longer parsed: upgraded, TLS, push-only, server ends of databases") \
+	X(unpaired, "exchanges_unpaired", TOTAL, "exchanges that make no span by design") \
+	X(unfinished_at_exit, "unfinished_at_exit", TOTAL, "requests still open when sonde stopped") \
+	X(reorder_held, "reorder_held", TOTAL, "pieces that arrived ahead of their offset") \
+	X(reorder_gaps, "reorder_gaps", TOTAL, "holes delivered for bytes never seen") \
+	X(reorder_gap_bytes, "reorder_gap_bytes", TOTAL, "bytes in those holes") \
+	X(reorder_stale, "reorder_stale", TOTAL, "pieces wholly before the expected offset") \
+	X(proc_exits, "proc_exits", TOTAL, "processes that exited") \
+	X(out_of_memory, "out_of_memory", TOTAL, \
+	  "records dropped: no memory for a connection or a held piece") \
+	X(spans_server, "spans_server", TOTAL, "SERVER spans built") \
+	X(spans_client, "spans_client", TOTAL, "CLIENT spans built")
+
 struct tracker_stats {
-	uint64_t events;
-	uint64_t bad_records;       /* records of unknown type or wrong size */
-	uint64_t conns_opened;
-	uint64_t conns_ended;
-	uint64_t conns_no_open;     /* data before (or without) its conn event */
-	uint64_t requests;
-	uint64_t exchanges;         /* request with response */
-	uint64_t exchanges_cut_off; /* request whose response never completed */
-	uint64_t spans_server, spans_client;
-	uint64_t orphan_responses;  /* answer with no request seen */
-	uint64_t responses_lost;    /* requests whose answer sonde could not decode */
-	uint64_t pending_overflow;  /* requests dropped: too many in flight */
-	uint64_t parse_errors;      /* sync lost: bytes not of the protocol */
-	uint64_t gap_resyncs;       /* sync lost: bytes not captured */
-	uint64_t partial_heads;     /* messages dropped before their head was complete */
-	uint64_t parsing_stopped;   /* connections no longer parsed: upgraded,
-				       TLS, push-only (pub/sub), server ends of
-				       client-only protocols */
-	uint64_t unpaired;          /* exchanges that make no span by design */
-	uint64_t unfinished_at_exit;
-	uint64_t reorder_held, reorder_gaps, reorder_gap_bytes, reorder_stale;
-	uint64_t out_of_memory;     /* records dropped: no memory for a connection
-	                               or a held piece */
-	uint64_t proc_exits;
+	TRACKER_COUNTERS(COUNTER_FIELD)
 	struct linker_stats link;
 };
+
+extern const struct counter_desc tracker_counters[];
+extern const size_t tracker_counter_count;
 
 struct tracker;
 

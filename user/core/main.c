@@ -18,8 +18,19 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
-#define STATS_MAX 96
+#define STATS_GROUPS 8
 #define EXIT_FORCED 3
+
+#define AGENT_COUNTERS(X) \
+	X(kernel_entries_swept, "kernel_entries_swept", TOTAL, \
+	  "kernel map entries of exited processes deleted")
+
+struct agent_stats {
+	AGENT_COUNTERS(COUNTER_FIELD)
+};
+
+#define AGENT_DESC(...) COUNTER_DESC(struct agent_stats, __VA_ARGS__)
+static const struct counter_desc agent_counters[] = { AGENT_COUNTERS(AGENT_DESC) };
 
 struct agent {
 	struct sonde_config cfg;
@@ -29,7 +40,7 @@ struct agent {
 	struct tracker *tracker;
 	struct probe *probe;
 	struct pytask pytask;
-	uint64_t kernel_entries_swept;
+	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
 };
 
@@ -100,109 +111,60 @@ static void look_at_running_programs(struct agent *a)
 	closedir(dir);
 }
 
-static const char *const counter_names[SONDE_CNT_MAX] = {
-	[SONDE_CNT_LOST_RINGBUF] = "lost_ringbuf_full",
-	[SONDE_CNT_LOST_CONN_MAP] = "lost_conn_map_full",
-	[SONDE_CNT_CAPTURE_FAULT] = "capture_faults",
-	[SONDE_CNT_HTTP_CONNS] = "http_conns",
-	[SONDE_CNT_OTHER_CONNS] = "other_conns",
-	[SONDE_CNT_TRUNCATED] = "truncated_captures",
-	[SONDE_CNT_EXCLUDED_CONNS] = "excluded_conns",
-	[SONDE_CNT_POSTGRES_CONNS] = "postgres_conns",
-	[SONDE_CNT_REDIS_CONNS] = "redis_conns",
-	[SONDE_CNT_DB_SERVER_CONNS] = "db_server_conns",
+/* Every module's counters, read now: kernel first. */
+struct stats_snapshot {
+	uint64_t kernel[SONDE_CNT_MAX];
+	struct merge_stats merge;
+	struct tracker_stats tracker;
+	struct exporter_stats exporter;
 };
 
-/* All counters as "name value" pairs, kernel first. */
-static size_t collect_stats(struct agent *a, const char *names[STATS_MAX], uint64_t values[STATS_MAX])
+static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
+			    struct counter_group groups[STATS_GROUPS])
 {
-	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
-	struct tracker_stats ts;
-	struct exporter_stats es;
-	struct merge_stats merged;
 	size_t n = 0;
 
-	probe_counters(a->probe, kernel);
-	for (int i = 0; i < SONDE_CNT_MAX; i++) {
-		names[n] = counter_names[i];
-		values[n++] = kernel[i];
-	}
-	merged = probe_merge_stats(a->probe);
-	tracker_get_stats(a->tracker, &ts);
-	exporter_get_stats(a->exporter, &es);
-#define STAT(name, value) (names[n] = (name), values[n++] = (value))
-	STAT("merge_forced", merged.forced);
-	STAT("merge_waited", merged.waited);
-	STAT("events", ts.events);
-	STAT("bad_records", ts.bad_records);
-	STAT("conns_opened", ts.conns_opened);
-	STAT("conns_ended", ts.conns_ended);
-	STAT("conns_without_open_event", ts.conns_no_open);
-	STAT("requests", ts.requests);
-	STAT("exchanges", ts.exchanges);
-	STAT("exchanges_cut_off", ts.exchanges_cut_off);
-	STAT("orphan_responses", ts.orphan_responses);
-	STAT("responses_lost", ts.responses_lost);
-	STAT("pending_overflow", ts.pending_overflow);
-	STAT("parse_errors", ts.parse_errors);
-	STAT("gap_resyncs", ts.gap_resyncs);
-	STAT("partial_heads", ts.partial_heads);
-	STAT("parsing_stopped", ts.parsing_stopped);
-	STAT("exchanges_unpaired", ts.unpaired);
-	STAT("unfinished_at_exit", ts.unfinished_at_exit);
-	STAT("reorder_held", ts.reorder_held);
-	STAT("reorder_gaps", ts.reorder_gaps);
-	STAT("reorder_gap_bytes", ts.reorder_gap_bytes);
-	STAT("reorder_stale", ts.reorder_stale);
-	STAT("proc_exits", ts.proc_exits);
-	STAT("out_of_memory", ts.out_of_memory);
-	STAT("kernel_entries_swept", a->kernel_entries_swept);
-	STAT("spans_server", ts.spans_server);
-	STAT("spans_client", ts.spans_client);
-	STAT("parent_traceparent", ts.link.parent_traceparent);
-	STAT("parent_peer", ts.link.parent_peer);
-	STAT("parent_task", ts.link.parent_task);
-	STAT("trace_roots", ts.link.roots);
-	STAT("root_ambiguous", ts.link.root_ambiguous);
-	STAT("root_task_unknown", ts.link.root_task_unknown);
-	STAT("root_wait_expired", ts.link.root_wait_expired);
-	STAT("root_hold_full", ts.link.root_hold_full);
-	STAT("candidates_lost", ts.link.candidates_lost);
-	STAT("spans_held", ts.link.held);
-	STAT("spans_held_peak", ts.link.held_peak);
-	STAT("python_processes", a->pytask.stats.processes);
-	STAT("python_unsupported", a->pytask.stats.unsupported);
-	STAT("python_read_failures", a->pytask.stats.failures);
-	STAT("spans_built", es.spans_built);
-	STAT("spans_exported", es.spans_exported);
-	STAT("spans_dropped", es.spans_dropped);
-	STAT("spans_refused", es.spans_refused);
-	STAT("spans_failed", es.spans_failed);
-	STAT("spans_retried", es.spans_retried);
-	STAT("export_requests", es.export_requests);
-#undef STAT
+	probe_counters(a->probe, snap->kernel);
+	snap->merge = probe_merge_stats(a->probe);
+	tracker_get_stats(a->tracker, &snap->tracker);
+	exporter_get_stats(a->exporter, &snap->exporter);
+	groups[n++] = (struct counter_group){ kernel_counters, SONDE_CNT_MAX, snap->kernel };
+	groups[n++] = (struct counter_group){ merge_counters, merge_counter_count, &snap->merge };
+	groups[n++] = (struct counter_group){ tracker_counters, tracker_counter_count,
+					      &snap->tracker };
+	groups[n++] = (struct counter_group){ agent_counters,
+					      sizeof(agent_counters) / sizeof(agent_counters[0]), &a->stats };
+	groups[n++] = (struct counter_group){ linker_counters, linker_counter_count,
+					      &snap->tracker.link };
+	groups[n++] = (struct counter_group){ pytask_counters, pytask_counter_count,
+					      &a->pytask.stats };
+	groups[n++] = (struct counter_group){ exporter_counters, exporter_counter_count,
+					      &snap->exporter };
 	return n;
 }
 
 static void log_stats(struct agent *a)
 {
-	const char *names[STATS_MAX];
-	uint64_t values[STATS_MAX];
-	size_t n = collect_stats(a, names, values);
+	struct stats_snapshot snap;
+	struct counter_group groups[STATS_GROUPS];
+	size_t n = collect_stats(a, &snap, groups);
 	char line[4096];
 	size_t used = 0;
 
-	for (size_t i = 0; i < n && used < sizeof(line); i++)
-		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s=%llu",
-					 i ? " " : "", names[i], (unsigned long long)values[i]);
+	for (size_t g = 0; g < n; g++)
+		for (size_t i = 0; i < groups[g].n && used < sizeof(line); i++)
+			used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s=%llu",
+						 used ? " " : "", groups[g].descs[i].name,
+						 (unsigned long long)counter_value(&groups[g], i));
 	log_info("stats: %s", line);
 }
 
 static void write_stats_file(struct agent *a)
 {
-	const char *names[STATS_MAX];
-	uint64_t values[STATS_MAX];
-	size_t n = collect_stats(a, names, values);
+	struct stats_snapshot snap;
+	struct counter_group groups[STATS_GROUPS];
+	size_t n = collect_stats(a, &snap, groups);
+	const char *sep = "";
 	char tmp[300];
 	FILE *f;
 
@@ -213,8 +175,13 @@ static void write_stats_file(struct agent *a)
 		return;
 	}
 	fprintf(f, "{");
-	for (size_t i = 0; i < n; i++)
-		fprintf(f, "%s\"%s\": %llu", i ? ", " : "", names[i], (unsigned long long)values[i]);
+	for (size_t g = 0; g < n; g++) {
+		for (size_t i = 0; i < groups[g].n; i++) {
+			fprintf(f, "%s\"%s\": %llu", sep, groups[g].descs[i].name,
+				(unsigned long long)counter_value(&groups[g], i));
+			sep = ", ";
+		}
+	}
 	fprintf(f, "}\n");
 	if (fclose(f) || rename(tmp, a->cfg.stats_file))
 		log_error("write stats file %s: %s", a->cfg.stats_file, strerror(errno));
@@ -247,7 +214,7 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	wallclock_sync(&a->clock);
 	report_ring_loss(a);
 	while ((n = tracker_take_exited(a->tracker, exited, 1024)) > 0)
-		a->kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
+		a->stats.kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
 	if (a->cfg.stats_interval_s &&
 	    now - *last_stats_ns >= a->cfg.stats_interval_s * 1000000000ull) {
 		*last_stats_ns = now;

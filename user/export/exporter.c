@@ -15,6 +15,10 @@
 #include <string.h>
 #include <time.h>
 
+#define EXPORTER_DESC(...) COUNTER_DESC(struct exporter_stats, __VA_ARGS__)
+const struct counter_desc exporter_counters[] = { EXPORTER_COUNTERS(EXPORTER_DESC) };
+const size_t exporter_counter_count = sizeof(exporter_counters) / sizeof(exporter_counters[0]);
+
 #define CONSOLE_LINE_MAX (64 * 1024)
 /* A trace is printed as a tree once no span has joined it for this long. */
 #define TREE_QUIET_MS 1000

@@ -6,6 +6,7 @@
 #ifndef SONDE_EXPORTER_H
 #define SONDE_EXPORTER_H
 
+#include "counters.h"
 #include "otlp_transport.h"
 #include "span.h"
 
@@ -40,15 +41,22 @@ struct exporter_opts {
 
 /* Every built span ends as exported, refused or failed, or is still
  * queued; a dropped span found the queue full and was never built. */
+#define EXPORTER_COUNTERS(X) \
+	X(spans_built, "spans_built", TOTAL, "spans committed to the export queue") \
+	X(spans_exported, "spans_exported", TOTAL, "spans written out, or accepted by the collector") \
+	X(spans_dropped, "spans_dropped", TOTAL, "spans dropped: export queue full") \
+	X(spans_refused, "spans_refused", TOTAL, "spans the collector rejected") \
+	X(spans_failed, "spans_failed", TOTAL, \
+	  "spans undeliverable: retries used up, TLS, shutdown deadline") \
+	X(spans_retried, "spans_retried", TOTAL, "spans sent again, once per extra attempt") \
+	X(export_requests, "export_requests", TOTAL, "export requests sent")
+
 struct exporter_stats {
-	uint64_t spans_built;    /* committed by the tracker */
-	uint64_t spans_exported; /* written out, or accepted by the collector */
-	uint64_t spans_dropped;  /* queue full */
-	uint64_t spans_refused;  /* rejected by the collector (incl. partial success) */
-	uint64_t spans_failed;   /* undeliverable: retries used up, TLS, shutdown deadline */
-	uint64_t spans_retried;  /* sent again, once per extra attempt */
-	uint64_t export_requests;
+	EXPORTER_COUNTERS(COUNTER_FIELD)
 };
+
+extern const struct counter_desc exporter_counters[];
+extern const size_t exporter_counter_count;
 
 struct exporter;
 

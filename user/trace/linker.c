@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LINKER_DESC(...) COUNTER_DESC(struct linker_stats, __VA_ARGS__)
+const struct counter_desc linker_counters[] = { LINKER_COUNTERS(LINKER_DESC) };
+const size_t linker_counter_count = sizeof(linker_counters) / sizeof(linker_counters[0]);
+
 #define PROC_BUCKETS 1024
 #define CONN_BUCKETS 4096
 #define MS 1000000ull

@@ -23,6 +23,7 @@
 #ifndef SONDE_LINKER_H
 #define SONDE_LINKER_H
 
+#include "counters.h"
 #include "exporter.h"
 #include "ids.h"
 #include "span.h"
@@ -43,24 +44,27 @@ struct linker_opts {
 	uint32_t max_held;     /* finished spans held at once; 0: 4096 */
 };
 
+#define LINKER_COUNTERS(X) \
+	X(parent_traceparent, "parent_traceparent", TOTAL, "server spans under an incoming traceparent") \
+	X(parent_peer, "parent_peer", TOTAL, "server spans under the client span at the other end") \
+	X(parent_task, "parent_task", TOTAL, "client spans under the request their thread or task served") \
+	X(roots, "trace_roots", TOTAL, "spans that start a trace, for any reason") \
+	X(root_ambiguous, "root_ambiguous", TOTAL, "client spans with more than one candidate parent") \
+	X(root_task_unknown, "root_task_unknown", TOTAL, "client spans whose task could not be read") \
+	X(root_wait_expired, "root_wait_expired", TOTAL, "spans that waited for their parent in vain") \
+	X(root_hold_full, "root_hold_full", TOTAL, \
+	  "spans decided early: too many held, or no memory to hold one") \
+	X(candidates_lost, "candidates_lost", TOTAL, \
+	  "answered server requests no client span could choose: no memory to keep them") \
+	X(held, "spans_held", GAUGE, "finished spans waiting for their trace") \
+	X(held_peak, "spans_held_peak", TOTAL, "most spans held at once")
+
 struct linker_stats {
-	uint64_t parent_traceparent; /* server spans: incoming traceparent */
-	uint64_t parent_peer;        /* server spans: client span at the other end */
-	uint64_t parent_task;        /* client spans: the request their task served */
-	uint64_t roots;              /* spans that start a trace (all reasons) */
-	uint64_t root_ambiguous;     /* client spans with more than one candidate */
-	uint64_t root_task_unknown;  /* client spans whose task could not be read */
-	uint64_t root_wait_expired;  /* waited wait_ms or peer_wait_ms in vain */
-	uint64_t root_hold_full;     /* decided early: max_held spans held, or no
-					memory to hold one (a span whose parent
-					was chosen, but not its trace, counts
-					under that parent too) */
-	uint64_t candidates_lost;    /* answered server requests that no client
-					span could choose as parent: no memory
-					to keep them */
-	uint64_t held;               /* spans held now */
-	uint64_t held_peak;
+	LINKER_COUNTERS(COUNTER_FIELD)
 };
+
+extern const struct counter_desc linker_counters[];
+extern const size_t linker_counter_count;
 
 struct linker;
 struct link_conn;

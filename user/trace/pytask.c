@@ -11,6 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define PYTASK_DESC(...) COUNTER_DESC(struct pytask_stats, __VA_ARGS__)
+const struct counter_desc pytask_counters[] = { PYTASK_COUNTERS(PYTASK_DESC) };
+const size_t pytask_counter_count = sizeof(pytask_counters) / sizeof(pytask_counters[0]);
+
 /* Checked against the CPython headers by tests/unit/test_pytask.c. */
 const struct pytask_version pytask_versions[] = {
 	{

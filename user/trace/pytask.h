@@ -9,6 +9,7 @@
 #ifndef SONDE_PYTASK_H
 #define SONDE_PYTASK_H
 
+#include "counters.h"
 #include "sonde_events.h"
 
 #include <stdbool.h>
@@ -33,11 +34,17 @@ struct pytask_file {
 	uint64_t last_use;
 };
 
+#define PYTASK_COUNTERS(X) \
+	X(processes, "python_processes", TOTAL, "CPython processes given a layout") \
+	X(unsupported, "python_unsupported", TOTAL, "CPython of a version sonde has no layout for") \
+	X(failures, "python_read_failures", TOTAL, "programs or maps that could not be read")
+
 struct pytask_stats {
-	uint64_t processes;     /* CPython processes given a layout */
-	uint64_t unsupported;   /* CPython of a version sonde has no layout for */
-	uint64_t failures;      /* programs or maps that could not be read */
+	PYTASK_COUNTERS(COUNTER_FIELD)
 };
+
+extern const struct counter_desc pytask_counters[];
+extern const size_t pytask_counter_count;
 
 struct pytask {
 	char proc_root[64];
