@@ -151,4 +151,50 @@ static __always_inline __u32 capture_tail(struct sonde_data_event *ev, struct ca
 }
 
 
+/* Where the call's bytes are in user memory when they are in one place:
+ * its buffer, or its only iovec; 0 for a call over several iovecs. */
+static __always_inline __u64 call_base(struct call_args *args, const struct user_iovec *vecs,
+				       __u32 nvecs)
+{
+	if (!args->iovcnt)
+		return args->buf;
+	return nvecs == 1 ? vecs[0].base : 0;
+}
+
+/* The rest of a call whose first event holds a pipeline (it carried the
+ * first `off` bytes): contiguous events of up to SONDE_CAPTURE_MAX bytes,
+ * at most SONDE_PIPELINE_CHUNKS of them, the last one covering what
+ * remains with the call's last bytes as its tail. ev holds the first
+ * event's header, position and task. A global function, verified once
+ * rather than in every program that reaches it. */
+__noinline int emit_rest(void *ctx __attribute__((btf_decl_tag("arg:ctx"))),
+			 struct sonde_data_event *ev, __u64 base, __u32 len, __u32 off)
+{
+	__u64 pos;
+
+	if (!ev || !base)
+		return 0;
+	pos = ev->pos;
+	for (__u32 i = 0; i < SONDE_PIPELINE_CHUNKS && off < len; i++) {
+		__u32 chunk = len - off, captured, tail = 0;
+
+		if (i < SONDE_PIPELINE_CHUNKS - 1 && chunk > SONDE_CAPTURE_MAX)
+			chunk = SONDE_CAPTURE_MAX;
+		captured = copy_buf(ev->data, base + off, chunk);
+		if (chunk > captured + SONDE_TAIL_MAX && captured <= SONDE_CAPTURE_MAX &&
+		    !bpf_probe_read_user(ev->data + captured, SONDE_TAIL_MAX,
+					 (const void *)(base + len - SONDE_TAIL_MAX)))
+			tail = SONDE_TAIL_MAX;
+		ev->pos = pos + off;
+		ev->len = chunk;
+		ev->captured = captured;
+		ev->tail = tail;
+		if (captured > SONDE_CAPTURE_MAX)
+			return 0;
+		submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
+		off += chunk;
+	}
+	return 0;
+}
+
 #endif

@@ -38,6 +38,70 @@ static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
 	       starts_with(data, len, "TRACE ", 6) || starts_with(data, len, "HTTP/1.", 7);
 }
 
+/* Bytes of the longest HTTP message-start token ("OPTIONS ", "HTTP/1.1"). */
+#define HTTP1_TOKEN_MAX 8
+/* A pipeline is looked for in the first bytes of a call only. */
+#define PIPELINE_SCAN_WORDS 128
+
+static __always_inline bool token_at(const __u8 *data, __u32 at, const char *token, __u32 n)
+{
+	for (__u32 i = 0; i < n; i++)
+		if (data[at + i] != token[i])
+			return false;
+	return true;
+}
+
+/* An HTTP request or status line starts at data[at], its whole token
+ * captured (the caller checked at + HTTP1_TOKEN_MAX bytes are). */
+static __always_inline bool http1_token_at(const __u8 *data, __u32 at)
+{
+	switch (data[at]) {
+	case 'G':
+		return token_at(data, at, "GET ", 4);
+	case 'P':
+		return token_at(data, at, "POST ", 5) || token_at(data, at, "PUT ", 4) ||
+		       token_at(data, at, "PATCH ", 6);
+	case 'H':
+		return token_at(data, at, "HEAD ", 5) || token_at(data, at, "HTTP/1.", 7);
+	case 'D':
+		return token_at(data, at, "DELETE ", 7);
+	case 'O':
+		return token_at(data, at, "OPTIONS ", 8);
+	case 'C':
+		return token_at(data, at, "CONNECT ", 8);
+	case 'T':
+		return token_at(data, at, "TRACE ", 6);
+	}
+	return false;
+}
+
+/* Whether a line of the call's captured bytes (past its first) starts
+ * another HTTP message: the call holds a pipeline, or several responses,
+ * whose messages past the capture would be lost. Line ends are found a
+ * word at a time. A global function: verified once, not per program. */
+__noinline bool holds_pipeline(const struct sonde_data_event *ev)
+{
+	__u32 captured;
+
+	if (!ev)
+		return false;
+	captured = ev->captured;
+	for (__u32 w = 0; w < PIPELINE_SCAN_WORDS; w++) {
+		__u64 word, x;
+
+		if (w * 8 + 8 + HTTP1_TOKEN_MAX > captured)
+			return false;
+		word = ((const __u64 *)ev->data)[w]; /* data is 8-byte aligned */
+		x = word ^ 0x0a0a0a0a0a0a0a0aull;
+		if (!((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull))
+			continue;
+		for (__u32 b = 0; b < 8; b++)
+			if (ev->data[w * 8 + b] == '\n' && http1_token_at(ev->data, w * 8 + b + 1))
+				return true;
+	}
+	return false;
+}
+
 static __always_inline __u32 be32_at(const __u8 *p)
 {
 	return (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];

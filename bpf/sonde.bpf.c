@@ -70,6 +70,8 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	struct user_iovec vecs[SONDE_IOV_MAX];
 	struct sonde_data_event *ev;
 	__u32 captured, tail, nvecs;
+	bool pipeline;
+	__u64 base;
 
 	if (!scratch)
 		return;
@@ -93,7 +95,21 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
 		return;
+	/* Messages past the capture of a pipelined call cannot be skipped by
+	 * length as a body can: the rest of the call is sent too, when its
+	 * bytes are in one place (a call over several iovecs is not looked
+	 * at: a server's head and body, most often). */
+	base = captured < len && state->proto == SONDE_PROTO_HTTP1 ? call_base(args, vecs, nvecs) : 0;
+	pipeline = base && holds_pipeline(ev);
+	if (pipeline) {
+		ev->len = captured;
+		ev->tail = 0;
+		tail = 0;
+		count(SONDE_CNT_PIPELINES);
+	}
 	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
+	if (pipeline)
+		emit_rest(ctx, ev, base, len, captured);
 }
 
 /* A failed or empty call ends an exchange only when it says the

@@ -22,6 +22,10 @@
 /* Database connections capture at least this many bytes per call (or the
  * configured capture, if larger). */
 #define SONDE_DB_CAPTURE_MIN 2048
+/* An HTTP call longer than the capture whose captured bytes show another
+ * message start (pipelined requests, several responses in one read) is
+ * sent in up to this many events of SONDE_CAPTURE_MAX bytes: 64 KiB whole. */
+#define SONDE_PIPELINE_CHUNKS 16
 /* When a call moves more than is captured, its last bytes (up to this
  * many) are sent too: they hold the end of a chunked message. */
 #define SONDE_TAIL_MAX 16
@@ -109,6 +113,9 @@ enum sonde_counter {
 	SONDE_CNT_REDIS_CONNS,     /* client connections inferred as Redis */
 	SONDE_CNT_DB_SERVER_CONNS, /* server ends of database connections: the
 				    * client's span is the operation's only one */
+	SONDE_CNT_PIPELINES,       /* HTTP calls longer than the capture that held
+				    * several messages: sent whole, in up to
+				    * SONDE_PIPELINE_CHUNKS events */
 	SONDE_CNT_MAX,
 };
 
@@ -151,7 +158,7 @@ struct sonde_data_event {
 	                   not made because the data does not start an HTTP
 	                   request or status line (only a message start's
 	                   task is used) */
-	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX];
+	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX] __attribute__((aligned(8)));
 };
 
 #define SONDE_DATA_EVENT_SIZE(bytes) \

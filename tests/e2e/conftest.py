@@ -22,10 +22,20 @@ PYTHON = "/usr/bin/python3"
 APPS = Path(__file__).resolve().parent / "apps"
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port not handed out before in this session: spans are found by
+    the server port, so a port reused by a later test's server would mix an
+    earlier test's spans into its own."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_port(port, host="127.0.0.1", timeout=15):
@@ -152,6 +162,8 @@ http {{
         location /ok {{ return 200 "ok\n"; }}
         location /status/404 {{ return 404 "nf\n"; }}
         location /status/503 {{ return 503 "down\\n"; }}
+        location /p/ {{ return 200 "p\\n"; }}
+        location /q/ {{ return 404 "q\\n"; }}
         location / {{ }}
     }}
 }}

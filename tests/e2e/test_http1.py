@@ -7,6 +7,8 @@ import ssl
 import subprocess
 import time
 
+import pytest
+
 from conftest import APPS, PYTHON, Agent, by_kind, curl, free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -124,6 +126,34 @@ def test_keep_alive_and_pipelining_from_a_raw_socket(agent, nginx):
                for s in spans_of_side]
         assert got == want
     assert len(set(s["context"]["trace_id"] for s in servers)) == 5
+
+
+@pytest.mark.parametrize("depth", [50, 1000])
+def test_pipelines_longer_than_the_capture(workdir, nginx, depth):
+    """`depth` requests in one write, far past the 512-byte capture: every
+    one makes its span at both ends, paired with its own response (paths
+    /q/ answer 404, /p/ 200) and its server span under its client span."""
+    deep = Agent(workdir, name=f"pipeline-{depth}", extra_env={"OTEL_BSP_MAX_QUEUE_SIZE": "8192"})
+    try:
+        paths = [f"/q/{i}" if i % 3 == 0 else f"/p/{i}" for i in range(depth)]
+        with socket.create_connection(("127.0.0.1", nginx.port)) as s:
+            s.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{nginx.port}\r\n\r\n".encode()
+                               for p in paths))
+            assert read_responses(s, depth) == [404 if p.startswith("/q/") else 200 for p in paths]
+        spans = deep.wait_spans(nginx.port, 2 * depth, timeout=30)
+        deep.wait_stats(lambda c: c["pipelined_calls"] > 0)
+    finally:
+        assert deep.stop() == 0
+    servers, clients = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert sorted(s["attributes"]["url.path"] for s in servers) == sorted(paths)
+    assert sorted(s["attributes"]["url.path"] for s in clients) == sorted(paths)
+    client_by_id = {c["context"]["span_id"]: c for c in clients}
+    for span in servers + clients:
+        path = span["attributes"]["url.path"]
+        assert span["attributes"]["http.response.status_code"] == (404 if path.startswith("/q/") else 200)
+    for server in servers:
+        parent = client_by_id[server["parent_id"]]
+        assert parent["attributes"]["url.path"] == server["attributes"]["url.path"]
 
 
 def test_ipv6_loopback(agent, nginx):

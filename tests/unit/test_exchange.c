@@ -747,3 +747,54 @@ Test(exchange, a_response_head_past_the_capture_keeps_its_status)
 		cr_expect_eq(span_has(s, "sonde.http.headers_captured"), true);
 	}
 }
+
+/* A pipelined write as the kernel sends it when the capture shows more
+ * than one message: its first 512 bytes, then the rest in whole chunks. */
+static void pipelined_call(struct harness *q, struct tconn *c, int dir, const char *data,
+			   size_t len)
+{
+	size_t first = len < 512 ? len : 512;
+
+	h_io(q, c, dir, data, first, first);
+	for (size_t off = first; off < len; off += SONDE_CAPTURE_MAX) {
+		size_t chunk = len - off < SONDE_CAPTURE_MAX ? len - off : SONDE_CAPTURE_MAX;
+
+		h_io(q, c, dir, data + off, chunk, chunk);
+	}
+}
+
+static void pipeline_of(int depth)
+{
+	size_t size = (size_t)depth * 40, len = 0;
+	char *reqs = malloc(size);
+	struct harness q;
+	struct tconn c;
+
+	cr_assert_not_null(reqs);
+	for (int i = 0; i < depth; i++)
+		len += (size_t)sprintf(reqs + len, "GET /%c/%d HTTP/1.1\r\n\r\n", i % 3 ? 'p' : 'q', i);
+	h_init(&q, false);
+	c = h_open(&q, 1200, 5, SONDE_ROLE_SERVER);
+	pipelined_call(&q, &c, IN, reqs, len);
+	for (int i = 0; i < depth; i++)
+		h_send(&q, &c, OUT, i % 3 ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+					  : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&q);
+	free(reqs);
+	cr_assert_eq(q.nspans, depth);
+	for (int i = 0; i < q.nspans; i++) {
+		const char *path = span_str(q.spans[i], "url.path");
+
+		cr_expect_eq(span_int(q.spans[i], "http.response.status_code"),
+			     path[1] == 'q' ? 404 : 200, "%s", path);
+	}
+	cr_expect_eq(q.stats.pending_overflow, 0);
+	cr_expect_eq(q.stats.orphan_responses, 0);
+	h_free(&q);
+}
+
+Test(exchange, pipelines_of_50_and_1000_pair_exactly)
+{
+	pipeline_of(50);
+	pipeline_of(1000);
+}

@@ -398,6 +398,8 @@ const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
 	KERNEL_COUNTER(SONDE_CNT_REDIS_CONNS, "redis_conns", "client connections inferred as Redis"),
 	KERNEL_COUNTER(SONDE_CNT_DB_SERVER_CONNS, "db_server_conns",
 		       "server ends of database connections, not traced"),
+	KERNEL_COUNTER(SONDE_CNT_PIPELINES, "pipelined_calls",
+		       "HTTP calls past the capture holding several messages, sent whole"),
 };
 
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])

@@ -853,7 +853,7 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 		return NULL;
 	t->opts = *opts;
 	if (!t->opts.max_pending)
-		t->opts.max_pending = 64;
+		t->opts.max_pending = 1024;
 	t->pending_bytes = sizeof(struct pending) + proto_max_exchange_size();
 	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
 	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));

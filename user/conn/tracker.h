@@ -31,7 +31,8 @@ typedef void (*exchange_fn)(void *ctx, const struct exchange_summary *x);
 
 struct tracker_opts {
 	struct proto_opts proto;
-	uint32_t max_pending; /* pipelined requests awaiting answers, per connection */
+	uint32_t max_pending; /* pipelined requests awaiting answers, per
+				 connection; 0: 1024 */
 	uint32_t conn_buckets_log2; /* connection hash table size; 0: 2^16 */
 	struct linker_opts link;
 	exchange_fn on_exchange; /* NULL: nobody counts exchanges */
