@@ -70,10 +70,9 @@ class Agent:
             time.sleep(0.05)
 
     def spans(self):
-        spans = []
-        for line in self.out_path.read_text().splitlines():
-            spans.append(json.loads(line))
-        return spans
+        """The spans printed so far; a last line still being written waits."""
+        text = self.out_path.read_text()
+        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
     def spans_for_port(self, port):
         return [s for s in self.spans() if s["attributes"].get("server.port") == port]

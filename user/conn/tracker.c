@@ -483,10 +483,6 @@ void conn_note(struct proto_conn *pc, enum proto_note note)
 	case NOTE_PARTIAL_HEAD:
 		stats->partial_heads++;
 		break;
-	case NOTE_STOPPED:
-	case NOTE_UNPAIRED:
-	case NOTE_MAX:
-		break;
 	}
 }
 

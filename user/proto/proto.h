@@ -64,9 +64,6 @@ enum proto_note {
 	NOTE_PARSE_ERROR,  /* bytes that are not the protocol: sync lost */
 	NOTE_GAP,          /* bytes not captured where the parser needed them */
 	NOTE_PARTIAL_HEAD, /* a message dropped before its start was complete */
-	NOTE_STOPPED,      /* parsing stopped: upgrade, TLS, push-only mode */
-	NOTE_UNPAIRED,     /* an exchange that makes no span (a prepare alone) */
-	NOTE_MAX,
 };
 
 struct proto_ops {
@@ -128,12 +125,14 @@ void conn_answer_began(struct proto_conn *pc, uint32_t tid, uint64_t task, uint6
  * none waits or the answer began before it (it answers a request sonde
  * never saw): an orphan, counted. */
 bool conn_answer(struct proto_conn *pc, const struct answer *a);
-/* The oldest waiting exchange ends with no span (NOTE_UNPAIRED). */
+/* The oldest waiting exchange ends with no span by design (a prepare
+ * alone), counted. */
 void conn_drop_oldest(struct proto_conn *pc);
 /* The answer stream lost sync: every waiting exchange becomes a span with
  * no answer rather than pair with a later one. */
 void conn_answers_lost(struct proto_conn *pc, uint64_t ts);
-/* Parsing ends for good on this connection (NOTE_STOPPED). */
+/* Parsing ends for good on this connection (upgrade, TLS, push-only
+ * mode), counted. */
 void conn_stop(struct proto_conn *pc);
 void conn_note(struct proto_conn *pc, enum proto_note note);
 
