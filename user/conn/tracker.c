@@ -4,6 +4,7 @@
 #include "linker.h"
 #include "reorder.h"
 #include "sonde_events.h"
+#include "text.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -207,17 +208,6 @@ static void format_addr(uint16_t family, const uint8_t *addr, char *out, size_t 
 		out[0] = '\0';
 }
 
-static void copy_cstr(char *dst, size_t size, const char *src)
-{
-	size_t len = strlen(src);
-
-	if (len >= size)
-		len = size - 1;
-
-	memcpy(dst, src, len);
-	dst[len] = '\0';
-}
-
 /* The server is this process for a SERVER span, the peer for a CLIENT one;
  * what the protocol said of it (an HTTP Host header) wins. */
 static void fill_endpoints(struct span *span, const struct conn *c)
@@ -227,12 +217,12 @@ static void fill_endpoints(struct span *span, const struct conn *c)
 	if (!c->have_addr)
 		return;
 	if (!span->server_address[0])
-		copy_cstr(span->server_address, sizeof(span->server_address),
+		text_copy(span->server_address, sizeof(span->server_address),
 			  server ? c->laddr : c->raddr);
 	if (!span->server_port)
 		span->server_port = server ? c->local.port : c->remote.port;
 	if (server) {
-		copy_cstr(span->client_address, sizeof(span->client_address), c->raddr);
+		text_copy(span->client_address, sizeof(span->client_address), c->raddr);
 		span->client_port = c->remote.port;
 	}
 }
@@ -242,8 +232,8 @@ static void fill_endpoints(struct span *span, const struct conn *c)
 static void fill_cut_off(struct span *span, const struct answer *a)
 {
 	span->status = SPAN_STATUS_ERROR;
-	copy_cstr(span->status_message, sizeof(span->status_message), a->cut_off);
-	copy_cstr(span->error_type, sizeof(span->error_type),
+	text_copy(span->status_message, sizeof(span->status_message), a->cut_off);
+	text_copy(span->error_type, sizeof(span->error_type),
 		  a->detail ? "response_incomplete" : "no_response");
 }
 

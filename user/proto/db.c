@@ -1,6 +1,7 @@
 #include "db.h"
 
 #include "semconv.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,11 +17,8 @@ void db_span_init(struct db_span *d, const char *system)
 
 void db_span_error(struct span *span, const char *code, size_t len)
 {
-	if (len >= sizeof(span->response_code))
-		len = sizeof(span->response_code) - 1;
-	memcpy(span->response_code, code, len);
-	span->response_code[len] = '\0';
-	memcpy(span->error_type, span->response_code, len + 1);
+	text_copy_len(span->response_code, sizeof(span->response_code), code, len);
+	text_copy(span->error_type, sizeof(span->error_type), span->response_code);
 	span->status = SPAN_STATUS_ERROR;
 }
 

@@ -7,6 +7,7 @@
 #include "route.h"
 #include "semconv.h"
 #include "sonde_events.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -230,15 +231,6 @@ static void http1_reset(void *st, uint64_t ts)
 
 /* ---- the span ------------------------------------------------------------ */
 
-/* Bounded copy of len bytes plus a NUL: the span hot path avoids printf. */
-static void copy_str(char *dst, size_t size, const char *src, size_t len)
-{
-	if (len >= size)
-		len = size - 1;
-	memcpy(dst, src, len);
-	dst[len] = '\0';
-}
-
 static uint16_t parse_port(const char *text)
 {
 	uint32_t port = 0;
@@ -259,12 +251,12 @@ static void split_host(const char *host, struct span *span)
 
 		if (!end)
 			return;
-		copy_str(span->server_address, sizeof(span->server_address), host + 1,
+		text_copy_len(span->server_address, sizeof(span->server_address), host + 1,
 			 (size_t)(end - host - 1));
 		colon = end[1] == ':' ? end + 1 : NULL;
 	} else {
 		colon = strrchr(host, ':');
-		copy_str(span->server_address, sizeof(span->server_address), host,
+		text_copy_len(span->server_address, sizeof(span->server_address), host,
 			 colon ? (size_t)(colon - host) : strlen(host));
 	}
 	if (colon && colon[1])
@@ -296,10 +288,10 @@ static void fill_target(struct http1_span *f, bool server, const struct http1_ms
 	const char *path = target_path(req->target, &len);
 
 	path_len = route_path_len(path, len);
-	copy_str(f->path, sizeof(f->path), path, path_len);
+	text_copy_len(f->path, sizeof(f->path), path, path_len);
 	f->query[0] = '\0';
 	if (opts->keep_query && path_len < len && path[path_len] == '?')
-		copy_str(f->query, sizeof(f->query), path + path_len + 1, len - path_len - 1);
+		text_copy_len(f->query, sizeof(f->query), path + path_len + 1, len - path_len - 1);
 	f->route[0] = '\0';
 	if (server)
 		route_template(f->path, path_len, f->route, sizeof(f->route));
@@ -339,12 +331,12 @@ static void http1_fill_span(struct span *span, const void *exchange, const void 
 	struct http1_span *f = fields_of(span);
 	const char *method = http1_method_name(req->method);
 
-	copy_str(f->method, sizeof(f->method), method, strlen(method));
+	text_copy(f->method, sizeof(f->method), method);
 	fill_version(f, req);
 	fill_target(f, span->kind == SPAN_KIND_SERVER, req, opts);
 	if (req->host_len)
 		split_host(req->host, span);
-	copy_str(f->user_agent, sizeof(f->user_agent), req->user_agent, req->ua_len);
+	text_copy_len(f->user_agent, sizeof(f->user_agent), req->user_agent, req->ua_len);
 	f->request_body_size = x->complete && !(req->flags & HTTP1_BODY_LOST)
 				       ? (int64_t)req->body_size : -1;
 	f->response_body_size = resp && !(resp->flags & HTTP1_BODY_LOST)

@@ -18,6 +18,7 @@
 #include "proto.h"
 #include "sonde_events.h"
 #include "sql.h"
+#include "text.h"
 
 #include <string.h>
 
@@ -94,16 +95,6 @@ static const char *take_cstring(const struct pg_msg *m, uint32_t *at)
 	return start;
 }
 
-static void copy_text(char *dst, size_t size, const char *src)
-{
-	size_t len = strlen(src);
-
-	if (len >= size)
-		len = size - 1;
-	memcpy(dst, src, len);
-	dst[len] = '\0';
-}
-
 /* ---- statements ------------------------------------------------------------ */
 
 static int find_statement(const struct pg_conn *pg, const char *name)
@@ -140,7 +131,7 @@ static void on_parse(struct pg_conn *pg, const struct pg_msg *m)
 		return;
 	st = &pg->statements[statement_slot(pg, name)];
 	st->used = ++pg->clock;
-	copy_text(st->name, sizeof(st->name), name);
+	text_copy(st->name, sizeof(st->name), name);
 	text_len = strnlen((const char *)m->data + at, m->kept - at);
 	sql_sanitize((const char *)m->data + at, text_len, st->text, sizeof(st->text), &cut);
 	st->cut = cut || (at + text_len == m->kept && m->len > m->kept);
@@ -226,7 +217,7 @@ static void on_execute(struct pg_conn *pg)
 		return;
 	x->executes = true;
 	if (x->executions++ == 0 && st) {
-		copy_text(x->query, sizeof(x->query), st->text);
+		text_copy(x->query, sizeof(x->query), st->text);
 		x->query_cut = st->cut;
 	}
 }
@@ -251,7 +242,7 @@ static void on_startup(struct pg_conn *pg, const struct pg_msg *m)
 	}
 	/* The server takes the user's name when no database is named. */
 	if (database || user)
-		copy_text(pg->db, sizeof(pg->db), database ? database : user);
+		text_copy(pg->db, sizeof(pg->db), database ? database : user);
 	pg->startup = true;
 }
 
@@ -331,7 +322,7 @@ static void on_error(struct pg_conn *pg, const struct pg_msg *m)
 		if (!value)
 			return;
 		if (field == 'C' && !pg->answer.sqlstate[0])
-			copy_text(pg->answer.sqlstate, sizeof(pg->answer.sqlstate), value);
+			text_copy(pg->answer.sqlstate, sizeof(pg->answer.sqlstate), value);
 	}
 }
 
@@ -527,8 +518,8 @@ static void pg_fill_span(struct span *span, const void *exchange, const void *de
 	struct db_span *d = db_span_of(span);
 
 	db_span_init(d, "postgresql");
-	copy_text(d->namespace_, sizeof(d->namespace_), x->db);
-	copy_text(d->query, sizeof(d->query), x->query);
+	text_copy(d->namespace_, sizeof(d->namespace_), x->db);
+	text_copy(d->query, sizeof(d->query), x->query);
 	sql_summarize(d->query, d->operation, sizeof(d->operation), d->collection,
 		      sizeof(d->collection));
 	if (x->query_cut)

@@ -12,6 +12,7 @@
 #include "proto.h"
 #include "resp.h"
 #include "sonde_events.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -140,11 +141,8 @@ static void answer(struct redis_conn *rc, const struct resp_value *v, bool cut)
 	char db[REDIS_DB_MAX];
 
 	if (x) {
-		size_t n = strnlen(x->arg, sizeof(db) - 1);
-
 		select = is_command(x->command, "SELECT") && !is_error(v) && x->arg[0];
-		memcpy(db, x->arg, n);
-		db[n] = '\0';
+		text_copy(db, sizeof(db), x->arg);
 		stop = ends_pairing(x);
 	}
 	if (!conn_answer(rc->pc, &a))
@@ -267,8 +265,8 @@ static void redis_fill_span(struct span *span, const void *exchange, const void 
 	struct db_span *d = db_span_of(span);
 
 	db_span_init(d, "redis");
-	snprintf(d->operation, sizeof(d->operation), "%s", x->command);
-	snprintf(d->namespace_, sizeof(d->namespace_), "%s", x->db);
+	text_copy(d->operation, sizeof(d->operation), x->command);
+	text_copy(d->namespace_, sizeof(d->namespace_), x->db);
 	query_text(d, x);
 	if (!reply)
 		return;
