@@ -2,6 +2,7 @@
 
 #include "ids.h"
 #include "linker.h"
+#include "log.h"
 #include "reorder.h"
 #include "sonde_events.h"
 #include "text.h"
@@ -162,6 +163,7 @@ static void stop_parsing(struct conn *c)
 		return;
 	c->stopped = true;
 	c->tracker->stats.parsing_stopped++;
+	log_debug("%s connection of pid %u, fd %d: no longer parsed", c->ops->name, c->tgid, c->fd);
 }
 
 static void set_role(struct conn *c, uint8_t role)
