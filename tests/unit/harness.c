@@ -25,6 +25,11 @@ static void record_summary(void *ctx, const struct exchange_summary *x)
 
 void h_init(struct harness *h, bool keep_query)
 {
+	h_init_pending(h, keep_query, 0);
+}
+
+void h_init_pending(struct harness *h, bool keep_query, uint32_t max_pending)
+{
 	struct exporter_opts eopts = {
 		.sinks = EXPORTER_CONSOLE,
 		.max_queue_size = 1024,
@@ -33,6 +38,7 @@ void h_init(struct harness *h, bool keep_query)
 	};
 	struct tracker_opts topts = {
 		.proto.keep_query = keep_query,
+		.max_pending = max_pending,
 		.on_exchange = record_summary,
 		.on_exchange_ctx = h,
 	};

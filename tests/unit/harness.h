@@ -52,6 +52,8 @@ struct tconn {
 };
 
 void h_init(struct harness *h, bool keep_query);
+/* With at most max_pending requests waiting per connection (0: default). */
+void h_init_pending(struct harness *h, bool keep_query, uint32_t max_pending);
 /* A fake /proc/<pid> with the given NUL-separated cmdline and environ. */
 void h_proc(struct harness *h, uint32_t pid, const char *cmdline, size_t cmdline_len,
 	    const char *environ, size_t environ_len);

@@ -798,3 +798,27 @@ Test(exchange, pipelines_of_50_and_1000_pair_exactly)
 	pipeline_of(50);
 	pipeline_of(1000);
 }
+
+/* One request more than can wait: pairing the answers after it would be
+ * off by one, so the connection is no longer parsed and what waited ends
+ * without an answer; no span gets another request's status. */
+Test(exchange, too_many_waiting_requests_stop_pairing_rather_than_shift_it)
+{
+	struct harness q;
+	struct tconn c;
+
+	h_init_pending(&q, false, 4);
+	c = h_open(&q, 1300, 5, SONDE_ROLE_CLIENT);
+	h_send(&q, &c, OUT, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"
+			    "GET /4 HTTP/1.1\r\n\r\nGET /5 HTTP/1.1\r\n\r\nGET /6 HTTP/1.1\r\n\r\n");
+	for (int i = 0; i < 6; i++)
+		h_send(&q, &c, IN, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+	h_finish(&q);
+	cr_assert_eq(q.nspans, 4);
+	for (int i = 0; i < 4; i++)
+		cr_expect_not(span_has(q.spans[i], "http.response.status_code"));
+	cr_expect_eq(q.stats.pending_overflow, 1);
+	cr_expect_eq(q.stats.parsing_stopped, 1);
+	cr_expect_eq(q.stats.orphan_responses, 0);
+	h_free(&q);
+}

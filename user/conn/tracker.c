@@ -345,15 +345,48 @@ void conn_set_role(struct proto_conn *pc, uint8_t role)
 		set_role(c, role);
 }
 
+static struct pending *pop_pending(struct conn *c)
+{
+	struct pending *p = c->pend_head;
+
+	if (!p)
+		return NULL;
+	c->pend_head = p->next;
+	if (!c->pend_head)
+		c->pend_tail = NULL;
+	c->npending--;
+	return p;
+}
+
+/* Every waiting exchange ends: with no answer seen (cut_off NULL), or cut
+ * off by the connection's end. */
+static void end_waiting(struct conn *c, const char *cut_off, uint64_t ts, uint64_t *counter)
+{
+	struct answer a = { .end_ts = ts, .cut_off = cut_off };
+	struct pending *p;
+
+	while ((p = pop_pending(c))) {
+		(*counter)++;
+		emit_span(c, p, &a);
+		pending_release(c->tracker, p);
+	}
+}
+
 void *conn_request(struct proto_conn *pc, const struct request_start *rs)
 {
 	struct conn *c = conn_of(pc);
 	struct tracker *t = c->tracker;
 	struct pending *p;
 
+	if (c->stopped)
+		return NULL;
 	t->stats.requests++;
 	if (c->npending >= t->opts.max_pending || !(p = pending_alloc(t))) {
+		/* Answers pair in order: with this request missing, every later
+		 * answer would pair with the request before it. */
 		t->stats.pending_overflow++;
+		end_waiting(c, NULL, rs->ts, &t->stats.responses_lost);
+		stop_parsing(c);
 		return NULL;
 	}
 	p->node = link_request(c, rs);
@@ -390,19 +423,6 @@ void conn_answer_began(struct proto_conn *pc, uint32_t tid, uint64_t task, uint6
 		linker_response(c->tracker->linker, c->pend_head->node, tid, task, ts);
 }
 
-static struct pending *pop_pending(struct conn *c)
-{
-	struct pending *p = c->pend_head;
-
-	if (!p)
-		return NULL;
-	c->pend_head = p->next;
-	if (!c->pend_head)
-		c->pend_tail = NULL;
-	c->npending--;
-	return p;
-}
-
 bool conn_answer(struct proto_conn *pc, const struct answer *a)
 {
 	struct conn *c = conn_of(pc);
@@ -412,6 +432,8 @@ bool conn_answer(struct proto_conn *pc, const struct answer *a)
 	/* An answer cannot answer a request that started after it: it answers
 	 * one sonde never saw (lost bytes), and pairing it would shift every
 	 * later exchange on this connection. */
+	if (c->stopped)
+		return false;
 	if (!c->pend_head || c->pend_head->start_ts > a->start_ts) {
 		t->stats.orphan_responses++;
 		return false;
@@ -433,20 +455,6 @@ void conn_drop_oldest(struct proto_conn *pc)
 	c->tracker->stats.unpaired++;
 	linker_span_end(c->tracker->linker, p->node, NULL, p->start_ts);
 	pending_release(c->tracker, p);
-}
-
-/* Every waiting exchange ends: with no answer seen (cut_off NULL), or cut
- * off by the connection's end. */
-static void end_waiting(struct conn *c, const char *cut_off, uint64_t ts, uint64_t *counter)
-{
-	struct answer a = { .end_ts = ts, .cut_off = cut_off };
-	struct pending *p;
-
-	while ((p = pop_pending(c))) {
-		(*counter)++;
-		emit_span(c, p, &a);
-		pending_release(c->tracker, p);
-	}
 }
 
 void conn_answers_lost(struct proto_conn *pc, uint64_t ts)
