@@ -274,3 +274,49 @@ def test_database_servers_add_no_span(agent, postgres, redis_server):
                        and s["attributes"].get("server.port") in (postgres.port, redis_server.port)]
     assert server_db_spans == []
     assert stats["db_server_conns"] > 0
+
+
+def test_pubsub_pushes_and_copy_make_no_extra_spans(agent, postgres, redis_server):
+    """A subscriber gets one span for SUBSCRIBE, none per pushed message;
+    a COPY FROM STDIN is one span, and the pairing after it holds."""
+    script = f"""
+import io, time, psycopg2, redis
+sub = redis.Redis(port={redis_server.port}).pubsub()
+sub.subscribe("news")
+sub.get_message(timeout=5)
+pub = redis.Redis(port={redis_server.port})
+for i in range(20):
+    pub.publish("news", f"item {{i}}")
+got = 0
+deadline = time.time() + 10
+while got < 20 and time.time() < deadline:
+    if sub.get_message(timeout=1):
+        got += 1
+assert got == 20, got
+conn = psycopg2.connect("{postgres.dsn}")
+conn.autocommit = True
+cur = conn.cursor()
+cur.copy_expert("COPY orders_7 (id, customer, total) FROM STDIN",
+                io.StringIO("".join(f"{{i}}\\tc{{i}}\\t{{i}}\\n" for i in range(100, 400))))
+cur.execute("SELECT count(*) FROM orders_7")
+print(cur.fetchone()[0])
+"""
+    run = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, OTEL_SERVICE_NAME="db-pubsub"))
+    assert run.returncode == 0, run.stderr
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        mine = [s for s in agent.spans()
+                if s["resource"]["attributes"].get("service.name") == "db-pubsub"]
+        names = [s["name"] for s in mine]
+        if names.count("PUBLISH") == 20 and "SELECT orders_7" in names:
+            break
+        time.sleep(0.2)
+    assert names.count("SUBSCRIBE") == 1, names
+    assert names.count("PUBLISH") == 20, names
+    assert not [n for n in names if n not in ("SUBSCRIBE", "PUBLISH", "COPY orders_7",
+                                              "SELECT orders_7")], names
+    copy = [s for s in mine if s["name"] == "COPY orders_7"]
+    assert len(copy) == 1 and copy[0]["status"]["status_code"] == "UNSET"
+    select = [s for s in mine if s["name"] == "SELECT orders_7"]
+    assert len(select) == 1 and select[0]["attributes"]["db.response.returned_rows"] == 1
