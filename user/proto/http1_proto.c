@@ -29,11 +29,6 @@ static struct http1_span *fields_of(struct span *span)
 	return (struct http1_span *)span->proto_data;
 }
 
-static const struct http1_span *fields_in(const struct span *span)
-{
-	return http1_span_of(span);
-}
-
 /* ---- parser callbacks -------------------------------------------------- */
 
 static enum http1_type stream_type(uint8_t role, int dir)
@@ -349,7 +344,7 @@ static void http1_fill_span(struct span *span, const void *exchange, const void 
 /* "{method} {route}", or "{method}" alone. */
 static void http1_name(const struct span *span, char *out, size_t size)
 {
-	const struct http1_span *f = fields_in(span);
+	const struct http1_span *f = http1_span_of(span);
 
 	if (span->kind == SPAN_KIND_SERVER && f->route[0])
 		snprintf(out, size, "%s %s", f->method, f->route);
@@ -379,7 +374,7 @@ static void format_url_full(const struct span *span, const struct http1_span *f,
 static void http1_attributes(const struct span *span, const struct attr_sink *sink,
 			     char *scratch)
 {
-	const struct http1_span *f = fields_in(span);
+	const struct http1_span *f = http1_span_of(span);
 
 	put_str(sink, "http.request.method", f->method);
 	put_str(sink, "url.path", f->path);

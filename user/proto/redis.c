@@ -104,7 +104,7 @@ static void on_command(void *owner, const struct resp_value *v)
 	if (!x)
 		return;
 	copy_upper(x->command, v->words[0]);
-	memcpy(x->arg, v->nwords > 1 ? v->words[1] : "", v->nwords > 1 ? RESP_WORD_MAX : 1);
+	text_copy(x->arg, sizeof(x->arg), v->nwords > 1 ? v->words[1] : "");
 	x->nargs = v->nitems - 1;
 	x->cut = v->cut;
 	memcpy(x->db, rc->db, sizeof(x->db));
