@@ -117,7 +117,7 @@ class Sonde:
             self.proc = subprocess.Popen([str(SONDE), "--stats-file", str(self.stats_file)],
                                          stdout=subprocess.DEVNULL, stderr=err, env=full_env)
         deadline = time.time() + 30
-        while "ready" not in self.err_path.read_text():
+        while "sonde: ready" not in self.err_path.read_text():
             if self.proc.poll() is not None or time.time() > deadline:
                 self.proc.kill()
                 raise RuntimeError("sonde did not start: " + self.err_path.read_text())

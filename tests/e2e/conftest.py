@@ -64,7 +64,7 @@ class Agent:
             [str(SONDE), "--stats-file", str(self.stats_path)],
             stdout=self.out, stderr=self.err, env=env)
         deadline = time.time() + 30
-        while "ready" not in self.err_path.read_text():
+        while "sonde: ready" not in self.err_path.read_text():
             if self.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("sonde did not become ready:\n" + self.err_path.read_text())
             time.sleep(0.05)
