@@ -7,14 +7,14 @@ ARCH := x86
 
 CFLAGS ?= -O2 -g
 # user/ is grouped by pipeline stage; every stage's headers are on the path.
-USER_DIRS := core capture conn proto trace export
+USER_DIRS := core capture conn proto trace signals export
 USER_INC := $(addprefix -Iuser/,$(USER_DIRS))
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE
 # Link-time optimisation: the protocol layer's small calls across modules
 # (the connection layer and each protocol) inline as they did in one file.
 CFLAGS += -flto=auto
 DEPFLAGS = -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2
+LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
@@ -73,7 +73,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lz -lelf
+		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lz -lelf
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus

@@ -8,12 +8,16 @@ packages=(
 	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
 	# OTLP export: protobuf encoding, HTTP/1.1 and HTTP/2 (nghttp2) with TLS
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libnghttp2-dev ca-certificates
+	# the Prometheus metrics endpoint
+	libmicrohttpd-dev
 	# tests: unit, fuzz, end-to-end servers and clients, the OTLP receiver
 	libcriterion-dev libcjson-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl
 	python3 python3.11-dev python3-pytest python3-fastapi python3-uvicorn python3-httpx
 	# database protocols: real servers and the clients the tests drive
 	postgresql redis-server python3-psycopg2 python3-asyncpg python3-redis
+	# metrics: promtool checks the exposition
+	prometheus
 	# benchmarks: h2load holds a fixed request rate
 	nghttp2-client
 )
@@ -31,10 +35,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nginx-light, postgresql and redis-server start their packaged services
+# nginx-light, postgresql, redis-server and prometheus start their packaged services
 # when installed where systemd runs; the tests run their own instances on
 # free ports, so keep the packaged ones out of the way.
-for unit in nginx postgresql redis-server; do
+for unit in nginx postgresql redis-server prometheus; do
 	if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
 		systemctl stop "$unit" || true
 		systemctl disable "$unit" >/dev/null 2>&1 || true

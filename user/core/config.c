@@ -91,6 +91,36 @@ static int parse_exporters(const char *text, const char *source, unsigned *out, 
 	return 0;
 }
 
+/* "prometheus", "none", or a list. OTLP and console metrics are not
+ * exported yet: saying so beats ignoring the setting. */
+static int parse_metrics_exporters(const char *text, const char *source, bool *prometheus,
+				   char *err, size_t size)
+{
+	*prometheus = false;
+	while (*text) {
+		size_t len = strcspn(text, ",");
+
+		if (len == 10 && strncmp(text, "prometheus", 10) == 0)
+			*prometheus = true;
+		else if (len != 4 || strncmp(text, "none", 4) != 0)
+			return errorf(err, size,
+				    "%s: \"%.*s\" is not one of prometheus, none (OTLP and console "
+				    "metrics are not supported yet)", source, (int)len, text);
+		text += len + (text[len] == ',');
+	}
+	return 0;
+}
+
+static int set_text(char *dst, size_t size, const char *text, const char *source, char *err,
+		    size_t err_size)
+{
+	if (strlen(text) >= size || !text[0])
+		return errorf(err, err_size, "%s: \"%s\" is empty or longer than %zu bytes", source,
+			    text, size - 1);
+	memcpy(dst, text, strlen(text) + 1);
+	return 0;
+}
+
 struct number_setting {
 	const char *env;
 	const char *flag;
@@ -114,6 +144,10 @@ static const struct number_setting numbers[] = {
 	  offsetof(struct sonde_config, export_timeout_ms) },
 	{ "SONDE_STATS_INTERVAL", "stats-interval", 0, 86400,
 	  offsetof(struct sonde_config, stats_interval_s) },
+	{ "OTEL_EXPORTER_PROMETHEUS_PORT", "prometheus-port", 1, 65535,
+	  offsetof(struct sonde_config, prometheus_port) },
+	{ "SONDE_METRICS_CARDINALITY_LIMIT", "metrics-cardinality-limit", 1, 1000000,
+	  offsetof(struct sonde_config, cardinality_limit) },
 };
 
 #define NNUMBERS (sizeof(numbers) / sizeof(numbers[0]))
@@ -143,6 +177,9 @@ static void set_defaults(struct sonde_config *cfg)
 	cfg->max_export_batch = 512;
 	cfg->schedule_delay_ms = 5000;
 	cfg->export_timeout_ms = 30000;
+	strcpy(cfg->prometheus_host, "localhost");
+	cfg->prometheus_port = 9464;
+	cfg->cardinality_limit = 2000;
 }
 
 /* With no exporter named, a configured OTLP endpoint means OTLP (as an
@@ -174,6 +211,14 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 		return -1;
 	v = getenv_fn("SONDE_KEEP_QUERY");
 	cfg->keep_query = v && strcmp(v, "1") == 0;
+	v = getenv_fn("OTEL_METRICS_EXPORTER");
+	if (v && v[0] && parse_metrics_exporters(v, "OTEL_METRICS_EXPORTER",
+						 &cfg->metrics_prometheus, err, size))
+		return -1;
+	v = getenv_fn("OTEL_EXPORTER_PROMETHEUS_HOST");
+	if (v && v[0] && set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), v,
+				  "OTEL_EXPORTER_PROMETHEUS_HOST", err, size))
+		return -1;
 	return 0;
 }
 
@@ -184,6 +229,8 @@ enum {
 	OPT_EXCLUDE,
 	OPT_KEEP_QUERY,
 	OPT_STATS_FILE,
+	OPT_METRICS_EXPORTER,
+	OPT_PROMETHEUS_HOST,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -193,7 +240,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[9 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[11 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -203,6 +250,10 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "export-sched", required_argument, NULL, OPT_EXPORT_SCHED };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
+	opts[n++] = (struct option){ "metrics-exporter", required_argument, NULL,
+				     OPT_METRICS_EXPORTER };
+	opts[n++] = (struct option){ "prometheus-host", required_argument, NULL,
+				     OPT_PROMETHEUS_HOST };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -242,6 +293,16 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_STATS_FILE:
 			snprintf(cfg->stats_file, sizeof(cfg->stats_file), "%s", optarg);
+			break;
+		case OPT_METRICS_EXPORTER:
+			if (parse_metrics_exporters(optarg, "--metrics-exporter",
+						    &cfg->metrics_prometheus, err, size))
+				return -1;
+			break;
+		case OPT_PROMETHEUS_HOST:
+			if (set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), optarg,
+				     "--prometheus-host", err, size))
+				return -1;
 			break;
 		case 'v':
 			cfg->verbose = true;
@@ -297,7 +358,8 @@ void config_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: sonde [options]\n"
-		"Traces every HTTP/1.x exchange on this host into OpenTelemetry spans.\n\n"
+		"Traces every HTTP/1.x, PostgreSQL and Redis exchange on this host into\n"
+		"OpenTelemetry spans, and counts them as RED metrics.\n\n"
 		"  --exporter LIST           where spans go: otlp, console, tree (each finished\n"
 		"                            trace as an indented tree), none, or e.g. otlp,tree\n"
 		"                            (OTEL_TRACES_EXPORTER; default otlp when an OTLP\n"
@@ -335,6 +397,13 @@ void config_usage(FILE *out)
 		"  --schedule-delay-ms N     (OTEL_BSP_SCHEDULE_DELAY)\n"
 		"  --export-timeout-ms N     retries of one batch, and the final flush, end after\n"
 		"                            this (OTEL_BSP_EXPORT_TIMEOUT; default 30000)\n"
+		"  --metrics-exporter LIST   prometheus or none (OTEL_METRICS_EXPORTER;\n"
+		"                            default none)\n"
+		"  --prometheus-host H, --prometheus-port N   where GET /metrics is served\n"
+		"                            (OTEL_EXPORTER_PROMETHEUS_HOST, _PORT; default\n"
+		"                            localhost:9464)\n"
+		"  --metrics-cardinality-limit N   series per metric before the overflow series\n"
+		"                            (SONDE_METRICS_CARDINALITY_LIMIT; default 2000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
 		"  --stats-file PATH         write counters as JSON at exit\n"
 		"  -v, --verbose             debug logging\n"

@@ -28,6 +28,10 @@ struct sonde_config {
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	bool keep_query;
+	bool metrics_prometheus;    /* OTEL_METRICS_EXPORTER has prometheus */
+	char prometheus_host[256];  /* OTEL_EXPORTER_PROMETHEUS_HOST */
+	uint32_t prometheus_port;   /* OTEL_EXPORTER_PROMETHEUS_PORT */
+	uint32_t cardinality_limit; /* series per metric */
 	bool verbose;
 	bool help;
 	bool version;

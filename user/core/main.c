@@ -4,8 +4,10 @@
 #include "config.h"
 #include "exporter.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "procinfo.h"
+#include "prometheus.h"
 #include "pytask.h"
 #include "tracker.h"
 
@@ -40,6 +42,8 @@ struct agent {
 	struct tracker *tracker;
 	struct probe *probe;
 	struct pytask pytask;
+	struct metrics *metrics;     /* NULL: metrics off */
+	struct prom_server *prometheus;
 	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
 };
@@ -117,6 +121,7 @@ struct stats_snapshot {
 	struct merge_stats merge;
 	struct tracker_stats tracker;
 	struct exporter_stats exporter;
+	struct metrics_stats metrics;
 };
 
 static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
@@ -140,6 +145,11 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 					      &a->pytask.stats };
 	groups[n++] = (struct counter_group){ exporter_counters, exporter_counter_count,
 					      &snap->exporter };
+	if (a->metrics) {
+		metrics_get_stats(a->metrics, &snap->metrics);
+		groups[n++] = (struct counter_group){ metrics_counters, metrics_counter_count,
+						      &snap->metrics };
+	}
 	return n;
 }
 
@@ -205,6 +215,35 @@ static void report_ring_loss(struct agent *a)
 		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
 }
 
+/* sonde's own counters, as the metrics endpoint serves them. */
+static void publish_self_metrics(struct agent *a)
+{
+	struct stats_snapshot snap;
+	struct counter_group groups[STATS_GROUPS];
+	size_t n = collect_stats(a, &snap, groups);
+
+	metrics_set_self(a->metrics, groups, n);
+}
+
+static int start_metrics(struct agent *a, struct tracker_opts *topts)
+{
+	struct metrics_opts mopts = { .cardinality_limit = a->cfg.cardinality_limit };
+	char why[256];
+
+	a->metrics = metrics_new(&mopts);
+	if (!a->metrics)
+		return -ENOMEM;
+	a->prometheus = prom_start(a->cfg.prometheus_host, (uint16_t)a->cfg.prometheus_port,
+				   a->metrics, why, sizeof(why));
+	if (!a->prometheus) {
+		log_error("%s", why);
+		return -EADDRINUSE;
+	}
+	topts->on_exchange = metrics_record;
+	topts->on_exchange_ctx = a->metrics;
+	return 0;
+}
+
 static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 {
 	uint32_t exited[1024];
@@ -222,6 +261,8 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	}
 	if (a->cfg.stats_file[0])
 		write_stats_file(a);
+	if (a->metrics)
+		publish_self_metrics(a);
 }
 
 static void describe_sinks(const struct sonde_config *cfg, char *out, size_t size)
@@ -302,14 +343,19 @@ static int start(struct agent *a)
 	a->procs = proc_table_new("/proc", host);
 	if (!a->procs)
 		return -ENOMEM;
+	if (a->cfg.metrics_prometheus && (err = start_metrics(a, &topts)))
+		return err;
 	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
 	if (!a->tracker)
 		return -ENOMEM;
 	pytask_init(&a->pytask, "/proc");
 	err = probe_start(&a->probe, &popts, on_record, a);
-	if (!err)
-		look_at_running_programs(a);
-	return err;
+	if (err)
+		return err;
+	look_at_running_programs(a);
+	if (a->metrics)
+		publish_self_metrics(a);
+	return 0;
 }
 
 /* Detach first so no new event arrives, drain the ring, give up on
@@ -325,8 +371,10 @@ static void stop(struct agent *a)
 		if (a->cfg.stats_file[0])
 			write_stats_file(a);
 	}
+	prom_stop(a->prometheus);
 	probe_free(a->probe);
 	tracker_free(a->tracker);
+	metrics_free(a->metrics);
 	exporter_free(a->exporter);
 	proc_table_free(a->procs);
 	log_info("stopped");

@@ -59,3 +59,25 @@ void db_span_attributes(const struct span *span, const struct attr_sink *sink, c
 	if (d->flags & DB_SPAN_ANSWER_CUT)
 		sink->boolean(sink->ctx, "sonde.db.response.captured", false);
 }
+
+const char *db_metric(const struct span *span)
+{
+	return "db.client.operation.duration";
+}
+
+/* The conventions' attributes of db.client.operation.duration: no query
+ * text, whose values are unbounded. */
+void db_metric_attributes(const struct span *span, const struct attr_sink *sink)
+{
+	const struct db_span *d = db_span_in(span);
+
+	put_str(sink, "db.system.name", d->system);
+	put_str(sink, "db.namespace", d->namespace_);
+	put_str(sink, "db.operation.name", d->operation);
+	put_str(sink, "db.collection.name", d->collection);
+	put_str(sink, "db.response.status_code", span->response_code);
+	put_str(sink, "server.address", span->server_address);
+	if (span->server_port)
+		sink->i64(sink->ctx, "server.port", span->server_port);
+	put_str(sink, "error.type", span->error_type);
+}

@@ -55,5 +55,8 @@ void db_span_error(struct span *span, const char *code, size_t len);
 /* proto_ops.span_name and span_attributes of every database protocol. */
 void db_span_name(const struct span *span, char *out, size_t size);
 void db_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch);
+/* proto_ops.metric and metric_attributes of every database protocol. */
+const char *db_metric(const struct span *span);
+void db_metric_attributes(const struct span *span, const struct attr_sink *sink);
 
 #endif

@@ -398,6 +398,33 @@ static void http1_attributes(const struct span *span, const struct attr_sink *si
 		sink->boolean(sink->ctx, "sonde.http.headers_captured", false);
 }
 
+static const char *http1_metric(const struct span *span)
+{
+	return span->kind == SPAN_KIND_SERVER ? "http.server.request.duration"
+					      : "http.client.request.duration";
+}
+
+/* The conventions' attributes of the HTTP duration metrics: no path or
+ * address of a server span, whose values are unbounded. */
+static void http1_metric_attributes(const struct span *span, const struct attr_sink *sink)
+{
+	const struct http1_span *f = http1_span_of(span);
+
+	put_str(sink, "http.request.method", f->method);
+	put_str(sink, "url.scheme", "http");
+	put_str(sink, "network.protocol.version", f->protocol_version);
+	if (f->status_code)
+		sink->i64(sink->ctx, "http.response.status_code", f->status_code);
+	if (span->kind == SPAN_KIND_SERVER) {
+		put_str(sink, "http.route", f->route);
+	} else {
+		put_str(sink, "server.address", span->server_address);
+		if (span->server_port)
+			sink->i64(sink->ctx, "server.port", span->server_port);
+	}
+	put_str(sink, "error.type", span->error_type);
+}
+
 const struct proto_ops http1_proto = {
 	.name = "http1",
 	.id = SONDE_PROTO_HTTP1,
@@ -411,4 +438,6 @@ const struct proto_ops http1_proto = {
 	.fill_span = http1_fill_span,
 	.span_name = http1_name,
 	.span_attributes = http1_attributes,
+	.metric = http1_metric,
+	.metric_attributes = http1_metric_attributes,
 };

@@ -548,4 +548,6 @@ const struct proto_ops postgres_proto = {
 	.fill_span = pg_fill_span,
 	.span_name = db_span_name,
 	.span_attributes = db_span_attributes,
+	.metric = db_metric,
+	.metric_attributes = db_metric_attributes,
 };

@@ -100,6 +100,10 @@ struct proto_ops {
 	 * for values the protocol formats. */
 	void (*span_attributes)(const struct span *span, const struct attr_sink *sink,
 				char *scratch);
+	/* The duration metric the exchange is counted in (its OpenTelemetry
+	 * name), and the low-cardinality attributes of its series. */
+	const char *(*metric)(const struct span *span);
+	void (*metric_attributes)(const struct span *span, const struct attr_sink *sink);
 };
 
 /* Room for formatted attribute values (url.full and the like). */

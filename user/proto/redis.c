@@ -289,4 +289,6 @@ const struct proto_ops redis_proto = {
 	.fill_span = redis_fill_span,
 	.span_name = db_span_name,
 	.span_attributes = db_span_attributes,
+	.metric = db_metric,
+	.metric_attributes = db_metric_attributes,
 };

@@ -1,0 +1,151 @@
+/* RED metrics: bucketing, series per attribute set, the overflow series,
+ * label translation and escaping, and the exposition text. */
+#include "http1_proto.h"
+#include "metrics.h"
+#include "procinfo.h"
+#include "sonde_events.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct proc_info api = { .refs = 1, .pid = 7, .service_name = "api" };
+
+/* A SERVER span of the given route and status, `ms` long. */
+static void record(struct metrics *m, struct proc_info *proc, const char *route,
+		   uint16_t status, uint64_t ms)
+{
+	struct span span;
+	struct http1_span *f = (struct http1_span *)span.proto_data;
+	struct exchange_summary x = {
+		.span = &span, .proto = SONDE_PROTO_HTTP1, .kind = SPAN_KIND_SERVER,
+		.start_ns = 1000, .end_ns = 1000 + ms * 1000000,
+	};
+
+	memset(&span, 0, sizeof(span));
+	span.proto = SONDE_PROTO_HTTP1;
+	span.kind = SPAN_KIND_SERVER;
+	span.proc = proc;
+	strcpy(f->method, "GET");
+	strcpy(f->protocol_version, "1.1");
+	strcpy(f->route, route);
+	f->status_code = status;
+	if (status >= 500)
+		strcpy(span.error_type, "500");
+	metrics_record(m, &x);
+}
+
+static char *exposition(struct metrics *m)
+{
+	struct bytes out = { 0 };
+
+	cr_assert_eq(metrics_write_prometheus(m, &out), 0);
+	cr_assert_eq(bytes_reserve(&out, 1), 0);
+	out.data[out.used] = '\0';
+	return (char *)out.data;
+}
+
+Test(metrics, buckets_follow_the_conventions_bounds)
+{
+	cr_expect_eq(metrics_bucket_of(0), 0);
+	cr_expect_eq(metrics_bucket_of(0.005), 0, "a bound is inclusive");
+	cr_expect_eq(metrics_bucket_of(0.0051), 1);
+	cr_expect_eq(metrics_bucket_of(0.3), 7);
+	cr_expect_eq(metrics_bucket_of(10), 13);
+	cr_expect_eq(metrics_bucket_of(10.5), 14, "+Inf");
+}
+
+Test(metrics, one_series_per_service_and_attributes_with_cumulative_buckets)
+{
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	char *text;
+	const char *labels = "service_name=\"api\",http_request_method=\"GET\",url_scheme=\"http\","
+			     "network_protocol_version=\"1.1\",http_response_status_code=\"200\","
+			     "http_route=\"/items/{id}\"";
+	char line[512];
+
+	cr_assert_not_null(m);
+	record(m, &api, "/items/{id}", 200, 3);
+	record(m, &api, "/items/{id}", 200, 30);
+	record(m, &api, "/items/{id}", 200, 3000);
+	record(m, &api, "/health", 503, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "# TYPE http_server_request_duration_seconds histogram\n"));
+	snprintf(line, sizeof(line), "http_server_request_duration_seconds_bucket{%s,le=\"0.005\"} 1\n",
+		 labels);
+	cr_expect_not_null(strstr(text, line), "%s", text);
+	snprintf(line, sizeof(line), "http_server_request_duration_seconds_bucket{%s,le=\"0.05\"} 2\n",
+		 labels);
+	cr_expect_not_null(strstr(text, line));
+	snprintf(line, sizeof(line), "http_server_request_duration_seconds_bucket{%s,le=\"+Inf\"} 3\n",
+		 labels);
+	cr_expect_not_null(strstr(text, line));
+	snprintf(line, sizeof(line), "http_server_request_duration_seconds_count{%s} 3\n", labels);
+	cr_expect_not_null(strstr(text, line));
+	snprintf(line, sizeof(line), "http_server_request_duration_seconds_sum{%s} 3.033\n", labels);
+	cr_expect_not_null(strstr(text, line));
+	cr_expect_not_null(strstr(text, "http_response_status_code=\"503\",http_route=\"/health\","
+				       "error_type=\"500\"} 1\n"));
+	free(text);
+	metrics_free(m);
+}
+
+Test(metrics, series_past_the_limit_go_to_the_overflow_series)
+{
+	struct metrics_opts opts = { .cardinality_limit = 2 };
+	struct metrics *m = metrics_new(&opts);
+	struct metrics_stats stats;
+	char *text;
+
+	record(m, &api, "/a", 200, 1);
+	record(m, &api, "/b", 200, 1);
+	record(m, &api, "/c", 200, 1);
+	record(m, &api, "/d", 200, 1);
+	record(m, &api, "/a", 200, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "http_server_request_duration_seconds_count"
+				       "{otel_metric_overflow=\"true\"} 2\n"), "%s", text);
+	cr_expect_null(strstr(text, "http_route=\"/c\""));
+	metrics_get_stats(m, &stats);
+	cr_expect_eq(stats.overflow, 2);
+	cr_expect_eq(stats.series, 3, "two and the overflow series");
+	free(text);
+	metrics_free(m);
+}
+
+Test(metrics, label_values_are_escaped)
+{
+	struct proc_info odd = { .refs = 1, .pid = 8, .service_name = "a\"b\\c\nd" };
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	char *text;
+
+	record(m, &odd, "/x", 200, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "service_name=\"a\\\"b\\\\c\\nd\""), "%s", text);
+	free(text);
+	metrics_free(m);
+}
+
+Test(metrics, own_counters_are_sonde_metrics_with_help)
+{
+	static const struct counter_desc descs[] = {
+		{ "events", "ring-buffer records read", COUNTER_TOTAL, 0 },
+		{ "spans_held", "finished spans waiting", COUNTER_GAUGE, sizeof(uint64_t) },
+	};
+	uint64_t values[2] = { 42, 3 };
+	struct counter_group group = { descs, 2, values };
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	char *text;
+
+	metrics_set_self(m, &group, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "# HELP sonde_events_total ring-buffer records read\n"
+				       "# TYPE sonde_events_total counter\nsonde_events_total 42\n"));
+	cr_expect_not_null(strstr(text, "# TYPE sonde_spans_held gauge\nsonde_spans_held 3\n"));
+	cr_expect_not_null(strstr(text, "# TYPE process_resident_memory_bytes gauge\n"));
+	free(text);
+	metrics_free(m);
+}
