@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define METRICS_BUCKETS 14
-/* Room for one series' labels, in their exposition form. */
+/* Room for one series' labels in their exposition form, and for its key. */
 #define METRICS_LABELS_MAX 640
 /* sonde's own counters exported at most. */
 #define METRICS_SELF_MAX 128
@@ -34,9 +34,9 @@ struct metrics_opts {
 #define METRICS_COUNTERS(X) \
 	X(series, "metric_series", GAUGE, "metric series counted, every metric") \
 	X(overflow, "metric_overflow", TOTAL, \
-	  "exchanges counted in an overflow series: cardinality limit reached") \
+	  "exchanges counted in an overflow series: cardinality limit reached, or labels cut") \
 	X(labels_cut, "metric_labels_cut", TOTAL, \
-	  "exchanges whose labels did not fit, counted in the overflow series") \
+	  "exchanges whose labels did not fit (also in metric_overflow)") \
 	X(scrapes, "metric_scrapes", TOTAL, "Prometheus scrapes served")
 
 struct metrics_stats {
