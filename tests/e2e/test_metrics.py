@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import Agent, curl, free_port
+from conftest import ROOT, Agent, curl, free_port
 
 SERIES = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -103,3 +103,10 @@ s.bind(("127.0.0.1", {port})); s.listen(); print("up", flush=True); time.sleep(3
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_shipped_prometheus_config_is_valid():
+    check = subprocess.run(["promtool", "check", "config",
+                            str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
