@@ -34,22 +34,16 @@ void db_span_name(const struct span *span, char *out, size_t size)
 		snprintf(out, size, "%s", d->system);
 }
 
-static void put_str(const struct attr_sink *sink, const char *key, const char *value)
-{
-	if (value[0])
-		sink->str(sink->ctx, key, value);
-}
-
 void db_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch)
 {
 	const struct db_span *d = db_span_in(span);
 
-	put_str(sink, "db.system.name", d->system);
-	put_str(sink, "db.namespace", d->namespace_);
-	put_str(sink, "db.operation.name", d->operation);
-	put_str(sink, "db.collection.name", d->collection);
-	put_str(sink, "db.query.text", d->query);
-	put_str(sink, "db.response.status_code", span->response_code);
+	attr_put_str(sink, "db.system.name", d->system);
+	attr_put_str(sink, "db.namespace", d->namespace_);
+	attr_put_str(sink, "db.operation.name", d->operation);
+	attr_put_str(sink, "db.collection.name", d->collection);
+	attr_put_str(sink, "db.query.text", d->query);
+	attr_put_str(sink, "db.response.status_code", span->response_code);
 	if (d->returned_rows >= 0)
 		sink->i64(sink->ctx, "db.response.returned_rows", d->returned_rows);
 	if (d->batch_size > 1)
@@ -71,13 +65,13 @@ void db_metric_attributes(const struct span *span, const struct attr_sink *sink)
 {
 	const struct db_span *d = db_span_in(span);
 
-	put_str(sink, "db.system.name", d->system);
-	put_str(sink, "db.namespace", d->namespace_);
-	put_str(sink, "db.operation.name", d->operation);
-	put_str(sink, "db.collection.name", d->collection);
-	put_str(sink, "db.response.status_code", span->response_code);
-	put_str(sink, "server.address", span->server_address);
+	attr_put_str(sink, "db.system.name", d->system);
+	attr_put_str(sink, "db.namespace", d->namespace_);
+	attr_put_str(sink, "db.operation.name", d->operation);
+	attr_put_str(sink, "db.collection.name", d->collection);
+	attr_put_str(sink, "db.response.status_code", span->response_code);
+	attr_put_str(sink, "server.address", span->server_address);
 	if (span->server_port)
 		sink->i64(sink->ctx, "server.port", span->server_port);
-	put_str(sink, "error.type", span->error_type);
+	attr_put_str(sink, "error.type", span->error_type);
 }

@@ -352,13 +352,6 @@ static void http1_name(const struct span *span, char *out, size_t size)
 		snprintf(out, size, "%s", f->method);
 }
 
-/* Empty strings are absent values, not empty attributes. */
-static void put_str(const struct attr_sink *sink, const char *key, const char *value)
-{
-	if (value[0])
-		sink->str(sink->ctx, key, value);
-}
-
 static void format_url_full(const struct span *span, const struct http1_span *f, char *out)
 {
 	const char *qmark = f->query[0] ? "?" : "";
@@ -376,20 +369,20 @@ static void http1_attributes(const struct span *span, const struct attr_sink *si
 {
 	const struct http1_span *f = http1_span_of(span);
 
-	put_str(sink, "http.request.method", f->method);
-	put_str(sink, "url.path", f->path);
-	put_str(sink, "url.query", f->query);
-	put_str(sink, "url.scheme", "http");
+	attr_put_str(sink, "http.request.method", f->method);
+	attr_put_str(sink, "url.path", f->path);
+	attr_put_str(sink, "url.query", f->query);
+	attr_put_str(sink, "url.scheme", "http");
 	if (span->kind == SPAN_KIND_SERVER)
-		put_str(sink, "http.route", f->route);
+		attr_put_str(sink, "http.route", f->route);
 	if (f->status_code)
 		sink->i64(sink->ctx, "http.response.status_code", f->status_code);
-	put_str(sink, "network.protocol.version", f->protocol_version);
+	attr_put_str(sink, "network.protocol.version", f->protocol_version);
 	if (span->kind == SPAN_KIND_CLIENT) {
 		format_url_full(span, f, scratch);
-		put_str(sink, "url.full", scratch);
+		attr_put_str(sink, "url.full", scratch);
 	}
-	put_str(sink, "user_agent.original", f->user_agent);
+	attr_put_str(sink, "user_agent.original", f->user_agent);
 	if (f->request_body_size >= 0)
 		sink->i64(sink->ctx, "http.request.body.size", f->request_body_size);
 	if (f->response_body_size >= 0)
@@ -410,19 +403,19 @@ static void http1_metric_attributes(const struct span *span, const struct attr_s
 {
 	const struct http1_span *f = http1_span_of(span);
 
-	put_str(sink, "http.request.method", f->method);
-	put_str(sink, "url.scheme", "http");
-	put_str(sink, "network.protocol.version", f->protocol_version);
+	attr_put_str(sink, "http.request.method", f->method);
+	attr_put_str(sink, "url.scheme", "http");
+	attr_put_str(sink, "network.protocol.version", f->protocol_version);
 	if (f->status_code)
 		sink->i64(sink->ctx, "http.response.status_code", f->status_code);
 	if (span->kind == SPAN_KIND_SERVER) {
-		put_str(sink, "http.route", f->route);
+		attr_put_str(sink, "http.route", f->route);
 	} else {
-		put_str(sink, "server.address", span->server_address);
+		attr_put_str(sink, "server.address", span->server_address);
 		if (span->server_port)
 			sink->i64(sink->ctx, "server.port", span->server_port);
 	}
-	put_str(sink, "error.type", span->error_type);
+	attr_put_str(sink, "error.type", span->error_type);
 }
 
 const struct proto_ops http1_proto = {

@@ -15,28 +15,21 @@ void span_format_name(const struct span *s, char *out, size_t size)
 		snprintf(out, size, "unknown");
 }
 
-/* Empty strings are absent values, not empty attributes. */
-static void put_str(const struct attr_sink *sink, const char *key, const char *value)
-{
-	if (value[0])
-		sink->str(sink->ctx, key, value);
-}
-
 void semconv_span_attributes(const struct span *s, const struct attr_sink *sink, char *scratch)
 {
 	const struct proto_ops *ops = proto_find(s->proto);
 
 	if (ops)
 		ops->span_attributes(s, sink, scratch);
-	put_str(sink, "server.address", s->server_address);
+	attr_put_str(sink, "server.address", s->server_address);
 	if (s->server_port)
 		sink->i64(sink->ctx, "server.port", s->server_port);
 	if (s->kind == SPAN_KIND_SERVER) {
-		put_str(sink, "client.address", s->client_address);
+		attr_put_str(sink, "client.address", s->client_address);
 		if (s->client_port)
 			sink->i64(sink->ctx, "client.port", s->client_port);
 	}
-	put_str(sink, "error.type", s->error_type);
+	attr_put_str(sink, "error.type", s->error_type);
 	if (s->response_lost)
 		sink->boolean(sink->ctx, "sonde.response.captured", false);
 }
@@ -69,13 +62,13 @@ static void extra_resource_attributes(const char *attrs, const struct attr_sink 
 void semconv_resource_attributes(const struct proc_info *p, const struct attr_sink *sink,
 				 char *scratch)
 {
-	put_str(sink, "service.name", p->service_name);
-	put_str(sink, "service.instance.id", p->instance_id);
+	attr_put_str(sink, "service.name", p->service_name);
+	attr_put_str(sink, "service.instance.id", p->instance_id);
 	sink->i64(sink->ctx, "process.pid", p->pid);
-	put_str(sink, "process.executable.name", p->executable_name);
-	put_str(sink, "process.command_line", p->command_line);
-	put_str(sink, "host.name", p->host_name);
-	put_str(sink, "telemetry.sdk.name", "sonde");
-	put_str(sink, "telemetry.sdk.version", SONDE_VERSION);
+	attr_put_str(sink, "process.executable.name", p->executable_name);
+	attr_put_str(sink, "process.command_line", p->command_line);
+	attr_put_str(sink, "host.name", p->host_name);
+	attr_put_str(sink, "telemetry.sdk.name", "sonde");
+	attr_put_str(sink, "telemetry.sdk.version", SONDE_VERSION);
 	extra_resource_attributes(p->resource_attrs, sink, scratch);
 }

@@ -22,6 +22,14 @@ struct attr_sink {
 	void *ctx;
 };
 
+/* A string attribute; empty strings are absent values, not empty
+ * attributes. */
+static inline void attr_put_str(const struct attr_sink *sink, const char *key, const char *value)
+{
+	if (value[0])
+		sink->str(sink->ctx, key, value);
+}
+
 /* Holds the keys and values of a process's OTEL_RESOURCE_ATTRIBUTES. */
 #define SEMCONV_RESOURCE_SCRATCH 1024
 /* Room for the attributes of a span (16 at most) and of a resource (8
