@@ -15,9 +15,9 @@ static void record_summary(void *ctx, const struct exchange_summary *x)
 
 	cr_assert_lt(h->nsummaries, HARNESS_SPANS_MAX);
 	out = &h->summaries[h->nsummaries++];
-	out->proto = x->proto;
-	out->kind = x->kind;
-	out->error = x->error;
+	out->proto = x->span->proto;
+	out->kind = x->span->kind;
+	out->error = x->span->status == SPAN_STATUS_ERROR;
 	out->start_ns = x->start_ns;
 	out->end_ns = x->end_ns;
 	span_format_name(x->span, out->name, sizeof(out->name));

@@ -17,10 +17,8 @@ static void record(struct metrics *m, struct proc_info *proc, const char *route,
 {
 	struct span span;
 	struct http1_span *f = (struct http1_span *)span.proto_data;
-	struct exchange_summary x = {
-		.span = &span, .proto = SONDE_PROTO_HTTP1, .kind = SPAN_KIND_SERVER,
-		.start_ns = 1000, .end_ns = 1000 + ms * 1000000,
-	};
+	struct exchange_summary x = { .span = &span, .start_ns = 1000,
+				      .end_ns = 1000 + ms * 1000000 };
 
 	memset(&span, 0, sizeof(span));
 	span.proto = SONDE_PROTO_HTTP1;

@@ -264,14 +264,7 @@ static void fill_span(struct conn *c, struct pending *p, const struct answer *a,
 static void summarize(struct tracker *t, const struct span *span, const struct pending *p,
 		      uint64_t end_ts)
 {
-	struct exchange_summary x = {
-		.span = span,
-		.proto = span->proto,
-		.kind = span->kind,
-		.error = span->status == SPAN_STATUS_ERROR,
-		.start_ns = p->start_ts,
-		.end_ns = end_ts,
-	};
+	struct exchange_summary x = { .span = span, .start_ns = p->start_ts, .end_ns = end_ts };
 
 	t->opts.on_exchange(t->opts.on_exchange_ctx, &x);
 }

@@ -17,13 +17,11 @@
 #include <stdint.h>
 
 /* Every exchange, whatever its protocol, once it has ended: what the RED
- * metrics count. The span is built even when the export queue had no
- * room for it, and is valid only during the call. */
+ * metrics count. The span (its protocol, kind, status and the protocol's
+ * fields) is built even when the export queue had no room for it, and is
+ * valid only during the call. */
 struct exchange_summary {
-	const struct span *span; /* its protocol's fields: proto_find(span->proto) */
-	uint8_t proto;           /* SONDE_PROTO_* */
-	uint8_t kind;            /* enum span_kind */
-	bool error;              /* status ERROR */
+	const struct span *span;
 	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
 };
 

@@ -321,7 +321,7 @@ static struct histogram *histogram_named(struct metrics *m, const char *name)
 void metrics_record(void *ctx, const struct exchange_summary *x)
 {
 	struct metrics *m = ctx;
-	const struct proto_ops *ops = proto_find(x->proto);
+	const struct proto_ops *ops = proto_find(x->span->proto);
 	struct key_buf k;
 	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
 	double seconds = x->end_ns > x->start_ns ? (double)(x->end_ns - x->start_ns) / 1e9 : 0;
