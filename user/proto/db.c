@@ -54,9 +54,9 @@ void db_span_attributes(const struct span *span, const struct attr_sink *sink, c
 		sink->boolean(sink->ctx, "sonde.db.response.captured", false);
 }
 
-const char *db_metric(const struct span *span)
+enum duration_metric db_metric(const struct span *span)
 {
-	return "db.client.operation.duration";
+	return METRIC_DB_CLIENT_DURATION;
 }
 
 /* The conventions' attributes of db.client.operation.duration: no query

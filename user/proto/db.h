@@ -5,6 +5,7 @@
 #ifndef SONDE_DB_H
 #define SONDE_DB_H
 
+#include "proto.h"
 #include "span.h"
 
 #include <stddef.h>
@@ -56,7 +57,7 @@ void db_span_error(struct span *span, const char *code, size_t len);
 void db_span_name(const struct span *span, char *out, size_t size);
 void db_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch);
 /* proto_ops.metric and metric_attributes of every database protocol. */
-const char *db_metric(const struct span *span);
+enum duration_metric db_metric(const struct span *span);
 void db_metric_attributes(const struct span *span, const struct attr_sink *sink);
 
 #endif

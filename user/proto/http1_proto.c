@@ -391,10 +391,10 @@ static void http1_attributes(const struct span *span, const struct attr_sink *si
 		sink->boolean(sink->ctx, "sonde.http.headers_captured", false);
 }
 
-static const char *http1_metric(const struct span *span)
+static enum duration_metric http1_metric(const struct span *span)
 {
-	return span->kind == SPAN_KIND_SERVER ? "http.server.request.duration"
-					      : "http.client.request.duration";
+	return span->kind == SPAN_KIND_SERVER ? METRIC_HTTP_SERVER_DURATION
+					      : METRIC_HTTP_CLIENT_DURATION;
 }
 
 /* The conventions' attributes of the HTTP duration metrics: no path or

@@ -66,6 +66,15 @@ enum proto_note {
 	NOTE_PARTIAL_HEAD, /* a message dropped before its start was complete */
 };
 
+/* The duration metrics an exchange can be counted in (signals/metrics.c
+ * names them). */
+enum duration_metric {
+	METRIC_HTTP_SERVER_DURATION, /* http.server.request.duration */
+	METRIC_HTTP_CLIENT_DURATION, /* http.client.request.duration */
+	METRIC_DB_CLIENT_DURATION,   /* db.client.operation.duration */
+	METRIC_DURATIONS,
+};
+
 struct proto_ops {
 	const char *name;
 	uint8_t id;            /* SONDE_PROTO_*, carried by the kernel's events */
@@ -100,9 +109,9 @@ struct proto_ops {
 	 * for values the protocol formats. */
 	void (*span_attributes)(const struct span *span, const struct attr_sink *sink,
 				char *scratch);
-	/* The duration metric the exchange is counted in (its OpenTelemetry
-	 * name), and the low-cardinality attributes of its series. */
-	const char *(*metric)(const struct span *span);
+	/* The duration metric the exchange is counted in, and the
+	 * low-cardinality attributes of its series. */
+	enum duration_metric (*metric)(const struct span *span);
 	void (*metric_attributes)(const struct span *span, const struct attr_sink *sink);
 };
 

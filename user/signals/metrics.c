@@ -45,7 +45,6 @@ struct series {
 
 /* One histogram: its series (published up to nseries) and their index. */
 struct histogram {
-	const char *name;      /* the OpenTelemetry name */
 	const char *prom_name; /* as Prometheus names it, unit suffixed */
 	const char *help;
 	struct series **series; /* limit + 1: the overflow series is the last */
@@ -54,18 +53,19 @@ struct histogram {
 	uint32_t index_mask;
 };
 
+/* The Prometheus names of the conventions' metrics. */
 static const struct {
-	const char *name, *prom_name, *help;
-} histograms[] = {
-	{ "http.server.request.duration", "http_server_request_duration_seconds",
-	  "Duration of HTTP server requests." },
-	{ "http.client.request.duration", "http_client_request_duration_seconds",
-	  "Duration of HTTP client requests." },
-	{ "db.client.operation.duration", "db_client_operation_duration_seconds",
-	  "Duration of database client operations." },
+	const char *prom_name, *help;
+} histograms[METRIC_DURATIONS] = {
+	[METRIC_HTTP_SERVER_DURATION] = { "http_server_request_duration_seconds",
+					  "Duration of HTTP server requests." },
+	[METRIC_HTTP_CLIENT_DURATION] = { "http_client_request_duration_seconds",
+					  "Duration of HTTP client requests." },
+	[METRIC_DB_CLIENT_DURATION] = { "db_client_operation_duration_seconds",
+					"Duration of database client operations." },
 };
 
-#define NHISTOGRAMS (sizeof(histograms) / sizeof(histograms[0]))
+#define NHISTOGRAMS METRIC_DURATIONS
 
 struct self_counter {
 	const struct counter_desc *desc;
@@ -310,14 +310,6 @@ unsigned metrics_bucket_of(double seconds)
 	return i;
 }
 
-static struct histogram *histogram_named(struct metrics *m, const char *name)
-{
-	for (size_t i = 0; i < NHISTOGRAMS; i++)
-		if (strcmp(m->hist[i].name, name) == 0)
-			return &m->hist[i];
-	return NULL;
-}
-
 void metrics_record(void *ctx, const struct exchange_summary *x)
 {
 	struct metrics *m = ctx;
@@ -328,8 +320,9 @@ void metrics_record(void *ctx, const struct exchange_summary *x)
 	struct histogram *h;
 	struct series *s = NULL;
 
-	if (!ops || !(h = histogram_named(m, ops->metric(x->span))))
+	if (!ops)
 		return;
+	h = &m->hist[ops->metric(x->span)];
 	k.len = 0;
 	k.cut = false;
 	key_str(&k, "service.name", service_of(x));
@@ -547,7 +540,6 @@ static int histogram_init(struct histogram *h, size_t which, uint32_t limit)
 
 	while (slots < 2 * limit)
 		slots <<= 1;
-	h->name = histograms[which].name;
 	h->prom_name = histograms[which].prom_name;
 	h->help = histograms[which].help;
 	h->series = calloc((size_t)limit + 1, sizeof(*h->series));
