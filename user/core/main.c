@@ -153,11 +153,8 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 	return n;
 }
 
-static void log_stats(struct agent *a)
+static void log_stats(const struct counter_group *groups, size_t n)
 {
-	struct stats_snapshot snap;
-	struct counter_group groups[STATS_GROUPS];
-	size_t n = collect_stats(a, &snap, groups);
 	char line[4096];
 	size_t used = 0;
 
@@ -169,11 +166,8 @@ static void log_stats(struct agent *a)
 	log_info("stats: %s", line);
 }
 
-static void write_stats_file(struct agent *a)
+static void write_stats_file(struct agent *a, const struct counter_group *groups, size_t n)
 {
-	struct stats_snapshot snap;
-	struct counter_group groups[STATS_GROUPS];
-	size_t n = collect_stats(a, &snap, groups);
 	const char *sep = "";
 	char tmp[300];
 	FILE *f;
@@ -199,13 +193,10 @@ static void write_stats_file(struct agent *a)
 
 /* Lost records leave spans incomplete or missing, so each second that lost
  * some says so, rather than only the counters at exit. */
-static void report_ring_loss(struct agent *a)
+static void report_ring_loss(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
 {
-	uint64_t kernel[SONDE_CNT_MAX] = { 0 };
-	uint64_t lost;
+	uint64_t lost = kernel[SONDE_CNT_LOST_RINGBUF] - a->lost_ringbuf_reported;
 
-	probe_counters(a->probe, kernel);
-	lost = kernel[SONDE_CNT_LOST_RINGBUF] - a->lost_ringbuf_reported;
 	if (lost == 0)
 		return;
 	a->lost_ringbuf_reported = kernel[SONDE_CNT_LOST_RINGBUF];
@@ -215,14 +206,21 @@ static void report_ring_loss(struct agent *a)
 		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
 }
 
-/* sonde's own counters, as the metrics endpoint serves them. */
-static void publish_self_metrics(struct agent *a)
+/* The counters, read once, to whatever reports them: the log (when
+ * `to_log`), the stats file and the metrics endpoint. */
+static void report_stats(struct agent *a, bool to_log)
 {
 	struct stats_snapshot snap;
 	struct counter_group groups[STATS_GROUPS];
 	size_t n = collect_stats(a, &snap, groups);
 
-	metrics_set_self(a->metrics, groups, n);
+	report_ring_loss(a, snap.kernel);
+	if (to_log)
+		log_stats(groups, n);
+	if (a->cfg.stats_file[0])
+		write_stats_file(a, groups, n);
+	if (a->metrics)
+		metrics_set_self(a->metrics, groups, n);
 }
 
 static int start_metrics(struct agent *a, struct tracker_opts *topts)
@@ -249,20 +247,15 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	uint32_t exited[1024];
 	size_t n;
 	uint64_t now = monotonic_now_ns();
+	bool to_log = a->cfg.stats_interval_s &&
+		      now - *last_stats_ns >= a->cfg.stats_interval_s * 1000000000ull;
 
 	wallclock_sync(&a->clock);
-	report_ring_loss(a);
 	while ((n = tracker_take_exited(a->tracker, exited, 1024)) > 0)
 		a->stats.kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
-	if (a->cfg.stats_interval_s &&
-	    now - *last_stats_ns >= a->cfg.stats_interval_s * 1000000000ull) {
+	if (to_log)
 		*last_stats_ns = now;
-		log_stats(a);
-	}
-	if (a->cfg.stats_file[0])
-		write_stats_file(a);
-	if (a->metrics)
-		publish_self_metrics(a);
+	report_stats(a, to_log);
 }
 
 static void describe_sinks(const struct sonde_config *cfg, char *out, size_t size)
@@ -353,8 +346,7 @@ static int start(struct agent *a)
 	if (err)
 		return err;
 	look_at_running_programs(a);
-	if (a->metrics)
-		publish_self_metrics(a);
+	report_stats(a, false);
 	return 0;
 }
 
@@ -367,9 +359,7 @@ static void stop(struct agent *a)
 		tracker_tick(a->tracker, monotonic_now_ns());
 		tracker_tick(a->tracker, UINT64_MAX);
 		exporter_stop(a->exporter);
-		log_stats(a);
-		if (a->cfg.stats_file[0])
-			write_stats_file(a);
+		report_stats(a, true);
 	}
 	prom_stop(a->prometheus);
 	probe_free(a->probe);
