@@ -14,65 +14,52 @@
 #ifndef SONDE_INFER_BPF_H
 #define SONDE_INFER_BPF_H
 
-/* Also true for data shorter than the prefix that agrees with it. */
-static __always_inline bool starts_with(const __u8 *data, __u32 len, const char *prefix,
-					__u32 prefix_len)
-{
-	if (len == 0)
-		return false;
-	if (len < prefix_len)
-		prefix_len = len;
-	for (__u32 i = 0; i < prefix_len; i++)
-		if (data[i] != prefix[i])
-			return false;
-	return true;
-}
-
-/* A request line or a status line at the start of the data. */
-static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
-{
-	return starts_with(data, len, "GET ", 4) || starts_with(data, len, "POST ", 5) ||
-	       starts_with(data, len, "PUT ", 4) || starts_with(data, len, "HEAD ", 5) ||
-	       starts_with(data, len, "DELETE ", 7) || starts_with(data, len, "PATCH ", 6) ||
-	       starts_with(data, len, "OPTIONS ", 8) || starts_with(data, len, "CONNECT ", 8) ||
-	       starts_with(data, len, "TRACE ", 6) || starts_with(data, len, "HTTP/1.", 7);
-}
-
 /* Bytes of the longest HTTP message-start token ("OPTIONS ", "HTTP/1.1"). */
 #define HTTP1_TOKEN_MAX 8
 /* A pipeline is looked for in the first bytes of a call only. */
 #define PIPELINE_SCAN_WORDS 128
 
-static __always_inline bool token_at(const __u8 *data, __u32 at, const char *token, __u32 n)
+/* data[at...] agrees with token over the `avail` bytes captured there,
+ * when fewer than its length: a first call may return just "GE". */
+static __always_inline bool token_at(const __u8 *data, __u32 at, __u32 avail, const char *token,
+				     __u32 n)
 {
-	for (__u32 i = 0; i < n; i++)
+	for (__u32 i = 0; i < n && i < avail; i++)
 		if (data[at + i] != token[i])
 			return false;
 	return true;
 }
 
-/* An HTTP request or status line starts at data[at], its whole token
- * captured (the caller checked at + HTTP1_TOKEN_MAX bytes are). */
-static __always_inline bool http1_token_at(const __u8 *data, __u32 at)
+/* An HTTP request line or status line starts at data[at], of which
+ * `avail` bytes were captured. */
+static __always_inline bool http1_start_at(const __u8 *data, __u32 at, __u32 avail)
 {
+	if (avail == 0)
+		return false;
 	switch (data[at]) {
 	case 'G':
-		return token_at(data, at, "GET ", 4);
+		return token_at(data, at, avail, "GET ", 4);
 	case 'P':
-		return token_at(data, at, "POST ", 5) || token_at(data, at, "PUT ", 4) ||
-		       token_at(data, at, "PATCH ", 6);
+		return token_at(data, at, avail, "POST ", 5) || token_at(data, at, avail, "PUT ", 4) ||
+		       token_at(data, at, avail, "PATCH ", 6);
 	case 'H':
-		return token_at(data, at, "HEAD ", 5) || token_at(data, at, "HTTP/1.", 7);
+		return token_at(data, at, avail, "HEAD ", 5) ||
+		       token_at(data, at, avail, "HTTP/1.", 7);
 	case 'D':
-		return token_at(data, at, "DELETE ", 7);
+		return token_at(data, at, avail, "DELETE ", 7);
 	case 'O':
-		return token_at(data, at, "OPTIONS ", 8);
+		return token_at(data, at, avail, "OPTIONS ", 8);
 	case 'C':
-		return token_at(data, at, "CONNECT ", 8);
+		return token_at(data, at, avail, "CONNECT ", 8);
 	case 'T':
-		return token_at(data, at, "TRACE ", 6);
+		return token_at(data, at, avail, "TRACE ", 6);
 	}
 	return false;
+}
+
+static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
+{
+	return http1_start_at(data, 0, len);
 }
 
 /* Whether a line of the call's captured bytes (past its first) starts
@@ -96,7 +83,8 @@ __noinline bool holds_pipeline(const struct sonde_data_event *ev)
 		if (!((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull))
 			continue;
 		for (__u32 b = 0; b < 8; b++)
-			if (ev->data[w * 8 + b] == '\n' && http1_token_at(ev->data, w * 8 + b + 1))
+			if (ev->data[w * 8 + b] == '\n' &&
+			    http1_start_at(ev->data, w * 8 + b + 1, HTTP1_TOKEN_MAX))
 				return true;
 	}
 	return false;
