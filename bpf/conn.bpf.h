@@ -45,7 +45,7 @@ static __always_inline bool comm_equal(const char *comm, __u32 which)
 }
 
 /* Checked once per connection, when it is first tracked: excluded
- * connections are stored as not HTTP, so their calls cost one lookup. */
+ * connections are written off, so their calls cost one lookup. */
 static __always_inline bool current_excluded(void)
 {
 	char comm[SONDE_COMM_LEN];

@@ -422,11 +422,11 @@ bool conn_answer(struct proto_conn *pc, const struct answer *a)
 	struct tracker *t = c->tracker;
 	struct pending *p;
 
+	if (c->stopped)
+		return false;
 	/* An answer cannot answer a request that started after it: it answers
 	 * one sonde never saw (lost bytes), and pairing it would shift every
 	 * later exchange on this connection. */
-	if (c->stopped)
-		return false;
 	if (!c->pend_head || c->pend_head->start_ts > a->start_ts) {
 		t->stats.orphan_responses++;
 		return false;
