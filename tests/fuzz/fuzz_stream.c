@@ -11,6 +11,7 @@
 #include "exporter.h"
 #include "log.h"
 #include "metrics.h"
+#include "prometheus.h"
 #include "procinfo.h"
 #include "semconv.h"
 #include "sonde_events.h"
@@ -106,16 +107,33 @@ static void on_exchange(void *ctx, const struct exchange_summary *x)
 	metrics_record(ctx, x);
 }
 
+/* Every request that began has ended, whichever way, once the tracker is
+ * gone: none is still counted as in progress. */
+static void check_no_request_active(struct metrics *metrics)
+{
+	struct metric_points points = { 0 };
+
+	if (metrics_collect(metrics, METRIC_HTTP_SERVER_ACTIVE, &points))
+		abort();
+	for (size_t i = 0; i < points.n; i++)
+		if (points.point[i].value != 0)
+			abort();
+	metric_points_free(&points);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
 	struct metrics_opts mopts = { .cardinality_limit = 4 };
 	struct metrics *metrics = metrics_new(&mopts);
 	struct bytes text = { 0 };
+	struct prom_server *prom;
 	struct exporter_opts eopts = { .sinks = EXPORTER_NONE, .max_queue_size = 16,
 				       .max_export_batch = 16 };
 	struct tracker_opts topts = { .proto.keep_query = size & 1, .max_pending = 8,
 				     .conn_buckets_log2 = 4, .on_exchange = on_exchange,
-				     .on_exchange_ctx = metrics };
+				     .on_request_began = metrics_request_began,
+				     .on_request_ended = metrics_request_ended,
+				     .observer_ctx = metrics };
 	struct fuzz_conn conns[CONNS] = { 0 };
 	struct wallclock clock = { 0 };
 	struct exporter *exp;
@@ -154,8 +172,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 	tracker_tick(t, now);
 	tracker_tick(t, UINT64_MAX);
 	tracker_free(t);
-	if (metrics_write_prometheus(metrics, &text))
+	check_no_request_active(metrics);
+	prom = prom_new(metrics);
+	if (!prom || prom_write(prom, &text))
 		abort();
+	prom_stop(prom);
 	bytes_free(&text);
 	metrics_free(metrics);
 	exporter_free(exp);

@@ -23,6 +23,26 @@ static void record_summary(void *ctx, const struct exchange_summary *x)
 	span_format_name(x->span, out->name, sizeof(out->name));
 }
 
+/* Requests in progress, as the metrics would count them: the handle is
+ * the method's counter. */
+static void *request_began(void *ctx, const struct request_began *r)
+{
+	struct harness *h = ctx;
+
+	cr_assert(r->ops->active_attributes && r->exchange);
+	h->active++;
+	h->began++;
+	return &h->active;
+}
+
+static void request_ended(void *ctx, void *handle)
+{
+	struct harness *h = ctx;
+
+	cr_assert_eq(handle, &h->active);
+	h->active--;
+}
+
 void h_init(struct harness *h, bool keep_query)
 {
 	h_init_pending(h, keep_query, 0);
@@ -40,7 +60,9 @@ void h_init_pending(struct harness *h, bool keep_query, uint32_t max_pending)
 		.proto.keep_query = keep_query,
 		.max_pending = max_pending,
 		.on_exchange = record_summary,
-		.on_exchange_ctx = h,
+		.on_request_began = request_began,
+		.on_request_ended = request_ended,
+		.observer_ctx = h,
 	};
 
 	memset(h, 0, sizeof(*h));

@@ -38,6 +38,8 @@ struct harness {
 	int nspans;
 	struct h_summary summaries[HARNESS_SPANS_MAX];
 	int nsummaries;
+	int active; /* server requests in progress, as the tracker announced them */
+	int began;
 };
 
 /* tid and task are those of the next calls made on the connection. */

@@ -822,3 +822,33 @@ Test(exchange, too_many_waiting_requests_stop_pairing_rather_than_shift_it)
 	cr_expect_eq(q.stats.orphan_responses, 0);
 	h_free(&q);
 }
+
+/* http.server.active_requests: a request counts from its head to its end,
+ * whichever way it ends (answered, cut off, left at exit); a client's
+ * requests and a half-read head do not count. */
+Test(exchange, requests_in_progress_are_counted_until_they_end)
+{
+	struct harness q;
+	struct tconn srv, cut, cli;
+
+	h_init(&q, false);
+	srv = h_open(&q, 1400, 5, SONDE_ROLE_SERVER);
+	cut = h_open(&q, 1400, 6, SONDE_ROLE_SERVER);
+	cli = h_open(&q, 1401, 5, SONDE_ROLE_CLIENT);
+	h_send(&q, &srv, IN, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nHo");
+	cr_expect_eq(q.active, 2, "two heads read, the third is not complete");
+	h_send(&q, &cli, OUT, "GET /x HTTP/1.1\r\n\r\n");
+	h_send(&q, &cut, IN, "POST /d HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+	cr_expect_eq(q.active, 3, "client requests are not server requests");
+	h_send(&q, &srv, OUT, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+	cr_expect_eq(q.active, 2);
+	h_close(&q, &cut, SONDE_CLOSE_RESET);
+	tracker_tick(q.tracker, q.now);
+	cr_expect_eq(q.active, 1, "cut off by the reset");
+	h_send(&q, &srv, IN, "st: a\r\n\r\n");
+	cr_expect_eq(q.active, 2);
+	h_finish(&q);
+	h_free(&q);
+	cr_expect_eq(q.active, 0, "what was left ended at exit");
+	cr_expect_eq(q.began, 4);
+}

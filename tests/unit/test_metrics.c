@@ -3,6 +3,7 @@
 #include "http1_proto.h"
 #include "metrics.h"
 #include "procinfo.h"
+#include "prometheus.h"
 #include "sonde_events.h"
 
 #include <criterion/criterion.h>
@@ -36,8 +37,11 @@ static void record(struct metrics *m, struct proc_info *proc, const char *route,
 static char *exposition(struct metrics *m)
 {
 	struct bytes out = { 0 };
+	struct prom_server *p = prom_new(m);
 
-	cr_assert_eq(metrics_write_prometheus(m, &out), 0);
+	cr_assert_not_null(p);
+	cr_assert_eq(prom_write(p, &out), 0);
+	prom_stop(p);
 	cr_assert_eq(bytes_reserve(&out, 1), 0);
 	out.data[out.used] = '\0';
 	return (char *)out.data;
@@ -144,6 +148,59 @@ Test(metrics, own_counters_are_sonde_metrics_with_help)
 				       "# TYPE sonde_events_total counter\nsonde_events_total 42\n"));
 	cr_expect_not_null(strstr(text, "# TYPE sonde_spans_held gauge\nsonde_spans_held 3\n"));
 	cr_expect_not_null(strstr(text, "# TYPE process_resident_memory_bytes gauge\n"));
+	free(text);
+	metrics_free(m);
+}
+
+static void method_attribute(const void *exchange, const struct attr_sink *sink)
+{
+	sink->str(sink->ctx, "http.request.method", exchange);
+	sink->str(sink->ctx, "url.scheme", "http");
+}
+
+Test(metrics, requests_in_progress_are_a_gauge_per_service_and_method)
+{
+	static const struct proto_ops ops = { .active_attributes = method_attribute };
+	struct request_began get = { &api, &ops, "GET" }, post = { &api, &ops, "POST" };
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	void *a, *b, *c;
+	char *text;
+
+	a = metrics_request_began(m, &get);
+	b = metrics_request_began(m, &get);
+	c = metrics_request_began(m, &post);
+	cr_assert(a && b && c);
+	cr_expect_eq(a, b, "one series per attribute set");
+	metrics_request_ended(m, a);
+	metrics_request_ended(m, c);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "# TYPE http_server_active_requests gauge\n"), "%s", text);
+	cr_expect_not_null(strstr(text, "http_server_active_requests{service_name=\"api\","
+				       "http_request_method=\"GET\",url_scheme=\"http\"} 1\n"));
+	cr_expect_not_null(strstr(text, "http_server_active_requests{service_name=\"api\","
+				       "http_request_method=\"POST\",url_scheme=\"http\"} 0\n"));
+	free(text);
+	metrics_free(m);
+}
+
+Test(metrics, target_info_names_each_service_once)
+{
+	struct proc_info worker = { .refs = 1, .pid = 9, .service_name = "worker" };
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	char *text, *first;
+
+	record(m, &api, "/a", 200, 1);
+	record(m, &api, "/b", 200, 1);
+	record(m, &worker, "/a", 200, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "# TYPE target_info gauge\n"));
+	first = strstr(text, "target_info{service_name=\"api\",host_name=");
+	cr_expect_not_null(first, "%s", text);
+	cr_expect_null(strstr(first + 1, "target_info{service_name=\"api\""));
+	cr_expect_not_null(strstr(text, "target_info{service_name=\"worker\","));
+	cr_expect_not_null(strstr(text, "telemetry_sdk_name=\"sonde\""));
 	free(text);
 	metrics_free(m);
 }

@@ -24,6 +24,7 @@ const size_t tracker_counter_count = sizeof(tracker_counters) / sizeof(tracker_c
 struct pending {
 	struct pending *next;
 	struct link_node *node; /* names the exchange's span */
+	void *active; /* the observer's handle while it counts the request */
 	uint64_t start_ts;
 	/* The protocol's exchange area (proto_ops.exchange_size). */
 	_Alignas(8) unsigned char area[];
@@ -66,6 +67,7 @@ struct conn {
 	const struct proto_ops *ops;
 	bool stopped;  /* the protocol parses nothing more */
 	struct pending *pend_head, *pend_tail;
+	struct pending *unannounced; /* the first the observer has not seen begin */
 	uint32_t npending;
 	/* The protocol's connection state (proto_ops.conn_size). */
 	_Alignas(8) unsigned char proto_state[];
@@ -128,8 +130,12 @@ static struct pending *pending_alloc(struct tracker *t)
 	return malloc(t->pending_bytes);
 }
 
+/* Every exchange ends here, whichever way: the observer stops counting it
+ * as in progress. */
 static void pending_release(struct tracker *t, struct pending *p)
 {
+	if (p->active)
+		t->opts.on_request_ended(t->opts.observer_ctx, p->active);
 	p->next = t->free_pending;
 	t->free_pending = p;
 }
@@ -266,7 +272,7 @@ static void summarize(struct tracker *t, const struct span *span, const struct p
 {
 	struct exchange_summary x = { .span = span, .start_ns = p->start_ts, .end_ns = end_ts };
 
-	t->opts.on_exchange(t->opts.on_exchange_ctx, &x);
+	t->opts.on_exchange(t->opts.observer_ctx, &x);
 }
 
 /* One exchange, one span, built where the linker says; with no room in
@@ -347,6 +353,8 @@ static struct pending *pop_pending(struct conn *c)
 	c->pend_head = p->next;
 	if (!c->pend_head)
 		c->pend_tail = NULL;
+	if (c->unannounced == p)
+		c->unannounced = p->next;
 	c->npending--;
 	return p;
 }
@@ -383,6 +391,7 @@ void *conn_request(struct proto_conn *pc, const struct request_start *rs)
 		return NULL;
 	}
 	p->node = link_request(c, rs);
+	p->active = NULL;
 	p->start_ts = rs->ts;
 	p->next = NULL;
 	if (c->pend_tail)
@@ -390,6 +399,8 @@ void *conn_request(struct proto_conn *pc, const struct request_start *rs)
 	else
 		c->pend_head = p;
 	c->pend_tail = p;
+	if (!c->unannounced)
+		c->unannounced = p;
 	c->npending++;
 	return p->area;
 }
@@ -481,6 +492,25 @@ void conn_note(struct proto_conn *pc, enum proto_note note)
 
 /* ---- data path -------------------------------------------------------- */
 
+/* The observer learns of server requests once the protocol has read their
+ * start, that is when the bytes that began them have been handed over. */
+static void announce_requests(struct conn *c)
+{
+	struct tracker *t = c->tracker;
+	struct request_began r = { .ops = c->ops };
+	struct pending *p = c->unannounced;
+
+	c->unannounced = NULL;
+	if (c->role != SONDE_ROLE_SERVER || !c->ops->active_attributes ||
+	    !t->opts.on_request_began)
+		return;
+	r.proc = proc_table_get(t->procs, c->tgid, c->comm);
+	for (; p; p = p->next) {
+		r.exchange = p->area;
+		p->active = t->opts.on_request_began(t->opts.observer_ctx, &r);
+	}
+}
+
 static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 {
 	struct conn *c = owner;
@@ -494,8 +524,11 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.tid = piece->tid,
 	};
 
-	if (!c->stopped)
-		c->ops->data(c->proto_state, dir, &p);
+	if (c->stopped)
+		return;
+	c->ops->data(c->proto_state, dir, &p);
+	if (c->unannounced)
+		announce_requests(c);
 }
 
 static struct reorder_ctx reorder_ctx_of(struct conn *c, int dir)

@@ -27,14 +27,30 @@ struct exchange_summary {
 
 typedef void (*exchange_fn)(void *ctx, const struct exchange_summary *x);
 
+/* A server request whose start its protocol has read (proto_ops.
+ * active_attributes): what the count of requests in progress counts.
+ * Valid only during the call. */
+struct request_began {
+	const struct proc_info *proc; /* NULL: unknown process */
+	const struct proto_ops *ops;
+	const void *exchange;         /* the protocol's exchange area */
+};
+
+/* Returns a handle given back when the request ends, whichever way. */
+typedef void *(*request_began_fn)(void *ctx, const struct request_began *r);
+typedef void (*request_ended_fn)(void *ctx, void *handle);
+
 struct tracker_opts {
 	struct proto_opts proto;
 	uint32_t max_pending; /* pipelined requests awaiting answers, per
 				 connection; 0: 1024 */
 	uint32_t conn_buckets_log2; /* connection hash table size; 0: 2^16 */
 	struct linker_opts link;
-	exchange_fn on_exchange; /* NULL: nobody counts exchanges */
-	void *on_exchange_ctx;
+	/* The observer of exchanges (the metrics); NULL callbacks: none. */
+	exchange_fn on_exchange;
+	request_began_fn on_request_began;
+	request_ended_fn on_request_ended;
+	void *observer_ctx;
 };
 
 #define TRACKER_COUNTERS(X) \

@@ -15,6 +15,14 @@ uint64_t monotonic_now_ns(void)
 	return (uint64_t)ts_ns(&ts);
 }
 
+uint64_t realtime_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts_ns(&ts);
+}
+
 /* Read realtime between two monotonic reads and keep the tightest of a
  * few tries, so a preemption between the reads cannot skew the offset. */
 void wallclock_sync(struct wallclock *clock)

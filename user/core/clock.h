@@ -12,5 +12,6 @@ struct wallclock {
 void wallclock_sync(struct wallclock *clock);
 uint64_t wallclock_from_mono(const struct wallclock *clock, uint64_t mono_ns);
 uint64_t monotonic_now_ns(void);
+uint64_t realtime_now_ns(void);
 
 #endif

@@ -238,7 +238,9 @@ static int start_metrics(struct agent *a, struct tracker_opts *topts)
 		return -EADDRINUSE;
 	}
 	topts->on_exchange = metrics_record;
-	topts->on_exchange_ctx = a->metrics;
+	topts->on_request_began = metrics_request_began;
+	topts->on_request_ended = metrics_request_ended;
+	topts->observer_ctx = a->metrics;
 	return 0;
 }
 

@@ -4,12 +4,20 @@
 #ifndef SONDE_PROMETHEUS_H
 #define SONDE_PROMETHEUS_H
 
+#include "bytes.h"
 #include "metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 struct prom_server;
+
+/* A server that does not listen: for prom_write alone (tests). */
+struct prom_server *prom_new(struct metrics *metrics);
+/* Appends the exposition text of every metric to out: the instruments,
+ * target_info per service, sonde's own counters as sonde_*, its CPU and
+ * memory; -ENOMEM when it could not grow. */
+int prom_write(struct prom_server *p, struct bytes *out);
 
 /* Listens on host:port (a name or an address; "localhost" by default in
  * config). NULL with the reason in err. */

@@ -418,6 +418,16 @@ static void http1_metric_attributes(const struct span *span, const struct attr_s
 	attr_put_str(sink, "error.type", span->error_type);
 }
 
+/* The conventions' required attributes of http.server.active_requests:
+ * what is known before the answer. */
+static void http1_active_attributes(const void *exchange, const struct attr_sink *sink)
+{
+	const struct http1_exchange *x = exchange;
+
+	attr_put_str(sink, "http.request.method", http1_method_name(x->req.method));
+	attr_put_str(sink, "url.scheme", "http");
+}
+
 const struct proto_ops http1_proto = {
 	.name = "http1",
 	.id = SONDE_PROTO_HTTP1,
@@ -433,4 +443,5 @@ const struct proto_ops http1_proto = {
 	.span_attributes = http1_attributes,
 	.metric = http1_metric,
 	.metric_attributes = http1_metric_attributes,
+	.active_attributes = http1_active_attributes,
 };

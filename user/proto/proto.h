@@ -113,6 +113,10 @@ struct proto_ops {
 	 * low-cardinality attributes of its series. */
 	enum duration_metric (*metric)(const struct span *span);
 	void (*metric_attributes)(const struct span *span, const struct attr_sink *sink);
+	/* The attributes of a server request in progress (http.server.
+	 * active_requests), from its exchange area once its start is read;
+	 * NULL: the protocol has no such metric. */
+	void (*active_attributes)(const void *exchange, const struct attr_sink *sink);
 };
 
 /* Room for formatted attribute values (url.full and the like). */

@@ -1,158 +1,86 @@
 #include "metrics.h"
 
-#include "procinfo.h"
-#include "proto.h"
+#include "clock.h"
 #include "semconv.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define METRICS_DESC(...) COUNTER_DESC(struct metrics_stats, __VA_ARGS__)
 const struct counter_desc metrics_counters[] = { METRICS_COUNTERS(METRICS_DESC) };
 const size_t metrics_counter_count = sizeof(metrics_counters) / sizeof(metrics_counters[0]);
 
 /* The buckets the semantic conventions advise for request durations. */
-static const double bounds[METRICS_BUCKETS] = {
+const double metrics_bounds[METRICS_BUCKETS] = {
 	0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
 };
-static const char *const bound_labels[METRICS_BUCKETS] = {
-	"0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25",
-	"0.5",   "0.75", "1",     "2.5",  "5",     "7.5", "10",
+
+const struct metric_desc metric_descs[METRICS_INSTRUMENTS] = {
+	[METRIC_HTTP_SERVER_DURATION] = { "http.server.request.duration",
+					  "http_server_request_duration_seconds", "s",
+					  "Duration of HTTP server requests.",
+					  METRIC_KIND_HISTOGRAM },
+	[METRIC_HTTP_CLIENT_DURATION] = { "http.client.request.duration",
+					  "http_client_request_duration_seconds", "s",
+					  "Duration of HTTP client requests.",
+					  METRIC_KIND_HISTOGRAM },
+	[METRIC_DB_CLIENT_DURATION] = { "db.client.operation.duration",
+					"db_client_operation_duration_seconds", "s",
+					"Duration of database client operations.",
+					METRIC_KIND_HISTOGRAM },
+	[METRIC_HTTP_SERVER_ACTIVE] = { "http.server.active_requests",
+					"http_server_active_requests", "{request}",
+					"Number of active HTTP server requests.",
+					METRIC_KIND_UPDOWN },
 };
 
-static const char overflow_labels[] = "otel_metric_overflow=\"true\"";
+/* Attribute types in a series' packed attributes. */
+enum { PACK_STR = 's', PACK_I64 = 'i', PACK_BOOL = 'b' };
 
 /* A series is found by its key (each attribute's key pointer, a constant
- * of its protocol's, and its raw value: cheap to build for every exchange)
- * and written with its labels (translated and escaped once, when it is
- * made). */
-struct series {
+ * of its protocol's, and its raw value: cheap to build for every
+ * measurement) and exported with its attributes, packed once when it is
+ * made: per attribute its type, its key and NUL, its value (a string and
+ * NUL, 8 bytes of int64, or 1 byte of bool). */
+struct metric_series {
 	uint64_t hash;
+	uint32_t index;
 	uint32_t key_len;
-	uint32_t labels_len;
-	char *labels; /* name="value",... in exposition form */
+	uint32_t attrs_len;
+	const char *service; /* in attrs; NULL for the overflow series */
+	char *attrs;
 	uint64_t buckets[METRICS_BUCKETS + 1]; /* per bucket, not cumulative */
 	double sum;
 	uint64_t count;
+	int64_t value; /* up-down counters */
 	char key[];
 };
 
-/* One histogram: its series (published up to nseries) and their index. */
-struct histogram {
-	const char *prom_name; /* as Prometheus names it, unit suffixed */
-	const char *help;
-	struct series **series; /* limit + 1: the overflow series is the last */
+/* One instrument: its series (published up to nseries) and their index. */
+struct instrument {
+	struct metric_series **series; /* limit + 1: the overflow series is the last */
 	uint32_t nseries;
 	uint32_t *index;       /* open addressing: series number + 1; 0 free */
 	uint32_t index_mask;
 };
 
-/* The Prometheus names of the conventions' metrics. */
-static const struct {
-	const char *prom_name, *help;
-} histograms[METRIC_DURATIONS] = {
-	[METRIC_HTTP_SERVER_DURATION] = { "http_server_request_duration_seconds",
-					  "Duration of HTTP server requests." },
-	[METRIC_HTTP_CLIENT_DURATION] = { "http_client_request_duration_seconds",
-					  "Duration of HTTP client requests." },
-	[METRIC_DB_CLIENT_DURATION] = { "db_client_operation_duration_seconds",
-					"Duration of database client operations." },
-};
-
-#define NHISTOGRAMS METRIC_DURATIONS
-
-struct self_counter {
-	const struct counter_desc *desc;
-	uint64_t value;
-};
-
 struct metrics {
 	pthread_mutex_t lock;
 	uint32_t limit;
-	struct histogram hist[NHISTOGRAMS];
+	uint64_t start_unix_ns;
+	struct instrument inst[METRICS_INSTRUMENTS];
 	struct metrics_stats stats;
-	struct self_counter self[METRICS_SELF_MAX];
+	struct self_value self[METRICS_SELF_MAX];
 	size_t nself;
 };
 
-/* ---- labels --------------------------------------------------------------- */
-
-/* Labels being built for one exchange. */
-struct label_buf {
-	char *out;
-	size_t len;
-	bool cut; /* did not fit */
-};
-
-static void put(struct label_buf *b, const char *s, size_t n)
-{
-	if (b->len + n >= METRICS_LABELS_MAX) {
-		b->cut = true;
-		return;
-	}
-	memcpy(b->out + b->len, s, n);
-	b->len += n;
-}
-
-/* A label name from an attribute key: what Prometheus does not allow in a
- * name becomes '_'. */
-static void put_name(struct label_buf *b, const char *key)
-{
-	if (b->len)
-		put(b, ",", 1);
-	for (; *key; key++) {
-		char c = *key;
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || c == '_';
-
-		put(b, ok ? &c : "_", 1);
-	}
-}
-
-/* A label value, quoted, with backslash, quote and newline escaped. */
-static void put_value(struct label_buf *b, const char *value)
-{
-	put(b, "=\"", 2);
-	for (; *value; value++) {
-		if (*value == '\\' || *value == '"')
-			put(b, "\\", 1);
-		if (*value == '\n')
-			put(b, "\\n", 2);
-		else
-			put(b, value, 1);
-	}
-	put(b, "\"", 1);
-}
-
-static void label_str(void *ctx, const char *key, const char *value)
-{
-	put_name(ctx, key);
-	put_value(ctx, value);
-}
-
-static void label_i64(void *ctx, const char *key, int64_t value)
-{
-	char text[24];
-
-	snprintf(text, sizeof(text), "%" PRId64, value);
-	label_str(ctx, key, text);
-}
-
-static void label_bool(void *ctx, const char *key, bool value)
-{
-	label_str(ctx, key, value ? "true" : "false");
-}
-
 /* ---- keys ------------------------------------------------------------------ */
 
+/* A series' key, or its packed attributes, being built. */
 struct key_buf {
-	char out[METRICS_LABELS_MAX];
+	char out[METRICS_ATTRS_MAX];
 	size_t len;
 	bool cut;
 };
@@ -189,6 +117,59 @@ static void key_bool(void *ctx, const char *key, bool value)
 	key_put(ctx, &value, sizeof(value));
 }
 
+static void pack_head(struct key_buf *k, char type, const char *key)
+{
+	key_put(k, &type, 1);
+	key_put(k, key, strlen(key) + 1);
+}
+
+static void pack_str(void *ctx, const char *key, const char *value)
+{
+	pack_head(ctx, PACK_STR, key);
+	key_put(ctx, value, strlen(value) + 1);
+}
+
+static void pack_i64(void *ctx, const char *key, int64_t value)
+{
+	pack_head(ctx, PACK_I64, key);
+	key_put(ctx, &value, sizeof(value));
+}
+
+static void pack_bool(void *ctx, const char *key, bool value)
+{
+	pack_head(ctx, PACK_BOOL, key);
+	key_put(ctx, &value, 1);
+}
+
+void metric_series_attributes(const struct metric_series *s, const struct attr_sink *sink)
+{
+	const char *p = s->attrs, *end = s->attrs + s->attrs_len;
+
+	while (p < end) {
+		char type = *p++;
+		const char *key = p;
+		int64_t number;
+
+		p += strlen(key) + 1;
+		if (type == PACK_STR) {
+			sink->str(sink->ctx, key, p);
+			p += strlen(p) + 1;
+		} else if (type == PACK_I64) {
+			memcpy(&number, p, sizeof(number));
+			sink->i64(sink->ctx, key, number);
+			p += sizeof(number);
+		} else {
+			sink->boolean(sink->ctx, key, *p != 0);
+			p++;
+		}
+	}
+}
+
+const char *metric_series_service(const struct metric_series *s)
+{
+	return s->service;
+}
+
 /* A word at a time: keys are a few hundred bytes at most. */
 static uint64_t hash_of(const char *s, size_t n)
 {
@@ -209,133 +190,146 @@ static uint64_t hash_of(const char *s, size_t n)
 
 /* ---- series ---------------------------------------------------------------- */
 
-static const char *service_of(const struct exchange_summary *x)
+static const char *service_of(const struct proc_info *proc)
 {
-	const struct proc_info *proc = x->span->proc;
-
 	return proc && proc->service_name[0] ? proc->service_name : "unknown_service";
 }
 
-/* The labels of a new series, in exposition form; NULL when they do not
- * fit or memory ran out. */
-static char *labels_of(const struct exchange_summary *x, const struct proto_ops *ops,
-		       uint32_t *len)
-{
-	char buf[METRICS_LABELS_MAX];
-	struct label_buf b = { .out = buf };
-	struct attr_sink sink = { label_str, label_i64, label_bool, &b };
-	char *labels;
+/* What a measurement is counted under: its service and the attributes its
+ * protocol gives, written to a sink. */
+struct measurement {
+	const char *service;
+	void (*attributes)(const void *subject, const struct attr_sink *sink);
+	const void *subject;
+};
 
-	label_str(&b, "service.name", service_of(x));
-	ops->metric_attributes(x->span, &sink);
-	if (b.cut || !(labels = malloc(b.len + 1)))
-		return NULL;
-	memcpy(labels, buf, b.len);
-	labels[b.len] = '\0';
-	*len = (uint32_t)b.len;
-	return labels;
+static void measurement_attributes(const struct measurement *w, const struct attr_sink *sink)
+{
+	sink->str(sink->ctx, "service.name", w->service);
+	w->attributes(w->subject, sink);
 }
 
-static struct series *new_series(const struct key_buf *k, uint64_t hash, char *labels,
-				 uint32_t labels_len)
+static struct metric_series *new_series(const struct key_buf *k, uint64_t hash,
+					const struct key_buf *attrs)
 {
-	struct series *s = calloc(1, sizeof(*s) + k->len);
+	struct metric_series *s = calloc(1, sizeof(*s) + k->len);
 
 	if (!s)
 		return NULL;
+	s->attrs = malloc(attrs->len);
+	if (!s->attrs) {
+		free(s);
+		return NULL;
+	}
+	memcpy(s->attrs, attrs->out, attrs->len);
+	s->attrs_len = (uint32_t)attrs->len;
 	s->hash = hash;
 	s->key_len = (uint32_t)k->len;
 	memcpy(s->key, k->out, k->len);
-	s->labels = labels;
-	s->labels_len = labels_len;
 	return s;
 }
 
 /* The series of this key, made if there is room; NULL otherwise. */
-static struct series *find_series(struct metrics *m, struct histogram *h, const struct key_buf *k,
-				  const struct exchange_summary *x, const struct proto_ops *ops)
+static struct metric_series *find_series(struct metrics *m, struct instrument *in,
+					 const struct key_buf *k, const struct measurement *w)
 {
 	uint64_t hash = hash_of(k->out, k->len);
-	uint32_t slot = (uint32_t)hash & h->index_mask;
-	struct series *s;
-	uint32_t labels_len;
-	char *labels;
+	uint32_t slot = (uint32_t)hash & in->index_mask;
+	struct key_buf attrs = { .len = 0 };
+	struct attr_sink sink = { pack_str, pack_i64, pack_bool, &attrs };
+	struct metric_series *s;
 
-	for (; h->index[slot]; slot = (slot + 1) & h->index_mask) {
-		s = h->series[h->index[slot] - 1];
+	for (; in->index[slot]; slot = (slot + 1) & in->index_mask) {
+		s = in->series[in->index[slot] - 1];
 		if (s->hash == hash && s->key_len == k->len && memcmp(s->key, k->out, k->len) == 0)
 			return s;
 	}
-	if (h->nseries == m->limit)
+	if (in->nseries == m->limit)
 		return NULL;
-	labels = labels_of(x, ops, &labels_len);
-	if (!labels) {
-		m->stats.labels_cut++;
-		return NULL;
-	}
-	s = new_series(k, hash, labels, labels_len);
-	if (!s) {
-		free(labels);
+	measurement_attributes(w, &sink);
+	if (attrs.cut) {
+		m->stats.attrs_cut++;
 		return NULL;
 	}
-	h->series[h->nseries++] = s;
-	h->index[slot] = h->nseries;
+	s = new_series(k, hash, &attrs);
+	if (!s)
+		return NULL;
+	/* service.name is the first attribute: its value follows its type
+	 * and key. */
+	s->service = s->attrs + 1 + sizeof("service.name");
+	s->index = in->nseries;
+	in->series[in->nseries++] = s;
+	in->index[slot] = in->nseries;
 	m->stats.series++;
 	return s;
 }
 
-static struct series *overflow_series(struct metrics *m, struct histogram *h)
+static struct metric_series *overflow_series(struct metrics *m, struct instrument *in)
 {
-	struct series **s = &h->series[m->limit];
-	struct key_buf none = { .len = 0 };
-	char *labels;
+	struct metric_series **s = &in->series[m->limit];
+	struct key_buf none = { .len = 0 }, attrs = { .len = 0 };
 
 	if (*s)
 		return *s;
-	labels = strdup(overflow_labels);
-	*s = labels ? new_series(&none, 0, labels, sizeof(overflow_labels) - 1) : NULL;
-	if (*s)
+	pack_bool(&attrs, "otel.metric.overflow", true);
+	*s = new_series(&none, 0, &attrs);
+	if (*s) {
+		(*s)->index = m->limit;
 		m->stats.series++;
-	else
-		free(labels);
+	}
 	return *s;
+}
+
+/* The series a measurement is counted in; call with the lock held. NULL
+ * only when memory ran out. */
+static struct metric_series *series_for(struct metrics *m, unsigned which,
+					const struct measurement *w)
+{
+	struct instrument *in = &m->inst[which];
+	struct key_buf k = { .len = 0 };
+	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
+	struct metric_series *s = NULL;
+
+	measurement_attributes(w, &sink);
+	if (k.cut)
+		m->stats.attrs_cut++;
+	else
+		s = find_series(m, in, &k, w);
+	if (!s) {
+		m->stats.overflow++;
+		s = overflow_series(m, in);
+	}
+	return s;
 }
 
 unsigned metrics_bucket_of(double seconds)
 {
 	unsigned i = 0;
 
-	while (i < METRICS_BUCKETS && seconds > bounds[i])
+	while (i < METRICS_BUCKETS && seconds > metrics_bounds[i])
 		i++;
 	return i;
+}
+
+static void span_metric_attributes(const void *span, const struct attr_sink *sink)
+{
+	const struct span *s = span;
+
+	proto_find(s->proto)->metric_attributes(s, sink);
 }
 
 void metrics_record(void *ctx, const struct exchange_summary *x)
 {
 	struct metrics *m = ctx;
 	const struct proto_ops *ops = proto_find(x->span->proto);
-	struct key_buf k;
-	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
 	double seconds = x->end_ns > x->start_ns ? (double)(x->end_ns - x->start_ns) / 1e9 : 0;
-	struct histogram *h;
-	struct series *s = NULL;
+	struct measurement w = { service_of(x->span->proc), span_metric_attributes, x->span };
+	struct metric_series *s;
 
 	if (!ops)
 		return;
-	h = &m->hist[ops->metric(x->span)];
-	k.len = 0;
-	k.cut = false;
-	key_str(&k, "service.name", service_of(x));
-	ops->metric_attributes(x->span, &sink);
 	pthread_mutex_lock(&m->lock);
-	if (k.cut)
-		m->stats.labels_cut++;
-	else
-		s = find_series(m, h, &k, x, ops);
-	if (!s) {
-		m->stats.overflow++;
-		s = overflow_series(m, h);
-	}
+	s = series_for(m, ops->metric(x->span), &w);
 	if (s) {
 		s->buckets[metrics_bucket_of(seconds)]++;
 		s->sum += seconds;
@@ -344,7 +338,31 @@ void metrics_record(void *ctx, const struct exchange_summary *x)
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* ---- sonde's own counters ---------------------------------------------------- */
+void *metrics_request_began(void *ctx, const struct request_began *r)
+{
+	struct metrics *m = ctx;
+	struct measurement w = { service_of(r->proc), r->ops->active_attributes, r->exchange };
+	struct metric_series *s;
+
+	pthread_mutex_lock(&m->lock);
+	s = series_for(m, METRIC_HTTP_SERVER_ACTIVE, &w);
+	if (s)
+		s->value++;
+	pthread_mutex_unlock(&m->lock);
+	return s;
+}
+
+void metrics_request_ended(void *ctx, void *handle)
+{
+	struct metrics *m = ctx;
+	struct metric_series *s = handle;
+
+	pthread_mutex_lock(&m->lock);
+	s->value--;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- collection ---------------------------------------------------------------- */
 
 void metrics_set_self(struct metrics *m, const struct counter_group *groups, size_t ngroups)
 {
@@ -360,169 +378,88 @@ void metrics_set_self(struct metrics *m, const struct counter_group *groups, siz
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* ---- exposition --------------------------------------------------------------- */
-
-static int append(struct bytes *out, const char *fmt, ...)
+size_t metrics_collect_self(struct metrics *m, struct self_value *out)
 {
-	va_list ap;
-	int n;
-
-	if (!out->data && bytes_reserve(out, 4096))
-		return -ENOMEM;
-	for (;;) {
-		size_t room = out->size - out->used;
-
-		va_start(ap, fmt);
-		n = vsnprintf((char *)out->data + out->used, room, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return -EINVAL;
-		if ((size_t)n < room) {
-			out->used += (size_t)n;
-			return 0;
-		}
-		if (bytes_reserve(out, (size_t)n + 1))
-			return -ENOMEM;
-	}
-}
-
-/* A series' counts as of a scrape; its labels do not change once it is
- * published, so they are read in place. */
-struct counts {
-	const struct series *series;
-	uint64_t buckets[METRICS_BUCKETS + 1];
-	double sum;
-	uint64_t count;
-};
-
-static int write_series(struct bytes *out, const char *name, const struct counts *c)
-{
-	const struct series *s = c->series;
-	const char *sep = s->labels_len ? "," : "";
-	uint64_t cumulative = 0;
-	int err = 0;
-
-	for (unsigned i = 0; i < METRICS_BUCKETS && !err; i++) {
-		cumulative += c->buckets[i];
-		err = append(out, "%s_bucket{%.*s%sle=\"%s\"} %" PRIu64 "\n", name,
-			     (int)s->labels_len, s->labels, sep, bound_labels[i], cumulative);
-	}
-	if (!err)
-		err = append(out, "%s_bucket{%.*s%sle=\"+Inf\"} %" PRIu64 "\n", name,
-			     (int)s->labels_len, s->labels, sep, c->count);
-	if (!err)
-		err = append(out, "%s_sum{%.*s} %.9g\n%s_count{%.*s} %" PRIu64 "\n", name,
-			     (int)s->labels_len, s->labels, c->sum, name, (int)s->labels_len,
-			     s->labels, c->count);
-	return err;
-}
-
-static void take_counts(struct counts *c, const struct series *s)
-{
-	c->series = s;
-	memcpy(c->buckets, s->buckets, sizeof(c->buckets));
-	c->sum = s->sum;
-	c->count = s->count;
-}
-
-/* One histogram's counts, copied under the lock: the capture thread waits
- * for the copy only, never for the formatting. */
-static struct counts *snapshot(struct metrics *m, struct histogram *h, uint32_t *n)
-{
-	struct series *overflow;
-	struct counts *copy;
-
-	pthread_mutex_lock(&m->lock);
-	overflow = h->series[m->limit];
-	*n = h->nseries + (overflow != NULL);
-	copy = malloc((size_t)*n * sizeof(*copy) + 1);
-	for (uint32_t i = 0; copy && i < h->nseries; i++)
-		take_counts(&copy[i], h->series[i]);
-	if (copy && overflow)
-		take_counts(&copy[*n - 1], overflow);
-	pthread_mutex_unlock(&m->lock);
-	return copy;
-}
-
-static int write_histogram(struct metrics *m, struct histogram *h, struct bytes *out)
-{
-	uint32_t n;
-	struct counts *copy = snapshot(m, h, &n);
-	int err;
-
-	if (!copy)
-		return -ENOMEM;
-	err = append(out, "# HELP %s %s\n# TYPE %s histogram\n", h->prom_name, h->help,
-		     h->prom_name);
-	for (uint32_t i = 0; i < n && !err; i++)
-		err = write_series(out, h->prom_name, &copy[i]);
-	free(copy);
-	return err;
-}
-
-static int write_self(struct metrics *m, struct bytes *out)
-{
-	struct self_counter self[METRICS_SELF_MAX];
 	size_t n;
-	int err = 0;
 
 	pthread_mutex_lock(&m->lock);
 	n = m->nself;
-	memcpy(self, m->self, n * sizeof(self[0]));
+	memcpy(out, m->self, n * sizeof(out[0]));
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
+static void take_point(struct metric_point *p, const struct metric_series *s)
+{
+	p->series = s;
+	p->index = s->index;
+	memcpy(p->buckets, s->buckets, sizeof(p->buckets));
+	p->sum = s->sum;
+	p->count = s->count;
+	p->value = s->value;
+}
+
+static int points_reserve(struct metric_points *out, size_t n)
+{
+	struct metric_point *grown;
+
+	if (n <= out->cap)
+		return 0;
+	grown = realloc(out->point, n * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	out->point = grown;
+	out->cap = n;
+	return 0;
+}
+
+/* The capture thread waits for the copy only, never for the formatting. */
+int metrics_collect(struct metrics *m, unsigned instrument, struct metric_points *out)
+{
+	struct instrument *in = &m->inst[instrument];
+	struct metric_series *overflow;
+	int err;
+
+	pthread_mutex_lock(&m->lock);
+	overflow = in->series[m->limit];
+	out->n = in->nseries + (overflow != NULL);
+	err = points_reserve(out, out->n);
+	if (err)
+		out->n = 0;
+	for (uint32_t i = 0; !err && i < in->nseries; i++)
+		take_point(&out->point[i], in->series[i]);
+	if (!err && overflow)
+		take_point(&out->point[out->n - 1], overflow);
+	pthread_mutex_unlock(&m->lock);
+	return err;
+}
+
+void metric_points_free(struct metric_points *p)
+{
+	free(p->point);
+	*p = (struct metric_points){ 0 };
+}
+
+uint64_t metrics_start_unix_ns(const struct metrics *m)
+{
+	return m->start_unix_ns;
+}
+
+void metrics_count_scrape(struct metrics *m)
+{
+	pthread_mutex_lock(&m->lock);
 	m->stats.scrapes++;
 	pthread_mutex_unlock(&m->lock);
-	for (size_t i = 0; i < n && !err; i++) {
-		const struct counter_desc *d = self[i].desc;
-		bool total = d->kind == COUNTER_TOTAL;
-
-		err = append(out, "# HELP sonde_%s%s %s\n# TYPE sonde_%s%s %s\nsonde_%s%s %" PRIu64 "\n",
-			     d->name, total ? "_total" : "", d->help, d->name, total ? "_total" : "",
-			     total ? "counter" : "gauge", d->name, total ? "_total" : "",
-			     self[i].value);
-	}
-	return err;
 }
 
-/* sonde's own CPU time and resident memory, under the names Prometheus
- * exporters use for their process. */
-static int write_process(struct bytes *out)
+void metrics_count_export(struct metrics *m, bool delivered)
 {
-	unsigned long utime = 0, stime = 0, pages = 0;
-	FILE *f = fopen("/proc/self/stat", "r");
-	long ticks = sysconf(_SC_CLK_TCK);
-
-	if (f) {
-		if (fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-			   &utime, &stime) != 2)
-			utime = stime = 0;
-		fclose(f);
-	}
-	f = fopen("/proc/self/statm", "r");
-	if (f) {
-		if (fscanf(f, "%*u %lu", &pages) != 1)
-			pages = 0;
-		fclose(f);
-	}
-	return append(out,
-		      "# HELP process_cpu_seconds_total CPU time sonde used, user and system.\n"
-		      "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n"
-		      "# HELP process_resident_memory_bytes sonde's resident memory.\n"
-		      "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lu\n",
-		      (double)(utime + stime) / (double)(ticks > 0 ? ticks : 100),
-		      pages * (unsigned long)sysconf(_SC_PAGESIZE));
-}
-
-int metrics_write_prometheus(struct metrics *m, struct bytes *out)
-{
-	int err = 0;
-
-	for (size_t i = 0; i < NHISTOGRAMS && !err; i++)
-		err = write_histogram(m, &m->hist[i], out);
-	if (!err)
-		err = write_self(m, out);
-	if (!err)
-		err = write_process(out);
-	return err;
+	pthread_mutex_lock(&m->lock);
+	if (delivered)
+		m->stats.otlp_exports++;
+	else
+		m->stats.otlp_failed++;
+	pthread_mutex_unlock(&m->lock);
 }
 
 void metrics_get_stats(struct metrics *m, struct metrics_stats *out)
@@ -534,18 +471,16 @@ void metrics_get_stats(struct metrics *m, struct metrics_stats *out)
 
 /* ---- lifetime -------------------------------------------------------------------- */
 
-static int histogram_init(struct histogram *h, size_t which, uint32_t limit)
+static int instrument_init(struct instrument *in, uint32_t limit)
 {
 	uint32_t slots = 1;
 
 	while (slots < 2 * limit)
 		slots <<= 1;
-	h->prom_name = histograms[which].prom_name;
-	h->help = histograms[which].help;
-	h->series = calloc((size_t)limit + 1, sizeof(*h->series));
-	h->index = calloc(slots, sizeof(*h->index));
-	h->index_mask = slots - 1;
-	return h->series && h->index ? 0 : -ENOMEM;
+	in->series = calloc((size_t)limit + 1, sizeof(*in->series));
+	in->index = calloc(slots, sizeof(*in->index));
+	in->index_mask = slots - 1;
+	return in->series && in->index ? 0 : -ENOMEM;
 }
 
 struct metrics *metrics_new(const struct metrics_opts *opts)
@@ -555,9 +490,10 @@ struct metrics *metrics_new(const struct metrics_opts *opts)
 	if (!m)
 		return NULL;
 	m->limit = opts->cardinality_limit ? opts->cardinality_limit : 2000;
+	m->start_unix_ns = realtime_now_ns();
 	pthread_mutex_init(&m->lock, NULL);
-	for (size_t i = 0; i < NHISTOGRAMS; i++) {
-		if (histogram_init(&m->hist[i], i, m->limit)) {
+	for (size_t i = 0; i < METRICS_INSTRUMENTS; i++) {
+		if (instrument_init(&m->inst[i], m->limit)) {
 			metrics_free(m);
 			return NULL;
 		}
@@ -569,16 +505,16 @@ void metrics_free(struct metrics *m)
 {
 	if (!m)
 		return;
-	for (size_t i = 0; i < NHISTOGRAMS; i++) {
-		struct histogram *h = &m->hist[i];
+	for (size_t i = 0; i < METRICS_INSTRUMENTS; i++) {
+		struct instrument *in = &m->inst[i];
 
-		for (uint32_t j = 0; h->series && j <= m->limit; j++) {
-			if (h->series[j])
-				free(h->series[j]->labels);
-			free(h->series[j]);
+		for (uint32_t j = 0; in->series && j <= m->limit; j++) {
+			if (in->series[j])
+				free(in->series[j]->attrs);
+			free(in->series[j]);
 		}
-		free(h->series);
-		free(h->index);
+		free(in->series);
+		free(in->index);
 	}
 	pthread_mutex_destroy(&m->lock);
 	free(m);
