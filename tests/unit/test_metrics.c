@@ -4,6 +4,7 @@
 #include "metrics.h"
 #include "procinfo.h"
 #include "prometheus.h"
+#include "semconv.h"
 #include "sonde_events.h"
 
 #include <criterion/criterion.h>
