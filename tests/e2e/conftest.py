@@ -283,6 +283,9 @@ class Receiver:
     def requests(self):
         return self._control("/requests")
 
+    def metrics_requests(self):
+        return self._control("/metrics_requests")
+
     def spans_for_port(self, port):
         """Spans the receiver accepted whose server.port is `port`."""
         return [s for r in self.requests() if r["accepted"] for s in r["spans"]

@@ -1,13 +1,14 @@
 'use strict';
-// An OTLP trace receiver for sonde's end-to-end tests, independent of
-// sonde's own encoder: requests are decoded with the official
-// opentelemetry-proto v1.4.0 schema (the .proto files shipped in
+// An OTLP trace and metrics receiver for sonde's end-to-end tests,
+// independent of sonde's own encoder: requests are decoded with the
+// official opentelemetry-proto v1.4.0 schema (the .proto files shipped in
 // @elastic/mockotlpserver), gRPC is served by @grpc/grpc-js, HTTP by
-// node:http(s). Tests script its answers (UNAVAILABLE, 503, slow, 400,
-// partial success, RetryInfo...) and read what it decoded, through a
-// small control API:
-//   GET  /requests  every export request seen, with its decoded spans
-//   POST /script    JSON list of answers for the next requests, in order
+// node:http(s). Tests script its answers to trace exports (UNAVAILABLE,
+// 503, slow, 400, partial success, RetryInfo...) and read what it decoded,
+// through a small control API:
+//   GET  /requests          every trace export request, with its decoded spans
+//   GET  /metrics_requests  every metrics export request, with its data points
+//   POST /script            JSON list of answers for the next trace requests
 // Usage: node receiver.js '{"grpc_port":0,"http_port":0,"tls":{"cert":..,"key":..}}'
 // With "keep_spans":false it still decodes every request but keeps only its
 // span count (span_count), so that a benchmark can send it spans for minutes.
@@ -34,11 +35,13 @@ BaseServerInterceptingCall.prototype.decompressMessage = function (message, enco
 
 const PROTO_ROOT = path.dirname(require.resolve('@elastic/mockotlpserver/package.json'));
 const EXPORT_PATH = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
+const METRICS_PATH = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export';
 
 function loadSchema() {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => path.join(PROTO_ROOT, target);
   root.loadSync('opentelemetry/proto/collector/trace/v1/trace_service.proto');
+  root.loadSync('opentelemetry/proto/collector/metrics/v1/metrics_service.proto');
   // google.rpc.Status and RetryInfo, as published in googleapis.
   protobuf.parse(`syntax = "proto3"; package google.rpc;
     message Any { string type_url = 1; bytes value = 2; }
@@ -50,11 +53,14 @@ function loadSchema() {
     response: root.lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse'),
     status: root.lookupType('google.rpc.Status'),
     retryInfo: root.lookupType('google.rpc.RetryInfo'),
+    metricsRequest: root.lookupType('opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest'),
+    metricsResponse: root.lookupType('opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceResponse'),
   };
 }
 
 const schema = loadSchema();
 const requests = [];
+const metricsRequests = [];
 const script = [];
 let keepSpans = true;
 
@@ -97,6 +103,53 @@ function flatten(message) {
     }
   }
   return { spans, resource_spans: (obj.resourceSpans || []).length };
+}
+
+// Flattens a decoded metrics request into one object per data point.
+function flattenMetrics(message) {
+  const obj = schema.metricsRequest.toObject(message, {
+    longs: String, enums: String, bytes: String, oneofs: true, defaults: true,
+  });
+  const points = [];
+  for (const rm of obj.resourceMetrics || []) {
+    const resource = attributeMap(rm.resource && rm.resource.attributes);
+    for (const sm of rm.scopeMetrics || []) {
+      for (const m of sm.metrics || []) {
+        const data = m[m.data] || {};
+        for (const dp of data.dataPoints || []) {
+          const attrs = attributeMap(dp.attributes);
+          points.push({
+            name: m.name, unit: m.unit, description: m.description, type: m.data,
+            temporality: data.aggregationTemporality, is_monotonic: data.isMonotonic,
+            resource: resource.values, scope: { name: (sm.scope || {}).name },
+            attributes: attrs.values, attribute_types: attrs.types,
+            start_time_unix_nano: dp.startTimeUnixNano, time_unix_nano: dp.timeUnixNano,
+            count: dp.count !== undefined ? Number(dp.count) : undefined,
+            sum: dp.sum, has_sum: dp.sum !== undefined && dp.sum !== null,
+            bucket_counts: (dp.bucketCounts || []).map(Number),
+            explicit_bounds: dp.explicitBounds,
+            value: dp.value === 'asInt' ? Number(dp.asInt) : dp.asDouble,
+          });
+        }
+      }
+    }
+  }
+  return { points, resource_metrics: (obj.resourceMetrics || []).length };
+}
+
+function recordMetrics(transport, bytes) {
+  const entry = { transport, time: Date.now() };
+  try {
+    Object.assign(entry, flattenMetrics(schema.metricsRequest.decode(bytes)));
+  } catch (err) {
+    entry.decode_error = String(err);
+    entry.points = [];
+  }
+  metricsRequests.push(entry);
+}
+
+function metricsResponseBytes() {
+  return Buffer.from(schema.metricsResponse.encode(schema.metricsResponse.create({})).finish());
 }
 
 // Decoded all the same, but not turned into objects: a benchmark's load.
@@ -176,16 +229,21 @@ function grpcExport(call, callback) {
   });
 }
 
+function grpcMetricsExport(call, callback) {
+  recordMetrics('grpc', call.request);
+  callback(null, metricsResponseBytes());
+}
+
 function startGrpc(port, tls) {
   const server = new grpc.Server();
   const identity = (b) => b;
-  server.addService({
-    Export: {
-      path: EXPORT_PATH, requestStream: false, responseStream: false,
-      requestSerialize: identity, requestDeserialize: identity,
-      responseSerialize: identity, responseDeserialize: identity,
-    },
-  }, { Export: grpcExport });
+  const method = (p) => ({
+    path: p, requestStream: false, responseStream: false,
+    requestSerialize: identity, requestDeserialize: identity,
+    responseSerialize: identity, responseDeserialize: identity,
+  });
+  server.addService({ Export: method(EXPORT_PATH) }, { Export: grpcExport });
+  server.addService({ Export: method(METRICS_PATH) }, { Export: grpcMetricsExport });
   const creds = tls
     ? grpc.ServerCredentials.createSsl(null,
       [{ cert_chain: fs.readFileSync(tls.cert), private_key: fs.readFileSync(tls.key) }], false)
@@ -212,14 +270,20 @@ function httpExport(req, res) {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
+    let body = Buffer.concat(chunks);
+    const encoding = req.headers['content-encoding'] || 'identity';
+    if (encoding === 'gzip') body = zlib.gunzipSync(body);
+    if (req.method === 'POST' && req.url === '/v1/metrics') {
+      recordMetrics('http', body);
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' });
+      res.end(metricsResponseBytes());
+      return;
+    }
     if (req.method !== 'POST' || req.url !== '/v1/traces') {
       res.writeHead(404).end();
       return;
     }
     const answer = nextAnswer();
-    let body = Buffer.concat(chunks);
-    const encoding = req.headers['content-encoding'] || 'identity';
-    if (encoding === 'gzip') body = zlib.gunzipSync(body);
     record('http', encoding, {
       'user-agent': req.headers['user-agent'], 'x-test': req.headers['x-test'],
       'content-type': req.headers['content-type'],
@@ -242,6 +306,9 @@ function control(req, res) {
     } else if (req.url === '/requests') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(requests));
+    } else if (req.url === '/metrics_requests') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(metricsRequests));
     } else {
       res.writeHead(404).end();
     }

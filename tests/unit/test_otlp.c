@@ -7,7 +7,7 @@
 #include "otlp_config.h"
 #include "otlp_encode.h"
 #include "otlp_export.h"
-#include "otlp_trace.pb-c.h"
+#include "otlp.pb-c.h"
 
 #include <criterion/criterion.h>
 #include <string.h>
@@ -28,7 +28,7 @@ static int resolve(const char *const *env, struct otlp_opts *opts, char *err)
 	struct otlp_settings s;
 
 	fake_env = env;
-	otlp_settings_from_env(&s, lookup);
+	otlp_settings_from_env(&s, OTLP_TRACES, lookup);
 	return otlp_settings_resolve(&s, opts, err, 256);
 }
 
@@ -109,7 +109,7 @@ Test(otlp_config, traces_variables_win_and_flags_win_over_both)
 	char err[256];
 
 	fake_env = env;
-	otlp_settings_from_env(&s, lookup);
+	otlp_settings_from_env(&s, OTLP_TRACES, lookup);
 	cr_expect_not(otlp_settings_have_endpoint(&s));
 	otlp_settings_set_flag(&s, OTLP_TIMEOUT, "700");
 	cr_assert_eq(otlp_settings_resolve(&s, &o, err, sizeof(err)), 0, "%s", err);
@@ -340,10 +340,10 @@ Test(otlp_encode, reads_partial_success_and_retry_info)
 	resp.partial_success = &partial;
 	len = otlp__export_trace_service_response__pack(&resp, buf);
 	cr_assert_eq(otlp_decode_response(buf, len, &out), 0);
-	cr_expect_eq(out.rejected_spans, 3);
+	cr_expect_eq(out.rejected, 3);
 	cr_expect_str_eq(out.error_message, "too old");
 	cr_assert_eq(otlp_decode_response(buf, 0, &out), 0);
-	cr_expect_eq(out.rejected_spans, 0);
+	cr_expect_eq(out.rejected, 0);
 	cr_expect_neq(otlp_decode_response((const uint8_t *)"\xff\xff", 2, &out), 0);
 
 	Otlp__RpcDuration delay = OTLP__RPC_DURATION__INIT;

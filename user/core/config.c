@@ -91,23 +91,41 @@ static int parse_exporters(const char *text, const char *source, unsigned *out, 
 	return 0;
 }
 
-/* "prometheus", "none", or a list. OTLP and console metrics are not
- * exported yet: saying so beats ignoring the setting. */
-static int parse_metrics_exporters(const char *text, const char *source, bool *prometheus,
+/* "prometheus", "otlp", "console", "none", or a list. */
+static int parse_metrics_exporters(const char *text, const char *source, unsigned *out,
 				   char *err, size_t size)
 {
-	*prometheus = false;
+	*out = 0;
 	while (*text) {
 		size_t len = strcspn(text, ",");
 
 		if (len == 10 && strncmp(text, "prometheus", 10) == 0)
-			*prometheus = true;
+			*out |= METRICS_PROMETHEUS;
+		else if (len == 4 && strncmp(text, "otlp", 4) == 0)
+			*out |= METRICS_OTLP;
+		else if (len == 7 && strncmp(text, "console", 7) == 0)
+			*out |= METRICS_CONSOLE;
 		else if (len != 4 || strncmp(text, "none", 4) != 0)
 			return errorf(err, size,
-				    "%s: \"%.*s\" is not one of prometheus, none (OTLP and console "
-				    "metrics are not supported yet)", source, (int)len, text);
+				    "%s: \"%.*s\" is not one of prometheus, otlp, console, none",
+				    source, (int)len, text);
 		text += len + (text[len] == ',');
 	}
+	return 0;
+}
+
+static int parse_temporality(const char *text, const char *source,
+			     enum metrics_temporality *out, char *err, size_t size)
+{
+	if (strcasecmp(text, "cumulative") == 0)
+		*out = TEMPORALITY_CUMULATIVE;
+	else if (strcasecmp(text, "delta") == 0)
+		*out = TEMPORALITY_DELTA;
+	else if (strcasecmp(text, "lowmemory") == 0)
+		*out = TEMPORALITY_LOWMEMORY;
+	else
+		return errorf(err, size, "%s: \"%s\" is not one of cumulative, delta, lowmemory",
+			    source, text);
 	return 0;
 }
 
@@ -148,6 +166,10 @@ static const struct number_setting numbers[] = {
 	  offsetof(struct sonde_config, prometheus_port) },
 	{ "SONDE_METRICS_CARDINALITY_LIMIT", "metrics-cardinality-limit", 1, 1000000,
 	  offsetof(struct sonde_config, cardinality_limit) },
+	{ "OTEL_METRIC_EXPORT_INTERVAL", "metric-export-interval-ms", 1, 86400000,
+	  offsetof(struct sonde_config, metric_interval_ms) },
+	{ "OTEL_METRIC_EXPORT_TIMEOUT", "metric-export-timeout-ms", 1, 3600000,
+	  offsetof(struct sonde_config, metric_timeout_ms) },
 };
 
 #define NNUMBERS (sizeof(numbers) / sizeof(numbers[0]))
@@ -180,6 +202,8 @@ static void set_defaults(struct sonde_config *cfg)
 	strcpy(cfg->prometheus_host, "localhost");
 	cfg->prometheus_port = 9464;
 	cfg->cardinality_limit = 2000;
+	cfg->metric_interval_ms = 60000;
+	cfg->metric_timeout_ms = 30000;
 }
 
 /* With no exporter named, a configured OTLP endpoint means OTLP (as an
@@ -189,8 +213,9 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 {
 	const char *v = getenv_fn("OTEL_TRACES_EXPORTER");
 
-	otlp_settings_from_env(otlp, getenv_fn);
-	if (otlp_settings_have_endpoint(otlp))
+	otlp_settings_from_env(&otlp[OTLP_TRACES], OTLP_TRACES, getenv_fn);
+	otlp_settings_from_env(&otlp[OTLP_METRICS], OTLP_METRICS, getenv_fn);
+	if (otlp_settings_have_endpoint(&otlp[OTLP_TRACES]))
 		cfg->exporters = EXPORTER_OTLP;
 	if (v && v[0] &&
 	    parse_exporters(v, "OTEL_TRACES_EXPORTER", &cfg->exporters, err, size))
@@ -213,7 +238,11 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	cfg->keep_query = v && strcmp(v, "1") == 0;
 	v = getenv_fn("OTEL_METRICS_EXPORTER");
 	if (v && v[0] && parse_metrics_exporters(v, "OTEL_METRICS_EXPORTER",
-						 &cfg->metrics_prometheus, err, size))
+						 &cfg->metrics_exporters, err, size))
+		return -1;
+	v = getenv_fn("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE");
+	if (v && v[0] && parse_temporality(v, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+					   &cfg->temporality, err, size))
 		return -1;
 	v = getenv_fn("OTEL_EXPORTER_PROMETHEUS_HOST");
 	if (v && v[0] && set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), v,
@@ -231,6 +260,7 @@ enum {
 	OPT_STATS_FILE,
 	OPT_METRICS_EXPORTER,
 	OPT_PROMETHEUS_HOST,
+	OPT_TEMPORALITY,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -240,7 +270,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[11 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[12 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -254,6 +284,8 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				     OPT_METRICS_EXPORTER };
 	opts[n++] = (struct option){ "prometheus-host", required_argument, NULL,
 				     OPT_PROMETHEUS_HOST };
+	opts[n++] = (struct option){ "metrics-temporality", required_argument, NULL,
+				     OPT_TEMPORALITY };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -296,7 +328,12 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_METRICS_EXPORTER:
 			if (parse_metrics_exporters(optarg, "--metrics-exporter",
-						    &cfg->metrics_prometheus, err, size))
+						    &cfg->metrics_exporters, err, size))
+				return -1;
+			break;
+		case OPT_TEMPORALITY:
+			if (parse_temporality(optarg, "--metrics-temporality", &cfg->temporality, err,
+					      size))
 				return -1;
 			break;
 		case OPT_PROMETHEUS_HOST:
@@ -321,7 +358,8 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				break;
 			}
 			if (c >= OPT_OTLP && c < OPT_OTLP + OTLP_SETTINGS) {
-				otlp_settings_set_flag(otlp, c - OPT_OTLP, optarg);
+				for (int signal = 0; signal < OTLP_SIGNALS; signal++)
+					otlp_settings_set_flag(&otlp[signal], c - OPT_OTLP, optarg);
 				break;
 			}
 			return errorf(err, size, "unknown or incomplete option \"%s\" (see --help)",
@@ -336,13 +374,17 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
 		 char *err, size_t err_size)
 {
-	struct otlp_settings otlp;
+	struct otlp_settings otlp[OTLP_SIGNALS];
 
 	set_defaults(cfg);
-	if (from_env(cfg, &otlp, getenv_fn, err, err_size) ||
-	    from_flags(cfg, &otlp, argc, argv, err, err_size))
+	if (from_env(cfg, otlp, getenv_fn, err, err_size) ||
+	    from_flags(cfg, otlp, argc, argv, err, err_size))
 		return -1;
-	if ((cfg->exporters & EXPORTER_OTLP) && otlp_settings_resolve(&otlp, &cfg->otlp, err, err_size))
+	if ((cfg->exporters & EXPORTER_OTLP) &&
+	    otlp_settings_resolve(&otlp[OTLP_TRACES], &cfg->otlp, err, err_size))
+		return -1;
+	if ((cfg->metrics_exporters & METRICS_OTLP) &&
+	    otlp_settings_resolve(&otlp[OTLP_METRICS], &cfg->metrics_otlp, err, err_size))
 		return -1;
 	if (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1))
 		return errorf(err, err_size, "ring buffer size %u is not a power of two",
@@ -378,7 +420,8 @@ void config_usage(FILE *out)
 		"  --otlp-insecure true|false  h2c for a gRPC endpoint given without a scheme\n"
 		"                            (OTEL_EXPORTER_OTLP_INSECURE)\n"
 		"                            Each OTEL_EXPORTER_OTLP_X also reads as\n"
-		"                            OTEL_EXPORTER_OTLP_TRACES_X, which wins.\n"
+		"                            OTEL_EXPORTER_OTLP_TRACES_X for spans and\n"
+		"                            OTEL_EXPORTER_OTLP_METRICS_X for metrics, which win.\n"
 		"  --capture-bytes N         payload bytes captured per syscall, 64-%u\n"
 		"                            (SONDE_CAPTURE_BYTES; default 512)\n"
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
@@ -397,8 +440,13 @@ void config_usage(FILE *out)
 		"  --schedule-delay-ms N     (OTEL_BSP_SCHEDULE_DELAY)\n"
 		"  --export-timeout-ms N     retries of one batch, and the final flush, end after\n"
 		"                            this (OTEL_BSP_EXPORT_TIMEOUT; default 30000)\n"
-		"  --metrics-exporter LIST   prometheus or none (OTEL_METRICS_EXPORTER;\n"
-		"                            default none)\n"
+		"  --metrics-exporter LIST   prometheus, otlp, console, none, or a list\n"
+		"                            (OTEL_METRICS_EXPORTER; default none)\n"
+		"  --metric-export-interval-ms N, --metric-export-timeout-ms N   OTLP and console\n"
+		"                            (OTEL_METRIC_EXPORT_INTERVAL, _TIMEOUT; default\n"
+		"                            60000, 30000)\n"
+		"  --metrics-temporality T   cumulative, delta or lowmemory (OTEL_EXPORTER_OTLP_\n"
+		"                            METRICS_TEMPORALITY_PREFERENCE; default cumulative)\n"
 		"  --prometheus-host H, --prometheus-port N   where GET /metrics is served\n"
 		"                            (OTEL_EXPORTER_PROMETHEUS_HOST, _PORT; default\n"
 		"                            localhost:9464)\n"

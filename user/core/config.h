@@ -4,6 +4,7 @@
 #define SONDE_CONFIG_H
 
 #include "exporter.h"
+#include "metrics_export.h"
 #include "otlp_config.h"
 #include "probe.h"
 
@@ -28,10 +29,14 @@ struct sonde_config {
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	bool keep_query;
-	bool metrics_prometheus;    /* OTEL_METRICS_EXPORTER has prometheus */
+	unsigned metrics_exporters; /* enum metrics_sink bits */
+	struct otlp_opts metrics_otlp; /* when metrics_exporters has METRICS_OTLP */
 	char prometheus_host[256];  /* OTEL_EXPORTER_PROMETHEUS_HOST */
 	uint32_t prometheus_port;   /* OTEL_EXPORTER_PROMETHEUS_PORT */
 	uint32_t cardinality_limit; /* series per metric */
+	uint32_t metric_interval_ms; /* OTEL_METRIC_EXPORT_INTERVAL */
+	uint32_t metric_timeout_ms;  /* OTEL_METRIC_EXPORT_TIMEOUT */
+	enum metrics_temporality temporality;
 	bool verbose;
 	bool help;
 	bool version;

@@ -5,6 +5,7 @@
 #include "exporter.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_export.h"
 #include "probe.h"
 #include "procinfo.h"
 #include "prometheus.h"
@@ -44,6 +45,7 @@ struct agent {
 	struct pytask pytask;
 	struct metrics *metrics;     /* NULL: metrics off */
 	struct prom_server *prometheus;
+	struct metrics_export *metrics_export;
 	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
 };
@@ -228,14 +230,34 @@ static int start_metrics(struct agent *a, struct tracker_opts *topts)
 	struct metrics_opts mopts = { .cardinality_limit = a->cfg.cardinality_limit };
 	char why[256];
 
+	struct metrics_export_opts xopts = {
+		.sinks = a->cfg.metrics_exporters & (METRICS_OTLP | METRICS_CONSOLE),
+		.interval_ms = a->cfg.metric_interval_ms,
+		.timeout_ms = a->cfg.metric_timeout_ms,
+		.temporality = a->cfg.temporality,
+		.otlp = a->cfg.metrics_otlp,
+		.console = stdout,
+	};
+	int err;
+
 	a->metrics = metrics_new(&mopts);
 	if (!a->metrics)
 		return -ENOMEM;
-	a->prometheus = prom_start(a->cfg.prometheus_host, (uint16_t)a->cfg.prometheus_port,
-				   a->metrics, why, sizeof(why));
-	if (!a->prometheus) {
-		log_error("%s", why);
-		return -EADDRINUSE;
+	if (a->cfg.metrics_exporters & METRICS_PROMETHEUS) {
+		a->prometheus = prom_start(a->cfg.prometheus_host,
+					   (uint16_t)a->cfg.prometheus_port, a->metrics, why,
+					   sizeof(why));
+		if (!a->prometheus) {
+			log_error("%s", why);
+			return -EADDRINUSE;
+		}
+	}
+	if (xopts.sinks) {
+		err = metrics_export_new(&a->metrics_export, a->metrics, &xopts, why, sizeof(why));
+		if (err) {
+			log_error("start metrics exporter: %s", why);
+			return err;
+		}
 	}
 	topts->on_exchange = metrics_record;
 	topts->on_request_began = metrics_request_began;
@@ -273,13 +295,34 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 		snprintf(out, size, "console");
 }
 
+static void describe_metrics(const struct sonde_config *cfg, char *out, size_t size)
+{
+	unsigned sinks = cfg->metrics_exporters;
+	int n = snprintf(out, size, "none");
+
+	if (sinks & METRICS_PROMETHEUS)
+		n = snprintf(out, size, "prometheus %s:%u", cfg->prometheus_host,
+			     cfg->prometheus_port);
+	if (sinks & METRICS_OTLP)
+		n += snprintf(out + n, size - (size_t)n, "%sotlp %s",
+			      sinks & METRICS_PROMETHEUS ? ", " : "", cfg->metrics_otlp.url);
+	if (sinks & METRICS_CONSOLE)
+		n += snprintf(out + n, size - (size_t)n, "%sconsole",
+			      sinks & (METRICS_PROMETHEUS | METRICS_OTLP) ? ", " : "");
+	if (sinks & (METRICS_OTLP | METRICS_CONSOLE))
+		snprintf(out + n, size - (size_t)n, " every %u ms", cfg->metric_interval_ms);
+}
+
 static int run(struct agent *a)
 {
 	uint64_t last_housekeeping = monotonic_now_ns(), last_stats = last_housekeeping, now;
-	char sinks[640];
+	char sinks[640], metrics[1200];
 
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));
-	fprintf(stderr, "sonde: ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s)\n", sinks);
+	describe_metrics(&a->cfg, metrics, sizeof(metrics));
+	fprintf(stderr,
+		"sonde: ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s; "
+		"metrics: %s)\n", sinks, metrics);
 	while (!stop_requested) {
 		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
 
@@ -338,7 +381,7 @@ static int start(struct agent *a)
 	a->procs = proc_table_new("/proc", host);
 	if (!a->procs)
 		return -ENOMEM;
-	if (a->cfg.metrics_prometheus && (err = start_metrics(a, &topts)))
+	if (a->cfg.metrics_exporters && (err = start_metrics(a, &topts)))
 		return err;
 	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
 	if (!a->tracker)
@@ -363,6 +406,7 @@ static void stop(struct agent *a)
 		exporter_stop(a->exporter);
 		report_stats(a, true);
 	}
+	metrics_export_free(a->metrics_export);
 	prom_stop(a->prometheus);
 	probe_free(a->probe);
 	tracker_free(a->tracker);

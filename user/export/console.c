@@ -175,3 +175,79 @@ size_t console_format_span(const struct span *s, char *out, size_t out_size)
 	o.buf[o.used] = '\0';
 	return o.used;
 }
+
+/* ---- metrics ------------------------------------------------------------------ */
+
+static void point_head(struct json_out *o, const char *name, const char *unit, const char *type,
+		       bool delta, const char *service)
+{
+	put(o, "{\"metric\": ");
+	put_string(o, name);
+	put(o, ", \"unit\": ");
+	put_string(o, unit);
+	putf(o, ", \"type\": \"%s\", \"temporality\": \"%s\", \"resource\": {\"service.name\": ",
+	     type, delta ? "delta" : "cumulative");
+	put_string(o, service);
+	put(o, "}");
+}
+
+static void point_times(struct json_out *o, const struct metrics_view *v, bool delta)
+{
+	put(o, ", \"start_time\": ");
+	put_time(o, delta ? v->previous_ns : v->start_ns);
+	put(o, ", \"time\": ");
+	put_time(o, v->time_ns);
+}
+
+static size_t finish(struct json_out *o)
+{
+	put(o, "}\n");
+	if (o->overflow)
+		return 0;
+	o->buf[o->used] = '\0';
+	return o->used;
+}
+
+size_t console_format_point(const struct metrics_view *v, const struct metrics_view_instrument *in,
+			    const struct metric_point *p, char *out, size_t out_size)
+{
+	struct json_out o = { .buf = out, .size = out_size };
+	struct attr_list a = { .o = &o, .first = true };
+	struct attr_sink sink = { attr_str, attr_int, attr_bool, &a };
+	const char *service = metric_series_service(p->series);
+	bool histogram = in->desc->kind == METRIC_KIND_HISTOGRAM;
+
+	point_head(&o, in->desc->name, in->desc->unit, histogram ? "histogram" : "sum",
+		   histogram && in->delta, service ? service : METRICS_SELF_SERVICE);
+	put(&o, ", \"attributes\": {");
+	metric_series_attributes(p->series, &sink);
+	put(&o, "}");
+	point_times(&o, v, histogram && in->delta);
+	if (!histogram) {
+		putf(&o, ", \"value\": %" PRId64, p->value);
+		return finish(&o);
+	}
+	putf(&o, ", \"count\": %" PRIu64 ", \"sum\": %.9g, \"bucket_counts\": [", p->count, p->sum);
+	for (unsigned i = 0; i <= METRICS_BUCKETS; i++)
+		putf(&o, "%s%" PRIu64, i ? ", " : "", p->buckets[i]);
+	put(&o, "], \"explicit_bounds\": [");
+	for (unsigned i = 0; i < METRICS_BUCKETS; i++)
+		putf(&o, "%s%g", i ? ", " : "", metrics_bounds[i]);
+	put(&o, "]");
+	return finish(&o);
+}
+
+size_t console_format_self(const struct metrics_view *v, const struct self_value *self, char *out,
+			   size_t out_size)
+{
+	struct json_out o = { .buf = out, .size = out_size };
+	bool total = self->desc->kind == COUNTER_TOTAL;
+	char name[96];
+
+	snprintf(name, sizeof(name), "sonde.%s", self->desc->name);
+	point_head(&o, name, "1", total ? "sum" : "gauge", total && v->self_delta,
+		   METRICS_SELF_SERVICE);
+	point_times(&o, v, total && v->self_delta);
+	putf(&o, ", \"value\": %" PRIu64, self->value);
+	return finish(&o);
+}

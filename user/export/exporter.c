@@ -38,6 +38,7 @@ struct exporter {
 	char *line;             /* console formatting buffer */
 	struct tree_view *tree;
 	const struct span **batch;
+	struct otlp_encoder *encoder;
 	struct otlp_export *otlp;
 	struct exporter_stats stats;
 	struct log_limit drop_log;
@@ -134,9 +135,16 @@ static void account_batch(struct exporter *exp, size_t n, const struct otlp_batc
 static void export_otlp(struct exporter *exp, size_t n)
 {
 	struct otlp_pacer pacer = { pacer_sleep, pacer_limit, exp };
-	struct otlp_batch_result result;
+	struct otlp_batch_result result = { .failed = n };
+	uint8_t *encoded;
+	size_t len;
+	int err = otlp_encode(exp->encoder, exp->batch, n, &encoded, &len);
 
-	otlp_export_batch(exp->otlp, exp->batch, n, &pacer, &result);
+	if (err)
+		snprintf(result.reason, sizeof(result.reason), "encoding %zu spans: %s", n,
+			 strerror(-err));
+	else
+		otlp_export_send(exp->otlp, encoded, len, n, &pacer, &result);
 	account_batch(exp, n, &result);
 }
 
@@ -245,8 +253,13 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 		return -ENOMEM;
 	}
 	if (opts->sinks & EXPORTER_OTLP) {
-		ret = otlp_export_new(&exp->otlp, &opts->otlp, opts->max_export_batch,
-				      opts->export_timeout_ms, err, err_size);
+		exp->encoder = otlp_encoder_new(opts->max_export_batch);
+		if (!exp->encoder) {
+			snprintf(err, err_size, "OTLP exporter: out of memory");
+			return -ENOMEM;
+		}
+		ret = otlp_export_new(&exp->otlp, &opts->otlp, opts->export_timeout_ms, "spans",
+				      err, err_size);
 		if (ret)
 			return ret;
 	}
@@ -319,6 +332,7 @@ void exporter_free(struct exporter *exp)
 	pthread_cond_destroy(&exp->wake);
 	pthread_mutex_destroy(&exp->lock);
 	otlp_export_free(exp->otlp);
+	otlp_encoder_free(exp->encoder);
 	free(exp->ring);
 	free(exp->batch);
 	free(exp->line);
@@ -374,7 +388,7 @@ void exporter_get_stats(struct exporter *exp, struct exporter_stats *out)
 		struct otlp_export_stats os;
 
 		otlp_export_get_stats(exp->otlp, &os);
-		out->spans_retried = os.spans_retried;
+		out->spans_retried = os.retried;
 		out->export_requests = os.requests;
 	}
 }

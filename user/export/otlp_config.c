@@ -13,10 +13,17 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_HTTP_ENDPOINT "http://localhost:4318"
 #define DEFAULT_GRPC_ENDPOINT "http://localhost:4317"
-#define HTTP_TRACES_PATH "/v1/traces"
+/* Each signal's part of its variables' names, and its OTLP/HTTP path. */
+static const struct {
+	const char *name;
+	const char *http_path;
+} signals[OTLP_SIGNALS] = {
+	[OTLP_TRACES] = { "TRACES", "/v1/traces" },
+	[OTLP_METRICS] = { "METRICS", "/v1/metrics" },
+};
 
 /* Each setting's variable (after OTEL_EXPORTER_OTLP_ or
- * OTEL_EXPORTER_OTLP_TRACES_) and flag. */
+ * OTEL_EXPORTER_OTLP_<SIGNAL>_) and flag. */
 static const struct {
 	const char *suffix;
 	const char *flag;
@@ -32,23 +39,24 @@ static const struct {
 	[OTLP_INSECURE] = { "INSECURE", "otlp-insecure" },
 };
 
-void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn)
+void otlp_settings_from_env(struct otlp_settings *s, enum otlp_signal signal,
+			    config_getenv_fn getenv_fn)
 {
 	memset(s, 0, sizeof(*s));
+	s->signal = signal;
 	for (int i = 0; i < OTLP_SETTINGS; i++) {
-		static const char *const prefixes[] = { "OTEL_EXPORTER_OTLP_",
-							"OTEL_EXPORTER_OTLP_TRACES_" };
-
 		for (int specific = 0; specific < 2; specific++) {
 			char name[48];
 			const char *v;
 
-			snprintf(name, sizeof(name), "%s%s", prefixes[specific], names[i].suffix);
+			snprintf(name, sizeof(name), "OTEL_EXPORTER_OTLP_%s%s%s",
+				 specific ? signals[signal].name : "", specific ? "_" : "",
+				 names[i].suffix);
 			v = getenv_fn(name);
 			if (!v || !v[0])
 				continue;
 			s->value[i].text = v;
-			s->value[i].traces_only = specific;
+			s->value[i].signal_only = specific;
 			snprintf(s->value[i].source, sizeof(s->value[i].source), "%s", name);
 		}
 	}
@@ -62,7 +70,7 @@ const char *otlp_setting_flag(enum otlp_setting which)
 void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text)
 {
 	s->value[which].text = text;
-	s->value[which].traces_only = false;
+	s->value[which].signal_only = false;
 	snprintf(s->value[which].source, sizeof(s->value[which].source), "--%s", names[which].flag);
 }
 
@@ -133,7 +141,8 @@ static int grpc_url(const struct otlp_settings *s, bool insecure, struct otlp_op
 }
 
 /* http/protobuf: the signal's own variable is the URL as given; the
- * generic one is a base that "/v1/traces" is appended to. */
+ * generic one is a base that the signal's path ("/v1/traces") is appended
+ * to. */
 static int http_url(const struct otlp_settings *s, struct otlp_opts *out, char *err, size_t size)
 {
 	const char *v = s->value[OTLP_ENDPOINT].text ? s->value[OTLP_ENDPOINT].text
@@ -143,13 +152,13 @@ static int http_url(const struct otlp_settings *s, struct otlp_opts *out, char *
 	if (!has_scheme(v) || strchr(v, ' ') || !strstr(v, "://")[3])
 		return errorf(err, size, "%s: \"%s\" is not a URL like http://host:4318",
 			    s->value[OTLP_ENDPOINT].source, v);
-	if (s->value[OTLP_ENDPOINT].traces_only) {
+	if (s->value[OTLP_ENDPOINT].signal_only) {
 		snprintf(out->url, sizeof(out->url), "%s", v);
 		return 0;
 	}
 	while (len && v[len - 1] == '/')
 		len--;
-	snprintf(out->url, sizeof(out->url), "%.*s%s", (int)len, v, HTTP_TRACES_PATH);
+	snprintf(out->url, sizeof(out->url), "%.*s%s", (int)len, v, signals[s->signal].http_path);
 	return 0;
 }
 
@@ -228,6 +237,7 @@ int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, 
 	bool insecure;
 
 	memset(out, 0, sizeof(*out));
+	out->signal = s->signal;
 	if (parse_protocol(s, out, err, err_size) ||
 	    parse_bool(s, OTLP_INSECURE, &insecure, err, err_size) ||
 	    (out->protocol == OTLP_GRPC ? grpc_url(s, insecure, out, err, err_size)

@@ -1,7 +1,8 @@
-/* The OTLP exporter's settings from the standard variables
- * (OTEL_EXPORTER_OTLP_*, each with its OTEL_EXPORTER_OTLP_TRACES_* form,
- * which wins) and sonde's --otlp-* flags (which win over both), checked
- * into struct otlp_opts with the OpenTelemetry specification's defaults. */
+/* An OTLP exporter's settings from the standard variables
+ * (OTEL_EXPORTER_OTLP_*, each with its signal's form, such as
+ * OTEL_EXPORTER_OTLP_TRACES_* or _METRICS_*, which wins) and sonde's
+ * --otlp-* flags (which win over both), checked into struct otlp_opts with
+ * the OpenTelemetry specification's defaults. */
 #ifndef SONDE_OTLP_CONFIG_H
 #define SONDE_OTLP_CONFIG_H
 
@@ -27,14 +28,16 @@ enum otlp_setting {
 
 /* Raw values and where each came from, before they are checked. */
 struct otlp_settings {
+	enum otlp_signal signal;
 	struct {
 		const char *text;    /* NULL: not set */
 		char source[48];     /* the variable or flag, for error messages */
-		bool traces_only;    /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: used as given */
+		bool signal_only;    /* e.g. OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: used as given */
 	} value[OTLP_SETTINGS];
 };
 
-void otlp_settings_from_env(struct otlp_settings *s, config_getenv_fn getenv_fn);
+void otlp_settings_from_env(struct otlp_settings *s, enum otlp_signal signal,
+			    config_getenv_fn getenv_fn);
 /* The long option name of a setting, e.g. "otlp-endpoint". */
 const char *otlp_setting_flag(enum otlp_setting which);
 void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text);

@@ -3,7 +3,7 @@
 #include "bytes.h"
 #include "pbwire.h"
 #include "semconv.h"
-#include "otlp_trace.pb-c.h"
+#include "otlp.pb-c.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -349,7 +349,7 @@ int otlp_decode_response(const uint8_t *body, size_t len, struct otlp_partial_su
 	if (!resp)
 		return -EBADMSG;
 	if (resp->partial_success) {
-		out->rejected_spans = resp->partial_success->rejected_spans;
+		out->rejected = resp->partial_success->rejected_spans;
 		snprintf(out->error_message, sizeof(out->error_message), "%s",
 			 resp->partial_success->error_message);
 	}

@@ -29,11 +29,13 @@ int otlp_encode(struct otlp_encoder *enc, const struct span *const *spans, size_
 		uint8_t **out, size_t *out_len);
 
 struct otlp_partial_success {
-	int64_t rejected_spans;
+	int64_t rejected; /* spans, or data points */
 	char error_message[256];
 };
 
-/* Reads an ExportTraceServiceResponse; an empty body is full success. */
+/* Reads an ExportTraceServiceResponse, or an ExportMetricsServiceResponse:
+ * the two are the same on the wire (partial_success = 1, its rejected
+ * count = 1, error_message = 2). An empty body is full success. */
 int otlp_decode_response(const uint8_t *body, size_t len, struct otlp_partial_success *out);
 
 /* The message of a google.rpc.Status (an OTLP/HTTP refusal's body). */

@@ -9,25 +9,25 @@
 #include <string.h>
 
 struct otlp_export {
-	struct otlp_encoder *encoder;
 	struct otlp_transport *transport;
+	const char *items; /* what a request carries, for the log */
 	uint64_t batch_timeout_ns;
 	uint64_t random_state;
 	struct log_limit partial_log;
 	struct otlp_export_stats stats;
 };
 
-int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts, uint32_t max_batch,
-		    uint32_t batch_timeout_ms, char *err, size_t err_size)
+int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts,
+		    uint32_t batch_timeout_ms, const char *items, char *err, size_t err_size)
 {
 	struct otlp_export *exp = calloc(1, sizeof(*exp));
 	int ret;
 
-	if (!exp || !(exp->encoder = otlp_encoder_new(max_batch))) {
+	if (!exp) {
 		snprintf(err, err_size, "OTLP exporter: out of memory");
-		otlp_export_free(exp);
 		return -ENOMEM;
 	}
+	exp->items = items;
 	ret = otlp_transport_new(&exp->transport, opts, err, err_size);
 	if (ret) {
 		otlp_export_free(exp);
@@ -44,7 +44,6 @@ void otlp_export_free(struct otlp_export *exp)
 {
 	if (!exp)
 		return;
-	otlp_encoder_free(exp->encoder);
 	otlp_transport_free(exp->transport);
 	free(exp);
 }
@@ -77,7 +76,7 @@ static uint64_t next_random(struct otlp_export *exp)
 static void account_success(struct otlp_export *exp, size_t n, const struct otlp_reply *reply,
 			    struct otlp_batch_result *result)
 {
-	uint64_t refused = reply->partial.rejected_spans;
+	uint64_t refused = reply->partial.rejected;
 
 	if (refused > n)
 		refused = n;
@@ -85,7 +84,8 @@ static void account_success(struct otlp_export *exp, size_t n, const struct otlp
 	result->exported = n - refused;
 	if (refused || reply->partial.error_message[0])
 		log_limited(&exp->partial_log, LOG_WARN,
-			    "OTLP: the collector accepted %zu of %zu spans: %s", n - (size_t)refused, n,
+			    "OTLP: the collector accepted %zu of %zu %s: %s", n - (size_t)refused, n,
+			    exp->items,
 			    reply->partial.error_message[0] ? reply->partial.error_message
 							    : "(no message)");
 	if (reply->reason[0])
@@ -109,7 +109,7 @@ static void send_with_retries(struct otlp_export *exp, size_t n, const struct ot
 		if (monotonic_now_ns() >= (limit < batch_end ? limit : batch_end))
 			break;
 		if (result->attempts)
-			__atomic_add_fetch(&exp->stats.spans_retried, n, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&exp->stats.retried, n, __ATOMIC_RELAXED);
 		otlp_transport_send(exp->transport, &reply);
 		result->attempts++;
 		__atomic_add_fetch(&exp->stats.requests, 1, __ATOMIC_RELAXED);
@@ -137,20 +137,16 @@ static void send_with_retries(struct otlp_export *exp, size_t n, const struct ot
 		snprintf(result->reason, sizeof(result->reason), "%s", reply.reason);
 }
 
-void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
-		       const struct otlp_pacer *pacer, struct otlp_batch_result *result)
+void otlp_export_send(struct otlp_export *exp, uint8_t *message, size_t len, size_t n,
+		      const struct otlp_pacer *pacer, struct otlp_batch_result *result)
 {
-	uint8_t *encoded;
-	size_t len;
 	int err;
 
 	memset(result, 0, sizeof(*result));
-	err = otlp_encode(exp->encoder, spans, n, &encoded, &len);
-	if (!err)
-		err = otlp_transport_prepare(exp->transport, encoded, len);
+	err = otlp_transport_prepare(exp->transport, message, len);
 	if (err) {
-		snprintf(result->reason, sizeof(result->reason), "encoding %zu spans: %s", n,
-			 strerror(-err));
+		snprintf(result->reason, sizeof(result->reason), "compressing %zu %s: %s", n,
+			 exp->items, strerror(-err));
 		result->failed = n;
 		return;
 	}
@@ -160,5 +156,5 @@ void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans,
 void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out)
 {
 	out->requests = __atomic_load_n(&exp->stats.requests, __ATOMIC_RELAXED);
-	out->spans_retried = __atomic_load_n(&exp->stats.spans_retried, __ATOMIC_RELAXED);
+	out->retried = __atomic_load_n(&exp->stats.retried, __ATOMIC_RELAXED);
 }

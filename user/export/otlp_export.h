@@ -1,12 +1,12 @@
-/* One batch to the collector: encoded once, sent, and sent again with
- * exponential backoff and jitter while the failure is retryable and the
- * batch's time (OTEL_BSP_EXPORT_TIMEOUT) lasts. Runs on the exporter's
- * thread, never on the capture path. */
+/* One encoded request to the collector (a batch of spans, a collection
+ * of metrics): prepared once, sent, and sent again with exponential
+ * backoff and jitter while the failure is retryable and the request's time
+ * (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT) lasts. Runs on an
+ * exporter's thread, never on the capture path. */
 #ifndef SONDE_OTLP_EXPORT_H
 #define SONDE_OTLP_EXPORT_H
 
 #include "otlp_transport.h"
-#include "span.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -24,7 +24,7 @@ struct otlp_pacer {
 	void *ctx;
 };
 
-/* Where each span of a batch ended up. */
+/* Where each item (span, data point) of a request ended up. */
 struct otlp_batch_result {
 	uint64_t exported; /* accepted by the collector */
 	uint64_t refused;  /* rejected by it: a permanent error or partial success */
@@ -35,17 +35,20 @@ struct otlp_batch_result {
 
 /* Counted as they happen, so that a long outage shows while it lasts. */
 struct otlp_export_stats {
-	uint64_t requests;      /* attempts sent */
-	uint64_t spans_retried; /* spans sent again, once per extra attempt */
+	uint64_t requests; /* attempts sent */
+	uint64_t retried;  /* items sent again, once per extra attempt */
 };
 
 struct otlp_export;
 
-int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts, uint32_t max_batch,
-		    uint32_t batch_timeout_ms, char *err, size_t err_size);
+/* items: what a request carries ("spans"), for the log. */
+int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts,
+		    uint32_t batch_timeout_ms, const char *items, char *err, size_t err_size);
 void otlp_export_free(struct otlp_export *exp);
-void otlp_export_batch(struct otlp_export *exp, const struct span *const *spans, size_t n,
-		       const struct otlp_pacer *pacer, struct otlp_batch_result *result);
+/* Sends n items encoded in message (with OTLP_ENCODE_HEADROOM bytes free
+ * before it), which must stay as it is until the call returns. */
+void otlp_export_send(struct otlp_export *exp, uint8_t *message, size_t len, size_t n,
+		      const struct otlp_pacer *pacer, struct otlp_batch_result *result);
 /* Safe from any thread. */
 void otlp_export_get_stats(struct otlp_export *exp, struct otlp_export_stats *out);
 

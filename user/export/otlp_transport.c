@@ -17,7 +17,10 @@
 #include <strings.h>
 #include <zlib.h>
 
-#define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+static const char *const grpc_paths[OTLP_SIGNALS] = {
+	[OTLP_TRACES] = "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+	[OTLP_METRICS] = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+};
 #define GRPC_PREFIX 5            /* compressed flag, 32-bit big-endian length */
 #define RESPONSE_MAX (64 * 1024) /* more is not an OTLP response; cut */
 
@@ -371,7 +374,7 @@ int otlp_transport_new(struct otlp_transport **out, const struct otlp_opts *opts
 		return errorf(err, err_size, "OTLP exporter: %s", why), -ENOMEM;
 	t->opts = *opts;
 	snprintf(t->url, sizeof(t->url), "%s%s", opts->url,
-		 opts->protocol == OTLP_GRPC ? GRPC_PATH : "");
+		 opts->protocol == OTLP_GRPC ? grpc_paths[opts->signal] : "");
 	if (!uses_h2c(t) &&
 	    (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(t->curl = curl_easy_init()))) {
 		why = "libcurl did not initialise";

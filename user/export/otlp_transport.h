@@ -1,5 +1,6 @@
-/* One OTLP export attempt over HTTP/protobuf (POST /v1/traces) or gRPC
- * (TraceService/Export), through libcurl: HTTP/1.1 or HTTP/2 (h2c or
+/* One OTLP export attempt over HTTP/protobuf (POST /v1/traces or
+ * /v1/metrics) or gRPC (TraceService/Export or MetricsService/Export),
+ * through libcurl: HTTP/1.1 or HTTP/2 (h2c or
  * TLS), keep-alive across attempts, optional gzip, optional mTLS. It
  * classifies the answer by the OTLP specification's rules; the caller
  * decides about retries. */
@@ -17,7 +18,15 @@ enum otlp_protocol {
 	OTLP_GRPC,
 };
 
+/* What an exporter sends. */
+enum otlp_signal {
+	OTLP_TRACES,
+	OTLP_METRICS,
+	OTLP_SIGNALS,
+};
+
 struct otlp_opts {
+	enum otlp_signal signal;
 	enum otlp_protocol protocol;
 	/* http/protobuf: the full URL, path included; grpc: scheme://host:port. */
 	char url[512];
