@@ -70,11 +70,20 @@ def tree_cpu_seconds(pids):
     return total
 
 
-def peak_rss_mb(pid):
+def status_mb(pid, field):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mb(pid):
+    return status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid):
+    """Resident memory now."""
+    return status_mb(pid, "VmRSS")
 
 
 def prog_run_ns(pid):

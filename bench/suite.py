@@ -14,6 +14,10 @@ round after round, in one sitting, and every ratio is against the untraced
   export   nginx at a fixed 5k and 10k req/s (h2load --h1 --rps) with OTLP
            export on, to the independent test receiver: latency and memory;
            and at maximum rate, export off against export on.
+  metrics  nginx at maximum rate, metrics off against metrics on (the
+           Prometheus endpoint, scraped every second as Prometheus would);
+           and the agent's memory with one metric series against 10k
+           distinct series (requests to 10k routes).
 
 Maximum-rate runs build and count spans without exporting them (no receiver
 on this machine takes ~200k spans/s). A round with a run that lost more than
@@ -304,6 +308,104 @@ class Export(Scenario):
         self.received_before = received
 
 
+class MetricsMax(NginxMax):
+    """nginx at maximum rate, metrics off against metrics on: what counting
+    every exchange costs the agent per request."""
+
+    name = "metrics"
+    title = ("nginx at maximum rate (wrk -t1 -c16 on CPU 1), metrics off against the "
+             "Prometheus endpoint on, scraped every second")
+    kernel_variant = None
+
+    def __init__(self):
+        self.metrics_port = free_port()
+        self.variants = [Variant("untraced"), Variant("sonde, metrics off", RING),
+                         Variant("sonde, metrics on", dict(
+                             RING, OTEL_METRICS_EXPORTER="prometheus",
+                             OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+                             OTEL_EXPORTER_PROMETHEUS_PORT=str(self.metrics_port)))]
+
+    def load(self, seconds, workdir, tag):
+        scraper = Scraper(self.metrics_port)
+        try:
+            return harness.wrk(self.server.port, seconds)
+        finally:
+            scraper.stop()
+
+
+class Scraper:
+    """Scrapes the metrics endpoint once a second while a load runs, when
+    something listens there."""
+
+    def __init__(self, port):
+        self.proc = subprocess.Popen([PYTHON, "-c", f"""
+import time, urllib.request
+while True:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        pass
+    time.sleep(1)
+"""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+# Routes of letters only: sonde keeps them as they are (digits would make
+# them identifiers, one route).
+SERIES_CLIENT = """
+import http.client, sys
+def letters(i):
+    out = "a"
+    while i:
+        out += chr(ord("a") + i % 26)
+        i //= 26
+    return out
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    conn.request("GET", f"/{letters(i if sys.argv[3] == 'distinct' else 0)}/x")
+    conn.getresponse().read()
+"""
+
+
+def series_memory(workdir, rounds, series=10000):
+    """The agent's resident memory after `series` requests to one route
+    against the same number of requests to `series` distinct routes (so as
+    many series), in alternating order; each run checks the series count
+    the agent reports."""
+    server = nginx(workdir, "nginx-series")
+    port = free_port()
+    env = dict(RING, OTEL_METRICS_EXPORTER="prometheus", OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+               OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+               SONDE_METRICS_CARDINALITY_LIMIT=str(2 * series))
+    runs = {"one": [], "distinct": []}
+    try:
+        for n in range(rounds):
+            for kind in (("one", "distinct") if n % 2 == 0 else ("distinct", "one")):
+                sonde = harness.Sonde(workdir, f"series-{kind}-{n}", env)
+                subprocess.run([PYTHON, "-c", SERIES_CLIENT, str(server.port), str(series), kind],
+                               check=True, timeout=300)
+                time.sleep(1.5)  # the last exchanges counted, the counters read
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+                    text = r.read().decode()
+                counted = next(int(line.split()[1]) for line in text.splitlines()
+                               if line.startswith("sonde_metric_series "))
+                runs[kind].append({"rss_mb": harness.rss_mb(sonde.proc.pid), "series": counted,
+                                   "exposition_bytes": len(text)})
+                sonde.stop()
+                print(f"  series round {n + 1} {kind}: {runs[kind][-1]}", flush=True)
+    finally:
+        server.stop()
+    one = harness.median([r["rss_mb"] for r in runs["one"]])
+    distinct = harness.median([r["rss_mb"] for r in runs["distinct"]])
+    return {"series": series, "runs": runs, "rss_mb_one_series": one,
+            "rss_mb_distinct_series": distinct,
+            "rss_mb_deltas": [d["rss_mb"] - o["rss_mb"] for d, o in zip(runs["distinct"], runs["one"])],
+            "bytes_per_series": (distinct - one) * 1024 * 1024 / series}
+
+
 class ExportFixed(Export):
     """nginx at a fixed rate: latency and memory with export on."""
 
@@ -487,6 +589,13 @@ def print_scenario(name, s):
           + (" (steal " + ", ".join(f"{x:.0%}" for x in again) + ")" if again else ""))
 
 
+def print_series_memory(m):
+    deltas = ", ".join(f"{d:.1f}" for d in m["rss_mb_deltas"])
+    print(f"  agent RSS after {m['series']} requests: one series {m['rss_mb_one_series']:.1f} MB, "
+          f"{m['series']} series {m['rss_mb_distinct_series']:.1f} MB (per round +{deltas} MB; "
+          f"{m['bytes_per_series']:.0f} bytes per series)")
+
+
 GOALS = [
     ("nginx ratio >= 0.93, 100% spans", "nginx", "sonde, ring buffer",
      lambda v: (v["ratio"], v["ratio"] >= 0.93 and v["completeness_server"] >= 1.0)),
@@ -503,7 +612,15 @@ GOALS = [
      lambda v: (v["p99_ratio"], v["p99_ratio"] <= 1.05)),
     ("max rate: export costs <= 0.02 of ratio", "export-max", None,
      lambda vs: (export_cost(vs), export_cost(vs) <= 0.02)),
+    ("metrics cost < 0.1 us/request (agent)", "metrics", None,
+     lambda vs: (metrics_cost(vs), metrics_cost(vs) < 0.1)),
 ]
+
+
+def metrics_cost(variants):
+    """Agent CPU per request added by counting metrics, at maximum rate."""
+    return (variants["sonde, metrics on"]["agent_cpu_us_per_request"]
+            - variants["sonde, metrics off"]["agent_cpu_us_per_request"])
 
 
 def export_cost(variants):
@@ -527,7 +644,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 3 s, none measured again for host steal (under 5 "
                         "minutes), instead of 5 rounds of 8 s")
-    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export")
+    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export,metrics")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     # A quick look keeps its time limit on a noisy host: it shows the
@@ -535,7 +652,8 @@ def main():
     rounds, retries, seconds, fixed_seconds = (2, 0, 3, 4) if args.quick else (5, 5, 8, 10)
     scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
                  "node": [NodeMax()],
-                 "export": [ExportFixed(5000, export_off=True), ExportFixed(10000), ExportMax()]}
+                 "export": [ExportFixed(5000, export_off=True), ExportFixed(10000), ExportMax()],
+                 "metrics": [MetricsMax()]}
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     started = time.time()
@@ -544,12 +662,16 @@ def main():
         for sc in scenarios[key]:
             duration = fixed_seconds if isinstance(sc, ExportFixed) else seconds
             results[sc.name] = run_scenario(sc, rounds, retries, duration, workdir)
+        if key == "metrics":
+            results["metrics"]["series_memory"] = series_memory(workdir, rounds)
     report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
               "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
               "wall_seconds": round(time.time() - started), "scenarios": results,
               "goals": goals(results)}
     for name, s in results.items():
         print_scenario(name, s)
+        if "series_memory" in s:
+            print_series_memory(s["series_memory"])
     print("\ngoals")
     for g in report["goals"]:
         print(f"  {g['goal']:<42} {g['value']:>8}  {'met' if g['met'] else 'MISSED'}")

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,8 +46,9 @@ enum { PACK_STR = 's', PACK_I64 = 'i', PACK_BOOL = 'b' };
  * made: per attribute its type, its key and NUL, its value (a string and
  * NUL, 8 bytes of int64, or 1 byte of bool). */
 struct metric_series {
-	uint64_t hash;
+	uint32_t seq; /* odd while the counting thread updates the counts */
 	uint32_t index;
+	uint64_t hash;
 	uint32_t key_len;
 	uint32_t attrs_len;
 	const char *service; /* in attrs; NULL for the overflow series */
@@ -58,7 +60,8 @@ struct metric_series {
 	char key[];
 };
 
-/* One instrument: its series (published up to nseries) and their index. */
+/* One instrument: its series (published up to nseries, read by
+ * collectors with acquire) and their index (the counting thread's only). */
 struct instrument {
 	struct metric_series **series; /* limit + 1: the overflow series is the last */
 	uint32_t nseries;
@@ -66,8 +69,14 @@ struct instrument {
 	uint32_t index_mask;
 };
 
+/* One thread counts (the agent's main loop: exchanges, requests, sonde's
+ * own counters); exporters collect from their own threads. Counting takes
+ * no lock: each series' counts are guarded by a sequence number (a
+ * seqlock with one writer), new series are published by a release store
+ * of the series count, and sonde's own counters, set once a second, under
+ * `self_lock`. */
 struct metrics {
-	pthread_mutex_t lock;
+	pthread_mutex_t self_lock;
 	uint32_t limit;
 	uint64_t start_unix_ns;
 	struct instrument inst[METRICS_INSTRUMENTS];
@@ -78,12 +87,20 @@ struct metrics {
 
 /* ---- keys ------------------------------------------------------------------ */
 
-/* A series' key, or its packed attributes, being built. */
+/* A series' key, or its packed attributes, being built. Built for every
+ * measurement: start one with key_start, not an initializer, which would
+ * clear the whole buffer each time. */
 struct key_buf {
-	char out[METRICS_ATTRS_MAX];
 	size_t len;
 	bool cut;
+	char out[METRICS_ATTRS_MAX];
 };
+
+static void key_start(struct key_buf *k)
+{
+	k->len = 0;
+	k->cut = false;
+}
 
 static void key_put(struct key_buf *k, const void *data, size_t n)
 {
@@ -170,22 +187,27 @@ const char *metric_series_service(const struct metric_series *s)
 	return s->service;
 }
 
-/* A word at a time: keys are a few hundred bytes at most. */
+/* Two words at a time in two independent lanes, so that the multiplies of
+ * one lane overlap the other's: a key is hashed for every measurement. */
 static uint64_t hash_of(const char *s, size_t n)
 {
-	uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+	uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0xc2b2ae3d27d4eb4full;
 	size_t i = 0;
 
-	for (; i + 8 <= n; i += 8) {
-		uint64_t word;
+	for (; i + 16 <= n; i += 16) {
+		uint64_t w0, w1;
 
-		memcpy(&word, s + i, 8);
-		h = (h ^ word) * 0xff51afd7ed558ccdull;
-		h ^= h >> 32;
+		memcpy(&w0, s + i, 8);
+		memcpy(&w1, s + i + 8, 8);
+		a = (a ^ w0) * 0xff51afd7ed558ccdull;
+		b = (b ^ w1) * 0xc4ceb9fe1a85ec53ull;
+		a ^= a >> 32;
+		b ^= b >> 29;
 	}
 	for (; i < n; i++)
-		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-	return h ^ (h >> 29);
+		a = (a ^ (uint8_t)s[i]) * 0x100000001b3ull;
+	a ^= (b << 31 | b >> 33) * 0x9e3779b97f4a7c15ull;
+	return a ^ (a >> 29);
 }
 
 /* ---- series ---------------------------------------------------------------- */
@@ -235,7 +257,7 @@ static struct metric_series *find_series(struct metrics *m, struct instrument *i
 {
 	uint64_t hash = hash_of(k->out, k->len);
 	uint32_t slot = (uint32_t)hash & in->index_mask;
-	struct key_buf attrs = { .len = 0 };
+	struct key_buf attrs;
 	struct attr_sink sink = { pack_str, pack_i64, pack_bool, &attrs };
 	struct metric_series *s;
 
@@ -246,6 +268,7 @@ static struct metric_series *find_series(struct metrics *m, struct instrument *i
 	}
 	if (in->nseries == m->limit)
 		return NULL;
+	key_start(&attrs);
 	measurement_attributes(w, &sink);
 	if (attrs.cut) {
 		m->stats.attrs_cut++;
@@ -258,7 +281,8 @@ static struct metric_series *find_series(struct metrics *m, struct instrument *i
 	 * and key. */
 	s->service = s->attrs + 1 + sizeof("service.name");
 	s->index = in->nseries;
-	in->series[in->nseries++] = s;
+	in->series[in->nseries] = s;
+	__atomic_store_n(&in->nseries, in->nseries + 1, __ATOMIC_RELEASE);
 	in->index[slot] = in->nseries;
 	m->stats.series++;
 	return s;
@@ -267,29 +291,33 @@ static struct metric_series *find_series(struct metrics *m, struct instrument *i
 static struct metric_series *overflow_series(struct metrics *m, struct instrument *in)
 {
 	struct metric_series **s = &in->series[m->limit];
-	struct key_buf none = { .len = 0 }, attrs = { .len = 0 };
+	struct key_buf none, attrs;
+	struct metric_series *made;
 
 	if (*s)
 		return *s;
+	key_start(&none);
+	key_start(&attrs);
 	pack_bool(&attrs, "otel.metric.overflow", true);
-	*s = new_series(&none, 0, &attrs);
-	if (*s) {
-		(*s)->index = m->limit;
+	made = new_series(&none, 0, &attrs);
+	if (made) {
+		made->index = m->limit;
+		__atomic_store_n(s, made, __ATOMIC_RELEASE);
 		m->stats.series++;
 	}
-	return *s;
+	return made;
 }
 
-/* The series a measurement is counted in; call with the lock held. NULL
- * only when memory ran out. */
+/* The series a measurement is counted in; NULL only when memory ran out. */
 static struct metric_series *series_for(struct metrics *m, unsigned which,
 					const struct measurement *w)
 {
 	struct instrument *in = &m->inst[which];
-	struct key_buf k = { .len = 0 };
+	struct key_buf k;
 	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
 	struct metric_series *s = NULL;
 
+	key_start(&k);
 	measurement_attributes(w, &sink);
 	if (k.cut)
 		m->stats.attrs_cut++;
@@ -300,6 +328,20 @@ static struct metric_series *series_for(struct metrics *m, unsigned which,
 		s = overflow_series(m, in);
 	}
 	return s;
+}
+
+/* The counting side of a series' seqlock: the counts may be read while
+ * they change, and a collector that saw the number change (or odd) reads
+ * them again. */
+static void write_begin(struct metric_series *s)
+{
+	__atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void write_end(struct metric_series *s)
+{
+	__atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELEASE);
 }
 
 unsigned metrics_bucket_of(double seconds)
@@ -328,14 +370,14 @@ void metrics_record(void *ctx, const struct exchange_summary *x)
 
 	if (!ops)
 		return;
-	pthread_mutex_lock(&m->lock);
 	s = series_for(m, ops->metric(x->span), &w);
-	if (s) {
-		s->buckets[metrics_bucket_of(seconds)]++;
-		s->sum += seconds;
-		s->count++;
-	}
-	pthread_mutex_unlock(&m->lock);
+	if (!s)
+		return;
+	write_begin(s);
+	s->buckets[metrics_bucket_of(seconds)]++;
+	s->sum += seconds;
+	s->count++;
+	write_end(s);
 }
 
 void *metrics_request_began(void *ctx, const struct request_began *r)
@@ -344,22 +386,22 @@ void *metrics_request_began(void *ctx, const struct request_began *r)
 	struct measurement w = { service_of(r->proc), r->ops->active_attributes, r->exchange };
 	struct metric_series *s;
 
-	pthread_mutex_lock(&m->lock);
 	s = series_for(m, METRIC_HTTP_SERVER_ACTIVE, &w);
-	if (s)
+	if (s) {
+		write_begin(s);
 		s->value++;
-	pthread_mutex_unlock(&m->lock);
+		write_end(s);
+	}
 	return s;
 }
 
 void metrics_request_ended(void *ctx, void *handle)
 {
-	struct metrics *m = ctx;
 	struct metric_series *s = handle;
 
-	pthread_mutex_lock(&m->lock);
+	write_begin(s);
 	s->value--;
-	pthread_mutex_unlock(&m->lock);
+	write_end(s);
 }
 
 /* ---- collection ---------------------------------------------------------------- */
@@ -368,35 +410,50 @@ void metrics_set_self(struct metrics *m, const struct counter_group *groups, siz
 {
 	size_t n = 0;
 
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&m->self_lock);
 	for (size_t g = 0; g < ngroups; g++)
 		for (size_t i = 0; i < groups[g].n && n < METRICS_SELF_MAX; i++, n++) {
 			m->self[n].desc = &groups[g].descs[i];
 			m->self[n].value = counter_value(&groups[g], i);
 		}
 	m->nself = n;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&m->self_lock);
 }
 
 size_t metrics_collect_self(struct metrics *m, struct self_value *out)
 {
 	size_t n;
 
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&m->self_lock);
 	n = m->nself;
 	memcpy(out, m->self, n * sizeof(out[0]));
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&m->self_lock);
 	return n;
 }
 
+/* The collecting side of the seqlock: the copy counts only if no update
+ * began or ended while it was taken. */
 static void take_point(struct metric_point *p, const struct metric_series *s)
 {
+	uint32_t before, after;
+
 	p->series = s;
 	p->index = s->index;
-	memcpy(p->buckets, s->buckets, sizeof(p->buckets));
-	p->sum = s->sum;
-	p->count = s->count;
-	p->value = s->value;
+	for (;;) {
+		before = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+		if (before & 1) {
+			sched_yield(); /* the counting thread may have been preempted mid-update */
+			continue;
+		}
+		memcpy(p->buckets, s->buckets, sizeof(p->buckets));
+		p->sum = s->sum;
+		p->count = s->count;
+		p->value = s->value;
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		after = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+		if (before == after)
+			return;
+	}
 }
 
 static int points_reserve(struct metric_points *out, size_t n)
@@ -413,25 +470,21 @@ static int points_reserve(struct metric_points *out, size_t n)
 	return 0;
 }
 
-/* The capture thread waits for the copy only, never for the formatting. */
 int metrics_collect(struct metrics *m, unsigned instrument, struct metric_points *out)
 {
 	struct instrument *in = &m->inst[instrument];
-	struct metric_series *overflow;
-	int err;
+	struct metric_series *overflow = __atomic_load_n(&in->series[m->limit], __ATOMIC_ACQUIRE);
+	uint32_t n = __atomic_load_n(&in->nseries, __ATOMIC_ACQUIRE);
 
-	pthread_mutex_lock(&m->lock);
-	overflow = in->series[m->limit];
-	out->n = in->nseries + (overflow != NULL);
-	err = points_reserve(out, out->n);
-	if (err)
-		out->n = 0;
-	for (uint32_t i = 0; !err && i < in->nseries; i++)
+	out->n = 0;
+	if (points_reserve(out, n + 1))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
 		take_point(&out->point[i], in->series[i]);
-	if (!err && overflow)
-		take_point(&out->point[out->n - 1], overflow);
-	pthread_mutex_unlock(&m->lock);
-	return err;
+	if (overflow)
+		take_point(&out->point[n], overflow);
+	out->n = n + (overflow != NULL);
+	return 0;
 }
 
 void metric_points_free(struct metric_points *p)
@@ -447,26 +500,22 @@ uint64_t metrics_start_unix_ns(const struct metrics *m)
 
 void metrics_count_scrape(struct metrics *m)
 {
-	pthread_mutex_lock(&m->lock);
-	m->stats.scrapes++;
-	pthread_mutex_unlock(&m->lock);
+	__atomic_add_fetch(&m->stats.scrapes, 1, __ATOMIC_RELAXED);
 }
 
 void metrics_count_export(struct metrics *m, bool delivered)
 {
-	pthread_mutex_lock(&m->lock);
-	if (delivered)
-		m->stats.otlp_exports++;
-	else
-		m->stats.otlp_failed++;
-	pthread_mutex_unlock(&m->lock);
+	__atomic_add_fetch(delivered ? &m->stats.otlp_exports : &m->stats.otlp_failed, 1,
+			   __ATOMIC_RELAXED);
 }
 
+/* Called by the counting thread: its own counters need no ordering. */
 void metrics_get_stats(struct metrics *m, struct metrics_stats *out)
 {
-	pthread_mutex_lock(&m->lock);
 	*out = m->stats;
-	pthread_mutex_unlock(&m->lock);
+	out->scrapes = __atomic_load_n(&m->stats.scrapes, __ATOMIC_RELAXED);
+	out->otlp_exports = __atomic_load_n(&m->stats.otlp_exports, __ATOMIC_RELAXED);
+	out->otlp_failed = __atomic_load_n(&m->stats.otlp_failed, __ATOMIC_RELAXED);
 }
 
 /* ---- lifetime -------------------------------------------------------------------- */
@@ -491,7 +540,7 @@ struct metrics *metrics_new(const struct metrics_opts *opts)
 		return NULL;
 	m->limit = opts->cardinality_limit ? opts->cardinality_limit : 2000;
 	m->start_unix_ns = realtime_now_ns();
-	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->self_lock, NULL);
 	for (size_t i = 0; i < METRICS_INSTRUMENTS; i++) {
 		if (instrument_init(&m->inst[i], m->limit)) {
 			metrics_free(m);
@@ -516,6 +565,6 @@ void metrics_free(struct metrics *m)
 		free(in->series);
 		free(in->index);
 	}
-	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->self_lock);
 	free(m);
 }

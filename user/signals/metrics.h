@@ -7,9 +7,10 @@
  * rest in the overflow series (otel.metric.overflow=true, counted). A new
  * series is allocated once; counting allocates nothing.
  *
- * Exporters read the counts by collecting a copy (metrics_collect), taken
- * under the lock the capture thread counts under, and format it on their
- * own thread. */
+ * One thread counts (metrics_record, metrics_request_*, metrics_set_self
+ * and metrics_get_stats are its calls); exporters read the counts by
+ * collecting a copy (metrics_collect, metrics_collect_self) from their own
+ * threads, without ever making the counting thread wait. */
 #ifndef SONDE_METRICS_H
 #define SONDE_METRICS_H
 
