@@ -2,11 +2,13 @@
  * records of a keep-alive server and client exchange, through the real
  * tracker into the "none" exporter, ticked as the agent ticks it after a
  * drain, so that its pools recycle as in steady state. Prints ns per
- * request (both sides).
- * Build: make build/agent_path; run: build/agent_path [requests] */
+ * request (both sides). With "metrics", the exchanges are counted as the
+ * agent counts them with a metrics exporter on.
+ * Build: make build/agent_path; run: build/agent_path [requests [metrics]] */
 #include "clock.h"
 #include "exporter.h"
 #include "log.h"
+#include "metrics.h"
 #include "procinfo.h"
 #include "sonde_events.h"
 #include "tracker.h"
@@ -67,6 +69,8 @@ int main(int argc, char **argv)
 	struct exporter_opts eopts = { .sinks = EXPORTER_NONE, .max_queue_size = 1,
 				       .max_export_batch = 1 };
 	struct tracker_opts topts = { 0 };
+	struct metrics_opts mopts = { 0 };
+	struct metrics *metrics = NULL;
 	struct wallclock clock;
 	struct exporter *exp;
 	struct proc_table *procs = proc_table_new("/proc", "bench");
@@ -78,6 +82,13 @@ int main(int argc, char **argv)
 	wallclock_sync(&clock);
 	if (exporter_new(&exp, &eopts, NULL, 0))
 		return 1;
+	if (argc > 2 && strcmp(argv[2], "metrics") == 0) {
+		metrics = metrics_new(&mopts);
+		topts.on_exchange = metrics_record;
+		topts.on_request_began = metrics_request_began;
+		topts.on_request_ended = metrics_request_ended;
+		topts.observer_ctx = metrics;
+	}
 	t = tracker_new(&topts, exp, procs, &clock);
 	open_conn(t, 1, SONDE_ROLE_SERVER, 8080, 40000);
 	open_conn(t, 2, SONDE_ROLE_CLIENT, 40000, 8080);
@@ -94,6 +105,7 @@ int main(int argc, char **argv)
 	printf("%.0f ns per request (server + client span), %llu spans\n",
 	       (double)(monotonic_now_ns() - start) / (double)n, (unsigned long long)(stats.spans_server + stats.spans_client));
 	tracker_free(t);
+	metrics_free(metrics);
 	exporter_free(exp);
 	proc_table_free(procs);
 	return 0;

@@ -187,25 +187,35 @@ const char *metric_series_service(const struct metric_series *s)
 	return s->service;
 }
 
-/* Two words at a time in two independent lanes, so that the multiplies of
- * one lane overlap the other's: a key is hashed for every measurement. */
+static void hash_step(uint64_t *a, uint64_t *b, const char *block)
+{
+	uint64_t w[2];
+
+	memcpy(w, block, 16);
+	*a = (*a ^ w[0]) * 0xff51afd7ed558ccdull;
+	*b = (*b ^ w[1]) * 0xc4ceb9fe1a85ec53ull;
+	*a ^= *a >> 32;
+	*b ^= *b >> 29;
+}
+
+/* Sixteen bytes at a time in two independent lanes, so that the
+ * multiplies of one lane overlap the other's; the last block is the
+ * key's last sixteen bytes, overlapping the one before (the length is
+ * hashed in). A key is hashed for every measurement. */
 static uint64_t hash_of(const char *s, size_t n)
 {
 	uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0xc2b2ae3d27d4eb4full;
+	char tail[16] = { 0 };
 	size_t i = 0;
 
-	for (; i + 16 <= n; i += 16) {
-		uint64_t w0, w1;
-
-		memcpy(&w0, s + i, 8);
-		memcpy(&w1, s + i + 8, 8);
-		a = (a ^ w0) * 0xff51afd7ed558ccdull;
-		b = (b ^ w1) * 0xc4ceb9fe1a85ec53ull;
-		a ^= a >> 32;
-		b ^= b >> 29;
+	if (n < 16) {
+		memcpy(tail, s, n);
+		hash_step(&a, &b, tail);
+	} else {
+		for (; i + 16 < n; i += 16)
+			hash_step(&a, &b, s + i);
+		hash_step(&a, &b, s + n - 16);
 	}
-	for (; i < n; i++)
-		a = (a ^ (uint8_t)s[i]) * 0x100000001b3ull;
 	a ^= (b << 31 | b >> 33) * 0x9e3779b97f4a7c15ull;
 	return a ^ (a >> 29);
 }
