@@ -4,6 +4,7 @@
 #include "console.h"
 #include "log.h"
 #include "otlp_export.h"
+#include "pacer.h"
 #include "tree.h"
 
 #include <errno.h>
@@ -13,7 +14,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define EXPORTER_DESC(...) COUNTER_DESC(struct exporter_stats, __VA_ARGS__)
 const struct counter_desc exporter_counters[] = { EXPORTER_COUNTERS(EXPORTER_DESC) };
@@ -31,10 +31,7 @@ struct exporter {
 	struct span scratch;    /* the slot EXPORTER_NONE hands out */
 	pthread_t thread;
 	bool thread_started;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	bool stopping;
-	uint64_t shutdown_deadline_ns; /* set with stopping */
+	struct pacer pace;
 	char *line;             /* console formatting buffer */
 	struct tree_view *tree;
 	const struct span **batch;
@@ -68,57 +65,6 @@ static void write_console(struct exporter *exp, const struct span *span)
 		fwrite(exp->line, 1, len, exp->opts.console);
 }
 
-static bool stopping(struct exporter *exp)
-{
-	bool stop;
-
-	pthread_mutex_lock(&exp->lock);
-	stop = exp->stopping;
-	pthread_mutex_unlock(&exp->lock);
-	return stop;
-}
-
-/* Waits on `wake` until CLOCK_MONOTONIC reaches deadline_ns, or a signal;
- * the caller holds the lock. True when the deadline has passed. */
-static bool wait_until(struct exporter *exp, uint64_t deadline_ns)
-{
-	struct timespec until = {
-		.tv_sec = (time_t)(deadline_ns / 1000000000ull),
-		.tv_nsec = (long)(deadline_ns % 1000000000ull),
-	};
-
-	return pthread_cond_timedwait(&exp->wake, &exp->lock, &until) == ETIMEDOUT;
-}
-
-/* Sleeps on; a wake-up from shutdown only brings the end forward. */
-static void pacer_sleep(void *ctx, uint64_t ms)
-{
-	struct exporter *exp = ctx;
-	uint64_t until_ns = monotonic_now_ns() + ms * 1000000ull;
-
-	pthread_mutex_lock(&exp->lock);
-	for (;;) {
-		uint64_t end = until_ns;
-
-		if (exp->stopping && exp->shutdown_deadline_ns < end)
-			end = exp->shutdown_deadline_ns;
-		if (monotonic_now_ns() >= end || wait_until(exp, end))
-			break;
-	}
-	pthread_mutex_unlock(&exp->lock);
-}
-
-static uint64_t pacer_limit(void *ctx)
-{
-	struct exporter *exp = ctx;
-	uint64_t limit;
-
-	pthread_mutex_lock(&exp->lock);
-	limit = exp->stopping ? exp->shutdown_deadline_ns : UINT64_MAX;
-	pthread_mutex_unlock(&exp->lock);
-	return limit;
-}
-
 static void account_batch(struct exporter *exp, size_t n, const struct otlp_batch_result *r)
 {
 	count(&exp->stats.spans_exported, r->exported);
@@ -134,7 +80,7 @@ static void account_batch(struct exporter *exp, size_t n, const struct otlp_batc
 
 static void export_otlp(struct exporter *exp, size_t n)
 {
-	struct otlp_pacer pacer = { pacer_sleep, pacer_limit, exp };
+	struct otlp_pacer pacer = pacer_for_export(&exp->pace);
 	struct otlp_batch_result result = { .failed = n };
 	uint8_t *encoded;
 	size_t len;
@@ -177,11 +123,12 @@ static void wait_for_batch(struct exporter *exp)
 {
 	uint64_t deadline_ns = monotonic_now_ns() + exp->opts.schedule_delay_ms * 1000000ull;
 
-	pthread_mutex_lock(&exp->lock);
-	while (!exp->stopping && load(&exp->tail) - load(&exp->head) < exp->opts.max_export_batch)
-		if (wait_until(exp, deadline_ns))
+	pthread_mutex_lock(&exp->pace.lock);
+	while (!exp->pace.stopping &&
+	       load(&exp->tail) - load(&exp->head) < exp->opts.max_export_batch)
+		if (pacer_wait_until(&exp->pace, deadline_ns))
 			break;
-	pthread_mutex_unlock(&exp->lock);
+	pthread_mutex_unlock(&exp->pace.lock);
 }
 
 static void *export_thread(void *arg)
@@ -193,7 +140,7 @@ static void *export_thread(void *arg)
 		bool stop;
 
 		wait_for_batch(exp);
-		stop = stopping(exp);
+		stop = pacer_stopping(&exp->pace);
 		head = load(&exp->head);
 		tail = load(&exp->tail);
 		while (head < tail) {
@@ -272,18 +219,6 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 	return set_sched(exp, err, err_size);
 }
 
-/* Waits are measured on CLOCK_MONOTONIC, like every deadline here, so a
- * wall-clock step neither stretches nor cuts them. */
-static void init_monotonic_cond(pthread_cond_t *cond)
-{
-	pthread_condattr_t attr;
-
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(cond, &attr);
-	pthread_condattr_destroy(&attr);
-}
-
 int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
 		 size_t err_size)
 {
@@ -297,8 +232,7 @@ int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *
 	exp->opts = *opts;
 	exp->drop_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
 	exp->export_log = (struct log_limit)LOG_LIMIT_INIT(10, 2);
-	pthread_mutex_init(&exp->lock, NULL);
-	init_monotonic_cond(&exp->wake);
+	pacer_init(&exp->pace);
 	if (opts->sinks != EXPORTER_NONE) {
 		ret = start_sinks(exp, err, err_size);
 		if (ret) {
@@ -314,12 +248,7 @@ void exporter_stop(struct exporter *exp)
 {
 	if (!exp->thread_started)
 		return;
-	pthread_mutex_lock(&exp->lock);
-	exp->stopping = true;
-	exp->shutdown_deadline_ns =
-		monotonic_now_ns() + (uint64_t)exp->opts.export_timeout_ms * 1000000ull;
-	pthread_cond_signal(&exp->wake);
-	pthread_mutex_unlock(&exp->lock);
+	pacer_stop(&exp->pace, exp->opts.export_timeout_ms);
 	pthread_join(exp->thread, NULL);
 	exp->thread_started = false;
 }
@@ -329,8 +258,7 @@ void exporter_free(struct exporter *exp)
 	if (!exp)
 		return;
 	exporter_stop(exp);
-	pthread_cond_destroy(&exp->wake);
-	pthread_mutex_destroy(&exp->lock);
+	pacer_destroy(&exp->pace);
 	otlp_export_free(exp->otlp);
 	otlp_encoder_free(exp->encoder);
 	free(exp->ring);
@@ -370,9 +298,7 @@ void exporter_commit(struct exporter *exp)
 	}
 	store(&exp->tail, exp->tail + 1);
 	if (exp->tail - load(&exp->head) == exp->opts.max_export_batch) {
-		pthread_mutex_lock(&exp->lock);
-		pthread_cond_signal(&exp->wake);
-		pthread_mutex_unlock(&exp->lock);
+		pacer_wake(&exp->pace);
 	}
 }
 

@@ -6,13 +6,13 @@
 #include "metrics_view.h"
 #include "otlp_export.h"
 #include "otlp_metrics.h"
+#include "pacer.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CONSOLE_LINE_MAX (16 * 1024)
@@ -38,10 +38,7 @@ struct metrics_export {
 	uint64_t last_self[METRICS_SELF_MAX];
 	pthread_t thread;
 	bool thread_started;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	bool stopping;
-	uint64_t shutdown_deadline_ns; /* set with stopping */
+	struct pacer pace;
 	struct log_limit log;
 };
 
@@ -155,52 +152,9 @@ static void write_console(struct metrics_export *e)
 	fflush(e->opts.console);
 }
 
-/* ---- pacing --------------------------------------------------------------------- */
-
-/* Waits on `wake` until CLOCK_MONOTONIC reaches deadline_ns, or a signal;
- * the caller holds the lock. */
-static void wait_until(struct metrics_export *e, uint64_t deadline_ns)
-{
-	struct timespec until = {
-		.tv_sec = (time_t)(deadline_ns / 1000000000ull),
-		.tv_nsec = (long)(deadline_ns % 1000000000ull),
-	};
-
-	pthread_cond_timedwait(&e->wake, &e->lock, &until);
-}
-
-static void pacer_sleep(void *ctx, uint64_t ms)
-{
-	struct metrics_export *e = ctx;
-	uint64_t until_ns = monotonic_now_ns() + ms * 1000000ull;
-
-	pthread_mutex_lock(&e->lock);
-	for (;;) {
-		uint64_t end = until_ns;
-
-		if (e->stopping && e->shutdown_deadline_ns < end)
-			end = e->shutdown_deadline_ns;
-		if (monotonic_now_ns() >= end)
-			break;
-		wait_until(e, end);
-	}
-	pthread_mutex_unlock(&e->lock);
-}
-
-static uint64_t pacer_limit(void *ctx)
-{
-	struct metrics_export *e = ctx;
-	uint64_t limit;
-
-	pthread_mutex_lock(&e->lock);
-	limit = e->stopping ? e->shutdown_deadline_ns : UINT64_MAX;
-	pthread_mutex_unlock(&e->lock);
-	return limit;
-}
-
 static void export_otlp(struct metrics_export *e)
 {
-	struct otlp_pacer pacer = { pacer_sleep, pacer_limit, e };
+	struct otlp_pacer pacer = pacer_for_export(&e->pace);
 	struct otlp_batch_result result = { 0 };
 	size_t npoints;
 	int err = otlp_metrics_encode(&e->view, &e->request, &npoints);
@@ -245,11 +199,11 @@ static void *export_thread(void *arg)
 		bool stop;
 
 		next += (uint64_t)e->opts.interval_ms * 1000000ull;
-		pthread_mutex_lock(&e->lock);
-		while (!e->stopping && monotonic_now_ns() < next)
-			wait_until(e, next);
-		stop = e->stopping;
-		pthread_mutex_unlock(&e->lock);
+		pthread_mutex_lock(&e->pace.lock);
+		while (!e->pace.stopping && monotonic_now_ns() < next)
+			pacer_wait_until(&e->pace, next);
+		stop = e->pace.stopping;
+		pthread_mutex_unlock(&e->pace.lock);
 		if (monotonic_now_ns() > next)
 			next = monotonic_now_ns();
 		export_once(e);
@@ -303,7 +257,6 @@ int metrics_export_new(struct metrics_export **out, struct metrics *metrics,
 		       const struct metrics_export_opts *opts, char *err, size_t err_size)
 {
 	struct metrics_export *e = calloc(1, sizeof(*e));
-	pthread_condattr_t attr;
 	int ret;
 
 	if (!e) {
@@ -313,11 +266,7 @@ int metrics_export_new(struct metrics_export **out, struct metrics *metrics,
 	e->opts = *opts;
 	e->metrics = metrics;
 	e->log = (struct log_limit)LOG_LIMIT_INIT(10, 2);
-	pthread_mutex_init(&e->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&e->wake, &attr);
-	pthread_condattr_destroy(&attr);
+	pacer_init(&e->pace);
 	init_view(e);
 	ret = start(e, err, err_size);
 	if (ret) {
@@ -333,12 +282,7 @@ void metrics_export_free(struct metrics_export *e)
 	if (!e)
 		return;
 	if (e->thread_started) {
-		pthread_mutex_lock(&e->lock);
-		e->stopping = true;
-		e->shutdown_deadline_ns =
-			monotonic_now_ns() + (uint64_t)e->opts.timeout_ms * 1000000ull;
-		pthread_cond_signal(&e->wake);
-		pthread_mutex_unlock(&e->lock);
+		pacer_stop(&e->pace, e->opts.timeout_ms);
 		pthread_join(e->thread, NULL);
 	}
 	for (unsigned i = 0; i < METRICS_INSTRUMENTS; i++) {
@@ -348,7 +292,6 @@ void metrics_export_free(struct metrics_export *e)
 	otlp_export_free(e->otlp);
 	bytes_free(&e->request);
 	free(e->line);
-	pthread_cond_destroy(&e->wake);
-	pthread_mutex_destroy(&e->lock);
+	pacer_destroy(&e->pace);
 	free(e);
 }
