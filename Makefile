@@ -14,7 +14,7 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude $(USER_INC) -
 # (the connection layer and each protocol) inline as they did in one file.
 CFLAGS += -flto=auto
 DEPFLAGS = -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd
+LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
@@ -52,7 +52,8 @@ $(BUILD)/otlp.pb-c.c $(BUILD)/otlp.pb-c.h: proto/otlp.proto | $(BUILD)
 $(BUILD)/otlp.pb-c.o: $(BUILD)/otlp.pb-c.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/export/otlp_encode.o $(BUILD)/export/otlp_metrics.o: $(BUILD)/otlp.pb-c.h
+$(BUILD)/export/otlp_encode.o $(BUILD)/export/otlp_metrics.o $(BUILD)/export/otlp_logs.o: \
+	$(BUILD)/otlp.pb-c.h
 
 $(BUILD)/%.o: user/%.c | $(BUILD)
 	@mkdir -p $(dir $@)
@@ -64,7 +65,7 @@ $(BUILD)/sonde: $(AGENT_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(UNIT_BIN): $(UNIT_SRCS) $(CORE_OBJS)
-	$(CC) $(CFLAGS) -I$(PY_INCLUDE) $^ -o $@ $(LDLIBS) -lcriterion -lcjson
+	$(CC) $(CFLAGS) -I$(PY_INCLUDE) $^ -o $@ $(LDLIBS) -lcriterion
 
 unit: $(UNIT_BIN)
 	$(UNIT_BIN) --jobs 2
@@ -73,7 +74,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lz -lelf
+		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lz -lelf
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus

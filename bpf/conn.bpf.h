@@ -118,11 +118,22 @@ static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *ladd
 	}
 }
 
+/* The process is traced from now on: its stdout and stderr too, when logs
+ * are on. A full budget to start with. */
+static __always_inline void note_traced_proc(__u32 tgid)
+{
+	struct log_budget fresh = { .last_ns = bpf_ktime_get_ns(), .credit_ns = 1000000000ULL };
+
+	if (capture_logs)
+		bpf_map_update_elem(&log_procs, &tgid, &fresh, BPF_NOEXIST);
+}
+
 static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
 {
 	struct sonde_conn_event ev = {};
 	struct sock *sk = tcp_sock_of_fd(key->fd);
 
+	note_traced_proc(key->tgid);
 	fill_header(&ev.hdr, SONDE_EV_CONN, key, state->gen);
 	ev.role = state->role;
 	ev.proto = state->proto;

@@ -68,6 +68,21 @@ struct {
 	__type(value, __u8);
 } self_ends SEC(".maps");
 
+/* Processes whose stdout and stderr are captured (when logs are on): any
+ * process once one of its connections speaks a protocol sonde parses.
+ * The value is the process's write budget for its rate limit. */
+struct log_budget {
+	__u64 last_ns; /* when the budget was last looked at */
+	__u64 credit_ns; /* earned time, at most a second; a write costs log_write_cost_ns */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct log_budget);
+} log_procs SEC(".maps");
+
 /* CPython processes, filled by the agent: see struct sonde_py_layout. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -45,6 +45,13 @@ const volatile __u64 wakeup_bytes = 256 * 1024;
 /* Per-CPU perf buffers instead of the ring buffer: for kernels before 5.8,
  * or by choice. */
 const volatile bool use_perf_buffer = false;
+/* Writes to stdout and stderr of traced processes, as logs: off unless
+ * the agent turns them on, and then at most log_capture_bytes of each,
+ * and a write costs log_write_cost_ns (1 s / the per-process rate limit)
+ * of the process's budget. */
+const volatile bool capture_logs = false;
+const volatile __u32 log_capture_bytes = 1024;
+const volatile __u64 log_write_cost_ns = 1000000000ULL / 10000;
 /* Processes whose connections are never traced, by comm. */
 const volatile __u32 excluded_count = 0;
 const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
@@ -112,6 +119,75 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 		emit_rest(ctx, ev, base, len, captured);
 }
 
+/* Whether the process may send one more log write now: the budget earns
+ * elapsed time, up to a second's worth, and each write spends its cost.
+ * Threads of one process race on the budget: the limit is approximate,
+ * the count of writes dropped exact. */
+static __always_inline bool log_budget_allows(struct log_budget *b)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 credit = b->credit_ns + (now - b->last_ns);
+
+	b->last_ns = now;
+	if (credit > 1000000000ULL)
+		credit = 1000000000ULL;
+	if (credit < log_write_cost_ns) {
+		b->credit_ns = credit;
+		return false;
+	}
+	b->credit_ns = credit - log_write_cost_ns;
+	return true;
+}
+
+/* A write to stdout or stderr of a traced process: its first bytes, as a
+ * SONDE_EV_LOG record, with the CPython task that wrote it. */
+static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
+				     struct call_args *args, __u32 len)
+{
+	struct log_budget *budget = bpf_map_lookup_elem(&log_procs, &key->tgid);
+	__u32 zero = 0;
+	struct scratch *scratch;
+	struct user_iovec vecs[SONDE_IOV_MAX];
+	struct sonde_data_event *ev;
+	const struct sonde_py_layout *py;
+	__u32 nvecs, captured;
+
+	if (!budget)
+		return;
+	if (!log_budget_allows(budget)) {
+		count(SONDE_CNT_LOG_DROPPED);
+		return;
+	}
+	scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
+	if (!scratch)
+		return;
+	ev = &scratch->ev;
+	nvecs = read_iovs(args, vecs);
+	captured = capture(ev, args, vecs, nvecs, len, log_capture_bytes);
+	fill_header(&ev->hdr, SONDE_EV_LOG, key, 0);
+	ev->pos = 0;
+	ev->len = len;
+	ev->captured = captured;
+	ev->tail = 0;
+	ev->dir = SONDE_DIR_EGRESS;
+	ev->syscall = args->syscall;
+	ev->proto = 0;
+	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
+	ev->task = py ? python_task(py) : 0;
+	if (captured < len)
+		count(SONDE_CNT_LOG_TRUNCATED);
+	count(SONDE_CNT_LOG_WRITES);
+	if (captured > SONDE_CAPTURE_MAX)
+		return;
+	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured));
+}
+
+static __always_inline bool is_log_write(const struct call_args *args)
+{
+	return (args->fd == 1 || args->fd == 2) &&
+	       (args->syscall == SONDE_SYS_WRITE || args->syscall == SONDE_SYS_WRITEV);
+}
+
 /* A failed or empty call ends an exchange only when it says the
  * connection is gone. */
 static __always_inline void note_failure(void *ctx, struct sonde_conn_key *key,
@@ -145,8 +221,11 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 	if (key.tgid == self_tgid)
 		return 0;
 	state = traced_conn(&key);
-	if (!state)
+	if (!state) {
+		if (capture_logs && ret > 0 && is_log_write(args))
+			emit_log(ctx, &key, args, (__u32)ret);
 		return 0;
+	}
 	if (ret <= 0)
 		note_failure(ctx, &key, state, args, ret);
 	else

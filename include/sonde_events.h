@@ -45,6 +45,9 @@ enum sonde_event_type {
 	SONDE_EV_PROC_EXIT = 4, /* struct sonde_event_header alone */
 	SONDE_EV_PROC_EXEC = 5, /* struct sonde_event_header alone: tgid ran
 	                           execve, so its program may now be Python */
+	SONDE_EV_LOG = 6,       /* struct sonde_data_event: a write to the
+	                           process's stdout or stderr (hdr.fd 1 or 2),
+	                           conn_gen, pos and proto 0 */
 };
 
 /* sonde_data_event.task when the running task could not be read. */
@@ -116,6 +119,9 @@ enum sonde_counter {
 	SONDE_CNT_PIPELINES,       /* HTTP calls longer than the capture that held
 				    * several messages: sent whole, in up to
 				    * SONDE_PIPELINE_CHUNKS events */
+	SONDE_CNT_LOG_WRITES,      /* writes to stdout/stderr of traced processes sent */
+	SONDE_CNT_LOG_DROPPED,     /* such writes not sent: the process's rate limit */
+	SONDE_CNT_LOG_TRUNCATED,   /* such writes longer than the log capture */
 	SONDE_CNT_MAX,
 };
 
@@ -150,7 +156,8 @@ struct sonde_data_event {
 	__u8 syscall;   /* enum sonde_syscall */
 	__u8 proto;     /* enum sonde_proto, never UNKNOWN or NONE */
 	__u8 pad[5];
-	__u64 task;     /* egress of a CPython process (struct sonde_py_layout):
+	__u64 task;     /* egress of a CPython process (struct sonde_py_layout),
+	                   and every SONDE_EV_LOG write of one:
 	                   address of the outermost coroutine frame the thread is
 	                   running, which names the asyncio task for its life;
 	                   0 when no coroutine runs (or not CPython);

@@ -190,6 +190,9 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 	skel->rodata->db_capture_bytes = opts->capture_bytes > SONDE_DB_CAPTURE_MIN
 						 ? opts->capture_bytes : SONDE_DB_CAPTURE_MIN;
 	skel->rodata->use_perf_buffer = perf;
+	skel->rodata->capture_logs = opts->log_rate_limit > 0;
+	skel->rodata->log_capture_bytes = opts->log_capture_bytes;
+	skel->rodata->log_write_cost_ns = opts->log_rate_limit ? 1000000000ull / opts->log_rate_limit : 0;
 	skel->rodata->excluded_count = opts->excluded_count;
 	memcpy((void *)skel->rodata->excluded_comms, opts->excluded_comms,
 	       sizeof(opts->excluded_comms));
@@ -400,6 +403,12 @@ const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
 		       "server ends of database connections, not traced"),
 	KERNEL_COUNTER(SONDE_CNT_PIPELINES, "pipelined_calls",
 		       "HTTP calls past the capture holding several messages, sent whole"),
+	KERNEL_COUNTER(SONDE_CNT_LOG_WRITES, "log_writes",
+		       "writes to stdout or stderr of traced processes, sent"),
+	KERNEL_COUNTER(SONDE_CNT_LOG_DROPPED, "log_writes_dropped",
+		       "writes to stdout or stderr not sent: the process's log rate limit"),
+	KERNEL_COUNTER(SONDE_CNT_LOG_TRUNCATED, "log_writes_truncated",
+		       "writes to stdout or stderr longer than the log capture"),
 };
 
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])
@@ -460,12 +469,15 @@ static size_t sweep_map(int fd, const uint32_t *tgids, size_t n)
 size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 {
 	int py_fd = bpf_map__fd(p->skel->maps.py_procs);
+	int log_fd = bpf_map__fd(p->skel->maps.log_procs);
 	size_t removed = 0;
 
 	if (n == 0)
 		return 0;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		removed += bpf_map_delete_elem(py_fd, &tgids[i]) == 0;
+		removed += bpf_map_delete_elem(log_fd, &tgids[i]) == 0;
+	}
 	return removed + sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
 	       sweep_map(bpf_map__fd(p->skel->maps.not_tcp), tgids, n);
 }

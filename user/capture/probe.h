@@ -22,6 +22,8 @@ struct probe_opts {
 	uint32_t ringbuf_bytes; /* total buffer size, split per CPU */
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
+	uint32_t log_rate_limit;    /* writes per second per process; 0: logs off */
+	uint32_t log_capture_bytes; /* bytes captured per write */
 };
 
 /* Called for every record, in time order (see merge.h). */

@@ -956,3 +956,8 @@ void tracker_get_stats(const struct tracker *t, struct tracker_stats *out)
 	out->out_of_memory += t->reorder_stats.pool_empty;
 	linker_get_stats(t->linker, &out->link);
 }
+
+struct linker *tracker_linker(struct tracker *t)
+{
+	return t->linker;
+}

@@ -110,5 +110,8 @@ void tracker_tick(struct tracker *t, uint64_t now_ns);
  * sweep); returns how many. */
 size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max);
 void tracker_get_stats(const struct tracker *t, struct tracker_stats *out);
+/* The linker the tracker's spans are linked by: log records are attributed
+ * by the same one. */
+struct linker *tracker_linker(struct tracker *t);
 
 #endif

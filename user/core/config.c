@@ -114,6 +114,26 @@ static int parse_metrics_exporters(const char *text, const char *source, unsigne
 	return 0;
 }
 
+/* "otlp", "console", "none", or a list. */
+static int parse_log_exporters(const char *text, const char *source, unsigned *out, char *err,
+			       size_t size)
+{
+	*out = 0;
+	while (*text) {
+		size_t len = strcspn(text, ",");
+
+		if (len == 4 && strncmp(text, "otlp", 4) == 0)
+			*out |= LOG_SINK_OTLP;
+		else if (len == 7 && strncmp(text, "console", 7) == 0)
+			*out |= LOG_SINK_CONSOLE;
+		else if (len != 4 || strncmp(text, "none", 4) != 0)
+			return errorf(err, size, "%s: \"%.*s\" is not one of otlp, console, none",
+				    source, (int)len, text);
+		text += len + (text[len] == ',');
+	}
+	return 0;
+}
+
 static int parse_temporality(const char *text, const char *source,
 			     enum metrics_temporality *out, char *err, size_t size)
 {
@@ -170,6 +190,18 @@ static const struct number_setting numbers[] = {
 	  offsetof(struct sonde_config, metric_interval_ms) },
 	{ "OTEL_METRIC_EXPORT_TIMEOUT", "metric-export-timeout-ms", 1, 3600000,
 	  offsetof(struct sonde_config, metric_timeout_ms) },
+	{ "SONDE_LOGS_RATE_LIMIT", "logs-rate-limit", 1, 1000000,
+	  offsetof(struct sonde_config, log_rate_limit) },
+	{ "SONDE_LOGS_CAPTURE_BYTES", "logs-capture-bytes", 64, SONDE_CAPTURE_MAX,
+	  offsetof(struct sonde_config, log_capture_bytes) },
+	{ "OTEL_BLRP_MAX_QUEUE_SIZE", "logs-max-queue-size", 1, 1u << 20,
+	  offsetof(struct sonde_config, blrp_max_queue) },
+	{ "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "logs-max-export-batch", 1, 1u << 20,
+	  offsetof(struct sonde_config, blrp_max_batch) },
+	{ "OTEL_BLRP_SCHEDULE_DELAY", "logs-schedule-delay-ms", 0, 3600000,
+	  offsetof(struct sonde_config, blrp_delay_ms) },
+	{ "OTEL_BLRP_EXPORT_TIMEOUT", "logs-export-timeout-ms", 1, 3600000,
+	  offsetof(struct sonde_config, blrp_timeout_ms) },
 };
 
 #define NNUMBERS (sizeof(numbers) / sizeof(numbers[0]))
@@ -204,6 +236,12 @@ static void set_defaults(struct sonde_config *cfg)
 	cfg->cardinality_limit = 2000;
 	cfg->metric_interval_ms = 60000;
 	cfg->metric_timeout_ms = 30000;
+	cfg->log_rate_limit = 10000;
+	cfg->log_capture_bytes = 1024;
+	cfg->blrp_max_queue = 2048;
+	cfg->blrp_max_batch = 512;
+	cfg->blrp_delay_ms = 1000;
+	cfg->blrp_timeout_ms = 30000;
 }
 
 /* With no exporter named, a configured OTLP endpoint means OTLP (as an
@@ -215,6 +253,7 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 
 	otlp_settings_from_env(&otlp[OTLP_TRACES], OTLP_TRACES, getenv_fn);
 	otlp_settings_from_env(&otlp[OTLP_METRICS], OTLP_METRICS, getenv_fn);
+	otlp_settings_from_env(&otlp[OTLP_LOGS], OTLP_LOGS, getenv_fn);
 	if (otlp_settings_have_endpoint(&otlp[OTLP_TRACES]))
 		cfg->exporters = EXPORTER_OTLP;
 	if (v && v[0] &&
@@ -240,6 +279,13 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	if (v && v[0] && parse_metrics_exporters(v, "OTEL_METRICS_EXPORTER",
 						 &cfg->metrics_exporters, err, size))
 		return -1;
+	v = getenv_fn("OTEL_LOGS_EXPORTER");
+	if (v && v[0] && parse_log_exporters(v, "OTEL_LOGS_EXPORTER", &cfg->log_sinks, err, size))
+		return -1;
+	v = getenv_fn("SONDE_LOGS_REDACT");
+	if (v && v[0] && set_text(cfg->log_redact, sizeof(cfg->log_redact), v, "SONDE_LOGS_REDACT",
+				  err, size))
+		return -1;
 	v = getenv_fn("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE");
 	if (v && v[0] && parse_temporality(v, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
 					   &cfg->temporality, err, size))
@@ -261,6 +307,8 @@ enum {
 	OPT_METRICS_EXPORTER,
 	OPT_PROMETHEUS_HOST,
 	OPT_TEMPORALITY,
+	OPT_LOGS_EXPORTER,
+	OPT_LOGS_REDACT,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -270,7 +318,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[12 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[14 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -286,6 +334,8 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				     OPT_PROMETHEUS_HOST };
 	opts[n++] = (struct option){ "metrics-temporality", required_argument, NULL,
 				     OPT_TEMPORALITY };
+	opts[n++] = (struct option){ "logs-exporter", required_argument, NULL, OPT_LOGS_EXPORTER };
+	opts[n++] = (struct option){ "logs-redact", required_argument, NULL, OPT_LOGS_REDACT };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -329,6 +379,15 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 		case OPT_METRICS_EXPORTER:
 			if (parse_metrics_exporters(optarg, "--metrics-exporter",
 						    &cfg->metrics_exporters, err, size))
+				return -1;
+			break;
+		case OPT_LOGS_EXPORTER:
+			if (parse_log_exporters(optarg, "--logs-exporter", &cfg->log_sinks, err, size))
+				return -1;
+			break;
+		case OPT_LOGS_REDACT:
+			if (set_text(cfg->log_redact, sizeof(cfg->log_redact), optarg, "--logs-redact",
+				     err, size))
 				return -1;
 			break;
 		case OPT_TEMPORALITY:
@@ -386,6 +445,13 @@ int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_
 	if ((cfg->metrics_exporters & METRICS_OTLP) &&
 	    otlp_settings_resolve(&otlp[OTLP_METRICS], &cfg->metrics_otlp, err, err_size))
 		return -1;
+	if ((cfg->log_sinks & LOG_SINK_OTLP) &&
+	    otlp_settings_resolve(&otlp[OTLP_LOGS], &cfg->logs_otlp, err, err_size))
+		return -1;
+	if (cfg->blrp_max_batch > cfg->blrp_max_queue)
+		return errorf(err, err_size,
+			    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (%u) exceeds OTEL_BLRP_MAX_QUEUE_SIZE (%u)",
+			    cfg->blrp_max_batch, cfg->blrp_max_queue);
 	if (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1))
 		return errorf(err, err_size, "ring buffer size %u is not a power of two",
 			    cfg->ringbuf_bytes);
@@ -452,6 +518,18 @@ void config_usage(FILE *out)
 		"                            localhost:9464)\n"
 		"  --metrics-cardinality-limit N   series per metric before the overflow series\n"
 		"                            (SONDE_METRICS_CARDINALITY_LIMIT; default 2000)\n"
+		"  --logs-exporter LIST      what traced processes write to stdout and stderr, as\n"
+		"                            OTLP log records: otlp, console, none (OTEL_LOGS_\n"
+		"                            EXPORTER; default none); OTEL_EXPORTER_OTLP_LOGS_X\n"
+		"                            override OTEL_EXPORTER_OTLP_X for logs\n"
+		"  --logs-rate-limit N       writes per second per process (SONDE_LOGS_RATE_LIMIT;\n"
+		"                            default 10000; more are dropped, counted)\n"
+		"  --logs-capture-bytes N    bytes per write (SONDE_LOGS_CAPTURE_BYTES; 1024)\n"
+		"  --logs-redact P;;P        POSIX extended regular expressions whose matches are\n"
+		"                            replaced by [REDACTED] (SONDE_LOGS_REDACT)\n"
+		"  --logs-max-queue-size N, --logs-max-export-batch N, --logs-schedule-delay-ms N,\n"
+		"  --logs-export-timeout-ms N   (OTEL_BLRP_MAX_QUEUE_SIZE, _MAX_EXPORT_BATCH_SIZE,\n"
+		"                            _SCHEDULE_DELAY, _EXPORT_TIMEOUT: 2048, 512, 1000, 30000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
 		"  --stats-file PATH         write counters as JSON at exit\n"
 		"  -v, --verbose             debug logging\n"

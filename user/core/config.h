@@ -4,6 +4,7 @@
 #define SONDE_CONFIG_H
 
 #include "exporter.h"
+#include "log_export.h"
 #include "metrics_export.h"
 #include "otlp_config.h"
 #include "probe.h"
@@ -37,6 +38,15 @@ struct sonde_config {
 	uint32_t metric_interval_ms; /* OTEL_METRIC_EXPORT_INTERVAL */
 	uint32_t metric_timeout_ms;  /* OTEL_METRIC_EXPORT_TIMEOUT */
 	enum metrics_temporality temporality;
+	unsigned log_sinks;         /* enum log_sink bits; 0: logs off */
+	struct otlp_opts logs_otlp; /* when log_sinks has LOG_SINK_OTLP */
+	uint32_t log_rate_limit;    /* writes per second per process */
+	uint32_t log_capture_bytes; /* bytes captured per write */
+	uint32_t blrp_max_queue;    /* OTEL_BLRP_MAX_QUEUE_SIZE */
+	uint32_t blrp_max_batch;    /* OTEL_BLRP_MAX_EXPORT_BATCH_SIZE */
+	uint32_t blrp_delay_ms;     /* OTEL_BLRP_SCHEDULE_DELAY */
+	uint32_t blrp_timeout_ms;   /* OTEL_BLRP_EXPORT_TIMEOUT */
+	char log_redact[2048];      /* SONDE_LOGS_REDACT: patterns, ";;" between */
 	bool verbose;
 	bool help;
 	bool version;

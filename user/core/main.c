@@ -4,6 +4,8 @@
 #include "config.h"
 #include "exporter.h"
 #include "log.h"
+#include "log_export.h"
+#include "logs.h"
 #include "metrics.h"
 #include "metrics_export.h"
 #include "probe.h"
@@ -21,12 +23,13 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
-#define STATS_GROUPS 8
+#define STATS_GROUPS 10
 #define EXIT_FORCED 3
 
 #define AGENT_COUNTERS(X) \
 	X(kernel_entries_swept, "kernel_entries_swept", TOTAL, \
-	  "kernel map entries of exited processes deleted")
+	  "kernel map entries of exited processes deleted") \
+	X(bad_log_records, "bad_log_records", TOTAL, "log records too short, or with logs off")
 
 struct agent_stats {
 	AGENT_COUNTERS(COUNTER_FIELD)
@@ -46,8 +49,12 @@ struct agent {
 	struct metrics *metrics;     /* NULL: metrics off */
 	struct prom_server *prometheus;
 	struct metrics_export *metrics_export;
+	struct log_redaction *redaction; /* NULL: none configured */
+	struct log_export *log_export;   /* NULL: logs off */
+	struct logs *logs;
 	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
+	uint64_t log_drops_reported;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -94,6 +101,16 @@ static void on_record(void *ctx, const void *record, size_t size)
 
 	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC)
 		look_at_program(a, hdr->tgid, true);
+	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_LOG) {
+		if (a->logs && size >= offsetof(struct sonde_data_event, data) &&
+		    size >= SONDE_DATA_EVENT_SIZE(((const struct sonde_data_event *)record)->captured))
+			logs_write(a->logs, record);
+		else
+			a->stats.bad_log_records++;
+		return;
+	}
+	if (a->logs && size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXIT)
+		logs_proc_exit(a->logs, hdr->tgid);
 	tracker_handle(a->tracker, record, size);
 }
 
@@ -124,6 +141,8 @@ struct stats_snapshot {
 	struct tracker_stats tracker;
 	struct exporter_stats exporter;
 	struct metrics_stats metrics;
+	struct logs_stats logs;
+	struct log_export_stats log_export;
 };
 
 static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
@@ -147,6 +166,13 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 					      &a->pytask.stats };
 	groups[n++] = (struct counter_group){ exporter_counters, exporter_counter_count,
 					      &snap->exporter };
+	if (a->logs) {
+		logs_get_stats(a->logs, &snap->logs);
+		log_export_get_stats(a->log_export, &snap->log_export);
+		groups[n++] = (struct counter_group){ logs_counters, logs_counter_count, &snap->logs };
+		groups[n++] = (struct counter_group){ log_export_counters, log_export_counter_count,
+						      &snap->log_export };
+	}
 	if (a->metrics) {
 		metrics_get_stats(a->metrics, &snap->metrics);
 		groups[n++] = (struct counter_group){ metrics_counters, metrics_counter_count,
@@ -208,6 +234,20 @@ static void report_ring_loss(struct agent *a, const uint64_t kernel[SONDE_CNT_MA
 		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
 }
 
+/* Log writes over a process's rate limit are dropped in the kernel; each
+ * second that dropped some says so. */
+static void report_log_drops(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
+{
+	uint64_t dropped = kernel[SONDE_CNT_LOG_DROPPED] - a->log_drops_reported;
+
+	if (dropped == 0)
+		return;
+	a->log_drops_reported = kernel[SONDE_CNT_LOG_DROPPED];
+	log_warn("%llu writes to stdout or stderr dropped in the last second: a process wrote "
+		 "more than %u a second (raise --logs-rate-limit); see log_writes_dropped",
+		 (unsigned long long)dropped, a->cfg.log_rate_limit);
+}
+
 /* The counters, read once, to whatever reports them: the log (when
  * `to_log`), the stats file and the metrics endpoint. */
 static void report_stats(struct agent *a, bool to_log)
@@ -217,12 +257,45 @@ static void report_stats(struct agent *a, bool to_log)
 	size_t n = collect_stats(a, &snap, groups);
 
 	report_ring_loss(a, snap.kernel);
+	report_log_drops(a, snap.kernel);
 	if (to_log)
 		log_stats(groups, n);
 	if (a->cfg.stats_file[0])
 		write_stats_file(a, groups, n);
 	if (a->metrics)
 		metrics_set_self(a->metrics, groups, n);
+}
+
+static int start_logs(struct agent *a)
+{
+	struct log_export_opts opts = {
+		.sinks = a->cfg.log_sinks,
+		.max_queue_size = a->cfg.blrp_max_queue,
+		.max_export_batch = a->cfg.blrp_max_batch,
+		.schedule_delay_ms = a->cfg.blrp_delay_ms,
+		.export_timeout_ms = a->cfg.blrp_timeout_ms,
+		.otlp = a->cfg.logs_otlp,
+		.console = stdout,
+	};
+	struct logs_opts lopts = { 0 };
+	char why[256];
+	int err;
+
+	if (a->cfg.log_redact[0]) {
+		a->redaction = log_redaction_new(a->cfg.log_redact, why, sizeof(why));
+		if (!a->redaction) {
+			log_error("%s", why);
+			return -EINVAL;
+		}
+	}
+	opts.redaction = a->redaction;
+	err = log_export_new(&a->log_export, &opts, why, sizeof(why));
+	if (err) {
+		log_error("start log exporter: %s", why);
+		return err;
+	}
+	a->logs = logs_new(&lopts, tracker_linker(a->tracker), a->log_export, a->procs, &a->clock);
+	return a->logs ? 0 : -ENOMEM;
 }
 
 static int start_metrics(struct agent *a, struct tracker_opts *topts)
@@ -332,6 +405,8 @@ static int run(struct agent *a)
 		}
 		now = monotonic_now_ns();
 		tracker_tick(a->tracker, now);
+		if (a->logs)
+			logs_tick(a->logs, now);
 		if (now - last_housekeeping >= HOUSEKEEPING_NS) {
 			last_housekeeping = now;
 			housekeeping(a, &last_stats);
@@ -366,6 +441,8 @@ static int start(struct agent *a)
 		.buffer = a->cfg.buffer,
 		.capture_bytes = a->cfg.capture_bytes,
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
+		.log_rate_limit = a->cfg.log_sinks ? a->cfg.log_rate_limit : 0,
+		.log_capture_bytes = a->cfg.log_capture_bytes,
 	};
 	char host[64];
 	int err;
@@ -386,6 +463,8 @@ static int start(struct agent *a)
 	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
 	if (!a->tracker)
 		return -ENOMEM;
+	if (a->cfg.log_sinks && (err = start_logs(a)))
+		return err;
 	pytask_init(&a->pytask, "/proc");
 	err = probe_start(&a->probe, &popts, on_record, a);
 	if (err)
@@ -403,11 +482,18 @@ static void stop(struct agent *a)
 		probe_detach(a->probe);
 		tracker_tick(a->tracker, monotonic_now_ns());
 		tracker_tick(a->tracker, UINT64_MAX);
+		if (a->logs) {
+			logs_tick(a->logs, UINT64_MAX);
+			log_export_stop(a->log_export);
+		}
 		exporter_stop(a->exporter);
 		report_stats(a, true);
 	}
 	metrics_export_free(a->metrics_export);
 	prom_stop(a->prometheus);
+	logs_free(a->logs);
+	log_export_free(a->log_export);
+	log_redaction_free(a->redaction);
 	probe_free(a->probe);
 	tracker_free(a->tracker);
 	metrics_free(a->metrics);

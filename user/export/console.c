@@ -251,3 +251,89 @@ size_t console_format_self(const struct metrics_view *v, const struct self_value
 	putf(&o, ", \"value\": %" PRIu64, self->value);
 	return finish(&o);
 }
+
+/* ---- logs ------------------------------------------------------------------------ */
+
+static const char *const severity_names[] = {
+	[SEVERITY_TRACE] = "TRACE", [SEVERITY_DEBUG] = "DEBUG", [SEVERITY_INFO] = "INFO",
+	[SEVERITY_WARN] = "WARN",   [SEVERITY_ERROR] = "ERROR", [SEVERITY_FATAL] = "FATAL",
+};
+
+/* A record's body and string attributes, redacted. */
+struct redacted_list {
+	struct attr_list list;
+	const struct log_redaction *redaction;
+	char *scratch;
+};
+
+static void redacted_str(void *ctx, const char *name, const char *value)
+{
+	struct redacted_list *r = ctx;
+
+	key(&r->list, name);
+	log_redact(r->redaction, value, strlen(value), r->scratch, LOGLINE_TEXT_MAX);
+	put_string(r->list.o, r->scratch);
+}
+
+static void redacted_int(void *ctx, const char *name, int64_t value)
+{
+	attr_int(&((struct redacted_list *)ctx)->list, name, value);
+}
+
+static void redacted_bool(void *ctx, const char *name, bool value)
+{
+	attr_bool(&((struct redacted_list *)ctx)->list, name, value);
+}
+
+/* The fields and names of the OpenTelemetry Python SDK's ConsoleLogExporter. */
+size_t console_format_log(const struct log_record *rec, const struct log_redaction *redaction,
+			  char *out, size_t out_size)
+{
+	static struct logline line; /* the export thread's only */
+	static char scratch[LOGLINE_TEXT_MAX];
+	struct json_out o = { .buf = out, .size = out_size };
+	struct redacted_list r = { .list = { .o = &o, .first = true }, .redaction = redaction,
+				   .scratch = scratch };
+	struct attr_sink sink = { redacted_str, redacted_int, redacted_bool, &r };
+
+	logline_parse(rec->body, rec->len, &line);
+	log_redact(redaction, line.body, line.body_len, scratch, sizeof(scratch));
+	put(&o, "{\"body\": ");
+	put_string(&o, scratch);
+	put(&o, ", \"severity_number\": ");
+	putf(&o, "%d", (int)line.severity);
+	put(&o, ", \"severity_text\": ");
+	put_string(&o, line.severity_text[0] ? line.severity_text
+					     : line.severity ? severity_names[line.severity] : "");
+	put(&o, ", \"attributes\": {");
+	sink.str(sink.ctx, "log.iostream", rec->iostream == LOG_STDERR ? "stderr" : "stdout");
+	if (rec->truncated)
+		sink.boolean(sink.ctx, "sonde.log.truncated", true);
+	logline_attributes(&line, &sink);
+	put(&o, "}, \"timestamp\": ");
+	put_time(&o, rec->time_unix_ns);
+	put(&o, ", \"observed_timestamp\": ");
+	put_time(&o, rec->observed_unix_ns);
+	put(&o, ", \"trace_id\": ");
+	if (rec->has_ids)
+		put_hex_id(&o, rec->trace_id, TRACE_ID_SIZE);
+	else
+		put(&o, "\"0x00000000000000000000000000000000\"");
+	put(&o, ", \"span_id\": ");
+	if (rec->has_ids)
+		put_hex_id(&o, rec->span_id, SPAN_ID_SIZE);
+	else
+		put(&o, "\"0x0000000000000000\"");
+	put(&o, ", \"trace_flags\": ");
+	put(&o, rec->has_ids ? "1" : "0");
+	put(&o, ", \"resource\": ");
+	if (rec->proc)
+		resource(&o, rec->proc);
+	else
+		put(&o, "{\"attributes\": {}, \"schema_url\": \"\"}");
+	put(&o, "}\n");
+	if (o.overflow)
+		return 0;
+	o.buf[o.used] = '\0';
+	return o.used;
+}

@@ -20,6 +20,7 @@ static const struct {
 } signals[OTLP_SIGNALS] = {
 	[OTLP_TRACES] = { "TRACES", "/v1/traces" },
 	[OTLP_METRICS] = { "METRICS", "/v1/metrics" },
+	[OTLP_LOGS] = { "LOGS", "/v1/logs" },
 };
 
 /* Each setting's variable (after OTEL_EXPORTER_OTLP_ or

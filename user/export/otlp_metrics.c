@@ -1,5 +1,6 @@
 #include "otlp_metrics.h"
 
+#include "arena.h"
 #include "otlp.pb-c.h"
 #include "otlp_encode.h"
 #include "semconv.h"
@@ -9,54 +10,9 @@
 #include <string.h>
 
 #define SCOPE_NAME "sonde"
-#define ARENA_BLOCK (64 * 1024)
 #define RESOURCE_ATTRS 4
 /* sonde's own metrics besides its counters: CPU time and memory. */
 #define PROCESS_METRICS 2
-
-/* Every message struct of one request comes from here and goes at once. */
-struct arena_block {
-	struct arena_block *next;
-	size_t used, size;
-	_Alignas(16) unsigned char data[];
-};
-
-struct arena {
-	struct arena_block *head;
-};
-
-static void *arena_alloc(struct arena *a, size_t size)
-{
-	struct arena_block *b = a->head;
-	void *p;
-
-	size = (size + 15) & ~(size_t)15;
-	if (!b || b->used + size > b->size) {
-		size_t block = size > ARENA_BLOCK ? size : ARENA_BLOCK;
-
-		b = malloc(sizeof(*b) + block);
-		if (!b)
-			return NULL;
-		b->next = a->head;
-		b->used = 0;
-		b->size = block;
-		a->head = b;
-	}
-	p = b->data + b->used;
-	b->used += size;
-	memset(p, 0, size);
-	return p;
-}
-
-static void arena_free(struct arena *a)
-{
-	while (a->head) {
-		struct arena_block *next = a->head->next;
-
-		free(a->head);
-		a->head = next;
-	}
-}
 
 /* ---- attributes ------------------------------------------------------------ */
 

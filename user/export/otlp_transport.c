@@ -20,6 +20,7 @@
 static const char *const grpc_paths[OTLP_SIGNALS] = {
 	[OTLP_TRACES] = "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
 	[OTLP_METRICS] = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+	[OTLP_LOGS] = "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
 };
 #define GRPC_PREFIX 5            /* compressed flag, 32-bit big-endian length */
 #define RESPONSE_MAX (64 * 1024) /* more is not an OTLP response; cut */

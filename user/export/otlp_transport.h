@@ -1,5 +1,5 @@
-/* One OTLP export attempt over HTTP/protobuf (POST /v1/traces or
- * /v1/metrics) or gRPC (TraceService/Export or MetricsService/Export),
+/* One OTLP export attempt over HTTP/protobuf (POST /v1/traces,
+ * /v1/metrics or /v1/logs) or gRPC (the signal's service's Export),
  * through libcurl: HTTP/1.1 or HTTP/2 (h2c or
  * TLS), keep-alive across attempts, optional gzip, optional mTLS. It
  * classifies the answer by the OTLP specification's rules; the caller
@@ -22,6 +22,7 @@ enum otlp_protocol {
 enum otlp_signal {
 	OTLP_TRACES,
 	OTLP_METRICS,
+	OTLP_LOGS,
 	OTLP_SIGNALS,
 };
 

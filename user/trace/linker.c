@@ -88,6 +88,8 @@ struct link_node {
 	uint32_t ticks; /* poll ticks spent undecided */
 	bool server, resp_known, ended, decided, final, in_open;
 	bool has_parent;
+	bool log;       /* a log write's: decided like a client span, counted nowhere */
+	bool ambiguous; /* decided with no parent: more than one candidate */
 	uint8_t flags;
 	uint8_t trace_id[TRACE_ID_SIZE];
 	uint8_t span_id[SPAN_ID_SIZE];
@@ -433,12 +435,18 @@ static void finalize(struct linker *l, struct link_node *n)
 	}
 }
 
+/* A log write's node starts no trace: "no parent" means no ids. */
 static void decide_root(struct linker *l, struct link_node *n, uint64_t *reason)
 {
-	idgen_trace_id(&l->ids, n->trace_id);
 	n->has_parent = false;
-	n->flags = 1;
 	n->decided = true;
+	if (n->log) {
+		n->ambiguous = reason == &l->stats.root_ambiguous;
+		finalize(l, n);
+		return;
+	}
+	idgen_trace_id(&l->ids, n->trace_id);
+	n->flags = 1;
 	l->stats.roots++;
 	if (reason)
 		(*reason)++;
@@ -464,7 +472,8 @@ static void decide_parent(struct linker *l, struct link_node *n, struct link_nod
 	memcpy(n->parent_span_id, p->span_id, SPAN_ID_SIZE);
 	n->has_parent = true;
 	n->decided = true;
-	(*reason)++;
+	if (!n->log)
+		(*reason)++;
 	if (p->final) {
 		memcpy(n->trace_id, p->trace_id, TRACE_ID_SIZE);
 		n->flags = p->flags;
@@ -607,12 +616,15 @@ static void add_candidate(struct link_proc *p, struct link_node *n)
 		p->open_oldest = n;
 }
 
-struct link_node *linker_request(struct linker *l, const struct link_request *req)
+/* A request's node, or a log write's (decided as a client request is,
+ * marked before its first decision). */
+static struct link_node *add_request(struct linker *l, const struct link_request *req, bool log)
 {
 	struct link_node *n = node_alloc(l);
 
 	if (!n)
 		return NULL;
+	n->log = log;
 	n->proc = proc_get(l, req->tgid);
 	if (!n->proc) {
 		n->next_free = l->free_nodes;
@@ -655,6 +667,35 @@ struct link_node *linker_request(struct linker *l, const struct link_request *re
 		l->undecided_tail = n;
 	}
 	return n;
+}
+
+struct link_node *linker_request(struct linker *l, const struct link_request *req)
+{
+	return add_request(l, req, false);
+}
+
+struct link_node *linker_log(struct linker *l, uint32_t tgid, uint32_t tid, uint64_t task,
+			     uint64_t ts)
+{
+	struct link_request req = { .tgid = tgid, .tid = tid, .task = task, .start_ts = ts };
+
+	return add_request(l, &req, true);
+}
+
+enum link_log_state linker_log_ids(const struct link_node *n, uint8_t *trace_id, uint8_t *span_id)
+{
+	if (!n->final)
+		return LINK_LOG_PENDING;
+	if (!n->has_parent)
+		return n->ambiguous ? LINK_LOG_AMBIGUOUS : LINK_LOG_NONE;
+	memcpy(trace_id, n->trace_id, TRACE_ID_SIZE);
+	memcpy(span_id, n->parent_span_id, SPAN_ID_SIZE);
+	return LINK_LOG_SPAN;
+}
+
+void linker_log_release(struct linker *l, struct link_node *n)
+{
+	node_unref(l, n);
 }
 
 /* Answered at resp_ts: from the open list to the end of the closed FIFO.

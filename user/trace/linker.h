@@ -102,6 +102,24 @@ struct span *linker_span_begin(struct linker *l, struct link_node *n);
 /* The span is built (span may be NULL: dropped); the exchange ended at
  * end_ts. The tracker's hold on n ends here. */
 void linker_span_end(struct linker *l, struct link_node *n, struct span *span, uint64_t end_ts);
+/* A write to stdout or stderr by thread tid (CPython task `task`) at ts:
+ * the request it was written for is decided as a CLIENT span's parent is,
+ * exact or none; a line is never given a trace of its own. The caller
+ * holds the node until linker_log_release. NULL when out of memory. */
+struct link_node *linker_log(struct linker *l, uint32_t tgid, uint32_t tid, uint64_t task,
+			     uint64_t ts);
+
+enum link_log_state {
+	LINK_LOG_PENDING,   /* not decided yet */
+	LINK_LOG_NONE,      /* written outside any request */
+	LINK_LOG_AMBIGUOUS, /* several requests could have written it: no ids */
+	LINK_LOG_SPAN,      /* the ids of the server span it was written for */
+};
+
+/* trace_id: TRACE_ID_SIZE bytes, span_id: SPAN_ID_SIZE, set for
+ * LINK_LOG_SPAN. */
+enum link_log_state linker_log_ids(const struct link_node *n, uint8_t *trace_id, uint8_t *span_id);
+void linker_log_release(struct linker *l, struct link_node *n);
 /* Decides what can be decided; now_ns is CLOCK_MONOTONIC. */
 void linker_tick(struct linker *l, uint64_t now_ns);
 void linker_get_stats(const struct linker *l, struct linker_stats *out);

@@ -1,0 +1,267 @@
+#include "otlp_logs.h"
+
+#include "arena.h"
+#include "otlp.pb-c.h"
+#include "otlp_encode.h"
+#include "semconv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCOPE_NAME "sonde"
+/* log.iostream, sonde.log.truncated, and the line's own fields. */
+#define RECORD_ATTRS_MAX (2 + LOGLINE_FIELDS_MAX)
+
+/* Attributes into arena-held KeyValues; strings are copied (the parsed
+ * line is reused for the next record) and redacted. */
+struct kv_list {
+	struct arena *arena;
+	const struct log_redaction *redaction;
+	Otlp__KeyValue **kv;
+	size_t n, max;
+	bool failed;
+};
+
+static char *copy_text(struct arena *a, const struct log_redaction *r, const char *text,
+		       size_t len)
+{
+	size_t room = (r ? LOGLINE_TEXT_MAX : len) + 1;
+	char *out = arena_alloc(a, room);
+
+	if (!out)
+		return NULL;
+	if (r) {
+		log_redact(r, text, len, out, room);
+	} else {
+		memcpy(out, text, len);
+		out[len] = '\0';
+	}
+	return out;
+}
+
+static Otlp__AnyValue *kv_add(struct kv_list *l, const char *key)
+{
+	Otlp__KeyValue *kv = arena_alloc(l->arena, sizeof(*kv));
+	Otlp__AnyValue *value = arena_alloc(l->arena, sizeof(*value));
+	char *key_copy = copy_text(l->arena, NULL, key, strlen(key));
+
+	if (!kv || !value || !key_copy || l->n == l->max) {
+		l->failed = true;
+		return NULL;
+	}
+	otlp__key_value__init(kv);
+	otlp__any_value__init(value);
+	kv->key = key_copy;
+	kv->value = value;
+	l->kv[l->n++] = kv;
+	return value;
+}
+
+static void kv_str(void *ctx, const char *key, const char *text)
+{
+	struct kv_list *l = ctx;
+	Otlp__AnyValue *v = kv_add(l, key);
+
+	if (!v)
+		return;
+	v->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+	v->string_value = copy_text(l->arena, l->redaction, text, strlen(text));
+	if (!v->string_value)
+		l->failed = true;
+}
+
+static void kv_i64(void *ctx, const char *key, int64_t number)
+{
+	Otlp__AnyValue *v = kv_add(ctx, key);
+
+	if (v) {
+		v->value_case = OTLP__ANY_VALUE__VALUE_INT_VALUE;
+		v->int_value = number;
+	}
+}
+
+static void kv_bool(void *ctx, const char *key, bool flag)
+{
+	Otlp__AnyValue *v = kv_add(ctx, key);
+
+	if (v) {
+		v->value_case = OTLP__ANY_VALUE__VALUE_BOOL_VALUE;
+		v->bool_value = flag;
+	}
+}
+
+/* ---- one record -------------------------------------------------------------- */
+
+static int record_attributes(struct arena *a, const struct log_redaction *redaction,
+			     const struct log_record *rec, const struct logline *line,
+			     Otlp__LogRecord *out)
+{
+	struct kv_list l = { .arena = a, .redaction = redaction, .max = RECORD_ATTRS_MAX };
+	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &l };
+
+	l.kv = arena_alloc(a, RECORD_ATTRS_MAX * sizeof(*l.kv));
+	if (!l.kv)
+		return -ENOMEM;
+	sink.str(sink.ctx, "log.iostream", rec->iostream == LOG_STDERR ? "stderr" : "stdout");
+	if (rec->truncated)
+		sink.boolean(sink.ctx, "sonde.log.truncated", true);
+	logline_attributes(line, &sink);
+	if (l.failed)
+		return -ENOMEM;
+	out->attributes = l.kv;
+	out->n_attributes = l.n;
+	out->dropped_attributes_count = line->fields_cut;
+	return 0;
+}
+
+static Otlp__LogRecord *record_message(struct arena *a, const struct log_redaction *redaction,
+				       const struct log_record *rec, struct logline *line)
+{
+	Otlp__LogRecord *out = arena_alloc(a, sizeof(*out));
+	Otlp__AnyValue *body = arena_alloc(a, sizeof(*body));
+
+	if (!out || !body)
+		return NULL;
+	otlp__log_record__init(out);
+	otlp__any_value__init(body);
+	logline_parse(rec->body, rec->len, line);
+	body->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+	body->string_value = copy_text(a, redaction, line->body, line->body_len);
+	if (!body->string_value || record_attributes(a, redaction, rec, line, out))
+		return NULL;
+	out->body = body;
+	out->time_unix_nano = rec->time_unix_ns;
+	out->observed_time_unix_nano = rec->observed_unix_ns;
+	out->severity_number = line->severity;
+	out->severity_text = line->severity_text[0]
+				     ? copy_text(a, NULL, line->severity_text,
+						 strlen(line->severity_text))
+				     : "";
+	if (rec->has_ids) {
+		out->trace_id = (ProtobufCBinaryData){ TRACE_ID_SIZE, (uint8_t *)rec->trace_id };
+		out->span_id = (ProtobufCBinaryData){ SPAN_ID_SIZE, (uint8_t *)rec->span_id };
+		out->flags = 1; /* sampled: every span is exported */
+	}
+	return out->severity_text ? out : NULL;
+}
+
+/* ---- resources ------------------------------------------------------------------- */
+
+struct resource {
+	const struct proc_info *proc;
+	size_t n;
+	Otlp__LogRecord **records;
+};
+
+static Otlp__ResourceLogs *resource_message(struct arena *a, const struct resource *res,
+					    Otlp__InstrumentationScope *scope)
+{
+	Otlp__ResourceLogs *rl = arena_alloc(a, sizeof(*rl));
+	Otlp__Resource *resource = arena_alloc(a, sizeof(*resource));
+	Otlp__ScopeLogs *sl = arena_alloc(a, sizeof(*sl));
+	Otlp__ScopeLogs **sl_ptr = arena_alloc(a, sizeof(*sl_ptr));
+	char *scratch = arena_alloc(a, SEMCONV_RESOURCE_SCRATCH);
+	struct kv_list attrs = { .arena = a, .max = SEMCONV_RESOURCE_ATTRS_MAX };
+	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &attrs };
+
+	attrs.kv = arena_alloc(a, SEMCONV_RESOURCE_ATTRS_MAX * sizeof(*attrs.kv));
+	if (!rl || !resource || !sl || !sl_ptr || !scratch || !attrs.kv)
+		return NULL;
+	otlp__resource__init(resource);
+	if (res->proc)
+		semconv_resource_attributes(res->proc, &sink, scratch);
+	resource->attributes = attrs.kv;
+	resource->n_attributes = attrs.n;
+	otlp__scope_logs__init(sl);
+	sl->scope = scope;
+	sl->log_records = res->records;
+	sl->n_log_records = res->n;
+	*sl_ptr = sl;
+	otlp__resource_logs__init(rl);
+	rl->resource = resource;
+	rl->scope_logs = sl_ptr;
+	rl->n_scope_logs = 1;
+	return rl;
+}
+
+/* Records grouped by process, in batch order within each. */
+static struct resource *group(struct arena *a, const struct log_record *const *records, size_t n,
+			      size_t *nres)
+{
+	struct resource *res = arena_alloc(a, (n + 1) * sizeof(*res));
+	size_t count = 0;
+
+	if (!res)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t r = 0;
+
+		while (r < count && res[r].proc != records[i]->proc)
+			r++;
+		if (r == count)
+			res[count++].proc = records[i]->proc;
+		res[r].n++;
+	}
+	for (size_t r = 0; r < count; r++) {
+		res[r].records = arena_alloc(a, res[r].n * sizeof(*res[r].records));
+		if (!res[r].records)
+			return NULL;
+		res[r].n = 0;
+	}
+	*nres = count;
+	return res;
+}
+
+static int pack(struct arena *a, struct resource *res, size_t nres, struct bytes *out)
+{
+	Otlp__ExportLogsServiceRequest req = OTLP__EXPORT_LOGS_SERVICE_REQUEST__INIT;
+	Otlp__InstrumentationScope scope = OTLP__INSTRUMENTATION_SCOPE__INIT;
+	Otlp__ResourceLogs **rls = arena_alloc(a, (nres + 1) * sizeof(*rls));
+	size_t len;
+
+	if (!rls)
+		return -ENOMEM;
+	scope.name = SCOPE_NAME;
+	scope.version = SONDE_VERSION;
+	for (size_t r = 0; r < nres; r++)
+		if (!(rls[r] = resource_message(a, &res[r], &scope)))
+			return -ENOMEM;
+	req.resource_logs = rls;
+	req.n_resource_logs = nres;
+	len = otlp__export_logs_service_request__get_packed_size(&req);
+	out->used = 0;
+	if (bytes_reserve(out, OTLP_ENCODE_HEADROOM + len))
+		return -ENOMEM;
+	out->used = OTLP_ENCODE_HEADROOM +
+		    otlp__export_logs_service_request__pack(&req, out->data + OTLP_ENCODE_HEADROOM);
+	return 0;
+}
+
+int otlp_logs_encode(const struct log_record *const *records, size_t n,
+		     const struct log_redaction *redaction, struct bytes *out)
+{
+	struct arena a = { 0 };
+	struct logline *line = malloc(sizeof(*line));
+	size_t nres = 0;
+	struct resource *res = line ? group(&a, records, n, &nres) : NULL;
+	int err = res ? 0 : -ENOMEM;
+
+	for (size_t i = 0; i < n && !err; i++) {
+		size_t r = 0;
+		Otlp__LogRecord *msg;
+
+		while (res[r].proc != records[i]->proc)
+			r++;
+		msg = record_message(&a, redaction, records[i], line);
+		if (!msg)
+			err = -ENOMEM;
+		else
+			res[r].records[res[r].n++] = msg;
+	}
+	if (!err)
+		err = pack(&a, res, nres, out);
+	free(line);
+	arena_free(&a);
+	return err;
+}
