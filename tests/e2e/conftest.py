@@ -286,6 +286,11 @@ class Receiver:
     def metrics_requests(self):
         return self._control("/metrics_requests")
 
+    def log_records(self):
+        reqs = self._control("/logs_requests")
+        assert all("decode_error" not in r for r in reqs), reqs
+        return [rec for r in reqs for rec in r["records"]]
+
     def spans_for_port(self, port):
         """Spans the receiver accepted whose server.port is `port`."""
         return [s for r in self.requests() if r["accepted"] for s in r["spans"]

@@ -72,6 +72,8 @@ def system(request, workdir):
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "SONDE_KEEP_QUERY": "1",
         "SONDE_EXCLUDE_COMM": "node",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
     })
     ktrdr = Ktrdr(workdir, request.param)
     yield request.param, agent, rx, ktrdr
@@ -219,3 +221,71 @@ def test_tree_view_prints_each_trace(system):
     assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[3]), block
     assert re.match(r"         └─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
                     r"[0-9.]+ ms 200", block[4]), block
+
+
+def lines_logged(ktrdr, rid):
+    """{service: lines naming the request id}, from the services' own logs."""
+    out = {}
+    for log in ktrdr.run_dir.glob("*.log"):
+        n = sum(1 for line in log.read_text().splitlines() if f"request_id={rid} " in line)
+        if n:
+            out[log.stem] = n
+    return out
+
+
+def check_log_records(calls, spans, records, ktrdr):
+    """Every line naming a request id is a record, once; one written while
+    its service served the request carries that request's SERVER span;
+    one written by a job after the answer carries none."""
+    problems = []
+    for _, rid in calls:
+        mine = [r for r in records if f"request_id={rid} " in (r["body"] or "")]
+        got = {}
+        for r in mine:
+            service = r["resource"]["service.name"]
+            got[service] = got.get(service, 0) + 1
+            if " job done" in r["body"]:
+                if r["trace_id"]:
+                    problems.append(f"{rid}: job line of {service} has a trace")
+                continue
+            server = [s for s in spans if request_id_of(s) == rid and s["kind"] == "SPAN_KIND_SERVER"
+                      and s["resource"]["service.name"] == service]
+            if len(server) != 1:
+                problems.append(f"{rid}: {len(server)} server spans in {service}")
+            elif (r["trace_id"], r["span_id"]) != (server[0]["trace_id"], server[0]["span_id"]):
+                problems.append(f"{rid}: line of {service} has {r['trace_id']}/{r['span_id']}, "
+                                f"its request {server[0]['trace_id']}/{server[0]['span_id']}")
+            if r["attributes"].get("log.iostream") != "stderr":
+                problems.append(f"{rid}: {r['attributes']}")
+        if got != lines_logged(ktrdr, rid):
+            problems.append(f"{rid}: records {got}, lines {lines_logged(ktrdr, rid)}")
+    return problems
+
+
+def wait_for_records(rx, ktrdr, calls, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        records = rx.log_records()
+        want = sum(sum(lines_logged(ktrdr, rid).values()) for _, rid in calls)
+        got = sum(1 for r in records for _, rid in calls if f"request_id={rid} " in (r["body"] or ""))
+        if got >= want or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("concurrent", [False, True], ids=["sequential", "concurrent-16"])
+def test_log_lines_carry_the_trace_of_their_request(system, concurrent):
+    variant, agent, rx, ktrdr = system
+    calls = calls_of(16 if concurrent else 8, "log")
+    run_calls(ktrdr, calls, concurrent)
+    spans = wait_for_spans(rx, calls)
+    time.sleep(0.2)  # the workers' jobs log after their answer
+    records = wait_for_records(rx, ktrdr, calls)
+    problems = check_log_records(calls, spans, records, ktrdr)
+    assert not problems, "\n".join(problems)
+    named = [r for r in records for _, rid in calls if f"request_id={rid} " in (r["body"] or "")]
+    with_ids = [r for r in named if r["trace_id"]]
+    jobs = [r for r in named if " job done" in r["body"]]
+    print(f"\n{variant}: {len(named)} lines of {len(calls)} calls, {len(with_ids)} in a request, "
+          f"{len(jobs)} written by jobs")
+    assert len(with_ids) == len(named) - len(jobs) >= len(calls) and jobs

@@ -1,5 +1,5 @@
 'use strict';
-// An OTLP trace and metrics receiver for sonde's end-to-end tests,
+// An OTLP trace, metrics and logs receiver for sonde's end-to-end tests,
 // independent of sonde's own encoder: requests are decoded with the
 // official opentelemetry-proto v1.4.0 schema (the .proto files shipped in
 // @elastic/mockotlpserver), gRPC is served by @grpc/grpc-js, HTTP by
@@ -8,6 +8,7 @@
 // through a small control API:
 //   GET  /requests          every trace export request, with its decoded spans
 //   GET  /metrics_requests  every metrics export request, with its data points
+//   GET  /logs_requests     every logs export request, with its records
 //   POST /script            JSON list of answers for the next trace requests
 // Usage: node receiver.js '{"grpc_port":0,"http_port":0,"tls":{"cert":..,"key":..}}'
 // With "keep_spans":false it still decodes every request but keeps only its
@@ -36,12 +37,14 @@ BaseServerInterceptingCall.prototype.decompressMessage = function (message, enco
 const PROTO_ROOT = path.dirname(require.resolve('@elastic/mockotlpserver/package.json'));
 const EXPORT_PATH = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
 const METRICS_PATH = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export';
+const LOGS_PATH = '/opentelemetry.proto.collector.logs.v1.LogsService/Export';
 
 function loadSchema() {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => path.join(PROTO_ROOT, target);
   root.loadSync('opentelemetry/proto/collector/trace/v1/trace_service.proto');
   root.loadSync('opentelemetry/proto/collector/metrics/v1/metrics_service.proto');
+  root.loadSync('opentelemetry/proto/collector/logs/v1/logs_service.proto');
   // google.rpc.Status and RetryInfo, as published in googleapis.
   protobuf.parse(`syntax = "proto3"; package google.rpc;
     message Any { string type_url = 1; bytes value = 2; }
@@ -55,12 +58,15 @@ function loadSchema() {
     retryInfo: root.lookupType('google.rpc.RetryInfo'),
     metricsRequest: root.lookupType('opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest'),
     metricsResponse: root.lookupType('opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceResponse'),
+    logsRequest: root.lookupType('opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest'),
+    logsResponse: root.lookupType('opentelemetry.proto.collector.logs.v1.ExportLogsServiceResponse'),
   };
 }
 
 const schema = loadSchema();
 const requests = [];
 const metricsRequests = [];
+const logsRequests = [];
 const script = [];
 let keepSpans = true;
 
@@ -148,6 +154,47 @@ function recordMetrics(transport, bytes) {
   metricsRequests.push(entry);
 }
 
+// Flattens a decoded logs request into one object per record.
+function flattenLogs(message) {
+  const obj = schema.logsRequest.toObject(message, {
+    longs: String, enums: String, bytes: String, oneofs: true, defaults: true,
+  });
+  const records = [];
+  for (const rl of obj.resourceLogs || []) {
+    const resource = attributeMap(rl.resource && rl.resource.attributes);
+    for (const sl of rl.scopeLogs || []) {
+      for (const r of sl.logRecords || []) {
+        const attrs = attributeMap(r.attributes);
+        const body = r.body || {};
+        records.push({
+          body: body.value ? body[body.value] : null, body_type: body.value,
+          severity_number: r.severityNumber, severity_text: r.severityText,
+          attributes: attrs.values, attribute_types: attrs.types,
+          trace_id: hex(r.traceId), span_id: hex(r.spanId), flags: r.flags,
+          time_unix_nano: r.timeUnixNano, observed_time_unix_nano: r.observedTimeUnixNano,
+          resource: resource.values, scope: { name: (sl.scope || {}).name },
+        });
+      }
+    }
+  }
+  return { records, resource_logs: (obj.resourceLogs || []).length };
+}
+
+function recordLogs(transport, bytes) {
+  const entry = { transport, time: Date.now() };
+  try {
+    Object.assign(entry, flattenLogs(schema.logsRequest.decode(bytes)));
+  } catch (err) {
+    entry.decode_error = String(err);
+    entry.records = [];
+  }
+  logsRequests.push(entry);
+}
+
+function logsResponseBytes() {
+  return Buffer.from(schema.logsResponse.encode(schema.logsResponse.create({})).finish());
+}
+
 function metricsResponseBytes() {
   return Buffer.from(schema.metricsResponse.encode(schema.metricsResponse.create({})).finish());
 }
@@ -229,6 +276,11 @@ function grpcExport(call, callback) {
   });
 }
 
+function grpcLogsExport(call, callback) {
+  recordLogs('grpc', call.request);
+  callback(null, logsResponseBytes());
+}
+
 function grpcMetricsExport(call, callback) {
   recordMetrics('grpc', call.request);
   callback(null, metricsResponseBytes());
@@ -244,6 +296,7 @@ function startGrpc(port, tls) {
   });
   server.addService({ Export: method(EXPORT_PATH) }, { Export: grpcExport });
   server.addService({ Export: method(METRICS_PATH) }, { Export: grpcMetricsExport });
+  server.addService({ Export: method(LOGS_PATH) }, { Export: grpcLogsExport });
   const creds = tls
     ? grpc.ServerCredentials.createSsl(null,
       [{ cert_chain: fs.readFileSync(tls.cert), private_key: fs.readFileSync(tls.key) }], false)
@@ -273,6 +326,12 @@ function httpExport(req, res) {
     let body = Buffer.concat(chunks);
     const encoding = req.headers['content-encoding'] || 'identity';
     if (encoding === 'gzip') body = zlib.gunzipSync(body);
+    if (req.method === 'POST' && req.url === '/v1/logs') {
+      recordLogs('http', body);
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' });
+      res.end(logsResponseBytes());
+      return;
+    }
     if (req.method === 'POST' && req.url === '/v1/metrics') {
       recordMetrics('http', body);
       res.writeHead(200, { 'content-type': 'application/x-protobuf' });
@@ -306,6 +365,9 @@ function control(req, res) {
     } else if (req.url === '/requests') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(requests));
+    } else if (req.url === '/logs_requests') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(logsRequests));
     } else if (req.url === '/metrics_requests') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(metricsRequests));
