@@ -1,0 +1,227 @@
+"""Logs end to end: what traced processes write to stdout and stderr
+arrives at the independent receiver as OTLP log records, decoded with the
+official schema: with the trace and span of the request each line was
+written for, or none; one record per line, tracebacks whole; JSON and
+logfmt lines structured; severity read; redaction applied; whatever
+stdout is (a pipe, a file, a terminal)."""
+import json
+import os
+import pty
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, PYTHON, Agent, Receiver, curl, free_port, wait_port
+
+
+def request_id_of(span):
+    match = re.search(r"request_id=([0-9a-z-]+)", span["attributes"].get("url.query", ""))
+    return match.group(1) if match else None
+
+
+@pytest.fixture(scope="module")
+def traced(workdir):
+    """sonde exporting spans and logs to one receiver."""
+    rx = Receiver(workdir, http_port=0)
+    agent = Agent(workdir, name="sonde-logs", extra_env={
+        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rx.http_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "SONDE_KEEP_QUERY": "1", "SONDE_LOGS_REDACT": "token=[A-Za-z0-9]+;;[0-9]{16}"})
+    yield agent, rx
+    assert agent.stop() == 0, agent.err_path.read_text()
+    rx.stop()
+
+
+class LogServer:
+    """tests/e2e/apps/log_server.py with stdout and stderr to a pipe, a
+    file or a terminal."""
+
+    def __init__(self, workdir, mode):
+        self.port = free_port()
+        self.output = []
+        cmd = [PYTHON, str(APPS / "log_server.py"), str(self.port)]
+        if mode == "pipe":
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self._drain(self.proc.stdout.fileno())
+        elif mode == "file":
+            self.file = open(Path(workdir) / f"log-server-{self.port}.out", "w")
+            self.proc = subprocess.Popen(cmd, stdout=self.file, stderr=self.file)
+        else:
+            master, slave = pty.openpty()
+            self.proc = subprocess.Popen(cmd, stdout=slave, stderr=slave)
+            os.close(slave)
+            self._drain(master)
+        wait_port(self.port)
+
+    def _drain(self, fd):
+        def read():
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.output.append(chunk)
+        threading.Thread(target=read, daemon=True).start()
+
+    def get(self, path, rid):
+        assert curl(f"http://127.0.0.1:{self.port}{path}?request_id={rid}") == "200"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def wait_records(rx, rids, count, timeout=15):
+    """The records naming any of rids, once there are `count` of them."""
+    deadline = time.time() + timeout
+    while True:
+        mine = [r for r in rx.log_records() if any(f"request_id={rid} " in (r["body"] or "")
+                                                    for rid in rids)]
+        if len(mine) >= count or time.time() > deadline:
+            return mine
+        time.sleep(0.2)
+
+
+def server_span(rx, rid, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        found = [s for r in rx.requests() if r["accepted"] for s in r["spans"]
+                 if s["kind"] == "SPAN_KIND_SERVER" and request_id_of(s) == rid]
+        if found or time.time() > deadline:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("mode", ["pipe", "file", "pty"])
+def test_every_line_carries_its_request_whatever_stdout_is(traced, workdir, mode):
+    agent, rx = traced
+    server = LogServer(workdir, mode)
+    try:
+        rids = [f"{mode}-{uuid.uuid4().hex[:10]}" for _ in range(4)]
+        for rid in rids:
+            server.get("/", rid)
+        records = wait_records(rx, rids, 2 * len(rids))
+    finally:
+        server.stop()
+    assert len(records) == 2 * len(rids), [r["body"] for r in records]
+    for rid in rids:
+        span = server_span(rx, rid)
+        mine = [r for r in records if f"request_id={rid} " in r["body"]]
+        streams = sorted(r["attributes"]["log.iostream"] for r in mine)
+        assert streams == ["stderr", "stdout"], mine
+        for r in mine:
+            assert (r["trace_id"], r["span_id"]) == (span["trace_id"], span["span_id"]), r
+            assert r["resource"]["service.name"] == span["resource"]["service.name"]
+            assert int(r["time_unix_nano"]) >= int(span["start_time_unix_nano"])
+        info = next(r for r in mine if r["attributes"]["log.iostream"] == "stderr")
+        assert info["severity_text"] == "INFO" and info["severity_number"] == "SEVERITY_NUMBER_INFO"
+    ticks = [r for r in rx.log_records() if re.fullmatch(r"tick \d+", r["body"] or "")]
+    assert ticks, "the background thread's lines are records too"
+    assert all(not r["trace_id"] and not r["span_id"] for r in ticks), "written outside requests"
+
+
+def test_structured_lines_a_traceback_and_redaction(traced, workdir):
+    agent, rx = traced
+    server = LogServer(workdir, "pipe")
+    rid = f"st-{uuid.uuid4().hex[:10]}"
+    try:
+        server.get("/json", rid)
+        server.get("/fail", rid)
+        server.get("/secret", rid)
+        records = wait_records(rx, [rid], 7)
+    finally:
+        server.stop()
+    span_ids = {r["span_id"] for r in records}
+    assert len(span_ids) == 3 and "" not in span_ids, "three requests, each line in its own"
+    js = next(r for r in records if r["body"] == f"request_id={rid} json")
+    assert js["severity_number"] == "SEVERITY_NUMBER_WARN" and js["severity_text"] == "warning"
+    assert js["attributes"]["user"] == "ann" and js["attributes"]["ok"] is True
+    assert js["attributes"]["attempt"] == 3 and js["attribute_types"]["attempt"] == "intValue"
+    lf = next(r for r in records if r["body"] == f"request_id={rid} logfmt")
+    assert lf["severity_number"] == "SEVERITY_NUMBER_ERROR" and lf["attributes"]["code"] == "42"
+    tb = [r for r in records if "Traceback (most recent call last):" in r["body"]]
+    assert len(tb) == 1, "a traceback written by one logging call is one record"
+    assert tb[0]["body"].startswith(f"ERROR:logsrv:request_id={rid} failed\n")
+    assert tb[0]["body"].rstrip().endswith(f"ValueError: request_id={rid} broken")
+    assert tb[0]["severity_number"] == "SEVERITY_NUMBER_ERROR"
+    secret = next(r for r in records if "for user" in r["body"])
+    assert secret["body"] == f"WARNING:logsrv:request_id={rid} [REDACTED] for user"
+
+
+def test_node_lines_are_exact_or_without_ids(traced, workdir):
+    """One event loop, no task to tell requests apart: sequential requests
+    are exact; concurrent ones are exact when only one request was open,
+    and carry no ids otherwise, never another request's."""
+    agent, rx = traced
+    port = free_port()
+    node = subprocess.Popen(["node", str(APPS / "server.js"), str(port)])
+    try:
+        wait_port(port)
+        seq = [f"ns-{uuid.uuid4().hex[:10]}" for _ in range(4)]
+        for rid in seq:
+            assert curl(f"http://127.0.0.1:{port}/log?request_id={rid}") == "200"
+        par = [f"np-{uuid.uuid4().hex[:10]}" for _ in range(16)]
+        clients = [subprocess.Popen(["curl", "-s", "-o", "/dev/null",
+                                     f"http://127.0.0.1:{port}/log?request_id={rid}"])
+                   for rid in par]
+        for c in clients:
+            assert c.wait(timeout=30) == 0
+        records = wait_records(rx, seq + par, len(seq) + len(par))
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
+    assert len(records) == len(seq) + len(par)
+    for rid in seq + par:
+        (r,) = [r for r in records if f"request_id={rid} " in r["body"]]
+        span = server_span(rx, rid)
+        if rid in seq:
+            assert (r["trace_id"], r["span_id"]) == (span["trace_id"], span["span_id"])
+        else:
+            assert not r["trace_id"] or (r["trace_id"], r["span_id"]) == (
+                span["trace_id"], span["span_id"]), "never another request's ids"
+
+
+def test_a_flood_of_lines_is_rate_limited_counted_and_said(workdir):
+    """A process writing as fast as it can: past the per-process limit its
+    writes are dropped in the kernel, counted exactly and logged; the
+    agent's memory stays bounded."""
+    rx = Receiver(workdir, http_port=0)
+    agent = Agent(workdir, name="sonde-flood", extra_env={
+        "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rx.http_port}",
+        "SONDE_LOGS_RATE_LIMIT": "2000", "SONDE_STATS_INTERVAL": "1"})
+    try:
+        flood = subprocess.run([PYTHON, str(APPS / "log_flood.py"), "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               timeout=60)
+        wrote = int(re.search(r"wrote (\d+)", flood.stderr).group(1))
+        stats = agent.wait_stats(lambda c: c["log_writes"] + c["log_writes_dropped"] >= wrote)
+        rss_mb = agent.rss_kb() / 1024
+    finally:
+        assert agent.stop() == 0, agent.err_path.read_text()
+        rx.stop()
+    assert wrote > 20000, "the flood is a flood"
+    assert stats["log_writes"] <= 2000 * 3 + 2000, "the limit holds: a second's burst and 2 s"
+    assert stats["log_writes_dropped"] >= wrote - stats["log_writes"]
+    assert "writes to stdout or stderr dropped in the last second" in agent.err_path.read_text()
+    assert rss_mb < 64, rss_mb
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"OTEL_LOGS_EXPORTER": "loki"}, 'OTEL_LOGS_EXPORTER: "loki" is not one of otlp, console'),
+    ({"OTEL_LOGS_EXPORTER": "console", "SONDE_LOGS_REDACT": "a(b"}, 'SONDE_LOGS_REDACT: "a(b"'),
+    ({"OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "kafka"},
+     "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"),
+])
+def test_bad_log_settings_are_clear_startup_errors(workdir, env, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        Agent(workdir, name="sonde-logs-bad", extra_env=env)
