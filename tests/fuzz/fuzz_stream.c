@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "exporter.h"
 #include "log.h"
+#include "logline.h"
 #include "metrics.h"
 #include "prometheus.h"
 #include "procinfo.h"
@@ -107,6 +108,42 @@ static void on_exchange(void *ctx, const struct exchange_summary *x)
 	metrics_record(ctx, x);
 }
 
+static void count_str(void *ctx, const char *key, const char *value)
+{
+	(*(size_t *)ctx) += strlen(key) + strlen(value);
+}
+
+static void count_i64(void *ctx, const char *key, int64_t value)
+{
+	(*(size_t *)ctx) += strlen(key) + (value != 0);
+}
+
+static void count_bool(void *ctx, const char *key, bool value)
+{
+	(*(size_t *)ctx) += strlen(key) + value;
+}
+
+/* Whatever bytes a process writes to stdout: what the line says, its
+ * attributes, and its redaction. */
+static void parse_as_log_line(const uint8_t *data, size_t len)
+{
+	static struct logline line;
+	static struct log_redaction *redaction;
+	static char out[LOGLINE_TEXT_MAX];
+	char err[128];
+	size_t count = 0;
+	struct attr_sink sink = { count_str, count_i64, count_bool, &count };
+
+	if (!redaction && !(redaction = log_redaction_new("[0-9]{3,};;token=[^ ]*", err,
+							    sizeof(err))))
+		abort();
+	logline_parse((const char *)data, len, &line);
+	if (line.body_len > len + LOGLINE_TEXT_MAX || line.nfields > LOGLINE_FIELDS_MAX)
+		abort();
+	logline_attributes(&line, &sink);
+	log_redact(redaction, line.body, line.body_len, out, sizeof(out));
+}
+
 /* Every request that began has ended, whichever way, once the tracker is
  * gone: none is still counted as in progress. */
 static void check_no_request_active(struct metrics *metrics)
@@ -165,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 			break;
 		default:
 			send_data(t, &conns[idx], idx, op, in + off + 8, avail, now);
+			parse_as_log_line(in + off + 8, captured < avail ? captured : avail);
 			off += captured < avail ? captured : avail;
 		}
 		off += 8;
