@@ -14,6 +14,10 @@ round after round, in one sitting, and every ratio is against the untraced
   export   nginx at a fixed 5k and 10k req/s (h2load --h1 --rps) with OTLP
            export on, to the independent test receiver: latency and memory;
            and at maximum rate, export off against export on.
+  logs     FastAPI on uvicorn logging one access line per request, logs off
+           against logs on (console, to /dev/null), maximum rate; and a
+           process writing 50k lines/s, logs off against on: sonde's CPU
+           per line and memory.
   metrics  nginx at maximum rate, metrics off against metrics on (the
            Prometheus endpoint, scraped every second as Prometheus would);
            and the agent's memory with one metric series against 10k
@@ -333,6 +337,57 @@ class MetricsMax(NginxMax):
             scraper.stop()
 
 
+class LogsMax(UvicornMax):
+    """One log line per request (uvicorn's access log, on stderr): what
+    turning logs on costs per line."""
+
+    name = "logs"
+    title = ("FastAPI on uvicorn with its access log (one line per request) on CPU 0, "
+             "wrk -t1 -c16 on CPU 1, logs off against on")
+    kernel_variant = None
+    variants = [Variant("untraced"), Variant("sonde, logs off", RING),
+                Variant("sonde, logs on", dict(RING, OTEL_LOGS_EXPORTER="console"))]
+
+    def start_server(self, workdir, flavour):
+        port = free_port()
+        return Server([PYTHON, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1",
+                       "--port", str(port), "--log-level", "info"], port, cwd=APPS)
+
+
+FLOOD = ROOT / "tests" / "e2e" / "apps" / "log_flood.py"
+
+
+def log_flood_cost(workdir, rounds, rate=50000, seconds=5):
+    """A process writing `rate` lines a second: sonde's CPU with logs off
+    and on (the limit raised above the rate), alternating; the difference
+    per line is what a line costs."""
+    variants = {"off": dict(RING),
+                "on": dict(RING, OTEL_LOGS_EXPORTER="console",
+                           SONDE_LOGS_RATE_LIMIT=str(2 * rate))}
+    runs = {"off": [], "on": []}
+    for n in range(rounds):
+        for kind in (("off", "on") if n % 2 == 0 else ("on", "off")):
+            sonde = harness.Sonde(workdir, f"flood-{kind}-{n}", variants[kind])
+            before = sonde.cpu_seconds()
+            flood = subprocess.run([PYTHON, str(FLOOD), str(seconds), str(rate)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   timeout=120)
+            time.sleep(1.5)  # the last records exported
+            cpu = sonde.cpu_seconds() - before
+            rss = sonde.peak_rss_mb()
+            stats = sonde.stop()
+            lines = int(flood.stderr.split()[-1])
+            runs[kind].append({"lines": lines, "cpu_s": cpu, "peak_rss_mb": rss,
+                               "records": stats.get("log_records_made", 0),
+                               "dropped": stats.get("log_writes_dropped", 0)})
+            print(f"  flood round {n + 1} {kind}: {runs[kind][-1]}", flush=True)
+    per_line = [(on["cpu_s"] - off["cpu_s"]) * 1e6 / on["lines"]
+                for on, off in zip(runs["on"], runs["off"])]
+    return {"rate": rate, "runs": runs, "us_per_line": harness.median(per_line),
+            "us_per_line_rounds": per_line,
+            "peak_rss_mb_on": max(r["peak_rss_mb"] for r in runs["on"])}
+
+
 class Scraper:
     """Scrapes the metrics endpoint once a second while a load runs, when
     something listens there."""
@@ -596,6 +651,15 @@ def print_series_memory(m):
           f"{m['bytes_per_series']:.0f} bytes per series)")
 
 
+def print_flood(f, variants):
+    on, off = variants["sonde, logs on"], variants["sonde, logs off"]
+    per_request = on["agent_cpu_us_per_request"] - off["agent_cpu_us_per_request"]
+    rounds = ", ".join(f"{x:.2f}" for x in f["us_per_line_rounds"])
+    print(f"  logs on: +{per_request:.2f} us of agent CPU per request (one line each)")
+    print(f"  {f['rate']} lines/s: {f['us_per_line']:.2f} us of agent CPU per line "
+          f"(rounds {rounds}); peak RSS {f['peak_rss_mb_on']:.1f} MB")
+
+
 GOALS = [
     ("nginx ratio >= 0.93, 100% spans", "nginx", "sonde, ring buffer",
      lambda v: (v["ratio"], v["ratio"] >= 0.93 and v["completeness_server"] >= 1.0)),
@@ -644,7 +708,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 3 s, none measured again for host steal (under 5 "
                         "minutes), instead of 5 rounds of 8 s")
-    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export,metrics")
+    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export,metrics,logs")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     # A quick look keeps its time limit on a noisy host: it shows the
@@ -653,7 +717,7 @@ def main():
     scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
                  "node": [NodeMax()],
                  "export": [ExportFixed(5000, export_off=True), ExportFixed(10000), ExportMax()],
-                 "metrics": [MetricsMax()]}
+                 "metrics": [MetricsMax()], "logs": [LogsMax()]}
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     started = time.time()
@@ -664,6 +728,8 @@ def main():
             results[sc.name] = run_scenario(sc, rounds, retries, duration, workdir)
         if key == "metrics":
             results["metrics"]["series_memory"] = series_memory(workdir, rounds)
+        if key == "logs":
+            results["logs"]["flood"] = log_flood_cost(workdir, rounds)
     report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
               "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
               "wall_seconds": round(time.time() - started), "scenarios": results,
@@ -672,6 +738,8 @@ def main():
         print_scenario(name, s)
         if "series_memory" in s:
             print_series_memory(s["series_memory"])
+        if "flood" in s:
+            print_flood(s["flood"], s["variants"])
     print("\ngoals")
     for g in report["goals"]:
         print(f"  {g['goal']:<42} {g['value']:>8}  {'met' if g['met'] else 'MISSED'}")
