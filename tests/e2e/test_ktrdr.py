@@ -213,7 +213,16 @@ def test_tree_view_prints_each_trace(system):
     while cli["trace_id"] not in agent.out_path.read_text() and time.time() < deadline:
         time.sleep(0.2)
     text = agent.out_path.read_text()
-    block = text[text.index(f"trace {cli['trace_id']}"):].split("\n\n")[0].splitlines()
+    printed = text[text.index(f"trace {cli['trace_id']}"):].split("\n\n")[0].splitlines()
+    lines = [line for line in printed if "» " in line]
+    block = [line for line in printed if "» " not in line]
+    # Each service's log line under its span: the api's under its SERVER
+    # span (before its call to the worker), the worker's under its own.
+    assert re.match(r" {7}» .* ktrdr-api request_id=" + rid + " dispatch training", lines[0]), \
+        printed
+    assert re.match(r" {13}» .* ktrdr-training-worker-[12] request_id=" + rid
+                    + " training start", lines[1]), printed
+    assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == len(printed) - 1, printed
     assert re.match(r"trace [0-9a-f]{32} \(4 spans, [0-9.]+ ms\)", block[0]), block
     assert re.match(r"└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[1]), block
     assert re.match(r"   └─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",

@@ -277,7 +277,7 @@ static int start_logs(struct agent *a)
 		.otlp = a->cfg.logs_otlp,
 		.console = stdout,
 	};
-	struct logs_opts lopts = { 0 };
+	struct logs_opts lopts = { .tree = exporter_tree(a->exporter) };
 	char why[256];
 	int err;
 

@@ -264,6 +264,8 @@ void exporter_free(struct exporter *exp)
 	free(exp->ring);
 	free(exp->batch);
 	free(exp->line);
+	if (exp->tree)
+		tree_destroy(exp->tree);
 	free(exp->tree);
 	free(exp);
 }
@@ -317,4 +319,9 @@ void exporter_get_stats(struct exporter *exp, struct exporter_stats *out)
 		out->spans_retried = os.retried;
 		out->export_requests = os.requests;
 	}
+}
+
+struct tree_view *exporter_tree(struct exporter *exp)
+{
+	return exp->tree;
 }

@@ -59,6 +59,7 @@ extern const struct counter_desc exporter_counters[];
 extern const size_t exporter_counter_count;
 
 struct exporter;
+struct tree_view;
 
 /* Fails with the reason in err (e.g. an OTLP option libcurl refuses). */
 int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
@@ -74,5 +75,8 @@ struct span *exporter_reserve(struct exporter *exp);
 /* Publishes the slot last reserved. */
 void exporter_commit(struct exporter *exp);
 void exporter_get_stats(struct exporter *exp, struct exporter_stats *out);
+/* The tree view (OTEL_TRACES_EXPORTER=tree), for the log lines printed
+ * under their spans; NULL when there is none. */
+struct tree_view *exporter_tree(struct exporter *exp);
 
 #endif

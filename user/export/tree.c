@@ -7,9 +7,16 @@
 
 void tree_init(struct tree_view *tv, FILE *out, uint32_t quiet_ms)
 {
+	pthread_mutex_init(&tv->lock, NULL);
 	tv->out = out;
 	tv->quiet_ns = (uint64_t)quiet_ms * 1000000ull;
 	tv->nspans = 0;
+	tv->nlines = 0;
+}
+
+void tree_destroy(struct tree_view *tv)
+{
+	pthread_mutex_destroy(&tv->lock);
 }
 
 static bool same_trace(const struct tree_span *a, const struct tree_span *b)
@@ -33,6 +40,29 @@ static void print_span(struct tree_view *tv, const struct tree_span *s, const ch
 	else if (s->response_code[0])
 		fprintf(tv->out, " %s", s->response_code);
 	fprintf(tv->out, "%s\n", s->status == SPAN_STATUS_ERROR ? " ERROR" : "");
+}
+
+/* The lines written for s, in time order, under it. */
+static void print_lines(struct tree_view *tv, const struct tree_span *s, const char *prefix,
+			bool last)
+{
+	for (;;) {
+		struct tree_line *next = NULL;
+
+		for (size_t i = 0; i < tv->nlines; i++) {
+			struct tree_line *l = &tv->lines[i];
+
+			if (l->done || memcmp(l->span_id, s->span_id, SPAN_ID_SIZE) != 0 ||
+			    memcmp(l->trace_id, s->trace_id, TRACE_ID_SIZE) != 0)
+				continue;
+			if (!next || l->time_unix_ns < next->time_unix_ns)
+				next = l;
+		}
+		if (!next)
+			return;
+		next->done = true;
+		fprintf(tv->out, "%s%s  » %s\n", prefix, last ? "  " : "│ ", next->text);
+	}
 }
 
 /* Whether s is child's parent. */
@@ -81,6 +111,7 @@ static void print_children(struct tree_view *tv, size_t n, const struct tree_spa
 		s->done = true;
 		next = next_by_start(tv, n, parent);
 		print_span(tv, s, prefix, next == NULL);
+		print_lines(tv, s, prefix, next == NULL);
 		if (depth < 32 && len + 8 < 256) {
 			strcpy(prefix + len, next ? "│  " : "   ");
 			print_children(tv, n, s, prefix, depth + 1);
@@ -123,11 +154,18 @@ static uint64_t last_arrival(const struct tree_view *tv, size_t first)
 		if (!tv->spans[i].done && same_trace(&tv->spans[i], &tv->spans[first]) &&
 		    tv->spans[i].arrived_ns > last)
 			last = tv->spans[i].arrived_ns;
+	for (size_t i = 0; i < tv->nlines; i++)
+		if (!tv->lines[i].done &&
+		    memcmp(tv->lines[i].trace_id, tv->spans[first].trace_id, TRACE_ID_SIZE) == 0 &&
+		    tv->lines[i].arrived_ns > last)
+			last = tv->lines[i].arrived_ns;
 	return last;
 }
 
-/* After printing: out with the output, and with the printed spans. */
-static void printed(struct tree_view *tv)
+/* After printing: out with the output, and with the printed spans and
+ * lines; lines of traces printed before they came (or of spans never
+ * exported) leave after a while. */
+static void printed(struct tree_view *tv, uint64_t now_ns)
 {
 	size_t kept = 0;
 
@@ -136,12 +174,40 @@ static void printed(struct tree_view *tv)
 		if (!tv->spans[i].done)
 			tv->spans[kept++] = tv->spans[i];
 	tv->nspans = kept;
+	kept = 0;
+	for (size_t i = 0; i < tv->nlines; i++)
+		if (!tv->lines[i].done && tv->lines[i].arrived_ns + 4 * tv->quiet_ns > now_ns)
+			tv->lines[kept++] = tv->lines[i];
+	tv->nlines = kept;
+}
+
+void tree_add_line(struct tree_view *tv, const uint8_t *trace_id, const uint8_t *span_id,
+		   uint64_t time_unix_ns, const char *text, size_t len, uint64_t now_ns)
+{
+	struct tree_line *l;
+	size_t first_line = strcspn(text, "\n");
+
+	pthread_mutex_lock(&tv->lock);
+	if (tv->nlines < TREE_LINES_MAX) {
+		l = &tv->lines[tv->nlines++];
+		memcpy(l->trace_id, trace_id, TRACE_ID_SIZE);
+		memcpy(l->span_id, span_id, SPAN_ID_SIZE);
+		l->time_unix_ns = time_unix_ns;
+		l->arrived_ns = now_ns;
+		l->done = false;
+		if (first_line > len)
+			first_line = len;
+		snprintf(l->text, sizeof(l->text), "%.*s%s", (int)first_line, text,
+			 first_line < len ? " …" : "");
+	}
+	pthread_mutex_unlock(&tv->lock);
 }
 
 void tree_flush(struct tree_view *tv, uint64_t now_ns, bool all)
 {
 	bool any = false;
 
+	pthread_mutex_lock(&tv->lock);
 	for (size_t i = 0; i < tv->nspans; i++) {
 		if (tv->spans[i].done)
 			continue;
@@ -150,17 +216,19 @@ void tree_flush(struct tree_view *tv, uint64_t now_ns, bool all)
 		print_trace(tv, i);
 		any = true;
 	}
-	if (any)
-		printed(tv);
+	if (any || all)
+		printed(tv, all ? UINT64_MAX / 2 : now_ns);
+	pthread_mutex_unlock(&tv->lock);
 }
 
 void tree_add(struct tree_view *tv, const struct span *span, uint64_t now_ns)
 {
 	struct tree_span *s;
 
+	pthread_mutex_lock(&tv->lock);
 	if (tv->nspans == TREE_SPANS_MAX) {
 		print_trace(tv, 0); /* the oldest trace, early */
-		printed(tv);
+		printed(tv, now_ns);
 	}
 	s = &tv->spans[tv->nspans++];
 	memcpy(s->trace_id, span->trace_id, TRACE_ID_SIZE);
@@ -177,4 +245,5 @@ void tree_add(struct tree_view *tv, const struct span *span, uint64_t now_ns)
 	s->arrived_ns = now_ns;
 	span_format_name(span, s->name, sizeof(s->name));
 	snprintf(s->service, sizeof(s->service), "%s", span->proc ? span->proc->service_name : "unknown");
+	pthread_mutex_unlock(&tv->lock);
 }

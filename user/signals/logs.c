@@ -268,6 +268,9 @@ static void emit(struct logs *lg, struct record *r, enum link_log_state state,
 	out->len = r->len;
 	memcpy(out->body, r->body, r->len);
 	log_export_commit(lg->out);
+	if (lg->opts.tree && state == LINK_LOG_SPAN)
+		tree_add_line(lg->opts.tree, trace_id, span_id, out->time_unix_ns, r->body, r->len,
+			      monotonic_now_ns());
 }
 
 /* Decided records leave, in the order they were written per stream;

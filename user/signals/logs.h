@@ -14,12 +14,14 @@
 #include "log_export.h"
 #include "procinfo.h"
 #include "sonde_events.h"
+#include "tree.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 struct logs_opts {
 	uint32_t max_pending; /* records waiting for their request; 0: 4096 */
+	struct tree_view *tree; /* prints records with ids under their spans; NULL: none */
 };
 
 #define LOGS_COUNTERS(X) \
