@@ -83,6 +83,15 @@ struct {
 	__type(value, struct log_budget);
 } log_procs SEC(".maps");
 
+/* Files named in the agent's configuration, as a traced process has them
+ * open (filled by the agent): writes to them are log writes too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct sonde_conn_key);
+	__type(value, __u8);
+} log_fds SEC(".maps");
+
 /* CPython processes, filled by the agent: see struct sonde_py_layout. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

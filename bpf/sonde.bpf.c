@@ -50,6 +50,8 @@ const volatile bool use_perf_buffer = false;
  * and a write costs log_write_cost_ns (1 s / the per-process rate limit)
  * of the process's budget. */
 const volatile bool capture_logs = false;
+/* Log files are configured: writes to fds in log_fds are log writes. */
+const volatile bool capture_log_files = false;
 const volatile __u32 log_capture_bytes = 1024;
 const volatile __u64 log_write_cost_ns = 1000000000ULL / 10000;
 /* Processes whose connections are never traced, by comm. */
@@ -182,10 +184,14 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured));
 }
 
-static __always_inline bool is_log_write(const struct call_args *args)
+/* stdout, stderr, or a configured log file the process has open. */
+static __always_inline bool is_log_write(struct sonde_conn_key *key, const struct call_args *args)
 {
-	return (args->fd == 1 || args->fd == 2) &&
-	       (args->syscall == SONDE_SYS_WRITE || args->syscall == SONDE_SYS_WRITEV);
+	if (args->syscall != SONDE_SYS_WRITE && args->syscall != SONDE_SYS_WRITEV)
+		return false;
+	if (args->fd == 1 || args->fd == 2)
+		return true;
+	return capture_log_files && bpf_map_lookup_elem(&log_fds, key);
 }
 
 /* A failed or empty call ends an exchange only when it says the
@@ -222,7 +228,7 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 		return 0;
 	state = traced_conn(&key);
 	if (!state) {
-		if (capture_logs && ret > 0 && is_log_write(args))
+		if (capture_logs && ret > 0 && is_log_write(&key, args))
 			emit_log(ctx, &key, args, (__u32)ret);
 		return 0;
 	}

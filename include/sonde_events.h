@@ -47,6 +47,7 @@ enum sonde_event_type {
 	                           execve, so its program may now be Python */
 	SONDE_EV_LOG = 6,       /* struct sonde_data_event: a write to the
 	                           process's stdout or stderr (hdr.fd 1 or 2),
+	                           or to a configured log file it has open;
 	                           conn_gen, pos and proto 0 */
 };
 

@@ -225,3 +225,54 @@ def test_a_flood_of_lines_is_rate_limited_counted_and_said(workdir):
 def test_bad_log_settings_are_clear_startup_errors(workdir, env, message):
     with pytest.raises(RuntimeError, match=re.escape(message)):
         Agent(workdir, name="sonde-logs-bad", extra_env=env)
+
+
+def test_a_configured_log_file_is_read_too(workdir, tmp_path):
+    """A log file named in SONDE_LOGS_FILES (a shell pattern), written by a
+    traced process: its lines are records with log.file.path, and with the
+    trace of the request they were written for."""
+    rx = Receiver(workdir, http_port=0)
+    logdir = Path(workdir) / f"applogs-{uuid.uuid4().hex[:8]}"
+    logdir.mkdir()
+    agent = Agent(workdir, name="sonde-logfile", extra_env={
+        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rx.http_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "SONDE_KEEP_QUERY": "1", "SONDE_LOGS_FILES": f"{logdir}/*.log"})
+    port = free_port()
+    app = subprocess.Popen([PYTHON, "-c", f"""
+import logging, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+logging.basicConfig(filename="{logdir}/app.log", level=logging.INFO,
+                    format="%(levelname)s %(message)s")
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        rid = parse_qs(urlparse(self.path).query)["request_id"][0]
+        logging.warning("request_id=%s to the file", rid)
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"""])
+    try:
+        wait_port(port)
+        curl(f"http://127.0.0.1:{port}/?request_id=warmup")
+        time.sleep(2.5)  # found open by the once-a-second scan
+        rids = [f"file-{uuid.uuid4().hex[:10]}" for _ in range(3)]
+        for rid in rids:
+            assert curl(f"http://127.0.0.1:{port}/?request_id={rid}") == "200"
+        records = wait_records(rx, rids, len(rids))
+        spans = {rid: server_span(rx, rid) for rid in rids}
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+        assert agent.stop() == 0, agent.err_path.read_text()
+        rx.stop()
+    assert len(records) == len(rids), records
+    for rid in rids:
+        (r,) = [r for r in records if f"request_id={rid} " in r["body"]]
+        assert r["attributes"]["log.file.path"] == f"{logdir}/app.log"
+        assert r["attributes"]["log.file.name"] == "app.log"
+        assert "log.iostream" not in r["attributes"]
+        assert r["severity_number"] == "SEVERITY_NUMBER_WARN"
+        assert (r["trace_id"], r["span_id"]) == (spans[rid]["trace_id"], spans[rid]["span_id"])

@@ -191,6 +191,7 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 						 ? opts->capture_bytes : SONDE_DB_CAPTURE_MIN;
 	skel->rodata->use_perf_buffer = perf;
 	skel->rodata->capture_logs = opts->log_rate_limit > 0;
+	skel->rodata->capture_log_files = opts->log_rate_limit > 0 && opts->log_files;
 	skel->rodata->log_capture_bytes = opts->log_capture_bytes;
 	skel->rodata->log_write_cost_ns = opts->log_rate_limit ? 1000000000ull / opts->log_rate_limit : 0;
 	skel->rodata->excluded_count = opts->excluded_count;
@@ -479,7 +480,20 @@ size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 		removed += bpf_map_delete_elem(log_fd, &tgids[i]) == 0;
 	}
 	return removed + sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
+	       sweep_map(bpf_map__fd(p->skel->maps.log_fds), tgids, n) +
 	       sweep_map(bpf_map__fd(p->skel->maps.not_tcp), tgids, n);
+}
+
+int probe_watch_log_file(struct probe *p, uint32_t tgid, int32_t fd, bool watch)
+{
+	struct sonde_conn_key key = { .tgid = tgid, .fd = fd };
+	int map = bpf_map__fd(p->skel->maps.log_fds);
+	__u8 one = 1;
+
+	if (watch ? bpf_map_update_elem(map, &key, &one, BPF_ANY)
+		  : bpf_map_delete_elem(map, &key))
+		return -errno;
+	return 0;
 }
 
 int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout)

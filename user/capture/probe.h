@@ -8,6 +8,7 @@
 #include "sonde_events.h"
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 enum probe_buffer {
@@ -24,6 +25,7 @@ struct probe_opts {
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	uint32_t log_rate_limit;    /* writes per second per process; 0: logs off */
 	uint32_t log_capture_bytes; /* bytes captured per write */
+	bool log_files;             /* log files are configured (probe_watch_log_file) */
 };
 
 /* Called for every record, in time order (see merge.h). */
@@ -52,6 +54,9 @@ struct merge_stats probe_merge_stats(const struct probe *p);
 /* Forgets kernel map entries of processes that exited (pid reuse would
  * otherwise inherit them). Returns the number of entries removed. */
 size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n);
+/* Makes writes to tgid's fd log writes (a configured log file it has open),
+ * or no longer. */
+int probe_watch_log_file(struct probe *p, uint32_t tgid, int32_t fd, bool watch);
 /* Lets the kernel name the asyncio task of tgid's threads. */
 int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout);
 

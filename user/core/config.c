@@ -282,6 +282,10 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = getenv_fn("OTEL_LOGS_EXPORTER");
 	if (v && v[0] && parse_log_exporters(v, "OTEL_LOGS_EXPORTER", &cfg->log_sinks, err, size))
 		return -1;
+	v = getenv_fn("SONDE_LOGS_FILES");
+	if (v && v[0] && set_text(cfg->log_files, sizeof(cfg->log_files), v, "SONDE_LOGS_FILES",
+				  err, size))
+		return -1;
 	v = getenv_fn("SONDE_LOGS_REDACT");
 	if (v && v[0] && set_text(cfg->log_redact, sizeof(cfg->log_redact), v, "SONDE_LOGS_REDACT",
 				  err, size))
@@ -309,6 +313,7 @@ enum {
 	OPT_TEMPORALITY,
 	OPT_LOGS_EXPORTER,
 	OPT_LOGS_REDACT,
+	OPT_LOGS_FILES,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -318,7 +323,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[14 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[15 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -336,6 +341,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				     OPT_TEMPORALITY };
 	opts[n++] = (struct option){ "logs-exporter", required_argument, NULL, OPT_LOGS_EXPORTER };
 	opts[n++] = (struct option){ "logs-redact", required_argument, NULL, OPT_LOGS_REDACT };
+	opts[n++] = (struct option){ "logs-files", required_argument, NULL, OPT_LOGS_FILES };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -383,6 +389,11 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_LOGS_EXPORTER:
 			if (parse_log_exporters(optarg, "--logs-exporter", &cfg->log_sinks, err, size))
+				return -1;
+			break;
+		case OPT_LOGS_FILES:
+			if (set_text(cfg->log_files, sizeof(cfg->log_files), optarg, "--logs-files",
+				     err, size))
 				return -1;
 			break;
 		case OPT_LOGS_REDACT:
@@ -525,6 +536,9 @@ void config_usage(FILE *out)
 		"  --logs-rate-limit N       writes per second per process (SONDE_LOGS_RATE_LIMIT;\n"
 		"                            default 10000; more are dropped, counted)\n"
 		"  --logs-capture-bytes N    bytes per write (SONDE_LOGS_CAPTURE_BYTES; 1024)\n"
+		"  --logs-files P:P          log files (paths or shell patterns) whose writes by\n"
+		"                            traced processes are log records too, found open\n"
+		"                            within a second (SONDE_LOGS_FILES)\n"
 		"  --logs-redact P;;P        POSIX extended regular expressions whose matches are\n"
 		"                            replaced by [REDACTED] (SONDE_LOGS_REDACT)\n"
 		"  --logs-max-queue-size N, --logs-max-export-batch N, --logs-schedule-delay-ms N,\n"

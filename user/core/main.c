@@ -5,6 +5,7 @@
 #include "exporter.h"
 #include "log.h"
 #include "log_export.h"
+#include "logfiles.h"
 #include "logs.h"
 #include "metrics.h"
 #include "metrics_export.h"
@@ -52,6 +53,7 @@ struct agent {
 	struct log_redaction *redaction; /* NULL: none configured */
 	struct log_export *log_export;   /* NULL: logs off */
 	struct logs *logs;
+	struct logfiles *logfiles;       /* NULL: no log files configured */
 	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
 	uint64_t log_drops_reported;
@@ -109,8 +111,11 @@ static void on_record(void *ctx, const void *record, size_t size)
 			a->stats.bad_log_records++;
 		return;
 	}
-	if (a->logs && size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXIT)
+	if (a->logs && size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXIT) {
 		logs_proc_exit(a->logs, hdr->tgid);
+		if (a->logfiles)
+			logfiles_forget(a->logfiles, hdr->tgid);
+	}
 	tracker_handle(a->tracker, record, size);
 }
 
@@ -266,6 +271,30 @@ static void report_stats(struct agent *a, bool to_log)
 		metrics_set_self(a->metrics, groups, n);
 }
 
+static void on_logfile(void *ctx, uint32_t tgid, int32_t fd, const char *path, bool watch)
+{
+	struct agent *a = ctx;
+	int err = probe_watch_log_file(a->probe, tgid, fd, watch);
+
+	if (err && watch)
+		log_warn("watch log file %s of process %u: %s", path, tgid, strerror(-err));
+	logs_set_file(a->logs, tgid, fd, watch ? path : NULL);
+}
+
+static void scan_logfiles_of(void *ctx, uint32_t pid)
+{
+	struct agent *a = ctx;
+
+	logfiles_scan(a->logfiles, pid, on_logfile, a);
+}
+
+/* Which configured log files each traced process has open. */
+static void scan_logfiles(struct agent *a)
+{
+	proc_table_each(a->procs, scan_logfiles_of, a);
+	logfiles_sweep(a->logfiles, on_logfile, a);
+}
+
 static int start_logs(struct agent *a)
 {
 	struct log_export_opts opts = {
@@ -281,6 +310,13 @@ static int start_logs(struct agent *a)
 	char why[256];
 	int err;
 
+	if (a->cfg.log_files[0]) {
+		a->logfiles = logfiles_new(a->cfg.log_files, "/proc", why, sizeof(why));
+		if (!a->logfiles) {
+			log_error("%s", why);
+			return -EINVAL;
+		}
+	}
 	if (a->cfg.log_redact[0]) {
 		a->redaction = log_redaction_new(a->cfg.log_redact, why, sizeof(why));
 		if (!a->redaction) {
@@ -350,6 +386,8 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	wallclock_sync(&a->clock);
 	while ((n = tracker_take_exited(a->tracker, exited, 1024)) > 0)
 		a->stats.kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
+	if (a->logfiles)
+		scan_logfiles(a);
 	if (to_log)
 		*last_stats_ns = now;
 	report_stats(a, to_log);
@@ -443,6 +481,7 @@ static int start(struct agent *a)
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
 		.log_rate_limit = a->cfg.log_sinks ? a->cfg.log_rate_limit : 0,
 		.log_capture_bytes = a->cfg.log_capture_bytes,
+		.log_files = a->cfg.log_files[0] != '\0',
 	};
 	char host[64];
 	int err;
@@ -494,6 +533,7 @@ static void stop(struct agent *a)
 	logs_free(a->logs);
 	log_export_free(a->log_export);
 	log_redaction_free(a->redaction);
+	logfiles_free(a->logfiles);
 	probe_free(a->probe);
 	tracker_free(a->tracker);
 	metrics_free(a->metrics);

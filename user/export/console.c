@@ -306,9 +306,7 @@ size_t console_format_log(const struct log_record *rec, const struct log_redacti
 	put_string(&o, line.severity_text[0] ? line.severity_text
 					     : line.severity ? severity_names[line.severity] : "");
 	put(&o, ", \"attributes\": {");
-	sink.str(sink.ctx, "log.iostream", rec->iostream == LOG_STDERR ? "stderr" : "stdout");
-	if (rec->truncated)
-		sink.boolean(sink.ctx, "sonde.log.truncated", true);
+	log_record_attributes(rec, &sink);
 	logline_attributes(&line, &sink);
 	put(&o, "}, \"timestamp\": ");
 	put_time(&o, rec->time_unix_ns);

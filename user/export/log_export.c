@@ -6,6 +6,7 @@
 #include "otlp_export.h"
 #include "otlp_logs.h"
 #include "pacer.h"
+#include "semconv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -44,6 +45,21 @@ static uint64_t load(const uint64_t *v)
 static void count(uint64_t *counter, uint64_t n)
 {
 	__atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+void log_record_attributes(const struct log_record *rec, const struct attr_sink *sink)
+{
+	const char *name;
+
+	if (rec->iostream == LOG_FILE) {
+		name = strrchr(rec->file_path, '/');
+		sink->str(sink->ctx, "log.file.path", rec->file_path);
+		sink->str(sink->ctx, "log.file.name", name ? name + 1 : rec->file_path);
+	} else {
+		sink->str(sink->ctx, "log.iostream", rec->iostream == LOG_STDERR ? "stderr" : "stdout");
+	}
+	if (rec->truncated)
+		sink->boolean(sink->ctx, "sonde.log.truncated", true);
 }
 
 struct log_record *log_export_reserve(struct log_export *e)

@@ -21,9 +21,12 @@
 #define LOG_RECORD_MAX 4096
 
 enum log_iostream {
+	LOG_FILE = 0, /* a configured log file: see file_path */
 	LOG_STDOUT = 1,
 	LOG_STDERR = 2,
 };
+
+#define LOG_FILE_PATH_MAX 256
 
 struct log_record {
 	uint64_t time_unix_ns;     /* the write that began the record */
@@ -34,6 +37,7 @@ struct log_record {
 	bool has_ids;
 	bool truncated;            /* bytes past the capture, or the record, were lost */
 	uint8_t iostream;          /* enum log_iostream */
+	char file_path[LOG_FILE_PATH_MAX]; /* LOG_FILE's */
 	uint32_t len;
 	char body[LOG_RECORD_MAX];
 };
@@ -66,6 +70,12 @@ struct log_export_opts {
 struct log_export_stats {
 	LOG_EXPORT_COUNTERS(COUNTER_FIELD)
 };
+
+struct attr_sink;
+
+/* What every record says of itself: log.iostream, or log.file.path and
+ * log.file.name; sonde.log.truncated when bytes were lost. */
+void log_record_attributes(const struct log_record *rec, const struct attr_sink *sink);
 
 extern const struct counter_desc log_export_counters[];
 extern const size_t log_export_counter_count;

@@ -10,8 +10,9 @@
 #include <string.h>
 
 #define SCOPE_NAME "sonde"
-/* log.iostream, sonde.log.truncated, and the line's own fields. */
-#define RECORD_ATTRS_MAX (2 + LOGLINE_FIELDS_MAX)
+/* log.iostream or log.file.*, sonde.log.truncated, and the line's own
+ * fields. */
+#define RECORD_ATTRS_MAX (3 + LOGLINE_FIELDS_MAX)
 
 /* Attributes into arena-held KeyValues; strings are copied (the parsed
  * line is reused for the next record) and redacted. */
@@ -103,9 +104,7 @@ static int record_attributes(struct arena *a, const struct log_redaction *redact
 	l.kv = arena_alloc(a, RECORD_ATTRS_MAX * sizeof(*l.kv));
 	if (!l.kv)
 		return -ENOMEM;
-	sink.str(sink.ctx, "log.iostream", rec->iostream == LOG_STDERR ? "stderr" : "stdout");
-	if (rec->truncated)
-		sink.boolean(sink.ctx, "sonde.log.truncated", true);
+	log_record_attributes(rec, &sink);
 	logline_attributes(line, &sink);
 	if (l.failed)
 		return -ENOMEM;

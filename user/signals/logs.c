@@ -28,6 +28,7 @@ struct record {
 	uint32_t tid;           /* the thread that last wrote to it */
 	uint8_t iostream;
 	bool truncated;
+	char file_path[LOG_FILE_PATH_MAX]; /* for a log file */
 	uint32_t len;
 	char body[LOG_RECORD_MAX];
 };
@@ -41,6 +42,7 @@ struct stream {
 	bool line_ended;      /* its last line has its newline */
 	bool in_traceback;    /* its lines are a Python traceback's */
 	uint64_t last_ts;     /* its last write */
+	char file_path[LOG_FILE_PATH_MAX]; /* a configured log file's; empty: fd 1 or 2 */
 };
 
 struct logs {
@@ -81,7 +83,8 @@ static struct stream *stream_get(struct logs *lg, uint32_t tgid, int32_t fd)
 	return s;
 }
 
-static struct record *record_new(struct logs *lg, const struct sonde_data_event *ev)
+static struct record *record_new(struct logs *lg, const struct stream *s,
+				 const struct sonde_data_event *ev)
 {
 	struct record *r = lg->free_records;
 
@@ -101,7 +104,8 @@ static struct record *record_new(struct logs *lg, const struct sonde_data_event 
 		proc_info_ref(r->proc);
 	r->ts = ev->hdr.ts;
 	r->tid = ev->hdr.tid;
-	r->iostream = ev->hdr.fd == 2 ? LOG_STDERR : LOG_STDOUT;
+	r->iostream = s->file_path[0] ? LOG_FILE : ev->hdr.fd == 2 ? LOG_STDERR : LOG_STDOUT;
+	memcpy(r->file_path, s->file_path, sizeof(r->file_path));
 	r->truncated = false;
 	r->len = 0;
 	lg->stats.records++;
@@ -200,7 +204,7 @@ static void add_line(struct logs *lg, struct stream *s, const struct sonde_data_
 		return; /* an empty line is no record */
 	} else {
 		close_record(lg, s);
-		s->open = record_new(lg, ev);
+		s->open = record_new(lg, s, ev);
 		if (!s->open)
 			return;
 		append(s->open, line, len);
@@ -265,6 +269,7 @@ static void emit(struct logs *lg, struct record *r, enum link_log_state state,
 	}
 	out->truncated = r->truncated;
 	out->iostream = r->iostream;
+	snprintf(out->file_path, sizeof(out->file_path), "%s", r->iostream == LOG_FILE ? r->file_path : "");
 	out->len = r->len;
 	memcpy(out->body, r->body, r->len);
 	log_export_commit(lg->out);
@@ -315,21 +320,41 @@ void logs_tick(struct logs *lg, uint64_t now_ns)
 	emit_decided(lg, now_ns == UINT64_MAX);
 }
 
+static void stream_end(struct logs *lg, struct stream **link)
+{
+	struct stream *s = *link;
+
+	close_record(lg, s);
+	*link = s->hash_next;
+	free(s);
+}
+
 void logs_proc_exit(struct logs *lg, uint32_t tgid)
 {
-	for (int32_t fd = 1; fd <= 2; fd++) {
-		struct stream **link = bucket_of(lg, tgid, fd);
+	for (size_t b = 0; b < STREAM_BUCKETS; b++) {
+		struct stream **link = &lg->buckets[b];
 
-		while (*link && ((*link)->tgid != tgid || (*link)->fd != fd))
-			link = &(*link)->hash_next;
-		if (*link) {
-			struct stream *s = *link;
-
-			close_record(lg, s);
-			*link = s->hash_next;
-			free(s);
+		while (*link) {
+			if ((*link)->tgid == tgid)
+				stream_end(lg, link);
+			else
+				link = &(*link)->hash_next;
 		}
 	}
+}
+
+void logs_set_file(struct logs *lg, uint32_t tgid, int32_t fd, const char *path)
+{
+	struct stream **link = bucket_of(lg, tgid, fd);
+	struct stream *s;
+
+	while (*link && ((*link)->tgid != tgid || (*link)->fd != fd))
+		link = &(*link)->hash_next;
+	if (*link)
+		stream_end(lg, link);
+	if (!path || !(s = stream_get(lg, tgid, fd)))
+		return;
+	snprintf(s->file_path, sizeof(s->file_path), "%s", path);
 }
 
 void logs_get_stats(const struct logs *lg, struct logs_stats *out)

@@ -57,6 +57,9 @@ void logs_write(struct logs *lg, const struct sonde_data_event *ev);
 void logs_tick(struct logs *lg, uint64_t now_ns);
 /* The process exited: its records end. */
 void logs_proc_exit(struct logs *lg, uint32_t tgid);
+/* tgid's fd is a configured log file at path (NULL: it no longer is): its
+ * records say so (log.file.path). */
+void logs_set_file(struct logs *lg, uint32_t tgid, int32_t fd, const char *path);
 void logs_get_stats(const struct logs *lg, struct logs_stats *out);
 
 #endif

@@ -321,6 +321,13 @@ struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid, const char 
 	return info;
 }
 
+void proc_table_each(const struct proc_table *t, void (*fn)(void *ctx, uint32_t pid), void *ctx)
+{
+	for (size_t b = 0; b < PROC_BUCKETS; b++)
+		for (const struct proc_info *p = t->buckets[b]; p; p = p->next)
+			fn(ctx, p->pid);
+}
+
 bool proc_table_has(const struct proc_table *t, uint32_t pid)
 {
 	return find(t, pid) != NULL;

@@ -29,6 +29,9 @@ void proc_table_free(struct proc_table *table);
  * process whose /proc entry is already gone. */
 struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
+/* Calls fn for every process in the table. */
+void proc_table_each(const struct proc_table *table, void (*fn)(void *ctx, uint32_t pid),
+		     void *ctx);
 void proc_table_forget(struct proc_table *table, uint32_t pid);
 
 /* Spans hold a reference across threads. */
