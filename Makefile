@@ -52,7 +52,8 @@ $(BUILD)/otlp.pb-c.c $(BUILD)/otlp.pb-c.h: proto/otlp.proto | $(BUILD)
 $(BUILD)/otlp.pb-c.o: $(BUILD)/otlp.pb-c.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/export/otlp_encode.o $(BUILD)/export/otlp_metrics.o $(BUILD)/export/otlp_logs.o: \
+$(BUILD)/export/otlp_encode.o $(BUILD)/export/otlp_metrics.o $(BUILD)/export/otlp_logs.o \
+	$(BUILD)/export/otlp_kv.o: \
 	$(BUILD)/otlp.pb-c.h
 
 $(BUILD)/%.o: user/%.c | $(BUILD)

@@ -1,6 +1,7 @@
 #include "otlp_logs.h"
 
 #include "arena.h"
+#include "otlp_kv.h"
 #include "otlp.pb-c.h"
 #include "otlp_encode.h"
 #include "semconv.h"
@@ -13,16 +14,6 @@
 /* log.iostream or log.file.*, sonde.log.truncated, and the line's own
  * fields. */
 #define RECORD_ATTRS_MAX (3 + LOGLINE_FIELDS_MAX)
-
-/* Attributes into arena-held KeyValues; strings are copied (the parsed
- * line is reused for the next record) and redacted. */
-struct kv_list {
-	struct arena *arena;
-	const struct log_redaction *redaction;
-	Otlp__KeyValue **kv;
-	size_t n, max;
-	bool failed;
-};
 
 static char *copy_text(struct arena *a, const struct log_redaction *r, const char *text,
 		       size_t len)
@@ -41,68 +32,17 @@ static char *copy_text(struct arena *a, const struct log_redaction *r, const cha
 	return out;
 }
 
-static Otlp__AnyValue *kv_add(struct kv_list *l, const char *key)
-{
-	Otlp__KeyValue *kv = arena_alloc(l->arena, sizeof(*kv));
-	Otlp__AnyValue *value = arena_alloc(l->arena, sizeof(*value));
-	char *key_copy = copy_text(l->arena, NULL, key, strlen(key));
-
-	if (!kv || !value || !key_copy || l->n == l->max) {
-		l->failed = true;
-		return NULL;
-	}
-	otlp__key_value__init(kv);
-	otlp__any_value__init(value);
-	kv->key = key_copy;
-	kv->value = value;
-	l->kv[l->n++] = kv;
-	return value;
-}
-
-static void kv_str(void *ctx, const char *key, const char *text)
-{
-	struct kv_list *l = ctx;
-	Otlp__AnyValue *v = kv_add(l, key);
-
-	if (!v)
-		return;
-	v->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
-	v->string_value = copy_text(l->arena, l->redaction, text, strlen(text));
-	if (!v->string_value)
-		l->failed = true;
-}
-
-static void kv_i64(void *ctx, const char *key, int64_t number)
-{
-	Otlp__AnyValue *v = kv_add(ctx, key);
-
-	if (v) {
-		v->value_case = OTLP__ANY_VALUE__VALUE_INT_VALUE;
-		v->int_value = number;
-	}
-}
-
-static void kv_bool(void *ctx, const char *key, bool flag)
-{
-	Otlp__AnyValue *v = kv_add(ctx, key);
-
-	if (v) {
-		v->value_case = OTLP__ANY_VALUE__VALUE_BOOL_VALUE;
-		v->bool_value = flag;
-	}
-}
-
 /* ---- one record -------------------------------------------------------------- */
 
 static int record_attributes(struct arena *a, const struct log_redaction *redaction,
 			     const struct log_record *rec, const struct logline *line,
 			     Otlp__LogRecord *out)
 {
-	struct kv_list l = { .arena = a, .redaction = redaction, .max = RECORD_ATTRS_MAX };
-	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &l };
+	/* The parsed line is reused for the next record: its strings are copied. */
+	struct otlp_kv_list l = { .copy = true, .redaction = redaction };
+	struct attr_sink sink = otlp_kv_sink(&l);
 
-	l.kv = arena_alloc(a, RECORD_ATTRS_MAX * sizeof(*l.kv));
-	if (!l.kv)
+	if (!otlp_kv_init(&l, a, RECORD_ATTRS_MAX))
 		return -ENOMEM;
 	log_record_attributes(rec, &sink);
 	logline_attributes(line, &sink);
@@ -161,11 +101,11 @@ static Otlp__ResourceLogs *resource_message(struct arena *a, const struct resour
 	Otlp__ScopeLogs *sl = arena_alloc(a, sizeof(*sl));
 	Otlp__ScopeLogs **sl_ptr = arena_alloc(a, sizeof(*sl_ptr));
 	char *scratch = arena_alloc(a, SEMCONV_RESOURCE_SCRATCH);
-	struct kv_list attrs = { .arena = a, .max = SEMCONV_RESOURCE_ATTRS_MAX };
-	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &attrs };
+	struct otlp_kv_list attrs = { 0 };
+	struct attr_sink sink = otlp_kv_sink(&attrs);
 
-	attrs.kv = arena_alloc(a, SEMCONV_RESOURCE_ATTRS_MAX * sizeof(*attrs.kv));
-	if (!rl || !resource || !sl || !sl_ptr || !scratch || !attrs.kv)
+	if (!rl || !resource || !sl || !sl_ptr || !scratch ||
+	    !otlp_kv_init(&attrs, a, SEMCONV_RESOURCE_ATTRS_MAX))
 		return NULL;
 	otlp__resource__init(resource);
 	if (res->proc)

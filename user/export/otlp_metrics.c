@@ -1,6 +1,7 @@
 #include "otlp_metrics.h"
 
 #include "arena.h"
+#include "otlp_kv.h"
 #include "otlp.pb-c.h"
 #include "otlp_encode.h"
 #include "semconv.h"
@@ -15,66 +16,6 @@
 #define PROCESS_METRICS 2
 
 /* ---- attributes ------------------------------------------------------------ */
-
-/* Collects attributes into KeyValues. */
-struct kv_list {
-	struct arena *arena;
-	Otlp__KeyValue **kv;
-	size_t n, max;
-	bool skip_service; /* a point's: its resource carries service.name */
-	bool failed;
-};
-
-static Otlp__AnyValue *kv_add(struct kv_list *l, const char *key)
-{
-	Otlp__KeyValue *kv;
-	Otlp__AnyValue *value;
-
-	if (l->skip_service && strcmp(key, "service.name") == 0)
-		return NULL;
-	kv = arena_alloc(l->arena, sizeof(*kv));
-	value = arena_alloc(l->arena, sizeof(*value));
-	if (!kv || !value || l->n == l->max) {
-		l->failed = true;
-		return NULL;
-	}
-	otlp__key_value__init(kv);
-	otlp__any_value__init(value);
-	kv->key = (char *)key;
-	kv->value = value;
-	l->kv[l->n++] = kv;
-	return value;
-}
-
-static void kv_str(void *ctx, const char *key, const char *text)
-{
-	Otlp__AnyValue *v = kv_add(ctx, key);
-
-	if (v) {
-		v->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
-		v->string_value = (char *)text;
-	}
-}
-
-static void kv_i64(void *ctx, const char *key, int64_t number)
-{
-	Otlp__AnyValue *v = kv_add(ctx, key);
-
-	if (v) {
-		v->value_case = OTLP__ANY_VALUE__VALUE_INT_VALUE;
-		v->int_value = number;
-	}
-}
-
-static void kv_bool(void *ctx, const char *key, bool flag)
-{
-	Otlp__AnyValue *v = kv_add(ctx, key);
-
-	if (v) {
-		v->value_case = OTLP__ANY_VALUE__VALUE_BOOL_VALUE;
-		v->bool_value = flag;
-	}
-}
 
 static void count_str(void *ctx, const char *key, const char *text)
 {
@@ -97,13 +38,11 @@ static bool series_kv(struct arena *a, const struct metric_series *s, Otlp__KeyV
 {
 	size_t count = 0;
 	struct attr_sink counter = { count_str, count_i64, count_bool, &count };
-	struct kv_list l = { .arena = a, .skip_service = true };
-	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &l };
+	struct otlp_kv_list l = { .skip_key = "service.name" };
+	struct attr_sink sink = otlp_kv_sink(&l);
 
 	metric_series_attributes(s, &counter);
-	l.max = count;
-	l.kv = arena_alloc(a, (count + 1) * sizeof(*l.kv));
-	if (!l.kv)
+	if (!otlp_kv_init(&l, a, count))
 		return false;
 	metric_series_attributes(s, &sink);
 	*out = l.kv;
@@ -453,11 +392,10 @@ static Otlp__ResourceMetrics *resource_message(struct request *r, const struct r
 	Otlp__Resource *resource = arena_alloc(&r->arena, sizeof(*resource));
 	Otlp__ScopeMetrics *sm = arena_alloc(&r->arena, sizeof(*sm));
 	Otlp__ScopeMetrics **sm_ptr = arena_alloc(&r->arena, sizeof(*sm_ptr));
-	struct kv_list attrs = { .arena = &r->arena, .max = RESOURCE_ATTRS };
-	struct attr_sink sink = { kv_str, kv_i64, kv_bool, &attrs };
+	struct otlp_kv_list attrs = { 0 };
+	struct attr_sink sink = otlp_kv_sink(&attrs);
 
-	attrs.kv = arena_alloc(&r->arena, RESOURCE_ATTRS * sizeof(*attrs.kv));
-	if (!rm || !resource || !sm || !sm_ptr || !attrs.kv)
+	if (!rm || !resource || !sm || !sm_ptr || !otlp_kv_init(&attrs, &r->arena, RESOURCE_ATTRS))
 		return NULL;
 	sink.str(sink.ctx, "service.name", res->service);
 	attr_put_str(&sink, "host.name", r->view->host_name);

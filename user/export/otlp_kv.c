@@ -1,0 +1,93 @@
+#include "otlp_kv.h"
+
+#include <string.h>
+
+bool otlp_kv_init(struct otlp_kv_list *l, struct arena *a, size_t max)
+{
+	l->arena = a;
+	l->n = 0;
+	l->max = max;
+	l->failed = false;
+	l->kv = arena_alloc(a, (max + 1) * sizeof(*l->kv));
+	return l->kv != NULL;
+}
+
+static char *copy_text(struct otlp_kv_list *l, const char *text, bool redact)
+{
+	size_t len = strlen(text);
+	size_t room = (redact && l->redaction ? LOGLINE_TEXT_MAX : len) + 1;
+	char *out = arena_alloc(l->arena, room);
+
+	if (!out)
+		return NULL;
+	if (redact && l->redaction) {
+		log_redact(l->redaction, text, len, out, room);
+	} else {
+		memcpy(out, text, len);
+		out[len] = '\0';
+	}
+	return out;
+}
+
+static Otlp__AnyValue *add(struct otlp_kv_list *l, const char *key)
+{
+	Otlp__KeyValue *kv;
+	Otlp__AnyValue *value;
+
+	if (l->skip_key && strcmp(key, l->skip_key) == 0)
+		return NULL;
+	kv = arena_alloc(l->arena, sizeof(*kv));
+	value = arena_alloc(l->arena, sizeof(*value));
+	if (!kv || !value || l->n == l->max) {
+		l->failed = true;
+		return NULL;
+	}
+	otlp__key_value__init(kv);
+	otlp__any_value__init(value);
+	kv->key = l->copy ? copy_text(l, key, false) : (char *)key;
+	if (!kv->key) {
+		l->failed = true;
+		return NULL;
+	}
+	kv->value = value;
+	l->kv[l->n++] = kv;
+	return value;
+}
+
+static void put_str(void *ctx, const char *key, const char *text)
+{
+	struct otlp_kv_list *l = ctx;
+	Otlp__AnyValue *v = add(l, key);
+
+	if (!v)
+		return;
+	v->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+	v->string_value = l->copy ? copy_text(l, text, true) : (char *)text;
+	if (!v->string_value)
+		l->failed = true;
+}
+
+static void put_i64(void *ctx, const char *key, int64_t number)
+{
+	Otlp__AnyValue *v = add(ctx, key);
+
+	if (v) {
+		v->value_case = OTLP__ANY_VALUE__VALUE_INT_VALUE;
+		v->int_value = number;
+	}
+}
+
+static void put_bool(void *ctx, const char *key, bool flag)
+{
+	Otlp__AnyValue *v = add(ctx, key);
+
+	if (v) {
+		v->value_case = OTLP__ANY_VALUE__VALUE_BOOL_VALUE;
+		v->bool_value = flag;
+	}
+}
+
+struct attr_sink otlp_kv_sink(struct otlp_kv_list *l)
+{
+	return (struct attr_sink){ put_str, put_i64, put_bool, l };
+}
