@@ -16,8 +16,8 @@ round after round, in one sitting, and every ratio is against the untraced
            and at maximum rate, export off against export on.
   logs     FastAPI on uvicorn logging one access line per request, logs off
            against logs on (console, to /dev/null), maximum rate; and a
-           process writing 50k lines/s, logs off against on: sonde's CPU
-           per line and memory.
+           process writing 50k lines/s, logs off against on (OTLP/HTTP to an
+           nginx answering 200): sonde's CPU per line and memory.
   metrics  nginx at maximum rate, metrics off against metrics on (the
            Prometheus endpoint, scraped every second as Prometheus would);
            and the agent's memory with one metric series against 10k
@@ -115,13 +115,13 @@ http {{
 
 def nginx(workdir, name, sink=False):
     """The benchmarked nginx (one worker pinned to CPU 0), or an unpinned sink
-    that takes any OTLP/HTTP body and answers 200."""
+    that takes any OTLP/HTTP body (/v1/traces, /v1/logs...) and answers 200."""
     port = free_port()
     conf = Path(workdir) / f"{name}.conf"
     conf.write_text(NGINX_CONF.format(
         dir=workdir, port=port, name=name,
         pin="" if sink else "worker_cpu_affinity 01;",
-        location=("location /v1/traces { return 200; }" if sink
+        location=("location /v1/ { return 200; }" if sink
                   else 'location / { return 200 "hello\\n"; }')))
     return Server(["nginx", "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")], port,
                   cpu=None)
@@ -359,12 +359,22 @@ FLOOD = ROOT / "tests" / "e2e" / "apps" / "log_flood.py"
 
 def log_flood_cost(workdir, rounds, rate=50000, seconds=5):
     """A process writing `rate` lines a second: sonde's CPU with logs off
-    and on (the limit raised above the rate), alternating; the difference
-    per line is what a line costs."""
+    and on (exported over OTLP/HTTP to an nginx that answers 200; the limit
+    raised above the rate), alternating; the difference per line is what a
+    line costs."""
+    sink = nginx(workdir, "logs-sink", sink=True)
     variants = {"off": dict(RING),
-                "on": dict(RING, OTEL_LOGS_EXPORTER="console",
+                "on": dict(RING, OTEL_LOGS_EXPORTER="otlp",
+                           OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.port}",
                            SONDE_LOGS_RATE_LIMIT=str(2 * rate))}
     runs = {"off": [], "on": []}
+    try:
+        return flood_rounds(workdir, rounds, rate, seconds, variants, runs)
+    finally:
+        sink.stop()
+
+
+def flood_rounds(workdir, rounds, rate, seconds, variants, runs):
     for n in range(rounds):
         for kind in (("off", "on") if n % 2 == 0 else ("on", "off")):
             sonde = harness.Sonde(workdir, f"flood-{kind}-{n}", variants[kind])
@@ -379,7 +389,9 @@ def log_flood_cost(workdir, rounds, rate=50000, seconds=5):
             lines = int(flood.stderr.split()[-1])
             runs[kind].append({"lines": lines, "cpu_s": cpu, "peak_rss_mb": rss,
                                "records": stats.get("log_records_made", 0),
-                               "dropped": stats.get("log_writes_dropped", 0)})
+                               "exported": stats.get("log_records_exported", 0),
+                               "dropped": stats.get("log_writes_dropped", 0)
+                               + stats.get("log_records_dropped", 0)})
             print(f"  flood round {n + 1} {kind}: {runs[kind][-1]}", flush=True)
     per_line = [(on["cpu_s"] - off["cpu_s"]) * 1e6 / on["lines"]
                 for on, off in zip(runs["on"], runs["off"])]
