@@ -276,3 +276,27 @@ ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
         assert "log.iostream" not in r["attributes"]
         assert r["severity_number"] == "SEVERITY_NUMBER_WARN"
         assert (r["trace_id"], r["span_id"]) == (spans[rid]["trace_id"], spans[rid]["span_id"])
+
+
+def test_a_dead_collector_costs_records_counted_never_the_application(workdir):
+    """Logs and metrics exported to a port where nothing listens: the
+    records and collections are counted as failed, the traced server goes
+    on serving, and sonde stops cleanly."""
+    dead = free_port()
+    agent = Agent(workdir, name="sonde-dead-collector", extra_env={
+        "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_BLRP_EXPORT_TIMEOUT": "1500",
+        "OTEL_METRIC_EXPORT_TIMEOUT": "1500", "SONDE_STATS_INTERVAL": "1"})
+    server = LogServer(workdir, "pipe")
+    try:
+        for i in range(5):
+            server.get("/", f"dead-{i}")
+        stats = agent.wait_stats(lambda c: c["log_records_failed"] >= 10 and
+                                 c["metric_exports_failed"] >= 1, timeout=30)
+    finally:
+        server.stop()
+        assert agent.stop() == 0, agent.err_path.read_text()
+    assert stats["log_records_exported"] == 0
+    assert "OTLP logs:" in agent.err_path.read_text()
