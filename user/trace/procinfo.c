@@ -164,39 +164,44 @@ static int first_positional(char *const *argv, int argc, int from)
 	return -1;
 }
 
+int argv_program_index(char *const *argv, int argc)
+{
+	if (argc == 0)
+		return -1;
+	if (!is_interpreter(basename_of(argv[0])))
+		return 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-e") == 0)
+			return 0; /* inline code: the interpreter is the best name */
+		if ((strcmp(argv[i], "-m") == 0 || strcmp(argv[i], "-jar") == 0) && i + 1 < argc)
+			return i + 1;
+		if (argv[i][0] != '-')
+			return i;
+		if (option_takes_value(argv[i]))
+			i++;
+	}
+	return 0;
+}
+
 void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
 {
-	const char *program = argc > 0 ? basename_of(argv[0]) : "";
-	char name[128];
-	int next = 1, app;
+	int at = argv_program_index(argv, argc);
+	char name[128] = "";
+	int app;
 
-	/* "nginx: worker process": a process title rewritten over argv. */
-	snprintf(name, sizeof(name), "%.*s", (int)strcspn(program, ":"), program);
-	if (argc > 0 && is_interpreter(program)) {
-		for (int i = 1; i < argc; i++) {
-			if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-e") == 0)
-				break; /* inline code: the interpreter is the best name */
-			if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) {
-				snprintf(name, sizeof(name), "%s", argv[i + 1]);
-				next = i + 2;
-				break;
-			}
-			if (strcmp(argv[i], "-jar") == 0 && i + 1 < argc) {
-				snprintf(name, sizeof(name), "%s", basename_of(argv[i + 1]));
-				next = i + 2;
-				break;
-			}
-			if (argv[i][0] != '-') {
-				snprintf(name, sizeof(name), "%s", basename_of(argv[i]));
-				next = i + 1;
-				break;
-			}
-			if (option_takes_value(argv[i]))
-				i++;
-		}
+	if (at > 0) {
+		/* A module (-m) is named as given; a script or jar by its file. */
+		bool module = strcmp(argv[at - 1], "-m") == 0;
+
+		snprintf(name, sizeof(name), "%s", module ? argv[at] : basename_of(argv[at]));
 		strip_extension(name);
+	} else if (at == 0) {
+		/* "nginx: worker process": a process title rewritten over argv. */
+		const char *program = basename_of(argv[0]);
+
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(program, ":"), program);
 	}
-	app = is_launcher(name) ? first_positional(argv, argc, next) : -1;
+	app = is_launcher(name) ? first_positional(argv, argc, at + 1) : -1;
 	if (app >= 0)
 		snprintf(out, size, "%s %s", name, argv[app]);
 	else

@@ -43,6 +43,9 @@ void proc_info_unref(struct proc_info *info);
  * launcher (uvicorn, gunicorn...) also the application it serves:
  * `python3 -m uvicorn api:app` gives "uvicorn api:app". */
 void service_name_from_argv(char *const *argv, int argc, char *out, size_t size);
+/* The argument that names the program: 0, or for an interpreter the
+ * script, module or jar it runs (0 for inline code); -1 for no argv. */
+int argv_program_index(char *const *argv, int argc);
 /* service.name from an OTEL_RESOURCE_ATTRIBUTES value; false if absent. */
 bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size);
 
