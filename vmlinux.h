@@ -115,7 +115,14 @@ struct pt_regs {
 	unsigned long di;
 };
 
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+};
+
 struct task_struct {
+	int exit_code;
+	struct mm_struct *mm;
 	pid_t pid;
 	pid_t tgid;
 	struct files_struct *files;

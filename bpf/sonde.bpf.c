@@ -386,18 +386,35 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 
 /* The agent looks at a program once it has been exec'd: a CPython
  * interpreter gets its sonde_py_layout before it serves anything. */
+/* With its argv, read now: a short command may be gone before the agent
+ * could read /proc (command spans name it from there). */
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(void *ctx)
 {
-	struct sonde_event_header ev = {};
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
+	struct sonde_exec_event *ev;
+	__u64 start, len;
 
-	ev.type = SONDE_EV_PROC_EXEC;
-	ev.tgid = id >> 32;
-	ev.tid = (__u32)id;
-	ev.fd = -1;
-	ev.ts = bpf_ktime_get_ns();
-	submit(ctx, &ev, sizeof(ev));
+	if (!scratch)
+		return 0;
+	ev = (struct sonde_exec_event *)&scratch->ev;
+	ev->hdr.type = SONDE_EV_PROC_EXEC;
+	ev->hdr.tgid = id >> 32;
+	ev->hdr.tid = (__u32)id;
+	ev->hdr.fd = -1;
+	ev->hdr.conn_gen = 0;
+	ev->hdr.ts = bpf_ktime_get_ns();
+	start = BPF_CORE_READ(task, mm, arg_start);
+	len = BPF_CORE_READ(task, mm, arg_end) - start;
+	if (len > SONDE_EXEC_ARGS_MAX)
+		len = SONDE_EXEC_ARGS_MAX;
+	if (len == 0 || bpf_probe_read_user(ev->args, (__u32)len, (const void *)start))
+		len = 0;
+	ev->args_len = (__u16)len;
+	submit(ctx, ev, SONDE_EXEC_EVENT_SIZE(len));
 	return 0;
 }
 
@@ -407,15 +424,17 @@ SEC("tracepoint/sched/sched_process_exit")
 int process_exit(void *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct sonde_event_header ev = {};
+	struct sonde_exit_event ev = {};
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	ev.type = SONDE_EV_PROC_EXIT;
-	ev.tgid = BPF_CORE_READ(task, tgid);
-	ev.tid = BPF_CORE_READ(task, pid);
-	ev.fd = -1;
-	ev.ts = bpf_ktime_get_ns();
+	ev.hdr.type = SONDE_EV_PROC_EXIT;
+	ev.hdr.tgid = BPF_CORE_READ(task, tgid);
+	ev.hdr.tid = BPF_CORE_READ(task, pid);
+	ev.hdr.fd = -1;
+	ev.hdr.ts = bpf_ktime_get_ns();
+	/* do_exit sets it before this tracepoint: the group's code for exit_group. */
+	ev.exit_status = BPF_CORE_READ(task, exit_code);
 	submit(ctx, &ev, sizeof(ev));
 	return 0;
 }

@@ -42,9 +42,9 @@ enum sonde_event_type {
 	SONDE_EV_DATA = 1,      /* struct sonde_data_event */
 	SONDE_EV_CONN = 2,      /* struct sonde_conn_event */
 	SONDE_EV_CLOSE = 3,     /* struct sonde_close_event */
-	SONDE_EV_PROC_EXIT = 4, /* struct sonde_event_header alone */
-	SONDE_EV_PROC_EXEC = 5, /* struct sonde_event_header alone: tgid ran
-	                           execve, so its program may now be Python */
+	SONDE_EV_PROC_EXIT = 4, /* struct sonde_exit_event */
+	SONDE_EV_PROC_EXEC = 5, /* struct sonde_exec_event: tgid ran execve, so
+	                           its program may now be Python */
 	SONDE_EV_LOG = 6,       /* struct sonde_data_event: a write to the
 	                           process's stdout or stderr (hdr.fd 1 or 2),
 	                           or to a configured log file it has open;
@@ -184,6 +184,28 @@ struct sonde_conn_event {
 	__u8 raddr[16]; /* remote address, same layout */
 	char comm[16];  /* thread name, for a process gone before the agent
 	                   reads /proc */
+};
+
+/* Bytes of a new program's argv sent with its exec event. */
+#define SONDE_EXEC_ARGS_MAX 512
+
+/* A process ran execve; variable-length on the wire:
+ * SONDE_EXEC_EVENT_SIZE(args_len). */
+struct sonde_exec_event {
+	struct sonde_event_header hdr;
+	__u16 args_len; /* bytes of args: the argv strings, each ending in NUL,
+	                   cut at SONDE_EXEC_ARGS_MAX; 0 when unreadable */
+	__u8 pad[6];
+	char args[SONDE_EXEC_ARGS_MAX];
+};
+
+#define SONDE_EXEC_EVENT_SIZE(bytes) (offsetof(struct sonde_exec_event, args) + (bytes))
+
+/* The last thread of a process exited (tid: that thread). */
+struct sonde_exit_event {
+	struct sonde_event_header hdr;
+	__s32 exit_status; /* as wait(2) reports it: code << 8, or the signal */
+	__u8 pad[4];
 };
 
 struct sonde_close_event {

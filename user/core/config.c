@@ -282,6 +282,10 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = getenv_fn("OTEL_LOGS_EXPORTER");
 	if (v && v[0] && parse_log_exporters(v, "OTEL_LOGS_EXPORTER", &cfg->log_sinks, err, size))
 		return -1;
+	v = getenv_fn("SONDE_COMMAND_SPANS");
+	if (v && v[0] && set_text(cfg->command_spans, sizeof(cfg->command_spans), v,
+				  "SONDE_COMMAND_SPANS", err, size))
+		return -1;
 	v = getenv_fn("SONDE_LOGS_FILES");
 	if (v && v[0] && set_text(cfg->log_files, sizeof(cfg->log_files), v, "SONDE_LOGS_FILES",
 				  err, size))
@@ -314,6 +318,7 @@ enum {
 	OPT_LOGS_EXPORTER,
 	OPT_LOGS_REDACT,
 	OPT_LOGS_FILES,
+	OPT_COMMAND_SPANS,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -323,7 +328,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[15 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[16 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -342,6 +347,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "logs-exporter", required_argument, NULL, OPT_LOGS_EXPORTER };
 	opts[n++] = (struct option){ "logs-redact", required_argument, NULL, OPT_LOGS_REDACT };
 	opts[n++] = (struct option){ "logs-files", required_argument, NULL, OPT_LOGS_FILES };
+	opts[n++] = (struct option){ "command-spans", required_argument, NULL, OPT_COMMAND_SPANS };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -389,6 +395,11 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_LOGS_EXPORTER:
 			if (parse_log_exporters(optarg, "--logs-exporter", &cfg->log_sinks, err, size))
+				return -1;
+			break;
+		case OPT_COMMAND_SPANS:
+			if (set_text(cfg->command_spans, sizeof(cfg->command_spans), optarg,
+				     "--command-spans", err, size))
 				return -1;
 			break;
 		case OPT_LOGS_FILES:
@@ -529,6 +540,8 @@ void config_usage(FILE *out)
 		"                            localhost:9464)\n"
 		"  --metrics-cardinality-limit N   series per metric before the overflow series\n"
 		"                            (SONDE_METRICS_CARDINALITY_LIMIT; default 2000)\n"
+		"  --command-spans A,B       programs (or scripts) that get a span from exec to\n"
+		"                            exit, the parent of their spans (SONDE_COMMAND_SPANS)\n"
 		"  --logs-exporter LIST      what traced processes write to stdout and stderr, as\n"
 		"                            OTLP log records: otlp, console, none (OTEL_LOGS_\n"
 		"                            EXPORTER; default none); OTEL_EXPORTER_OTLP_LOGS_X\n"

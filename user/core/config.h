@@ -48,6 +48,7 @@ struct sonde_config {
 	uint32_t blrp_timeout_ms;   /* OTEL_BLRP_EXPORT_TIMEOUT */
 	char log_redact[2048];      /* SONDE_LOGS_REDACT: patterns, ";;" between */
 	char log_files[2048];       /* SONDE_LOGS_FILES: paths or patterns, ':' between */
+	char command_spans[1024];   /* SONDE_COMMAND_SPANS: programs, ',' between */
 	bool verbose;
 	bool help;
 	bool version;

@@ -1,6 +1,7 @@
 /* sonde: the agent. Wires the probe (kernel side), the tracker (events to
  * spans) and the exporter (spans out), and runs the poll loop. */
 #include "clock.h"
+#include "command.h"
 #include "config.h"
 #include "exporter.h"
 #include "log.h"
@@ -24,7 +25,7 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
-#define STATS_GROUPS 10
+#define STATS_GROUPS 11
 #define EXIT_FORCED 3
 
 #define AGENT_COUNTERS(X) \
@@ -54,6 +55,7 @@ struct agent {
 	struct log_export *log_export;   /* NULL: logs off */
 	struct logs *logs;
 	struct logfiles *logfiles;       /* NULL: no log files configured */
+	struct commands *commands;       /* NULL: no command spans configured */
 	struct agent_stats stats;
 	uint64_t lost_ringbuf_reported;
 	uint64_t log_drops_reported;
@@ -101,8 +103,21 @@ static void on_record(void *ctx, const void *record, size_t size)
 	struct agent *a = ctx;
 	const struct sonde_event_header *hdr = record;
 
-	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC)
+	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC) {
 		look_at_program(a, hdr->tgid, true);
+		const struct sonde_exec_event *ex = record;
+		bool has_args = size >= offsetof(struct sonde_exec_event, args) &&
+				ex->args_len <= SONDE_EXEC_ARGS_MAX &&
+				size >= SONDE_EXEC_EVENT_SIZE(ex->args_len);
+
+		if (a->commands)
+			commands_exec(a->commands, hdr->tgid, hdr->ts, ex->args,
+				      has_args ? ex->args_len : 0);
+	}
+	if (a->commands && size >= sizeof(struct sonde_exit_event) &&
+	    hdr->type == SONDE_EV_PROC_EXIT)
+		commands_exit(a->commands, hdr->tgid, hdr->ts,
+			      ((const struct sonde_exit_event *)record)->exit_status);
 	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_LOG) {
 		if (a->logs && size >= offsetof(struct sonde_data_event, data) &&
 		    size >= SONDE_DATA_EVENT_SIZE(((const struct sonde_data_event *)record)->captured))
@@ -148,6 +163,7 @@ struct stats_snapshot {
 	struct metrics_stats metrics;
 	struct logs_stats logs;
 	struct log_export_stats log_export;
+	struct command_stats commands;
 };
 
 static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
@@ -171,6 +187,11 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 					      &a->pytask.stats };
 	groups[n++] = (struct counter_group){ exporter_counters, exporter_counter_count,
 					      &snap->exporter };
+	if (a->commands) {
+		commands_get_stats(a->commands, &snap->commands);
+		groups[n++] = (struct counter_group){ command_counters, command_counter_count,
+						      &snap->commands };
+	}
 	if (a->logs) {
 		logs_get_stats(a->logs, &snap->logs);
 		log_export_get_stats(a->log_export, &snap->log_export);
@@ -504,6 +525,14 @@ static int start(struct agent *a)
 		return -ENOMEM;
 	if (a->cfg.log_sinks && (err = start_logs(a)))
 		return err;
+	if (a->cfg.command_spans[0]) {
+		a->commands = commands_new(a->cfg.command_spans, "/proc", tracker_linker(a->tracker),
+					   a->exporter, a->procs, &a->clock, why, sizeof(why));
+		if (!a->commands) {
+			log_error("%s", why);
+			return -EINVAL;
+		}
+	}
 	pytask_init(&a->pytask, "/proc");
 	err = probe_start(&a->probe, &popts, on_record, a);
 	if (err)
@@ -521,6 +550,8 @@ static void stop(struct agent *a)
 		probe_detach(a->probe);
 		tracker_tick(a->tracker, monotonic_now_ns());
 		tracker_tick(a->tracker, UINT64_MAX);
+		if (a->commands)
+			commands_end_all(a->commands, monotonic_now_ns());
 		if (a->logs) {
 			logs_tick(a->logs, UINT64_MAX);
 			log_export_stop(a->log_export);
@@ -534,6 +565,7 @@ static void stop(struct agent *a)
 	log_export_free(a->log_export);
 	log_redaction_free(a->redaction);
 	logfiles_free(a->logfiles);
+	commands_free(a->commands);
 	probe_free(a->probe);
 	tracker_free(a->tracker);
 	metrics_free(a->metrics);

@@ -149,7 +149,7 @@ size_t console_format_span(const struct span *s, char *out, size_t out_size)
 	put(&o, ", \"span_id\": ");
 	put_hex_id(&o, s->span_id, SPAN_ID_SIZE);
 	put(&o, ", \"trace_state\": \"[]\"}, \"kind\": ");
-	put(&o, s->kind == SPAN_KIND_SERVER ? "\"SpanKind.SERVER\"" : "\"SpanKind.CLIENT\"");
+	putf(&o, "\"SpanKind.%s\"", span_kind_name(s->kind));
 	put(&o, ", \"parent_id\": ");
 	if (s->has_parent)
 		put_hex_id(&o, s->parent_span_id, SPAN_ID_SIZE);

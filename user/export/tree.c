@@ -33,7 +33,7 @@ static void print_span(struct tree_view *tv, const struct tree_span *s, const ch
 		       bool last)
 {
 	fprintf(tv->out, "%s%s %s: %s (%s) %.1f ms", prefix, last ? "└─" : "├─", s->service,
-		s->name, s->kind == SPAN_KIND_SERVER ? "SERVER" : "CLIENT",
+		s->name, span_kind_name(s->kind),
 		ms_between(s->start_unix_ns, s->end_unix_ns));
 	if (!s->answered)
 		fprintf(tv->out, " no response");

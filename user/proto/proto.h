@@ -12,6 +12,7 @@
 #ifndef SONDE_PROTO_H
 #define SONDE_PROTO_H
 
+#include "sonde_events.h"
 #include "span.h"
 
 #include <stdbool.h>
@@ -157,6 +158,11 @@ void conn_note(struct proto_conn *pc, enum proto_note note);
 
 /* The protocol with this SONDE_PROTO_* id, or NULL. */
 const struct proto_ops *proto_find(uint8_t id);
+/* Spans sonde makes that no protocol does (command spans, trace/command.c)
+ * have ids past the kernel's: they name and describe spans, never parse. */
+#define PROTO_COMMAND SONDE_PROTO_COUNT
+/* The ops that name and describe a span: its protocol's, or PROTO_COMMAND's. */
+const struct proto_ops *proto_span_ops(uint8_t id);
 /* Largest exchange_size over every registered protocol: exchanges are
  * pooled at that size. */
 size_t proto_max_exchange_size(void);

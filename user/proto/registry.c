@@ -7,6 +7,7 @@
 
 extern const struct proto_ops postgres_proto;
 extern const struct proto_ops redis_proto;
+extern const struct proto_ops command_proto;
 
 static const struct proto_ops *const protocols[SONDE_PROTO_COUNT] = {
 	[SONDE_PROTO_HTTP1] = &http1_proto,
@@ -17,6 +18,11 @@ static const struct proto_ops *const protocols[SONDE_PROTO_COUNT] = {
 const struct proto_ops *proto_find(uint8_t id)
 {
 	return id < SONDE_PROTO_COUNT ? protocols[id] : NULL;
+}
+
+const struct proto_ops *proto_span_ops(uint8_t id)
+{
+	return id == PROTO_COMMAND ? &command_proto : proto_find(id);
 }
 
 size_t proto_max_exchange_size(void)

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "sonde_events.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,8 +102,19 @@ union held_slot {
 	struct span span;
 };
 
+/* A process whose spans that would start a trace are children of this
+ * span instead (a command span). */
+struct link_root {
+	struct link_root *next;
+	uint32_t tgid;
+	uint8_t flags;
+	uint8_t trace_id[TRACE_ID_SIZE];
+	uint8_t span_id[SPAN_ID_SIZE];
+};
+
 struct linker {
 	struct linker_opts opts;
+	struct link_root *roots;
 	struct exporter *exporter;
 	struct idgen ids;
 	struct link_proc *procs[PROC_BUCKETS];
@@ -435,9 +447,38 @@ static void finalize(struct linker *l, struct link_node *n)
 	}
 }
 
+static const struct link_root *root_of(const struct linker *l, uint32_t tgid)
+{
+	for (const struct link_root *r = l->roots; r; r = r->next)
+		if (r->tgid == tgid)
+			return r;
+	return NULL;
+}
+
+/* A span of a process with a command span is that span's child; a line
+ * it writes outside any request, that span's line. */
+static bool decide_command_child(struct linker *l, struct link_node *n)
+{
+	const struct link_root *r = root_of(l, n->proc->tgid);
+
+	if (!r)
+		return false;
+	memcpy(n->trace_id, r->trace_id, TRACE_ID_SIZE);
+	memcpy(n->parent_span_id, r->span_id, SPAN_ID_SIZE);
+	n->flags = r->flags;
+	n->has_parent = true;
+	n->decided = true;
+	if (!n->log)
+		l->stats.parent_command++;
+	finalize(l, n);
+	return true;
+}
+
 /* A log write's node starts no trace: "no parent" means no ids. */
 static void decide_root(struct linker *l, struct link_node *n, uint64_t *reason)
 {
+	if (l->roots && decide_command_child(l, n))
+		return;
 	n->has_parent = false;
 	n->decided = true;
 	if (n->log) {
@@ -693,6 +734,36 @@ enum link_log_state linker_log_ids(const struct link_node *n, uint8_t *trace_id,
 	return LINK_LOG_SPAN;
 }
 
+int linker_set_root(struct linker *l, uint32_t tgid, const uint8_t *trace_id,
+		    const uint8_t *span_id, uint8_t flags)
+{
+	struct link_root *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->tgid = tgid;
+	r->flags = flags;
+	memcpy(r->trace_id, trace_id, TRACE_ID_SIZE);
+	memcpy(r->span_id, span_id, SPAN_ID_SIZE);
+	r->next = l->roots;
+	l->roots = r;
+	return 0;
+}
+
+void linker_clear_root(struct linker *l, uint32_t tgid)
+{
+	struct link_root **link = &l->roots;
+
+	while (*link && (*link)->tgid != tgid)
+		link = &(*link)->next;
+	if (*link) {
+		struct link_root *r = *link;
+
+		*link = r->next;
+		free(r);
+	}
+}
+
 void linker_log_release(struct linker *l, struct link_node *n)
 {
 	node_unref(l, n);
@@ -899,6 +970,8 @@ void linker_free(struct linker *l)
 		free(p->closed.slots);
 		free(p);
 	}
+	while (l->roots)
+		linker_clear_root(l, l->roots->tgid);
 	free(l);
 }
 

@@ -48,6 +48,8 @@ struct linker_opts {
 	X(parent_traceparent, "parent_traceparent", TOTAL, "server spans under an incoming traceparent") \
 	X(parent_peer, "parent_peer", TOTAL, "server spans under the client span at the other end") \
 	X(parent_task, "parent_task", TOTAL, "client spans under the request their thread or task served") \
+	X(parent_command, "parent_command", TOTAL, \
+	  "spans under their process's command span, where they would start a trace") \
 	X(roots, "trace_roots", TOTAL, "spans that start a trace, for any reason") \
 	X(root_ambiguous, "root_ambiguous", TOTAL, "client spans with more than one candidate parent") \
 	X(root_task_unknown, "root_task_unknown", TOTAL, "client spans whose task could not be read") \
@@ -120,6 +122,12 @@ enum link_log_state {
  * LINK_LOG_SPAN. */
 enum link_log_state linker_log_ids(const struct link_node *n, uint8_t *trace_id, uint8_t *span_id);
 void linker_log_release(struct linker *l, struct link_node *n);
+/* From now on, spans of tgid that would start a trace are children of
+ * span_id in trace_id (its command span), and its lines written outside
+ * any request that span's. -ENOMEM when out of memory. */
+int linker_set_root(struct linker *l, uint32_t tgid, const uint8_t *trace_id,
+		    const uint8_t *span_id, uint8_t flags);
+void linker_clear_root(struct linker *l, uint32_t tgid);
 /* Decides what can be decided; now_ns is CLOCK_MONOTONIC. */
 void linker_tick(struct linker *l, uint64_t now_ns);
 void linker_get_stats(const struct linker *l, struct linker_stats *out);

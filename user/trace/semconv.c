@@ -7,7 +7,7 @@
 
 void span_format_name(const struct span *s, char *out, size_t size)
 {
-	const struct proto_ops *ops = proto_find(s->proto);
+	const struct proto_ops *ops = proto_span_ops(s->proto);
 
 	if (ops)
 		ops->span_name(s, out, size);
@@ -17,7 +17,7 @@ void span_format_name(const struct span *s, char *out, size_t size)
 
 void semconv_span_attributes(const struct span *s, const struct attr_sink *sink, char *scratch)
 {
-	const struct proto_ops *ops = proto_find(s->proto);
+	const struct proto_ops *ops = proto_span_ops(s->proto);
 
 	if (ops)
 		ops->span_attributes(s, sink, scratch);

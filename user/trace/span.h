@@ -15,9 +15,16 @@
 
 /* Values of OTLP's Span.SpanKind. */
 enum span_kind {
+	SPAN_KIND_INTERNAL = 1,
 	SPAN_KIND_SERVER = 2,
 	SPAN_KIND_CLIENT = 3,
 };
+
+/* The OTLP name of a kind, upper case ("SERVER"). */
+static inline const char *span_kind_name(uint8_t kind)
+{
+	return kind == SPAN_KIND_SERVER ? "SERVER" : kind == SPAN_KIND_CLIENT ? "CLIENT" : "INTERNAL";
+}
 
 /* Values of OTLP's Status.StatusCode. */
 enum span_status {
