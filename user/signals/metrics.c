@@ -67,6 +67,10 @@ struct instrument {
 	uint32_t nseries;
 	uint32_t *index;       /* open addressing: series number + 1; 0 free */
 	uint32_t index_mask;
+	/* The series last counted in: consecutive measurements often share
+	 * one (a route called again and again), and comparing its key costs
+	 * less than hashing it and probing. */
+	struct metric_series *last;
 };
 
 /* One thread counts (the agent's main loop: exchanges, requests, sonde's
@@ -329,10 +333,15 @@ static struct metric_series *series_for(struct metrics *m, unsigned which,
 
 	key_start(&k);
 	measurement_attributes(w, &sink);
-	if (k.cut)
+	if (k.cut) {
 		m->stats.attrs_cut++;
-	else
+	} else if (in->last && in->last->key_len == k.len &&
+		   memcmp(in->last->key, k.out, k.len) == 0) {
+		return in->last;
+	} else {
 		s = find_series(m, in, &k, w);
+		in->last = s;
+	}
 	if (!s) {
 		m->stats.overflow++;
 		s = overflow_series(m, in);
