@@ -1,5 +1,6 @@
 /* Command spans: the name and arguments of a command line, and the
  * linker's rule that a command's would-be roots are its children. */
+#include "argv.h"
 #include "command.h"
 #include "harness.h"
 #include "linker.h"
@@ -65,4 +66,14 @@ Test(command, a_would_be_root_of_a_command_is_its_child)
 	cr_expect_eq(h.stats.link.parent_command, 1);
 	cr_expect_eq(h.stats.link.roots, 0);
 	h_free(&h);
+}
+
+Test(command, a_process_command_line_keeps_no_secret)
+{
+	char *argv[] = { "/usr/bin/app", "--db-password", "hunter2", "--API_KEY=abc", "--mode",
+			 "fast" };
+	char out[256];
+
+	argv_join_redacted(argv, 6, out, sizeof(out));
+	cr_expect_str_eq(out, "/usr/bin/app --db-password REDACTED --API_KEY=REDACTED --mode fast");
 }

@@ -1,5 +1,6 @@
 #include "command.h"
 
+#include "argv.h"
 #include "semconv.h"
 #include "text.h"
 
@@ -101,46 +102,6 @@ static bool is_word(const char *arg)
 	return true;
 }
 
-static bool secret_looking(const char *option)
-{
-	static const char *const words[] = { "pass", "secret", "token", "key", "auth",
-					     "credential" };
-
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strcasestr(option, words[i]))
-			return true;
-	return false;
-}
-
-/* The arguments after the program, secret option values replaced. */
-static void describe_args(char *const *argv, int argc, int from, char *out, size_t size)
-{
-	size_t used = 0;
-	bool hide_next = false;
-
-	out[0] = '\0';
-	for (int i = from; i < argc && used < size; i++) {
-		const char *arg = argv[i];
-		const char *eq = arg[0] == '-' ? strchr(arg, '=') : NULL;
-		char option[128];
-
-		if (hide_next) {
-			arg = "REDACTED";
-			hide_next = false;
-		} else if (eq) {
-			snprintf(option, sizeof(option), "%.*s", (int)(eq - arg), arg);
-			if (secret_looking(option)) {
-				used += (size_t)snprintf(out + used, size - used, "%s%s=REDACTED",
-							 used ? " " : "", option);
-				continue;
-			}
-		} else if (arg[0] == '-' && secret_looking(arg)) {
-			hide_next = true;
-		}
-		used += (size_t)snprintf(out + used, size - used, "%s%s", used ? " " : "", arg);
-	}
-}
-
 void command_describe(char *const *argv, int argc, struct command_span *out)
 {
 	int at = argv_program_index(argv, argc);
@@ -164,7 +125,7 @@ void command_describe(char *const *argv, int argc, struct command_span *out)
 		snprintf(out->name + len, sizeof(out->name) - len, " %s", argv[i]);
 		words++;
 	}
-	describe_args(argv, argc, at + 1, out->args, sizeof(out->args));
+	argv_join_redacted(argv + at + 1, argc - at - 1, out->args, sizeof(out->args));
 }
 
 /* ---- processes ----------------------------------------------------------------------- */
@@ -208,7 +169,7 @@ static bool named(const struct commands *c, const char *executable)
 static void read_traceparent(struct commands *c, struct command *cmd)
 {
 	size_t len = read_proc(c, cmd->tgid, "environ");
-	char *argv[ARGV_MAX];
+	char *argv[ARGV_MAX] = { 0 };
 	int n = split(c->scratch, len, argv);
 
 	for (int i = 0; i < n; i++)
@@ -240,7 +201,7 @@ static int read_argv(struct commands *c, uint32_t tgid, const char *args, size_t
 void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *args, size_t len)
 {
 	struct command_span fields;
-	char *argv[ARGV_MAX];
+	char *argv[ARGV_MAX] = { 0 };
 	struct command *cmd;
 	int argc;
 

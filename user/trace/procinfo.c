@@ -1,5 +1,6 @@
 #include "procinfo.h"
 
+#include "argv.h"
 #include "ids.h"
 #include "kvlist.h"
 #include "log.h"
@@ -247,21 +248,17 @@ static void read_environment(struct proc_table *t, struct proc_info *info)
 						 sizeof(info->service_name));
 }
 
-/* Splits the scratch cmdline in place; fills command_line with spaces. */
+/* Splits the scratch cmdline in place; command_line is it joined by
+ * spaces, secret option values redacted. */
 static void read_command_line(struct proc_table *t, struct proc_info *info)
 {
 	size_t len = read_proc_file(t, info->pid, "cmdline");
-	char *argv[ARGV_MAX];
+	char *argv[ARGV_MAX] = { 0 };
 	int argc = 0;
 
 	for (size_t off = 0; off < len && argc < ARGV_MAX; off += strlen(t->scratch + off) + 1)
 		argv[argc++] = t->scratch + off;
-	for (int i = 0; i < argc; i++) {
-		size_t used = strlen(info->command_line);
-
-		snprintf(info->command_line + used, sizeof(info->command_line) - used, "%s%s",
-			 i ? " " : "", argv[i]);
-	}
+	argv_join_redacted(argv, argc, info->command_line, sizeof(info->command_line));
 	if (argc > 0)
 		snprintf(info->executable_name, sizeof(info->executable_name), "%s",
 			 basename_of(argv[0]));
