@@ -113,7 +113,9 @@ bench: $(BENCH_INPUTS)
 bench-quick: $(BENCH_INPUTS)
 	/usr/bin/python3 bench/suite.py --quick
 
-run: deps all
+# Build output goes to stderr: stdout carries the spans.
+run: deps
+	$(MAKE) --no-print-directory all >&2
 	$(BUILD)/sonde
 
 clean:

@@ -558,7 +558,7 @@ void config_usage(FILE *out)
 		"  --logs-export-timeout-ms N   (OTEL_BLRP_MAX_QUEUE_SIZE, _MAX_EXPORT_BATCH_SIZE,\n"
 		"                            _SCHEDULE_DELAY, _EXPORT_TIMEOUT: 2048, 512, 1000, 30000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
-		"  --stats-file PATH         write counters as JSON at exit\n"
+		"  --stats-file PATH         write counters as JSON, every second and at exit\n"
 		"  -v, --verbose             debug logging\n"
 		"  -V, --version\n",
 		SONDE_CAPTURE_MAX);

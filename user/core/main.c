@@ -418,13 +418,17 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 {
 	const struct otlp_opts *o = &cfg->otlp;
 
-	snprintf(out, size, "none");
+	int n = snprintf(out, size, "none");
+
 	if (cfg->exporters & EXPORTER_OTLP)
-		snprintf(out, size, "otlp %s %s%s%s", o->protocol == OTLP_GRPC ? "grpc" : "http/protobuf",
-			 o->url, o->gzip ? " gzip" : "",
-			 cfg->exporters & EXPORTER_CONSOLE ? ", console" : "");
-	else if (cfg->exporters & EXPORTER_CONSOLE)
-		snprintf(out, size, "console");
+		n = snprintf(out, size, "otlp %s %s%s", o->protocol == OTLP_GRPC ? "grpc" : "http/protobuf",
+			     o->url, o->gzip ? " gzip" : "");
+	else if (cfg->exporters)
+		n = 0;
+	if (cfg->exporters & EXPORTER_CONSOLE)
+		n += snprintf(out + n, size - (size_t)n, "%sconsole", n ? ", " : "");
+	if (cfg->exporters & EXPORTER_TREE)
+		snprintf(out + n, size - (size_t)n, "%stree", n ? ", " : "");
 }
 
 static void describe_metrics(const struct sonde_config *cfg, char *out, size_t size)

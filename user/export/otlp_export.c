@@ -14,6 +14,7 @@ struct otlp_export {
 	uint64_t batch_timeout_ns;
 	uint64_t random_state;
 	struct log_limit partial_log;
+	struct log_limit retry_log;
 	struct otlp_export_stats stats;
 };
 
@@ -36,6 +37,7 @@ int otlp_export_new(struct otlp_export **out, const struct otlp_opts *opts,
 	exp->batch_timeout_ns = (uint64_t)batch_timeout_ms * 1000000ull;
 	exp->random_state = monotonic_now_ns() | 1;
 	exp->partial_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
+	exp->retry_log = (struct log_limit)LOG_LIMIT_INIT(10, 1);
 	*out = exp;
 	return 0;
 }
@@ -124,6 +126,11 @@ static void send_with_retries(struct otlp_export *exp, size_t n, const struct ot
 		}
 		if (reply.outcome == OTLP_UNDELIVERABLE)
 			break;
+		/* Said at the first failure, not when the request gives up. */
+		if (result->attempts == 1)
+			log_limited(&exp->retry_log, LOG_WARN, "OTLP: %s; retrying %zu %s for up to "
+				    "%llu s", reply.reason, n, exp->items,
+				    (unsigned long long)(exp->batch_timeout_ns / 1000000000ull));
 		wait_ms = otlp_backoff_ms(result->attempts, next_random(exp), reply.retry_after_ms);
 		if (monotonic_now_ns() + wait_ms * 1000000ull >= batch_end)
 			break;
