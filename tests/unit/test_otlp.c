@@ -415,3 +415,34 @@ Test(otlp_encode, attributes_beyond_room_are_counted_as_dropped)
 	otlp__export_trace_service_request__free_unpacked(req, NULL);
 	otlp_encoder_free(enc);
 }
+
+Test(otlp_config, settings_that_would_mislead_are_refused_at_start)
+{
+	static const char *const bad_url[] = { "OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1", NULL };
+	static const char *const bad_switch[] = { "SONDE_KEEP_QUERY", "yes", NULL };
+	static const char *const bad_protocol[] = { "OTEL_TRACES_EXPORTER", "console",
+						    "OTEL_EXPORTER_OTLP_PROTOCOL", "kafka", NULL };
+	static const char *const none[] = { NULL };
+	struct sonde_config cfg;
+	char *args[] = { "sonde" };
+	char *flag_endpoint[] = { "sonde", "--otlp-endpoint", "http://e:4318" };
+	char *bad_stats[] = { "sonde", "--stats-file", "/nonexistent-dir/stats.json" };
+	char err[256];
+
+	fake_env = bad_url;
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "OTEL_EXPORTER_OTLP_ENDPOINT: \"http://[::1") != NULL, "%s", err);
+	fake_env = bad_switch;
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "SONDE_KEEP_QUERY: \"yes\" is not 1, 0") != NULL, "%s", err);
+	fake_env = bad_protocol;
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1,
+		     "a bad protocol is one even when OTLP is not used");
+	fake_env = none;
+	cr_assert_eq(config_parse(&cfg, 3, flag_endpoint, lookup, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(cfg.exporters, EXPORTER_OTLP, "an endpoint given as a flag means OTLP too");
+	cr_expect_str_eq(cfg.otlp.url, "http://e:4318/v1/traces");
+	cr_expect_eq(config_parse(&cfg, 3, bad_stats, lookup, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "--stats-file: cannot write in \"/nonexistent-dir\"") != NULL, "%s",
+		  err);
+}

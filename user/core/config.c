@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
 {
@@ -149,6 +150,18 @@ static int parse_temporality(const char *text, const char *source,
 	return 0;
 }
 
+/* "1", "true", "0" or "false": anything else is a mistake, not "off". */
+static int parse_switch(const char *text, const char *source, bool *out, char *err, size_t size)
+{
+	if (strcmp(text, "1") == 0 || strcasecmp(text, "true") == 0)
+		*out = true;
+	else if (strcmp(text, "0") == 0 || strcasecmp(text, "false") == 0)
+		*out = false;
+	else
+		return errorf(err, size, "%s: \"%s\" is not 1, 0, true or false", source, text);
+	return 0;
+}
+
 static int set_text(char *dst, size_t size, const char *text, const char *source, char *err,
 		    size_t err_size)
 {
@@ -254,9 +267,8 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	otlp_settings_from_env(&otlp[OTLP_TRACES], OTLP_TRACES, getenv_fn);
 	otlp_settings_from_env(&otlp[OTLP_METRICS], OTLP_METRICS, getenv_fn);
 	otlp_settings_from_env(&otlp[OTLP_LOGS], OTLP_LOGS, getenv_fn);
-	if (otlp_settings_have_endpoint(&otlp[OTLP_TRACES]))
-		cfg->exporters = EXPORTER_OTLP;
-	if (v && v[0] &&
+	cfg->exporters_named = v && v[0];
+	if (cfg->exporters_named &&
 	    parse_exporters(v, "OTEL_TRACES_EXPORTER", &cfg->exporters, err, size))
 		return -1;
 	for (size_t i = 0; i < NNUMBERS; i++) {
@@ -274,7 +286,8 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
 		return -1;
 	v = getenv_fn("SONDE_KEEP_QUERY");
-	cfg->keep_query = v && strcmp(v, "1") == 0;
+	if (v && v[0] && parse_switch(v, "SONDE_KEEP_QUERY", &cfg->keep_query, err, size))
+		return -1;
 	v = getenv_fn("OTEL_METRICS_EXPORTER");
 	if (v && v[0] && parse_metrics_exporters(v, "OTEL_METRICS_EXPORTER",
 						 &cfg->metrics_exporters, err, size))
@@ -368,6 +381,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 		case OPT_EXPORTER:
 			if (parse_exporters(optarg, "--exporter", &cfg->exporters, err, size))
 				return -1;
+			cfg->exporters_named = true;
 			break;
 		case OPT_BUFFER:
 			if (parse_buffer(optarg, &cfg->buffer))
@@ -452,6 +466,27 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	return 0;
 }
 
+/* The stats file is written (with a rename) every second: its directory
+ * must take a new file now, not fail then. */
+static int check_writable(const char *path, char *err, size_t size)
+{
+	char dir[sizeof(((struct sonde_config *)0)->stats_file)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (access(dir, W_OK) != 0)
+		return errorf(err, size, "--stats-file: cannot write in \"%s\": %s", dir,
+			    strerror(errno));
+	return 0;
+}
+
 int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
 		 char *err, size_t err_size)
 {
@@ -460,6 +495,15 @@ int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_
 	set_defaults(cfg);
 	if (from_env(cfg, otlp, getenv_fn, err, err_size) ||
 	    from_flags(cfg, otlp, argc, argv, err, err_size))
+		return -1;
+	/* An endpoint, from a variable or a flag, means OTLP unless an
+	 * exporter was named. */
+	if (!cfg->exporters_named && otlp_settings_have_endpoint(&otlp[OTLP_TRACES]))
+		cfg->exporters = EXPORTER_OTLP;
+	for (int signal = 0; signal < OTLP_SIGNALS; signal++)
+		if (otlp_settings_check(&otlp[signal], err, err_size))
+			return -1;
+	if (cfg->stats_file[0] && check_writable(cfg->stats_file, err, err_size))
 		return -1;
 	if ((cfg->exporters & EXPORTER_OTLP) &&
 	    otlp_settings_resolve(&otlp[OTLP_TRACES], &cfg->otlp, err, err_size))

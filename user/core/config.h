@@ -16,6 +16,7 @@
 
 struct sonde_config {
 	unsigned exporters;         /* enum exporter_sink bits */
+	bool exporters_named;       /* by OTEL_TRACES_EXPORTER or --exporter */
 	struct otlp_opts otlp;      /* when exporters has EXPORTER_OTLP */
 	enum probe_buffer buffer;
 	enum exporter_sched export_sched;

@@ -3,6 +3,7 @@
 #include "kvlist.h"
 #include "log.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +233,33 @@ static int readable_file(const struct otlp_settings *s, enum otlp_setting which,
 	return 0;
 }
 
+/* A URL libcurl itself could not parse would fail every export later. */
+static int check_url(const struct otlp_settings *s, const char *url, char *err, size_t size)
+{
+	CURLU *u = curl_url();
+	CURLUcode rc;
+
+	if (!u)
+		return errorf(err, size, "out of memory");
+	rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	curl_url_cleanup(u);
+	if (rc)
+		return errorf(err, size, "%s: \"%s\" is not a URL: %s",
+			    s->value[OTLP_ENDPOINT].source[0] ? s->value[OTLP_ENDPOINT].source
+							      : "the OTLP endpoint",
+			    url, curl_url_strerror(rc));
+	return 0;
+}
+
+int otlp_settings_check(const struct otlp_settings *s, char *err, size_t err_size)
+{
+	struct otlp_opts opts;
+
+	return parse_protocol(s, &opts, err, err_size) ||
+	       parse_compression(s, &opts, err, err_size) ||
+	       parse_timeout(s, &opts, err, err_size);
+}
+
 int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, char *err,
 			  size_t err_size)
 {
@@ -251,6 +279,8 @@ int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, 
 			  sizeof(out->client_certificate), err, err_size) ||
 	    readable_file(s, OTLP_CLIENT_KEY, out->client_key, sizeof(out->client_key), err,
 			  err_size))
+		return -1;
+	if (check_url(s, out->url, err, err_size))
 		return -1;
 	if (!out->client_certificate[0] != !out->client_key[0])
 		return errorf(err, err_size,

@@ -43,6 +43,10 @@ const char *otlp_setting_flag(enum otlp_setting which);
 void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text);
 /* True when an endpoint is configured: OTLP is then the default exporter. */
 bool otlp_settings_have_endpoint(const struct otlp_settings *s);
+/* Checks what can be checked without using the settings (protocol,
+ * compression, timeout): a mistake in them is one even when the signal is
+ * not exported. Returns 0, or -1 with the reason in err. */
+int otlp_settings_check(const struct otlp_settings *s, char *err, size_t err_size);
 /* Returns 0, or -1 with a reason naming the variable or flag in err. */
 int otlp_settings_resolve(const struct otlp_settings *s, struct otlp_opts *out, char *err,
 			  size_t err_size);
