@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
@@ -57,6 +58,7 @@ struct agent {
 	struct logfiles *logfiles;       /* NULL: no log files configured */
 	struct commands *commands;       /* NULL: no command spans configured */
 	struct agent_stats stats;
+	uint64_t started_ns;             /* CLOCK_MONOTONIC */
 	uint64_t lost_ringbuf_reported;
 	uint64_t log_drops_reported;
 };
@@ -220,6 +222,19 @@ static void log_stats(const struct counter_group *groups, size_t n)
 	log_info("stats: %s", line);
 }
 
+/* Which sonde wrote the counters, and when: version, time (UTC), uptime. */
+static void write_stats_header(const struct agent *a, FILE *f)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	char when[32];
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(f, "{\"version\": \"%s\", \"time\": \"%s\", \"uptime_s\": %llu", SONDE_VERSION,
+		when, (unsigned long long)((monotonic_now_ns() - a->started_ns) / 1000000000ull));
+}
+
 static void write_stats_file(struct agent *a, const struct counter_group *groups, size_t n)
 {
 	const char *sep = "";
@@ -232,7 +247,8 @@ static void write_stats_file(struct agent *a, const struct counter_group *groups
 		log_error("write stats file %s: %s", tmp, strerror(errno));
 		return;
 	}
-	fprintf(f, "{");
+	write_stats_header(a, f);
+	sep = ", ";
 	for (size_t g = 0; g < n; g++) {
 		for (size_t i = 0; i < groups[g].n; i++) {
 			fprintf(f, "%s\"%s\": %llu", sep, groups[g].descs[i].name,
@@ -512,6 +528,7 @@ static int start(struct agent *a)
 	int err;
 
 	memcpy(popts.excluded_comms, a->cfg.excluded_comms, sizeof(popts.excluded_comms));
+	a->started_ns = monotonic_now_ns();
 	host_name(host, sizeof(host));
 	wallclock_sync(&a->clock);
 	err = exporter_new(&a->exporter, &eopts, why, sizeof(why));
