@@ -31,7 +31,7 @@ UNIT_BIN := $(BUILD)/unit_tests
 # test_pytask.c checks sonde's CPython layouts against these headers.
 PY_INCLUDE := /usr/include/python3.11
 
-.PHONY: all deps test unit e2e fuzz bench bench-quick clean run install
+.PHONY: all deps test unit e2e fuzz bench bench-quick clean run install uninstall
 all: $(BUILD)/sonde
 
 $(BUILD):
@@ -130,3 +130,7 @@ install: $(BUILD)/sonde
 	install -D -m 0644 deploy/systemd/sonde.service $(DESTDIR)/etc/systemd/system/sonde.service
 	test -e $(DESTDIR)/etc/sonde/sonde.env || \
 		install -D -m 0644 deploy/systemd/sonde.env $(DESTDIR)/etc/sonde/sonde.env
+
+# The settings in /etc/sonde are the operator's: they stay.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/sonde $(DESTDIR)/etc/systemd/system/sonde.service
