@@ -31,6 +31,12 @@ Test(command, name_is_the_program_and_its_subcommand_words)
 	cr_expect_str_eq(f.name, "git remote add", "a path after an option is skipped");
 	f = describe(5, plain);
 	cr_expect_str_eq(f.name, "psql", "\"db\" follows an option: maybe its value, never a name");
+	char *module[] = { "python3", "-m", "http.server", "8000" };
+	f = describe(4, module);
+	cr_expect_str_eq(f.executable, "http.server", "a module keeps its dots");
+	char *script[] = { "python3", "tool.py", "sync" };
+	f = describe(3, script);
+	cr_expect_str_eq(f.name, "tool sync");
 }
 
 Test(command, secret_option_values_are_redacted_everywhere)

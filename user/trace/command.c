@@ -113,8 +113,8 @@ void command_describe(char *const *argv, int argc, struct command_span *out)
 		return;
 	text_copy(out->executable, sizeof(out->executable), basename_of(argv[at]));
 	dot = strrchr(out->executable, '.');
-	if (at > 0 && dot && dot != out->executable)
-		*dot = '\0'; /* a script: "ktrdr.py" runs as "ktrdr" */
+	if (at > 0 && strcmp(argv[at - 1], "-m") != 0 && dot && dot != out->executable)
+		*dot = '\0'; /* a script: "ktrdr.py" runs as "ktrdr"; a module keeps its dots */
 	text_copy(out->name, sizeof(out->name), out->executable);
 	for (int i = at + 1; i < argc && i <= at + SUBCOMMAND_SCAN && words < SUBCOMMANDS_MAX; i++) {
 		size_t len = strlen(out->name);
