@@ -12,16 +12,16 @@ bool otlp_kv_init(struct otlp_kv_list *l, struct arena *a, size_t max)
 	return l->kv != NULL;
 }
 
-static char *copy_text(struct otlp_kv_list *l, const char *text, bool redact)
+char *otlp_text_copy(struct arena *a, const struct log_redaction *r, const char *text,
+		     size_t len)
 {
-	size_t len = strlen(text);
-	size_t room = (redact && l->redaction ? LOGLINE_TEXT_MAX : len) + 1;
-	char *out = arena_alloc(l->arena, room);
+	size_t room = (r ? LOGLINE_TEXT_MAX : len) + 1;
+	char *out = arena_alloc(a, room);
 
 	if (!out)
 		return NULL;
-	if (redact && l->redaction) {
-		log_redact(l->redaction, text, len, out, room);
+	if (r) {
+		log_redact(r, text, len, out, room);
 	} else {
 		memcpy(out, text, len);
 		out[len] = '\0';
@@ -44,7 +44,7 @@ static Otlp__AnyValue *add(struct otlp_kv_list *l, const char *key)
 	}
 	otlp__key_value__init(kv);
 	otlp__any_value__init(value);
-	kv->key = l->copy ? copy_text(l, key, false) : (char *)key;
+	kv->key = l->copy ? otlp_text_copy(l->arena, NULL, key, strlen(key)) : (char *)key;
 	if (!kv->key) {
 		l->failed = true;
 		return NULL;
@@ -62,7 +62,8 @@ static void put_str(void *ctx, const char *key, const char *text)
 	if (!v)
 		return;
 	v->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
-	v->string_value = l->copy ? copy_text(l, text, true) : (char *)text;
+	v->string_value = l->copy ? otlp_text_copy(l->arena, l->redaction, text, strlen(text))
+				  : (char *)text;
 	if (!v->string_value)
 		l->failed = true;
 }

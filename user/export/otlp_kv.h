@@ -23,6 +23,10 @@ struct otlp_kv_list {
 	bool failed;           /* no room, or no memory */
 };
 
+/* text[0..len) copied into the arena, NUL-terminated, redacted when r is
+ * not NULL; NULL when memory ran out. */
+char *otlp_text_copy(struct arena *a, const struct log_redaction *r, const char *text,
+		     size_t len);
 /* Room for max attributes; false when memory ran out. */
 bool otlp_kv_init(struct otlp_kv_list *l, struct arena *a, size_t max);
 struct attr_sink otlp_kv_sink(struct otlp_kv_list *l);

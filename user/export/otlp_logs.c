@@ -15,23 +15,6 @@
  * fields. */
 #define RECORD_ATTRS_MAX (3 + LOGLINE_FIELDS_MAX)
 
-static char *copy_text(struct arena *a, const struct log_redaction *r, const char *text,
-		       size_t len)
-{
-	size_t room = (r ? LOGLINE_TEXT_MAX : len) + 1;
-	char *out = arena_alloc(a, room);
-
-	if (!out)
-		return NULL;
-	if (r) {
-		log_redact(r, text, len, out, room);
-	} else {
-		memcpy(out, text, len);
-		out[len] = '\0';
-	}
-	return out;
-}
-
 /* ---- one record -------------------------------------------------------------- */
 
 static int record_attributes(struct arena *a, const struct log_redaction *redaction,
@@ -66,7 +49,7 @@ static Otlp__LogRecord *record_message(struct arena *a, const struct log_redacti
 	otlp__any_value__init(body);
 	logline_parse(rec->body, rec->len, line);
 	body->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
-	body->string_value = copy_text(a, redaction, line->body, line->body_len);
+	body->string_value = otlp_text_copy(a, redaction, line->body, line->body_len);
 	if (!body->string_value || record_attributes(a, redaction, rec, line, out))
 		return NULL;
 	out->body = body;
@@ -74,7 +57,7 @@ static Otlp__LogRecord *record_message(struct arena *a, const struct log_redacti
 	out->observed_time_unix_nano = rec->observed_unix_ns;
 	out->severity_number = line->severity;
 	out->severity_text = line->severity_text[0]
-				     ? copy_text(a, NULL, line->severity_text,
+				     ? otlp_text_copy(a, NULL, line->severity_text,
 						 strlen(line->severity_text))
 				     : "";
 	if (rec->has_ids) {
