@@ -1,17 +1,14 @@
 #include "command.h"
 
 #include "argv.h"
+#include "procfs.h"
 #include "semconv.h"
 #include "text.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
 #define COMMAND_DESC(...) COUNTER_DESC(struct command_stats, __VA_ARGS__)
 const struct counter_desc command_counters[] = { COMMAND_COUNTERS(COMMAND_DESC) };
@@ -85,13 +82,6 @@ _Static_assert(sizeof(struct command_span) <= SPAN_PROTO_DATA_MAX, "command_span
 
 /* ---- describing a command line ----------------------------------------------------- */
 
-static const char *basename_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	return slash ? slash + 1 : path;
-}
-
 static bool is_word(const char *arg)
 {
 	if (arg[0] < 'a' || arg[0] > 'z')
@@ -111,7 +101,7 @@ void command_describe(char *const *argv, int argc, struct command_span *out)
 	memset(out, 0, sizeof(*out));
 	if (at < 0)
 		return;
-	text_copy(out->executable, sizeof(out->executable), basename_of(argv[at]));
+	text_copy(out->executable, sizeof(out->executable), procfs_basename(argv[at]));
 	dot = strrchr(out->executable, '.');
 	if (at > 0 && strcmp(argv[at - 1], "-m") != 0 && dot && dot != out->executable)
 		*dot = '\0'; /* a script: "ktrdr.py" runs as "ktrdr"; a module keeps its dots */
@@ -133,29 +123,7 @@ void command_describe(char *const *argv, int argc, struct command_span *out)
 /* A /proc/<tgid>/ file into scratch; its length, 0 when unreadable. */
 static size_t read_proc(struct commands *c, uint32_t tgid, const char *file)
 {
-	char path[192];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%u/%s", c->proc_root, tgid, file);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, c->scratch, sizeof(c->scratch) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	c->scratch[n] = '\0';
-	return (size_t)n;
-}
-
-static int split(char *text, size_t len, char **argv)
-{
-	int argc = 0;
-
-	for (size_t off = 0; off < len && argc < ARGV_MAX; off += strlen(text + off) + 1)
-		argv[argc++] = text + off;
-	return argc;
+	return procfs_read(c->proc_root, tgid, file, c->scratch, sizeof(c->scratch));
 }
 
 static bool named(const struct commands *c, const char *executable)
@@ -169,13 +137,9 @@ static bool named(const struct commands *c, const char *executable)
 static void read_traceparent(struct commands *c, struct command *cmd)
 {
 	size_t len = read_proc(c, cmd->tgid, "environ");
-	char *argv[ARGV_MAX] = { 0 };
-	int n = split(c->scratch, len, argv);
+	const char *value = procfs_env(c->scratch, len, "TRACEPARENT");
 
-	for (int i = 0; i < n; i++)
-		if (strncmp(argv[i], "TRACEPARENT=", 12) == 0)
-			cmd->has_parent = traceparent_parse(argv[i] + 12, strlen(argv[i] + 12),
-							    &cmd->parent);
+	cmd->has_parent = value && traceparent_parse(value, strlen(value), &cmd->parent);
 }
 
 static struct command *find(struct commands *c, uint32_t tgid)
@@ -193,9 +157,9 @@ static int read_argv(struct commands *c, uint32_t tgid, const char *args, size_t
 	if (len) {
 		memcpy(c->scratch, args, len);
 		c->scratch[len] = '\0';
-		return split(c->scratch, len, argv);
+		return procfs_split(c->scratch, len, argv, ARGV_MAX);
 	}
-	return split(c->scratch, read_proc(c, tgid, "cmdline"), argv);
+	return procfs_split(c->scratch, read_proc(c, tgid, "cmdline"), argv, ARGV_MAX);
 }
 
 void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *args, size_t len)

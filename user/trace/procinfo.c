@@ -4,12 +4,11 @@
 #include "ids.h"
 #include "kvlist.h"
 #include "log.h"
+#include "procfs.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define PROC_BUCKETS 1024
 #define ENVIRON_MAX (128 * 1024)
@@ -74,28 +73,7 @@ void proc_info_unref(struct proc_info *info)
 /* Reads a NUL-separated /proc file; returns its length, 0 if unreadable. */
 static size_t read_proc_file(struct proc_table *t, uint32_t pid, const char *name)
 {
-	char path[192];
-	size_t used = 0;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%u/%s", t->proc_root, pid, name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	while (used < ENVIRON_MAX - 1 &&
-	       (n = read(fd, t->scratch + used, ENVIRON_MAX - 1 - used)) > 0)
-		used += (size_t)n;
-	close(fd);
-	t->scratch[used] = '\0';
-	return used;
-}
-
-static const char *basename_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	return slash ? slash + 1 : path;
+	return procfs_read(t->proc_root, pid, name, t->scratch, ENVIRON_MAX);
 }
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -169,7 +147,7 @@ int argv_program_index(char *const *argv, int argc)
 {
 	if (argc == 0)
 		return -1;
-	if (!is_interpreter(basename_of(argv[0])))
+	if (!is_interpreter(procfs_basename(argv[0])))
 		return 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-e") == 0)
@@ -194,11 +172,11 @@ void service_name_from_argv(char *const *argv, int argc, char *out, size_t size)
 		/* A module (-m) is named as given; a script or jar by its file. */
 		bool module = strcmp(argv[at - 1], "-m") == 0;
 
-		snprintf(name, sizeof(name), "%s", module ? argv[at] : basename_of(argv[at]));
+		snprintf(name, sizeof(name), "%s", module ? argv[at] : procfs_basename(argv[at]));
 		strip_extension(name);
 	} else if (at == 0) {
 		/* "nginx: worker process": a process title rewritten over argv. */
-		const char *program = basename_of(argv[0]);
+		const char *program = procfs_basename(argv[0]);
 
 		snprintf(name, sizeof(name), "%.*s", (int)strcspn(program, ":"), program);
 	}
@@ -222,22 +200,11 @@ bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size)
 	return false;
 }
 
-/* Value of NAME in a NUL-separated environment block, or NULL. */
-static const char *env_lookup(const char *block, size_t len, const char *name)
-{
-	size_t nlen = strlen(name);
-
-	for (size_t off = 0; off < len; off += strlen(block + off) + 1)
-		if (strncmp(block + off, name, nlen) == 0 && block[off + nlen] == '=')
-			return block + off + nlen + 1;
-	return NULL;
-}
-
 static void read_environment(struct proc_table *t, struct proc_info *info)
 {
 	size_t len = read_proc_file(t, info->pid, "environ");
-	const char *service = env_lookup(t->scratch, len, "OTEL_SERVICE_NAME");
-	const char *attrs = env_lookup(t->scratch, len, "OTEL_RESOURCE_ATTRIBUTES");
+	const char *service = procfs_env(t->scratch, len, "OTEL_SERVICE_NAME");
+	const char *attrs = procfs_env(t->scratch, len, "OTEL_RESOURCE_ATTRIBUTES");
 
 	if (attrs)
 		snprintf(info->resource_attrs, sizeof(info->resource_attrs), "%s", attrs);
@@ -254,14 +221,12 @@ static void read_command_line(struct proc_table *t, struct proc_info *info)
 {
 	size_t len = read_proc_file(t, info->pid, "cmdline");
 	char *argv[ARGV_MAX] = { 0 };
-	int argc = 0;
+	int argc = procfs_split(t->scratch, len, argv, ARGV_MAX);
 
-	for (size_t off = 0; off < len && argc < ARGV_MAX; off += strlen(t->scratch + off) + 1)
-		argv[argc++] = t->scratch + off;
 	argv_join_redacted(argv, argc, info->command_line, sizeof(info->command_line));
 	if (argc > 0)
 		snprintf(info->executable_name, sizeof(info->executable_name), "%s",
-			 basename_of(argv[0]));
+			 procfs_basename(argv[0]));
 	if (!info->service_name[0] && argc > 0)
 		service_name_from_argv(argv, argc, info->service_name, sizeof(info->service_name));
 }
