@@ -23,8 +23,11 @@ struct prom_server {
 	struct MHD_Daemon *daemon;
 	struct metrics *metrics;
 	/* Scrapes are served one at a time (libmicrohttpd's one thread), so
-	 * one copy of the counts is reused. */
+	 * one copy of the counts, and one list of the services seen in them
+	 * (for target_info), are reused. */
 	struct metric_points points;
+	const char **services;
+	size_t nservices, services_cap;
 	char host_name[256];
 };
 
@@ -164,12 +167,37 @@ static int write_gauge_point(struct bytes *out, const char *name, const struct m
 	return append(out, "%s{%.*s} %" PRId64 "\n", name, (int)b.len, b.out, p->value);
 }
 
+/* The services of the points just collected, for target_info: service
+ * strings live as long as their series, that is as long as the metrics. */
+static int note_services(struct prom_server *p)
+{
+	size_t need = p->nservices + p->points.n;
+
+	if (need > p->services_cap) {
+		const char **grown = realloc(p->services, need * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		p->services = grown;
+		p->services_cap = need;
+	}
+	for (size_t i = 0; i < p->points.n; i++) {
+		const char *service = metric_series_service(p->points.point[i].series);
+
+		if (service)
+			p->services[p->nservices++] = service;
+	}
+	return 0;
+}
+
 static int write_instrument(struct prom_server *p, unsigned which, struct bytes *out)
 {
 	const struct metric_desc *d = &metric_descs[which];
 	bool histogram = d->kind == METRIC_KIND_HISTOGRAM;
 	int err = metrics_collect(p->metrics, which, &p->points);
 
+	if (!err)
+		err = note_services(p);
 	if (!err)
 		err = append(out, "# HELP %s %s\n# TYPE %s %s\n", d->prom_name, d->help,
 			     d->prom_name, histogram ? "histogram" : "gauge");
@@ -184,50 +212,18 @@ static int by_name(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Every service counted, sorted, once each: service strings live as long
- * as their series, that is as long as the metrics. */
-static int collect_services(struct prom_server *p, const char ***out, size_t *n)
-{
-	size_t cap = 0, count = 0;
-	const char **names = NULL;
-	int err = 0;
-
-	for (unsigned which = 0; which < METRICS_INSTRUMENTS && !err; which++) {
-		err = metrics_collect(p->metrics, which, &p->points);
-		if (!err && count + p->points.n > cap) {
-			const char **grown = realloc(names, (count + p->points.n) * sizeof(*names));
-
-			if (!grown)
-				err = -ENOMEM;
-			else
-				names = grown, cap = count + p->points.n;
-		}
-		for (size_t i = 0; !err && i < p->points.n; i++) {
-			const char *service = metric_series_service(p->points.point[i].series);
-
-			if (service)
-				names[count++] = service;
-		}
-	}
-	if (count)
-		qsort(names, count, sizeof(*names), by_name);
-	*out = names;
-	*n = count;
-	return err;
-}
-
 /* target_info: the resource of each service counted, as the OpenTelemetry
  * Prometheus exporter specification writes it; sonde serves many, so each
  * is told apart by its service_name. */
 static int write_target_info(struct prom_server *p, struct bytes *out)
 {
-	const char **names;
-	size_t n;
+	const char **names = p->services;
+	size_t n = p->nservices;
 	struct label_buf b;
-	int err = collect_services(p, &names, &n);
+	int err = append(out, "# HELP target_info Target metadata\n# TYPE target_info gauge\n");
 
-	if (!err)
-		err = append(out, "# HELP target_info Target metadata\n# TYPE target_info gauge\n");
+	if (n)
+		qsort(names, n, sizeof(*names), by_name);
 	for (size_t i = 0; i < n && !err; i++) {
 		if (i && strcmp(names[i], names[i - 1]) == 0)
 			continue;
@@ -238,7 +234,6 @@ static int write_target_info(struct prom_server *p, struct bytes *out)
 		label_str(&b, "telemetry.sdk.version", SONDE_VERSION);
 		err = append(out, "target_info{%.*s} 1\n", (int)b.len, b.out);
 	}
-	free(names);
 	return err;
 }
 
@@ -280,6 +275,7 @@ int prom_write(struct prom_server *p, struct bytes *out)
 {
 	int err = 0;
 
+	p->nservices = 0;
 	for (unsigned i = 0; i < METRICS_INSTRUMENTS && !err; i++)
 		err = write_instrument(p, i, out);
 	if (!err)
@@ -401,5 +397,6 @@ void prom_stop(struct prom_server *p)
 	if (p->daemon)
 		MHD_stop_daemon(p->daemon);
 	metric_points_free(&p->points);
+	free(p->services);
 	free(p);
 }
