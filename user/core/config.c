@@ -69,67 +69,53 @@ static int parse_exclude(struct sonde_config *cfg, const char *text, const char 
 	return 0;
 }
 
-/* "otlp", "console", "tree", "none", or a list such as "otlp,tree". */
-static int parse_exporters(const char *text, const char *source, unsigned *out, char *err,
-			   size_t size)
-{
-	*out = EXPORTER_NONE;
-	while (*text) {
-		size_t len = strcspn(text, ",");
+/* Where a signal can go, by name. */
+struct sink_name {
+	const char *name;
+	unsigned bit;
+};
 
-		if (len == 4 && strncmp(text, "otlp", 4) == 0)
-			*out |= EXPORTER_OTLP;
-		else if (len == 7 && strncmp(text, "console", 7) == 0)
-			*out |= EXPORTER_CONSOLE;
-		else if (len == 4 && strncmp(text, "tree", 4) == 0)
-			*out |= EXPORTER_TREE;
-		else if (len != 4 || strncmp(text, "none", 4) != 0)
-			return errorf(err, size,
-				    "%s: \"%.*s\" is not one of otlp, console, tree, none", source,
-				    (int)len, text);
-		text += len + (text[len] == ',');
-	}
-	return 0;
+static const struct sink_name trace_sinks[] = {
+	{ "otlp", EXPORTER_OTLP }, { "console", EXPORTER_CONSOLE }, { "tree", EXPORTER_TREE },
+	{ NULL, 0 },
+};
+static const struct sink_name metric_sinks[] = {
+	{ "prometheus", METRICS_PROMETHEUS }, { "otlp", METRICS_OTLP },
+	{ "console", METRICS_CONSOLE }, { NULL, 0 },
+};
+static const struct sink_name log_sinks[] = {
+	{ "otlp", LOG_SINK_OTLP }, { "console", LOG_SINK_CONSOLE }, { NULL, 0 },
+};
+
+static const struct sink_name *sink_named(const struct sink_name *sinks, const char *text,
+					  size_t len)
+{
+	for (; sinks->name; sinks++)
+		if (strlen(sinks->name) == len && strncmp(text, sinks->name, len) == 0)
+			return sinks;
+	return NULL;
 }
 
-/* "prometheus", "otlp", "console", "none", or a list. */
-static int parse_metrics_exporters(const char *text, const char *source, unsigned *out,
-				   char *err, size_t size)
+/* A list of sinks such as "otlp,console" ("none": no sink); a name not in
+ * `sinks` is an error that lists them. */
+static int parse_sinks(const char *text, const char *source, const struct sink_name *sinks,
+		       unsigned *out, char *err, size_t size)
 {
 	*out = 0;
 	while (*text) {
 		size_t len = strcspn(text, ",");
+		const struct sink_name *sink = sink_named(sinks, text, len);
+		char choices[96] = "";
 
-		if (len == 10 && strncmp(text, "prometheus", 10) == 0)
-			*out |= METRICS_PROMETHEUS;
-		else if (len == 4 && strncmp(text, "otlp", 4) == 0)
-			*out |= METRICS_OTLP;
-		else if (len == 7 && strncmp(text, "console", 7) == 0)
-			*out |= METRICS_CONSOLE;
-		else if (len != 4 || strncmp(text, "none", 4) != 0)
-			return errorf(err, size,
-				    "%s: \"%.*s\" is not one of prometheus, otlp, console, none",
-				    source, (int)len, text);
-		text += len + (text[len] == ',');
-	}
-	return 0;
-}
-
-/* "otlp", "console", "none", or a list. */
-static int parse_log_exporters(const char *text, const char *source, unsigned *out, char *err,
-			       size_t size)
-{
-	*out = 0;
-	while (*text) {
-		size_t len = strcspn(text, ",");
-
-		if (len == 4 && strncmp(text, "otlp", 4) == 0)
-			*out |= LOG_SINK_OTLP;
-		else if (len == 7 && strncmp(text, "console", 7) == 0)
-			*out |= LOG_SINK_CONSOLE;
-		else if (len != 4 || strncmp(text, "none", 4) != 0)
-			return errorf(err, size, "%s: \"%.*s\" is not one of otlp, console, none",
-				    source, (int)len, text);
+		if (sink) {
+			*out |= sink->bit;
+		} else if (len != 4 || strncmp(text, "none", 4) != 0) {
+			for (const struct sink_name *s = sinks; s->name; s++)
+				snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
+					 "%s, ", s->name);
+			return errorf(err, size, "%s: \"%.*s\" is not one of %snone", source,
+				    (int)len, text, choices);
+		}
 		text += len + (text[len] == ',');
 	}
 	return 0;
@@ -269,7 +255,7 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	otlp_settings_from_env(&otlp[OTLP_LOGS], OTLP_LOGS, getenv_fn);
 	cfg->exporters_named = v && v[0];
 	if (cfg->exporters_named &&
-	    parse_exporters(v, "OTEL_TRACES_EXPORTER", &cfg->exporters, err, size))
+	    parse_sinks(v, "OTEL_TRACES_EXPORTER", trace_sinks, &cfg->exporters, err, size))
 		return -1;
 	for (size_t i = 0; i < NNUMBERS; i++) {
 		v = getenv_fn(numbers[i].env);
@@ -289,11 +275,11 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	if (v && v[0] && parse_switch(v, "SONDE_KEEP_QUERY", &cfg->keep_query, err, size))
 		return -1;
 	v = getenv_fn("OTEL_METRICS_EXPORTER");
-	if (v && v[0] && parse_metrics_exporters(v, "OTEL_METRICS_EXPORTER",
-						 &cfg->metrics_exporters, err, size))
+	if (v && v[0] && parse_sinks(v, "OTEL_METRICS_EXPORTER", metric_sinks,
+					     &cfg->metrics_exporters, err, size))
 		return -1;
 	v = getenv_fn("OTEL_LOGS_EXPORTER");
-	if (v && v[0] && parse_log_exporters(v, "OTEL_LOGS_EXPORTER", &cfg->log_sinks, err, size))
+	if (v && v[0] && parse_sinks(v, "OTEL_LOGS_EXPORTER", log_sinks, &cfg->log_sinks, err, size))
 		return -1;
 	v = getenv_fn("SONDE_COMMAND_SPANS");
 	if (v && v[0] && set_text(cfg->command_spans, sizeof(cfg->command_spans), v,
@@ -379,7 +365,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 
 		switch (c) {
 		case OPT_EXPORTER:
-			if (parse_exporters(optarg, "--exporter", &cfg->exporters, err, size))
+			if (parse_sinks(optarg, "--exporter", trace_sinks, &cfg->exporters, err, size))
 				return -1;
 			cfg->exporters_named = true;
 			break;
@@ -403,12 +389,12 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			snprintf(cfg->stats_file, sizeof(cfg->stats_file), "%s", optarg);
 			break;
 		case OPT_METRICS_EXPORTER:
-			if (parse_metrics_exporters(optarg, "--metrics-exporter",
-						    &cfg->metrics_exporters, err, size))
+			if (parse_sinks(optarg, "--metrics-exporter", metric_sinks,
+					&cfg->metrics_exporters, err, size))
 				return -1;
 			break;
 		case OPT_LOGS_EXPORTER:
-			if (parse_log_exporters(optarg, "--logs-exporter", &cfg->log_sinks, err, size))
+			if (parse_sinks(optarg, "--logs-exporter", log_sinks, &cfg->log_sinks, err, size))
 				return -1;
 			break;
 		case OPT_COMMAND_SPANS:
