@@ -287,27 +287,25 @@ static void redacted_bool(void *ctx, const char *name, bool value)
 
 /* The fields and names of the OpenTelemetry Python SDK's ConsoleLogExporter. */
 size_t console_format_log(const struct log_record *rec, const struct log_redaction *redaction,
-			  char *out, size_t out_size)
+			  struct logline *line, char *scratch, char *out, size_t out_size)
 {
-	static struct logline line; /* the export thread's only */
-	static char scratch[LOGLINE_TEXT_MAX];
 	struct json_out o = { .buf = out, .size = out_size };
 	struct redacted_list r = { .list = { .o = &o, .first = true }, .redaction = redaction,
 				   .scratch = scratch };
 	struct attr_sink sink = { redacted_str, redacted_int, redacted_bool, &r };
 
-	logline_parse(rec->body, rec->len, &line);
-	log_redact(redaction, line.body, line.body_len, scratch, sizeof(scratch));
+	logline_parse(rec->body, rec->len, line);
+	log_redact(redaction, line->body, line->body_len, scratch, LOGLINE_TEXT_MAX);
 	put(&o, "{\"body\": ");
 	put_string(&o, scratch);
 	put(&o, ", \"severity_number\": ");
-	putf(&o, "%d", (int)line.severity);
+	putf(&o, "%d", (int)line->severity);
 	put(&o, ", \"severity_text\": ");
-	put_string(&o, line.severity_text[0] ? line.severity_text
-					     : line.severity ? severity_names[line.severity] : "");
+	put_string(&o, line->severity_text[0] ? line->severity_text
+					      : line->severity ? severity_names[line->severity] : "");
 	put(&o, ", \"attributes\": {");
 	log_record_attributes(rec, &sink);
-	logline_attributes(&line, &sink);
+	logline_attributes(line, &sink);
 	put(&o, "}, \"timestamp\": ");
 	put_time(&o, rec->time_unix_ns);
 	put(&o, ", \"observed_timestamp\": ");

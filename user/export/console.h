@@ -17,10 +17,10 @@ size_t console_format_span(const struct span *span, char *out, size_t out_size);
 /* One data point of an instrument, or one of sonde's own counters. */
 size_t console_format_point(const struct metrics_view *v, const struct metrics_view_instrument *in,
 			    const struct metric_point *p, char *out, size_t out_size);
-/* A log record, parsed and redacted (redaction may be NULL). Export
- * thread only. */
+/* A log record, parsed into `line` and redacted (redaction may be NULL)
+ * through `scratch` (LOGLINE_TEXT_MAX bytes): the caller's buffers, reused. */
 size_t console_format_log(const struct log_record *rec, const struct log_redaction *redaction,
-			  char *out, size_t out_size);
+			  struct logline *line, char *scratch, char *out, size_t out_size);
 size_t console_format_self(const struct metrics_view *v, const struct self_value *self, char *out,
 			   size_t out_size);
 

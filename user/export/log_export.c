@@ -29,7 +29,9 @@ struct log_export {
 	const struct log_record **batch;
 	struct otlp_export *otlp;
 	struct bytes request;
-	char *line;
+	char *line;                /* a console line */
+	struct logline *parsed;    /* the record being formatted or encoded */
+	char *scratch;             /* LOGLINE_TEXT_MAX bytes, for redaction */
 	pthread_t thread;
 	bool thread_started;
 	struct pacer pace;
@@ -87,8 +89,8 @@ void log_export_commit(struct log_export *e)
 static void write_console(struct log_export *e, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		size_t len = console_format_log(e->batch[i], e->opts.redaction, e->line,
-						CONSOLE_LINE_MAX);
+		size_t len = console_format_log(e->batch[i], e->opts.redaction, e->parsed,
+						e->scratch, e->line, CONSOLE_LINE_MAX);
 
 		if (len)
 			fwrite(e->line, 1, len, e->opts.console);
@@ -100,7 +102,7 @@ static void export_otlp(struct log_export *e, size_t n)
 {
 	struct otlp_pacer pacer = pacer_for_export(&e->pace);
 	struct otlp_batch_result r = { .failed = n };
-	int err = otlp_logs_encode(e->batch, n, e->opts.redaction, &e->request);
+	int err = otlp_logs_encode(e->batch, n, e->opts.redaction, e->parsed, &e->request);
 
 	if (err)
 		snprintf(r.reason, sizeof(r.reason), "encoding %zu log records: %s", n,
@@ -179,7 +181,9 @@ static int start(struct log_export *e, char *err, size_t err_size)
 	e->ring = calloc(e->opts.max_queue_size, sizeof(*e->ring));
 	e->batch = calloc(e->opts.max_export_batch, sizeof(*e->batch));
 	e->line = malloc(CONSOLE_LINE_MAX);
-	if (!e->ring || !e->batch || !e->line) {
+	e->parsed = malloc(sizeof(*e->parsed));
+	e->scratch = malloc(LOGLINE_TEXT_MAX);
+	if (!e->ring || !e->batch || !e->line || !e->parsed || !e->scratch) {
 		snprintf(err, err_size, "log exporter: out of memory for %u records",
 			 e->opts.max_queue_size);
 		return -ENOMEM;
@@ -241,6 +245,8 @@ void log_export_free(struct log_export *e)
 	free(e->ring);
 	free(e->batch);
 	free(e->line);
+	free(e->parsed);
+	free(e->scratch);
 	free(e);
 }
 

@@ -161,12 +161,12 @@ static int pack(struct arena *a, struct resource *res, size_t nres, struct bytes
 }
 
 int otlp_logs_encode(const struct log_record *const *records, size_t n,
-		     const struct log_redaction *redaction, struct bytes *out)
+		     const struct log_redaction *redaction, struct logline *line,
+		     struct bytes *out)
 {
 	struct arena a = { 0 };
-	struct logline *line = malloc(sizeof(*line));
 	size_t nres = 0;
-	struct resource *res = line ? group(&a, records, n, &nres) : NULL;
+	struct resource *res = group(&a, records, n, &nres);
 	int err = res ? 0 : -ENOMEM;
 
 	for (size_t i = 0; i < n && !err; i++) {
@@ -183,7 +183,6 @@ int otlp_logs_encode(const struct log_record *const *records, size_t n,
 	}
 	if (!err)
 		err = pack(&a, res, nres, out);
-	free(line);
 	arena_free(&a);
 	return err;
 }

@@ -10,9 +10,11 @@
 
 #include <stddef.h>
 
-/* Writes the request into out after OTLP_ENCODE_HEADROOM free bytes;
- * -ENOMEM when memory ran out. */
+/* Writes the request into out after OTLP_ENCODE_HEADROOM free bytes,
+ * parsing each record into `line` (the caller's, reused); -ENOMEM when
+ * memory ran out. */
 int otlp_logs_encode(const struct log_record *const *records, size_t n,
-		     const struct log_redaction *redaction, struct bytes *out);
+		     const struct log_redaction *redaction, struct logline *line,
+		     struct bytes *out);
 
 #endif
