@@ -117,6 +117,31 @@ Test(metrics, series_past_the_limit_go_to_the_overflow_series)
 	metrics_free(m);
 }
 
+/* Consecutive measurements are first compared with the series counted in
+ * last: a value that extends the last one's, or an attribute more (an
+ * error), is another series. */
+Test(metrics, a_measurement_like_the_last_but_longer_is_another_series)
+{
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	struct metrics_stats stats;
+	char *text;
+
+	record(m, &api, "/a", 200, 1);
+	record(m, &api, "/ab", 200, 1);
+	record(m, &api, "/a", 200, 1);
+	record(m, &api, "/a", 500, 1);
+	record(m, &api, "/a", 200, 1);
+	text = exposition(m);
+	cr_expect_not_null(strstr(text, "http_route=\"/a\"} 3\n"), "%s", text);
+	cr_expect_not_null(strstr(text, "http_route=\"/ab\"} 1\n"));
+	cr_expect_not_null(strstr(text, "http_route=\"/a\",error_type=\"500\"} 1\n"));
+	metrics_get_stats(m, &stats);
+	cr_expect_eq(stats.series, 3);
+	free(text);
+	metrics_free(m);
+}
+
 Test(metrics, label_values_are_escaped)
 {
 	struct proc_info odd = { .refs = 1, .pid = 8, .service_name = "a\"b\\c\nd" };

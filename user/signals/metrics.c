@@ -138,6 +138,58 @@ static void key_bool(void *ctx, const char *key, bool value)
 	key_put(ctx, &value, sizeof(value));
 }
 
+/* A key compared, as it is written, against the key of the series last
+ * counted in: the common case, and cheaper than writing the key out and
+ * comparing it after. */
+struct key_match {
+	const char *at, *end;
+	bool same;
+};
+
+static void match_put(struct key_match *m, const void *data, size_t n)
+{
+	if (!m->same)
+		return;
+	if ((size_t)(m->end - m->at) < n || memcmp(m->at, data, n) != 0) {
+		m->same = false;
+		return;
+	}
+	m->at += n;
+}
+
+/* The stored length first, so that the value is read once: it matches
+ * when its first len bytes do and it ends there. */
+static void match_str(void *ctx, const char *key, const char *value)
+{
+	struct key_match *m = ctx;
+	uint16_t len;
+
+	match_put(m, &key, sizeof(key));
+	if (!m->same || (size_t)(m->end - m->at) < sizeof(len)) {
+		m->same = false;
+		return;
+	}
+	memcpy(&len, m->at, sizeof(len));
+	m->at += sizeof(len);
+	if ((size_t)(m->end - m->at) < len || strncmp(value, m->at, len) != 0 || value[len]) {
+		m->same = false;
+		return;
+	}
+	m->at += len;
+}
+
+static void match_i64(void *ctx, const char *key, int64_t value)
+{
+	match_put(ctx, &key, sizeof(key));
+	match_put(ctx, &value, sizeof(value));
+}
+
+static void match_bool(void *ctx, const char *key, bool value)
+{
+	match_put(ctx, &key, sizeof(key));
+	match_put(ctx, &value, sizeof(value));
+}
+
 static void pack_head(struct key_buf *k, char type, const char *key)
 {
 	key_put(k, &type, 1);
@@ -322,6 +374,20 @@ static struct metric_series *overflow_series(struct metrics *m, struct instrumen
 	return made;
 }
 
+static bool is_last_series(const struct instrument *in, const struct measurement *w)
+{
+	struct key_match match;
+	struct attr_sink sink = { match_str, match_i64, match_bool, &match };
+
+	if (!in->last)
+		return false;
+	match.at = in->last->key;
+	match.end = in->last->key + in->last->key_len;
+	match.same = true;
+	measurement_attributes(w, &sink);
+	return match.same && match.at == match.end;
+}
+
 /* The series a measurement is counted in; NULL only when memory ran out. */
 static struct metric_series *series_for(struct metrics *m, unsigned which,
 					const struct measurement *w)
@@ -331,13 +397,12 @@ static struct metric_series *series_for(struct metrics *m, unsigned which,
 	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
 	struct metric_series *s = NULL;
 
+	if (is_last_series(in, w))
+		return in->last;
 	key_start(&k);
 	measurement_attributes(w, &sink);
 	if (k.cut) {
 		m->stats.attrs_cut++;
-	} else if (in->last && in->last->key_len == k.len &&
-		   memcmp(in->last->key, k.out, k.len) == 0) {
-		return in->last;
 	} else {
 		s = find_series(m, in, &k, w);
 		in->last = s;
