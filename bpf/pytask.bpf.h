@@ -52,12 +52,14 @@ static __always_inline int read_frame(const struct sonde_py_layout *py, __u64 fr
  * frame chain stays as it was. A task's coroutine frames sit on top of
  * the event loop's own (plain) frames, so the outermost coroutine frame
  * before them is the task's root coroutine, embedded in the coroutine
- * object: its address names the task for as long as the task lives. */
-static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid)
+ * object: its address names the task for as long as the task lives.
+ * *below: the loop's frame under it. */
+static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid, __u64 *below)
 {
 	__u64 tstate = py_thread_state(py, tid);
 	__u64 cframe, frame, task = 0;
 
+	*below = 0;
 	if (!tstate)
 		return SONDE_TASK_UNKNOWN;
 	cframe = read_user_ptr(tstate + py->tstate_cframe);
@@ -71,23 +73,247 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid
 		if (read_frame(py, frame, &code, &previous) || !code ||
 		    bpf_probe_read_user(&flags, sizeof(flags), (const void *)(code + py->code_flags)))
 			return SONDE_TASK_UNKNOWN;
-		if (flags & PY_CO_ASYNC_FLAGS)
+		if (flags & PY_CO_ASYNC_FLAGS) {
 			task = frame;
-		else if (task)
+		} else if (task) {
+			*below = frame;
 			return task;
+		}
 		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
 }
 
-/* A global function, so that the verifier checks the walks once rather
- * than on every path of every program that reaches them. It is verified
- * on its own, so it must allow for a NULL layout. */
-__noinline __u64 python_task(const struct sonde_py_layout *py)
+/* ---- the tasks awaiting a task --------------------------------------------
+ * A task that another awaits (directly, or as one of a gather's) works
+ * for it, and so for whatever request that one serves: the task named in
+ * events is the outermost of that chain. Each step is recognised by the
+ * names of the types met, and a task found from the event loop's handle
+ * must own the running frame, so memory that is not what it is taken for
+ * stops the chain (the running task names itself) rather than naming
+ * another task. Layout-independent offsets (the same in every CPython 3):
+ * PyObject.ob_type, PyTypeObject.tp_name, PyCFunctionObject.m_ml and
+ * m_self, PyMethodDef.ml_name, PyTupleObject's size and items,
+ * PyCellObject.ob_ref, PyMethodObject.im_self, functools.partial's args. */
+#define PY_OB_TYPE 8
+#define PY_TP_NAME 24
+#define PY_CFUNC_ML 16
+#define PY_CFUNC_SELF 24
+#define PY_TUPLE_SIZE 16
+#define PY_TUPLE_ITEMS 24
+#define PY_CELL_REF 16
+#define PY_METHOD_SELF 24
+#define PY_PARTIAL_ARGS 24
+#define PY_NAME_MAX 32
+
+/* sonde_py_layout.seen: what each entry holds once recognised. */
+enum py_seen {
+	PY_SEEN_STEP_WRAPPER, /* type TaskStepMethWrapper: a task's first step */
+	PY_SEEN_BUILTIN,      /* type builtin_function_or_method */
+	PY_SEEN_FUNCTION,     /* type function: a gather's done callback */
+	PY_SEEN_GATHERING,    /* type _GatheringFuture */
+	PY_SEEN_FUTURE,       /* type _asyncio.Future: asyncio.wait's waiter */
+	PY_SEEN_PARTIAL,      /* type functools.partial: wait_for's callback */
+	PY_SEEN_WAKEUP,       /* the PyMethodDef of Task's task_wakeup */
+	PY_SEEN_METHOD,       /* type method: a TaskGroup's done callback */
+	PY_SEEN_TASKGROUP,    /* type TaskGroup */
+};
+
+static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
+	[PY_SEEN_STEP_WRAPPER] = "TaskStepMethWrapper",
+	[PY_SEEN_BUILTIN] = "builtin_function_or_method",
+	[PY_SEEN_FUNCTION] = "function",
+	[PY_SEEN_GATHERING] = "_GatheringFuture",
+	[PY_SEEN_FUTURE] = "_asyncio.Future",
+	[PY_SEEN_PARTIAL] = "functools.partial",
+	[PY_SEEN_WAKEUP] = "task_wakeup",
+	[PY_SEEN_METHOD] = "method",
+	[PY_SEEN_TASKGROUP] = "TaskGroup",
+};
+
+/* Whether the NUL-terminated string at addr is py_names[which]: read 8
+ * bytes at a time, so that the walk's stack stays small. A global
+ * function, verified once. */
+__noinline int py_name_is(__u64 addr, __u32 which)
 {
+	const char *want;
+	char got[8];
+
+	if (!addr || which >= SONDE_PY_SEEN)
+		return 0;
+	want = py_names[which];
+	for (int i = 0; i < PY_NAME_MAX; i += 8) {
+		if (bpf_probe_read_user(got, sizeof(got), (const void *)(addr + i)))
+			return 0;
+		for (int j = 0; j < 8; j++) {
+			if (got[j] != want[i + j])
+				return 0;
+			if (!got[j])
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether addr (a type object, or a method definition for
+ * PY_SEEN_WAKEUP) is the one named: by address once it has been seen. */
+static __always_inline bool py_seen_is(struct sonde_py_layout *py, __u64 addr,
+				       enum py_seen which)
+{
+	__u64 name_at;
+
+	if (!addr)
+		return false;
+	if (py->seen[which])
+		return py->seen[which] == addr;
+	name_at = read_user_ptr(addr + (which == PY_SEEN_WAKEUP ? 0 : PY_TP_NAME));
+	if (!py_name_is(name_at, which))
+		return false;
+	py->seen[which] = addr;
+	return true;
+}
+
+static __always_inline __u64 py_type(__u64 obj)
+{
+	return obj ? read_user_ptr(obj + PY_OB_TYPE) : 0;
+}
+
+/* The task a Task.task_wakeup bound to it wakes; 0 if cb is not one. */
+static __always_inline __u64 py_wakeup_task(struct sonde_py_layout *py, __u64 cb)
+{
+	if (!py_seen_is(py, py_type(cb), PY_SEEN_BUILTIN) ||
+	    !py_seen_is(py, read_user_ptr(cb + PY_CFUNC_ML), PY_SEEN_WAKEUP))
+		return 0;
+	return read_user_ptr(cb + PY_CFUNC_SELF);
+}
+
+/* The task a future wakes when it is done: a task that awaits a future
+ * has its wakeup as the future's first done callback. */
+static __always_inline __u64 py_future_awaiter(struct sonde_py_layout *py, __u64 obj)
+{
+	__u64 type = py_type(obj);
+
+	if (!py_seen_is(py, type, PY_SEEN_FUTURE) && !py_seen_is(py, type, PY_SEEN_GATHERING))
+		return 0;
+	return py_wakeup_task(py, read_user_ptr(obj + py->future_callback0));
+}
+
+/* The task awaiting a future among a tuple's first items (the values of
+ * its cells when it is a closure). */
+static __always_inline __u64 py_items_awaiter(struct sonde_py_layout *py, __u64 tuple,
+					      bool cells)
+{
+	__u64 size = tuple ? read_user_ptr(tuple + PY_TUPLE_SIZE) : 0;
+
+	for (__u32 i = 0; i < SONDE_PY_ITEMS_MAX && i < size; i++) {
+		__u64 item = read_user_ptr(tuple + PY_TUPLE_ITEMS + i * 8);
+		__u64 parent;
+
+		if (cells)
+			item = item ? read_user_ptr(item + PY_CELL_REF) : 0;
+		parent = py_future_awaiter(py, item);
+		if (parent)
+			return parent;
+	}
+	return 0;
+}
+
+/* A TaskGroup's task has its done callback first: the group's bound
+ * _on_task_done; the group's _parent_task, set on entering it, awaits
+ * the group's tasks on leaving it. */
+static __always_inline __u64 py_group_task(struct sonde_py_layout *py, __u64 cb)
+{
+	__u64 group = read_user_ptr(cb + PY_METHOD_SELF);
+	__u64 values;
+
+	if (!py->values_before || !py_seen_is(py, py_type(group), PY_SEEN_TASKGROUP))
+		return 0;
+	values = read_user_ptr(group - py->values_before);
+	return values ? read_user_ptr(values + py->taskgroup_parent) : 0;
+}
+
+/* The task awaiting this one, or 0: a task's first done callback is the
+ * wakeup of a task awaiting it, or a closure over a future that a task
+ * awaits (gather's, asyncio.wait's), or a partial with that future
+ * (wait_for's), or its TaskGroup's. */
+static __always_inline __u64 py_awaiting_task(struct sonde_py_layout *py, __u64 task)
+{
+	__u64 cb = read_user_ptr(task + py->future_callback0);
+	__u64 type = py_type(cb);
+	__u64 parent = py_wakeup_task(py, cb);
+
+	if (parent || !type)
+		return parent;
+	if (py_seen_is(py, type, PY_SEEN_FUNCTION))
+		return py_items_awaiter(py, read_user_ptr(cb + py->func_closure), true);
+	if (py_seen_is(py, type, PY_SEEN_PARTIAL))
+		return py_items_awaiter(py, read_user_ptr(cb + PY_PARTIAL_ARGS), false);
+	if (py_seen_is(py, type, PY_SEEN_METHOD))
+		return py_group_task(py, cb);
+	return 0;
+}
+
+/* The Task object that runs the root frame: the event loop's handle under
+ * it calls either the task's first step or its wakeup. */
+static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 root, __u64 below)
+{
+	__u64 handle = read_user_ptr(below + py->frame_locals);
+	__u64 cb = handle ? read_user_ptr(handle + py->handle_callback) : 0;
+	__u64 task = py_wakeup_task(py, cb);
+
+	if (!task && py_seen_is(py, py_type(cb), PY_SEEN_STEP_WRAPPER))
+		task = read_user_ptr(cb + py->step_task);
+	if (!task || read_user_ptr(task + py->task_coro) + py->coro_iframe != root)
+		return 0;
+	return task;
+}
+
+/* The outermost task of the chain awaiting the running one, named by its
+ * root frame as the running one is. A global function, verified once. */
+__noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64 below)
+{
+	__u64 task;
+
+	if (!py)
+		return root;
+	task = below && py->task_coro ? py_running_task(py, root, below) : 0;
+
+	for (__u32 i = 0; task && i < SONDE_PY_AWAIT_DEPTH; i++) {
+		__u64 parent = py_awaiting_task(py, task);
+		__u64 coro = parent ? read_user_ptr(parent + py->task_coro) : 0;
+
+		if (!coro)
+			break;
+		root = coro + py->coro_iframe;
+		task = parent;
+	}
+	return root;
+}
+
+/* The running task's root frame, and the event loop's frame under it in
+ * *below. A global function, so that the verifier checks the walks once
+ * rather than on every path of every program that reaches them. It is
+ * verified on its own, so it must allow for NULL pointers. */
+__noinline __u64 python_task(const struct sonde_py_layout *py, __u64 *below)
+{
+	__u64 unused;
+
 	if (!py)
 		return SONDE_TASK_UNKNOWN;
-	return py_task(py, (__u32)bpf_get_current_pid_tgid());
+	return py_task(py, (__u32)bpf_get_current_pid_tgid(), below ? below : &unused);
+}
+
+/* The task an event names: the outermost of those awaiting the running
+ * one. The two walks are called one after the other, not one from the
+ * other, so that the programs' stack and theirs stay within bounds. */
+static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
+{
+	__u64 below = 0;
+	__u64 task = python_task(py, &below);
+
+	if (!task || task == SONDE_TASK_UNKNOWN || !below)
+		return task;
+	return py_outermost_task(py, task, below);
 }
 
 /* Only the start of what a process sends needs its task: the request
@@ -96,7 +322,7 @@ __noinline __u64 python_task(const struct sonde_py_layout *py)
  * database client is a command or part of one. */
 static __always_inline __u64 current_task(__u32 tgid, struct sonde_data_event *ev)
 {
-	const struct sonde_py_layout *py;
+	struct sonde_py_layout *py;
 
 	if (ev->dir != SONDE_DIR_EGRESS)
 		return 0;
@@ -105,7 +331,7 @@ static __always_inline __u64 current_task(__u32 tgid, struct sonde_data_event *e
 		return 0;
 	if (ev->proto == SONDE_PROTO_HTTP1 && !is_http1_start(ev->data, ev->captured))
 		return SONDE_TASK_UNKNOWN;
-	return python_task(py);
+	return python_event_task(py);
 }
 
 #endif

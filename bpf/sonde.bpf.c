@@ -151,7 +151,7 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	struct scratch *scratch;
 	struct user_iovec vecs[SONDE_IOV_MAX];
 	struct sonde_data_event *ev;
-	const struct sonde_py_layout *py;
+	struct sonde_py_layout *py;
 	__u32 nvecs, captured;
 
 	if (!budget)
@@ -175,7 +175,7 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	ev->syscall = args->syscall;
 	ev->proto = 0;
 	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
-	ev->task = py ? python_task(py) : 0;
+	ev->task = py ? python_event_task(py) : 0;
 	if (captured < len)
 		count(SONDE_CNT_LOG_TRUNCATED);
 	count(SONDE_CNT_LOG_WRITES);

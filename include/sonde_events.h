@@ -56,6 +56,13 @@ enum sonde_event_type {
 /* Bounds of the walks that find the running task of a CPython thread. */
 #define SONDE_PY_THREADS_MAX 32
 #define SONDE_PY_FRAMES_MAX 48
+/* Tasks awaiting tasks followed up from the running one. */
+#define SONDE_PY_AWAIT_DEPTH 4
+/* Items of a done callback's closure (or partial's arguments) looked at
+ * for the future a task awaits. */
+#define SONDE_PY_ITEMS_MAX 8
+/* Entries of sonde_py_layout.seen: see bpf/pytask.bpf.h. */
+#define SONDE_PY_SEEN 9
 /* The walk reads this many bytes at the start of each frame: frame_code
  * and frame_previous must be 8-byte aligned offsets below it. */
 #define SONDE_PY_FRAME_HEAD 64
@@ -229,7 +236,28 @@ struct sonde_py_layout {
 	__u16 frame_previous;   /* _PyInterpreterFrame.previous (< SONDE_PY_FRAME_HEAD) */
 	__u16 frame_code;       /* _PyInterpreterFrame.f_code (< SONDE_PY_FRAME_HEAD) */
 	__u16 code_flags;       /* PyCodeObject.co_flags */
+	/* The tasks awaiting the running one, followed up to the outermost
+	 * (a gather's or an awaited child's task names its awaiting
+	 * parent's); all 0 when the version's are not known. */
+	__u16 frame_locals;     /* _PyInterpreterFrame.localsplus: `self` of
+	                           the event loop's Handle._run below a task */
+	__u16 handle_callback;  /* asyncio.events.Handle's _callback slot */
+	__u16 step_task;        /* _asyncio TaskStepMethWrapper.sw_task */
+	__u16 future_callback0; /* _asyncio FutureObj.fut_callback0 (a Task's
+	                           first done callback: its awaiter's wakeup) */
+	__u16 task_coro;        /* _asyncio TaskObj.task_coro */
+	__u16 coro_iframe;      /* PyCoroObject.cr_iframe: a task's outermost
+	                           frame, embedded in its coroutine */
+	__u16 func_closure;     /* PyFunctionObject.func_closure */
+	__u16 values_before;    /* how far before an object with a managed
+	                           dict its attribute values' pointer is */
+	__u16 taskgroup_parent; /* asyncio.TaskGroup's _parent_task in those
+	                           values (bytes) */
 	__u16 pad[3];
+	/* Written by the kernel, 0 from the agent: the type objects (and
+	 * task_wakeup's method definition) it has recognised by name in
+	 * this process, so that it reads each name once. */
+	__u64 seen[SONDE_PY_SEEN];
 };
 
 #endif

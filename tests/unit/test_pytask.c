@@ -37,6 +37,9 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	cr_expect_eq(l->frame_previous, offsetof(_PyInterpreterFrame, previous));
 	cr_expect_eq(l->frame_code, offsetof(_PyInterpreterFrame, f_code));
 	cr_expect_eq(l->code_flags, offsetof(PyCodeObject, co_flags));
+	cr_expect_eq(l->frame_locals, offsetof(_PyInterpreterFrame, localsplus));
+	cr_expect_eq(l->coro_iframe, offsetof(PyCoroObject, cr_iframe));
+	cr_expect_eq(l->func_closure, offsetof(PyFunctionObject, func_closure));
 	/* The kernel reads both in the frame's first SONDE_PY_FRAME_HEAD bytes. */
 	for (unsigned i = 0; i < pytask_nversions; i++) {
 		l = &pytask_versions[i].layout;
@@ -87,4 +90,48 @@ Test(pytask, recognises_a_running_interpreter_and_nothing_else)
 	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), true, &layout), 0);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
+}
+
+/* The offsets of objects no header describes (asyncio's Handle slots,
+ * _asyncio's Task and step wrapper, a TaskGroup's attribute values),
+ * found by the running interpreter itself: where, in each object, the
+ * object the field names sits. */
+static const char asyncio_offsets_script[] =
+	"import asyncio, ctypes, sys\n"
+	"def at(a): return ctypes.c_void_p.from_address(a).value or 0\n"
+	"def where(obj, target, size):\n"
+	"    return next((o for o in range(8, size, 8) if at(id(obj) + o) == id(target)), -1)\n"
+	"async def work(): pass\n"
+	"async def main():\n"
+	"    loop = asyncio.get_running_loop()\n"
+	"    handle = loop.call_soon(int)\n"
+	"    async with asyncio.TaskGroup() as group:\n"
+	"        task = group.create_task(work())\n"
+	"        step = loop._ready[-1]._callback\n"
+	"        values = at(id(group) - int(sys.argv[1]))\n"
+	"        parent = values and at(values + int(sys.argv[2])) == id(asyncio.current_task())\n"
+	"        print(where(handle, int, 64), where(step, task, 32),\n"
+	"              where(task, task._callbacks[0][0], 160), where(task, task.get_coro(), 160),\n"
+	"              int(parent))\n"
+	"asyncio.run(main())\n";
+
+Test(pytask, asyncio_offsets_match_the_installed_interpreter)
+{
+	const struct sonde_py_layout *l = &installed_version()->layout;
+	char command[2048];
+	int callback, step_task, callback0, coro, parent;
+	FILE *py;
+
+	snprintf(command, sizeof(command), "/usr/bin/python3 -c '%s' %u %u", asyncio_offsets_script,
+		 l->values_before, l->taskgroup_parent);
+	py = popen(command, "r");
+	cr_assert_not_null(py);
+	cr_assert_eq(fscanf(py, "%d %d %d %d %d", &callback, &step_task, &callback0, &coro, &parent),
+		     5);
+	pclose(py);
+	cr_expect_eq(callback, l->handle_callback);
+	cr_expect_eq(step_task, l->step_task);
+	cr_expect_eq(callback0, l->future_callback0);
+	cr_expect_eq(coro, l->task_coro);
+	cr_expect_eq(parent, 1, "a TaskGroup's _parent_task is not where the layout says");
 }

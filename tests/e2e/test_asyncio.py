@@ -1,0 +1,108 @@
+"""Client calls made by asyncio tasks that a request handler spawns: a
+gather's, an awaited task's, nested gathers', asyncio.wait's and
+wait_for's, a TaskGroup's are children of the request, exactly, under concurrency; where the spawning request
+cannot be known (a task first run before anything awaits it) the call
+starts its own trace, never under a wrong parent. The request id in every
+path is the ground truth."""
+import os
+import re
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import APPS, PYTHON, Nginx, curl, free_port, wait_port
+
+# route -> client calls each request makes
+SHAPES = {"gather": 3, "awaited": 1, "nested": 4, "wait": 2, "wait_for": 1, "taskgroup": 2,
+          "detached": 1}
+EXACT = set(SHAPES) - {"detached"}
+
+
+class Fanout:
+    def __init__(self, backend_port):
+        self.port = free_port()
+        env = dict(os.environ, OTEL_SERVICE_NAME="e2e-fanout", PYTHONPATH=str(APPS),
+                   FANOUT_BACKEND=f"http://127.0.0.1:{backend_port}")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "uvicorn", "fanout:app", "--host", "127.0.0.1", "--port",
+             str(self.port), "--log-level", "warning"], env=env)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def fanout(workdir, agent):
+    backend = Nginx(workdir)
+    app = Fanout(backend.port)
+    yield app, backend
+    app.stop()
+    backend.stop()
+
+
+def spans_of(agent, app_port, backend_port, calls, timeout=20):
+    """Each request's server span and its client calls, by request id."""
+    want = sum(2 + 2 * SHAPES[shape] for shape, _ in calls)  # each end of each call
+    deadline = time.time() + timeout
+    while True:
+        mine = [s for s in agent.spans()
+                if s["attributes"].get("server.port") in (app_port, backend_port)]
+        if len(mine) >= want or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    found = {}
+    for s in mine:
+        m = re.match(r"/(?:\w+|p)/([0-9a-f]{12})", s["attributes"].get("url.path", ""))
+        if not m:
+            continue
+        entry = found.setdefault(m.group(1), {"server": None, "calls": []})
+        if s["kind"] == "SpanKind.SERVER" and s["attributes"]["server.port"] == app_port:
+            entry["server"] = s
+        elif s["kind"] == "SpanKind.CLIENT" and s["attributes"]["server.port"] == backend_port:
+            entry["calls"].append(s)
+    return found
+
+
+def check(found, calls):
+    right = roots = 0
+    for shape, rid in calls:
+        entry = found[rid]
+        server = entry["server"]
+        assert server is not None, rid
+        assert len(entry["calls"]) == SHAPES[shape], (rid, entry["calls"])
+        for call in entry["calls"]:
+            if call["parent_id"] == server["context"]["span_id"]:
+                assert call["context"]["trace_id"] == server["context"]["trace_id"]
+                right += 1
+            else:
+                assert not call["parent_id"], f"{shape} {rid}: WRONG parent {call}"
+                roots += 1
+                assert shape not in EXACT, f"{shape} {rid}: a child task's call has no parent"
+    return right, roots
+
+
+@pytest.mark.parametrize("concurrent", [False, True], ids=["sequential", "concurrent-16"])
+def test_child_tasks_calls_are_children_of_their_request(agent, fanout, concurrent):
+    app, backend = fanout
+    shapes = list(SHAPES)
+    calls = [(shapes[i % len(shapes)], uuid.uuid4().hex[:12]) for i in range(16 if concurrent else len(SHAPES))]
+
+    def call(c):
+        return curl(f"http://127.0.0.1:{app.port}/{c[0]}/{c[1]}")
+
+    if concurrent:
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(call, calls))
+    else:
+        codes = [call(c) for c in calls]
+    assert codes == ["200"] * len(calls)
+    found = spans_of(agent, app.port, backend.port, calls)
+    right, roots = check(found, calls)
+    exact = sum(SHAPES[s] for s, _ in calls if s in EXACT)
+    assert right >= exact
+    print(f"{right} calls under their request, {roots} roots")
