@@ -1,10 +1,13 @@
 """ktrdr-api: the backend. Plain FastAPI and httpx: no tracing code.
 
 Workers are found in a registry given by the environment; each job is
-dispatched to the next worker of its kind (round robin). Every request
+dispatched to the next healthy worker of its kind (round robin), once every
+worker of that kind has been asked for its health, all at once
+(asyncio.gather, so each check runs in a task of its own). Every request
 carries a business id, `request_id`, in its query string, and every line
 this service logs names it.
 """
+import asyncio
 import itertools
 import uuid
 
@@ -49,8 +52,23 @@ async def load_data(body: dict, request: Request):
     return {"loaded": reply.json(), "request_id": rid}
 
 
+async def _healthy(kind: str, rid: str):
+    """The workers of a kind that answer their health check, all asked at
+    once before a dispatch."""
+    urls = WORKERS[kind]
+    replies = await asyncio.gather(
+        *(_client.get(f"{url}/health", params={"request_id": rid}) for url in urls),
+        return_exceptions=True)
+    return {url for url, reply in zip(urls, replies)
+            if not isinstance(reply, Exception) and reply.status_code == 200}
+
+
 async def _dispatch(kind: str, path: str, body: dict, rid: str):
-    worker = next(_next_worker[kind])
+    healthy = await _healthy(kind, rid)
+    worker = next((w for w in itertools.islice(_next_worker[kind], len(WORKERS[kind]))
+                   if w in healthy), None)
+    if worker is None:
+        raise HTTPException(status_code=503, detail=f"no healthy {kind} worker")
     log.info("request_id=%s dispatch %s to %s", rid, kind, worker)
     reply = await _client.post(f"{worker}{path}", params={"request_id": rid}, json=body)
     if reply.status_code >= 400:

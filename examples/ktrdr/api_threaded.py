@@ -20,6 +20,15 @@ _client = httpx.Client(timeout=30.0)
 _operations = {}
 
 
+def _answers_health(url, rid):
+    """A worker's health check, one after the other: the request's own
+    thread makes every call."""
+    try:
+        return _client.get(f"{url}/health", params={"request_id": rid}).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -67,8 +76,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path not in kinds:
             return self._reply(404, {"detail": "Not Found"})
         kind, path = kinds[url.path]
+        healthy = {w for w in WORKERS[kind] if _answers_health(w, rid)}
         with _lock:
-            worker = next(_next_worker[kind])
+            worker = next((w for w in itertools.islice(_next_worker[kind], len(WORKERS[kind]))
+                           if w in healthy), None)
+        if worker is None:
+            return self._reply(503, {"detail": f"no healthy {kind} worker"})
         log.info("request_id=%s dispatch %s to %s", rid, kind, worker)
         reply = _client.post(f"{worker}{path}", params={"request_id": rid}, json=body)
         if reply.status_code >= 400:

@@ -34,6 +34,7 @@ COMMANDS = {
     ("data", "show", "AAPL", "1d"):
         ("GET /api/v1/data/AAPL/1d", None, None),
 }
+WORKERS_PER_KIND = 2  # examples/ktrdr/run.sh
 RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
 
 
@@ -101,8 +102,14 @@ def run_calls(ktrdr, calls, concurrent):
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
 
 
+def fans_out(command):
+    """A dispatch first asks every worker of its kind for its health."""
+    return (COMMANDS[command][2] or "").endswith("-worker-")
+
+
 def expected_count(command):
-    return 4 if COMMANDS[command][1] else 2
+    _, down_name, down_service = COMMANDS[command]
+    return 2 + (2 if down_name else 0) + (2 * WORKERS_PER_KIND if fans_out(command) else 0)
 
 
 def wait_for_spans(rx, calls, timeout=30):
@@ -139,17 +146,23 @@ def check_call(command, rid, spans, ktrdr):
     assert len(mine) == expected_count(command), f"{rid}: {json.dumps(mine, indent=1)}"
     cli = one(mine, "CLIENT", "ktrdr")
     api = one(mine, "SERVER", "ktrdr-api", route)
-    chain = [cli, api]
+    links = [(cli, api)]
     if down_name:
-        chain.append(one(mine, "CLIENT", "ktrdr-api"))
+        call = one(mine, "CLIENT", "ktrdr-api", "POST")
         down = one(mine, "SERVER", down_service, down_name)
         assert down["resource"]["service.name"] in ktrdr.logged_by(rid)
-        chain.append(down)
+        links += [(api, call), (call, down)]
+    if fans_out(command):
+        for check in [s for s in mine if s["kind"] == "SPAN_KIND_CLIENT" and s["name"] == "GET"]:
+            port = check["attributes"]["server.port"]
+            worker = one([s for s in mine if s["attributes"]["server.port"] == port],
+                         "SERVER", down_service, "GET /health")
+            links += [(api, check), (check, worker)]
     problems = []
     if cli["parent_span_id"]:
         problems.append(f"{rid}: the CLI's span has a parent")
     right = 0
-    for parent, child in zip(chain, chain[1:]):
+    for parent, child in links:
         if child["parent_span_id"] == parent["span_id"] and child["trace_id"] == parent["trace_id"]:
             right += 1
         elif child["parent_span_id"]:
@@ -157,9 +170,9 @@ def check_call(command, rid, spans, ktrdr):
         else:
             print(f"{rid}: no parent for {child['resource']['service.name']} {child['name']}")
     trace_size = sum(1 for s in spans if s["trace_id"] == cli["trace_id"])
-    if trace_size > len(chain):
-        problems.append(f"{rid}: trace of {trace_size} spans, {len(chain)} expected")
-    return right, len(chain) - 1, problems
+    if trace_size > len(links) + 1:
+        problems.append(f"{rid}: trace of {trace_size} spans, {len(links) + 1} expected")
+    return right, len(links), problems
 
 
 def record(variant, mode, right, links, oversized):
@@ -223,13 +236,19 @@ def test_tree_view_prints_each_trace(system):
     assert re.match(r" {13}» .* ktrdr-training-worker-[12] request_id=" + rid
                     + " training start", lines[1]), printed
     assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == len(printed) - 1, printed
-    assert re.match(r"trace [0-9a-f]{32} \(4 spans, [0-9.]+ ms\)", block[0]), block
+    # The health checks, made by the tasks of a gather, under the request
+    # that awaited them, in the order they started.
+    assert re.match(r"trace [0-9a-f]{32} \(8 spans, [0-9.]+ ms\)", block[0]), block
     assert re.match(r"└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[1]), block
     assert re.match(r"   └─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",
                     block[2]), block
-    assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[3]), block
+    for at in (3, 5):
+        assert re.match(r"      ├─ ktrdr-api: GET \(CLIENT\) [0-9.]+ ms 200", block[at]), block
+        assert re.match(r"      │  └─ ktrdr-training-worker-[12]: GET /health \(SERVER\) "
+                        r"[0-9.]+ ms 200", block[at + 1]), block
+    assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[7]), block
     assert re.match(r"         └─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
-                    r"[0-9.]+ ms 200", block[4]), block
+                    r"[0-9.]+ ms 200", block[8]), block
 
 
 def lines_logged(ktrdr, rid):
@@ -258,7 +277,8 @@ def check_log_records(calls, spans, records, ktrdr):
                     problems.append(f"{rid}: job line of {service} has a trace")
                 continue
             server = [s for s in spans if request_id_of(s) == rid and s["kind"] == "SPAN_KIND_SERVER"
-                      and s["resource"]["service.name"] == service]
+                      and s["resource"]["service.name"] == service
+                      and s["name"] != "GET /health"]  # a health check logs nothing
             if len(server) != 1:
                 problems.append(f"{rid}: {len(server)} server spans in {service}")
             elif (r["trace_id"], r["span_id"]) != (server[0]["trace_id"], server[0]["span_id"]):
