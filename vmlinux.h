@@ -118,6 +118,8 @@ struct pt_regs {
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
+	unsigned long env_start;
+	unsigned long env_end;
 };
 
 struct task_struct {

@@ -384,10 +384,69 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* Whether a variable, read at var, is one the agent reads from the exec
+ * event: OTEL_*, TRACEPARENT, TRACESTATE. */
+static __always_inline bool env_wanted(const char *var)
+{
+	if (var[0] == 'O')
+		return var[1] == 'T' && var[2] == 'E' && var[3] == 'L' && var[4] == '_';
+	if (var[0] != 'T' || var[1] != 'R' || var[2] != 'A' || var[3] != 'C' || var[4] != 'E')
+		return false;
+	if (var[5] == 'S')
+		return var[6] == 'T' && var[7] == 'A' && var[8] == 'T' && var[9] == 'E' &&
+		       var[10] == '=';
+	return var[5] == 'P' && var[6] == 'A' && var[7] == 'R' && var[8] == 'E' && var[9] == 'N' &&
+	       var[10] == 'T' && var[11] == '=';
+}
+
+/* Appends the wanted variables of the environment [at, end) after the
+ * argv. Each is read where it would go and kept by moving on past it;
+ * a variable longer than one read is skipped over read by read. Returns
+ * whether every variable was looked at and every wanted one kept whole. */
+static __always_inline bool copy_env(struct sonde_exec_event *ev, __u64 at, __u64 end)
+{
+	__u32 used = ev->args_len;
+	bool var_start = true, whole = true;
+
+	for (int i = 0; i < SONDE_EXEC_ENV_READS; i++) {
+		char *to;
+		long n;
+
+		if (at >= end)
+			return whole;
+		if (used > SONDE_EXEC_ARGS_MAX + SONDE_EXEC_ENV_MAX)
+			return false;
+		to = ev->strings + used;
+		n = bpf_probe_read_user_str(to, SONDE_EXEC_VAR_MAX, (const void *)at);
+		if (n <= 0)
+			return false;
+		if (n < SONDE_EXEC_VAR_MAX) {
+			if (var_start && env_wanted(to)) {
+				if (used + n <= SONDE_EXEC_ARGS_MAX + SONDE_EXEC_ENV_MAX)
+					used += n;
+				else
+					whole = false;
+				ev->env_len = (__u16)(used - ev->args_len);
+			}
+			at += n;
+			var_start = true;
+		} else {
+			if (var_start && env_wanted(to))
+				whole = false;
+			at += n - 1;
+			var_start = false;
+		}
+	}
+	return at >= end;
+}
+
+_Static_assert(sizeof(struct sonde_exec_event) <= sizeof(struct scratch),
+	       "an exec event is built in the per-CPU scratch");
+
 /* The agent looks at a program once it has been exec'd: a CPython
- * interpreter gets its sonde_py_layout before it serves anything. */
-/* With its argv, read now: a short command may be gone before the agent
- * could read /proc (command spans name it from there). */
+ * interpreter gets its sonde_py_layout before it serves anything. The
+ * event carries what the program was given, read now (see struct
+ * sonde_exec_event). */
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(void *ctx)
 {
@@ -396,7 +455,7 @@ int process_exec(void *ctx)
 	__u32 zero = 0;
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
 	struct sonde_exec_event *ev;
-	__u64 start, len;
+	__u64 start, len, env_len;
 
 	if (!scratch)
 		return 0;
@@ -411,10 +470,16 @@ int process_exec(void *ctx)
 	len = BPF_CORE_READ(task, mm, arg_end) - start;
 	if (len > SONDE_EXEC_ARGS_MAX)
 		len = SONDE_EXEC_ARGS_MAX;
-	if (len == 0 || bpf_probe_read_user(ev->args, (__u32)len, (const void *)start))
+	if (len == 0 || bpf_probe_read_user(ev->strings, (__u32)len, (const void *)start))
 		len = 0;
 	ev->args_len = (__u16)len;
-	submit(ctx, ev, SONDE_EXEC_EVENT_SIZE(len));
+	ev->env_len = 0;
+	ev->env_whole = copy_env(ev, BPF_CORE_READ(task, mm, env_start),
+				 BPF_CORE_READ(task, mm, env_end));
+	env_len = ev->env_len;
+	if (env_len > SONDE_EXEC_ENV_MAX)
+		env_len = 0;
+	submit(ctx, ev, SONDE_EXEC_EVENT_SIZE(len + env_len));
 	return 0;
 }
 

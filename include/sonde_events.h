@@ -195,18 +195,36 @@ struct sonde_conn_event {
 
 /* Bytes of a new program's argv sent with its exec event. */
 #define SONDE_EXEC_ARGS_MAX 512
+/* Bytes of the environment variables sent with it (see env_len). */
+#define SONDE_EXEC_ENV_MAX 1024
+/* The longest such variable, "NAME=value", that is sent whole. */
+#define SONDE_EXEC_VAR_MAX 512
+/* Reads of the environment at most: one per variable, one per
+ * SONDE_EXEC_VAR_MAX - 1 bytes of a longer one. */
+#define SONDE_EXEC_ENV_READS 128
 
 /* A process ran execve; variable-length on the wire:
- * SONDE_EXEC_EVENT_SIZE(args_len). */
+ * SONDE_EXEC_EVENT_SIZE(args_len + env_len). What the program was given is
+ * read now: a short command may be gone before the agent could read
+ * /proc, and a program may overwrite its environment block (nginx writes
+ * its process title over it). */
 struct sonde_exec_event {
 	struct sonde_event_header hdr;
-	__u16 args_len; /* bytes of args: the argv strings, each ending in NUL,
+	__u16 args_len; /* bytes of argv at strings[0]: each argument and NUL,
 	                   cut at SONDE_EXEC_ARGS_MAX; 0 when unreadable */
-	__u8 pad[6];
-	char args[SONDE_EXEC_ARGS_MAX];
+	__u16 env_len;  /* bytes at strings[args_len]: the variables whose name
+	                   starts with OTEL_ or is TRACEPARENT or TRACESTATE,
+	                   each "NAME=value" and NUL, in environment order */
+	__u8 env_whole; /* 1: every variable of the environment was looked at
+	                   and every one sent was sent whole; 0: the agent
+	                   reads /proc/PID/environ for what is missing */
+	__u8 pad[3];
+	/* The last SONDE_EXEC_VAR_MAX bytes are never sent: the room a
+	 * variable is read into before it is known to be wanted. */
+	char strings[SONDE_EXEC_ARGS_MAX + SONDE_EXEC_ENV_MAX + SONDE_EXEC_VAR_MAX];
 };
 
-#define SONDE_EXEC_EVENT_SIZE(bytes) (offsetof(struct sonde_exec_event, args) + (bytes))
+#define SONDE_EXEC_EVENT_SIZE(bytes) (offsetof(struct sonde_exec_event, strings) + (bytes))
 
 /* The last thread of a process exited (tid: that thread). */
 struct sonde_exit_event {

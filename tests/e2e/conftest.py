@@ -170,7 +170,7 @@ http {{
 
 
 class Nginx:
-    def __init__(self, workdir):
+    def __init__(self, workdir, env=None):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="nginx-"))
         os.chmod(self.dir, 0o755)
@@ -179,7 +179,8 @@ class Nginx:
         (self.dir / "www" / "big.bin").write_bytes(b"b" * 200000)
         conf = self.dir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
-        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(self.dir / "error.log")])
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(self.dir / "error.log")],
+                                     env=dict(os.environ, **(env or {})))
         wait_port(self.port)
 
     def stop(self):

@@ -1,9 +1,10 @@
 """Command spans end to end: the ktrdr CLI, named in SONDE_COMMAND_SPANS,
 is the root of the trace it starts: its INTERNAL span from exec to exit
 (exit code, arguments), the parent of its client span, down to the
-worker; a TRACEPARENT in its environment puts it in that trace; a
-failing command is an error."""
+worker; a TRACEPARENT in its environment puts it in that trace, even for
+a command gone within a millisecond; a failing command is an error."""
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -21,7 +22,7 @@ def cli(workdir):
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rx.http_port}",
         "OTEL_BSP_SCHEDULE_DELAY": "100", "SONDE_KEEP_QUERY": "1",
-        "SONDE_COMMAND_SPANS": "ktrdr"})
+        "SONDE_COMMAND_SPANS": "ktrdr,sonde-quick"})
     ktrdr = Ktrdr(workdir, "uvicorn")
     yield ktrdr, rx
     ktrdr.stop()
@@ -77,6 +78,21 @@ def test_a_traceparent_in_the_environment_is_the_commands_parent(cli):
     cmd = one(spans, "INTERNAL", "ktrdr", "ktrdr data show")
     assert (cmd["trace_id"], cmd["parent_span_id"]) == (trace_id, parent)
     assert {s["trace_id"] for s in spans} == {trace_id}
+
+
+def test_a_command_gone_at_once_keeps_its_traceparent(cli, workdir):
+    """/bin/true under another name exits long before the agent could read
+    its /proc entry: the kernel sent its TRACEPARENT with its exec."""
+    ktrdr, rx = cli
+    quick = os.path.join(workdir, "sonde-quick")
+    shutil.copy("/bin/true", quick)
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    marker = uuid.uuid4().hex[:10]
+    assert subprocess.run([quick, marker], env={"TRACEPARENT": f"00-{trace_id}-{parent}-01"},
+                          timeout=10).returncode == 0
+    (cmd,) = spans_of(rx, marker, 1)
+    assert cmd["name"] == "sonde-quick"
+    assert (cmd["trace_id"], cmd["parent_span_id"]) == (trace_id, parent)
 
 
 def test_a_failing_command_is_an_error(cli):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import APPS, PYTHON, Agent, by_kind, curl, free_port
+from conftest import APPS, PYTHON, Agent, Nginx, by_kind, curl, free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -165,6 +165,19 @@ def test_ipv6_loopback(agent, nginx):
     assert server["attributes"]["server.address"] == "::1"
     assert one(spans, "CLIENT")["attributes"]["url.full"] == f"http://[::1]:{nginx.port}/index.html" \
         or one(spans, "CLIENT")["attributes"]["server.address"] == "::1"
+
+
+def test_nginx_keeps_the_service_name_it_was_given(workdir, agent):
+    """nginx writes its process title over its environment block, so
+    OTEL_SERVICE_NAME is gone from /proc/PID/environ by the time its first
+    request comes: the kernel sent it with the exec."""
+    server = Nginx(workdir, env={"OTEL_SERVICE_NAME": "e2e-edge"})
+    try:
+        assert curl(f"http://127.0.0.1:{server.port}/ok") == "200"
+        spans = agent.wait_spans(server.port, 2)
+    finally:
+        server.stop()
+    assert resource(one(spans, "SERVER"), "service.name") == "e2e-edge"
 
 
 def test_fastapi_on_uvicorn_with_route_templating(agent, uvicorn):

@@ -746,12 +746,12 @@ static void handle_proc_exit(struct tracker *t, const struct sonde_event_header 
 	t->stats.proc_exits++;
 	if (t->nexited < EXITED_MAX)
 		t->exited[t->nexited++] = hdr->tgid;
-	if (!proc_table_has(t->procs, hdr->tgid))
-		return;
-	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++)
-		for (struct conn *c = t->buckets[i]; c; c = c->hash_next)
-			if (c->tgid == hdr->tgid)
-				mark_ending(t, c, END_EXIT, hdr->ts);
+	if (proc_table_has(t->procs, hdr->tgid))
+		for (size_t i = 0; i < (1u << t->nbuckets_log2); i++)
+			for (struct conn *c = t->buckets[i]; c; c = c->hash_next)
+				if (c->tgid == hdr->tgid)
+					mark_ending(t, c, END_EXIT, hdr->ts);
+	/* Every process: what its exec left in the table goes too. */
 	if (t->nforget == EXITED_MAX)
 		apply_endings(t);
 	t->forget[t->nforget++] = hdr->tgid;

@@ -32,7 +32,9 @@
 #define AGENT_COUNTERS(X) \
 	X(kernel_entries_swept, "kernel_entries_swept", TOTAL, \
 	  "kernel map entries of exited processes deleted") \
-	X(bad_log_records, "bad_log_records", TOTAL, "log records too short, or with logs off")
+	X(bad_log_records, "bad_log_records", TOTAL, "log records too short, or with logs off") \
+	X(bad_exec_records, "bad_exec_records", TOTAL, \
+	  "exec records shorter than the argv and environment they announce")
 
 struct agent_stats {
 	AGENT_COUNTERS(COUNTER_FIELD)
@@ -100,22 +102,33 @@ static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 		log_debug("pid %u runs CPython: asyncio tasks named", pid);
 }
 
+/* What the new program was given is kept before anything reads it: its
+ * environment (resource, TRACEPARENT) and argv. A record too short for
+ * what it says it holds counts as bad, and the process is read from /proc. */
+static void on_exec(struct agent *a, const struct sonde_exec_event *ex, size_t size)
+{
+	bool sound = size >= offsetof(struct sonde_exec_event, strings) &&
+		     ex->args_len <= SONDE_EXEC_ARGS_MAX && ex->env_len <= SONDE_EXEC_ENV_MAX &&
+		     size >= SONDE_EXEC_EVENT_SIZE(ex->args_len + ex->env_len);
+	uint32_t tgid = ex->hdr.tgid;
+
+	if (!sound)
+		a->stats.bad_exec_records++;
+	if (proc_table_exec(a->procs, tgid, ex->strings + (sound ? ex->args_len : 0),
+			    sound ? ex->env_len : 0, sound && ex->env_whole))
+		log_error("keep the environment of pid %u: %s", tgid, strerror(ENOMEM));
+	look_at_program(a, tgid, true);
+	if (a->commands)
+		commands_exec(a->commands, tgid, ex->hdr.ts, ex->strings, sound ? ex->args_len : 0);
+}
+
 static void on_record(void *ctx, const void *record, size_t size)
 {
 	struct agent *a = ctx;
 	const struct sonde_event_header *hdr = record;
 
-	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC) {
-		look_at_program(a, hdr->tgid, true);
-		const struct sonde_exec_event *ex = record;
-		bool has_args = size >= offsetof(struct sonde_exec_event, args) &&
-				ex->args_len <= SONDE_EXEC_ARGS_MAX &&
-				size >= SONDE_EXEC_EVENT_SIZE(ex->args_len);
-
-		if (a->commands)
-			commands_exec(a->commands, hdr->tgid, hdr->ts, ex->args,
-				      has_args ? ex->args_len : 0);
-	}
+	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_PROC_EXEC)
+		on_exec(a, record, size);
 	if (a->commands && size >= sizeof(struct sonde_exit_event) &&
 	    hdr->type == SONDE_EV_PROC_EXIT)
 		commands_exit(a->commands, hdr->tgid, hdr->ts,

@@ -42,6 +42,22 @@ const char *procfs_env(const char *block, size_t len, const char *name)
 	return NULL;
 }
 
+/* The fields after the command name, whose parentheses may hold any
+ * character: state, then the parent's pid. */
+uint32_t procfs_ppid(const char *root, uint32_t pid)
+{
+	char stat[512];
+	const char *after;
+	unsigned ppid;
+
+	if (!procfs_read(root, pid, "stat", stat, sizeof(stat)))
+		return 0;
+	after = strrchr(stat, ')');
+	if (!after || sscanf(after + 1, " %*c %u", &ppid) != 1)
+		return 0;
+	return ppid;
+}
+
 const char *procfs_basename(const char *path)
 {
 	const char *slash = strrchr(path, '/');

@@ -14,6 +14,8 @@ size_t procfs_read(const char *root, uint32_t pid, const char *name, char *buf, 
 int procfs_split(char *text, size_t len, char **argv, int max);
 /* Value of NAME in a NUL-separated environment block, or NULL. */
 const char *procfs_env(const char *block, size_t len, const char *name);
+/* The parent of a process, 0 when it cannot be read. */
+uint32_t procfs_ppid(const char *root, uint32_t pid);
 /* The last component of a path. */
 const char *procfs_basename(const char *path);
 

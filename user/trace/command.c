@@ -136,8 +136,7 @@ static bool named(const struct commands *c, const char *executable)
 
 static void read_traceparent(struct commands *c, struct command *cmd)
 {
-	size_t len = read_proc(c, cmd->tgid, "environ");
-	const char *value = procfs_env(c->scratch, len, "TRACEPARENT");
+	const char *value = proc_table_getenv(c->procs, cmd->tgid, "TRACEPARENT");
 
 	cmd->has_parent = value && traceparent_parse(value, strlen(value), &cmd->parent);
 }

@@ -1,11 +1,14 @@
 #include "procinfo.h"
 
+#include <errno.h>
+
 #include "argv.h"
 #include "ids.h"
 #include "kvlist.h"
 #include "log.h"
 #include "procfs.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +16,24 @@
 #define PROC_BUCKETS 1024
 #define ENVIRON_MAX (128 * 1024)
 #define ARGV_MAX 64
+/* Forks followed up to the program a process runs. */
+#define ENV_ANCESTORS_MAX 4
+
+/* The variables a program was given, as its exec event carried them. */
+struct exec_env {
+	struct exec_env *next;
+	uint32_t pid;
+	bool whole; /* every variable was looked at: one absent here is absent */
+	size_t len;
+	char vars[]; /* "NAME=value" and NUL each */
+};
 
 struct proc_table {
 	char proc_root[128];
 	char host_name[64];
 	struct idgen ids;
 	struct proc_info *buckets[PROC_BUCKETS];
+	struct exec_env *envs[PROC_BUCKETS];
 	char *scratch; /* ENVIRON_MAX bytes for reading /proc files */
 };
 
@@ -53,6 +68,12 @@ void proc_table_free(struct proc_table *t)
 
 			t->buckets[i] = info->next;
 			proc_info_unref(info);
+		}
+		while (t->envs[i]) {
+			struct exec_env *e = t->envs[i];
+
+			t->envs[i] = e->next;
+			free(e);
 		}
 	}
 	free(t->scratch);
@@ -200,17 +221,63 @@ bool service_name_from_resource_attrs(const char *attrs, char *out, size_t size)
 	return false;
 }
 
+static struct exec_env **env_link(struct proc_table *t, uint32_t pid)
+{
+	struct exec_env **link = &t->envs[pid % PROC_BUCKETS];
+
+	while (*link && (*link)->pid != pid)
+		link = &(*link)->next;
+	return link;
+}
+
+static void forget_env(struct proc_table *t, uint32_t pid)
+{
+	struct exec_env **link = env_link(t, pid);
+	struct exec_env *e = *link;
+
+	if (e) {
+		*link = e->next;
+		free(e);
+	}
+}
+
+/* The variables of the program a process runs, as its exec gave them: its
+ * own exec's, or, for a process forked and not exec'd since (nginx's
+ * workers), the nearest ancestor's that sonde saw exec. Every exec sonde
+ * sees leaves an entry, so a walk up stops at the program that was run. */
+static const struct exec_env *exec_env_of(struct proc_table *t, uint32_t pid)
+{
+	for (int depth = 0; pid > 1 && depth < ENV_ANCESTORS_MAX; depth++) {
+		const struct exec_env *e = *env_link(t, pid);
+
+		if (e)
+			return e;
+		pid = procfs_ppid(t->proc_root, pid);
+	}
+	return NULL;
+}
+
+const char *proc_table_getenv(struct proc_table *t, uint32_t pid, const char *name)
+{
+	const struct exec_env *e = exec_env_of(t, pid);
+	const char *value = e ? procfs_env(e->vars, e->len, name) : NULL;
+
+	if (value || (e && e->whole))
+		return value;
+	return procfs_env(t->scratch, read_proc_file(t, pid, "environ"), name);
+}
+
 static void read_environment(struct proc_table *t, struct proc_info *info)
 {
-	size_t len = read_proc_file(t, info->pid, "environ");
-	const char *service = procfs_env(t->scratch, len, "OTEL_SERVICE_NAME");
-	const char *attrs = procfs_env(t->scratch, len, "OTEL_RESOURCE_ATTRIBUTES");
+	const char *service = proc_table_getenv(t, info->pid, "OTEL_SERVICE_NAME");
+	const char *attrs;
 
+	if (service)
+		snprintf(info->service_name, sizeof(info->service_name), "%s", service);
+	attrs = proc_table_getenv(t, info->pid, "OTEL_RESOURCE_ATTRIBUTES");
 	if (attrs)
 		snprintf(info->resource_attrs, sizeof(info->resource_attrs), "%s", attrs);
-	if (service && service[0])
-		snprintf(info->service_name, sizeof(info->service_name), "%s", service);
-	else if (attrs)
+	if (!info->service_name[0] && attrs)
 		service_name_from_resource_attrs(attrs, info->service_name,
 						 sizeof(info->service_name));
 }
@@ -300,6 +367,23 @@ bool proc_table_has(const struct proc_table *t, uint32_t pid)
 	return find(t, pid) != NULL;
 }
 
+int proc_table_exec(struct proc_table *t, uint32_t pid, const char *vars, size_t len, bool whole)
+{
+	struct exec_env *e;
+
+	proc_table_forget(t, pid);
+	e = malloc(sizeof(*e) + len);
+	if (!e)
+		return -ENOMEM;
+	e->pid = pid;
+	e->whole = whole;
+	e->len = len;
+	memcpy(e->vars, vars, len);
+	e->next = t->envs[pid % PROC_BUCKETS];
+	t->envs[pid % PROC_BUCKETS] = e;
+	return 0;
+}
+
 void proc_table_forget(struct proc_table *t, uint32_t pid)
 {
 	struct proc_info **link = bucket_of(t, pid);
@@ -312,4 +396,5 @@ void proc_table_forget(struct proc_table *t, uint32_t pid)
 		*link = info->next;
 		proc_info_unref(info);
 	}
+	forget_env(t, pid);
 }

@@ -1,5 +1,6 @@
 /* What sonde knows of a traced process: its OpenTelemetry resource.
- * Read once from /proc when the process first shows HTTP traffic. */
+ * Read once, when the process first shows traffic, from what its exec
+ * event carried and from /proc. */
 #ifndef SONDE_PROCINFO_H
 #define SONDE_PROCINFO_H
 
@@ -29,9 +30,23 @@ void proc_table_free(struct proc_table *table);
  * process whose /proc entry is already gone. */
 struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
+/* A process ran execve: what the table knew of its old program is
+ * forgotten, and the variables it was given (struct sonde_exec_event's,
+ * "NAME=value" and NUL each; whole: every variable was looked at) are kept
+ * until it exits, since a program may overwrite its environment block
+ * before sonde reads it. */
+int proc_table_exec(struct proc_table *table, uint32_t pid, const char *vars, size_t len,
+		    bool whole);
+/* The value of a variable the process was given: from its exec event
+ * (a process forked and not exec'd since: its nearest exec'd ancestor's)
+ * when that says, else from /proc/PID/environ; NULL when absent. Valid
+ * until the next call. */
+const char *proc_table_getenv(struct proc_table *table, uint32_t pid, const char *name);
 /* Calls fn for every process in the table. */
 void proc_table_each(const struct proc_table *table, void (*fn)(void *ctx, uint32_t pid),
 		     void *ctx);
+/* The process exited, or ran another program: its resource and the
+ * variables kept from its exec go. */
 void proc_table_forget(struct proc_table *table, uint32_t pid);
 
 /* Spans hold a reference across threads. */

@@ -1,0 +1,103 @@
+/* A process's resource from the variables its exec gave it: they win over
+ * /proc/PID/environ (which a program may overwrite), a forked child that
+ * did not exec has its parent's, and /proc is read only for what the exec
+ * event could not say. */
+#include "procinfo.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct fake_proc {
+	char root[64];
+	struct proc_table *table;
+};
+
+static void put(const struct fake_proc *f, uint32_t pid, const char *name, const char *data,
+		size_t len)
+{
+	char path[160];
+	FILE *file;
+
+	snprintf(path, sizeof(path), "%s/%u", f->root, pid);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/%u/%s", f->root, pid, name);
+	file = fopen(path, "w");
+	cr_assert_not_null(file);
+	fwrite(data, 1, len, file);
+	fclose(file);
+}
+
+/* A process as /proc shows it: its parent and an environment block that
+ * says nothing of OpenTelemetry (nginx's process title is written over). */
+static void process(const struct fake_proc *f, uint32_t pid, uint32_t ppid)
+{
+	char stat[64];
+	static const char title[] = "nginx: worker process";
+
+	snprintf(stat, sizeof(stat), "%u (nginx) S %u 1 1", pid, ppid);
+	put(f, pid, "stat", stat, strlen(stat));
+	put(f, pid, "cmdline", title, sizeof(title));
+	put(f, pid, "environ", title, sizeof(title));
+}
+
+static void setup(struct fake_proc *f)
+{
+	strcpy(f->root, "/tmp/sonde-procinfo-XXXXXX");
+	cr_assert_not_null(mkdtemp(f->root));
+	f->table = proc_table_new(f->root, "testhost");
+	cr_assert_not_null(f->table);
+}
+
+static const char edge_env[] = "OTEL_SERVICE_NAME=edge\0TRACEPARENT=00-abc\0";
+
+Test(procinfo, the_exec_environment_wins_and_forked_children_inherit_it)
+{
+	struct fake_proc f;
+
+	setup(&f);
+	process(&f, 100, 1);
+	process(&f, 101, 100);
+	cr_assert_eq(proc_table_exec(f.table, 100, edge_env, sizeof(edge_env) - 1, true), 0);
+	cr_expect_str_eq(proc_table_get(f.table, 100, NULL)->service_name, "edge");
+	cr_expect_str_eq(proc_table_get(f.table, 101, NULL)->service_name, "edge",
+			 "a worker forked by the master, with no exec of its own");
+	cr_expect_str_eq(proc_table_getenv(f.table, 101, "TRACEPARENT"), "00-abc");
+	proc_table_free(f.table);
+}
+
+Test(procinfo, a_child_that_ran_its_own_program_has_its_own_environment)
+{
+	struct fake_proc f;
+
+	setup(&f);
+	process(&f, 100, 1);
+	process(&f, 102, 100);
+	cr_assert_eq(proc_table_exec(f.table, 100, edge_env, sizeof(edge_env) - 1, true), 0);
+	cr_assert_eq(proc_table_exec(f.table, 102, NULL, 0, true), 0);
+	cr_expect_null(proc_table_getenv(f.table, 102, "OTEL_SERVICE_NAME"));
+	cr_expect_str_neq(proc_table_get(f.table, 102, NULL)->service_name, "edge");
+	proc_table_free(f.table);
+}
+
+Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
+{
+	static const char environ[] = "HOME=/\0OTEL_SERVICE_NAME=from-proc\0";
+	struct fake_proc f;
+
+	setup(&f);
+	process(&f, 103, 1);
+	put(&f, 103, "environ", environ, sizeof(environ));
+	cr_assert_eq(proc_table_exec(f.table, 103, NULL, 0, false), 0);
+	cr_expect_str_eq(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"), "from-proc",
+			 "the environment was too long to look through at exec");
+	cr_assert_eq(proc_table_exec(f.table, 103, NULL, 0, true), 0);
+	cr_expect_null(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"),
+		       "whole at exec: what it lacks, the program was not given");
+	proc_table_forget(f.table, 103);
+	cr_expect_str_eq(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"), "from-proc",
+			 "gone with the process");
+	proc_table_free(f.table);
+}
