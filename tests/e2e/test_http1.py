@@ -6,10 +6,11 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import APPS, PYTHON, Agent, Nginx, by_kind, curl, free_port
+from conftest import APPS, PYTHON, Agent, Nginx, by_kind, curl, free_port, wait_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -217,12 +218,69 @@ def test_httpx_client(agent, uvicorn):
     assert clients[0]["attributes"]["user_agent.original"].startswith("python-httpx/")
 
 
-def test_incoming_traceparent_is_honoured(agent, nginx):
+def test_a_traceparent_places_the_first_span_sonde_saw(agent, nginx):
+    """curl's call carries a traceparent: curl's span (no traced parent)
+    is the header's child and nginx's is curl's, in the header's trace."""
     assert curl("-H", f"traceparent: {TRACEPARENT}", f"http://127.0.0.1:{nginx.port}/") == "200"
     spans = agent.wait_spans(nginx.port, 2)
-    server = one(spans, "SERVER")
-    assert server["context"]["trace_id"] == "0x4bf92f3577b34da6a3ce929d0e0e4736"
-    assert server["parent_id"] == "0x00f067aa0ba902b7"
+    server, client = one(spans, "SERVER"), one(spans, "CLIENT")
+    assert client["context"]["trace_id"] == "0x4bf92f3577b34da6a3ce929d0e0e4736"
+    assert client["parent_id"] == "0x00f067aa0ba902b7"
+    assert server["context"]["trace_id"] == client["context"]["trace_id"]
+    assert server["parent_id"] == client["context"]["span_id"]
+
+
+NGINX_PROXY_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def test_a_forwarded_traceparent_skips_no_hop(workdir, agent, nginx):
+    """nginx forwards the traceparent it was sent unchanged: the backend's
+    span is still under nginx's call, not the header's span."""
+    proxy_dir = Path(workdir) / f"proxy-{nginx.port}"
+    proxy_dir.mkdir()
+    port = free_port()
+    conf = proxy_dir / "nginx.conf"
+    conf.write_text(NGINX_PROXY_CONF.format(dir=proxy_dir, port=port, backend=nginx.port))
+    proxy = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(proxy_dir / "error.log")])
+    try:
+        wait_port(port)
+        assert curl("-H", f"traceparent: {TRACEPARENT}", f"http://127.0.0.1:{port}/ok") == "200"
+        edge = agent.wait_spans(port, 2)
+        back = agent.wait_spans(nginx.port, 2)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    curl_span, proxy_server = one(edge, "CLIENT"), one(edge, "SERVER")
+    proxy_call, backend = one(back, "CLIENT"), one(back, "SERVER")
+    assert curl_span["parent_id"] == "0x00f067aa0ba902b7"
+    assert proxy_server["parent_id"] == curl_span["context"]["span_id"]
+    assert proxy_call["parent_id"] == proxy_server["context"]["span_id"]
+    assert backend["parent_id"] == proxy_call["context"]["span_id"]
+    assert {s["context"]["trace_id"] for s in (curl_span, proxy_server, proxy_call, backend)} \
+        == {"0x4bf92f3577b34da6a3ce929d0e0e4736"}
 
 
 CLIENT_HELLO = bytes.fromhex(

@@ -121,9 +121,13 @@ def test_spans_arrive_decoded(workdir, nginx, receivers, protocol, compression):
     assert ok["status"]["code"] == "STATUS_CODE_UNSET"
     assert ok["attributes"]["http.response.status_code"] == 200
     assert ok["attributes"]["client.port"] > 0
+    # curl's call carried a traceparent: curl's span, which has no traced
+    # parent, is the header's child, and nginx's is curl's.
     failed = servers["GET /status/{id}"]
-    assert failed["trace_id"] == TRACEPARENT.split("-")[1]
-    assert failed["parent_span_id"] == TRACEPARENT.split("-")[2]
+    curl_failed = next(c for c in clients if c["attributes"]["url.path"] == "/status/503")
+    assert curl_failed["trace_id"] == failed["trace_id"] == TRACEPARENT.split("-")[1]
+    assert curl_failed["parent_span_id"] == TRACEPARENT.split("-")[2]
+    assert failed["parent_span_id"] == curl_failed["span_id"]
     assert failed["flags"] & 0xff == 1
     assert failed["status"]["code"] == "STATUS_CODE_ERROR"
     assert failed["attributes"]["http.response.status_code"] == 503

@@ -99,17 +99,49 @@ Test(linker, keep_alive_exchanges_stay_in_their_own_traces)
 			  context_id(span_of("SERVER", "/b"), "trace_id"));
 }
 
-Test(linker, incoming_traceparent_wins_over_the_peer)
+#define TRACEPARENT "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+
+/* A client (10) sends a traceparent through a proxy (20), which forwards
+ * it unchanged to the backend (30): each span is under the one sonde saw
+ * before it, and the header only places the first, which has no traced
+ * parent, in the caller's trace. */
+Test(linker, a_forwarded_traceparent_skips_no_hop)
 {
 	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
-	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	const char *req = "GET /t HTTP/1.1\r\ntraceparent: "
-			  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+	struct tconn proxy_in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn proxy_out = h_open_ports(&h, 20, 8, SONDE_ROLE_CLIENT, 40002, 9090);
+	struct tconn backend = h_open_ports(&h, 30, 5, SONDE_ROLE_SERVER, 9090, 40002);
+	const char *first = "GET /t HTTP/1.1\r\n" TRACEPARENT "\r\n";
+	const char *forwarded = "GET /u HTTP/1.1\r\n" TRACEPARENT "\r\n";
 
-	h_send(&h, &client, OUT, req);
+	h_send(&h, &client, OUT, first);
+	h_send(&h, &proxy_in, IN, first);
+	h_send(&h, &proxy_out, OUT, forwarded);
+	h_send(&h, &backend, IN, forwarded);
+	h_send(&h, &backend, OUT, ok);
+	h_send(&h, &proxy_out, IN, ok);
+	h_send(&h, &proxy_in, OUT, ok);
+	h_send(&h, &client, IN, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	cr_expect_str_eq(span_field(span_of("CLIENT", "/t"), "parent_id"), "0x00f067aa0ba902b7");
+	cr_expect_str_eq(context_id(span_of("CLIENT", "/t"), "trace_id"),
+			 "0x4bf92f3577b34da6a3ce929d0e0e4736");
+	expect_child(span_of("SERVER", "/t"), span_of("CLIENT", "/t"));
+	expect_child(span_of("CLIENT", "/u"), span_of("SERVER", "/t"));
+	expect_child(span_of("SERVER", "/u"), span_of("CLIENT", "/u"));
+	cr_expect_eq(h.stats.link.parent_traceparent, 1);
+	cr_expect_eq(h.stats.link.traceparent_superseded, 3);
+}
+
+/* A caller sonde does not trace (another host): the header decides. */
+Test(linker, a_traceparent_places_a_request_with_no_traced_caller)
+{
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	const char *req = "GET /t HTTP/1.1\r\n" TRACEPARENT "\r\n";
+
 	h_send(&h, &server, IN, req);
 	h_send(&h, &server, OUT, ok);
-	h_send(&h, &client, IN, ok);
 	h_finish(&h);
 	cr_expect_str_eq(span_field(span_of("SERVER", "/t"), "parent_id"), "0x00f067aa0ba902b7");
 	cr_expect_eq(h.stats.link.parent_traceparent, 1);

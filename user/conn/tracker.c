@@ -325,8 +325,7 @@ static struct link_node *link_request(struct conn *c, const struct request_start
 		.conn = link_conn_of(c),
 	};
 
-	if (req.server && rs->traceparent_len &&
-	    traceparent_parse(rs->traceparent, rs->traceparent_len, &parent))
+	if (rs->traceparent_len && traceparent_parse(rs->traceparent, rs->traceparent_len, &parent))
 		req.remote = &parent;
 	return linker_request(c->tracker->linker, &req);
 }

@@ -91,6 +91,7 @@ struct link_node {
 	bool has_parent;
 	bool log;       /* a log write's: decided like a client span, counted nowhere */
 	bool ambiguous; /* decided with no parent: more than one candidate */
+	bool has_remote; /* trace_id, parent_span_id, flags: its traceparent's */
 	uint8_t flags;
 	uint8_t trace_id[TRACE_ID_SIZE];
 	uint8_t span_id[SPAN_ID_SIZE];
@@ -474,10 +475,27 @@ static bool decide_command_child(struct linker *l, struct link_node *n)
 	return true;
 }
 
+/* The request's traceparent header names its parent when sonde knows no
+ * traced caller or in-process parent: a header a proxy forwards unchanged
+ * would skip its hops. Not when several in-process candidates were seen:
+ * the header may be a forwarded one, which names an ancestor. */
+static bool decide_remote(struct linker *l, struct link_node *n, const uint64_t *reason)
+{
+	if (!n->has_remote || reason == &l->stats.root_ambiguous)
+		return false;
+	n->has_parent = true;
+	n->decided = true;
+	l->stats.parent_traceparent++;
+	finalize(l, n);
+	return true;
+}
+
 /* A log write's node starts no trace: "no parent" means no ids. */
 static void decide_root(struct linker *l, struct link_node *n, uint64_t *reason)
 {
 	if (l->roots && decide_command_child(l, n))
+		return;
+	if (decide_remote(l, n, reason))
 		return;
 	n->has_parent = false;
 	n->decided = true;
@@ -506,6 +524,8 @@ static bool would_cycle(const struct link_node *n, const struct link_node *p)
 static void decide_parent(struct linker *l, struct link_node *n, struct link_node *p,
 			  uint64_t *reason)
 {
+	if (n->has_remote)
+		l->stats.traceparent_superseded++;
 	if (!p->final && would_cycle(n, p)) {
 		decide_root(l, n, NULL);
 		return;
@@ -690,14 +710,12 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	else if (req->conn && req->conn->hashed)
 		queue_on_conn(req->conn, n);
 	if (req->remote) {
+		/* Kept for decide_root: the header decides only when sonde's
+		 * own link finds no parent. */
 		memcpy(n->trace_id, req->remote->trace_id, TRACE_ID_SIZE);
 		memcpy(n->parent_span_id, req->remote->span_id, SPAN_ID_SIZE);
 		n->flags = req->remote->flags;
-		n->has_parent = true;
-		n->decided = true;
-		l->stats.parent_traceparent++;
-		finalize(l, n);
-		return n;
+		n->has_remote = true;
 	}
 	if (!try_decide(l, n)) {
 		n->refs++;

@@ -1,8 +1,7 @@
 /* Decides each span's parent, and so its trace, with no help from the
  * traced programs:
  *
- * - a SERVER span with a valid incoming traceparent is its child;
- * - otherwise a SERVER span whose connection's other end is a CLIENT
+ * - a SERVER span whose connection's other end is a CLIENT
  *   connection sonde follows on this host is the child of the CLIENT span
  *   of the same exchange (ends matched by address and port, exchanges by
  *   order on the connection, checked by time);
@@ -12,7 +11,12 @@
  *   server request was open. Outside CPython the task is 0, and the
  *   thread alone decides: exact for a thread per request; on an event
  *   loop serving several requests at once the candidates are ambiguous
- *   and the span starts its own trace (counted), never a guessed one.
+ *   and the span starts its own trace (counted), never a guessed one;
+ * - a span with none of these whose request carries a valid traceparent
+ *   header is that header's child: a header decides only when no traced
+ *   caller or in-process parent is known, since a proxy forwards the
+ *   header it was sent, which would skip its hops. Not for a client span
+ *   with several candidates: its header may be such a forwarded one.
  *
  * A parent is often decided after its child has finished (a server
  * request's response comes after the calls it made), so a finished span
@@ -45,7 +49,10 @@ struct linker_opts {
 };
 
 #define LINKER_COUNTERS(X) \
-	X(parent_traceparent, "parent_traceparent", TOTAL, "server spans under an incoming traceparent") \
+	X(parent_traceparent, "parent_traceparent", TOTAL, \
+	  "spans under their request's traceparent header, no traced parent being known") \
+	X(traceparent_superseded, "traceparent_superseded", TOTAL, \
+	  "spans whose request carried a traceparent, under the traced parent sonde saw") \
 	X(parent_peer, "parent_peer", TOTAL, "server spans under the client span at the other end") \
 	X(parent_task, "parent_task", TOTAL, "client spans under the request their thread or task served") \
 	X(parent_command, "parent_command", TOTAL, \
@@ -72,7 +79,7 @@ struct linker;
 struct link_conn;
 struct link_node;
 
-/* Incoming traceparent of a server request; NULL for none. */
+/* A request head, as the linker needs it. */
 struct link_request {
 	uint32_t tgid;
 	uint32_t tid;      /* thread that moved the request head's first byte */
@@ -80,7 +87,7 @@ struct link_request {
 	uint64_t start_ts; /* CLOCK_MONOTONIC ns */
 	bool server;
 	struct link_conn *conn; /* NULL when the connection's ends are unknown */
-	const struct trace_parent *remote;
+	const struct trace_parent *remote; /* its traceparent header; NULL: none */
 };
 
 struct linker *linker_new(const struct linker_opts *opts, struct exporter *exporter);
