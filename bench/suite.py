@@ -204,7 +204,7 @@ class Chain(Scenario):
     def start(self, workdir, flavour):
         if self.env is not None:
             return
-        self.env = dict(os.environ, KTRDR_PORT_BASE=str(free_port_block(6)),
+        self.env = dict(os.environ, KTRDR_PORT_BASE=str(free_port_block(7)),
                         KTRDR_RUN_DIR=str(Path(workdir) / "ktrdr"))
         subprocess.run(["taskset", "-c", "0", str(self.RUN), "start"], env=self.env, check=True,
                        stdout=subprocess.DEVNULL)

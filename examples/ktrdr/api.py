@@ -88,6 +88,16 @@ async def start_backtest(body: dict, request: Request):
     return await _dispatch("backtest", "/backtests/start", body, _request_id(request))
 
 
+@app.post("/api/v1/operations/{operation_id}/status")
+async def operation_status(operation_id: str, body: dict):
+    """A worker's job reports its progress, and its end."""
+    if operation_id not in _operations:
+        raise HTTPException(status_code=404, detail="no such operation")
+    _operations[operation_id].update(body)
+    log.info("operation=%s %s %s%%", operation_id, body.get("status"), body.get("progress"))
+    return {"ok": True}
+
+
 @app.get("/api/v1/operations/{operation_id}")
 async def operation(operation_id: str, request: Request):
     log.info("request_id=%s operation %s", _request_id(request), operation_id)

@@ -61,12 +61,20 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(200, {"symbol": match[1], "timeframe": match[2], "request_id": rid})
         match = re.fullmatch(r"/api/v1/operations/([^/]+)", url.path)
         if match and match[1] in _operations:
+            log.info("request_id=%s operation %s", rid, match[1])
             return self._reply(200, _operations[match[1]])
         return self._reply(404, {"detail": "Not Found"})
 
     def do_POST(self):
         url = urlsplit(self.path)
         rid, body = self._rid(url.query), self._body()
+        match = re.fullmatch(r"/api/v1/operations/([^/]+)/status", url.path)
+        if match:
+            if match[1] not in _operations:
+                return self._reply(404, {"detail": "no such operation"})
+            _operations[match[1]].update(body)
+            log.info("operation=%s %s %s%%", match[1], body.get("status"), body.get("progress"))
+            return self._reply(200, {"ok": True})
         if url.path == "/api/v1/data/load":
             log.info("request_id=%s data load %s %s", rid, body.get("symbol"), body.get("timeframe"))
             reply = _client.post(f"{IB_HOST_URL}/data/historical", params={"request_id": rid}, json=body)

@@ -3,11 +3,13 @@
 #
 #   examples/ktrdr/run.sh start   # api on $KTRDR_PORT_BASE (8000), host
 #                                 # service +1, training workers +2 +3,
-#                                 # backtest workers +4 +5
+#                                 # backtest workers +4 +5, MCP tool
+#                                 # server +6
 #   examples/ktrdr/run.sh stop    # by the PIDs written at start
 #
 # KTRDR_API_SERVER=threaded serves the api thread per request instead of
-# uvicorn. Logs and PIDs go to $KTRDR_RUN_DIR (/tmp/ktrdr).
+# uvicorn; KTRDR_JOB_SECONDS (0.2) is how long a worker's job runs. Logs
+# and PIDs go to $KTRDR_RUN_DIR (/tmp/ktrdr).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 run_dir=${KTRDR_RUN_DIR:-/tmp/ktrdr}
@@ -38,6 +40,7 @@ wait_port() {
 
 start() {
 	mkdir -p "$run_dir"
+	api_url="http://127.0.0.1:$base"
 	training="http://127.0.0.1:$((base + 2)),http://127.0.0.1:$((base + 3))"
 	backtest="http://127.0.0.1:$((base + 4)),http://127.0.0.1:$((base + 5))"
 	start_one ktrdr-ib-host-service $((base + 1)) OTEL_SERVICE_NAME=ktrdr-ib-host-service \
@@ -45,10 +48,12 @@ start() {
 	for i in 1 2; do
 		port=$((base + 1 + i))
 		start_one ktrdr-training-worker-$i $port WORKER_KIND=training WORKER_ID=$i \
-			OTEL_SERVICE_NAME=ktrdr-training-worker-$i $(uvicorn_app worker:app $port)
+			KTRDR_API_URL="$api_url" OTEL_SERVICE_NAME=ktrdr-training-worker-$i \
+			$(uvicorn_app worker:app $port)
 		port=$((base + 3 + i))
 		start_one ktrdr-backtest-worker-$i $port WORKER_KIND=backtest WORKER_ID=$i \
-			OTEL_SERVICE_NAME=ktrdr-backtest-worker-$i $(uvicorn_app worker:app $port)
+			KTRDR_API_URL="$api_url" OTEL_SERVICE_NAME=ktrdr-backtest-worker-$i \
+			$(uvicorn_app worker:app $port)
 	done
 	if [ "${KTRDR_API_SERVER:-uvicorn}" = threaded ]; then
 		api="$python api_threaded.py $base"
@@ -58,7 +63,9 @@ start() {
 	start_one ktrdr-api "$base" OTEL_SERVICE_NAME=ktrdr-api \
 		KTRDR_IB_HOST_URL=http://127.0.0.1:$((base + 1)) \
 		KTRDR_TRAINING_WORKERS="$training" KTRDR_BACKTEST_WORKERS="$backtest" $api
-	for port in $(seq "$base" $((base + 5))); do
+	start_one ktrdr-mcp $((base + 6)) OTEL_SERVICE_NAME=ktrdr-mcp KTRDR_API_URL="$api_url" \
+		$(uvicorn_app mcp_server:app $((base + 6)))
+	for port in $(seq "$base" $((base + 6))); do
 		wait_port "$port"
 	done
 	echo "ktrdr: up; api on http://127.0.0.1:$base (logs in $run_dir)"

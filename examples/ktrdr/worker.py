@@ -1,10 +1,17 @@
 """A training or backtest worker (WORKER_KIND), one of several, named by
-WORKER_ID. No tracing code."""
+WORKER_ID. A start answers at once with a running operation; the job then
+runs in the background for KTRDR_JOB_SECONDS (a training job as an asyncio
+task, a backtest in a thread), logs its progress, and reports its status
+to the api at KTRDR_API_URL half way and at the end. A job with an unknown
+strategy fails. No tracing code."""
 import asyncio
 import logging
 import os
+import threading
+import time
 import uuid
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 
 KIND = os.environ["WORKER_KIND"]
@@ -21,25 +28,90 @@ async def health():
     return {"status": "ok", "worker_id": WORKER_ID, "kind": KIND}
 
 
-# The jobs running in the background, after their request was answered.
+# How long a job runs, and where it reports its progress.
+JOB_SECONDS = float(os.environ.get("KTRDR_JOB_SECONDS", "0.2"))
+API_URL = os.environ.get("KTRDR_API_URL", "")
+STRATEGIES = {"momentum", "mean_reversion", "bench"}
+
+# The jobs running in the background, after their request was answered:
+# training as an asyncio task, backtests in a thread of their own.
 _jobs = set()
+_client = httpx.AsyncClient(timeout=10.0)
+_sync_client = httpx.Client(timeout=10.0)
 
 
-async def _job(rid: str, kind: str):
-    await asyncio.sleep(0.05)
-    log.info("request_id=%s %s job done", rid, kind)
+def _report(operation: dict):
+    return {k: operation[k] for k in ("status", "progress", "result", "error")}
+
+
+async def _training_job(rid: str, operation: dict):
+    """Trains in steps, logging each and telling the api half way and at
+    the end."""
+    op_id = operation["operation_id"]
+    try:
+        for step in range(1, 5):
+            await asyncio.sleep(JOB_SECONDS / 4)
+            operation["progress"] = step * 25
+            log.info("request_id=%s operation=%s training job progress %d%%", rid, op_id,
+                     operation["progress"])
+            if step == 2:
+                await _client.post(f"{API_URL}/api/v1/operations/{op_id}/status",
+                                   json=_report(operation))
+        if operation["strategy"] not in STRATEGIES:
+            raise ValueError(f"unknown strategy {operation['strategy']}")
+        operation.update(status="completed", result={"accuracy": 0.87})
+        log.info("request_id=%s operation=%s training job done", rid, op_id)
+    except ValueError as e:
+        operation.update(status="failed", error=str(e))
+        log.info("request_id=%s operation=%s training job failed: %s", rid, op_id, e)
+    try:
+        await _client.post(f"{API_URL}/api/v1/operations/{op_id}/status",
+                           json=_report(operation))
+    except httpx.HTTPError as e:
+        log.info("request_id=%s operation=%s training job could not report: %s", rid, op_id, e)
     _jobs.discard(asyncio.current_task())
+
+
+def _backtest_job(rid: str, operation: dict):
+    """The same, blocking, in a thread."""
+    op_id = operation["operation_id"]
+    try:
+        for step in range(1, 5):
+            time.sleep(JOB_SECONDS / 4)
+            operation["progress"] = step * 25
+            log.info("request_id=%s operation=%s backtest job progress %d%%", rid, op_id,
+                     operation["progress"])
+            if step == 2:
+                _sync_client.post(f"{API_URL}/api/v1/operations/{op_id}/status",
+                                  json=_report(operation))
+        if operation["strategy"] not in STRATEGIES:
+            raise ValueError(f"unknown strategy {operation['strategy']}")
+        operation.update(status="completed", result={"sharpe": 1.4, "trades": 42})
+        log.info("request_id=%s operation=%s backtest job done", rid, op_id)
+    except ValueError as e:
+        operation.update(status="failed", error=str(e))
+        log.info("request_id=%s operation=%s backtest job failed: %s", rid, op_id, e)
+    try:
+        _sync_client.post(f"{API_URL}/api/v1/operations/{op_id}/status", json=_report(operation))
+    except httpx.HTTPError as e:
+        log.info("request_id=%s operation=%s backtest job could not report: %s", rid, op_id, e)
 
 
 async def _start(kind: str, body: dict, request: Request):
     if kind != KIND:
         raise HTTPException(status_code=404, detail=f"this is a {KIND} worker")
     rid = request.query_params.get("request_id", "")
-    log.info("request_id=%s %s start %s %s", rid, kind, body.get("symbol"), body.get("strategy"))
+    operation = {"operation_id": uuid.uuid4().hex, "worker_id": WORKER_ID, "kind": kind,
+                 "status": "running", "progress": 0, "result": None, "error": None,
+                 "strategy": body.get("strategy"), "request_id": rid}
+    log.info("request_id=%s operation=%s %s start %s %s", rid, operation["operation_id"], kind,
+             body.get("symbol"), body.get("strategy"))
     await asyncio.sleep(0.02)  # set the job up
-    _jobs.add(asyncio.get_running_loop().create_task(_job(rid, kind)))
-    return {"operation_id": uuid.uuid4().hex, "worker_id": WORKER_ID, "kind": kind,
-            "status": "running", "request_id": rid}
+    if kind == "training":
+        _jobs.add(asyncio.get_running_loop().create_task(_training_job(rid, operation)))
+    else:
+        threading.Thread(target=_backtest_job, args=(rid, operation), daemon=True).start()
+    return dict(operation)
 
 
 @app.post("/training/start")

@@ -35,15 +35,16 @@ COMMANDS = {
         ("GET /api/v1/data/AAPL/1d", None, None),
 }
 WORKERS_PER_KIND = 2  # examples/ktrdr/run.sh
+JOB_SECONDS = 0.1
 RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
 
 
 class Ktrdr:
     def __init__(self, workdir, api_server):
-        self.base = free_port_block(6)
+        self.base = free_port_block(7)
         self.env = dict(os.environ, KTRDR_PORT_BASE=str(self.base),
                         KTRDR_RUN_DIR=str(Path(workdir) / f"ktrdr-{api_server}"),
-                        KTRDR_API_SERVER=api_server,
+                        KTRDR_API_SERVER=api_server, KTRDR_JOB_SECONDS=str(JOB_SECONDS),
                         KTRDR_API_URL=f"http://127.0.0.1:{self.base}")
         subprocess.run([str(KTRDR / "run.sh"), "start"], env=self.env, check=True, timeout=120)
         self.run_dir = Path(self.env["KTRDR_RUN_DIR"])
@@ -234,7 +235,7 @@ def test_tree_view_prints_each_trace(system):
     assert re.match(r" {7}» .* ktrdr-api request_id=" + rid + " dispatch training", lines[0]), \
         printed
     assert re.match(r" {13}» .* ktrdr-training-worker-[12] request_id=" + rid
-                    + " training start", lines[1]), printed
+                    + " operation=[0-9a-f]+", lines[1]), printed
     assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == len(printed) - 1, printed
     # The health checks, made by the tasks of a gather, under the request
     # that awaited them, in the order they started.
@@ -264,7 +265,8 @@ def lines_logged(ktrdr, rid):
 def check_log_records(calls, spans, records, ktrdr):
     """Every line naming a request id is a record, once; one written while
     its service served the request carries that request's SERVER span;
-    one written by a job after the answer carries none."""
+    one written by a job after the answer (a training job's asyncio task,
+    a backtest's thread, which nothing awaits) carries none."""
     problems = []
     for _, rid in calls:
         mine = [r for r in records if f"request_id={rid} " in (r["body"] or "")]
@@ -272,7 +274,7 @@ def check_log_records(calls, spans, records, ktrdr):
         for r in mine:
             service = r["resource"]["service.name"]
             got[service] = got.get(service, 0) + 1
-            if " job done" in r["body"]:
+            if " job " in r["body"]:
                 if r["trace_id"]:
                     problems.append(f"{rid}: job line of {service} has a trace")
                 continue
@@ -308,13 +310,97 @@ def test_log_lines_carry_the_trace_of_their_request(system, concurrent):
     calls = calls_of(16 if concurrent else 8, "log")
     run_calls(ktrdr, calls, concurrent)
     spans = wait_for_spans(rx, calls)
-    time.sleep(0.2)  # the workers' jobs log after their answer
+    time.sleep(JOB_SECONDS + 0.4)  # the workers' jobs log after their answer
     records = wait_for_records(rx, ktrdr, calls)
     problems = check_log_records(calls, spans, records, ktrdr)
     assert not problems, "\n".join(problems)
     named = [r for r in records for _, rid in calls if f"request_id={rid} " in (r["body"] or "")]
     with_ids = [r for r in named if r["trace_id"]]
-    jobs = [r for r in named if " job done" in r["body"]]
+    jobs = [r for r in named if " job " in r["body"]]
     print(f"\n{variant}: {len(named)} lines of {len(calls)} calls, {len(with_ids)} in a request, "
           f"{len(jobs)} written by jobs")
     assert len(with_ids) == len(named) - len(jobs) >= len(calls) and jobs
+
+
+def spans_named(rx, path_prefix, count, timeout=20):
+    """Spans whose url.path starts with the prefix, once there are count."""
+    deadline = time.time() + timeout
+    while True:
+        found = [s for s in received(rx)
+                 if s["attributes"].get("url.path", "").startswith(path_prefix)]
+        if len(found) >= count or time.time() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def parent_of(span, spans):
+    return next((s for s in spans if s["span_id"] == span["parent_span_id"]), None)
+
+
+def test_waiting_commands_follow_their_operation_to_its_end(system):
+    """`--wait` polls the api until the job ends; a job with an unknown
+    strategy fails and so does its command. The polls are each under the
+    CLI's call, the job's status reports (from an asyncio task, or a
+    thread, that nothing awaits) reach the api under the worker's call and
+    never under a wrong parent."""
+    variant, agent, rx, ktrdr = system
+    runs = []
+    for i in range(16):
+        group, action = (("models", "train"), ("backtest", "run"))[i % 2]
+        strategy = "nosuch" if i % 8 == 7 else "momentum"
+        rid = f"wait-{uuid.uuid4().hex[:12]}"
+        runs.append((rid, strategy, subprocess.Popen(
+            [str(KTRDR / "ktrdr"), "--request-id", rid, group, action, "AAPL", strategy, "--wait"],
+            env=ktrdr.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    operations = {}
+    for rid, strategy, proc in runs:
+        out, err = proc.communicate(timeout=60)
+        operation = json.loads(out)
+        assert proc.returncode == (1 if strategy == "nosuch" else 0), err
+        assert operation["status"] == ("failed" if strategy == "nosuch" else "completed")
+        operations[operation["operation_id"]] = operation
+    for op_id, operation in operations.items():
+        reports = spans_named(rx, f"/api/v1/operations/{op_id}/status", 4)
+        servers = [s for s in reports if s["kind"] == "SPAN_KIND_SERVER"]
+        calls = [s for s in reports if s["kind"] == "SPAN_KIND_CLIENT"]
+        assert len(servers) == len(calls) == 2, reports
+        for server in servers:
+            call = parent_of(server, calls)
+            assert call and call["resource"]["service.name"].startswith(f"ktrdr-{operation['kind']}-worker-")
+            assert not call["parent_span_id"], "a job's call has no job span to be under"
+        polls = spans_named(rx, f"/api/v1/operations/{op_id}", 2)
+        polls = [s for s in polls if s["attributes"]["url.path"] == f"/api/v1/operations/{op_id}"]
+        clients = [s for s in polls if s["kind"] == "SPAN_KIND_CLIENT"]
+        assert clients and len(clients) * 2 == len(polls), polls
+        for server in (s for s in polls if s["kind"] == "SPAN_KIND_SERVER"):
+            call = parent_of(server, clients)
+            assert call and call["resource"]["service.name"] == "ktrdr"
+            assert server["name"] == "GET /api/v1/operations/{id}"
+
+
+def test_the_mcp_tool_server_calls_the_api(system):
+    variant, agent, rx, ktrdr = system
+    rid = f"mcp-{uuid.uuid4().hex[:12]}"
+    port = ktrdr.base + 6
+    reply = subprocess.run(
+        ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json",
+         "-d", json.dumps({"symbol": "AAPL", "timeframe": "1d"}),
+         f"http://127.0.0.1:{port}/tools/load_data?request_id={rid}"],
+        capture_output=True, text=True, timeout=30)
+    assert json.loads(reply.stdout)["status"] == 200, reply
+    deadline = time.time() + 20
+    while True:
+        mine = [s for s in received(rx) if request_id_of(s) == rid]
+        if len(mine) >= 6 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    caller = one(mine, "CLIENT", "curl")
+    tool = one(mine, "SERVER", "ktrdr-mcp", "POST /tools/load_data")
+    call = one(mine, "CLIENT", "ktrdr-mcp")
+    api = one(mine, "SERVER", "ktrdr-api", "POST /api/v1/data/load")
+    host_call = one(mine, "CLIENT", "ktrdr-api")
+    host = one(mine, "SERVER", "ktrdr-ib-host-service", "POST /data/historical")
+    chain = [caller, tool, call, api, host_call, host]
+    for parent, child in zip(chain, chain[1:]):
+        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    assert {s["trace_id"] for s in chain} == {caller["trace_id"]}
