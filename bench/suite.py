@@ -195,8 +195,9 @@ class Chain(Scenario):
     name, title = "chain", ("ktrdr api -> training worker over httpx (all on CPU 0), "
                             "wrk -t1 -c64 on CPU 1, maximum rate")
     variants = [Variant("untraced"), Variant("sonde, ring buffer", RING)]
-    # wrk's call, the api's two health checks and its call to the worker
-    spans_per_request = {"server": 4, "client": 4}
+    # wrk's call, the api's two health checks and its call to the worker,
+    # and the job's two status reports to the api
+    spans_per_request = {"server": 6, "client": 6}
     kernel_variant = variants[1]
     RUN = ROOT / "examples" / "ktrdr" / "run.sh"
     env = None  # run.sh's, once the system is up
@@ -225,15 +226,16 @@ class Chain(Scenario):
     def observe(self, variant, result):
         """A lower bound of the share of complete traces (wrk -> api -> the
         api's two health checks and its call -> the workers). Each request
-        gives eight spans and, linked, one root; every span that became a
-        root of its own instead of joining breaks at most one trace. Counted over the spans built, so that the
+        gives twelve spans and, linked, three roots (the job's two status
+        reports start their own: nothing awaits a job); every span that
+        became a root of its own instead of joining breaks at most one trace. Counted over the spans built, so that the
         requests still in flight when wrk stops (64 of them, at ~0.3 s each)
         do not count as missing."""
         stats = result.get("stats")
         if not stats:
             return
-        requests = (stats["spans_server"] + stats["spans_client"]) / 8
-        extra_roots = max(0, stats["trace_roots"] - requests)
+        requests = (stats["spans_server"] + stats["spans_client"]) / 12
+        extra_roots = max(0, stats["trace_roots"] - 3 * requests)
         result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
 
 
