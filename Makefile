@@ -31,7 +31,7 @@ UNIT_BIN := $(BUILD)/unit_tests
 # test_pytask.c checks sonde's CPython layouts against these headers.
 PY_INCLUDE := /usr/include/python3.11
 
-.PHONY: all deps test unit e2e fuzz bench bench-quick clean run install uninstall
+.PHONY: all deps test unit e2e e2e-unit fuzz bench bench-quick clean run install uninstall
 all: $(BUILD)/sonde
 
 $(BUILD):
@@ -91,10 +91,16 @@ $(RECEIVER_DIR)/node_modules/.installed: $(RECEIVER_DIR)/package-lock.json
 e2e: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
 	/usr/bin/python3 -m pytest -v tests/e2e
 
+# The core end-to-end tests again, the agent run as the systemd unit runs
+# it: user sonde, the unit's capabilities, no new privileges.
+e2e-unit: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
+	SONDE_E2E_AS_UNIT=1 /usr/bin/python3 -m pytest -v tests/e2e/test_http1.py \
+		tests/e2e/test_asyncio.py tests/e2e/test_logs.py tests/e2e/test_ktrdr.py
+
 deps:
 	bash scripts/deps.sh
 
-test: deps all unit e2e fuzz
+test: deps all unit e2e e2e-unit fuzz
 
 # The OpenTelemetry JS SDK the benchmark's Node.js peer runs in process.
 BENCH_NODE_DIR := bench/node
@@ -126,6 +132,8 @@ $(BUILD)/agent_path: bench/agent_path.c $(CORE_OBJS)
 
 PREFIX ?= /usr/local
 install: $(BUILD)/sonde
+	id -u sonde >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
+		--home-dir /nonexistent --shell /usr/sbin/nologin sonde
 	install -D -m 0755 $(BUILD)/sonde $(DESTDIR)$(PREFIX)/bin/sonde
 	install -D -m 0644 deploy/systemd/sonde.service $(DESTDIR)/etc/systemd/system/sonde.service
 	test -e $(DESTDIR)/etc/sonde/sonde.env || \

@@ -20,6 +20,8 @@ packages=(
 	prometheus
 	# benchmarks: h2load holds a fixed request rate
 	nghttp2-client
+	# the unit's hardening is scored offline by systemd-analyze
+	systemd
 )
 # Node.js runs the test receiver and a test server; a machine may already
 # have a newer one than Debian's (18), which is fine.
@@ -44,3 +46,8 @@ for unit in nginx postgresql redis-server prometheus; do
 		systemctl disable "$unit" >/dev/null 2>&1 || true
 	fi
 done
+# The user sonde runs as under its systemd unit, and as the end-to-end
+# tests run it that way.
+id -u sonde >/dev/null 2>&1 ||
+	useradd --system --user-group --no-create-home --home-dir /nonexistent \
+		--shell /usr/sbin/nologin sonde

@@ -1,4 +1,9 @@
-"""Fixtures: the real sonde agent (as root), real nginx and uvicorn servers.
+"""Fixtures: the real sonde agent, real nginx and uvicorn servers.
+
+The agent runs as root, or with SONDE_E2E_AS_UNIT=1 the way the systemd
+unit runs it (deploy/systemd/sonde.service): as user sonde, with only the
+unit's capabilities and no new privileges (setpriv: these machines do not
+boot systemd).
 
 Spans are read from the agent's console output (one JSON object per line)
 and selected per test by the server port the test's traffic used, so each
@@ -20,6 +25,37 @@ ROOT = Path(__file__).resolve().parents[2]
 SONDE = ROOT / "build" / "sonde"
 PYTHON = "/usr/bin/python3"
 APPS = Path(__file__).resolve().parent / "apps"
+
+
+UNIT = ROOT / "deploy" / "systemd" / "sonde.service"
+
+
+def unit_capabilities():
+    """The unit's AmbientCapabilities, as setpriv spells them."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("AmbientCapabilities="):
+            return ",".join("+" + c[len("CAP_"):].lower() for c in line.split("=", 1)[1].split())
+    raise RuntimeError(f"no AmbientCapabilities in {UNIT}")
+
+
+def as_unit_by_default():
+    return bool(os.environ.get("SONDE_E2E_AS_UNIT"))
+
+
+def agent_command(workdir, stats_name, as_unit):
+    """The agent's command line and the stats file it writes."""
+    if not as_unit:
+        stats = Path(workdir) / stats_name
+        return [str(SONDE), "--stats-file", str(stats)], stats
+    run_dir = Path(workdir) / "unit-run"  # the unit's RuntimeDirectory
+    run_dir.mkdir(exist_ok=True)
+    shutil.chown(run_dir, "sonde", "sonde")
+    caps = unit_capabilities()
+    stats = run_dir / stats_name
+    return ["setpriv", "--reuid=sonde", "--regid=sonde", "--init-groups",
+            f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
+            f"--bounding-set=-all,{caps}", "--no-new-privs",
+            str(SONDE), "--stats-file", str(stats)], stats
 
 
 _ports_given = set()
@@ -52,17 +88,16 @@ def wait_port(port, host="127.0.0.1", timeout=15):
 class Agent:
     """A running sonde process and the spans it printed."""
 
-    def __init__(self, workdir, name="sonde", extra_env=None):
+    def __init__(self, workdir, name="sonde", extra_env=None, as_unit=None):
         self.out_path = Path(workdir) / f"{name}.out"
         self.err_path = Path(workdir) / f"{name}.err"
-        self.stats_path = Path(workdir) / f"{name}.stats.json"
+        command, self.stats_path = agent_command(
+            workdir, f"{name}.stats.json", as_unit_by_default() if as_unit is None else as_unit)
         env = dict(os.environ, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="50")
         env.update(extra_env or {})
         self.out = open(self.out_path, "w")
         self.err = open(self.err_path, "w")
-        self.proc = subprocess.Popen(
-            [str(SONDE), "--stats-file", str(self.stats_path)],
-            stdout=self.out, stderr=self.err, env=env)
+        self.proc = subprocess.Popen(command, stdout=self.out, stderr=self.err, env=env)
         deadline = time.time() + 30
         while "sonde: ready" not in self.err_path.read_text():
             if self.proc.poll() is not None or time.time() > deadline:

@@ -8,14 +8,13 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
-#include <linux/capability.h>
+#include <fcntl.h>
 #include <linux/perf_event.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define TRACEFS "/sys/kernel/tracing"
@@ -45,46 +44,24 @@ struct probe {
 	struct merge merge;
 };
 
-static bool has_capability(const struct __user_cap_data_struct data[2], int cap)
+/* Checked as the kernel checks sonde's own opens: with its effective
+ * ids and capabilities (CAP_DAC_READ_SEARCH on tracefs, root's alone),
+ * which access(2) leaves out for a user other than root. */
+static bool can_reach(const char *path)
 {
-	return data[cap / 32].effective & (1u << (cap % 32));
-}
-
-static int check_privileges(char *why, size_t size)
-{
-	static const struct { int cap; const char *name; } needed[] = {
-		{ CAP_BPF, "CAP_BPF" },           { CAP_PERFMON, "CAP_PERFMON" },
-		{ CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE" }, { CAP_SYS_PTRACE, "CAP_SYS_PTRACE" },
-		{ CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH" },
-	};
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[2] = { 0 };
-
-	if (geteuid() == 0)
-		return 0;
-	if (syscall(SYS_capget, &hdr, data)) {
-		snprintf(why, size, "cannot read capabilities: %s", strerror(errno));
-		return -1;
-	}
-	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
-		if (!has_capability(data, needed[i].cap)) {
-			snprintf(why, size,
-				 "sonde needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE, "
-				 "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (missing %s)",
-				 needed[i].name);
-			return -1;
-		}
-	}
-	return 0;
+	return faccessat(AT_FDCWD, path, F_OK, AT_EACCESS) == 0;
 }
 
 static int ensure_tracefs(char *why, size_t size)
 {
-	if (access(TRACEFS "/events", F_OK) == 0)
+	if (can_reach(TRACEFS "/events"))
 		return 0;
 	if (mount("nodev", TRACEFS, "tracefs", 0, NULL)) {
-		snprintf(why, size, "mount tracefs on %s: %s (syscall tracepoints need it)",
-			 TRACEFS, strerror(errno));
+		snprintf(why, size,
+			 "tracefs is not mounted on %s and mounting it failed: %s (syscall "
+			 "tracepoints need it; without CAP_SYS_ADMIN mount it first: mount -t "
+			 "tracefs nodev %s, as the systemd unit's ExecStartPre does)",
+			 TRACEFS, strerror(errno), TRACEFS);
 		return -1;
 	}
 	log_info("mounted tracefs on %s", TRACEFS);
@@ -98,8 +75,6 @@ static bool has_ringbuf(void)
 
 int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 {
-	if (check_privileges(why, size))
-		return -1;
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
 		snprintf(why, size,
 			 "no kernel BTF at /sys/kernel/btf/vmlinux (kernel built without "
@@ -108,7 +83,7 @@ int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 	}
 	if (ensure_tracefs(why, size))
 		return -1;
-	if (access(TRACEFS "/events/syscalls/sys_enter_read", F_OK)) {
+	if (!can_reach(TRACEFS "/events/syscalls/sys_enter_read")) {
 		snprintf(why, size,
 			 "no syscall tracepoints under %s/events/syscalls (kernel built without "
 			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);

@@ -13,6 +13,7 @@
 #include "probe.h"
 #include "procinfo.h"
 #include "prometheus.h"
+#include "privileges.h"
 #include "pytask.h"
 #include "tracker.h"
 
@@ -571,6 +572,10 @@ static int start(struct agent *a)
 	err = probe_start(&a->probe, &popts, on_record, a);
 	if (err)
 		return err;
+	if (privileges_drop(why, sizeof(why))) {
+		log_error("%s", why);
+		return -EPERM;
+	}
 	look_at_running_programs(a);
 	report_stats(a, false);
 	return 0;
@@ -636,7 +641,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);
-	if (probe_check_platform(agent.cfg.buffer, why, sizeof(why))) {
+	if (privileges_check(why, sizeof(why)) ||
+	    probe_check_platform(agent.cfg.buffer, why, sizeof(why))) {
 		fprintf(stderr, "sonde: cannot start: %s\n", why);
 		return 1;
 	}

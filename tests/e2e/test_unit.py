@@ -1,0 +1,48 @@
+"""The systemd unit's least privilege: its hardening scores OK with
+systemd-analyze, and the agent run the way it runs the agent (user sonde,
+the unit's capabilities, no new privileges) keeps only the capabilities it
+still uses once attached, and traces. The core end-to-end tests also run
+that way (SONDE_E2E_AS_UNIT=1, `make e2e-unit`)."""
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import UNIT, Agent, Nginx, curl
+
+# CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40)
+KEPT = (1 << 2) | (1 << 19) | (1 << 40)
+
+
+def test_the_unit_is_hardened_to_an_ok_exposure():
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
+                         capture_output=True, text=True, timeout=60).stdout
+    exposure = float(re.search(r"Overall exposure level for sonde.service: ([0-9.]+)", out)[1])
+    assert exposure <= 4.0, out
+
+
+def status_field(pid, name):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split()[1:]
+    raise KeyError(name)
+
+
+def test_as_the_unit_the_agent_keeps_what_it_uses_and_traces(workdir):
+    agent = Agent(workdir, name="sonde-unit", as_unit=True)
+    try:
+        pid = agent.proc.pid
+        uid = int(subprocess.run(["id", "-u", "sonde"], capture_output=True, text=True).stdout)
+        assert int(status_field(pid, "Uid")[1]) == uid
+        assert int(status_field(pid, "CapEff")[0], 16) == KEPT
+        assert int(status_field(pid, "CapPrm")[0], 16) == KEPT
+        assert int(status_field(pid, "CapAmb")[0], 16) == 0
+        assert status_field(pid, "NoNewPrivs") == ["1"]
+        server = Nginx(workdir)
+        try:
+            assert curl(f"http://127.0.0.1:{server.port}/ok") == "200"
+            spans = agent.wait_spans(server.port, 2)
+        finally:
+            server.stop()
+        assert sorted(s["kind"] for s in spans) == ["SpanKind.CLIENT", "SpanKind.SERVER"]
+    finally:
+        assert agent.stop() == 0, agent.err_path.read_text()
