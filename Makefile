@@ -14,7 +14,7 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude $(USER_INC) -
 # (the connection layer and each protocol) inline as they did in one file.
 CFLAGS += -flto=auto
 DEPFLAGS = -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson
+LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lyaml
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
@@ -138,6 +138,8 @@ install: $(BUILD)/sonde
 	install -D -m 0644 deploy/systemd/sonde.service $(DESTDIR)/etc/systemd/system/sonde.service
 	test -e $(DESTDIR)/etc/sonde/sonde.env || \
 		install -D -m 0644 deploy/systemd/sonde.env $(DESTDIR)/etc/sonde/sonde.env
+	test -e $(DESTDIR)/etc/sonde/sonde.yaml || \
+		install -D -m 0644 deploy/systemd/sonde.yaml $(DESTDIR)/etc/sonde/sonde.yaml
 
 # The settings in /etc/sonde are the operator's: they stay.
 uninstall:

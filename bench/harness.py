@@ -123,7 +123,9 @@ class Sonde:
         full_env = dict(os.environ, OTEL_TRACES_EXPORTER="none")
         full_env.update(env)
         with open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen([str(SONDE), "--stats-file", str(self.stats_file)],
+            # Settings from env alone, not this machine's /etc/sonde/sonde.yaml.
+            self.proc = subprocess.Popen([str(SONDE), "--config", "/dev/null",
+                                          "--stats-file", str(self.stats_file)],
                                          stdout=subprocess.DEVNULL, stderr=err, env=full_env)
         deadline = time.time() + 30
         while "sonde: ready" not in self.err_path.read_text():

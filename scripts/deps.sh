@@ -8,8 +8,8 @@ packages=(
 	make gcc clang-19 llvm-19 bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
 	# OTLP export: protobuf encoding, HTTP/1.1 and HTTP/2 (nghttp2) with TLS
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libnghttp2-dev ca-certificates
-	# the Prometheus metrics endpoint; JSON log lines
-	libmicrohttpd-dev libcjson-dev
+	# the Prometheus metrics endpoint; JSON log lines; the configuration file
+	libmicrohttpd-dev libcjson-dev libyaml-dev
 	# tests: unit, fuzz, end-to-end servers and clients, the OTLP receiver
 	libcriterion-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl

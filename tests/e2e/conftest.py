@@ -43,10 +43,12 @@ def as_unit_by_default():
 
 
 def agent_command(workdir, stats_name, as_unit):
-    """The agent's command line and the stats file it writes."""
+    """The agent's command line and the stats file it writes. Settings
+    come from the test's environment only: an empty configuration file
+    stands for /etc/sonde/sonde.yaml, whatever this machine has there."""
     if not as_unit:
         stats = Path(workdir) / stats_name
-        return [str(SONDE), "--stats-file", str(stats)], stats
+        return [str(SONDE), "--config", "/dev/null", "--stats-file", str(stats)], stats
     run_dir = Path(workdir) / "unit-run"  # the unit's RuntimeDirectory
     run_dir.mkdir(exist_ok=True)
     shutil.chown(run_dir, "sonde", "sonde")
@@ -55,7 +57,7 @@ def agent_command(workdir, stats_name, as_unit):
     return ["setpriv", "--reuid=sonde", "--regid=sonde", "--init-groups",
             f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
             f"--bounding-set=-all,{caps}", "--no-new-privs",
-            str(SONDE), "--stats-file", str(stats)], stats
+            str(SONDE), "--config", "/dev/null", "--stats-file", str(stats)], stats
 
 
 _ports_given = set()

@@ -329,7 +329,8 @@ def test_tls_with_the_wrong_ca_fails_clearly(workdir, nginx, receivers):
 def test_bad_configuration_is_a_clear_startup_error(name, value, message):
     env = dict(os.environ, OTEL_TRACES_EXPORTER="otlp")
     env[name] = value
-    proc = subprocess.run([str(SONDE)], env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([str(SONDE), "--config", "/dev/null"], env=env, capture_output=True,
+                          text=True, timeout=30)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import UNIT, Agent, Nginx, curl
+from conftest import SONDE, UNIT, Agent, Nginx, curl
 
 # CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40)
 KEPT = (1 << 2) | (1 << 19) | (1 << 40)
@@ -46,3 +46,16 @@ def test_as_the_unit_the_agent_keeps_what_it_uses_and_traces(workdir):
         assert sorted(s["kind"] for s in spans) == ["SpanKind.CLIENT", "SpanKind.SERVER"]
     finally:
         assert agent.stop() == 0, agent.err_path.read_text()
+
+
+def test_the_shipped_configuration_file_is_valid():
+    """deploy/systemd/sonde.yaml, as make install puts it in /etc/sonde."""
+    out = subprocess.run([str(SONDE), "--config", str(UNIT.parent / "sonde.yaml"),
+                          "--check-config"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("sonde: configuration valid")
+    bad = subprocess.run([str(SONDE), "--config", "/dev/stdin", "--check-config"],
+                         input="OTEL_BSP_SCHEDULE_DELAY: soon\n", capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2
+    assert "/dev/stdin:1: OTEL_BSP_SCHEDULE_DELAY" in bad.stderr

@@ -156,7 +156,7 @@ static const char *console_env(const char *name)
 static int parse(struct sonde_config *cfg, config_getenv_fn env, int argc, char **argv,
 		 char *err)
 {
-	return config_parse(cfg, argc, argv, env, err, 256);
+	return config_parse(cfg, argc, argv, env, NULL, err, 256);
 }
 
 Test(config, defaults_env_and_flags)

@@ -23,12 +23,20 @@ static char *lookup(const char *name)
 	return NULL;
 }
 
+static const char *lookup_in(void *ctx, const char *name)
+{
+	(void)ctx;
+	return lookup(name);
+}
+
+static const struct config_env fake = { lookup_in, NULL };
+
 static int resolve(const char *const *env, struct otlp_opts *opts, char *err)
 {
 	struct otlp_settings s;
 
 	fake_env = env;
-	otlp_settings_from_env(&s, OTLP_TRACES, lookup);
+	otlp_settings_from_env(&s, OTLP_TRACES, &fake);
 	return otlp_settings_resolve(&s, opts, err, 256);
 }
 
@@ -109,7 +117,7 @@ Test(otlp_config, traces_variables_win_and_flags_win_over_both)
 	char err[256];
 
 	fake_env = env;
-	otlp_settings_from_env(&s, OTLP_TRACES, lookup);
+	otlp_settings_from_env(&s, OTLP_TRACES, &fake);
 	cr_expect_not(otlp_settings_have_endpoint(&s));
 	otlp_settings_set_flag(&s, OTLP_TIMEOUT, "700");
 	cr_assert_eq(otlp_settings_resolve(&s, &o, err, sizeof(err)), 0, "%s", err);
@@ -152,16 +160,16 @@ Test(otlp_config, an_endpoint_makes_otlp_the_default_exporter)
 	char err[256];
 
 	fake_env = endpoint;
-	cr_assert_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_parse(&cfg, 1, args, lookup, NULL, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(cfg.exporters, EXPORTER_OTLP);
 	cr_expect_str_eq(cfg.otlp.url, "http://c:4318/v1/traces");
 	cr_expect_eq(cfg.export_timeout_ms, 30000);
 	fake_env = both;
-	cr_assert_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_parse(&cfg, 1, args, lookup, NULL, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(cfg.exporters, EXPORTER_OTLP | EXPORTER_CONSOLE);
 	char *flags[] = { "sonde", "--exporter", "console", "--otlp-endpoint", "http://d:1" };
 	fake_env = endpoint;
-	cr_assert_eq(config_parse(&cfg, 5, flags, lookup, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_parse(&cfg, 5, flags, lookup, NULL, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(cfg.exporters, EXPORTER_CONSOLE);
 }
 
@@ -430,19 +438,19 @@ Test(otlp_config, settings_that_would_mislead_are_refused_at_start)
 	char err[256];
 
 	fake_env = bad_url;
-	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1);
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, NULL, err, sizeof(err)), -1);
 	cr_expect(strstr(err, "OTEL_EXPORTER_OTLP_ENDPOINT: \"http://[::1") != NULL, "%s", err);
 	fake_env = bad_switch;
-	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1);
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, NULL, err, sizeof(err)), -1);
 	cr_expect(strstr(err, "SONDE_KEEP_QUERY: \"yes\" is not 1, 0") != NULL, "%s", err);
 	fake_env = bad_protocol;
-	cr_expect_eq(config_parse(&cfg, 1, args, lookup, err, sizeof(err)), -1,
+	cr_expect_eq(config_parse(&cfg, 1, args, lookup, NULL, err, sizeof(err)), -1,
 		     "a bad protocol is one even when OTLP is not used");
 	fake_env = none;
-	cr_assert_eq(config_parse(&cfg, 3, flag_endpoint, lookup, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_parse(&cfg, 3, flag_endpoint, lookup, NULL, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(cfg.exporters, EXPORTER_OTLP, "an endpoint given as a flag means OTLP too");
 	cr_expect_str_eq(cfg.otlp.url, "http://e:4318/v1/traces");
-	cr_expect_eq(config_parse(&cfg, 3, bad_stats, lookup, err, sizeof(err)), -1);
+	cr_expect_eq(config_parse(&cfg, 3, bad_stats, lookup, NULL, err, sizeof(err)), -1);
 	cr_expect(strstr(err, "--stats-file: cannot write in \"/nonexistent-dir\"") != NULL, "%s",
 		  err);
 }

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "config_file.h"
 #include "log.h"
 #include "sonde_events.h"
 
@@ -246,58 +247,58 @@ static void set_defaults(struct sonde_config *cfg)
 /* With no exporter named, a configured OTLP endpoint means OTLP (as an
  * SDK would export); with neither, spans go to the console. */
 static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
-		    config_getenv_fn getenv_fn, char *err, size_t size)
+		    const struct config_env *env, char *err, size_t size)
 {
-	const char *v = getenv_fn("OTEL_TRACES_EXPORTER");
+	const char *v = env->get(env->ctx, "OTEL_TRACES_EXPORTER");
 
-	otlp_settings_from_env(&otlp[OTLP_TRACES], OTLP_TRACES, getenv_fn);
-	otlp_settings_from_env(&otlp[OTLP_METRICS], OTLP_METRICS, getenv_fn);
-	otlp_settings_from_env(&otlp[OTLP_LOGS], OTLP_LOGS, getenv_fn);
+	otlp_settings_from_env(&otlp[OTLP_TRACES], OTLP_TRACES, env);
+	otlp_settings_from_env(&otlp[OTLP_METRICS], OTLP_METRICS, env);
+	otlp_settings_from_env(&otlp[OTLP_LOGS], OTLP_LOGS, env);
 	cfg->exporters_named = v && v[0];
 	if (cfg->exporters_named &&
 	    parse_sinks(v, "OTEL_TRACES_EXPORTER", trace_sinks, &cfg->exporters, err, size))
 		return -1;
 	for (size_t i = 0; i < NNUMBERS; i++) {
-		v = getenv_fn(numbers[i].env);
+		v = env->get(env->ctx, numbers[i].env);
 		if (v && v[0] && set_number(cfg, &numbers[i], v, numbers[i].env, err, size))
 			return -1;
 	}
-	v = getenv_fn("SONDE_BUFFER");
+	v = env->get(env->ctx, "SONDE_BUFFER");
 	if (v && v[0] && parse_buffer(v, &cfg->buffer))
 		return errorf(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
-	v = getenv_fn("SONDE_EXPORT_SCHED");
+	v = env->get(env->ctx, "SONDE_EXPORT_SCHED");
 	if (v && v[0] && parse_sched(v, "SONDE_EXPORT_SCHED", &cfg->export_sched, err, size))
 		return -1;
-	v = getenv_fn("SONDE_EXCLUDE_COMM");
+	v = env->get(env->ctx, "SONDE_EXCLUDE_COMM");
 	if (v && v[0] && parse_exclude(cfg, v, "SONDE_EXCLUDE_COMM", err, size))
 		return -1;
-	v = getenv_fn("SONDE_KEEP_QUERY");
+	v = env->get(env->ctx, "SONDE_KEEP_QUERY");
 	if (v && v[0] && parse_switch(v, "SONDE_KEEP_QUERY", &cfg->keep_query, err, size))
 		return -1;
-	v = getenv_fn("OTEL_METRICS_EXPORTER");
+	v = env->get(env->ctx, "OTEL_METRICS_EXPORTER");
 	if (v && v[0] && parse_sinks(v, "OTEL_METRICS_EXPORTER", metric_sinks,
 					     &cfg->metrics_exporters, err, size))
 		return -1;
-	v = getenv_fn("OTEL_LOGS_EXPORTER");
+	v = env->get(env->ctx, "OTEL_LOGS_EXPORTER");
 	if (v && v[0] && parse_sinks(v, "OTEL_LOGS_EXPORTER", log_sinks, &cfg->log_sinks, err, size))
 		return -1;
-	v = getenv_fn("SONDE_COMMAND_SPANS");
+	v = env->get(env->ctx, "SONDE_COMMAND_SPANS");
 	if (v && v[0] && set_text(cfg->command_spans, sizeof(cfg->command_spans), v,
 				  "SONDE_COMMAND_SPANS", err, size))
 		return -1;
-	v = getenv_fn("SONDE_LOGS_FILES");
+	v = env->get(env->ctx, "SONDE_LOGS_FILES");
 	if (v && v[0] && set_text(cfg->log_files, sizeof(cfg->log_files), v, "SONDE_LOGS_FILES",
 				  err, size))
 		return -1;
-	v = getenv_fn("SONDE_LOGS_REDACT");
+	v = env->get(env->ctx, "SONDE_LOGS_REDACT");
 	if (v && v[0] && set_text(cfg->log_redact, sizeof(cfg->log_redact), v, "SONDE_LOGS_REDACT",
 				  err, size))
 		return -1;
-	v = getenv_fn("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE");
+	v = env->get(env->ctx, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE");
 	if (v && v[0] && parse_temporality(v, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
 					   &cfg->temporality, err, size))
 		return -1;
-	v = getenv_fn("OTEL_EXPORTER_PROMETHEUS_HOST");
+	v = env->get(env->ctx, "OTEL_EXPORTER_PROMETHEUS_HOST");
 	if (v && v[0] && set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), v,
 				  "OTEL_EXPORTER_PROMETHEUS_HOST", err, size))
 		return -1;
@@ -318,6 +319,8 @@ enum {
 	OPT_LOGS_REDACT,
 	OPT_LOGS_FILES,
 	OPT_COMMAND_SPANS,
+	OPT_CONFIG,
+	OPT_CHECK_CONFIG,
 	OPT_NUMBER,
 	OPT_OTLP = OPT_NUMBER + NNUMBERS,
 };
@@ -327,7 +330,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[16 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[18 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -347,6 +350,8 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "logs-redact", required_argument, NULL, OPT_LOGS_REDACT };
 	opts[n++] = (struct option){ "logs-files", required_argument, NULL, OPT_LOGS_FILES };
 	opts[n++] = (struct option){ "command-spans", required_argument, NULL, OPT_COMMAND_SPANS };
+	opts[n++] = (struct option){ "config", required_argument, NULL, OPT_CONFIG };
+	opts[n++] = (struct option){ "check-config", no_argument, NULL, OPT_CHECK_CONFIG };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
 	opts[n++] = (struct option){ "help", no_argument, NULL, 'h' };
 	opts[n++] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -422,6 +427,11 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 				     "--prometheus-host", err, size))
 				return -1;
 			break;
+		case OPT_CONFIG: /* read before anything else: see config_path */
+			break;
+		case OPT_CHECK_CONFIG:
+			cfg->check_config = true;
+			break;
 		case 'v':
 			cfg->verbose = true;
 			break;
@@ -473,13 +483,12 @@ static int check_writable(const char *path, char *err, size_t size)
 	return 0;
 }
 
-int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
-		 char *err, size_t err_size)
+static int parse_sources(struct sonde_config *cfg, int argc, char **argv,
+			 const struct config_env *env, char *err, size_t err_size)
 {
 	struct otlp_settings otlp[OTLP_SIGNALS];
 
-	set_defaults(cfg);
-	if (from_env(cfg, otlp, getenv_fn, err, err_size) ||
+	if (from_env(cfg, otlp, env, err, err_size) ||
 	    from_flags(cfg, otlp, argc, argv, err, err_size))
 		return -1;
 	/* An endpoint, from a variable or a flag, means OTLP unless an
@@ -512,6 +521,150 @@ int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_
 			    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (%u) exceeds OTEL_BSP_MAX_QUEUE_SIZE (%u)",
 			    cfg->max_export_batch, cfg->max_queue_size);
 	return 0;
+}
+
+/* ---- the configuration file ------------------------------------------------ */
+
+/* What a list setting's values are joined with, as its variable takes
+ * them. */
+static const char *list_separator(const char *key)
+{
+	static const struct { const char *key, *separator; } lists[] = {
+		{ "OTEL_TRACES_EXPORTER", "," },   { "OTEL_METRICS_EXPORTER", "," },
+		{ "OTEL_LOGS_EXPORTER", "," },     { "SONDE_EXCLUDE_COMM", "," },
+		{ "SONDE_COMMAND_SPANS", "," },    { "SONDE_LOGS_FILES", ":" },
+		{ "SONDE_LOGS_REDACT", ";;" },
+	};
+
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		if (strcmp(lists[i].key, key) == 0)
+			return lists[i].separator;
+	if (strncmp(key, "OTEL_EXPORTER_OTLP_", 19) == 0 && strstr(key, "HEADERS"))
+		return ",";
+	return NULL;
+}
+
+/* --config's file, or the default one when it exists; NULL for none. */
+static const char *config_path(int argc, char **argv, const char *default_file)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			return argv[i + 1];
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			return argv[i] + 9;
+	}
+	return default_file && access(default_file, F_OK) == 0 ? default_file : NULL;
+}
+
+/* Settings by their variable's name: the environment's, else the file's. */
+struct sources {
+	config_getenv_fn getenv_fn;
+	struct config_file *file;
+};
+
+static const char *lookup(void *ctx, const char *name)
+{
+	struct sources *src = ctx;
+	const char *v = src->getenv_fn(name);
+	struct config_entry *e;
+
+	if (v && v[0])
+		return v;
+	e = src->file ? config_file_find(src->file, name) : NULL;
+	if (!e)
+		return NULL;
+	e->used = true;
+	return e->value;
+}
+
+/* The names from_env looks up: what a file may set. Copied: the OTLP
+ * settings' names are built in a buffer of their own. */
+struct known_names {
+	char names[128][64];
+	size_t count;
+	bool full;
+};
+
+static const char *record_name(void *ctx, const char *name)
+{
+	struct known_names *k = ctx;
+
+	if (k->count < sizeof(k->names) / sizeof(k->names[0]))
+		snprintf(k->names[k->count++], sizeof(k->names[0]), "%s", name);
+	else
+		k->full = true;
+	return NULL;
+}
+
+static int check_keys(const struct config_file *f, char *err, size_t size)
+{
+	struct known_names *known = calloc(1, sizeof(*known));
+	struct config_env recorder = { record_name, known };
+	struct otlp_settings otlp[OTLP_SIGNALS];
+	struct sonde_config *scratch = malloc(sizeof(*scratch));
+	int ret = 0;
+
+	if (!known || !scratch) {
+		ret = errorf(err, size, "%s: %s", f->path, strerror(ENOMEM));
+		goto out;
+	}
+	set_defaults(scratch);
+	from_env(scratch, otlp, &recorder, err, size);
+	assert(!known->full);
+	for (size_t i = 0; i < f->count && !ret; i++) {
+		size_t j = 0;
+
+		while (j < known->count && strcmp(known->names[j], f->entries[i].key) != 0)
+			j++;
+		if (j == known->count)
+			ret = errorf(err, size, "%s:%d: unknown setting %s (settings are named as "
+				     "the environment variables in sonde --help)", f->path,
+				     f->entries[i].line, f->entries[i].key);
+	}
+out:
+	free(known);
+	free(scratch);
+	return ret;
+}
+
+/* An error about a setting the file gave says where in the file. */
+static void place_error(const struct config_file *f, char *err, size_t size)
+{
+	char copy[512];
+
+	for (size_t i = 0; i < f->count; i++) {
+		if (!f->entries[i].used || !strstr(err, f->entries[i].key))
+			continue;
+		snprintf(copy, sizeof(copy), "%s", err);
+		snprintf(err, size, "%s:%d: %s", f->path, f->entries[i].line, copy);
+		return;
+	}
+}
+
+int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
+		 const char *default_file, char *err, size_t err_size)
+{
+	struct config_file file = { .count = 0 };
+	struct sources src = { getenv_fn, NULL };
+	struct config_env env = { lookup, &src };
+	const char *path = config_path(argc, argv, default_file);
+	int ret;
+
+	set_defaults(cfg);
+	if (path) {
+		if (config_file_load(&file, path, list_separator, err, err_size) ||
+		    check_keys(&file, err, err_size)) {
+			config_file_free(&file);
+			return -1;
+		}
+		src.file = &file;
+		snprintf(cfg->config_file, sizeof(cfg->config_file), "%s", path);
+	}
+	ret = parse_sources(cfg, argc, argv, &env, err, err_size);
+	if (ret && src.file)
+		place_error(&file, err, err_size);
+	config_file_free(&file);
+	return ret;
 }
 
 void config_usage(FILE *out)
@@ -589,7 +742,11 @@ void config_usage(FILE *out)
 		"                            _SCHEDULE_DELAY, _EXPORT_TIMEOUT: 2048, 512, 1000, 30000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
 		"  --stats-file PATH         write counters as JSON, every second and at exit\n"
+		"  --config FILE             settings from a YAML file (default: %s when it\n"
+		"                            exists): keys are the variables above, lists may be\n"
+		"                            YAML sequences; flags and variables win over it\n"
+		"  --check-config            validate the settings, say so, and exit\n"
 		"  -v, --verbose             debug logging\n"
 		"  -V, --version\n",
-		SONDE_CAPTURE_MAX);
+		SONDE_CAPTURE_MAX, CONFIG_FILE_DEFAULT);
 }

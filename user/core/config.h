@@ -1,5 +1,8 @@
 /* sonde's settings: command-line flags over OpenTelemetry environment
- * variables over defaults. A bad value is an error naming its source. */
+ * variables over the configuration file (--config, or the default file
+ * when it exists, CONFIG_FILE_DEFAULT for the agent: see config_file.h) over
+ * defaults. A bad value is an error naming its source (the file's path
+ * and line for a value from the file). */
 #ifndef SONDE_CONFIG_H
 #define SONDE_CONFIG_H
 
@@ -53,12 +56,18 @@ struct sonde_config {
 	bool verbose;
 	bool help;
 	bool version;
+	bool check_config;          /* --check-config: validate, then exit */
+	char config_file[256];      /* the file read, if any */
 	char stats_file[256];
 };
 
-/* Returns 0, or -1 with a one-line reason in err. */
+/* The agent's default configuration file. */
+#define CONFIG_FILE_DEFAULT "/etc/sonde/sonde.yaml"
+
+/* Returns 0, or -1 with a one-line reason in err. default_file is read
+ * when it exists and --config names none; NULL: no default. */
 int config_parse(struct sonde_config *cfg, int argc, char **argv, config_getenv_fn getenv_fn,
-		 char *err, size_t err_size);
+		 const char *default_file, char *err, size_t err_size);
 void config_usage(FILE *out);
 
 #endif

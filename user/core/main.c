@@ -628,7 +628,7 @@ int main(int argc, char **argv)
 	char why[512];
 	int err;
 
-	if (config_parse(&agent.cfg, argc, argv, getenv, why, sizeof(why))) {
+	if (config_parse(&agent.cfg, argc, argv, getenv, CONFIG_FILE_DEFAULT, why, sizeof(why))) {
 		fprintf(stderr, "sonde: %s\n", why);
 		return 2;
 	}
@@ -638,6 +638,11 @@ int main(int argc, char **argv)
 	}
 	if (agent.cfg.version) {
 		printf("sonde %s\n", SONDE_VERSION);
+		return 0;
+	}
+	if (agent.cfg.check_config) {
+		printf("sonde: configuration valid (flags, environment%s%s)\n",
+		       agent.cfg.config_file[0] ? ", " : "", agent.cfg.config_file);
 		return 0;
 	}
 	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);

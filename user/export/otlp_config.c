@@ -42,7 +42,7 @@ static const struct {
 };
 
 void otlp_settings_from_env(struct otlp_settings *s, enum otlp_signal signal,
-			    config_getenv_fn getenv_fn)
+			    const struct config_env *env)
 {
 	memset(s, 0, sizeof(*s));
 	s->signal = signal;
@@ -54,7 +54,7 @@ void otlp_settings_from_env(struct otlp_settings *s, enum otlp_signal signal,
 			snprintf(name, sizeof(name), "OTEL_EXPORTER_OTLP_%s%s%s",
 				 specific ? signals[signal].name : "", specific ? "_" : "",
 				 names[i].suffix);
-			v = getenv_fn(name);
+			v = env->get(env->ctx, name);
 			if (!v || !v[0])
 				continue;
 			s->value[i].text = v;

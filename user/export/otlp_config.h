@@ -13,6 +13,13 @@
 
 typedef char *(*config_getenv_fn)(const char *name);
 
+/* Where settings are looked up by the name of their environment
+ * variable: the environment, then the configuration file. */
+struct config_env {
+	const char *(*get)(void *ctx, const char *name);
+	void *ctx;
+};
+
 enum otlp_setting {
 	OTLP_PROTOCOL,
 	OTLP_ENDPOINT,
@@ -37,7 +44,7 @@ struct otlp_settings {
 };
 
 void otlp_settings_from_env(struct otlp_settings *s, enum otlp_signal signal,
-			    config_getenv_fn getenv_fn);
+			    const struct config_env *env);
 /* The long option name of a setting, e.g. "otlp-endpoint". */
 const char *otlp_setting_flag(enum otlp_setting which);
 void otlp_settings_set_flag(struct otlp_settings *s, enum otlp_setting which, const char *text);
