@@ -1,9 +1,13 @@
 """The systemd unit's least privilege: its hardening scores OK with
 systemd-analyze, and the agent run the way it runs the agent (user sonde,
 the unit's capabilities, no new privileges) keeps only the capabilities it
-still uses once attached, and traces. The core end-to-end tests also run
-that way (SONDE_E2E_AS_UNIT=1, `make e2e-unit`)."""
+still uses once attached, traces, and pins the maps bpftool reads. The core
+end-to-end tests also run that way (SONDE_E2E_AS_UNIT=1, `make e2e-unit`);
+the shipped configuration file is valid."""
+import json
 import re
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -11,6 +15,8 @@ from conftest import SONDE, UNIT, Agent, Nginx, curl
 
 # CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40)
 KEPT = (1 << 2) | (1 << 19) | (1 << 40)
+PIN_DIR = "/sys/fs/bpf/sonde"
+HTTP_CONNS = 3  # SONDE_CNT_HTTP_CONNS, include/sonde_events.h
 
 
 def test_the_unit_is_hardened_to_an_ok_exposure():
@@ -59,3 +65,44 @@ def test_the_shipped_configuration_file_is_valid():
                          text=True, timeout=30)
     assert bad.returncode == 2
     assert "/dev/stdin:1: OTEL_BSP_SCHEDULE_DELAY" in bad.stderr
+
+
+def bpftool_dump(name):
+    out = subprocess.run(["bpftool", "map", "dump", "pinned", f"{PIN_DIR}/{name}", "-j"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_pinned_maps_are_read_with_bpftool_and_gone_at_a_clean_exit(workdir):
+    """--pin (SONDE_PIN=1), as the unit runs it: bpftool reads the counters
+    and the connection table while it runs; a clean exit removes the pins,
+    and an agent killed uncleanly leaves pins the next one replaces."""
+    pin_dir = Path(PIN_DIR)
+    # What the unit's ExecStartPre does as root.
+    subprocess.run(["sh", "-c", "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf"],
+                   check=True)
+    if pin_dir.exists():
+        shutil.rmtree(pin_dir)
+    pin_dir.mkdir()
+    shutil.chown(pin_dir, "sonde", "sonde")
+    agent = Agent(workdir, name="sonde-pin", extra_env={"SONDE_PIN": "1"}, as_unit=True)
+    server = Nginx(workdir)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as held:
+            held.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.recv(4096)
+            conns = bpftool_dump("conns")
+            assert len(conns) >= 2, "both ends of the held connection are in the table"
+        counters = {c["formatted"]["key"]: sum(v["value"] for v in c["formatted"]["values"])
+                    for c in bpftool_dump("counters")}
+        assert counters[HTTP_CONNS] >= 1, counters
+        agent.proc.kill()
+        agent.proc.wait(timeout=10)
+        assert (pin_dir / "counters").exists(), "an agent killed leaves its pins"
+        agent = Agent(workdir, name="sonde-pin-2", extra_env={"SONDE_PIN": "1"}, as_unit=True)
+        assert "left by an agent that stopped uncleanly" in agent.err_path.read_text()
+    finally:
+        server.stop()
+        assert agent.stop() == 0, agent.err_path.read_text()
+    assert not pin_dir.exists() or not any(pin_dir.iterdir()), list(pin_dir.iterdir())

@@ -14,10 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #define TRACEFS "/sys/kernel/tracing"
+#define BPFFS "/sys/fs/bpf"
 
 #ifndef CAP_PERFMON
 #define CAP_PERFMON 38
@@ -34,6 +38,7 @@
 
 struct probe {
 	struct sonde_bpf *skel;
+	bool pinned; /* the maps are under PROBE_PIN_DIR */
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
 	struct ring_buffer *ring;
@@ -266,6 +271,75 @@ static int open_ring_buffer(struct probe *p, int ncpus, uint32_t share)
 	return err;
 }
 
+/* The maps an operator reads with bpftool, by the names they get. */
+static void pinned_maps(struct probe *p, struct bpf_map *maps[4])
+{
+	maps[0] = p->skel->maps.counters;
+	maps[1] = p->skel->maps.conns;
+	maps[2] = p->skel->maps.py_procs;
+	maps[3] = p->skel->maps.log_procs;
+}
+
+static int ensure_bpffs(void)
+{
+	struct statfs fs;
+
+	if (statfs(BPFFS, &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (mount("bpf", BPFFS, "bpf", 0, NULL)) {
+		log_error("pin maps: %s is not a BPF filesystem and mounting one failed: %s "
+			  "(without CAP_SYS_ADMIN mount it first: mount -t bpf bpf %s, as the "
+			  "systemd unit's ExecStartPre does)", BPFFS, strerror(errno), BPFFS);
+		return -EPERM;
+	}
+	log_info("mounted the BPF filesystem on %s", BPFFS);
+	return 0;
+}
+
+/* Pins left by an agent that died are replaced: their maps are gone with
+ * it, and a pin keeps a dead map alive. */
+static int pin_maps(struct probe *p)
+{
+	struct bpf_map *maps[4];
+	char path[128];
+	int err = ensure_bpffs();
+
+	if (err)
+		return err;
+	if (mkdir(PROBE_PIN_DIR, 0750) && errno != EEXIST) {
+		err = -errno;
+		log_error("pin maps: create %s: %s", PROBE_PIN_DIR, strerror(-err));
+		return err;
+	}
+	pinned_maps(p, maps);
+	p->pinned = true;
+	for (int i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));
+		if (unlink(path) == 0)
+			log_info("pin maps: replaced %s, left by an agent that stopped uncleanly", path);
+		err = bpf_map__pin(maps[i], path);
+		if (err) {
+			log_error("pin map %s at %s: %s", bpf_map__name(maps[i]), path, strerror(-err));
+			return err;
+		}
+	}
+	log_info("pinned counters, conns, py_procs and log_procs under %s", PROBE_PIN_DIR);
+	return 0;
+}
+
+static void unpin_maps(struct probe *p)
+{
+	struct bpf_map *maps[4];
+
+	if (!p->pinned)
+		return;
+	pinned_maps(p, maps);
+	for (int i = 0; i < 4; i++)
+		bpf_map__unpin(maps[i], NULL);
+	rmdir(PROBE_PIN_DIR);
+	p->pinned = false;
+}
+
 int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_fn fn, void *ctx)
 {
 	struct probe *p = calloc(1, sizeof(*p));
@@ -305,6 +379,8 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 	}
 	err = attach_all(p);
 	if (err)
+		goto fail;
+	if (opts->pin && (err = pin_maps(p)))
 		goto fail;
 	*out = p;
 	return 0;
@@ -346,6 +422,7 @@ void probe_free(struct probe *p)
 	if (!p)
 		return;
 	probe_detach(p);
+	unpin_maps(p);
 	ring_buffer__free(p->ring);
 	for (int i = 0; i < p->nrings; i++)
 		close(p->ring_fds[i]);

@@ -26,7 +26,12 @@ struct probe_opts {
 	uint32_t log_rate_limit;    /* writes per second per process; 0: logs off */
 	uint32_t log_capture_bytes; /* bytes captured per write */
 	bool log_files;             /* log files are configured (probe_watch_log_file) */
+	bool pin;                   /* pin the maps operators read under PROBE_PIN_DIR */
 };
+
+/* Where --pin puts the maps an operator reads with bpftool (counters,
+ * conns, py_procs, log_procs): one agent per host. */
+#define PROBE_PIN_DIR "/sys/fs/bpf/sonde"
 
 /* Called for every record, in time order (see merge.h). */
 typedef void (*probe_record_fn)(void *ctx, const void *record, size_t size);

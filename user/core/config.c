@@ -275,6 +275,9 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = env->get(env->ctx, "SONDE_KEEP_QUERY");
 	if (v && v[0] && parse_switch(v, "SONDE_KEEP_QUERY", &cfg->keep_query, err, size))
 		return -1;
+	v = env->get(env->ctx, "SONDE_PIN");
+	if (v && v[0] && parse_switch(v, "SONDE_PIN", &cfg->pin, err, size))
+		return -1;
 	v = env->get(env->ctx, "OTEL_METRICS_EXPORTER");
 	if (v && v[0] && parse_sinks(v, "OTEL_METRICS_EXPORTER", metric_sinks,
 					     &cfg->metrics_exporters, err, size))
@@ -311,6 +314,7 @@ enum {
 	OPT_EXPORT_SCHED,
 	OPT_EXCLUDE,
 	OPT_KEEP_QUERY,
+	OPT_PIN,
 	OPT_STATS_FILE,
 	OPT_METRICS_EXPORTER,
 	OPT_PROMETHEUS_HOST,
@@ -330,7 +334,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[18 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[19 + NNUMBERS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -339,6 +343,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "exclude-comm", required_argument, NULL, OPT_EXCLUDE };
 	opts[n++] = (struct option){ "export-sched", required_argument, NULL, OPT_EXPORT_SCHED };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
+	opts[n++] = (struct option){ "pin", no_argument, NULL, OPT_PIN };
 	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "metrics-exporter", required_argument, NULL,
 				     OPT_METRICS_EXPORTER };
@@ -389,6 +394,9 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			break;
 		case OPT_KEEP_QUERY:
 			cfg->keep_query = true;
+			break;
+		case OPT_PIN:
+			cfg->pin = true;
 			break;
 		case OPT_STATS_FILE:
 			snprintf(cfg->stats_file, sizeof(cfg->stats_file), "%s", optarg);
@@ -696,6 +704,8 @@ void config_usage(FILE *out)
 		"  --capture-bytes N         payload bytes captured per syscall, 64-%u\n"
 		"                            (SONDE_CAPTURE_BYTES; default 512)\n"
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
+		"  --pin                     pin the counters and the connection table under\n"
+		"                            " PROBE_PIN_DIR " for bpftool (SONDE_PIN=1)\n"
 		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto:\n"
 		"                            the ring buffer where the kernel has one)\n"
 		"  --export-sched idle|normal  the export thread's scheduling (SONDE_EXPORT_SCHED;\n"

@@ -34,6 +34,7 @@ struct sonde_config {
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	bool keep_query;
+	bool pin;                   /* maps pinned under PROBE_PIN_DIR */
 	unsigned metrics_exporters; /* enum metrics_sink bits */
 	struct otlp_opts metrics_otlp; /* when metrics_exporters has METRICS_OTLP */
 	char prometheus_host[256];  /* OTEL_EXPORTER_PROMETHEUS_HOST */

@@ -537,6 +537,7 @@ static int start(struct agent *a)
 		.log_rate_limit = a->cfg.log_sinks ? a->cfg.log_rate_limit : 0,
 		.log_capture_bytes = a->cfg.log_capture_bytes,
 		.log_files = a->cfg.log_files[0] != '\0',
+		.pin = a->cfg.pin,
 	};
 	char host[64];
 	int err;
