@@ -110,13 +110,14 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid
 enum py_seen {
 	PY_SEEN_STEP_WRAPPER, /* type TaskStepMethWrapper: a task's first step */
 	PY_SEEN_BUILTIN,      /* type builtin_function_or_method */
-	PY_SEEN_FUNCTION,     /* type function: a gather's done callback */
+	PY_SEEN_FUNCTION,     /* type function: a gather's or asyncio.wait's done callback */
 	PY_SEEN_GATHERING,    /* type _GatheringFuture */
 	PY_SEEN_FUTURE,       /* type _asyncio.Future: asyncio.wait's waiter */
 	PY_SEEN_PARTIAL,      /* type functools.partial: wait_for's callback */
 	PY_SEEN_WAKEUP,       /* the PyMethodDef of Task's task_wakeup */
 	PY_SEEN_METHOD,       /* type method: a TaskGroup's done callback */
 	PY_SEEN_TASKGROUP,    /* type TaskGroup */
+	PY_SEEN_TASK,         /* type _asyncio.Task */
 };
 
 static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
@@ -129,6 +130,7 @@ static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
 	[PY_SEEN_WAKEUP] = "task_wakeup",
 	[PY_SEEN_METHOD] = "method",
 	[PY_SEEN_TASKGROUP] = "TaskGroup",
+	[PY_SEEN_TASK] = "_asyncio.Task",
 };
 
 /* Whether the NUL-terminated string at addr is py_names[which]: read 8
@@ -224,12 +226,14 @@ static __always_inline __u64 py_items_awaiter(struct sonde_py_layout *py, __u64 
 static __always_inline __u64 py_group_task(struct sonde_py_layout *py, __u64 cb)
 {
 	__u64 group = read_user_ptr(cb + PY_METHOD_SELF);
-	__u64 values;
+	__u64 values, parent;
 
 	if (!py->values_before || !py_seen_is(py, py_type(group), PY_SEEN_TASKGROUP))
 		return 0;
 	values = read_user_ptr(group - py->values_before);
-	return values ? read_user_ptr(values + py->taskgroup_parent) : 0;
+	parent = values ? read_user_ptr(values + py->taskgroup_parent) : 0;
+	/* Another class of that name holds something else there. */
+	return py_seen_is(py, py_type(parent), PY_SEEN_TASK) ? parent : 0;
 }
 
 /* The task awaiting this one, or 0: a task's first done callback is the

@@ -62,7 +62,7 @@ enum sonde_event_type {
  * for the future a task awaits. */
 #define SONDE_PY_ITEMS_MAX 8
 /* Entries of sonde_py_layout.seen: see bpf/pytask.bpf.h. */
-#define SONDE_PY_SEEN 9
+#define SONDE_PY_SEEN 10
 /* The walk reads this many bytes at the start of each frame: frame_code
  * and frame_previous must be 8-byte aligned offsets below it. */
 #define SONDE_PY_FRAME_HEAD 64
@@ -271,7 +271,7 @@ struct sonde_py_layout {
 	                           dict its attribute values' pointer is */
 	__u16 taskgroup_parent; /* asyncio.TaskGroup's _parent_task in those
 	                           values (bytes) */
-	__u16 pad[3];
+	__u16 pad[6];
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */

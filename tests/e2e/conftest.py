@@ -233,11 +233,13 @@ def nginx(workdir, agent):
 
 
 class Uvicorn:
-    def __init__(self, service_name):
+    """An app of tests/e2e/apps on uvicorn."""
+
+    def __init__(self, service_name, app="api:app", env=None):
         self.port = free_port()
-        env = dict(os.environ, OTEL_SERVICE_NAME=service_name, PYTHONPATH=str(APPS))
+        env = dict(os.environ, OTEL_SERVICE_NAME=service_name, PYTHONPATH=str(APPS), **(env or {}))
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(self.port),
+            [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "warning"], env=env)
         wait_port(self.port)
 

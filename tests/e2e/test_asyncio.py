@@ -4,16 +4,14 @@ wait_for's, a TaskGroup's are children of the request, exactly, under concurrenc
 cannot be known (a task first run before anything awaits it) the call
 starts its own trace, never under a wrong parent. The request id in every
 path is the ground truth."""
-import os
 import re
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import APPS, PYTHON, Nginx, curl, free_port, wait_port
+from conftest import Nginx, Uvicorn, curl
 
 # route -> client calls each request makes
 SHAPES = {"gather": 3, "awaited": 1, "nested": 4, "wait": 2, "wait_for": 1, "taskgroup": 2,
@@ -21,25 +19,11 @@ SHAPES = {"gather": 3, "awaited": 1, "nested": 4, "wait": 2, "wait_for": 1, "tas
 EXACT = set(SHAPES) - {"detached"}
 
 
-class Fanout:
-    def __init__(self, backend_port):
-        self.port = free_port()
-        env = dict(os.environ, OTEL_SERVICE_NAME="e2e-fanout", PYTHONPATH=str(APPS),
-                   FANOUT_BACKEND=f"http://127.0.0.1:{backend_port}")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "uvicorn", "fanout:app", "--host", "127.0.0.1", "--port",
-             str(self.port), "--log-level", "warning"], env=env)
-        wait_port(self.port)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def fanout(workdir, agent):
     backend = Nginx(workdir)
-    app = Fanout(backend.port)
+    app = Uvicorn("e2e-fanout", "fanout:app",
+                  {"FANOUT_BACKEND": f"http://127.0.0.1:{backend.port}"})
     yield app, backend
     app.stop()
     backend.stop()

@@ -271,8 +271,10 @@ static int open_ring_buffer(struct probe *p, int ncpus, uint32_t share)
 	return err;
 }
 
+#define PINNED_MAPS 4
+
 /* The maps an operator reads with bpftool, by the names they get. */
-static void pinned_maps(struct probe *p, struct bpf_map *maps[4])
+static void pinned_maps(struct probe *p, struct bpf_map *maps[PINNED_MAPS])
 {
 	maps[0] = p->skel->maps.counters;
 	maps[1] = p->skel->maps.conns;
@@ -300,7 +302,7 @@ static int ensure_bpffs(void)
  * it, and a pin keeps a dead map alive. */
 static int pin_maps(struct probe *p)
 {
-	struct bpf_map *maps[4];
+	struct bpf_map *maps[PINNED_MAPS];
 	char path[128];
 	int err = ensure_bpffs();
 
@@ -313,7 +315,7 @@ static int pin_maps(struct probe *p)
 	}
 	pinned_maps(p, maps);
 	p->pinned = true;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < PINNED_MAPS; i++) {
 		snprintf(path, sizeof(path), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));
 		if (unlink(path) == 0)
 			log_info("pin maps: replaced %s, left by an agent that stopped uncleanly", path);
@@ -329,12 +331,12 @@ static int pin_maps(struct probe *p)
 
 static void unpin_maps(struct probe *p)
 {
-	struct bpf_map *maps[4];
+	struct bpf_map *maps[PINNED_MAPS];
 
 	if (!p->pinned)
 		return;
 	pinned_maps(p, maps);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < PINNED_MAPS; i++)
 		bpf_map__unpin(maps[i], NULL);
 	rmdir(PROBE_PIN_DIR);
 	p->pinned = false;

@@ -10,10 +10,10 @@
 #include "logs.h"
 #include "metrics.h"
 #include "metrics_export.h"
+#include "privileges.h"
 #include "probe.h"
 #include "procinfo.h"
 #include "prometheus.h"
-#include "privileges.h"
 #include "pytask.h"
 #include "tracker.h"
 

@@ -524,12 +524,12 @@ static bool would_cycle(const struct link_node *n, const struct link_node *p)
 static void decide_parent(struct linker *l, struct link_node *n, struct link_node *p,
 			  uint64_t *reason)
 {
-	if (n->has_remote)
-		l->stats.traceparent_superseded++;
 	if (!p->final && would_cycle(n, p)) {
 		decide_root(l, n, NULL);
 		return;
 	}
+	if (n->has_remote)
+		l->stats.traceparent_superseded++;
 	memcpy(n->parent_span_id, p->span_id, SPAN_ID_SIZE);
 	n->has_parent = true;
 	n->decided = true;

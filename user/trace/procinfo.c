@@ -1,7 +1,5 @@
 #include "procinfo.h"
 
-#include <errno.h>
-
 #include "argv.h"
 #include "ids.h"
 #include "kvlist.h"
