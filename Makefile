@@ -14,7 +14,9 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude $(USER_INC) -
 # (the connection layer and each protocol) inline as they did in one file.
 CFLAGS += -flto=auto
 DEPFLAGS = -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lyaml
+# What the agent's code outside the probe links with; the fuzz target too.
+CORE_LIBS := -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lyaml
+LDLIBS := -lbpf $(CORE_LIBS)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -I/usr/include/x86_64-linux-gnu -Wall
 
 # Everything but main.c and probe.c is plain C with no kernel dependency:
@@ -75,7 +77,7 @@ unit: $(UNIT_BIN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz_stream: tests/fuzz/fuzz_stream.c $(CORE_SRCS) | $(BUILD)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lz -lelf
+		-Iinclude $(USER_INC) -I$(BUILD) -D_GNU_SOURCE $^ -o $@ $(CORE_LIBS)
 
 fuzz: $(BUILD)/fuzz_stream
 	mkdir -p $(BUILD)/fuzz_corpus
