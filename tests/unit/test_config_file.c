@@ -95,6 +95,21 @@ Test(config_file, what_is_wrong_names_the_file_line_and_key)
 	cr_expect(strstr(err, ":1: OTEL_EXPORTER_OTLP_ENDPOINT"), "%s", err);
 }
 
+/* Settings that are flags first can be said in the file too. */
+Test(config_file, the_stats_file_and_debug_logging_too)
+{
+	struct sonde_config cfg;
+	char err[512];
+
+	env_delay = NULL;
+	cr_assert_eq(parse("SONDE_STATS_FILE: /tmp/sonde-stats.json\nSONDE_VERBOSE: 1\n", NULL,
+			   &cfg, err), 0, "%s", err);
+	cr_expect_str_eq(cfg.stats_file, "/tmp/sonde-stats.json");
+	cr_expect(cfg.verbose);
+	cr_expect_eq(parse("SONDE_STATS_FILE: /nonexistent/dir/stats.json\n", NULL, &cfg, err), -1);
+	cr_expect(strstr(err, ":1: --stats-file (SONDE_STATS_FILE): cannot write"), "%s", err);
+}
+
 Test(config_file, an_empty_file_sets_nothing)
 {
 	struct sonde_config cfg;

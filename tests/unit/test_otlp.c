@@ -451,6 +451,6 @@ Test(otlp_config, settings_that_would_mislead_are_refused_at_start)
 	cr_expect_eq(cfg.exporters, EXPORTER_OTLP, "an endpoint given as a flag means OTLP too");
 	cr_expect_str_eq(cfg.otlp.url, "http://e:4318/v1/traces");
 	cr_expect_eq(config_parse(&cfg, 3, bad_stats, lookup, NULL, err, sizeof(err)), -1);
-	cr_expect(strstr(err, "--stats-file: cannot write in \"/nonexistent-dir\"") != NULL, "%s",
-		  err);
+	cr_expect(strstr(err, "--stats-file (SONDE_STATS_FILE): cannot write in "
+			      "\"/nonexistent-dir\"") != NULL, "%s", err);
 }

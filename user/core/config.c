@@ -285,6 +285,13 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = env->get(env->ctx, "OTEL_LOGS_EXPORTER");
 	if (v && v[0] && parse_sinks(v, "OTEL_LOGS_EXPORTER", log_sinks, &cfg->log_sinks, err, size))
 		return -1;
+	v = env->get(env->ctx, "SONDE_STATS_FILE");
+	if (v && v[0] && set_text(cfg->stats_file, sizeof(cfg->stats_file), v, "SONDE_STATS_FILE",
+				  err, size))
+		return -1;
+	v = env->get(env->ctx, "SONDE_VERBOSE");
+	if (v && v[0] && parse_switch(v, "SONDE_VERBOSE", &cfg->verbose, err, size))
+		return -1;
 	v = env->get(env->ctx, "SONDE_COMMAND_SPANS");
 	if (v && v[0] && set_text(cfg->command_spans, sizeof(cfg->command_spans), v,
 				  "SONDE_COMMAND_SPANS", err, size))
@@ -399,7 +406,9 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			cfg->pin = true;
 			break;
 		case OPT_STATS_FILE:
-			snprintf(cfg->stats_file, sizeof(cfg->stats_file), "%s", optarg);
+			if (set_text(cfg->stats_file, sizeof(cfg->stats_file), optarg, "--stats-file",
+				     err, size))
+				return -1;
 			break;
 		case OPT_METRICS_EXPORTER:
 			if (parse_sinks(optarg, "--metrics-exporter", metric_sinks,
@@ -486,8 +495,8 @@ static int check_writable(const char *path, char *err, size_t size)
 	else
 		*slash = '\0';
 	if (access(dir, W_OK) != 0)
-		return errorf(err, size, "--stats-file: cannot write in \"%s\": %s", dir,
-			    strerror(errno));
+		return errorf(err, size, "--stats-file (SONDE_STATS_FILE): cannot write in \"%s\": %s",
+			    dir, strerror(errno));
 	return 0;
 }
 
@@ -752,11 +761,12 @@ void config_usage(FILE *out)
 		"                            _SCHEDULE_DELAY, _EXPORT_TIMEOUT: 2048, 512, 1000, 30000)\n"
 		"  --stats-interval S        log counters every S seconds (0: at exit only)\n"
 		"  --stats-file PATH         write counters as JSON, every second and at exit\n"
+		"                            (SONDE_STATS_FILE)\n"
 		"  --config FILE             settings from a YAML file (default: %s when it\n"
 		"                            exists): keys are the variables above, lists may be\n"
 		"                            YAML sequences; flags and variables win over it\n"
 		"  --check-config            validate the settings, say so, and exit\n"
-		"  -v, --verbose             debug logging\n"
+		"  -v, --verbose             debug logging (SONDE_VERBOSE=1)\n"
 		"  -V, --version\n",
 		SONDE_CAPTURE_MAX, CONFIG_FILE_DEFAULT);
 }
