@@ -51,7 +51,9 @@ def test_the_command_is_the_root_of_its_trace(cli):
     ktrdr, rx = cli
     rid = f"cmd-{uuid.uuid4().hex[:10]}"
     assert run(ktrdr, ["--request-id", rid, "models", "train", "AAPL", "momentum"]).returncode == 0
-    spans = spans_of(rx, rid, 5)
+    # the command, its call, the api's two health checks and its call to
+    # the worker: both ends of each
+    spans = spans_of(rx, rid, 9)
     cmd = one(spans, "INTERNAL", "ktrdr", "ktrdr models train")
     assert not cmd["parent_span_id"], "the command starts the trace"
     assert cmd["attributes"]["process.exit.code"] == 0
