@@ -206,6 +206,31 @@ static const struct number_setting numbers[] = {
 
 #define NNUMBERS (sizeof(numbers) / sizeof(numbers[0]))
 
+/* Settings that are text, kept as given (checked where they are used). */
+struct text_setting {
+	const char *env;
+	const char *flag;
+	size_t offset, size;
+};
+
+#define TEXT_FIELD(name) offsetof(struct sonde_config, name), sizeof(((struct sonde_config *)0)->name)
+
+static const struct text_setting texts[] = {
+	{ "SONDE_STATS_FILE", "stats-file", TEXT_FIELD(stats_file) },
+	{ "SONDE_COMMAND_SPANS", "command-spans", TEXT_FIELD(command_spans) },
+	{ "SONDE_LOGS_FILES", "logs-files", TEXT_FIELD(log_files) },
+	{ "SONDE_LOGS_REDACT", "logs-redact", TEXT_FIELD(log_redact) },
+	{ "OTEL_EXPORTER_PROMETHEUS_HOST", "prometheus-host", TEXT_FIELD(prometheus_host) },
+};
+
+#define NTEXTS (sizeof(texts) / sizeof(texts[0]))
+
+static int set_text_setting(struct sonde_config *cfg, const struct text_setting *t,
+			    const char *text, const char *source, char *err, size_t size)
+{
+	return set_text((char *)cfg + t->offset, t->size, text, source, err, size);
+}
+
 static uint32_t *field(struct sonde_config *cfg, const struct number_setting *n)
 {
 	return (uint32_t *)((char *)cfg + n->offset);
@@ -263,6 +288,11 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 		if (v && v[0] && set_number(cfg, &numbers[i], v, numbers[i].env, err, size))
 			return -1;
 	}
+	for (size_t i = 0; i < NTEXTS; i++) {
+		v = env->get(env->ctx, texts[i].env);
+		if (v && v[0] && set_text_setting(cfg, &texts[i], v, texts[i].env, err, size))
+			return -1;
+	}
 	v = env->get(env->ctx, "SONDE_BUFFER");
 	if (v && v[0] && parse_buffer(v, &cfg->buffer))
 		return errorf(err, size, "SONDE_BUFFER: \"%s\" is not one of auto, ring, perf", v);
@@ -285,32 +315,12 @@ static int from_env(struct sonde_config *cfg, struct otlp_settings *otlp,
 	v = env->get(env->ctx, "OTEL_LOGS_EXPORTER");
 	if (v && v[0] && parse_sinks(v, "OTEL_LOGS_EXPORTER", log_sinks, &cfg->log_sinks, err, size))
 		return -1;
-	v = env->get(env->ctx, "SONDE_STATS_FILE");
-	if (v && v[0] && set_text(cfg->stats_file, sizeof(cfg->stats_file), v, "SONDE_STATS_FILE",
-				  err, size))
-		return -1;
 	v = env->get(env->ctx, "SONDE_VERBOSE");
 	if (v && v[0] && parse_switch(v, "SONDE_VERBOSE", &cfg->verbose, err, size))
-		return -1;
-	v = env->get(env->ctx, "SONDE_COMMAND_SPANS");
-	if (v && v[0] && set_text(cfg->command_spans, sizeof(cfg->command_spans), v,
-				  "SONDE_COMMAND_SPANS", err, size))
-		return -1;
-	v = env->get(env->ctx, "SONDE_LOGS_FILES");
-	if (v && v[0] && set_text(cfg->log_files, sizeof(cfg->log_files), v, "SONDE_LOGS_FILES",
-				  err, size))
-		return -1;
-	v = env->get(env->ctx, "SONDE_LOGS_REDACT");
-	if (v && v[0] && set_text(cfg->log_redact, sizeof(cfg->log_redact), v, "SONDE_LOGS_REDACT",
-				  err, size))
 		return -1;
 	v = env->get(env->ctx, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE");
 	if (v && v[0] && parse_temporality(v, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
 					   &cfg->temporality, err, size))
-		return -1;
-	v = env->get(env->ctx, "OTEL_EXPORTER_PROMETHEUS_HOST");
-	if (v && v[0] && set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), v,
-				  "OTEL_EXPORTER_PROMETHEUS_HOST", err, size))
 		return -1;
 	return 0;
 }
@@ -322,18 +332,14 @@ enum {
 	OPT_EXCLUDE,
 	OPT_KEEP_QUERY,
 	OPT_PIN,
-	OPT_STATS_FILE,
 	OPT_METRICS_EXPORTER,
-	OPT_PROMETHEUS_HOST,
 	OPT_TEMPORALITY,
 	OPT_LOGS_EXPORTER,
-	OPT_LOGS_REDACT,
-	OPT_LOGS_FILES,
-	OPT_COMMAND_SPANS,
 	OPT_CONFIG,
 	OPT_CHECK_CONFIG,
 	OPT_NUMBER,
-	OPT_OTLP = OPT_NUMBER + NNUMBERS,
+	OPT_TEXT = OPT_NUMBER + NNUMBERS,
+	OPT_OTLP = OPT_TEXT + NTEXTS,
 };
 
 static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int argc,
@@ -341,7 +347,7 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 {
 	/* The fixed options below, the numeric ones, the OTLP ones, and the
 	 * terminator. */
-	struct option opts[19 + NNUMBERS + OTLP_SETTINGS + 1];
+	struct option opts[14 + NNUMBERS + NTEXTS + OTLP_SETTINGS + 1];
 	size_t n = 0;
 	int c, idx;
 
@@ -351,17 +357,11 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	opts[n++] = (struct option){ "export-sched", required_argument, NULL, OPT_EXPORT_SCHED };
 	opts[n++] = (struct option){ "keep-query", no_argument, NULL, OPT_KEEP_QUERY };
 	opts[n++] = (struct option){ "pin", no_argument, NULL, OPT_PIN };
-	opts[n++] = (struct option){ "stats-file", required_argument, NULL, OPT_STATS_FILE };
 	opts[n++] = (struct option){ "metrics-exporter", required_argument, NULL,
 				     OPT_METRICS_EXPORTER };
-	opts[n++] = (struct option){ "prometheus-host", required_argument, NULL,
-				     OPT_PROMETHEUS_HOST };
 	opts[n++] = (struct option){ "metrics-temporality", required_argument, NULL,
 				     OPT_TEMPORALITY };
 	opts[n++] = (struct option){ "logs-exporter", required_argument, NULL, OPT_LOGS_EXPORTER };
-	opts[n++] = (struct option){ "logs-redact", required_argument, NULL, OPT_LOGS_REDACT };
-	opts[n++] = (struct option){ "logs-files", required_argument, NULL, OPT_LOGS_FILES };
-	opts[n++] = (struct option){ "command-spans", required_argument, NULL, OPT_COMMAND_SPANS };
 	opts[n++] = (struct option){ "config", required_argument, NULL, OPT_CONFIG };
 	opts[n++] = (struct option){ "check-config", no_argument, NULL, OPT_CHECK_CONFIG };
 	opts[n++] = (struct option){ "verbose", no_argument, NULL, 'v' };
@@ -370,6 +370,9 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 	for (size_t i = 0; i < NNUMBERS; i++)
 		opts[n++] = (struct option){ numbers[i].flag, required_argument, NULL,
 					     OPT_NUMBER + (int)i };
+	for (size_t i = 0; i < NTEXTS; i++)
+		opts[n++] = (struct option){ texts[i].flag, required_argument, NULL,
+					     OPT_TEXT + (int)i };
 	for (int i = 0; i < OTLP_SETTINGS; i++)
 		opts[n++] = (struct option){ otlp_setting_flag(i), required_argument, NULL,
 					     OPT_OTLP + i };
@@ -405,11 +408,6 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 		case OPT_PIN:
 			cfg->pin = true;
 			break;
-		case OPT_STATS_FILE:
-			if (set_text(cfg->stats_file, sizeof(cfg->stats_file), optarg, "--stats-file",
-				     err, size))
-				return -1;
-			break;
 		case OPT_METRICS_EXPORTER:
 			if (parse_sinks(optarg, "--metrics-exporter", metric_sinks,
 					&cfg->metrics_exporters, err, size))
@@ -419,29 +417,9 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			if (parse_sinks(optarg, "--logs-exporter", log_sinks, &cfg->log_sinks, err, size))
 				return -1;
 			break;
-		case OPT_COMMAND_SPANS:
-			if (set_text(cfg->command_spans, sizeof(cfg->command_spans), optarg,
-				     "--command-spans", err, size))
-				return -1;
-			break;
-		case OPT_LOGS_FILES:
-			if (set_text(cfg->log_files, sizeof(cfg->log_files), optarg, "--logs-files",
-				     err, size))
-				return -1;
-			break;
-		case OPT_LOGS_REDACT:
-			if (set_text(cfg->log_redact, sizeof(cfg->log_redact), optarg, "--logs-redact",
-				     err, size))
-				return -1;
-			break;
 		case OPT_TEMPORALITY:
 			if (parse_temporality(optarg, "--metrics-temporality", &cfg->temporality, err,
 					      size))
-				return -1;
-			break;
-		case OPT_PROMETHEUS_HOST:
-			if (set_text(cfg->prometheus_host, sizeof(cfg->prometheus_host), optarg,
-				     "--prometheus-host", err, size))
 				return -1;
 			break;
 		case OPT_CONFIG: /* read before anything else: see config_path */
@@ -462,6 +440,12 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 			if (c >= OPT_NUMBER && c < OPT_NUMBER + (int)NNUMBERS) {
 				snprintf(source, sizeof(source), "--%s", numbers[c - OPT_NUMBER].flag);
 				if (set_number(cfg, &numbers[c - OPT_NUMBER], optarg, source, err, size))
+					return -1;
+				break;
+			}
+			if (c >= OPT_TEXT && c < OPT_TEXT + (int)NTEXTS) {
+				snprintf(source, sizeof(source), "--%s", texts[c - OPT_TEXT].flag);
+				if (set_text_setting(cfg, &texts[c - OPT_TEXT], optarg, source, err, size))
 					return -1;
 				break;
 			}
