@@ -178,10 +178,10 @@ Test(metrics, own_counters_are_sonde_metrics_with_help)
 	metrics_free(m);
 }
 
-static void method_attribute(const void *exchange, const struct attr_sink *sink)
+static void method_attribute(const void *exchange, struct metric_attrs *out)
 {
-	sink->str(sink->ctx, "http.request.method", exchange);
-	sink->str(sink->ctx, "url.scheme", "http");
+	metric_attr_str(out, "http.request.method", exchange);
+	metric_attr_str(out, "url.scheme", "http");
 }
 
 Test(metrics, requests_in_progress_are_a_gauge_per_service_and_method)

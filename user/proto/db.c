@@ -61,17 +61,17 @@ enum duration_metric db_metric(const struct span *span)
 
 /* The conventions' attributes of db.client.operation.duration: no query
  * text, whose values are unbounded. */
-void db_metric_attributes(const struct span *span, const struct attr_sink *sink)
+void db_metric_attributes(const struct span *span, struct metric_attrs *out)
 {
 	const struct db_span *d = db_span_in(span);
 
-	attr_put_str(sink, "db.system.name", d->system);
-	attr_put_str(sink, "db.namespace", d->namespace_);
-	attr_put_str(sink, "db.operation.name", d->operation);
-	attr_put_str(sink, "db.collection.name", d->collection);
-	attr_put_str(sink, "db.response.status_code", span->response_code);
-	attr_put_str(sink, "server.address", span->server_address);
+	metric_attr_str(out, "db.system.name", d->system);
+	metric_attr_str(out, "db.namespace", d->namespace_);
+	metric_attr_str(out, "db.operation.name", d->operation);
+	metric_attr_str(out, "db.collection.name", d->collection);
+	metric_attr_str(out, "db.response.status_code", span->response_code);
+	metric_attr_str(out, "server.address", span->server_address);
 	if (span->server_port)
-		sink->i64(sink->ctx, "server.port", span->server_port);
-	attr_put_str(sink, "error.type", span->error_type);
+		metric_attr_i64(out, "server.port", span->server_port);
+	metric_attr_str(out, "error.type", span->error_type);
 }

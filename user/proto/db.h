@@ -58,6 +58,6 @@ void db_span_name(const struct span *span, char *out, size_t size);
 void db_span_attributes(const struct span *span, const struct attr_sink *sink, char *scratch);
 /* proto_ops.metric and metric_attributes of every database protocol. */
 enum duration_metric db_metric(const struct span *span);
-void db_metric_attributes(const struct span *span, const struct attr_sink *sink);
+void db_metric_attributes(const struct span *span, struct metric_attrs *out);
 
 #endif

@@ -399,33 +399,33 @@ static enum duration_metric http1_metric(const struct span *span)
 
 /* The conventions' attributes of the HTTP duration metrics: no path or
  * address of a server span, whose values are unbounded. */
-static void http1_metric_attributes(const struct span *span, const struct attr_sink *sink)
+static void http1_metric_attributes(const struct span *span, struct metric_attrs *out)
 {
 	const struct http1_span *f = http1_span_of(span);
 
-	attr_put_str(sink, "http.request.method", f->method);
-	attr_put_str(sink, "url.scheme", "http");
-	attr_put_str(sink, "network.protocol.version", f->protocol_version);
+	metric_attr_str(out, "http.request.method", f->method);
+	metric_attr_str(out, "url.scheme", "http");
+	metric_attr_str(out, "network.protocol.version", f->protocol_version);
 	if (f->status_code)
-		sink->i64(sink->ctx, "http.response.status_code", f->status_code);
+		metric_attr_i64(out, "http.response.status_code", f->status_code);
 	if (span->kind == SPAN_KIND_SERVER) {
-		attr_put_str(sink, "http.route", f->route);
+		metric_attr_str(out, "http.route", f->route);
 	} else {
-		attr_put_str(sink, "server.address", span->server_address);
+		metric_attr_str(out, "server.address", span->server_address);
 		if (span->server_port)
-			sink->i64(sink->ctx, "server.port", span->server_port);
+			metric_attr_i64(out, "server.port", span->server_port);
 	}
-	attr_put_str(sink, "error.type", span->error_type);
+	metric_attr_str(out, "error.type", span->error_type);
 }
 
 /* The conventions' required attributes of http.server.active_requests:
  * what is known before the answer. */
-static void http1_active_attributes(const void *exchange, const struct attr_sink *sink)
+static void http1_active_attributes(const void *exchange, struct metric_attrs *out)
 {
 	const struct http1_exchange *x = exchange;
 
-	attr_put_str(sink, "http.request.method", http1_method_name(x->req.method));
-	attr_put_str(sink, "url.scheme", "http");
+	metric_attr_str(out, "http.request.method", http1_method_name(x->req.method));
+	metric_attr_str(out, "url.scheme", "http");
 }
 
 const struct proto_ops http1_proto = {

@@ -21,6 +21,54 @@
 
 struct attr_sink;
 
+/* ---- the attributes of a metric series -------------------------------- */
+
+/* A protocol states a measurement's attributes as a list of pointers to
+ * its span's or exchange's values (or constants), which the metrics
+ * compare with a series' as they are, for every measurement, and copy
+ * only into a new series. Keys are constants: one is known by its
+ * address. */
+#define METRIC_ATTRS_MAX 12
+
+enum metric_attr_type { METRIC_ATTR_STR, METRIC_ATTR_I64, METRIC_ATTR_BOOL };
+
+struct metric_attr {
+	const char *key;
+	union {
+		const char *str; /* METRIC_ATTR_STR */
+		int64_t num;     /* METRIC_ATTR_I64; METRIC_ATTR_BOOL: 0 or 1 */
+	};
+	enum metric_attr_type type;
+};
+
+struct metric_attrs {
+	unsigned n;
+	bool cut; /* more than METRIC_ATTRS_MAX were given */
+	struct metric_attr attr[METRIC_ATTRS_MAX];
+};
+
+static inline void metric_attr_put(struct metric_attrs *l, struct metric_attr a)
+{
+	if (l->n == METRIC_ATTRS_MAX) {
+		l->cut = true;
+		return;
+	}
+	l->attr[l->n++] = a;
+}
+
+/* An empty string is an absent value, as for spans (attr_put_str). */
+static inline void metric_attr_str(struct metric_attrs *l, const char *key, const char *value)
+{
+	if (value[0])
+		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value,
+							 .type = METRIC_ATTR_STR });
+}
+
+static inline void metric_attr_i64(struct metric_attrs *l, const char *key, int64_t value)
+{
+	metric_attr_put(l, (struct metric_attr){ .key = key, .num = value, .type = METRIC_ATTR_I64 });
+}
+
 /* An in-order piece of one direction's stream: `captured` bytes of data,
  * then `hole` bytes that were moved but not captured, then `tail` bytes of
  * data (at data + captured) that end the piece. */
@@ -111,13 +159,13 @@ struct proto_ops {
 	void (*span_attributes)(const struct span *span, const struct attr_sink *sink,
 				char *scratch);
 	/* The duration metric the exchange is counted in, and the
-	 * low-cardinality attributes of its series. */
+	 * low-cardinality attributes of its series, added to out. */
 	enum duration_metric (*metric)(const struct span *span);
-	void (*metric_attributes)(const struct span *span, const struct attr_sink *sink);
+	void (*metric_attributes)(const struct span *span, struct metric_attrs *out);
 	/* The attributes of a server request in progress (http.server.
 	 * active_requests), from its exchange area once its start is read;
 	 * NULL: the protocol has no such metric. */
-	void (*active_attributes)(const void *exchange, const struct attr_sink *sink);
+	void (*active_attributes)(const void *exchange, struct metric_attrs *out);
 };
 
 /* Room for formatted attribute values (url.full and the like). */

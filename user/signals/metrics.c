@@ -37,27 +37,20 @@ const struct metric_desc metric_descs[METRICS_INSTRUMENTS] = {
 					METRIC_KIND_UPDOWN },
 };
 
-/* Attribute types in a series' packed attributes. */
-enum { PACK_STR = 's', PACK_I64 = 'i', PACK_BOOL = 'b' };
-
-/* A series is found by its key (each attribute's key pointer, a constant
- * of its protocol's, and its raw value: cheap to build for every
- * measurement) and exported with its attributes, packed once when it is
- * made: per attribute its type, its key and NUL, its value (a string and
- * NUL, 8 bytes of int64, or 1 byte of bool). */
+/* A series: its counts first (the counting thread's writes), then what
+ * tells it from the others: its attributes, whose strings are copied into
+ * text, after them. */
 struct metric_series {
 	uint32_t seq; /* odd while the counting thread updates the counts */
 	uint32_t index;
-	uint64_t hash;
-	uint32_t key_len;
-	uint32_t attrs_len;
-	const char *service; /* in attrs; NULL for the overflow series */
-	char *attrs;
 	uint64_t buckets[METRICS_BUCKETS + 1]; /* per bucket, not cumulative */
 	double sum;
 	uint64_t count;
 	int64_t value; /* up-down counters */
-	char key[];
+	uint64_t hash;
+	const char *service; /* attr[0]'s value; NULL for the overflow series */
+	unsigned nattrs;
+	struct metric_attr attr[];
 };
 
 /* One instrument: its series (published up to nseries, read by
@@ -68,8 +61,8 @@ struct instrument {
 	uint32_t *index;       /* open addressing: series number + 1; 0 free */
 	uint32_t index_mask;
 	/* The series last counted in: consecutive measurements often share
-	 * one (a route called again and again), and comparing its key costs
-	 * less than hashing it and probing. */
+	 * one (a route called again and again), and comparing its attributes
+	 * costs less than hashing them and probing. */
 	struct metric_series *last;
 };
 
@@ -89,22 +82,65 @@ struct metrics {
 	size_t nself;
 };
 
-/* ---- keys ------------------------------------------------------------------ */
+/* ---- attributes -------------------------------------------------------------- */
 
-/* A series' key, or its packed attributes, being built. Built for every
- * measurement: start one with key_start, not an initializer, which would
- * clear the whole buffer each time. */
+/* Values are short (a method, a route): a byte loop costs less than a
+ * call, for every attribute of every measurement. */
+static inline bool str_equal(const char *a, const char *b)
+{
+	while (*a && *a == *b) {
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+static bool attr_equal(const struct metric_attr *a, const struct metric_attr *b)
+{
+	if (a->key != b->key || a->type != b->type)
+		return false;
+	return a->type == METRIC_ATTR_STR ? strcmp(a->str, b->str) == 0 : a->num == b->num;
+}
+
+static bool is_series_of(const struct metric_series *s, const struct metric_attrs *l)
+{
+	if (s->nattrs != l->n)
+		return false;
+	for (unsigned i = 0; i < l->n; i++)
+		if (!attr_equal(&l->attr[i], &s->attr[i]))
+			return false;
+	return true;
+}
+
+void metric_series_attributes(const struct metric_series *s, const struct attr_sink *sink)
+{
+	for (unsigned i = 0; i < s->nattrs; i++) {
+		const struct metric_attr *a = &s->attr[i];
+
+		if (a->type == METRIC_ATTR_STR)
+			sink->str(sink->ctx, a->key, a->str);
+		else if (a->type == METRIC_ATTR_I64)
+			sink->i64(sink->ctx, a->key, a->num);
+		else
+			sink->boolean(sink->ctx, a->key, a->num != 0);
+	}
+}
+
+const char *metric_series_service(const struct metric_series *s)
+{
+	return s->service;
+}
+
+/* ---- hashing ----------------------------------------------------------------- */
+
+/* An attribute list laid out in bytes (per attribute its key's address
+ * and its value: a string and NUL, or 8 bytes), to be hashed: only when a
+ * measurement is not in the series last counted in. */
 struct key_buf {
 	size_t len;
 	bool cut;
 	char out[METRICS_ATTRS_MAX];
 };
-
-static void key_start(struct key_buf *k)
-{
-	k->len = 0;
-	k->cut = false;
-}
 
 static void key_put(struct key_buf *k, const void *data, size_t n)
 {
@@ -116,131 +152,19 @@ static void key_put(struct key_buf *k, const void *data, size_t n)
 	k->len += n;
 }
 
-static void key_str(void *ctx, const char *key, const char *value)
+static void key_of(const struct metric_attrs *l, struct key_buf *k)
 {
-	size_t len = strlen(value);
-	uint16_t len16 = (uint16_t)len;
+	k->len = 0;
+	k->cut = false;
+	for (unsigned i = 0; i < l->n; i++) {
+		const struct metric_attr *a = &l->attr[i];
 
-	key_put(ctx, &key, sizeof(key));
-	key_put(ctx, &len16, sizeof(len16));
-	key_put(ctx, value, len);
-}
-
-static void key_i64(void *ctx, const char *key, int64_t value)
-{
-	key_put(ctx, &key, sizeof(key));
-	key_put(ctx, &value, sizeof(value));
-}
-
-static void key_bool(void *ctx, const char *key, bool value)
-{
-	key_put(ctx, &key, sizeof(key));
-	key_put(ctx, &value, sizeof(value));
-}
-
-/* A key compared, as it is written, against the key of the series last
- * counted in: the common case, and cheaper than writing the key out and
- * comparing it after. */
-struct key_match {
-	const char *at, *end;
-	bool same;
-};
-
-static void match_put(struct key_match *m, const void *data, size_t n)
-{
-	if (!m->same)
-		return;
-	if ((size_t)(m->end - m->at) < n || memcmp(m->at, data, n) != 0) {
-		m->same = false;
-		return;
+		key_put(k, &a->key, sizeof(a->key));
+		if (a->type == METRIC_ATTR_STR)
+			key_put(k, a->str, strlen(a->str) + 1);
+		else
+			key_put(k, &a->num, sizeof(a->num));
 	}
-	m->at += n;
-}
-
-/* The stored length first, so that the value is read once: it matches
- * when its first len bytes do and it ends there. */
-static void match_str(void *ctx, const char *key, const char *value)
-{
-	struct key_match *m = ctx;
-	uint16_t len;
-
-	match_put(m, &key, sizeof(key));
-	if (!m->same || (size_t)(m->end - m->at) < sizeof(len)) {
-		m->same = false;
-		return;
-	}
-	memcpy(&len, m->at, sizeof(len));
-	m->at += sizeof(len);
-	if ((size_t)(m->end - m->at) < len || strncmp(value, m->at, len) != 0 || value[len]) {
-		m->same = false;
-		return;
-	}
-	m->at += len;
-}
-
-static void match_i64(void *ctx, const char *key, int64_t value)
-{
-	match_put(ctx, &key, sizeof(key));
-	match_put(ctx, &value, sizeof(value));
-}
-
-static void match_bool(void *ctx, const char *key, bool value)
-{
-	match_put(ctx, &key, sizeof(key));
-	match_put(ctx, &value, sizeof(value));
-}
-
-static void pack_head(struct key_buf *k, char type, const char *key)
-{
-	key_put(k, &type, 1);
-	key_put(k, key, strlen(key) + 1);
-}
-
-static void pack_str(void *ctx, const char *key, const char *value)
-{
-	pack_head(ctx, PACK_STR, key);
-	key_put(ctx, value, strlen(value) + 1);
-}
-
-static void pack_i64(void *ctx, const char *key, int64_t value)
-{
-	pack_head(ctx, PACK_I64, key);
-	key_put(ctx, &value, sizeof(value));
-}
-
-static void pack_bool(void *ctx, const char *key, bool value)
-{
-	pack_head(ctx, PACK_BOOL, key);
-	key_put(ctx, &value, 1);
-}
-
-void metric_series_attributes(const struct metric_series *s, const struct attr_sink *sink)
-{
-	const char *p = s->attrs, *end = s->attrs + s->attrs_len;
-
-	while (p < end) {
-		char type = *p++;
-		const char *key = p;
-		int64_t number;
-
-		p += strlen(key) + 1;
-		if (type == PACK_STR) {
-			sink->str(sink->ctx, key, p);
-			p += strlen(p) + 1;
-		} else if (type == PACK_I64) {
-			memcpy(&number, p, sizeof(number));
-			sink->i64(sink->ctx, key, number);
-			p += sizeof(number);
-		} else {
-			sink->boolean(sink->ctx, key, *p != 0);
-			p++;
-		}
-	}
-}
-
-const char *metric_series_service(const struct metric_series *s)
-{
-	return s->service;
 }
 
 static void hash_step(uint64_t *a, uint64_t *b, const char *block)
@@ -257,7 +181,7 @@ static void hash_step(uint64_t *a, uint64_t *b, const char *block)
 /* Sixteen bytes at a time in two independent lanes, so that the
  * multiplies of one lane overlap the other's; the last block is the
  * key's last sixteen bytes, overlapping the one before (the length is
- * hashed in). A key is hashed for every measurement. */
+ * hashed in). */
 static uint64_t hash_of(const char *s, size_t n)
 {
 	uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0xc2b2ae3d27d4eb4full;
@@ -283,69 +207,54 @@ static const char *service_of(const struct proc_info *proc)
 	return proc && proc->service_name[0] ? proc->service_name : "unknown_service";
 }
 
-/* What a measurement is counted under: its service and the attributes its
- * protocol gives, written to a sink. */
-struct measurement {
-	const char *service;
-	void (*attributes)(const void *subject, const struct attr_sink *sink);
-	const void *subject;
-};
-
-static void measurement_attributes(const struct measurement *w, const struct attr_sink *sink)
+/* A series of these attributes, its strings copied: the key's length
+ * (every string and its NUL, and more) is room enough for them. */
+static struct metric_series *new_series(const struct metric_attrs *l, const struct key_buf *k,
+					uint64_t hash)
 {
-	sink->str(sink->ctx, "service.name", w->service);
-	w->attributes(w->subject, sink);
-}
-
-static struct metric_series *new_series(const struct key_buf *k, uint64_t hash,
-					const struct key_buf *attrs)
-{
-	struct metric_series *s = calloc(1, sizeof(*s) + k->len);
+	size_t attrs_size = l->n * sizeof(struct metric_attr);
+	struct metric_series *s = calloc(1, sizeof(*s) + attrs_size + k->len);
+	char *text;
 
 	if (!s)
 		return NULL;
-	s->attrs = malloc(attrs->len);
-	if (!s->attrs) {
-		free(s);
-		return NULL;
+	text = (char *)s->attr + attrs_size;
+	memcpy(s->attr, l->attr, attrs_size);
+	for (unsigned i = 0; i < l->n; i++) {
+		struct metric_attr *a = &s->attr[i];
+		size_t len;
+
+		if (a->type != METRIC_ATTR_STR)
+			continue;
+		len = strlen(a->str) + 1;
+		memcpy(text, a->str, len);
+		a->str = text;
+		text += len;
 	}
-	memcpy(s->attrs, attrs->out, attrs->len);
-	s->attrs_len = (uint32_t)attrs->len;
+	s->nattrs = l->n;
 	s->hash = hash;
-	s->key_len = (uint32_t)k->len;
-	memcpy(s->key, k->out, k->len);
 	return s;
 }
 
-/* The series of this key, made if there is room; NULL otherwise. */
+/* The series of these attributes, made if there is room; NULL otherwise. */
 static struct metric_series *find_series(struct metrics *m, struct instrument *in,
-					 const struct key_buf *k, const struct measurement *w)
+					 const struct metric_attrs *l, const struct key_buf *k)
 {
 	uint64_t hash = hash_of(k->out, k->len);
 	uint32_t slot = (uint32_t)hash & in->index_mask;
-	struct key_buf attrs;
-	struct attr_sink sink = { pack_str, pack_i64, pack_bool, &attrs };
 	struct metric_series *s;
 
 	for (; in->index[slot]; slot = (slot + 1) & in->index_mask) {
 		s = in->series[in->index[slot] - 1];
-		if (s->hash == hash && s->key_len == k->len && memcmp(s->key, k->out, k->len) == 0)
+		if (s->hash == hash && is_series_of(s, l))
 			return s;
 	}
 	if (in->nseries == m->limit)
 		return NULL;
-	key_start(&attrs);
-	measurement_attributes(w, &sink);
-	if (attrs.cut) {
-		m->stats.attrs_cut++;
-		return NULL;
-	}
-	s = new_series(k, hash, &attrs);
+	s = new_series(l, k, hash);
 	if (!s)
 		return NULL;
-	/* service.name is the first attribute: its value follows its type
-	 * and key. */
-	s->service = s->attrs + 1 + sizeof("service.name");
+	s->service = s->attr[0].str; /* service.name is the first attribute */
 	s->index = in->nseries;
 	in->series[in->nseries] = s;
 	__atomic_store_n(&in->nseries, in->nseries + 1, __ATOMIC_RELEASE);
@@ -357,15 +266,16 @@ static struct metric_series *find_series(struct metrics *m, struct instrument *i
 static struct metric_series *overflow_series(struct metrics *m, struct instrument *in)
 {
 	struct metric_series **s = &in->series[m->limit];
-	struct key_buf none, attrs;
+	struct metric_attrs l = { 0 };
+	struct key_buf k;
 	struct metric_series *made;
 
 	if (*s)
 		return *s;
-	key_start(&none);
-	key_start(&attrs);
-	pack_bool(&attrs, "otel.metric.overflow", true);
-	made = new_series(&none, 0, &attrs);
+	metric_attr_put(&l, (struct metric_attr){ .key = "otel.metric.overflow", .num = 1,
+						  .type = METRIC_ATTR_BOOL });
+	key_of(&l, &k);
+	made = new_series(&l, &k, 0);
 	if (made) {
 		made->index = m->limit;
 		__atomic_store_n(s, made, __ATOMIC_RELEASE);
@@ -374,37 +284,21 @@ static struct metric_series *overflow_series(struct metrics *m, struct instrumen
 	return made;
 }
 
-static bool is_last_series(const struct instrument *in, const struct measurement *w)
-{
-	struct key_match match;
-	struct attr_sink sink = { match_str, match_i64, match_bool, &match };
-
-	if (!in->last)
-		return false;
-	match.at = in->last->key;
-	match.end = in->last->key + in->last->key_len;
-	match.same = true;
-	measurement_attributes(w, &sink);
-	return match.same && match.at == match.end;
-}
-
 /* The series a measurement is counted in; NULL only when memory ran out. */
 static struct metric_series *series_for(struct metrics *m, unsigned which,
-					const struct measurement *w)
+					const struct metric_attrs *l)
 {
 	struct instrument *in = &m->inst[which];
-	struct key_buf k;
-	struct attr_sink sink = { key_str, key_i64, key_bool, &k };
 	struct metric_series *s = NULL;
+	struct key_buf k;
 
-	if (is_last_series(in, w))
+	if (in->last && is_series_of(in->last, l))
 		return in->last;
-	key_start(&k);
-	measurement_attributes(w, &sink);
-	if (k.cut) {
+	key_of(l, &k);
+	if (l->cut || k.cut) {
 		m->stats.attrs_cut++;
 	} else {
-		s = find_series(m, in, &k, w);
+		s = find_series(m, in, l, &k);
 		in->last = s;
 	}
 	if (!s) {
@@ -412,6 +306,14 @@ static struct metric_series *series_for(struct metrics *m, unsigned which,
 		s = overflow_series(m, in);
 	}
 	return s;
+}
+
+/* A measurement's attributes begin with its service's name. */
+static void attrs_start(struct metric_attrs *l, const struct proc_info *proc)
+{
+	l->n = 0;
+	l->cut = false;
+	metric_attr_str(l, "service.name", service_of(proc));
 }
 
 /* The counting side of a series' seqlock: the counts may be read while
@@ -437,24 +339,19 @@ unsigned metrics_bucket_of(double seconds)
 	return i;
 }
 
-static void span_metric_attributes(const void *span, const struct attr_sink *sink)
-{
-	const struct span *s = span;
-
-	proto_find(s->proto)->metric_attributes(s, sink);
-}
-
 void metrics_record(void *ctx, const struct exchange_summary *x)
 {
 	struct metrics *m = ctx;
 	const struct proto_ops *ops = proto_find(x->span->proto);
 	double seconds = x->end_ns > x->start_ns ? (double)(x->end_ns - x->start_ns) / 1e9 : 0;
-	struct measurement w = { service_of(x->span->proc), span_metric_attributes, x->span };
+	struct metric_attrs attrs;
 	struct metric_series *s;
 
 	if (!ops)
 		return;
-	s = series_for(m, ops->metric(x->span), &w);
+	attrs_start(&attrs, x->span->proc);
+	ops->metric_attributes(x->span, &attrs);
+	s = series_for(m, ops->metric(x->span), &attrs);
 	if (!s)
 		return;
 	write_begin(s);
@@ -467,10 +364,12 @@ void metrics_record(void *ctx, const struct exchange_summary *x)
 void *metrics_request_began(void *ctx, const struct request_began *r)
 {
 	struct metrics *m = ctx;
-	struct measurement w = { service_of(r->proc), r->ops->active_attributes, r->exchange };
+	struct metric_attrs attrs;
 	struct metric_series *s;
 
-	s = series_for(m, METRIC_HTTP_SERVER_ACTIVE, &w);
+	attrs_start(&attrs, r->proc);
+	r->ops->active_attributes(r->exchange, &attrs);
+	s = series_for(m, METRIC_HTTP_SERVER_ACTIVE, &attrs);
 	if (s) {
 		write_begin(s);
 		s->value++;
@@ -641,11 +540,8 @@ void metrics_free(struct metrics *m)
 	for (size_t i = 0; i < METRICS_INSTRUMENTS; i++) {
 		struct instrument *in = &m->inst[i];
 
-		for (uint32_t j = 0; in->series && j <= m->limit; j++) {
-			if (in->series[j])
-				free(in->series[j]->attrs);
+		for (uint32_t j = 0; in->series && j <= m->limit; j++)
 			free(in->series[j]);
-		}
 		free(in->series);
 		free(in->index);
 	}

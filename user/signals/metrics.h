@@ -24,7 +24,9 @@
 #include <stdint.h>
 
 #define METRICS_BUCKETS 14
-/* Room for one series' attributes, packed. */
+/* Room for one series' attributes, their values and their keys'
+ * addresses laid end to end; a series with more is counted in the
+ * overflow series. */
 #define METRICS_ATTRS_MAX 640
 /* sonde's own counters exported at most. */
 #define METRICS_SELF_MAX 128
