@@ -84,17 +84,6 @@ struct metrics {
 
 /* ---- attributes -------------------------------------------------------------- */
 
-/* Values are short (a method, a route): a byte loop costs less than a
- * call, for every attribute of every measurement. */
-static inline bool str_equal(const char *a, const char *b)
-{
-	while (*a && *a == *b) {
-		a++;
-		b++;
-	}
-	return *a == *b;
-}
-
 static bool attr_equal(const struct metric_attr *a, const struct metric_attr *b)
 {
 	if (a->key != b->key || a->type != b->type)
