@@ -62,6 +62,17 @@ static __always_inline bool current_excluded(void)
 	return false;
 }
 
+/* nginx's master and workers keep this name when they retitle
+ * themselves: the title is argv, not comm. */
+static __always_inline bool current_is_nginx(void)
+{
+	char comm[SONDE_COMM_LEN];
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	return comm[0] == 'n' && comm[1] == 'g' && comm[2] == 'i' && comm[3] == 'n' &&
+	       comm[4] == 'x' && comm[5] == '\0';
+}
+
 static __always_inline struct conn_state *
 track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 {
@@ -70,6 +81,7 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 		.role = role,
 		.probes_left = probes,
 		.proto = current_excluded() ? SONDE_PROTO_NONE : SONDE_PROTO_UNKNOWN,
+		.nginx = current_is_nginx(),
 	};
 
 	bpf_map_delete_elem(&not_tcp, key);

@@ -11,7 +11,8 @@ struct conn_state {
 	__u8 role;    /* enum sonde_role */
 	__u8 proto;   /* enum sonde_proto: UNKNOWN until the first data */
 	__u8 probes_left;
-	__u8 pad[5];
+	__u8 nginx;   /* the process is nginx: see nginx.bpf.h */
+	__u8 pad[4];
 };
 
 /* Arguments of a data call, read from the saved user registers. */

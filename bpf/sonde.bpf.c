@@ -4,8 +4,8 @@
  * send the first bytes of every read and write of a connection that speaks
  * a protocol sonde parses (HTTP/1.x, PostgreSQL, Redis) to the agent.
  * This file holds the programs; the headers hold the maps, the capture
- * and submit path, connection lookup, protocol inference and the CPython
- * task walk.
+ * and submit path, connection lookup, protocol inference, the request an
+ * nginx worker writes for and the CPython task walk.
  *
  * Shape of one call: only the syscall's exit is traced. A failed call
  * (EAGAIN and the like) returns before touching any map. Otherwise the
@@ -62,6 +62,7 @@ const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
 #include "capture.bpf.h"
 #include "conn.bpf.h"
 #include "infer.bpf.h"
+#include "nginx.bpf.h"
 #include "pytask.bpf.h"
 
 static __always_inline __u32 capture_limit(const struct conn_state *state)
@@ -99,7 +100,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->dir = args->dir;
 	ev->syscall = args->syscall;
 	ev->proto = state->proto;
-	ev->task = current_task(key->tgid, ev);
+	ev->task = state->nginx ? nginx_task(key, ev) : current_task(key->tgid, ev);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
@@ -377,10 +378,26 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (state) {
 		if (proto_decided(state))
 			emit_close(ctx, &key, state, SONDE_CLOSE_LOCAL);
+		if (state->nginx)
+			bpf_map_delete_elem(&nginx_conns, &key);
 		bpf_map_delete_elem(&conns, &key);
 		return 0;
 	}
 	bpf_map_delete_elem(&not_tcp, &key);
+	return 0;
+}
+
+/* nginx's registrations, for nginx_task. Other processes pay the test of
+ * the operation and, for ADD and MOD, of their name. */
+SEC("tracepoint/syscalls/sys_enter_epoll_ctl")
+int enter_epoll_ctl(struct trace_event_raw_sys_enter *ctx)
+{
+	int op = (int)ctx->args[1];
+
+	if ((op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD) || !current_is_nginx())
+		return 0;
+	note_nginx_registration(bpf_get_current_pid_tgid() >> 32, (__s32)ctx->args[2],
+				ctx->args[3]);
 	return 0;
 }
 

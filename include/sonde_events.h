@@ -130,6 +130,10 @@ enum sonde_counter {
 	SONDE_CNT_LOG_WRITES,      /* writes to stdout/stderr of traced processes sent */
 	SONDE_CNT_LOG_DROPPED,     /* such writes not sent: the process's rate limit */
 	SONDE_CNT_LOG_TRUNCATED,   /* such writes longer than the log capture */
+	SONDE_CNT_NGINX_UNREAD,    /* HTTP message starts an nginx worker wrote
+				    * whose request could not be read from its
+				    * connection (task 0): no epoll registration
+				    * seen, or objects unlike nginx's */
 	SONDE_CNT_MAX,
 };
 

@@ -464,6 +464,8 @@ const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
 		       "writes to stdout or stderr not sent: the process's log rate limit"),
 	KERNEL_COUNTER(SONDE_CNT_LOG_TRUNCATED, "log_writes_truncated",
 		       "writes to stdout or stderr longer than the log capture"),
+	KERNEL_COUNTER(SONDE_CNT_NGINX_UNREAD, "nginx_requests_unread",
+		       "HTTP messages an nginx worker wrote whose request could not be read"),
 };
 
 int probe_counters(struct probe *p, uint64_t out[SONDE_CNT_MAX])
