@@ -87,9 +87,26 @@ struct inode {
 	unsigned short i_mode;
 };
 
+struct hlist_node {
+	struct hlist_node *next;
+	struct hlist_node **pprev;
+};
+struct hlist_head {
+	struct hlist_node *first;
+};
 struct file {
 	struct inode *f_inode;
 	void *private_data;
+	struct hlist_head *f_ep; /* the epoll items watching the file (5.11+) */
+};
+/* The kernel's struct epoll_event, packed on x86-64: read by name. */
+struct epoll_event {
+	__u32 events;
+	__u64 data;
+};
+struct epitem {
+	struct hlist_node fllink; /* in its file's f_ep */
+	struct epoll_event event; /* as the process registered it */
 };
 
 struct fdtable {

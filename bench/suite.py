@@ -9,6 +9,10 @@ round after round, in one sitting, and every ratio is against the untraced
   uvicorn  FastAPI on uvicorn (Debian's python3) on CPU 0, maximum rate.
   chain    the ktrdr reference system: wrk -> api -> training worker over
            httpx, all services on CPU 0; plus the share of complete traces.
+  proxy    an nginx reverse proxy (keep-alive upstream) in front of an nginx
+           backend, maximum rate: untraced; traced; traced with the proxy
+           run under another name, so that its objects are not read: what
+           exact parents under concurrency cost, and what they give.
   node     a plain node:http server; the same with the OpenTelemetry JS SDK
            in process (batch OTLP export to a sink); the plain one under sonde.
   export   nginx at a fixed 5k and 10k req/s (h2load --h1 --rps) with OTLP
@@ -34,6 +38,7 @@ usage: bench/suite.py [--quick] [--only nginx,uvicorn,...] [--json PATH]
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,6 +110,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+    {upstream}
     server {{
         listen 127.0.0.1:{port};
         {location}
@@ -113,17 +119,30 @@ http {{
 """
 
 
-def nginx(workdir, name, sink=False):
+def nginx(workdir, name, sink=False, backend=None, program="nginx"):
     """The benchmarked nginx (one worker pinned to CPU 0), or an unpinned sink
-    that takes any OTLP/HTTP body (/v1/traces, /v1/logs...) and answers 200."""
+    that takes any OTLP/HTTP body (/v1/traces, /v1/logs...) and answers 200,
+    or, with a backend port, a reverse proxy to it over keep-alive
+    connections. `program` is the name nginx runs under (a link to it)."""
     port = free_port()
     conf = Path(workdir) / f"{name}.conf"
+    location = 'location / { return 200 "hello\\n"; }'
+    if sink:
+        location = "location /v1/ { return 200; }"
+    elif backend:
+        location = ('location / { proxy_pass http://backend; proxy_http_version 1.1; '
+                    'proxy_set_header Connection ""; }')
     conf.write_text(NGINX_CONF.format(
-        dir=workdir, port=port, name=name,
+        dir=workdir, port=port, name=name, location=location,
         pin="" if sink else "worker_cpu_affinity 01;",
-        location=("location /v1/ { return 200; }" if sink
-                  else 'location / { return 200 "hello\\n"; }')))
-    return Server(["nginx", "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")], port,
+        upstream=(f"upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}"
+                  if backend else "")))
+    binary = "nginx"
+    if program != "nginx":
+        binary = str(Path(workdir) / program)
+        if not os.path.exists(binary):
+            os.symlink(shutil.which("nginx"), binary)
+    return Server([binary, "-c", str(conf), "-e", str(Path(workdir) / f"{name}.log")], port,
                   cpu=None)
 
 
@@ -236,6 +255,52 @@ class Chain(Scenario):
             return
         requests = (stats["spans_server"] + stats["spans_client"]) / 12
         extra_roots = max(0, stats["trace_roots"] - 3 * requests)
+        result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
+
+
+class ProxyMax(Scenario):
+    """What linking costs where it is hardest: a reverse proxy with many
+    requests in flight on one thread. The third variant runs the same nginx
+    under another name, which sonde does not read as nginx (bpf/nginx.bpf.h):
+    its upstream calls are linked only when no other request is in flight."""
+    name, title = "proxy", ("nginx reverse proxy (1 worker, keep-alive upstream) to an nginx "
+                            "backend, both on CPU 0, wrk -t1 -c16 on CPU 1, maximum rate")
+    variants = [Variant("untraced"),
+                Variant("sonde, ring buffer", RING),
+                Variant("sonde, nginx's objects not read", RING, flavour="renamed")]
+    spans_per_request = {"server": 2, "client": 2}
+    kernel_variant = variants[1]
+    flavour = backend = None
+
+    def start(self, workdir, flavour):
+        if self.flavour != flavour:
+            Scenario.stop(self)  # the proxy only: the backend stays up
+        if self.backend is None:
+            self.backend = nginx(workdir, "backend")
+        self.flavour = flavour
+        super().start(workdir, flavour)
+
+    def start_server(self, workdir, flavour):
+        return nginx(workdir, "proxy", backend=self.backend.port,
+                     program="nginx" if flavour == "plain" else "proxy-nginx")
+
+    def server_pids(self):
+        return [self.server.proc.pid, self.backend.proc.pid]
+
+    def stop(self):
+        super().stop()
+        if self.backend is not None:
+            self.backend.stop()
+            self.backend = None
+
+    def observe(self, variant, result):
+        """The share of complete traces: each request gives four spans and
+        one root, wrk's; every other root is a call that lost its parent."""
+        stats = result.get("stats")
+        if not stats:
+            return
+        requests = stats["spans_server"] / 2
+        extra_roots = max(0, stats["trace_roots"] - requests)
         result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
 
 
@@ -723,14 +788,14 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 3 s, none measured again for host steal (under 5 "
                         "minutes), instead of 5 rounds of 8 s")
-    parser.add_argument("--only", default="nginx,uvicorn,chain,node,export,metrics,logs")
+    parser.add_argument("--only", default="nginx,uvicorn,chain,proxy,node,export,metrics,logs")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     # A quick look keeps its time limit on a noisy host: it shows the
     # steal of its runs rather than measuring them again.
     rounds, retries, seconds, fixed_seconds = (2, 0, 3, 4) if args.quick else (5, 5, 8, 10)
     scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
-                 "node": [NodeMax()],
+                 "proxy": [ProxyMax()], "node": [NodeMax()],
                  "export": [ExportFixed(5000, export_off=True), ExportFixed(10000), ExportMax()],
                  "metrics": [MetricsMax()], "logs": [LogsMax()]}
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")

@@ -6,20 +6,30 @@
 #ifndef SONDE_CONN_BPF_H
 #define SONDE_CONN_BPF_H
 
-/* current->files->fdt->fd[fd] as a TCP (v4 or v6) sock, or NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+/* current->files->fdt->fd[fd], or NULL. */
+static __always_inline struct file *file_of_fd(__s32 fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
+
+	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
+		return NULL;
+	return file;
+}
+
+/* The fd's file as a TCP (v4 or v6) sock, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	struct file *file = file_of_fd(fd);
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
 
-	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	if (!file)
 		return NULL;
 	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;

@@ -4,37 +4,26 @@
  * cannot tell which downstream request an upstream call is made for; the
  * worker's connection objects can. nginx registers every connection it
  * watches with epoll, the event's data being its ngx_connection_t (the
- * low bit is nginx's stale-event flag). That struct begins, as it has
- * since nginx 0.x, with { void *data; ngx_event_t *read, *write;
- * ngx_socket_t fd; }, and while a request is handled, on the downstream
- * connection as on the upstream one, data is that request: an
- * ngx_http_request_t, which begins { uint32_t signature ("HTTP");
- * ngx_connection_t *connection; }, its downstream connection. The address
- * of that connection is the task of the call: the same for the response
- * nginx writes downstream and for the requests it writes upstream for it,
- * and different for every other request in progress, which is what the
- * linker compares. The fd and the signature are checked on every read, so
- * a stale registration or another program called nginx gives no task (0),
- * counted, never a wrong one. */
-/* Included by sonde.bpf.c, after the maps, connections (current_is_nginx)
- * and inference it uses. */
+ * low bit is nginx's stale-event flag), and the kernel keeps that
+ * registration with the socket's file (file->f_ep), for connections made
+ * before sonde started too. ngx_connection_t begins, as it has since nginx
+ * 0.x, with { void *data; ngx_event_t *read, *write; ngx_socket_t fd; },
+ * and while a request is handled, on the downstream connection as on the
+ * upstream one, data is that request: an ngx_http_request_t, which begins
+ * { uint32_t signature ("HTTP"); ngx_connection_t *connection; }, its
+ * downstream connection. The address of that connection is the task of
+ * the call: the same for the response nginx writes downstream and for the
+ * requests it writes upstream for it, and different for every other
+ * request in progress, which is what the linker compares. The fd and the
+ * signature are checked on every read, so an object unlike nginx's gives
+ * no task (0), counted, never a wrong one. */
+/* Included by sonde.bpf.c, after the connections (file_of_fd) and the
+ * inference (is_http1_start) it uses. */
 #ifndef SONDE_NGINX_BPF_H
 #define SONDE_NGINX_BPF_H
 
-#define EPOLL_CTL_ADD 1
-#define EPOLL_CTL_MOD 3
 /* "HTTP" read as a little-endian word: NGX_HTTP_MODULE. */
 #define NGX_HTTP_SIGNATURE 0x50545448
-
-/* The user's struct epoll_event: packed on x86-64 only. */
-struct user_epoll_event {
-	__u32 events;
-	__u64 data;
-}
-#ifdef __TARGET_ARCH_x86
-__attribute__((packed))
-#endif
-;
 
 struct ngx_connection_head {
 	__u64 data;
@@ -48,25 +37,20 @@ struct ngx_request_head {
 	__u64 connection;
 };
 
-/* The ngx_connection_t each fd of an nginx worker was last registered
- * with; LRU, since nginx closes without deregistering. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sonde_conn_key);
-	__type(value, __u64);
-} nginx_conns SEC(".maps");
-
-static __always_inline void note_nginx_registration(__u32 tgid, __s32 fd, __u64 event_at)
+/* The data the fd's socket was registered with epoll with; 0 if none. */
+static __always_inline __u64 epoll_data_of_fd(__s32 fd)
 {
-	struct sonde_conn_key key = { .tgid = tgid, .fd = fd };
-	struct user_epoll_event ev;
-	__u64 conn;
+	struct file *file = file_of_fd(fd);
+	struct hlist_node *first;
+	struct epitem *epi;
 
-	if (bpf_probe_read_user(&ev, sizeof(ev), (const void *)event_at))
-		return;
-	conn = ev.data & ~1ULL;
-	bpf_map_update_elem(&nginx_conns, &key, &conn, BPF_ANY);
+	if (!file)
+		return 0;
+	first = BPF_CORE_READ(file, f_ep, first);
+	if (!first)
+		return 0;
+	epi = (struct epitem *)((char *)first - bpf_core_field_offset(struct epitem, fllink));
+	return BPF_CORE_READ(epi, event.data);
 }
 
 /* The task of an nginx worker's write: its request's downstream
@@ -75,14 +59,14 @@ static __always_inline __u64 nginx_task(struct sonde_conn_key *key, struct sonde
 {
 	struct ngx_connection_head c;
 	struct ngx_request_head r;
-	__u64 *conn;
+	__u64 conn;
 
 	if (ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
 		return 0;
 	if (!is_http1_start(ev->data, ev->captured))
 		return SONDE_TASK_UNKNOWN;
-	conn = bpf_map_lookup_elem(&nginx_conns, key);
-	if (!conn || bpf_probe_read_user(&c, sizeof(c), (const void *)*conn) || c.fd != key->fd ||
+	conn = epoll_data_of_fd(key->fd) & ~1ULL;
+	if (!conn || bpf_probe_read_user(&c, sizeof(c), (const void *)conn) || c.fd != key->fd ||
 	    bpf_probe_read_user(&r, sizeof(r), (const void *)c.data) ||
 	    r.signature != NGX_HTTP_SIGNATURE || !r.connection) {
 		count(SONDE_CNT_NGINX_UNREAD);

@@ -378,26 +378,10 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (state) {
 		if (proto_decided(state))
 			emit_close(ctx, &key, state, SONDE_CLOSE_LOCAL);
-		if (state->nginx)
-			bpf_map_delete_elem(&nginx_conns, &key);
 		bpf_map_delete_elem(&conns, &key);
 		return 0;
 	}
 	bpf_map_delete_elem(&not_tcp, &key);
-	return 0;
-}
-
-/* nginx's registrations, for nginx_task. Other processes pay the test of
- * the operation and, for ADD and MOD, of their name. */
-SEC("tracepoint/syscalls/sys_enter_epoll_ctl")
-int enter_epoll_ctl(struct trace_event_raw_sys_enter *ctx)
-{
-	int op = (int)ctx->args[1];
-
-	if ((op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD) || !current_is_nginx())
-		return 0;
-	note_nginx_registration(bpf_get_current_pid_tgid() >> 32, (__s32)ctx->args[2],
-				ctx->args[3]);
 	return 0;
 }
 

@@ -132,8 +132,8 @@ enum sonde_counter {
 	SONDE_CNT_LOG_TRUNCATED,   /* such writes longer than the log capture */
 	SONDE_CNT_NGINX_UNREAD,    /* HTTP message starts an nginx worker wrote
 				    * whose request could not be read from its
-				    * connection (task 0): no epoll registration
-				    * seen, or objects unlike nginx's */
+				    * connection (task 0): no epoll registration,
+				    * or objects unlike nginx's */
 	SONDE_CNT_MAX,
 };
 

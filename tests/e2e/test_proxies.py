@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, PYTHON, curl, free_port, wait_port
+from conftest import APPS, PYTHON, Agent, curl, free_port, wait_port
 
 PROXY_CONF = """
 worker_processes {workers};
@@ -134,3 +134,19 @@ def test_nginx_upstream_calls_are_children_of_their_request(agent, proxy, concur
     else:
         assert right >= 0.99 * n, f"{orphans} of {n} upstream calls without a parent"
     assert agent.stats()["nginx_requests_unread"] == unread_before
+
+
+def test_upstream_connections_open_before_sonde_started(workdir, proxy):
+    """nginx's keep-alive upstream connections outlive any one request: a
+    proxy that was busy before sonde started reuses connections whose
+    registration sonde never saw being made. The kernel keeps it."""
+    send(proxy.port, [uuid.uuid4().hex[:12] for _ in range(16)], 16)
+    late = Agent(workdir, name=f"late-{proxy.port}")
+    try:
+        ids = [uuid.uuid4().hex[:12] for _ in range(16)]
+        send(proxy.port, ids, 16)
+        right, orphans = check(hops_of(late, proxy, ids))
+    finally:
+        assert late.stop() == 0
+    assert (right, orphans) == (16, 0)
+    assert late.stats()["nginx_requests_unread"] == 0
