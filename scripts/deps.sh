@@ -13,6 +13,8 @@ packages=(
 	# tests: unit, fuzz, end-to-end servers and clients, the OTLP receiver
 	libcriterion-dev libclang-rt-19-dev
 	nginx-light wrk curl iproute2 procps openssl
+	# proxies the tests put between client and backend
+	socat haproxy
 	python3 python3.11-dev python3-pytest python3-fastapi python3-uvicorn python3-httpx
 	# database protocols: real servers and the clients the tests drive
 	postgresql redis-server python3-psycopg2 python3-asyncpg python3-redis
@@ -37,10 +39,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nginx-light, postgresql, redis-server and prometheus start their packaged services
+# nginx-light, postgresql, redis-server, prometheus and haproxy start their packaged services
 # when installed where systemd runs; the tests run their own instances on
 # free ports, so keep the packaged ones out of the way.
-for unit in nginx postgresql redis-server prometheus; do
+for unit in nginx postgresql redis-server prometheus haproxy; do
 	if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
 		systemctl stop "$unit" || true
 		systemctl disable "$unit" >/dev/null 2>&1 || true

@@ -72,6 +72,78 @@ def proxy(request, workdir, agent):
     p.stop()
 
 
+class Socat:
+    """socat forwarding bytes (a process per connection) to a
+    thread-per-request Python backend."""
+
+    def __init__(self):
+        self.backend_port = free_port()
+        self.backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"),
+                                         str(self.backend_port)])
+        wait_port(self.backend_port)
+        self.port = free_port()
+        self.socat = subprocess.Popen(["socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
+                                       f"TCP:127.0.0.1:{self.backend_port}"])
+        wait_port(self.port)
+
+    def stop(self):
+        for p in (self.socat, self.backend):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+HAPROXY_CONF = """
+global
+    nbthread 2
+defaults
+    mode {mode}
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend back
+backend back
+    server backend 127.0.0.1:{backend}
+"""
+
+
+class Haproxy:
+    """haproxy, two threads, in tcp mode (bytes forwarded) or http mode
+    (requests parsed and passed on over reused connections), in front of
+    a thread-per-request Python backend."""
+
+    def __init__(self, workdir, mode):
+        self.backend_port = free_port()
+        self.backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"),
+                                         str(self.backend_port)])
+        wait_port(self.backend_port)
+        self.port = free_port()
+        conf = Path(workdir) / f"haproxy-{self.port}.cfg"
+        conf.write_text(HAPROXY_CONF.format(mode=mode, port=self.port, backend=self.backend_port))
+        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(conf)])
+        wait_port(self.port)
+
+    def stop(self):
+        for p in (self.haproxy, self.backend):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+@pytest.fixture(params=["tcp", "http"])
+def haproxy(request, workdir, agent):
+    h = Haproxy(workdir, request.param)
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def socat(agent):
+    s = Socat()
+    yield s
+    s.stop()
+
+
 def send(port, ids, concurrency):
     def one(rid):
         assert curl(f"http://127.0.0.1:{port}/r/{rid}") == "200"
@@ -80,26 +152,29 @@ def send(port, ids, concurrency):
         list(pool.map(one, ids))
 
 
-def hops_of(agent, proxy, ids, timeout=20):
-    """Per request id: nginx's server span, its upstream call, the backend's
-    server span."""
-    want = 4 * len(ids)  # curl's and nginx's ends of each of the two hops
+def hop_of(span):
+    """Which end of which hop a span is: curl's call and the proxy's request
+    ("front"), the proxy's call and the backend's request ("back"). Told by
+    program: the backend's spans carry the port curl called (its Host)."""
+    exe = span["resource"]["attributes"].get("process.executable.name", "")
+    if span["kind"] == "SpanKind.CLIENT":
+        return "front" if exe == "curl" else "back"
+    return "back" if exe.startswith("python") else "front"
+
+
+def hops_of(agent, ids, timeout=20):
+    """Per request id, its four spans by (hop, kind)."""
     deadline = time.time() + timeout
     while True:
-        mine = [s for s in agent.spans()
-                if s["attributes"].get("server.port") in (proxy.port, proxy.backend_port)]
-        if len(mine) >= want or time.time() > deadline:
-            break
+        found = {rid: {} for rid in ids}
+        for s in agent.spans():
+            a = s["attributes"]
+            m = re.search(r"/r/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
+            if m and m.group(1) in found:
+                found[m.group(1)][(hop_of(s), s["kind"])] = s
+        if all(len(spans) == 4 for spans in found.values()) or time.time() > deadline:
+            return found
         time.sleep(0.1)
-    found = {rid: {} for rid in ids}
-    for s in mine:
-        a = s["attributes"]
-        m = re.search(r"/r/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
-        if not m or m.group(1) not in found:
-            continue
-        hop = "front" if a["server.port"] == proxy.port else "back"
-        found[m.group(1)][(hop, s["kind"])] = s
-    return found
 
 
 def check(found):
@@ -127,7 +202,7 @@ def test_nginx_upstream_calls_are_children_of_their_request(agent, proxy, concur
     ids = [uuid.uuid4().hex[:12] for _ in range(n)]
     unread_before = agent.stats()["nginx_requests_unread"]
     send(proxy.port, ids, concurrency)
-    right, orphans = check(hops_of(agent, proxy, ids))
+    right, orphans = check(hops_of(agent, ids))
     assert right + orphans == n
     if concurrency == 1:
         assert right == n
@@ -145,8 +220,31 @@ def test_upstream_connections_open_before_sonde_started(workdir, proxy):
     try:
         ids = [uuid.uuid4().hex[:12] for _ in range(16)]
         send(proxy.port, ids, 16)
-        right, orphans = check(hops_of(late, proxy, ids))
+        right, orphans = check(hops_of(late, ids))
     finally:
         assert late.stop() == 0
     assert (right, orphans) == (16, 0)
     assert late.stats()["nginx_requests_unread"] == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 16, 64])
+def test_socat_hop_keeps_one_trace(agent, socat, concurrency):
+    """A byte-forwarding hop: socat's child process for each connection
+    forwards the request; its call is under its request, exactly."""
+    n = 20 if concurrency == 1 else concurrency
+    ids = [uuid.uuid4().hex[:12] for _ in range(n)]
+    send(socat.port, ids, concurrency)
+    right, orphans = check(hops_of(agent, ids))
+    assert (right, orphans) == (n, 0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 16, 64])
+def test_haproxy_calls_are_children_of_the_request_they_forward(agent, haproxy, concurrency):
+    """haproxy serves many connections per thread: its calls are told
+    apart by what they forward (method, target, Host, User-Agent), which
+    is unique here, each request having its own id."""
+    n = 20 if concurrency == 1 else concurrency
+    ids = [uuid.uuid4().hex[:12] for _ in range(n)]
+    send(haproxy.port, ids, concurrency)
+    right, orphans = check(hops_of(agent, ids))
+    assert (right, orphans) == (n, 0)

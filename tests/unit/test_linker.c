@@ -243,6 +243,52 @@ Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
 	cr_expect_eq(h.stats.link.root_ambiguous, 1);
 }
 
+/* A proxy's event loop (haproxy, a byte forwarder) passes the request on:
+ * the call forwarding exactly one of the requests in flight is its child. */
+Test(linker, event_loop_call_is_child_of_the_one_request_it_forwards)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in1, IN, request("/in1"));
+	h_send(&h, &in2, IN, request("/in2"));
+	h_send(&h, &out, OUT, request("/in2"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in2, OUT, ok);
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	for (int i = 0; i < h.nspans; i++)
+		if (strstr(span_field(h.spans[i], "kind"), "CLIENT"))
+			expect_child(h.spans[i], span_of("SERVER", "/in2"));
+	cr_expect_eq(h.stats.link.parent_forwarded, 1);
+	cr_expect_eq(h.stats.link.root_ambiguous, 0);
+}
+
+/* Two requests in flight alike in all a proxy forwards: either could be
+ * the one passed on, so neither is chosen. */
+Test(linker, call_forwarding_one_of_two_alike_requests_is_not_guessed)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &in1, IN, request("/same"));
+	h_send(&h, &in2, IN, request("/same"));
+	h_send(&h, &out, OUT, request("/same"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in2, OUT, ok);
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 3);
+	for (int i = 0; i < h.nspans; i++)
+		if (strstr(span_field(h.spans[i], "kind"), "CLIENT"))
+			expect_root(h.spans[i]);
+	cr_expect_eq(h.stats.link.parent_forwarded, 0);
+	cr_expect_eq(h.stats.link.root_ambiguous, 1);
+}
+
 Test(linker, unreadable_task_starts_its_own_trace)
 {
 	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);

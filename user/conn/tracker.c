@@ -321,6 +321,7 @@ static struct link_node *link_request(struct conn *c, const struct request_start
 		.tid = rs->tid,
 		.task = rs->task,
 		.start_ts = rs->ts,
+		.fingerprint = rs->fingerprint,
 		.server = c->role == SONDE_ROLE_SERVER,
 		.conn = link_conn_of(c),
 	};

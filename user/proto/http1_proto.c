@@ -3,6 +3,7 @@
  * fields and attributes of the HTTP semantic conventions. */
 #include "http1_proto.h"
 
+#include "hash.h"
 #include "http1.h"
 #include "route.h"
 #include "semconv.h"
@@ -88,6 +89,19 @@ static void keep_request(struct http1_exchange *x, const struct http1_msg *msg)
 	memcpy(x->req.traceparent, msg->traceparent, msg->traceparent_len + 1);
 }
 
+/* What a proxy passes on unchanged: nginx rewrites Host by default (it
+ * has its own way, bpf/nginx.bpf.h); byte forwarders and most HTTP
+ * proxies keep all of these. The lengths are hashed in, so that the
+ * fields' boundaries count. */
+static uint64_t request_fingerprint(const struct http1_msg *msg)
+{
+	uint64_t h = hash_bytes(msg->method, msg->target, msg->target_len);
+
+	h = hash_bytes(h, msg->host, msg->host_len);
+	h = hash_bytes(h, msg->user_agent, msg->ua_len);
+	return hash_bytes(h, msg->traceparent, msg->traceparent_len) | 1;
+}
+
 static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 {
 	struct http1_conn *hc = owner;
@@ -105,6 +119,7 @@ static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 		return false;
 	if (!msg->is_request)
 		return on_response_head(hc, msg);
+	rs.fingerprint = request_fingerprint(msg);
 	x = conn_request(hc->pc, &rs);
 	if (x)
 		keep_request(x, msg);

@@ -97,6 +97,11 @@ struct request_start {
 	uint64_t task;
 	const char *traceparent; /* an incoming W3C traceparent, or NULL */
 	size_t traceparent_len;
+	/* What a proxy forwards of the request unchanged, hashed (for HTTP:
+	 * method, target, Host, User-Agent, traceparent): a call whose
+	 * fingerprint is that of exactly one request its process was serving
+	 * forwards it. 0: none. */
+	uint64_t fingerprint;
 };
 
 /* How the oldest waiting exchange ended. */

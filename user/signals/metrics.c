@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include "clock.h"
+#include "hash.h"
 #include "semconv.h"
 
 #include <errno.h>
@@ -120,7 +121,7 @@ const char *metric_series_service(const struct metric_series *s)
 	return s->service;
 }
 
-/* ---- hashing ----------------------------------------------------------------- */
+/* ---- keys -------------------------------------------------------------------- */
 
 /* An attribute list laid out in bytes (per attribute its key's address
  * and its value: a string and NUL, or 8 bytes), to be hashed: only when a
@@ -154,39 +155,6 @@ static void key_of(const struct metric_attrs *l, struct key_buf *k)
 		else
 			key_put(k, &a->num, sizeof(a->num));
 	}
-}
-
-static void hash_step(uint64_t *a, uint64_t *b, const char *block)
-{
-	uint64_t w[2];
-
-	memcpy(w, block, 16);
-	*a = (*a ^ w[0]) * 0xff51afd7ed558ccdull;
-	*b = (*b ^ w[1]) * 0xc4ceb9fe1a85ec53ull;
-	*a ^= *a >> 32;
-	*b ^= *b >> 29;
-}
-
-/* Sixteen bytes at a time in two independent lanes, so that the
- * multiplies of one lane overlap the other's; the last block is the
- * key's last sixteen bytes, overlapping the one before (the length is
- * hashed in). */
-static uint64_t hash_of(const char *s, size_t n)
-{
-	uint64_t a = 0x9e3779b97f4a7c15ull ^ n, b = 0xc2b2ae3d27d4eb4full;
-	char tail[16] = { 0 };
-	size_t i = 0;
-
-	if (n < 16) {
-		memcpy(tail, s, n);
-		hash_step(&a, &b, tail);
-	} else {
-		for (; i + 16 < n; i += 16)
-			hash_step(&a, &b, s + i);
-		hash_step(&a, &b, s + n - 16);
-	}
-	a ^= (b << 31 | b >> 33) * 0x9e3779b97f4a7c15ull;
-	return a ^ (a >> 29);
 }
 
 /* ---- series ---------------------------------------------------------------- */
@@ -229,7 +197,7 @@ static struct metric_series *new_series(const struct metric_attrs *l, const stru
 static struct metric_series *find_series(struct metrics *m, struct instrument *in,
 					 const struct metric_attrs *l, const struct key_buf *k)
 {
-	uint64_t hash = hash_of(k->out, k->len);
+	uint64_t hash = hash_bytes(0, k->out, k->len);
 	uint32_t slot = (uint32_t)hash & in->index_mask;
 	struct metric_series *s;
 

@@ -84,6 +84,7 @@ struct link_node {
 	struct span *held;
 	uint64_t start_ts, end_ts, deadline;
 	uint64_t task, resp_task;
+	uint64_t fingerprint;
 	uint32_t tid, resp_tid;
 	uint32_t refs;
 	uint32_t ticks; /* poll ticks spent undecided */
@@ -556,13 +557,15 @@ static bool same_context(const struct link_node *server, const struct link_node 
 }
 
 /* Server requests of the process open when the client request started
- * are its candidates; one still unanswered could yet turn out to be it. */
+ * are its candidates; one still unanswered could yet turn out to be it.
+ * The one its thread and task served is its parent; where that is not
+ * one, the one it forwards (the same fingerprint) is, if it is one. */
 static bool decide_client(struct linker *l, struct link_node *n)
 {
 	const struct link_node *oldest_open = n->proc->open_oldest;
 	const struct candidate_fifo *closed = &n->proc->closed;
-	struct link_node *match = NULL;
-	unsigned matches = 0;
+	struct link_node *served = NULL, *forwarded = NULL;
+	unsigned nserved = 0, nforwarded = 0;
 
 	if (n->task == SONDE_TASK_UNKNOWN) {
 		decide_root(l, n, &l->stats.root_task_unknown);
@@ -578,15 +581,22 @@ static bool decide_client(struct linker *l, struct link_node *n)
 		const struct candidate *c = candidate_at(closed, i);
 		struct link_node *s = c->node;
 
-		if (c->resp_ts < n->start_ts || s->start_ts > n->start_ts || !s->resp_known ||
-		    !same_context(s, n))
+		if (c->resp_ts < n->start_ts || s->start_ts > n->start_ts || !s->resp_known)
 			continue;
-		match = s;
-		matches++;
+		if (same_context(s, n)) {
+			served = s;
+			nserved++;
+		}
+		if (n->fingerprint && s->fingerprint == n->fingerprint) {
+			forwarded = s;
+			nforwarded++;
+		}
 	}
-	if (matches == 1)
-		decide_parent(l, n, match, &l->stats.parent_task);
-	else if (matches > 1)
+	if (nserved == 1)
+		decide_parent(l, n, served, &l->stats.parent_task);
+	else if (nforwarded == 1)
+		decide_parent(l, n, forwarded, &l->stats.parent_forwarded);
+	else if (nserved > 1)
 		decide_root(l, n, &l->stats.root_ambiguous);
 	else
 		decide_root(l, n, NULL);
@@ -697,6 +707,7 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	n->server = req->server;
 	n->tid = req->tid;
 	n->task = req->task;
+	n->fingerprint = req->fingerprint;
 	n->start_ts = req->start_ts;
 	n->deadline = req->start_ts +
 		      (uint64_t)(req->server ? l->opts.peer_wait_ms : l->opts.wait_ms) * MS;

@@ -55,6 +55,8 @@ struct linker_opts {
 	  "spans whose request carried a traceparent, under the traced parent sonde saw") \
 	X(parent_peer, "parent_peer", TOTAL, "server spans under the client span at the other end") \
 	X(parent_task, "parent_task", TOTAL, "client spans under the request their thread or task served") \
+	X(parent_forwarded, "parent_forwarded", TOTAL, \
+	  "client spans under the one request of their process that they forward") \
 	X(parent_command, "parent_command", TOTAL, \
 	  "spans under their process's command span, where they would start a trace") \
 	X(roots, "trace_roots", TOTAL, "spans that start a trace, for any reason") \
@@ -85,6 +87,7 @@ struct link_request {
 	uint32_t tid;      /* thread that moved the request head's first byte */
 	uint64_t task;     /* its sonde_data_event.task */
 	uint64_t start_ts; /* CLOCK_MONOTONIC ns */
+	uint64_t fingerprint; /* request_start.fingerprint */
 	bool server;
 	struct link_conn *conn; /* NULL when the connection's ends are unknown */
 	const struct trace_parent *remote; /* its traceparent header; NULL: none */
