@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import SONDE, UNIT, Agent, Nginx, curl
@@ -106,3 +107,30 @@ def test_pinned_maps_are_read_with_bpftool_and_gone_at_a_clean_exit(workdir):
         server.stop()
         assert agent.stop() == 0, agent.err_path.read_text()
     assert not pin_dir.exists() or not any(pin_dir.iterdir()), list(pin_dir.iterdir())
+
+
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z sonde: ")
+
+
+def test_log_lines_carry_their_time_unless_the_journal_keeps_it(workdir, agent):
+    """Run by hand, every line of the agent's starts with its UTC time; under
+    systemd, whose journal stamps lines itself (JOURNAL_STREAM names
+    stderr's device and inode), none does."""
+    lines = agent.err_path.read_text().splitlines()
+    assert lines and all(STAMPED.match(line) for line in lines), lines[:5]
+    err_path = Path(workdir) / "journal.err"
+    with open(err_path, "w") as err:
+        st = Path(err_path).stat()
+        proc = subprocess.Popen([str(SONDE), "--config", "/dev/null"], stdout=subprocess.DEVNULL,
+                                stderr=err, env={"PATH": "/usr/bin:/bin",
+                                                 "OTEL_TRACES_EXPORTER": "none",
+                                                 "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        try:
+            deadline = time.time() + 30
+            while "sonde: ready" not in err_path.read_text() and time.time() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0
+    lines = err_path.read_text().splitlines()
+    assert lines and all(line.startswith("sonde: ") for line in lines), lines[:5]

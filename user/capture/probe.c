@@ -105,9 +105,11 @@ int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	if (level == LIBBPF_DEBUG && log_get_level() < LOG_DEBUG)
-		return 0;
-	return vfprintf(stderr, fmt, ap);
+	static const enum log_level ours[] = {
+		[LIBBPF_WARN] = LOG_WARN, [LIBBPF_INFO] = LOG_INFO, [LIBBPF_DEBUG] = LOG_DEBUG,
+	};
+
+	return log_library(ours[level], fmt, ap);
 }
 
 static int on_record(void *ctx, void *data, size_t size)

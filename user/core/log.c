@@ -2,11 +2,15 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-/* The one process-wide setting: the level is fixed at start-up, before any
- * thread exists, and only read afterwards. */
+/* The process-wide settings, fixed at start-up before any thread exists
+ * and only read afterwards. */
 static enum log_level max_level = LOG_INFO;
+static bool stamped;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -20,12 +24,68 @@ enum log_level log_get_level(void)
 	return max_level;
 }
 
+/* systemd says where a service's stderr goes to the journal: the device
+ * and inode of that stream in JOURNAL_STREAM. Anything else (a terminal, a
+ * file, a pipe) is told apart by stderr's own device and inode. */
+static bool stderr_is_journal(void)
+{
+	const char *stream = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (!stream || sscanf(stream, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st))
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_stamp_unless_journal(void)
+{
+	stamped = !stderr_is_journal();
+}
+
+/* "2026-12-06T02:20:01.123Z " when stamped, "" otherwise. */
+static void format_stamp(char *out, size_t size)
+{
+	struct timespec now;
+	struct tm tm;
+
+	out[0] = '\0';
+	if (!stamped || clock_gettime(CLOCK_REALTIME, &now) || !gmtime_r(&now.tv_sec, &tm))
+		return;
+	snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+}
+
 static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
-	char line[1024];
+	char line[1024], stamp[32];
 
 	vsnprintf(line, sizeof(line), fmt, ap);
-	fprintf(stderr, "sonde: %s: %s\n", level_names[level], line);
+	format_stamp(stamp, sizeof(stamp));
+	fprintf(stderr, "%ssonde: %s: %s\n", stamp, level_names[level], line);
+}
+
+int log_library(enum log_level level, const char *fmt, va_list ap)
+{
+	char stamp[32];
+
+	if (level > max_level)
+		return 0;
+	format_stamp(stamp, sizeof(stamp));
+	fprintf(stderr, "%ssonde: %s: ", stamp, level_names[level]);
+	return vfprintf(stderr, fmt, ap);
+}
+
+void log_notice(const char *fmt, ...)
+{
+	char line[1024], stamp[32];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	format_stamp(stamp, sizeof(stamp));
+	fprintf(stderr, "%ssonde: %s\n", stamp, line);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

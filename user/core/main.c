@@ -486,9 +486,8 @@ static int run(struct agent *a)
 
 	describe_sinks(&a->cfg, sinks, sizeof(sinks));
 	describe_metrics(&a->cfg, metrics, sizeof(metrics));
-	fprintf(stderr,
-		"sonde: ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s; "
-		"metrics: %s)\n", sinks, metrics);
+	log_notice("ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s; "
+		   "metrics: %s)", sinks, metrics);
 	while (!stop_requested) {
 		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
 
@@ -647,9 +646,10 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);
+	log_stamp_unless_journal();
 	if (privileges_check(why, sizeof(why)) ||
 	    probe_check_platform(agent.cfg.buffer, why, sizeof(why))) {
-		fprintf(stderr, "sonde: cannot start: %s\n", why);
+		log_notice("cannot start: %s", why);
 		return 1;
 	}
 	install_signals();
