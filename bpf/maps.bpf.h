@@ -37,8 +37,14 @@ struct scratch {
 	__u8 spill[SONDE_CAPTURE_MAX];
 };
 
+/* Every TCP socket end of the host sonde has seen, traced or written off.
+ * LRU: the table is one per host, so when it is full the socket ends used
+ * least recently (idle connections, however many a neighbour holds) give
+ * way to new ones rather than new connections going untraced; an evicted
+ * end that moves data again is tracked anew, as one open before sonde
+ * started. The agent sizes it (--max-connections). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sonde_conn_key);
 	__type(value, struct conn_state);

@@ -113,7 +113,9 @@ enum sonde_syscall {
 /* Kernel counters, one per-CPU array slot each; the agent sums CPUs. */
 enum sonde_counter {
 	SONDE_CNT_LOST_RINGBUF = 0, /* records dropped: ring (or perf) buffer full */
-	SONDE_CNT_LOST_CONN_MAP,   /* TCP sockets not tracked: conns map full */
+	SONDE_CNT_LOST_CONN_MAP,   /* TCP sockets not tracked: the conns map
+				    * refused the entry (no memory; a full map
+				    * evicts its least recently used) */
 	SONDE_CNT_CAPTURE_FAULT,   /* payload reads that faulted (sent as a gap) */
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
 	SONDE_CNT_OTHER_CONNS,     /* TCP connections of no known protocol */

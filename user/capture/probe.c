@@ -166,6 +166,7 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 		      uint32_t share)
 {
 	bpf_map__set_max_entries(skel->maps.cpu_rings, (uint32_t)ncpus);
+	bpf_map__set_max_entries(skel->maps.conns, opts->max_connections);
 	skel->rodata->wakeup_bytes = share / RING_WAKEUP_DIVISOR;
 	skel->rodata->self_tgid = (__u32)getpid();
 	skel->rodata->capture_bytes = opts->capture_bytes;
@@ -444,7 +445,7 @@ const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
 	KERNEL_COUNTER(SONDE_CNT_LOST_RINGBUF, "lost_ringbuf_full",
 		       "records dropped in the kernel: ring or perf buffer full"),
 	KERNEL_COUNTER(SONDE_CNT_LOST_CONN_MAP, "lost_conn_map_full",
-		       "TCP sockets not tracked: connection map full"),
+		       "TCP sockets not tracked: the connection table refused the entry"),
 	KERNEL_COUNTER(SONDE_CNT_CAPTURE_FAULT, "capture_faults",
 		       "payload reads that faulted (sent as a gap)"),
 	KERNEL_COUNTER(SONDE_CNT_HTTP_CONNS, "http_conns", "connections inferred as HTTP/1.x"),

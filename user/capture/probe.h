@@ -21,6 +21,7 @@ struct probe_opts {
 	enum probe_buffer buffer;
 	uint32_t capture_bytes;
 	uint32_t ringbuf_bytes; /* total buffer size, split per CPU */
+	uint32_t max_connections; /* entries of the conns map */
 	uint32_t excluded_count;
 	char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN];
 	uint32_t log_rate_limit;    /* writes per second per process; 0: logs off */

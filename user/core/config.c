@@ -171,6 +171,8 @@ static const struct number_setting numbers[] = {
 	  offsetof(struct sonde_config, capture_bytes) },
 	{ "SONDE_RINGBUF_BYTES", "ringbuf-bytes", 1u << 16, 1u << 30,
 	  offsetof(struct sonde_config, ringbuf_bytes) },
+	{ "SONDE_MAX_CONNECTIONS", "max-connections", 1024, 1u << 24,
+	  offsetof(struct sonde_config, max_connections) },
 	{ "SONDE_POLL_MS", "poll-ms", 1, 1000, offsetof(struct sonde_config, poll_ms) },
 	{ "OTEL_BSP_MAX_QUEUE_SIZE", "max-queue-size", 1, 1u << 20,
 	  offsetof(struct sonde_config, max_queue_size) },
@@ -251,6 +253,7 @@ static void set_defaults(struct sonde_config *cfg)
 	cfg->exporters = EXPORTER_CONSOLE;
 	cfg->capture_bytes = 512;
 	cfg->ringbuf_bytes = 4u << 20;
+	cfg->max_connections = 65536;
 	cfg->poll_ms = 20;
 	cfg->max_queue_size = 2048;
 	cfg->max_export_batch = 512;
@@ -708,6 +711,9 @@ void config_usage(FILE *out)
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
 		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
 		"  --ringbuf-bytes N         ring buffers of all CPUs, power of two (default 4 MiB)\n"
+		"  --max-connections N       TCP socket ends the kernel's table holds, ~100 bytes\n"
+		"                            each; the idle ones give way when it is full\n"
+		"                            (SONDE_MAX_CONNECTIONS; default 65536)\n"
 		"  --poll-ms N               longest wait of an event in the ring (default 20)\n"
 		"  --max-queue-size N        spans queued for export (OTEL_BSP_MAX_QUEUE_SIZE)\n"
 		"  --max-export-batch N      (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)\n"

@@ -25,6 +25,7 @@ struct sonde_config {
 	enum exporter_sched export_sched;
 	uint32_t capture_bytes;     /* payload bytes captured per syscall */
 	uint32_t ringbuf_bytes;     /* ring buffers of all CPUs, a power of two */
+	uint32_t max_connections;   /* entries of the kernel's connection table */
 	uint32_t poll_ms;           /* longest time a record waits in the ring */
 	uint32_t max_queue_size;    /* OTEL_BSP_MAX_QUEUE_SIZE */
 	uint32_t max_export_batch;  /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */

@@ -533,6 +533,7 @@ static int start(struct agent *a)
 		.buffer = a->cfg.buffer,
 		.capture_bytes = a->cfg.capture_bytes,
 		.ringbuf_bytes = a->cfg.ringbuf_bytes,
+		.max_connections = a->cfg.max_connections,
 		.log_rate_limit = a->cfg.log_sinks ? a->cfg.log_rate_limit : 0,
 		.log_capture_bytes = a->cfg.log_capture_bytes,
 		.log_files = a->cfg.log_files[0] != '\0',
