@@ -3,10 +3,13 @@
 
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct record {
 	int heads, completes, drops;
+	int works_out;     /* work areas taken and not given back */
+	bool no_memory;    /* take_work finds none */
 	enum http1_drop last_drop;
 	struct http1_msg last;
 	bool skip_next_body;
@@ -41,7 +44,30 @@ static void on_drop(void *owner, int tag, enum http1_drop why, bool had_head)
 	r->last_drop = why;
 }
 
-static const struct http1_callbacks cbs = { on_head, on_complete, on_drop };
+static struct http1_work *take_work(void *owner, int tag)
+{
+	struct record *r = owner;
+	struct http1_work *w;
+
+	(void)tag;
+	if (r->no_memory)
+		return NULL;
+	w = malloc(sizeof(*w));
+	cr_assert_not_null(w);
+	r->works_out++;
+	return w;
+}
+
+static void give_work(void *owner, int tag, struct http1_work *w)
+{
+	struct record *r = owner;
+
+	(void)tag;
+	r->works_out--;
+	free(w);
+}
+
+static const struct http1_callbacks cbs = { take_work, give_work, on_head, on_complete, on_drop };
 
 static void feed(struct http1_stream *s, const char *text)
 {
@@ -218,4 +244,39 @@ Test(http1, oversized_head_loses_sync)
 	}
 	cr_expect_eq(rec.drops, 1);
 	cr_expect_eq(rec.completes, 0);
+}
+
+/* An idle keep-alive stream holds no work area: one is taken when a
+ * message begins (held while its head is split over pieces) and given
+ * back when it ends, whichever way. */
+Test(http1, work_area_is_held_only_inside_a_message)
+{
+	open_stream(HTTP1_REQUEST);
+	feed(&stream, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+	cr_expect_eq(rec.works_out, 0);
+	feed(&stream, "GET /b HTTP/1.1\r\nHo");
+	cr_expect_eq(rec.works_out, 1);
+	feed(&stream, "st: x\r\n\r\n");
+	cr_expect_eq(rec.completes, 2);
+	cr_expect_eq(rec.works_out, 0);
+	feed(&stream, "POST /c HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+	cr_expect_eq(rec.works_out, 1);
+	http1_stream_release(&stream);
+	cr_expect_eq(rec.works_out, 0);
+}
+
+Test(http1, a_message_with_no_work_area_is_dropped_and_the_next_parsed)
+{
+	open_stream(HTTP1_REQUEST);
+	rec.no_memory = true;
+	feed(&stream, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+	cr_expect_eq(rec.drops, 1);
+	cr_expect_eq(rec.last_drop, HTTP1_DROP_NO_MEMORY);
+	cr_expect_eq(rec.heads, 0);
+	cr_expect_eq(stream.state, HTTP1_LOST);
+	rec.no_memory = false;
+	feed(&stream, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+	cr_expect_eq(rec.completes, 1);
+	cr_expect_str_eq(rec.last.target, "/b");
+	cr_expect_eq(rec.works_out, 0);
 }

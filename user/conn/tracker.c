@@ -3,6 +3,7 @@
 #include "ids.h"
 #include "linker.h"
 #include "log.h"
+#include "pool.h"
 #include "reorder.h"
 #include "sonde_events.h"
 #include "text.h"
@@ -81,9 +82,11 @@ struct tracker {
 	struct linker *linker;
 	struct conn **buckets;
 	uint32_t nbuckets_log2;
-	struct conn *free_conns[SONDE_PROTO_COUNT]; /* per protocol: their states differ */
-	struct pending *free_pending;
-	size_t pending_bytes; /* the largest protocol's exchange area */
+	/* Per protocol, since their sizes differ: connections, and the work
+	 * areas a protocol holds only while it reads a message. */
+	struct pool conns[SONDE_PROTO_COUNT];
+	struct pool works[SONDE_PROTO_COUNT];
+	struct pool pendings; /* each with the largest protocol's exchange area */
 	struct span scratch_span; /* an exchange's summary when the queue is full */
 	struct reorder_pool pool;
 	struct reorder_stats reorder_stats;
@@ -104,30 +107,20 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece);
 
 static struct conn *conn_alloc(struct tracker *t, const struct proto_ops *ops)
 {
-	struct conn *c = t->free_conns[ops->id];
-
-	if (c) {
-		t->free_conns[ops->id] = c->hash_next;
-		return c;
-	}
-	return malloc(sizeof(*c) + ops->conn_size);
+	return pool_take(&t->conns[ops->id]);
 }
 
+/* The protocol gives back what it took (conn_work_take) first. */
 static void conn_release(struct tracker *t, struct conn *c)
 {
-	c->hash_next = t->free_conns[c->ops->id];
-	t->free_conns[c->ops->id] = c;
+	if (c->ops->close)
+		c->ops->close(c->proto_state);
+	pool_give(&t->conns[c->ops->id], c);
 }
 
 static struct pending *pending_alloc(struct tracker *t)
 {
-	struct pending *p = t->free_pending;
-
-	if (p) {
-		t->free_pending = p->next;
-		return p;
-	}
-	return malloc(t->pending_bytes);
+	return pool_take(&t->pendings);
 }
 
 /* Every exchange ends here, whichever way: the observer stops counting it
@@ -136,8 +129,7 @@ static void pending_release(struct tracker *t, struct pending *p)
 {
 	if (p->active)
 		t->opts.on_request_ended(t->opts.observer_ctx, p->active);
-	p->next = t->free_pending;
-	t->free_pending = p;
+	pool_give(&t->pendings, p);
 }
 
 /* ---- connection table ------------------------------------------------ */
@@ -342,6 +334,23 @@ void conn_set_role(struct proto_conn *pc, uint8_t role)
 
 	if (c->role == SONDE_ROLE_UNKNOWN)
 		set_role(c, role);
+}
+
+void *conn_work_take(struct proto_conn *pc)
+{
+	struct conn *c = conn_of(pc);
+	void *work = pool_take(&c->tracker->works[c->ops->id]);
+
+	if (!work)
+		c->tracker->stats.out_of_memory++;
+	return work;
+}
+
+void conn_work_give(struct proto_conn *pc, void *work)
+{
+	struct conn *c = conn_of(pc);
+
+	pool_give(&c->tracker->works[c->ops->id], work);
 }
 
 static struct pending *pop_pending(struct conn *c)
@@ -856,6 +865,19 @@ void tracker_tick(struct tracker *t, uint64_t now_ns)
 	t->tick++;
 }
 
+/* Enough free blocks are kept for the ones in use to grow again by half,
+ * and these many at least, so that a steady load allocates nothing. */
+#define POOL_KEEP 64
+
+size_t tracker_trim(struct tracker *t)
+{
+	size_t freed = pool_trim(&t->pendings, POOL_KEEP) + linker_trim(t->linker);
+
+	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++)
+		freed += pool_trim(&t->conns[i], POOL_KEEP) + pool_trim(&t->works[i], POOL_KEEP);
+	return freed;
+}
+
 size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max)
 {
 	size_t n = t->nexited < max ? t->nexited : max;
@@ -876,7 +898,15 @@ struct tracker *tracker_new(const struct tracker_opts *opts, struct exporter *ex
 	t->opts = *opts;
 	if (!t->opts.max_pending)
 		t->opts.max_pending = 1024;
-	t->pending_bytes = sizeof(struct pending) + proto_max_exchange_size();
+	pool_init(&t->pendings, sizeof(struct pending) + proto_max_exchange_size());
+	for (uint8_t id = 0; id < SONDE_PROTO_COUNT; id++) {
+		const struct proto_ops *ops = proto_find(id);
+
+		if (ops) {
+			pool_init(&t->conns[id], sizeof(struct conn) + ops->conn_size);
+			pool_init(&t->works[id], ops->work_size);
+		}
+	}
 	t->nbuckets_log2 = opts->conn_buckets_log2 ? opts->conn_buckets_log2 : 16;
 	t->buckets = calloc(1u << t->nbuckets_log2, sizeof(*t->buckets));
 	t->linker = linker_new(&opts->link, exporter);
@@ -905,6 +935,14 @@ static void drop_unfinished(struct tracker *t, struct conn *c)
 	linker_conn_close(t->linker, c->link, UINT64_MAX);
 }
 
+/* At exit: what the protocol holds goes back to its pool, freed after. */
+static void conn_destroy(struct tracker *t, struct conn *c)
+{
+	if (c->ops->close)
+		c->ops->close(c->proto_state);
+	free(c);
+}
+
 void tracker_free(struct tracker *t)
 {
 	if (!t)
@@ -913,7 +951,7 @@ void tracker_free(struct tracker *t)
 		struct conn *c = t->dead_list;
 
 		t->dead_list = c->hash_next;
-		free(c);
+		conn_destroy(t, c);
 	}
 	for (size_t i = 0; i < (1u << t->nbuckets_log2); i++) {
 		while (t->buckets[i]) {
@@ -923,23 +961,14 @@ void tracker_free(struct tracker *t)
 			drop_unfinished(t, c);
 			reorder_discard(&c->order[0], &t->pool);
 			reorder_discard(&c->order[1], &t->pool);
-			free(c);
+			conn_destroy(t, c);
 		}
 	}
 	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++) {
-		while (t->free_conns[i]) {
-			struct conn *c = t->free_conns[i];
-
-			t->free_conns[i] = c->hash_next;
-			free(c);
-		}
+		pool_destroy(&t->conns[i]);
+		pool_destroy(&t->works[i]);
 	}
-	while (t->free_pending) {
-		struct pending *p = t->free_pending;
-
-		t->free_pending = p->next;
-		free(p);
-	}
+	pool_destroy(&t->pendings);
 	reorder_pool_free(&t->pool);
 	linker_free(t->linker);
 	free(t->buckets);

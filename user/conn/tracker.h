@@ -106,6 +106,9 @@ void tracker_handle(struct tracker *t, const void *record, size_t size);
  * be decided leave. now_ns is CLOCK_MONOTONIC; UINT64_MAX decides every
  * span still waiting (at exit). */
 void tracker_tick(struct tracker *t, uint64_t now_ns);
+/* Gives back to the allocator what a burst of connections and requests
+ * left in the pools; returns the bytes freed. Once a second is enough. */
+size_t tracker_trim(struct tracker *t);
 /* Moves up to `max` pids of exited processes into out (for the kernel map
  * sweep); returns how many. */
 size_t tracker_take_exited(struct tracker *t, uint32_t *out, size_t max);

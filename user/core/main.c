@@ -19,6 +19,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +427,17 @@ static int start_metrics(struct agent *a, struct tracker_opts *topts)
 	return 0;
 }
 
+/* Freed blocks stay in the allocator's arenas until it is told to return
+ * them: after a burst of connections, the agent's memory goes back near
+ * its idle size. */
+#define TRIM_MIN_BYTES (1u << 20)
+
+static void give_back_memory(struct agent *a)
+{
+	if (tracker_trim(a->tracker) >= TRIM_MIN_BYTES)
+		malloc_trim(0);
+}
+
 static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 {
 	uint32_t exited[1024];
@@ -439,6 +451,7 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 		a->stats.kernel_entries_swept += probe_forget_processes(a->probe, exited, n);
 	if (a->logfiles)
 		scan_logfiles(a);
+	give_back_memory(a);
 	if (to_log)
 		*last_stats_ns = now;
 	report_stats(a, to_log);

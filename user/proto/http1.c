@@ -61,10 +61,29 @@ bool http1_is_message_start(enum http1_type type, const uint8_t *data, uint32_t 
 
 /* ---- message lifecycle ----------------------------------------------- */
 
-static void begin_message(struct http1_stream *s)
+/* The message's work area goes back when the message ends, whichever way. */
+static void end_message(struct http1_stream *s)
 {
-	struct http1_msg *m = &s->msg;
+	s->phase = PHASE_IDLE;
+	s->head_done = false;
+	if (s->work) {
+		s->cb->give_work(s->owner, s->tag, s->work);
+		s->work = NULL;
+	}
+}
 
+static void lose_sync(struct http1_stream *s, enum http1_drop why);
+
+static bool begin_message(struct http1_stream *s)
+{
+	struct http1_msg *m;
+
+	s->work = s->cb->take_work(s->owner, s->tag);
+	if (!s->work) {
+		lose_sync(s, HTTP1_DROP_NO_MEMORY);
+		return false;
+	}
+	m = &s->work->msg;
 	m->start_ts = s->cur->ts;
 	m->start_task = s->cur->task;
 	m->start_tid = s->cur->tid;
@@ -83,14 +102,16 @@ static void begin_message(struct http1_stream *s)
 	s->head_bytes = 0;
 	s->line_len = 0;
 	s->line_overflow = false;
+	return true;
 }
 
 static void complete_message(struct http1_stream *s)
 {
-	s->msg.end_ts = s->cur->ts;
+	s->work->msg.end_ts = s->cur->ts;
 	s->phase = PHASE_IDLE;
 	s->head_done = false;
-	s->cb->on_complete(s->owner, s->tag, &s->msg);
+	s->cb->on_complete(s->owner, s->tag, &s->work->msg);
+	end_message(s);
 }
 
 /* Gives up on the current message and waits for the next message start.
@@ -102,16 +123,15 @@ static void lose_sync(struct http1_stream *s, enum http1_drop why)
 	bool had_head = in_msg && s->head_done;
 
 	if (had_head) {
-		s->msg.flags |= HTTP1_BODY_LOST;
+		s->work->msg.flags |= HTTP1_BODY_LOST;
 		if (why == HTTP1_DROP_EOF || why == HTTP1_DROP_RESET)
-			s->msg.flags |= HTTP1_CUT_OFF;
-		s->msg.end_ts = s->cur->ts;
-		s->cb->on_complete(s->owner, s->tag, &s->msg);
+			s->work->msg.flags |= HTTP1_CUT_OFF;
+		s->work->msg.end_ts = s->cur->ts;
+		s->cb->on_complete(s->owner, s->tag, &s->work->msg);
 	}
-	if (in_msg || why == HTTP1_DROP_PARSE_ERROR)
+	if (in_msg || why == HTTP1_DROP_PARSE_ERROR || why == HTTP1_DROP_NO_MEMORY)
 		s->cb->on_drop(s->owner, s->tag, why, had_head);
-	s->phase = PHASE_IDLE;
-	s->head_done = false;
+	end_message(s);
 	s->state = HTTP1_LOST;
 }
 
@@ -123,7 +143,7 @@ static void buffer_line(struct http1_stream *s, const uint8_t *p, size_t take)
 	size_t room = HTTP1_LINE_MAX - 1 - s->line_len;
 	size_t copy = take < room ? take : room;
 
-	memcpy(s->line + s->line_len, p, copy);
+	memcpy(s->work->line + s->line_len, p, copy);
 	s->line_len += (uint32_t)copy;
 	if (copy < take)
 		s->line_overflow = true;
@@ -153,7 +173,7 @@ static size_t strip_eol(const char *line, size_t len)
 
 static size_t line_content(struct http1_stream *s)
 {
-	return strip_eol(s->line, s->line_len);
+	return strip_eol(s->work->line, s->line_len);
 }
 
 static void next_line(struct http1_stream *s)
@@ -174,8 +194,8 @@ static bool parse_version(struct http1_stream *s, const char *v, size_t len)
 {
 	if (len != 8 || memcmp(v, "HTTP/1.", 7) != 0 || !is_digit(v[7]))
 		return false;
-	s->msg.version_major = 1;
-	s->msg.version_minor = (uint8_t)(v[7] - '0');
+	s->work->msg.version_major = 1;
+	s->work->msg.version_minor = (uint8_t)(v[7] - '0');
 	return true;
 }
 
@@ -192,7 +212,7 @@ static const struct method *find_method(const char *text, size_t len)
  * method and the start of its target; its version is taken as 1.1. */
 static bool parse_request_line(struct http1_stream *s, const char *line, size_t len)
 {
-	struct http1_msg *m = &s->msg;
+	struct http1_msg *m = &s->work->msg;
 	const char *sp1 = memchr(line, ' ', len), *sp2, *target;
 	const struct method *method;
 	size_t target_len;
@@ -234,9 +254,9 @@ static bool parse_status_line(struct http1_stream *s, const char *line, size_t l
 	if (len < 12 || !parse_version(s, line, 8) || line[8] != ' ' || !is_digit(line[9]) ||
 	    !is_digit(line[10]) || !is_digit(line[11]) || (len > 12 && line[12] != ' '))
 		return false;
-	s->msg.status = (uint16_t)((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
-	s->msg.is_request = false;
-	return s->msg.status >= 100;
+	s->work->msg.status = (uint16_t)((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
+	s->work->msg.is_request = false;
+	return s->work->msg.status >= 100;
 }
 
 static bool parse_start_line(struct http1_stream *s, const char *line, size_t len)
@@ -251,7 +271,7 @@ static bool parse_start_line(struct http1_stream *s, const char *line, size_t le
 		ok = false;
 	/* A direction of unknown type keeps the type its first message showed. */
 	if (ok && s->type == HTTP1_BOTH)
-		s->type = s->msg.is_request ? HTTP1_REQUEST : HTTP1_RESPONSE;
+		s->type = s->work->msg.is_request ? HTTP1_REQUEST : HTTP1_RESPONSE;
 	return ok;
 }
 
@@ -369,12 +389,12 @@ static void connection_item(void *arg, const char *item, size_t len)
 
 	s->conn_close |= token_is(item, len, "close");
 	s->conn_upgrade |= token_is(item, len, "upgrade");
-	s->msg.keep_alive |= token_is(item, len, "keep-alive");
+	s->work->msg.keep_alive |= token_is(item, len, "keep-alive");
 }
 
 static bool parse_header(struct http1_stream *s, const char *line, size_t len)
 {
-	struct http1_msg *m = &s->msg;
+	struct http1_msg *m = &s->work->msg;
 	const char *value;
 	size_t name_len = 0, value_len;
 
@@ -441,7 +461,7 @@ static void start_body(struct http1_stream *s)
 
 static void request_head_done(struct http1_stream *s)
 {
-	bool upgrading = s->msg.method == HTTP1_CONNECT || (s->has_upgrade && s->conn_upgrade);
+	bool upgrading = s->work->msg.method == HTTP1_CONNECT || (s->has_upgrade && s->conn_upgrade);
 
 	start_body(s);
 	/* What follows an upgrade request is HTTP again only if the server
@@ -452,7 +472,7 @@ static void request_head_done(struct http1_stream *s)
 
 static void response_head_done(struct http1_stream *s, bool no_body)
 {
-	uint16_t status = s->msg.status;
+	uint16_t status = s->work->msg.status;
 
 	if (status / 100 == 1 || status == 204 || status == 304 || no_body) {
 		complete_message(s);
@@ -467,7 +487,7 @@ static void response_head_done(struct http1_stream *s, bool no_body)
 
 static void head_done(struct http1_stream *s)
 {
-	struct http1_msg *m = &s->msg;
+	struct http1_msg *m = &s->work->msg;
 	bool no_body;
 
 	m->keep_alive = m->version_minor >= 1 ? !s->conn_close : m->keep_alive && !s->conn_close;
@@ -512,7 +532,7 @@ static size_t feed_head(struct http1_stream *s, const uint8_t *p, size_t n, bool
 	else if (in_place)
 		*ok = head_line(s, (const char *)p, strip_eol((const char *)p, used));
 	else if (lf)
-		*ok = head_line(s, s->line, line_content(s));
+		*ok = head_line(s, s->work->line, line_content(s));
 	return used;
 }
 
@@ -526,12 +546,12 @@ static bool chunk_size_line(struct http1_stream *s)
 
 	if (s->line_overflow)
 		return false;
-	for (; i < len && char_hex_value(s->line[i]) >= 0; i++) {
+	for (; i < len && char_hex_value(s->work->line[i]) >= 0; i++) {
 		if (i >= 15)
 			return false;
-		size = size << 4 | (uint64_t)char_hex_value(s->line[i]);
+		size = size << 4 | (uint64_t)char_hex_value(s->work->line[i]);
 	}
-	if (i == 0 || (i < len && s->line[i] != ';' && s->line[i] != ' ' && s->line[i] != '\t'))
+	if (i == 0 || (i < len && s->work->line[i] != ';' && s->work->line[i] != ' ' && s->work->line[i] != '\t'))
 		return false;
 	next_line(s);
 	if (size == 0) {
@@ -571,11 +591,11 @@ static uint64_t skip_body(struct http1_stream *s, uint64_t n)
 
 	switch (s->phase) {
 	case PHASE_BODY_EOF:
-		s->msg.body_size += n;
+		s->work->msg.body_size += n;
 		return n;
 	case PHASE_BODY:
 	case PHASE_CHUNK_DATA:
-		s->msg.body_size += step;
+		s->work->msg.body_size += step;
 		s->remaining -= step;
 		if (s->remaining == 0 && s->phase == PHASE_BODY) {
 			complete_message(s);
@@ -605,7 +625,7 @@ static size_t feed_one(struct http1_stream *s, const uint8_t *p, size_t n, bool 
 	case PHASE_IDLE:
 		if (p[0] == '\r' || p[0] == '\n')
 			return 1; /* stray CRLF between messages is allowed */
-		begin_message(s);
+		begin_message(s); /* on failure the stream is LOST: consume stops */
 		return 0;
 	case PHASE_HEAD:
 		return feed_head(s, p, n, ok);
@@ -661,12 +681,12 @@ static bool cut_head(struct http1_stream *s)
 		if (s->line_len == 0)
 			return false;
 		s->line_overflow = true; /* what was captured of the line */
-		if (!head_line(s, s->line, line_content(s)))
+		if (!head_line(s, s->work->line, line_content(s)))
 			return false;
 	}
-	s->msg.flags |= HTTP1_HEAD_CUT;
+	s->work->msg.flags |= HTTP1_HEAD_CUT;
 	s->head_done = true;
-	s->cb->on_head(s->owner, s->tag, &s->msg);
+	s->cb->on_head(s->owner, s->tag, &s->work->msg);
 	lose_sync(s, HTTP1_DROP_GAP);
 	return true;
 }
@@ -690,13 +710,18 @@ static void skip_hole(struct http1_stream *s, uint64_t hole)
 void http1_stream_init(struct http1_stream *s, enum http1_type type,
 		       const struct http1_callbacks *cb, void *owner, int tag)
 {
-	memset(s, 0, offsetof(struct http1_stream, line));
+	memset(s, 0, sizeof(*s));
 	s->type = type;
 	s->state = HTTP1_LOST;
 	s->phase = PHASE_IDLE;
 	s->cb = cb;
 	s->owner = owner;
 	s->tag = tag;
+}
+
+void http1_stream_release(struct http1_stream *s)
+{
+	end_message(s);
 }
 
 void http1_stream_start(struct http1_stream *s)

@@ -182,7 +182,7 @@ static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
 	 * first). */
 	if (dir != request_dir(hc) && why != HTTP1_DROP_EOF && why != HTTP1_DROP_RESET)
 		conn_answers_lost(hc->pc, hc->http[dir].cur ? hc->http[dir].cur->ts : 0);
-	if (!had_head && why != HTTP1_DROP_PARSE_ERROR)
+	if (!had_head && why != HTTP1_DROP_PARSE_ERROR && why != HTTP1_DROP_NO_MEMORY)
 		conn_note(hc->pc, NOTE_PARTIAL_HEAD);
 	if (why == HTTP1_DROP_PARSE_ERROR)
 		conn_note(hc->pc, NOTE_PARSE_ERROR);
@@ -190,7 +190,23 @@ static void on_drop(void *owner, int dir, enum http1_drop why, bool had_head)
 		conn_note(hc->pc, NOTE_GAP);
 }
 
+static struct http1_work *take_work(void *owner, int dir)
+{
+	struct http1_conn *hc = owner;
+
+	return conn_work_take(hc->pc);
+}
+
+static void give_work(void *owner, int dir, struct http1_work *work)
+{
+	struct http1_conn *hc = owner;
+
+	conn_work_give(hc->pc, work);
+}
+
 static const struct http1_callbacks callbacks = {
+	.take_work = take_work,
+	.give_work = give_work,
 	.on_head = on_head,
 	.on_complete = on_complete,
 	.on_drop = on_drop,
@@ -206,6 +222,14 @@ static void http1_open(void *st, struct proto_conn *pc, const struct proto_opts 
 	hc->opts = opts;
 	for (int dir = 0; dir < 2; dir++)
 		http1_stream_init(&hc->http[dir], HTTP1_BOTH, &callbacks, hc, dir);
+}
+
+static void http1_close(void *st)
+{
+	struct http1_conn *hc = st;
+
+	for (int dir = 0; dir < 2; dir++)
+		http1_stream_release(&hc->http[dir]);
 }
 
 static void http1_start(void *st, uint8_t role)
@@ -448,7 +472,9 @@ const struct proto_ops http1_proto = {
 	.id = SONDE_PROTO_HTTP1,
 	.conn_size = sizeof(struct http1_conn),
 	.exchange_size = sizeof(struct http1_exchange),
+	.work_size = sizeof(struct http1_work),
 	.open = http1_open,
+	.close = http1_close,
 	.start = http1_start,
 	.data = http1_data,
 	.eof = http1_eof,

@@ -136,8 +136,14 @@ struct proto_ops {
 				  is the operation's only one */
 	size_t conn_size;      /* per-connection state, pooled per protocol */
 	size_t exchange_size;  /* per-exchange area, from request to answer */
+	size_t work_size;      /* an area held only while a message is read
+				  (conn_work_take), pooled per protocol: an
+				  idle connection needs none */
 	/* A new connection: role unknown, streams not synced yet. */
 	void (*open)(void *st, struct proto_conn *pc, const struct proto_opts *opts);
+	/* The connection is gone: give back the work areas the protocol holds
+	 * (conn_work_give). NULL: it takes none. */
+	void (*close)(void *st);
 	/* The connection was seen opening with this role: both streams are at
 	 * a message start. */
 	void (*start)(void *st, uint8_t role);
@@ -185,6 +191,11 @@ void conn_set_role(struct proto_conn *pc, uint8_t role);
 /* A request began: its exchange's area (exchange_size bytes, not cleared),
  * or NULL when too many are waiting or memory ran out (counted). */
 void *conn_request(struct proto_conn *pc, const struct request_start *rs);
+/* A work area of proto_ops.work_size bytes, its contents undefined; NULL
+ * when out of memory (counted). Given back with conn_work_give, or at the
+ * latest from proto_ops.close. */
+void *conn_work_take(struct proto_conn *pc);
+void conn_work_give(struct proto_conn *pc, void *work);
 /* The exchange areas of the newest and the oldest waiting exchange; NULL
  * when none waits. */
 void *conn_newest(struct proto_conn *pc);

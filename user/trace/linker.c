@@ -1,5 +1,7 @@
 #include "linker.h"
 
+#include "pool.h"
+
 #include "log.h"
 #include "sonde_events.h"
 
@@ -73,7 +75,6 @@ struct link_conn {
 };
 
 struct link_node {
-	struct link_node *next_free;
 	struct link_node *und_next;            /* undecided list */
 	struct link_node *cand_prev, *cand_next; /* proc open list */
 	struct link_node *peer_next;           /* client conn queue */
@@ -99,10 +100,6 @@ struct link_node {
 	uint8_t parent_span_id[SPAN_ID_SIZE];
 };
 
-union held_slot {
-	union held_slot *next_free;
-	struct span span;
-};
 
 /* A process whose spans that would start a trace are children of this
  * span instead (a command span). */
@@ -124,29 +121,22 @@ struct linker {
 	struct link_conn *conns[CONN_BUCKETS];
 	struct link_conn *closing_head, *closing_tail;
 	struct link_node *undecided, *undecided_tail; /* oldest first */
-	struct link_node *free_nodes;
-	struct link_conn *free_conns;
-	union held_slot *free_held;
+	struct pool nodes, conn_pool, held; /* held: finished spans waiting */
 	uint64_t now;
 	struct linker_stats stats;
 };
 
 static void finalize(struct linker *l, struct link_node *n);
 
+/* Free blocks each pool keeps at least after a trim. */
+#define LINKER_POOL_KEEP 64
+
 /* ---- pools and references ---------------------------------------------- */
 
-/* The free list's next node is fetched ahead: nodes come back to it from
- * prune_candidates long after they were last used. */
 static struct link_node *node_alloc(struct linker *l)
 {
-	struct link_node *n = l->free_nodes;
+	struct link_node *n = pool_take(&l->nodes);
 
-	if (n) {
-		l->free_nodes = n->next_free;
-		__builtin_prefetch(l->free_nodes, 1);
-	} else {
-		n = malloc(sizeof(*n));
-	}
 	if (n)
 		memset(n, 0, sizeof(*n));
 	return n;
@@ -154,12 +144,8 @@ static struct link_node *node_alloc(struct linker *l)
 
 static struct link_conn *conn_alloc(struct linker *l)
 {
-	struct link_conn *c = l->free_conns;
+	struct link_conn *c = pool_take(&l->conn_pool);
 
-	if (c)
-		l->free_conns = c->hash_next;
-	else
-		c = malloc(sizeof(*c));
 	if (c)
 		memset(c, 0, sizeof(*c));
 	return c;
@@ -169,8 +155,7 @@ static void conn_unref(struct linker *l, struct link_conn *c)
 {
 	if (--c->refs)
 		return;
-	c->hash_next = l->free_conns;
-	l->free_conns = c;
+	pool_give(&l->conn_pool, c);
 }
 
 static void node_unref(struct linker *l, struct link_node *n)
@@ -181,32 +166,24 @@ static void node_unref(struct linker *l, struct link_node *n)
 		n->proc->refs--;
 	if (n->conn)
 		conn_unref(l, n->conn);
-	n->next_free = l->free_nodes;
-	l->free_nodes = n;
+	pool_give(&l->nodes, n);
 }
 
 static struct span *held_alloc(struct linker *l)
 {
-	union held_slot *slot = l->free_held;
+	struct span *span = pool_take(&l->held);
 
-	if (slot)
-		l->free_held = slot->next_free;
-	else
-		slot = malloc(sizeof(*slot));
-	if (!slot)
+	if (!span)
 		return NULL;
-	span_clear(&slot->span);
+	span_clear(span);
 	if (++l->stats.held > l->stats.held_peak)
 		l->stats.held_peak = l->stats.held;
-	return &slot->span;
+	return span;
 }
 
 static void held_release(struct linker *l, struct span *span)
 {
-	union held_slot *slot = (union held_slot *)span;
-
-	slot->next_free = l->free_held;
-	l->free_held = slot;
+	pool_give(&l->held, span);
 	l->stats.held--;
 }
 
@@ -698,8 +675,7 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	n->log = log;
 	n->proc = proc_get(l, req->tgid);
 	if (!n->proc) {
-		n->next_free = l->free_nodes;
-		l->free_nodes = n;
+		pool_give(&l->nodes, n);
 		return NULL;
 	}
 	n->proc->refs++;
@@ -968,7 +944,17 @@ struct linker *linker_new(const struct linker_opts *opts, struct exporter *expor
 	if (!l->opts.max_held)
 		l->opts.max_held = 4096;
 	l->exporter = exporter;
+	pool_init(&l->nodes, sizeof(struct link_node));
+	pool_init(&l->conn_pool, sizeof(struct link_conn));
+	pool_init(&l->held, sizeof(struct span));
 	return l;
+}
+
+/* As the tracker's pools (tracker_trim). */
+size_t linker_trim(struct linker *l)
+{
+	return pool_trim(&l->nodes, LINKER_POOL_KEEP) + pool_trim(&l->conn_pool, LINKER_POOL_KEEP) +
+	       pool_trim(&l->held, LINKER_POOL_KEEP);
 }
 
 void linker_free(struct linker *l)
@@ -976,24 +962,9 @@ void linker_free(struct linker *l)
 	if (!l)
 		return;
 	linker_tick(l, UINT64_MAX);
-	while (l->free_nodes) {
-		struct link_node *n = l->free_nodes;
-
-		l->free_nodes = n->next_free;
-		free(n);
-	}
-	while (l->free_conns) {
-		struct link_conn *c = l->free_conns;
-
-		l->free_conns = c->hash_next;
-		free(c);
-	}
-	while (l->free_held) {
-		union held_slot *slot = l->free_held;
-
-		l->free_held = slot->next_free;
-		free(slot);
-	}
+	pool_destroy(&l->nodes);
+	pool_destroy(&l->conn_pool);
+	pool_destroy(&l->held);
 	for (struct link_proc *p = l->all_procs, *next; p; p = next) {
 		next = p->all_next;
 		free(p->closed.slots);

@@ -96,6 +96,9 @@ struct link_request {
 struct linker *linker_new(const struct linker_opts *opts, struct exporter *exporter);
 /* Decides what is still open with what is known, emits what is held. */
 void linker_free(struct linker *l);
+/* Gives back to the allocator what a burst left in the pools; returns the
+ * bytes freed. */
+size_t linker_trim(struct linker *l);
 
 struct link_conn *linker_conn_open(struct linker *l, bool server, const struct link_end *local,
 				   const struct link_end *remote);
