@@ -87,6 +87,13 @@ def wait_port(port, host="127.0.0.1", timeout=15):
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
+# What the tests that flood a server at full rate run as. The session's
+# agent leaves them to the tests' own agents: tracing a flood through its
+# console exporter, it lagged up to 15 s behind the tests after it.
+FLOOD_NGINX = "flood-nginx"
+FLOODERS = f"wrk,{FLOOD_NGINX}"
+
+
 class Agent:
     """A running sonde process and the spans it printed."""
 
@@ -167,7 +174,7 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def agent(workdir):
-    a = Agent(workdir)
+    a = Agent(workdir, extra_env={"SONDE_EXCLUDE_COMM": FLOODERS})
     yield a
     assert a.stop() == 0, a.err_path.read_text()
 
@@ -206,8 +213,39 @@ http {{
 """
 
 
+# nginx as a reverse proxy to 127.0.0.1:{backend}, over keep-alive
+# connections (HTTP/1.1, no Connection header passed on).
+NGINX_PROXY_CONF = """
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
 class Nginx:
-    def __init__(self, workdir, env=None):
+    """nginx serving static routes; `program` is the name it runs under (a
+    link to nginx), which is how agents tell it apart (--exclude-comm)."""
+
+    def __init__(self, workdir, env=None, program="nginx"):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="nginx-"))
         os.chmod(self.dir, 0o755)
@@ -216,7 +254,11 @@ class Nginx:
         (self.dir / "www" / "big.bin").write_bytes(b"b" * 200000)
         conf = self.dir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
-        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(self.dir / "error.log")],
+        binary = "nginx"
+        if program != "nginx":
+            binary = str(self.dir / program)
+            os.symlink(shutil.which("nginx"), binary)
+        self.proc = subprocess.Popen([binary, "-c", str(conf), "-e", str(self.dir / "error.log")],
                                      env=dict(os.environ, **(env or {})))
         wait_port(self.port)
 
@@ -228,6 +270,14 @@ class Nginx:
 @pytest.fixture
 def nginx(workdir, agent):
     n = Nginx(workdir)
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def flood_nginx(workdir):
+    """An nginx for a test's own agent to trace at full rate."""
+    n = Nginx(workdir, program=FLOOD_NGINX)
     yield n
     n.stop()
 

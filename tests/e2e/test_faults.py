@@ -31,7 +31,8 @@ def wait_for(predicate, timeout):
     return True
 
 
-def test_an_agent_killed_under_load_leaves_nothing_attached(workdir, nginx):
+def test_an_agent_killed_under_load_leaves_nothing_attached(workdir, agent, flood_nginx):
+    nginx = flood_nginx
     others = len(attached_programs())  # the session's agent, if it runs
     agent = Agent(workdir, name="killed")
     ours = len(attached_programs()) - others

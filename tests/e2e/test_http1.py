@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, PYTHON, Agent, Nginx, by_kind, curl, free_port, wait_port
+from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, Agent, Nginx, by_kind, curl, free_port,
+                      wait_port)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -230,32 +231,6 @@ def test_a_traceparent_places_the_first_span_sonde_saw(agent, nginx):
     assert server["parent_id"] == client["context"]["span_id"]
 
 
-NGINX_PROXY_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 4; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-
-
 def test_a_forwarded_traceparent_skips_no_hop(workdir, agent, nginx):
     """nginx forwards the traceparent it was sent unchanged: the backend's
     span is still under nginx's call, not the header's span."""
@@ -263,7 +238,8 @@ def test_a_forwarded_traceparent_skips_no_hop(workdir, agent, nginx):
     proxy_dir.mkdir()
     port = free_port()
     conf = proxy_dir / "nginx.conf"
-    conf.write_text(NGINX_PROXY_CONF.format(dir=proxy_dir, port=port, backend=nginx.port))
+    conf.write_text(NGINX_PROXY_CONF.format(dir=proxy_dir, port=port, backend=nginx.port,
+                                            workers=1, keepalive=4))
     proxy = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(proxy_dir / "error.log")])
     try:
         wait_port(port)
@@ -396,13 +372,14 @@ def settled(agent, timeout=20):
     raise TimeoutError(f"counters still moving: {last}")
 
 
-def test_full_ring_buffer_is_counted_reported_and_survived(workdir, nginx):
+def test_full_ring_buffer_is_counted_reported_and_survived(workdir, flood_nginx):
     """A ring buffer far too small for wrk's rate: records are lost, counted
     exactly in lost_ringbuf_full, and logged each second it happens; sonde
     keeps running and traces the next request once the flood is over. The
     flood's own state is partly lost with its records (a close never seen
     ends its connection only when nginx reuses the fd), so the next request
     is told apart by its path, not by counting spans."""
+    nginx = flood_nginx
     small = Agent(workdir, name="small-ring", extra_env={"SONDE_RINGBUF_BYTES": "65536"})
     try:
         subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/index.html"],

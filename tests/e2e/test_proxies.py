@@ -13,56 +13,44 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, PYTHON, Agent, curl, free_port, wait_port
+from conftest import APPS, NGINX_PROXY_CONF, PYTHON, Agent, curl, free_port, wait_port
 
-PROXY_CONF = """
-worker_processes {workers};
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
+class Hop:
+    """A proxy (started by the subclass, on self.port) in front of a
+    thread-per-request Python backend."""
 
-
-class Proxy:
-    """nginx with `workers` worker processes in front of a thread-per-request
-    Python backend."""
-
-    def __init__(self, workdir, workers):
+    def __init__(self):
         self.backend_port = free_port()
         self.backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"),
                                          str(self.backend_port)])
         wait_port(self.backend_port)
         self.port = free_port()
-        d = Path(workdir) / f"proxy-{self.port}"
-        d.mkdir()
-        conf = d / "nginx.conf"
-        conf.write_text(PROXY_CONF.format(dir=d, port=self.port, backend=self.backend_port,
-                                          workers=workers))
-        self.nginx = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(d / "error.log")])
+        self.proxy = self.start_proxy()
         wait_port(self.port)
 
+    def start_proxy(self):
+        raise NotImplementedError
+
     def stop(self):
-        for p in (self.nginx, self.backend):
+        for p in (self.proxy, self.backend):
             p.terminate()
             p.wait(timeout=10)
+
+
+class Proxy(Hop):
+    """nginx with `workers` worker processes, keep-alive upstream."""
+
+    def __init__(self, workdir, workers):
+        self.workdir, self.workers = workdir, workers
+        super().__init__()
+
+    def start_proxy(self):
+        d = Path(self.workdir) / f"proxy-{self.port}"
+        d.mkdir()
+        conf = d / "nginx.conf"
+        conf.write_text(NGINX_PROXY_CONF.format(dir=d, port=self.port, backend=self.backend_port,
+                                                workers=self.workers, keepalive=32))
+        return subprocess.Popen(["nginx", "-c", str(conf), "-e", str(d / "error.log")])
 
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
@@ -72,24 +60,12 @@ def proxy(request, workdir, agent):
     p.stop()
 
 
-class Socat:
-    """socat forwarding bytes (a process per connection) to a
-    thread-per-request Python backend."""
+class Socat(Hop):
+    """socat forwarding bytes, a process per connection."""
 
-    def __init__(self):
-        self.backend_port = free_port()
-        self.backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"),
-                                         str(self.backend_port)])
-        wait_port(self.backend_port)
-        self.port = free_port()
-        self.socat = subprocess.Popen(["socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
-                                       f"TCP:127.0.0.1:{self.backend_port}"])
-        wait_port(self.port)
-
-    def stop(self):
-        for p in (self.socat, self.backend):
-            p.terminate()
-            p.wait(timeout=10)
+    def start_proxy(self):
+        return subprocess.Popen(["socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
+                                 f"TCP:127.0.0.1:{self.backend_port}"])
 
 
 HAPROXY_CONF = """
@@ -108,26 +84,19 @@ backend back
 """
 
 
-class Haproxy:
+class Haproxy(Hop):
     """haproxy, two threads, in tcp mode (bytes forwarded) or http mode
-    (requests parsed and passed on over reused connections), in front of
-    a thread-per-request Python backend."""
+    (requests parsed and passed on over reused connections)."""
 
     def __init__(self, workdir, mode):
-        self.backend_port = free_port()
-        self.backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"),
-                                         str(self.backend_port)])
-        wait_port(self.backend_port)
-        self.port = free_port()
-        conf = Path(workdir) / f"haproxy-{self.port}.cfg"
-        conf.write_text(HAPROXY_CONF.format(mode=mode, port=self.port, backend=self.backend_port))
-        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(conf)])
-        wait_port(self.port)
+        self.workdir, self.mode = workdir, mode
+        super().__init__()
 
-    def stop(self):
-        for p in (self.haproxy, self.backend):
-            p.terminate()
-            p.wait(timeout=10)
+    def start_proxy(self):
+        conf = Path(self.workdir) / f"haproxy-{self.port}.cfg"
+        conf.write_text(HAPROXY_CONF.format(mode=self.mode, port=self.port,
+                                            backend=self.backend_port))
+        return subprocess.Popen(["haproxy", "-db", "-f", str(conf)])
 
 
 @pytest.fixture(params=["tcp", "http"])

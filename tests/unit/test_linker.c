@@ -82,6 +82,52 @@ Test(linker, server_span_is_child_of_the_client_span_at_the_other_end)
 	cr_expect_eq(h.stats.link.parent_peer, 1);
 }
 
+/* A long write's exit can come well after the reads of its bytes (the
+ * writer descheduled in between): a pipelined pair read in two parts
+ * before the client's write is seen still pairs each request with its own,
+ * by the offset of its first byte, where order and clocks put /b with /a's
+ * call. */
+Test(linker, pipelined_requests_pair_by_offset_whatever_the_clocks)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	char both[128], answers[128];
+
+	snprintf(both, sizeof(both), "%s", request("/a"));
+	strncat(both, request("/b"), sizeof(both) - strlen(both) - 1);
+	snprintf(answers, sizeof(answers), "%s%s", ok, ok);
+	h_send(&h, &server, IN, request("/a"));
+	h.now += 15000000;
+	h_send(&h, &server, IN, request("/b"));
+	h.now += 15000000;
+	h_send(&h, &client, OUT, both);
+	h_send(&h, &server, OUT, answers);
+	h_send(&h, &client, IN, answers);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	expect_child(span_of("SERVER", "/a"), span_of("CLIENT", "/a"));
+	expect_child(span_of("SERVER", "/b"), span_of("CLIENT", "/b"));
+}
+
+/* The client's request was lost (its records dropped): its server span
+ * starts a trace of its own rather than take the next request's. */
+Test(linker, a_server_request_whose_client_request_was_lost_is_a_root)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	const char *a = request("/a");
+
+	h_lose(&h, &client, OUT, strlen(a));
+	h_send(&h, &server, IN, request("/a"));
+	h_send(&h, &server, OUT, ok);
+	h_send(&h, &client, IN, ok);
+	exchange(&client, &server, "/b");
+	h_finish(&h);
+	expect_root(span_of("SERVER", "/a"));
+	expect_child(span_of("SERVER", "/b"), span_of("CLIENT", "/b"));
+	cr_expect_eq(h.stats.link.root_peer_lost, 1);
+}
+
 Test(linker, keep_alive_exchanges_stay_in_their_own_traces)
 {
 	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
@@ -224,22 +270,39 @@ Test(linker, call_waits_for_an_older_request_that_arrived_late)
 	expect_root(span_of("SERVER", "/in1"));
 }
 
-/* Without a task, one thread serving two requests at once gives no way to
- * tell which one made the call: its own trace, counted, never a guess. */
-Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
+/* One event-loop thread of process 20 serving two requests at once, and
+ * a call made while both are in flight; each answered after the call. */
+static void two_requests_and_a_call(const char *first, const char *second, const char *call)
 {
 	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
 	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
 	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
 
-	h_send(&h, &in1, IN, request("/in1"));
-	h_send(&h, &in2, IN, request("/in2"));
-	h_send(&h, &out, OUT, request("/call"));
+	h_send(&h, &in1, IN, request(first));
+	h_send(&h, &in2, IN, request(second));
+	h_send(&h, &out, OUT, request(call));
 	h_send(&h, &out, IN, ok);
 	h_send(&h, &in2, OUT, ok);
 	h_send(&h, &in1, OUT, ok);
 	h_finish(&h);
-	expect_root(span_of("CLIENT", "/call"));
+	cr_assert_eq(h.nspans, 3);
+}
+
+static const cJSON *the_call(void)
+{
+	for (int i = 0; i < h.nspans; i++)
+		if (strstr(span_field(h.spans[i], "kind"), "CLIENT"))
+			return h.spans[i];
+	cr_assert_fail("no CLIENT span");
+	return NULL;
+}
+
+/* Without a task, one thread serving two requests at once gives no way to
+ * tell which one made the call: its own trace, counted, never a guess. */
+Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
+{
+	two_requests_and_a_call("/in1", "/in2", "/call");
+	expect_root(the_call());
 	cr_expect_eq(h.stats.link.root_ambiguous, 1);
 }
 
@@ -247,21 +310,8 @@ Test(linker, event_loop_without_task_is_ambiguous_not_guessed)
  * the call forwarding exactly one of the requests in flight is its child. */
 Test(linker, event_loop_call_is_child_of_the_one_request_it_forwards)
 {
-	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
-	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
-
-	h_send(&h, &in1, IN, request("/in1"));
-	h_send(&h, &in2, IN, request("/in2"));
-	h_send(&h, &out, OUT, request("/in2"));
-	h_send(&h, &out, IN, ok);
-	h_send(&h, &in2, OUT, ok);
-	h_send(&h, &in1, OUT, ok);
-	h_finish(&h);
-	cr_assert_eq(h.nspans, 3);
-	for (int i = 0; i < h.nspans; i++)
-		if (strstr(span_field(h.spans[i], "kind"), "CLIENT"))
-			expect_child(h.spans[i], span_of("SERVER", "/in2"));
+	two_requests_and_a_call("/in1", "/in2", "/in2");
+	expect_child(the_call(), span_of("SERVER", "/in2"));
 	cr_expect_eq(h.stats.link.parent_forwarded, 1);
 	cr_expect_eq(h.stats.link.root_ambiguous, 0);
 }
@@ -270,21 +320,8 @@ Test(linker, event_loop_call_is_child_of_the_one_request_it_forwards)
  * the one passed on, so neither is chosen. */
 Test(linker, call_forwarding_one_of_two_alike_requests_is_not_guessed)
 {
-	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
-	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
-
-	h_send(&h, &in1, IN, request("/same"));
-	h_send(&h, &in2, IN, request("/same"));
-	h_send(&h, &out, OUT, request("/same"));
-	h_send(&h, &out, IN, ok);
-	h_send(&h, &in2, OUT, ok);
-	h_send(&h, &in1, OUT, ok);
-	h_finish(&h);
-	cr_assert_eq(h.nspans, 3);
-	for (int i = 0; i < h.nspans; i++)
-		if (strstr(span_field(h.spans[i], "kind"), "CLIENT"))
-			expect_root(h.spans[i]);
+	two_requests_and_a_call("/same", "/same", "/same");
+	expect_root(the_call());
 	cr_expect_eq(h.stats.link.parent_forwarded, 0);
 	cr_expect_eq(h.stats.link.root_ambiguous, 1);
 }

@@ -59,6 +59,9 @@ struct conn {
 	uint64_t gen;
 	uint8_t role;  /* enum sonde_role, inferred from traffic when UNKNOWN */
 	bool have_addr;
+	/* Seen opening (accept or connect): its stream offsets count from the
+	 * connection's first byte, as its peer end's do. */
+	bool from_start;
 	struct link_end local, remote; /* also the ports of the spans */
 	struct link_conn *link; /* opened at the first request */
 	/* Formatted once per connection: inet_ntop formats with sprintf. */
@@ -313,6 +316,7 @@ static struct link_node *link_request(struct conn *c, const struct request_start
 		.tid = rs->tid,
 		.task = rs->task,
 		.start_ts = rs->ts,
+		.pos = rs->pos_known && c->from_start ? rs->pos + 1 : 0,
 		.fingerprint = rs->fingerprint,
 		.server = c->role == SONDE_ROLE_SERVER,
 		.conn = link_conn_of(c),
@@ -529,6 +533,7 @@ static void on_piece(void *owner, int dir, const struct reorder_piece *piece)
 		.hole = piece->len - piece->captured - piece->tail,
 		.tail = piece->tail,
 		.ts = piece->ts,
+		.pos = piece->pos,
 		.task = piece->task,
 		.tid = piece->tid,
 	};
@@ -686,6 +691,7 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	link_end_of(ev->family, ev->raddr, ev->rport, &c->remote);
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
+		c->from_start = true;
 		set_role(c, ev->role);
 		c->ops->start(c->proto_state, ev->role);
 	}

@@ -74,7 +74,19 @@ static void end_message(struct http1_stream *s)
 
 static void lose_sync(struct http1_stream *s, enum http1_drop why);
 
-static bool begin_message(struct http1_stream *s)
+/* The stream offset of p, a byte of the current piece: its captured
+ * bytes are at data, its tail right after them in memory but past the
+ * hole in the stream. */
+static uint64_t stream_pos(const struct http1_stream *s, const uint8_t *p)
+{
+	uint64_t off = (uint64_t)(p - s->cur->data);
+
+	if (off >= s->cur->captured)
+		off += s->cur->hole;
+	return s->cur->pos + off;
+}
+
+static bool begin_message(struct http1_stream *s, const uint8_t *p)
 {
 	struct http1_msg *m;
 
@@ -85,6 +97,7 @@ static bool begin_message(struct http1_stream *s)
 	}
 	m = &s->work->msg;
 	m->start_ts = s->cur->ts;
+	m->start_pos = stream_pos(s, p);
 	m->start_task = s->cur->task;
 	m->start_tid = s->cur->tid;
 	m->end_ts = 0;
@@ -625,7 +638,7 @@ static size_t feed_one(struct http1_stream *s, const uint8_t *p, size_t n, bool 
 	case PHASE_IDLE:
 		if (p[0] == '\r' || p[0] == '\n')
 			return 1; /* stray CRLF between messages is allowed */
-		begin_message(s); /* on failure the stream is LOST: consume stops */
+		begin_message(s, p); /* on failure the stream is LOST: consume stops */
 		return 0;
 	case PHASE_HEAD:
 		return feed_head(s, p, n, ok);

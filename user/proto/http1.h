@@ -66,6 +66,7 @@ struct http1_msg {
 	uint64_t end_ts;    /* ... of the last byte */
 	uint64_t body_size; /* body bytes after de-chunking */
 	uint64_t start_task; /* task and thread that moved the first byte */
+	uint64_t start_pos;  /* stream offset of the first byte */
 	uint32_t start_tid;
 	bool is_request;
 	bool keep_alive;

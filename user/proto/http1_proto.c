@@ -111,6 +111,8 @@ static bool on_head(void *owner, int dir, const struct http1_msg *msg)
 		.task = msg->start_task,
 		.traceparent = msg->traceparent,
 		.traceparent_len = msg->traceparent_len,
+		.pos = msg->start_pos,
+		.pos_known = true,
 	};
 	struct http1_exchange *x;
 

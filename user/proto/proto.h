@@ -78,6 +78,7 @@ struct piece {
 	uint64_t hole;
 	uint32_t tail;
 	uint64_t ts;   /* when its bytes moved (syscall exit), CLOCK_MONOTONIC */
+	uint64_t pos;  /* stream offset of data[0], in this direction */
 	uint64_t task; /* sonde_data_event.task of the call */
 	uint32_t tid;  /* thread that made the call */
 };
@@ -97,6 +98,10 @@ struct request_start {
 	uint64_t task;
 	const char *traceparent; /* an incoming W3C traceparent, or NULL */
 	size_t traceparent_len;
+	/* Stream offset of the request's first byte; pos_known false for a
+	 * protocol that does not say. */
+	uint64_t pos;
+	bool pos_known;
 	/* What a proxy forwards of the request unchanged, hashed (for HTTP:
 	 * method, target, Host, User-Agent, traceparent): a call whose
 	 * fingerprint is that of exactly one request its process was serving

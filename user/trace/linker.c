@@ -69,8 +69,9 @@ struct link_conn {
 	bool peer_unseen; /* server: its client end was looked for in vain */
 	uint32_t refs;
 	uint64_t closed_at;
-	/* Client requests not matched yet with a server request on the
-	 * other end. */
+	/* A client connection's requests not matched yet with a server
+	 * request on the other end; a server connection's requests, oldest
+	 * first, until each is decided (the decided ones leave lazily). */
 	struct link_node *queue_head, *queue_tail;
 };
 
@@ -86,6 +87,7 @@ struct link_node {
 	uint64_t start_ts, end_ts, deadline;
 	uint64_t task, resp_task;
 	uint64_t fingerprint;
+	uint64_t pos; /* link_request.pos */
 	uint32_t tid, resp_tid;
 	uint32_t refs;
 	uint32_t ticks; /* poll ticks spent undecided */
@@ -350,6 +352,8 @@ void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
 		l->closing_tail = c;
 		return;
 	}
+	while (c->queue_head) /* a server connection's: no younger request comes */
+		node_unref(l, unqueue(c));
 	conn_unref(l, c);
 }
 
@@ -580,19 +584,73 @@ static bool decide_client(struct linker *l, struct link_node *n)
 	return true;
 }
 
-/* The client request at the other end of n's connection: requests pair
- * up in order, skipping client requests that ended before n began (their
- * server side was never seen). */
-static bool decide_server(struct linker *l, struct link_node *n)
+/* The client request at the other end of n's connection whose first byte
+ * is at n's offset, when both ends were seen from their connection's first
+ * byte: exact, whatever the clocks say (a long write's exit can come after
+ * the reads of its bytes). Taken off the queue; NULL when none is there. */
+static struct link_node *take_at_pos(struct link_conn *peer, uint64_t pos, bool *later_seen)
 {
-	struct link_conn *c = n->conn;
-	struct link_conn *peer = c && !c->peer_unseen ? client_conn(l, &c->remote, &c->local) : NULL;
+	struct link_node *prev = NULL, *client = peer->queue_head;
 
-	if (!c || c->peer_unseen) {
-		decide_root(l, n, NULL);
+	*later_seen = false;
+	for (; client; prev = client, client = client->peer_next) {
+		if (client->pos > pos)
+			*later_seen = true;
+		if (client->pos != pos)
+			continue;
+		if (prev)
+			prev->peer_next = client->peer_next;
+		else
+			peer->queue_head = client->peer_next;
+		if (peer->queue_tail == client)
+			peer->queue_tail = prev;
+		client->peer_next = NULL;
+		return client;
+	}
+	return NULL;
+}
+
+static bool decide_server_at_pos(struct linker *l, struct link_node *n, struct link_conn *peer)
+{
+	struct link_node *client;
+	bool later_seen;
+
+	/* Client requests whose server side was never seen, long over. */
+	while (peer->queue_head && peer->queue_head->pos < n->pos && peer->queue_head->ended &&
+	       peer->queue_head->end_ts + PEER_SLACK_NS < n->start_ts)
+		node_unref(l, unqueue(peer));
+	client = take_at_pos(peer, n->pos, &later_seen);
+	if (client) {
+		decide_parent(l, n, client, &l->stats.parent_peer);
+		node_unref(l, client);
 		return true;
 	}
-	while (peer && peer->queue_head) {
+	/* The client's requests are queued in stream order: a later one is
+	 * there, so n's is lost. */
+	if (later_seen) {
+		decide_root(l, n, &l->stats.root_peer_lost);
+		return true;
+	}
+	if (l->now < n->deadline)
+		return false;
+	decide_root(l, n, &l->stats.root_wait_expired);
+	return true;
+}
+
+/* Without offsets: requests pair up in order, skipping client requests
+ * that ended before n began (their server side was never seen); a younger
+ * request waits while an older one of its connection does. */
+static bool decide_server_in_order(struct linker *l, struct link_node *n, struct link_conn *peer)
+{
+	struct link_conn *c = n->conn;
+
+	if (c->queue_head && c->queue_head != n) {
+		if (l->now < n->deadline)
+			return false;
+		decide_root(l, n, &l->stats.root_wait_expired);
+		return true;
+	}
+	while (peer->queue_head) {
 		struct link_node *client = peer->queue_head;
 
 		if (client->ended && client->end_ts + PEER_SLACK_NS < n->start_ts) {
@@ -606,6 +664,25 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		node_unref(l, client);
 		return true;
 	}
+	if (l->now < n->deadline)
+		return false;
+	decide_root(l, n, &l->stats.root_wait_expired);
+	return true;
+}
+
+/* The client request at the other end of n's connection, if sonde follows
+ * that end: found by stream offset, or else by order and time. */
+static bool decide_server(struct linker *l, struct link_node *n)
+{
+	struct link_conn *c = n->conn;
+	struct link_conn *peer = c && !c->peer_unseen ? client_conn(l, &c->remote, &c->local) : NULL;
+
+	while (c && c->queue_head && c->queue_head->decided)
+		node_unref(l, unqueue(c));
+	if (!c || c->peer_unseen) {
+		decide_root(l, n, NULL);
+		return true;
+	}
 	if (!peer) {
 		if (n->ticks < PEER_CONN_TICKS && !flushing(l))
 			return false;
@@ -613,12 +690,9 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		decide_root(l, n, NULL);
 		return true;
 	}
-	if (l->now < n->deadline)
-		return false;
-	log_debug("server request on port %u from port %u: no client request seen at the "
-		  "other end", c->local.port, c->remote.port);
-	decide_root(l, n, &l->stats.root_wait_expired);
-	return true;
+	if (n->pos && (!peer->queue_head || peer->queue_head->pos))
+		return decide_server_at_pos(l, n, peer);
+	return decide_server_in_order(l, n, peer);
 }
 
 static bool try_decide(struct linker *l, struct link_node *n)
@@ -684,6 +758,7 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	n->tid = req->tid;
 	n->task = req->task;
 	n->fingerprint = req->fingerprint;
+	n->pos = req->pos;
 	n->start_ts = req->start_ts;
 	n->deadline = req->start_ts +
 		      (uint64_t)(req->server ? l->opts.peer_wait_ms : l->opts.wait_ms) * MS;
@@ -694,7 +769,7 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	}
 	if (n->server)
 		add_candidate(n->proc, n);
-	else if (req->conn && req->conn->hashed)
+	if (req->conn && (n->server || req->conn->hashed))
 		queue_on_conn(req->conn, n);
 	if (req->remote) {
 		/* Kept for decide_root: the header decides only when sonde's

@@ -63,6 +63,8 @@ struct linker_opts {
 	X(root_ambiguous, "root_ambiguous", TOTAL, "client spans with more than one candidate parent") \
 	X(root_task_unknown, "root_task_unknown", TOTAL, "client spans whose task could not be read") \
 	X(root_wait_expired, "root_wait_expired", TOTAL, "spans that waited for their parent in vain") \
+	X(root_peer_lost, "root_peer_lost", TOTAL, \
+	  "server spans whose client request is missing at the other end (its records lost)") \
 	X(root_hold_full, "root_hold_full", TOTAL, \
 	  "spans decided early: too many held, or no memory to hold one") \
 	X(candidates_lost, "candidates_lost", TOTAL, \
@@ -88,6 +90,8 @@ struct link_request {
 	uint64_t task;     /* its sonde_data_event.task */
 	uint64_t start_ts; /* CLOCK_MONOTONIC ns */
 	uint64_t fingerprint; /* request_start.fingerprint */
+	uint64_t pos; /* stream offset of its first byte + 1, on a connection
+			 seen from its start; 0: unknown */
 	bool server;
 	struct link_conn *conn; /* NULL when the connection's ends are unknown */
 	const struct trace_parent *remote; /* its traceparent header; NULL: none */
