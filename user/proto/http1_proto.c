@@ -89,17 +89,15 @@ static void keep_request(struct http1_exchange *x, const struct http1_msg *msg)
 	memcpy(x->req.traceparent, msg->traceparent, msg->traceparent_len + 1);
 }
 
-/* What a proxy passes on unchanged: nginx rewrites Host by default (it
- * has its own way, bpf/nginx.bpf.h); byte forwarders and most HTTP
- * proxies keep all of these. The lengths are hashed in, so that the
- * fields' boundaries count. */
+/* What a proxy passes on unchanged: the method, the target and Host
+ * (nginx rewrites Host by default; it has its own way, bpf/nginx.bpf.h).
+ * Two fields keep it cheap on every request; the lengths are hashed in,
+ * so that the boundary counts. */
 static uint64_t request_fingerprint(const struct http1_msg *msg)
 {
 	uint64_t h = hash_bytes(msg->method, msg->target, msg->target_len);
 
-	h = hash_bytes(h, msg->host, msg->host_len);
-	h = hash_bytes(h, msg->user_agent, msg->ua_len);
-	return hash_bytes(h, msg->traceparent, msg->traceparent_len) | 1;
+	return hash_bytes(h, msg->host, msg->host_len) | 1;
 }
 
 static bool on_head(void *owner, int dir, const struct http1_msg *msg)

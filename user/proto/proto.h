@@ -103,7 +103,7 @@ struct request_start {
 	uint64_t pos;
 	bool pos_known;
 	/* What a proxy forwards of the request unchanged, hashed (for HTTP:
-	 * method, target, Host, User-Agent, traceparent): a call whose
+	 * method, target, Host): a call whose
 	 * fingerprint is that of exactly one request its process was serving
 	 * forwards it. 0: none. */
 	uint64_t fingerprint;
