@@ -15,10 +15,13 @@ HOLDERS, EACH = 5, 8000
 
 
 def test_a_neighbour_holding_40k_idle_connections_starves_no_one(agent, nginx):
+    # The script's text, not its path: a clone's directories may be closed
+    # to other users.
+    script = (APPS / "conn_holder.py").read_text()
     holders = [subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                                 "--clear-groups", PYTHON, str(APPS / "conn_holder.py"),
-                                 str(EACH), str(2 + i)],
-                                stdout=subprocess.PIPE, text=True) for i in range(HOLDERS)]
+                                 "--clear-groups", PYTHON, "-c", script, str(EACH), str(2 + i)],
+                                stdout=subprocess.PIPE, text=True, cwd="/")
+               for i in range(HOLDERS)]
     try:
         for h in holders:
             assert h.stdout.readline().strip() == f"holding {EACH}"
