@@ -44,7 +44,9 @@ static __always_inline __u64 epoll_data_of_fd(__s32 fd)
 	struct hlist_node *first;
 	struct epitem *epi;
 
-	if (!file)
+	/* Before Linux 5.11 a file lists its epoll items elsewhere: no task
+	 * there (counted), rather than programs that do not load. */
+	if (!file || !bpf_core_field_exists(file->f_ep))
 		return 0;
 	first = BPF_CORE_READ(file, f_ep, first);
 	if (!first)
