@@ -54,15 +54,8 @@ static __always_inline bool comm_equal(const char *comm, __u32 which)
 	return true;
 }
 
-/* Checked once per connection, when it is first tracked: excluded
- * connections are written off, so their calls cost one lookup. */
-static __always_inline bool current_excluded(void)
+static __always_inline bool comm_excluded(const char *comm)
 {
-	char comm[SONDE_COMM_LEN];
-
-	if (excluded_count == 0)
-		return false;
-	bpf_get_current_comm(comm, sizeof(comm));
 	for (__u32 i = 0; i < SONDE_EXCLUDE_MAX && i < excluded_count; i++) {
 		if (comm_equal(comm, i)) {
 			count(SONDE_CNT_EXCLUDED_CONNS);
@@ -74,25 +67,28 @@ static __always_inline bool current_excluded(void)
 
 /* nginx's master and workers keep this name when they retitle
  * themselves: the title is argv, not comm. */
-static __always_inline bool current_is_nginx(void)
+static __always_inline bool comm_is_nginx(const char *comm)
 {
-	char comm[SONDE_COMM_LEN];
-
-	bpf_get_current_comm(comm, sizeof(comm));
 	return comm[0] == 'n' && comm[1] == 'g' && comm[2] == 'i' && comm[3] == 'n' &&
 	       comm[4] == 'x' && comm[5] == '\0';
 }
 
+/* The process's name is read once, for both: excluded connections are
+ * written off, so their calls cost one lookup; an nginx worker's have
+ * their requests read (nginx.bpf.h). */
 static __always_inline struct conn_state *
 track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 {
+	char comm[SONDE_COMM_LEN];
 	struct conn_state fresh = {
 		.gen = bpf_ktime_get_ns(),
 		.role = role,
 		.probes_left = probes,
-		.proto = current_excluded() ? SONDE_PROTO_NONE : SONDE_PROTO_UNKNOWN,
-		.nginx = current_is_nginx(),
 	};
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	fresh.proto = comm_excluded(comm) ? SONDE_PROTO_NONE : SONDE_PROTO_UNKNOWN;
+	fresh.nginx = comm_is_nginx(comm);
 
 	bpf_map_delete_elem(&not_tcp, key);
 	if (bpf_map_update_elem(&conns, key, &fresh, BPF_ANY)) {

@@ -5,7 +5,6 @@ active ones, bpf/maps.bpf.h); and a burst of connections must be traced
 whole and leave the agent's memory where it was."""
 import subprocess
 import time
-from pathlib import Path
 
 from conftest import APPS, PYTHON, Agent, curl, free_port, wait_port
 
@@ -37,13 +36,6 @@ def test_a_neighbour_holding_40k_idle_connections_starves_no_one(agent, nginx):
     assert len(spans) == 40, paths
 
 
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise KeyError("VmRSS")
-
-
 def test_a_burst_of_16k_keepalive_connections_is_traced_and_memory_returns(workdir):
     """16,000 keep-alive connections, each with one request, held at once,
     then closed: every exchange becomes its two spans, an idle connection
@@ -57,7 +49,7 @@ def test_a_burst_of_16k_keepalive_connections_is_traced_and_memory_returns(workd
     holders = []
     try:
         wait_port(port)
-        idle = rss_mb(burst.proc.pid)
+        idle = burst.rss_kb() / 1024
         holders = [subprocess.Popen([PYTHON, str(APPS / "keepalive_burst.py"), "hold", str(port),
                                      "8000", str(10 + i)], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True) for i in range(2)]
@@ -65,14 +57,14 @@ def test_a_burst_of_16k_keepalive_connections_is_traced_and_memory_returns(workd
             assert h.stdout.readline().strip() == "held 8000"
         burst.wait_stats(lambda c: c["spans_server"] + c["spans_client"] >= 32000)
         time.sleep(3)  # the agent's trims of what the burst's requests took
-        held = rss_mb(burst.proc.pid)
+        held = burst.rss_kb() / 1024
         for h in holders:
             h.stdin.write("close\n")
             h.stdin.flush()
             assert h.stdout.readline().strip() == "closed"
         counts = burst.wait_stats(lambda c: c["conns_ended"] >= 32000)
         time.sleep(3)  # the next trims
-        after = rss_mb(burst.proc.pid)
+        after = burst.rss_kb() / 1024
     finally:
         for h in holders:
             h.kill()
