@@ -871,16 +871,12 @@ void tracker_tick(struct tracker *t, uint64_t now_ns)
 	t->tick++;
 }
 
-/* Enough free blocks are kept for the ones in use to grow again by half,
- * and these many at least, so that a steady load allocates nothing. */
-#define POOL_KEEP 64
-
 size_t tracker_trim(struct tracker *t)
 {
-	size_t freed = pool_trim(&t->pendings, POOL_KEEP) + linker_trim(t->linker);
+	size_t freed = pool_trim(&t->pendings) + linker_trim(t->linker);
 
 	for (size_t i = 0; i < SONDE_PROTO_COUNT; i++)
-		freed += pool_trim(&t->conns[i], POOL_KEEP) + pool_trim(&t->works[i], POOL_KEEP);
+		freed += pool_trim(&t->conns[i]) + pool_trim(&t->works[i]);
 	return freed;
 }
 

@@ -36,9 +36,9 @@ void pool_give(struct pool *p, void *block)
 	p->in_use--;
 }
 
-size_t pool_trim(struct pool *p, size_t keep)
+static size_t trim_to(struct pool *p, size_t kept)
 {
-	size_t kept = p->in_use / 2 > keep ? p->in_use / 2 : keep, freed = 0;
+	size_t freed = 0;
 
 	while (p->nfree > kept) {
 		void *block = p->free;
@@ -51,8 +51,12 @@ size_t pool_trim(struct pool *p, size_t keep)
 	return freed;
 }
 
+size_t pool_trim(struct pool *p)
+{
+	return trim_to(p, p->in_use / 2 > POOL_KEEP ? p->in_use / 2 : POOL_KEEP);
+}
+
 void pool_destroy(struct pool *p)
 {
-	p->in_use = 0;
-	pool_trim(p, 0);
+	trim_to(p, 0);
 }

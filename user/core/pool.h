@@ -17,10 +17,11 @@ void pool_init(struct pool *p, size_t size);
 /* NULL when out of memory. */
 void *pool_take(struct pool *p);
 void pool_give(struct pool *p, void *block);
-/* Frees the free blocks beyond what the blocks in use may soon need again
- * (half as many as are in use, and at least `keep`). Returns the bytes
- * freed. */
-size_t pool_trim(struct pool *p, size_t keep);
+/* Frees the free blocks beyond what the blocks in use may soon need again:
+ * half as many as are in use, and at least POOL_KEEP, so that a steady
+ * load allocates nothing. Returns the bytes freed. */
+#define POOL_KEEP 64
+size_t pool_trim(struct pool *p);
 /* Frees the free blocks; the blocks still in use are the caller's. */
 void pool_destroy(struct pool *p);
 

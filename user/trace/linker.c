@@ -130,8 +130,6 @@ struct linker {
 
 static void finalize(struct linker *l, struct link_node *n);
 
-/* Free blocks each pool keeps at least after a trim. */
-#define LINKER_POOL_KEEP 64
 
 /* ---- pools and references ---------------------------------------------- */
 
@@ -1028,8 +1026,7 @@ struct linker *linker_new(const struct linker_opts *opts, struct exporter *expor
 /* As the tracker's pools (tracker_trim). */
 size_t linker_trim(struct linker *l)
 {
-	return pool_trim(&l->nodes, LINKER_POOL_KEEP) + pool_trim(&l->conn_pool, LINKER_POOL_KEEP) +
-	       pool_trim(&l->held, LINKER_POOL_KEEP);
+	return pool_trim(&l->nodes) + pool_trim(&l->conn_pool) + pool_trim(&l->held);
 }
 
 void linker_free(struct linker *l)
