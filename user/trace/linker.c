@@ -130,7 +130,6 @@ struct linker {
 
 static void finalize(struct linker *l, struct link_node *n);
 
-
 /* ---- pools and references ---------------------------------------------- */
 
 static struct link_node *node_alloc(struct linker *l)
