@@ -26,8 +26,8 @@ static void record(struct metrics *m, struct proc_info *proc, const char *route,
 	span.proto = SONDE_PROTO_HTTP1;
 	span.kind = SPAN_KIND_SERVER;
 	span.proc = proc;
-	strcpy(f->method, "GET");
-	strcpy(f->protocol_version, "1.1");
+	f->method = "GET";
+	f->protocol_version = "1.1";
 	strcpy(f->route, route);
 	f->status_code = status;
 	if (status >= 500)
@@ -207,6 +207,42 @@ Test(metrics, requests_in_progress_are_a_gauge_per_service_and_method)
 	cr_expect_not_null(strstr(text, "http_server_active_requests{service_name=\"api\","
 				       "http_request_method=\"POST\",url_scheme=\"http\"} 0\n"));
 	free(text);
+	metrics_free(m);
+}
+
+/* A method stated by one protocol as a constant and by another as a
+ * copy of the same text is one attribute value: one series. */
+static void method_copied(const void *exchange, struct metric_attrs *out)
+{
+	metric_attr_str(out, "http.request.method", exchange);
+}
+
+static void method_constant(const void *exchange, struct metric_attrs *out)
+{
+	metric_attr_const(out, "http.request.method", "GET");
+}
+
+Test(metrics, a_constant_and_a_copy_of_its_text_are_one_series)
+{
+	static const struct proto_ops copied = { .active_attributes = method_copied };
+	static const struct proto_ops constant = { .active_attributes = method_constant };
+	char text_a[] = "GET", text_b[] = "GET";
+	struct request_began by_copy = { &api, &copied, text_a },
+			     by_other_copy = { &api, &copied, text_b },
+			     by_constant = { &api, &constant, NULL };
+	struct metrics_opts opts = { 0 };
+	struct metrics *m = metrics_new(&opts);
+	struct metrics_stats stats;
+	void *a, *b, *c, *d;
+
+	a = metrics_request_began(m, &by_constant);
+	b = metrics_request_began(m, &by_copy);
+	c = metrics_request_began(m, &by_other_copy);
+	d = metrics_request_began(m, &by_constant);
+	cr_assert(a && b && c && d);
+	cr_expect(a == b && b == c && c == d);
+	metrics_get_stats(m, &stats);
+	cr_expect_eq(stats.series, 1);
 	metrics_free(m);
 }
 

@@ -201,11 +201,11 @@ static void fill_span(struct span *s, struct proc_info *proc, uint8_t id, enum s
 	s->server_port = 8080;
 	h->request_body_size = -1;
 	h->response_body_size = 12;
-	strcpy(h->method, "POST");
+	h->method = "POST";
 	strcpy(h->path, "/api/v1/operations/7");
 	strcpy(h->route, "/api/v1/operations/{id}");
 	strcpy(s->server_address, "10.0.0.1");
-	strcpy(h->protocol_version, "1.1");
+	h->protocol_version = "1.1";
 	s->proc = proc;
 }
 

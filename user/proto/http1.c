@@ -29,6 +29,24 @@ const char *http1_method_name(uint8_t method)
 	return "_OTHER";
 }
 
+#define HTTP1_VERSION(major, minor) { '0' + (major), '.', '0' + (minor), '\0' }
+#define HTTP1_VERSIONS(major)                                                              \
+	{ HTTP1_VERSION(major, 0), HTTP1_VERSION(major, 1), HTTP1_VERSION(major, 2),       \
+	  HTTP1_VERSION(major, 3), HTTP1_VERSION(major, 4), HTTP1_VERSION(major, 5),       \
+	  HTTP1_VERSION(major, 6), HTTP1_VERSION(major, 7), HTTP1_VERSION(major, 8),       \
+	  HTTP1_VERSION(major, 9) }
+
+static const char version_names[10][10][4] = {
+	HTTP1_VERSIONS(0), HTTP1_VERSIONS(1), HTTP1_VERSIONS(2), HTTP1_VERSIONS(3),
+	HTTP1_VERSIONS(4), HTTP1_VERSIONS(5), HTTP1_VERSIONS(6), HTTP1_VERSIONS(7),
+	HTTP1_VERSIONS(8), HTTP1_VERSIONS(9),
+};
+
+const char *http1_version_name(uint8_t major, uint8_t minor)
+{
+	return version_names[major % 10][minor % 10];
+}
+
 /* ---- recognising a message start ------------------------------------- */
 
 /* True also when data is shorter than prefix but agrees with it: a message

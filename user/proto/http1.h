@@ -43,7 +43,10 @@ enum http1_method {
 	HTTP1_TRACE,
 };
 
+/* Names that live as long as the program: a method's ("_OTHER" for one
+ * not known), a version's ("1.1"; digits beyond one are taken modulo 10). */
 const char *http1_method_name(uint8_t method);
+const char *http1_version_name(uint8_t major, uint8_t minor);
 
 enum http1_type {
 	HTTP1_REQUEST,

@@ -331,14 +331,6 @@ static void fill_target(struct http1_span *f, bool server, const struct http1_ms
 		route_template(f->path, path_len, f->route, sizeof(f->route));
 }
 
-static void fill_version(struct http1_span *f, const struct http1_msg *req)
-{
-	f->protocol_version[0] = (char)('0' + req->version_major % 10);
-	f->protocol_version[1] = '.';
-	f->protocol_version[2] = (char)('0' + req->version_minor % 10);
-	f->protocol_version[3] = '\0';
-}
-
 static void fill_status(struct span *span, struct http1_span *f, const struct http1_msg *resp)
 {
 	uint16_t error_from = span->kind == SPAN_KIND_SERVER ? 500 : 400;
@@ -363,10 +355,9 @@ static void http1_fill_span(struct span *span, const void *exchange, const void 
 	const struct http1_exchange *x = exchange;
 	const struct http1_msg *req = &x->req, *resp = detail;
 	struct http1_span *f = fields_of(span);
-	const char *method = http1_method_name(req->method);
 
-	text_copy(f->method, sizeof(f->method), method);
-	fill_version(f, req);
+	f->method = http1_method_name(req->method);
+	f->protocol_version = http1_version_name(req->version_major, req->version_minor);
 	fill_target(f, span->kind == SPAN_KIND_SERVER, req, opts);
 	if (req->host_len)
 		split_host(req->host, span);
@@ -442,9 +433,9 @@ static void http1_metric_attributes(const struct span *span, struct metric_attrs
 {
 	const struct http1_span *f = http1_span_of(span);
 
-	metric_attr_str(out, "http.request.method", f->method);
-	metric_attr_str(out, "url.scheme", "http");
-	metric_attr_str(out, "network.protocol.version", f->protocol_version);
+	metric_attr_const(out, "http.request.method", f->method);
+	metric_attr_const(out, "url.scheme", "http");
+	metric_attr_const(out, "network.protocol.version", f->protocol_version);
 	if (f->status_code)
 		metric_attr_i64(out, "http.response.status_code", f->status_code);
 	if (span->kind == SPAN_KIND_SERVER) {
@@ -463,8 +454,8 @@ static void http1_active_attributes(const void *exchange, struct metric_attrs *o
 {
 	const struct http1_exchange *x = exchange;
 
-	metric_attr_str(out, "http.request.method", http1_method_name(x->req.method));
-	metric_attr_str(out, "url.scheme", "http");
+	metric_attr_const(out, "http.request.method", http1_method_name(x->req.method));
+	metric_attr_const(out, "url.scheme", "http");
 }
 
 const struct proto_ops http1_proto = {

@@ -16,8 +16,8 @@ enum http1_span_flags {
 struct http1_span {
 	uint16_t status_code; /* http.response.status_code; 0: no response */
 	uint8_t flags;        /* enum http1_span_flags */
-	char method[16];
-	char protocol_version[8];
+	const char *method;           /* http1_method_name: a constant */
+	const char *protocol_version; /* http1_version_name: a constant */
 	char route[256];      /* SERVER spans */
 	char path[1024];
 	char query[512];      /* empty unless configured */

@@ -27,15 +27,17 @@ struct attr_sink;
  * its span's or exchange's values (or constants), which the metrics
  * compare with a series' as they are, for every measurement, and copy
  * only into a new series. Keys are constants: one is known by its
- * address. */
+ * address. A value that is a constant too (METRIC_ATTR_CONST: a method's
+ * name, a scheme) is kept by address, so that comparing it is comparing
+ * two addresses, not two strings. */
 #define METRIC_ATTRS_MAX 12
 
-enum metric_attr_type { METRIC_ATTR_STR, METRIC_ATTR_I64, METRIC_ATTR_BOOL };
+enum metric_attr_type { METRIC_ATTR_STR, METRIC_ATTR_CONST, METRIC_ATTR_I64, METRIC_ATTR_BOOL };
 
 struct metric_attr {
 	const char *key;
 	union {
-		const char *str; /* METRIC_ATTR_STR */
+		const char *str; /* METRIC_ATTR_STR, METRIC_ATTR_CONST */
 		int64_t num;     /* METRIC_ATTR_I64; METRIC_ATTR_BOOL: 0 or 1 */
 	};
 	enum metric_attr_type type;
@@ -62,6 +64,14 @@ static inline void metric_attr_str(struct metric_attrs *l, const char *key, cons
 	if (value[0])
 		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value,
 							 .type = METRIC_ATTR_STR });
+}
+
+/* value lives as long as the program. */
+static inline void metric_attr_const(struct metric_attrs *l, const char *key, const char *value)
+{
+	if (value[0])
+		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value,
+							 .type = METRIC_ATTR_CONST });
 }
 
 static inline void metric_attr_i64(struct metric_attrs *l, const char *key, int64_t value)

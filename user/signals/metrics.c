@@ -85,11 +85,21 @@ struct metrics {
 
 /* ---- attributes -------------------------------------------------------------- */
 
+static bool is_text(const struct metric_attr *a)
+{
+	return a->type == METRIC_ATTR_STR || a->type == METRIC_ATTR_CONST;
+}
+
+/* The same bits are the same value, a number's or a constant's; texts
+ * that are not at one address are compared as strings: a copy and a
+ * constant of the same text are equal. */
 static bool attr_equal(const struct metric_attr *a, const struct metric_attr *b)
 {
-	if (a->key != b->key || a->type != b->type)
+	if (a->key != b->key)
 		return false;
-	return a->type == METRIC_ATTR_STR ? strcmp(a->str, b->str) == 0 : a->num == b->num;
+	if (a->num == b->num && a->type == b->type)
+		return true;
+	return is_text(a) && is_text(b) && strcmp(a->str, b->str) == 0;
 }
 
 static bool is_series_of(const struct metric_series *s, const struct metric_attrs *l)
@@ -107,7 +117,7 @@ void metric_series_attributes(const struct metric_series *s, const struct attr_s
 	for (unsigned i = 0; i < s->nattrs; i++) {
 		const struct metric_attr *a = &s->attr[i];
 
-		if (a->type == METRIC_ATTR_STR)
+		if (is_text(a))
 			sink->str(sink->ctx, a->key, a->str);
 		else if (a->type == METRIC_ATTR_I64)
 			sink->i64(sink->ctx, a->key, a->num);
@@ -150,7 +160,7 @@ static void key_of(const struct metric_attrs *l, struct key_buf *k)
 		const struct metric_attr *a = &l->attr[i];
 
 		key_put(k, &a->key, sizeof(a->key));
-		if (a->type == METRIC_ATTR_STR)
+		if (is_text(a))
 			key_put(k, a->str, strlen(a->str) + 1);
 		else
 			key_put(k, &a->num, sizeof(a->num));
@@ -164,8 +174,9 @@ static const char *service_of(const struct proc_info *proc)
 	return proc && proc->service_name[0] ? proc->service_name : "unknown_service";
 }
 
-/* A series of these attributes, its strings copied: the key's length
- * (every string and its NUL, and more) is room enough for them. */
+/* A series of these attributes, its strings copied (constants are kept by
+ * address): the key's length (every string and its NUL, and more) is room
+ * enough for them. */
 static struct metric_series *new_series(const struct metric_attrs *l, const struct key_buf *k,
 					uint64_t hash)
 {
