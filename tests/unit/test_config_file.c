@@ -129,3 +129,20 @@ Test(config_file, a_missing_file_named_by_a_flag_stops_start_up)
 	cr_expect_eq(config_parse(&cfg, 3, argv, fake_getenv, NULL, err, sizeof(err)), -1);
 	cr_expect(strstr(err, "/nonexistent/sonde.yaml"), "%s", err);
 }
+
+Test(config_file, scope_rules_are_lists_checked_before_start_up)
+{
+	struct sonde_config cfg;
+	char err[512];
+
+	env_delay = NULL;
+	cr_assert_eq(parse("SONDE_INCLUDE: ['exe:/usr/sbin/nginx', 'port:8000-8099']\n"
+			   "SONDE_EXCLUDE: ['comm:wrk']\n"
+			   "SONDE_SERVICE_NAMES: ['port:8080=edge']\n", NULL, &cfg, err), 0, "%s", err);
+	cr_expect_str_eq(cfg.scope_include, "exe:/usr/sbin/nginx,port:8000-8099");
+	cr_expect_str_eq(cfg.scope_exclude, "comm:wrk");
+	cr_expect_str_eq(cfg.service_names, "port:8080=edge");
+	cr_expect_eq(parse("SONDE_VERBOSE: 1\nSONDE_EXCLUDE: [nginx]\n", NULL, &cfg, err), -1);
+	cr_expect(strstr(err, ":2: --exclude (SONDE_EXCLUDE): \"nginx\" is not KIND:VALUE"), "%s",
+		  err);
+}

@@ -2,6 +2,7 @@
 
 #include "config_file.h"
 #include "log.h"
+#include "scope.h"
 #include "sonde_events.h"
 
 #include <assert.h>
@@ -222,6 +223,9 @@ static const struct text_setting texts[] = {
 	{ "SONDE_COMMAND_SPANS", "command-spans", TEXT_FIELD(command_spans) },
 	{ "SONDE_LOGS_FILES", "logs-files", TEXT_FIELD(log_files) },
 	{ "SONDE_LOGS_REDACT", "logs-redact", TEXT_FIELD(log_redact) },
+	{ "SONDE_INCLUDE", "include", TEXT_FIELD(scope_include) },
+	{ "SONDE_EXCLUDE", "exclude", TEXT_FIELD(scope_exclude) },
+	{ "SONDE_SERVICE_NAMES", "service-names", TEXT_FIELD(service_names) },
 	{ "OTEL_EXPORTER_PROMETHEUS_HOST", "prometheus-host", TEXT_FIELD(prometheus_host) },
 };
 
@@ -504,6 +508,9 @@ static int parse_sources(struct sonde_config *cfg, int argc, char **argv,
 			return -1;
 	if (cfg->stats_file[0] && check_writable(cfg->stats_file, err, err_size))
 		return -1;
+	if (scope_check(&(struct scope_texts){ cfg->scope_include, cfg->scope_exclude,
+					       cfg->service_names }, err, err_size))
+		return -1;
 	if ((cfg->exporters & EXPORTER_OTLP) &&
 	    otlp_settings_resolve(&otlp[OTLP_TRACES], &cfg->otlp, err, err_size))
 		return -1;
@@ -537,7 +544,8 @@ static const char *list_separator(const char *key)
 		{ "OTEL_TRACES_EXPORTER", "," },   { "OTEL_METRICS_EXPORTER", "," },
 		{ "OTEL_LOGS_EXPORTER", "," },     { "SONDE_EXCLUDE_COMM", "," },
 		{ "SONDE_COMMAND_SPANS", "," },    { "SONDE_LOGS_FILES", ":" },
-		{ "SONDE_LOGS_REDACT", ";;" },
+		{ "SONDE_LOGS_REDACT", ";;" },     { "SONDE_INCLUDE", "," },
+		{ "SONDE_EXCLUDE", "," },          { "SONDE_SERVICE_NAMES", "," },
 	};
 
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
@@ -709,7 +717,15 @@ void config_usage(FILE *out)
 		"                            else to do; on a saturated host spans are dropped\n"
 		"                            and counted instead of the programs slowed down)\n"
 		"  --exclude-comm A,B        never trace processes with these names (comm, up to\n"
-		"                            8 of 15 characters; SONDE_EXCLUDE_COMM)\n"
+		"                            8 of 15 characters; SONDE_EXCLUDE_COMM), in the kernel\n"
+		"  --include S,S, --exclude S,S   trace only processes an include selector picks\n"
+		"                            (all when none is given), never one an exclude\n"
+		"                            selector picks (SONDE_INCLUDE, SONDE_EXCLUDE); a\n"
+		"                            selector is exe:GLOB (executable path), cgroup:GLOB,\n"
+		"                            comm:GLOB, pid:N[-M] or port:N[-M] (a port it accepts\n"
+		"                            connections on, from the first such connection)\n"
+		"  --service-names S=N,S=N   service.name N for processes selector S picks, when\n"
+		"                            their environment names none (SONDE_SERVICE_NAMES)\n"
 		"  --ringbuf-bytes N         ring buffers of all CPUs, power of two (default 4 MiB)\n"
 		"  --max-connections N       TCP socket ends the kernel's table holds, ~100 bytes\n"
 		"                            each; the idle ones give way when it is full\n"

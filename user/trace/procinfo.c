@@ -33,6 +33,7 @@ struct proc_table {
 	struct proc_info *buckets[PROC_BUCKETS];
 	struct exec_env *envs[PROC_BUCKETS];
 	char *scratch; /* ENVIRON_MAX bytes for reading /proc files */
+	struct scope *scope;
 };
 
 static struct proc_info **bucket_of(struct proc_table *t, uint32_t pid)
@@ -54,6 +55,11 @@ struct proc_table *proc_table_new(const char *proc_root, const char *host_name)
 	snprintf(t->proc_root, sizeof(t->proc_root), "%s", proc_root);
 	snprintf(t->host_name, sizeof(t->host_name), "%s", host_name);
 	return t;
+}
+
+void proc_table_set_scope(struct proc_table *t, struct scope *scope)
+{
+	t->scope = scope;
 }
 
 void proc_table_free(struct proc_table *t)
@@ -308,6 +314,20 @@ static void make_instance_id(struct proc_table *t, char out[40])
 	snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 
+/* A name its environment gives wins over a rule's; either over the one
+ * its command line gives. */
+static void decide_scope(struct proc_table *t, struct proc_info *info, const char *comm)
+{
+	char name[sizeof(info->service_name)];
+
+	info->scope = scope_decide(t->scope, info->pid, comm, name, sizeof(name));
+	info->name_given = info->service_name[0] != '\0';
+	if (!info->name_given && name[0]) {
+		memcpy(info->service_name, name, sizeof(name));
+		info->name_given = true;
+	}
+}
+
 static struct proc_info *load_proc(struct proc_table *t, uint32_t pid, const char *comm)
 {
 	struct proc_info *info = calloc(1, sizeof(*info));
@@ -319,6 +339,7 @@ static struct proc_info *load_proc(struct proc_table *t, uint32_t pid, const cha
 	snprintf(info->host_name, sizeof(info->host_name), "%s", t->host_name);
 	make_instance_id(t, info->instance_id);
 	read_environment(t, info);
+	decide_scope(t, info, comm);
 	read_command_line(t, info);
 	if (!info->service_name[0] && comm && comm[0])
 		snprintf(info->service_name, sizeof(info->service_name), "%.16s", comm);
@@ -350,6 +371,39 @@ struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid, const char 
 		return NULL;
 	info->next = *bucket_of(t, pid);
 	*bucket_of(t, pid) = info;
+	return info;
+}
+
+/* The process's proc_info replaced by a copy of another name. */
+static struct proc_info *rename_proc(struct proc_table *t, struct proc_info *old, const char *name)
+{
+	struct proc_info **link = bucket_of(t, old->pid);
+	struct proc_info *info = malloc(sizeof(*info));
+
+	if (!info)
+		return old;
+	*info = *old;
+	info->refs = 1;
+	snprintf(info->service_name, sizeof(info->service_name), "%s", name);
+	info->name_given = true;
+	while (*link != old)
+		link = &(*link)->next;
+	*link = info;
+	proc_info_unref(old);
+	log_debug("pid %u serves a named port: service \"%s\"", info->pid, name);
+	return info;
+}
+
+struct proc_info *proc_table_serve(struct proc_table *t, uint32_t pid, uint16_t port)
+{
+	struct proc_info *info = find(t, pid);
+	char name[sizeof(info->service_name)];
+
+	if (!info)
+		return NULL;
+	info->scope = scope_on_serve(t->scope, info->scope, port, name, sizeof(name));
+	if (name[0] && !info->name_given)
+		info = rename_proc(t, info, name);
 	return info;
 }
 

@@ -4,6 +4,8 @@
 #ifndef SONDE_PROCINFO_H
 #define SONDE_PROCINFO_H
 
+#include "scope.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +13,8 @@
 struct proc_info {
 	int refs; /* the table's reference plus one per queued span */
 	uint32_t pid;
+	enum scope_verdict scope; /* whether its connections and lines are traced */
+	bool name_given;          /* by its environment or a naming rule: kept */
 	char service_name[128];
 	char executable_name[64];
 	char command_line[1024];
@@ -25,11 +29,19 @@ struct proc_table;
 /* proc_root is "/proc" except in tests. */
 struct proc_table *proc_table_new(const char *proc_root, const char *host_name);
 void proc_table_free(struct proc_table *table);
+/* The rules each process is decided and named by when first seen (not
+ * owned; NULL: every process traced, named by itself). */
+void proc_table_set_scope(struct proc_table *table, struct scope *scope);
 /* Borrowed pointer, valid until proc_table_forget(pid); NULL only when
  * out of memory. comm (the kernel's thread name, may be NULL) names a
  * process whose /proc entry is already gone. */
 struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
+/* The process accepted a connection on local `port`: its verdict and name
+ * as the port's rules say (scope_on_serve). A new name makes a new
+ * proc_info, so that spans already made keep the one they were made
+ * with; the process's current one is returned (NULL: not in the table). */
+struct proc_info *proc_table_serve(struct proc_table *table, uint32_t pid, uint16_t port);
 /* A process ran execve: what the table knew of its old program is
  * forgotten, and the variables it was given (struct sonde_exec_event's,
  * "NAME=value" and NUL each; whole: every variable was looked at) are kept

@@ -1,0 +1,206 @@
+/* Which processes are traced and what they are named: selectors against a
+ * /proc made for the test (exe is a symbolic link, cgroup a file), rule
+ * errors naming the setting and the selector, and the process table
+ * applying the verdict and the names. */
+#include "procinfo.h"
+#include "scope.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char root[64];
+
+static void put(uint32_t pid, const char *name, const char *data)
+{
+	char path[160];
+	FILE *file;
+
+	snprintf(path, sizeof(path), "%s/%u", root, pid);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/%u/%s", root, pid, name);
+	file = fopen(path, "w");
+	cr_assert_not_null(file);
+	fputs(data, file);
+	fclose(file);
+}
+
+/* A process whose executable is exe, in cgroup, named comm. */
+static void process(uint32_t pid, const char *exe, const char *cgroup, const char *comm)
+{
+	char path[160], text[300];
+
+	put(pid, "comm", comm);
+	snprintf(text, sizeof(text), "0::%s\n", cgroup);
+	put(pid, "cgroup", text);
+	put(pid, "cmdline", comm);
+	snprintf(path, sizeof(path), "%s/%u/exe", root, pid);
+	cr_assert_eq(symlink(exe, path), 0);
+}
+
+static void setup(void)
+{
+	strcpy(root, "/tmp/sonde-scope-XXXXXX");
+	cr_assert_not_null(mkdtemp(root));
+	process(100, "/usr/sbin/nginx", "/system.slice/nginx.service", "nginx");
+	process(200, "/usr/bin/python3.11", "/system.slice/api.service", "python3");
+	process(300, "/usr/bin/wrk", "/user.slice/user-1000.slice/session-2.scope", "wrk");
+}
+
+static struct scope *rules(const char *include, const char *exclude, const char *names)
+{
+	struct scope_texts texts = { include, exclude, names };
+	char err[256] = "";
+	struct scope *s = scope_new(&texts, root, err, sizeof(err));
+
+	cr_assert_not_null(s, "%s", err);
+	return s;
+}
+
+static enum scope_verdict verdict(struct scope *s, uint32_t pid)
+{
+	char name[128];
+
+	return scope_decide(s, pid, NULL, name, sizeof(name));
+}
+
+TestSuite(scope, .init = setup);
+
+Test(scope, without_rules_everything_is_traced)
+{
+	char name[16] = "x";
+
+	cr_expect_eq(scope_decide(NULL, 100, "nginx", name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_str_empty(name);
+}
+
+Test(scope, include_picks_by_exe_cgroup_pid_and_comm)
+{
+	struct scope *s = rules("exe:/usr/sbin/*,cgroup:/system.slice/api.*", NULL, NULL);
+
+	cr_expect_eq(verdict(s, 100), SCOPE_TRACED, "by its executable");
+	cr_expect_eq(verdict(s, 200), SCOPE_TRACED, "by its cgroup");
+	cr_expect_eq(verdict(s, 300), SCOPE_NOT_TRACED, "picked by nothing");
+	scope_free(s);
+	s = rules("pid:150-250,comm:wr?", NULL, NULL);
+	cr_expect_eq(verdict(s, 100), SCOPE_NOT_TRACED);
+	cr_expect_eq(verdict(s, 200), SCOPE_TRACED, "by its pid");
+	cr_expect_eq(verdict(s, 300), SCOPE_TRACED, "by its name, read from /proc");
+	scope_free(s);
+}
+
+Test(scope, exclude_wins_over_include)
+{
+	struct scope *s = rules("cgroup:/system.slice/*", "exe:*nginx", NULL);
+
+	cr_expect_eq(verdict(s, 100), SCOPE_NOT_TRACED);
+	cr_expect_eq(verdict(s, 200), SCOPE_TRACED);
+	scope_free(s);
+	s = rules(NULL, "cgroup:/user.slice/*", NULL);
+	cr_expect_eq(verdict(s, 300), SCOPE_NOT_TRACED, "a neighbour's session");
+	cr_expect_eq(verdict(s, 100), SCOPE_TRACED, "no include: everything else");
+	scope_free(s);
+}
+
+Test(scope, a_gone_process_matches_no_path_selector)
+{
+	struct scope *s = rules("exe:*", NULL, NULL);
+
+	cr_expect_eq(verdict(s, 999), SCOPE_NOT_TRACED);
+	scope_free(s);
+	s = rules(NULL, "cgroup:*", NULL);
+	cr_expect_eq(verdict(s, 999), SCOPE_TRACED);
+	scope_free(s);
+}
+
+Test(scope, an_included_port_waits_for_the_process_to_serve_it)
+{
+	struct scope *s = rules("port:8000-8099", "port:9000", NULL);
+	char name[16];
+	enum scope_verdict v = verdict(s, 200);
+
+	cr_expect_eq(v, SCOPE_WAITING);
+	cr_expect_eq(scope_on_serve(s, v, 7999, name, sizeof(name)), SCOPE_WAITING);
+	v = scope_on_serve(s, v, 8080, name, sizeof(name));
+	cr_expect_eq(v, SCOPE_TRACED);
+	cr_expect_eq(scope_on_serve(s, v, 9000, name, sizeof(name)), SCOPE_NOT_TRACED,
+		     "serving an excluded port ends it");
+	scope_free(s);
+}
+
+Test(scope, names_come_from_the_first_rule_that_picks)
+{
+	struct scope *s = rules(NULL, NULL, "exe:*python*=api,cgroup:/system.slice/*=system,"
+					    "port:8080=edge");
+	char name[128];
+
+	cr_expect_eq(scope_decide(s, 200, NULL, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_str_eq(name, "api");
+	scope_decide(s, 100, NULL, name, sizeof(name));
+	cr_expect_str_eq(name, "system");
+	scope_decide(s, 300, NULL, name, sizeof(name));
+	cr_expect_str_empty(name);
+	scope_on_serve(s, SCOPE_TRACED, 8080, name, sizeof(name));
+	cr_expect_str_eq(name, "edge");
+	scope_free(s);
+}
+
+static void expect_error(const char *include, const char *names, const char *message)
+{
+	struct scope_texts texts = { include, NULL, names };
+	char err[256] = "";
+
+	cr_expect_eq(scope_check(&texts, err, sizeof(err)), -1, "%s", include ? include : names);
+	cr_expect(strstr(err, message) != NULL, "\"%s\" lacks \"%s\"", err, message);
+}
+
+Test(scope, malformed_rules_say_which_setting_and_selector)
+{
+	expect_error("nginx", NULL, "--include (SONDE_INCLUDE): \"nginx\" is not KIND:VALUE");
+	expect_error("path:/usr/bin/x", NULL, "\"path:/usr/bin/x\" is not KIND:VALUE");
+	expect_error("port:70000", NULL, "\"port:70000\": port wants a number or a range");
+	expect_error("port:90-80", NULL, "port wants a number or a range");
+	expect_error("pid:abc", NULL, "pid wants a number");
+	expect_error("exe:", NULL, "the pattern is empty");
+	expect_error("exe:a,,exe:b", NULL, "an empty selector");
+	expect_error(NULL, "exe:/bin/x", "--service-names (SONDE_SERVICE_NAMES): \"exe:/bin/x\" is "
+					  "not KIND:VALUE=NAME");
+	expect_error(NULL, "exe:/bin/x=", "the name is empty");
+}
+
+/* The table applies the rules: a process's own OTEL_SERVICE_NAME wins
+ * over a naming rule, a rule over its command line; a port rule gives a
+ * new proc_info, the old one staying with what holds it. */
+Test(scope, the_process_table_decides_and_names)
+{
+	struct scope *s = rules("exe:/usr/sbin/*,port:8080", NULL, "comm:nginx=edge,port:8080=api");
+	struct proc_table *t = proc_table_new(root, "host");
+	struct proc_info *nginx, *api, *renamed, *wrk;
+
+	put(300, "environ", "OTEL_SERVICE_NAME=load");
+	proc_table_set_scope(t, s);
+	nginx = proc_table_get(t, 100, "nginx");
+	cr_expect_eq(nginx->scope, SCOPE_TRACED);
+	cr_expect_str_eq(nginx->service_name, "edge");
+	api = proc_table_get(t, 200, NULL);
+	cr_expect_eq(api->scope, SCOPE_WAITING);
+	cr_expect_str_eq(api->service_name, "python3");
+	proc_info_ref(api);
+	renamed = proc_table_serve(t, 200, 8080);
+	cr_expect_neq(renamed, api);
+	cr_expect_eq(renamed->scope, SCOPE_TRACED);
+	cr_expect_str_eq(renamed->service_name, "api");
+	cr_expect_str_eq(api->service_name, "python3", "a span's resource stays");
+	cr_expect_eq(proc_table_get(t, 200, NULL), renamed);
+	proc_info_unref(api);
+	wrk = proc_table_get(t, 300, "wrk");
+	cr_expect_eq(wrk->scope, SCOPE_WAITING);
+	cr_expect_eq(proc_table_serve(t, 300, 8080), wrk, "its own name is kept");
+	cr_expect_str_eq(wrk->service_name, "load");
+	cr_expect_eq(wrk->scope, SCOPE_TRACED);
+	proc_table_free(t);
+	scope_free(s);
+}
