@@ -65,6 +65,14 @@ static __always_inline bool comm_excluded(const char *comm)
 	return false;
 }
 
+static __always_inline bool scope_excluded(__u32 tgid)
+{
+	if (!bpf_map_lookup_elem(&scoped_out, &tgid))
+		return false;
+	count(SONDE_CNT_EXCLUDED_CONNS);
+	return true;
+}
+
 /* nginx's master and workers keep this name when they retitle
  * themselves: the title is argv, not comm. */
 static __always_inline bool comm_is_nginx(const char *comm)
@@ -73,8 +81,9 @@ static __always_inline bool comm_is_nginx(const char *comm)
 	       comm[4] == 'x' && comm[5] == '\0';
 }
 
-/* The process's name is read once, for both: excluded connections are
- * written off, so their calls cost one lookup; an nginx worker's have
+/* The process's name is read once, for both: connections of processes
+ * excluded by name or by the agent's scope rules are written off, so
+ * their calls cost one lookup; an nginx worker's have
  * their requests read (nginx.bpf.h). */
 static __always_inline struct conn_state *
 track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
@@ -87,7 +96,8 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 	};
 
 	bpf_get_current_comm(comm, sizeof(comm));
-	fresh.proto = comm_excluded(comm) ? SONDE_PROTO_NONE : SONDE_PROTO_UNKNOWN;
+	fresh.proto = comm_excluded(comm) || scope_excluded(key->tgid) ? SONDE_PROTO_NONE
+								       : SONDE_PROTO_UNKNOWN;
 	fresh.nginx = comm_is_nginx(comm);
 
 	bpf_map_delete_elem(&not_tcp, key);

@@ -50,6 +50,18 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps");
 
+/* Processes the agent's scope rules leave out (tgid -> 1): their new
+ * connections are written off as they are made. Set by the agent when it
+ * decides, forgotten when the process runs another program or exits; LRU
+ * because an entry lost only costs the agent dropping what the kernel
+ * sends. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} scoped_out SEC(".maps");
+
 /* fds found not to be TCP sockets; close() forgets them. LRU because
  * processes that exit never close. */
 struct {

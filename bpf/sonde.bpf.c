@@ -458,6 +458,8 @@ int process_exec(void *ctx)
 	struct sonde_exec_event *ev;
 	__u64 start, len, env_len;
 
+	/* Another program: the agent decides it anew. */
+	bpf_map_delete_elem(&scoped_out, &(__u32){ id >> 32 });
 	if (!scratch)
 		return 0;
 	ev = (struct sonde_exec_event *)&scratch->ev;
@@ -496,6 +498,8 @@ int process_exit(void *ctx)
 		return 0;
 	ev.hdr.type = SONDE_EV_PROC_EXIT;
 	ev.hdr.tgid = BPF_CORE_READ(task, tgid);
+	/* Its pid may be another process's next. */
+	bpf_map_delete_elem(&scoped_out, &ev.hdr.tgid);
 	ev.hdr.tid = BPF_CORE_READ(task, pid);
 	ev.hdr.fd = -1;
 	ev.hdr.ts = bpf_ktime_get_ns();

@@ -120,7 +120,8 @@ enum sonde_counter {
 	SONDE_CNT_HTTP_CONNS,      /* connections inferred as HTTP/1.x */
 	SONDE_CNT_OTHER_CONNS,     /* TCP connections of no known protocol */
 	SONDE_CNT_TRUNCATED,       /* data events with captured < len */
-	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of excluded processes, or
+	SONDE_CNT_EXCLUDED_CONNS,  /* TCP connections of processes excluded by
+				    * name or left out by the scope rules, or
 				    * accepted from sonde's own exporter */
 	SONDE_CNT_POSTGRES_CONNS,  /* client connections inferred as PostgreSQL */
 	SONDE_CNT_REDIS_CONNS,     /* client connections inferred as Redis */

@@ -453,7 +453,8 @@ const struct counter_desc kernel_counters[SONDE_CNT_MAX] = {
 	KERNEL_COUNTER(SONDE_CNT_TRUNCATED, "truncated_captures",
 		       "data events that moved more than was captured"),
 	KERNEL_COUNTER(SONDE_CNT_EXCLUDED_CONNS, "excluded_conns",
-		       "connections of excluded processes, or accepted from sonde's exporter"),
+		       "connections of excluded or scoped-out processes, or accepted from "
+		       "sonde's exporter"),
 	KERNEL_COUNTER(SONDE_CNT_POSTGRES_CONNS, "postgres_conns",
 		       "client connections inferred as PostgreSQL"),
 	KERNEL_COUNTER(SONDE_CNT_REDIS_CONNS, "redis_conns", "client connections inferred as Redis"),
@@ -552,6 +553,19 @@ int probe_watch_log_file(struct probe *p, uint32_t tgid, int32_t fd, bool watch)
 	if (watch ? bpf_map_update_elem(map, &key, &one, BPF_ANY)
 		  : bpf_map_delete_elem(map, &key))
 		return -errno;
+	return 0;
+}
+
+int probe_scope_out(struct probe *p, uint32_t tgid, int32_t fd)
+{
+	struct sonde_conn_key key = { .tgid = tgid, .fd = fd };
+	__u8 one = 1;
+
+	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.scoped_out), &tgid, &one, BPF_ANY))
+		return -errno;
+	bpf_map_delete_elem(bpf_map__fd(p->skel->maps.log_procs), &tgid);
+	/* Its next call finds no entry and makes one, written off. */
+	bpf_map_delete_elem(bpf_map__fd(p->skel->maps.conns), &key);
 	return 0;
 }
 

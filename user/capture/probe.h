@@ -63,6 +63,10 @@ size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n);
 /* Makes writes to tgid's fd log writes (a configured log file it has open),
  * or no longer. */
 int probe_watch_log_file(struct probe *p, uint32_t tgid, int32_t fd, bool watch);
+/* tgid is left out by the scope rules: its new connections are written
+ * off in the kernel, its connection on fd too, and its output is not
+ * read. */
+int probe_scope_out(struct probe *p, uint32_t tgid, int32_t fd);
 /* Lets the kernel name the asyncio task of tgid's threads. */
 int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout);
 

@@ -62,6 +62,7 @@ struct conn {
 	/* Seen opening (accept or connect): its stream offsets count from the
 	 * connection's first byte, as its peer end's do. */
 	bool from_start;
+	bool scoped_out; /* its process is not traced: its records are dropped */
 	struct link_end local, remote; /* also the ports of the spans */
 	struct link_conn *link; /* opened at the first request */
 	/* Formatted once per connection: inet_ntop formats with sprintf. */
@@ -671,11 +672,28 @@ static void link_end_of(uint16_t family, const uint8_t *addr, uint16_t port, str
 	memcpy(end->addr + 12, addr, 4);
 }
 
+/* Whether a new connection's process is traced, decided when the
+ * process is first seen and, for a connection it accepted, by the port it
+ * serves. */
+static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
+{
+	struct proc_info *proc = proc_table_get(t->procs, c->tgid, c->comm[0] ? c->comm : NULL);
+
+	if (proc && served_port)
+		proc = proc_table_serve(t->procs, c->tgid, served_port);
+	if (!proc || proc->scope == SCOPE_TRACED)
+		return;
+	c->scoped_out = true;
+	t->stats.conns_scoped_out++;
+	if (proc->scope == SCOPE_NOT_TRACED && t->opts.on_scoped_out)
+		t->opts.on_scoped_out(t->opts.scoped_out_ctx, c->tgid, c->fd);
+}
+
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 {
 	const struct proto_ops *ops = proto_find(ev->proto);
 	struct conn *c;
-	bool created;
+	bool created = false;
 
 	if (!ops) {
 		t->stats.bad_records++;
@@ -690,12 +708,13 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	link_end_of(ev->family, ev->laddr, ev->lport, &c->local);
 	link_end_of(ev->family, ev->raddr, ev->rport, &c->remote);
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
+	if (created)
+		admit_conn(t, c, ev->role == SONDE_ROLE_SERVER ? c->local.port : 0);
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		c->from_start = true;
 		set_role(c, ev->role);
 		c->ops->start(c->proto_state, ev->role);
 	}
-	proc_table_get(t->procs, c->tgid, c->comm);
 }
 
 static void note_held(struct tracker *t, struct conn *c)
@@ -734,8 +753,14 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 	c = conn_for(t, &ev->hdr, ops, &created);
 	if (!c)
 		return;
-	if (created)
+	if (created) {
 		t->stats.conns_no_open++;
+		admit_conn(t, c, 0);
+	}
+	if (c->scoped_out) {
+		t->stats.events_scoped_out++;
+		return;
+	}
 	ctx = reorder_ctx_of(c, !ev->dir);
 	reorder_flush_before(&c->order[!ev->dir], &ctx, ev->hdr.ts);
 	ctx = reorder_ctx_of(c, ev->dir);

@@ -51,6 +51,11 @@ struct tracker_opts {
 	request_began_fn on_request_began;
 	request_ended_fn on_request_ended;
 	void *observer_ctx;
+	/* A connection of a process the scope rules leave out for good was
+	 * seen: the kernel may stop following it and the process (NULL:
+	 * nobody to tell). */
+	void (*on_scoped_out)(void *ctx, uint32_t tgid, int32_t fd);
+	void *scoped_out_ctx;
 };
 
 #define TRACKER_COUNTERS(X) \
@@ -79,6 +84,10 @@ struct tracker_opts {
 	X(reorder_gap_bytes, "reorder_gap_bytes", TOTAL, "bytes in those holes") \
 	X(reorder_stale, "reorder_stale", TOTAL, "pieces wholly before the expected offset") \
 	X(proc_exits, "proc_exits", TOTAL, "processes that exited") \
+	X(conns_scoped_out, "conns_scoped_out", TOTAL, \
+	  "connections of processes the --include/--exclude rules leave out") \
+	X(events_scoped_out, "events_scoped_out", TOTAL, \
+	  "records of those connections, dropped by the agent") \
 	X(out_of_memory, "out_of_memory", TOTAL, \
 	  "records dropped: no memory for a connection or a held piece") \
 	X(spans_server, "spans_server", TOTAL, "SERVER spans built") \

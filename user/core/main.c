@@ -61,6 +61,7 @@ struct agent {
 	struct logs *logs;
 	struct logfiles *logfiles;       /* NULL: no log files configured */
 	struct commands *commands;       /* NULL: no command spans configured */
+	struct scope *scope;             /* NULL: no include, exclude or naming rules */
 	struct agent_stats stats;
 	uint64_t started_ns;             /* CLOCK_MONOTONIC */
 	uint64_t lost_ringbuf_reported;
@@ -333,6 +334,36 @@ static void on_logfile(void *ctx, uint32_t tgid, int32_t fd, const char *path, b
 	logs_set_file(a->logs, tgid, fd, watch ? path : NULL);
 }
 
+static void on_scoped_out(void *ctx, uint32_t tgid, int32_t fd)
+{
+	struct agent *a = ctx;
+	int err = probe_scope_out(a->probe, tgid, fd);
+
+	if (err)
+		log_warn("leave process %u out in the kernel: %s (the agent drops its records)",
+			 tgid, strerror(-err));
+}
+
+/* The include, exclude and naming rules, when there are any. */
+static int start_scope(struct agent *a, struct tracker_opts *topts)
+{
+	struct scope_texts texts = { a->cfg.scope_include, a->cfg.scope_exclude,
+				     a->cfg.service_names };
+	char why[256];
+
+	if (!texts.include[0] && !texts.exclude[0] && !texts.names[0])
+		return 0;
+	a->scope = scope_new(&texts, "/proc", why, sizeof(why));
+	if (!a->scope) {
+		log_error("%s", why);
+		return -EINVAL;
+	}
+	proc_table_set_scope(a->procs, a->scope);
+	topts->on_scoped_out = on_scoped_out;
+	topts->scoped_out_ctx = a;
+	return 0;
+}
+
 static void scan_logfiles_of(void *ctx, uint32_t pid)
 {
 	struct agent *a = ctx;
@@ -567,6 +598,8 @@ static int start(struct agent *a)
 	a->procs = proc_table_new("/proc", host);
 	if (!a->procs)
 		return -ENOMEM;
+	if ((err = start_scope(a, &topts)))
+		return err;
 	if (a->cfg.metrics_exporters && (err = start_metrics(a, &topts)))
 		return err;
 	a->tracker = tracker_new(&topts, a->exporter, a->procs, &a->clock);
@@ -624,6 +657,7 @@ static void stop(struct agent *a)
 	metrics_free(a->metrics);
 	exporter_free(a->exporter);
 	proc_table_free(a->procs);
+	scope_free(a->scope);
 	log_info("stopped");
 }
 

@@ -213,6 +213,15 @@ static void add_line(struct logs *lg, struct stream *s, const struct sonde_data_
 	follow_traceback(s, line, len);
 }
 
+/* A process the scope rules leave out writes no records; one sonde
+ * cannot read is not left out. */
+static bool in_scope(struct logs *lg, uint32_t tgid)
+{
+	const struct proc_info *proc = proc_table_get(lg->procs, tgid, NULL);
+
+	return !proc || proc->scope == SCOPE_TRACED;
+}
+
 void logs_write(struct logs *lg, const struct sonde_data_event *ev)
 {
 	struct stream *s = stream_get(lg, ev->hdr.tgid, ev->hdr.fd);
@@ -220,6 +229,10 @@ void logs_write(struct logs *lg, const struct sonde_data_event *ev)
 	size_t n = ev->captured, i = 0;
 
 	lg->stats.writes++;
+	if (!in_scope(lg, ev->hdr.tgid)) {
+		lg->stats.scoped_out++;
+		return;
+	}
 	if (!s)
 		return;
 	s->last_ts = ev->hdr.ts;

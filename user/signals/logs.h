@@ -27,6 +27,8 @@ struct logs_opts {
 #define LOGS_COUNTERS(X) \
 	X(writes, "log_writes_read", TOTAL, "writes to stdout or stderr read from the kernel") \
 	X(records, "log_records_made", TOTAL, "log records made from them") \
+	X(scoped_out, "log_writes_scoped_out", TOTAL, \
+	  "writes of processes the --include/--exclude rules leave out, dropped") \
 	X(with_span, "log_records_in_span", TOTAL, \
 	  "log records written for a request: they carry its trace and span") \
 	X(without_span, "log_records_outside_spans", TOTAL, "log records written outside any request") \

@@ -189,6 +189,11 @@ void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *a
 		idgen_trace_id(&c->ids, cmd->trace_id);
 	idgen_span_id(&c->ids, cmd->span_id);
 	cmd->proc = proc_table_get(c->procs, tgid, NULL);
+	if (cmd->proc && cmd->proc->scope != SCOPE_TRACED) {
+		c->stats.scoped_out++;
+		free(cmd);
+		return;
+	}
 	if (cmd->proc)
 		proc_info_ref(cmd->proc);
 	if (linker_set_root(c->linker, tgid, cmd->trace_id, cmd->span_id,

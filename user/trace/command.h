@@ -43,7 +43,9 @@ extern const struct proto_ops command_proto;
 	X(started, "command_spans_started", TOTAL, "commands named in SONDE_COMMAND_SPANS seen start") \
 	X(ended, "command_spans", TOTAL, "command spans made at the command's exit") \
 	X(unfinished, "command_spans_unfinished", TOTAL, "command spans made when sonde stopped") \
-	X(unread, "commands_unread", TOTAL, "processes gone before their command line could be read")
+	X(unread, "commands_unread", TOTAL, "processes gone before their command line could be read") \
+	X(scoped_out, "commands_scoped_out", TOTAL, \
+	  "commands of processes the --include/--exclude rules leave out")
 
 struct command_stats {
 	COMMAND_COUNTERS(COUNTER_FIELD)

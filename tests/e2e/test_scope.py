@@ -1,0 +1,168 @@
+"""Scoping: an operator picks what is traced by executable, cgroup, port,
+pid or name (--include, --exclude) and names services by them
+(--service-names). A neighbour's benchmark left out by its cgroup costs the
+export queue nothing and hides no request that matters; a process picked
+by the port it serves is traced from its first connection on that port,
+under the name the port gives it."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (APPS, FLOOD_NGINX, NGINX_PROXY_CONF, PYTHON, SONDE, Agent, Nginx, by_kind,
+                      curl, free_port, wait_port)
+
+
+def resource(span, key):
+    return span["resource"]["attributes"].get(key)
+
+
+def spans_of(agent, service):
+    return [s for s in agent.spans() if resource(s, "service.name") == service]
+
+
+def cgroup2_root():
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup on a
+    systemd host, /sys/fs/cgroup/unified on a hybrid one)."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    pytest.skip("no cgroup v2 hierarchy mounted")
+
+
+class Cgroup:
+    """A cgroup of its own that processes are started in."""
+
+    def __init__(self, name):
+        self.path = cgroup2_root() / name
+        self.path.mkdir()
+        self.name = "/" + name
+
+    def popen(self, argv, **kwargs):
+        """argv, started inside the cgroup: a shell moves itself in, then
+        becomes the program."""
+        script = f'echo $$ > {self.path}/cgroup.procs && exec "$@"'
+        return subprocess.Popen(["sh", "-c", script, "sh", *argv], **kwargs)
+
+    def remove(self):
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            os.kill(int(pid), 9)
+        deadline = time.time() + 10
+        while (self.path / "cgroup.procs").read_text().strip() and time.time() < deadline:
+            time.sleep(0.05)
+        self.path.rmdir()
+
+
+def test_only_the_included_executable_is_traced(workdir):
+    nginx = Nginx(workdir)
+    agent = Agent(workdir, name="scope-exe",
+                  extra_env={"SONDE_INCLUDE": f"exe:{os.path.realpath(shutil.which('nginx'))}"})
+    try:
+        for i in range(5):
+            assert curl(f"http://127.0.0.1:{nginx.port}/p/scope-{i}") == "200"
+        spans = agent.wait_spans(nginx.port, 5)
+        counters = agent.wait_stats(lambda c: c["conns_scoped_out"] >= 5)
+    finally:
+        agent.stop()
+        nginx.stop()
+    assert [s["kind"] for s in spans] == ["SpanKind.SERVER"] * 5, "curl's calls are left out"
+    assert all(resource(s, "service.name") == "nginx" for s in spans)
+    assert not spans_of(agent, "curl")
+    assert counters["events_scoped_out"] > 0
+
+
+def test_a_neighbours_benchmark_left_out_by_cgroup_hides_nothing(workdir):
+    """A benchmark at full rate in a cgroup of its own, excluded: the four
+    requests that matter are all traced, nothing of the benchmark reaches
+    the export queue, and the kernel writes its connections off."""
+    group = Cgroup(f"sonde-neighbour-{os.getpid()}")
+    port = free_port()
+    conf = Path(workdir) / f"neighbour-{port}.conf"
+    # Under the name the session's agent leaves out: only this test's
+    # agent is to see the flood.
+    program = Path(workdir) / f"neighbour-{port}" / FLOOD_NGINX
+    program.parent.mkdir()
+    os.symlink(shutil.which("nginx"), program)
+    conf.write_text(f"daemon off; pid {workdir}/neighbour-{port}.pid; events {{}}\n"
+                    f"http {{ access_log off; server {{ listen 127.0.0.1:{port};\n"
+                    f"location / {{ return 200 'busy'; }} }} }}\n")
+    agent = ours = None
+    try:
+        agent = Agent(workdir, name="scope-cgroup",
+                      extra_env={"SONDE_EXCLUDE": f"cgroup:{group.name}",
+                                 "OTEL_BSP_MAX_QUEUE_SIZE": "256",
+                                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "128"})
+        ours = Nginx(workdir)
+        group.popen([str(program), "-c", str(conf), "-e", f"{workdir}/neighbour-{port}.log"])
+        wait_port(port)
+        wrk = group.popen(["wrk", "-t1", "-c16", "-d4s", f"http://127.0.0.1:{port}/"],
+                          stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        for i in range(4):
+            assert curl(f"http://127.0.0.1:{ours.port}/p/matters-{i}") == "200"
+        wrk.wait(timeout=30)
+        spans = agent.wait_spans(ours.port, 8)
+        counters = agent.wait_stats(lambda c: c["excluded_conns"] >= 16)
+    finally:
+        if agent:
+            agent.stop()
+        if ours:
+            ours.stop()
+        group.remove()
+    paths = sorted(s["attributes"]["url.path"] for s in by_kind(spans, "SERVER"))
+    assert paths == [f"/p/matters-{i}" for i in range(4)]
+    assert len(by_kind(spans, "CLIENT")) == 4
+    assert not agent.spans_for_port(port), "nothing of the benchmark"
+    assert counters["spans_dropped"] == 0
+    assert counters["excluded_conns"] >= 16, "the kernel writes its connections off"
+
+
+def test_a_process_picked_by_its_port_is_traced_from_it_under_its_name(workdir):
+    """nginx proxying port P to a Python backend, with only port P included
+    and named: nginx's spans, server and client, are there under the
+    port's name; the backend and curl, which serve or call no included
+    port, are not."""
+    backend_port, port = free_port(), free_port()
+    backend = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"), str(backend_port)],
+                               env=dict(os.environ, BACKEND_DELAY="0"))
+    d = Path(workdir) / f"scope-proxy-{port}"
+    d.mkdir()
+    (d / "nginx.conf").write_text(NGINX_PROXY_CONF.format(
+        dir=d, port=port, backend=backend_port, workers=1, keepalive=4))
+    agent = Agent(workdir, name="scope-port",
+                  extra_env={"SONDE_INCLUDE": f"port:{port}",
+                             "SONDE_SERVICE_NAMES": f"port:{port}=edge"})
+    proxy = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")])
+    try:
+        wait_port(backend_port)
+        wait_port(port)
+        for i in range(5):
+            assert curl(f"http://127.0.0.1:{port}/order/{i}") == "200"
+        agent.wait_spans(port, 5)
+        time.sleep(0.5)
+        spans = agent.spans()
+    finally:
+        agent.stop()
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        backend.terminate()
+        backend.wait(timeout=10)
+    assert sorted((s["kind"], resource(s, "service.name")) for s in spans) == \
+        [("SpanKind.CLIENT", "edge")] * 5 + [("SpanKind.SERVER", "edge")] * 5
+    servers = by_kind(spans, "SERVER")
+    clients = by_kind(spans, "CLIENT")
+    assert {s["attributes"]["server.port"] for s in servers} == {port}
+    assert {s["attributes"]["server.port"] for s in clients} == {backend_port}
+    by_id = {s["context"]["span_id"]: s for s in servers}
+    assert all(c["parent_id"] in by_id for c in clients), "each call under its request"
+
+
+def test_a_bad_selector_stops_start_up_with_its_setting(workdir):
+    result = subprocess.run([str(SONDE), "--check-config", "--include", "nginx"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert '--include (SONDE_INCLUDE): "nginx" is not KIND:VALUE' in result.stderr
