@@ -444,6 +444,14 @@ static __always_inline bool copy_env(struct sonde_exec_event *ev, __u64 at, __u6
 _Static_assert(sizeof(struct sonde_exec_event) <= sizeof(struct scratch),
 	       "an exec event is built in the per-CPU scratch");
 
+/* The sched_process_exec tracepoint's record, as its format file says. */
+struct exec_tp_record {
+	__u64 common;
+	__u32 filename_loc; /* __data_loc: the string's offset in the low 16 bits */
+	__s32 pid;
+	__s32 old_pid;
+};
+
 /* The agent looks at a program once it has been exec'd: a CPython
  * interpreter gets its sonde_py_layout before it serves anything. The
  * event carries what the program was given, read now (see struct
@@ -469,6 +477,10 @@ int process_exec(void *ctx)
 	ev->hdr.fd = -1;
 	ev->hdr.conn_gen = 0;
 	ev->hdr.ts = bpf_ktime_get_ns();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	if (bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
+				      (char *)ctx + (((struct exec_tp_record *)ctx)->filename_loc & 0xffff)) < 0)
+		ev->filename[0] = '\0';
 	start = BPF_CORE_READ(task, mm, arg_start);
 	len = BPF_CORE_READ(task, mm, arg_end) - start;
 	if (len > SONDE_EXEC_ARGS_MAX)

@@ -204,6 +204,8 @@ struct sonde_conn_event {
 #define SONDE_EXEC_ARGS_MAX 512
 /* Bytes of the environment variables sent with it (see env_len). */
 #define SONDE_EXEC_ENV_MAX 1024
+/* Bytes of the path execve was given (NUL included). */
+#define SONDE_EXEC_PATH_MAX 256
 /* The longest such variable, "NAME=value", that is sent whole. */
 #define SONDE_EXEC_VAR_MAX 512
 /* Reads of the environment at most: one per variable, one per
@@ -226,6 +228,12 @@ struct sonde_exec_event {
 	                   and every one sent was sent whole; 0: the agent
 	                   reads /proc/PID/environ for what is missing */
 	__u8 pad[3];
+	__u64 cgroup_id; /* the process's cgroup v2 id (its directory's inode
+	                    number); what the agent's scope rules match when
+	                    /proc/PID is already gone */
+	char filename[SONDE_EXEC_PATH_MAX]; /* the path execve was given (the
+	                    tracepoint's filename), NUL-terminated, cut;
+	                    likewise */
 	/* The last SONDE_EXEC_VAR_MAX bytes are never sent: the room a
 	 * variable is read into before it is known to be wanted. */
 	char strings[SONDE_EXEC_ARGS_MAX + SONDE_EXEC_ENV_MAX + SONDE_EXEC_VAR_MAX];

@@ -7,7 +7,10 @@ boot systemd).
 
 Spans are read from the agent's console output (one JSON object per line)
 and selected per test by the server port the test's traffic used, so each
-test can assert the exact set of spans its traffic produced."""
+test can assert the exact set of spans its traffic produced. The tests run
+in a cgroup of their own that every agent they start includes
+(SONDE_INCLUDE), so another program's traffic on the host (a benchmark,
+another run) is neither traced nor in the way."""
 import json
 import os
 import shutil
@@ -60,6 +63,54 @@ def agent_command(workdir, stats_name, as_unit):
             str(SONDE), "--config", "/dev/null", "--stats-file", str(stats)], stats
 
 
+def cgroup2_root():
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup on a
+    systemd host, /sys/fs/cgroup/unified on a hybrid one); None: nowhere."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    return None
+
+
+def own_cgroup():
+    """This process's cgroup v2 path."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return "/"
+
+
+# What every agent the tests start is given: the tests' own cgroup (see
+# the tests_cgroup fixture).
+AGENT_SCOPE = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_cgroup():
+    """Moves the test run into a cgroup of its own before anything starts:
+    the servers and clients the tests start are in it, and the agents
+    include it only."""
+    root = cgroup2_root()
+    if root is None:
+        print("no cgroup v2 hierarchy: the agents trace every process of the host")
+        yield
+        return
+    home = own_cgroup()
+    group = root / f"sonde-e2e-{os.getpid()}"
+    group.mkdir()
+    (group / "cgroup.procs").write_text(str(os.getpid()))
+    AGENT_SCOPE["SONDE_INCLUDE"] = f"cgroup:/{group.name}"
+    yield
+    (root / home.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+    for pid in (group / "cgroup.procs").read_text().split():
+        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.time() + 10
+    while (group / "cgroup.procs").read_text().strip() and time.time() < deadline:
+        time.sleep(0.05)
+    group.rmdir()
+
+
 _ports_given = set()
 
 
@@ -102,7 +153,8 @@ class Agent:
         self.err_path = Path(workdir) / f"{name}.err"
         command, self.stats_path = agent_command(
             workdir, f"{name}.stats.json", as_unit_by_default() if as_unit is None else as_unit)
-        env = dict(os.environ, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="50")
+        env = dict(os.environ, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="50",
+                   **AGENT_SCOPE)
         env.update(extra_env or {})
         self.out = open(self.out_path, "w")
         self.err = open(self.err_path, "w")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (APPS, FLOOD_NGINX, NGINX_PROXY_CONF, PYTHON, SONDE, Agent, Nginx, by_kind,
-                      curl, free_port, wait_port)
+from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, SONDE, Agent, Nginx, by_kind,
+                      cgroup2_root, curl, free_port, wait_port)
 
 
 def resource(span, key):
@@ -24,21 +24,14 @@ def spans_of(agent, service):
     return [s for s in agent.spans() if resource(s, "service.name") == service]
 
 
-def cgroup2_root():
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup on a
-    systemd host, /sys/fs/cgroup/unified on a hybrid one)."""
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[2] == "cgroup2":
-            return Path(fields[1])
-    pytest.skip("no cgroup v2 hierarchy mounted")
-
-
 class Cgroup:
     """A cgroup of its own that processes are started in."""
 
     def __init__(self, name):
-        self.path = cgroup2_root() / name
+        root = cgroup2_root()
+        if root is None:
+            pytest.skip("no cgroup v2 hierarchy mounted")
+        self.path = root / name
         self.path.mkdir()
         self.name = "/" + name
 
@@ -82,22 +75,18 @@ def test_a_neighbours_benchmark_left_out_by_cgroup_hides_nothing(workdir):
     group = Cgroup(f"sonde-neighbour-{os.getpid()}")
     port = free_port()
     conf = Path(workdir) / f"neighbour-{port}.conf"
-    # Under the name the session's agent leaves out: only this test's
-    # agent is to see the flood.
-    program = Path(workdir) / f"neighbour-{port}" / FLOOD_NGINX
-    program.parent.mkdir()
-    os.symlink(shutil.which("nginx"), program)
     conf.write_text(f"daemon off; pid {workdir}/neighbour-{port}.pid; events {{}}\n"
                     f"http {{ access_log off; server {{ listen 127.0.0.1:{port};\n"
                     f"location / {{ return 200 'busy'; }} }} }}\n")
     agent = ours = None
     try:
         agent = Agent(workdir, name="scope-cgroup",
-                      extra_env={"SONDE_EXCLUDE": f"cgroup:{group.name}",
+                      # every process of the host but the neighbour's
+                      extra_env={"SONDE_INCLUDE": "", "SONDE_EXCLUDE": f"cgroup:{group.name}",
                                  "OTEL_BSP_MAX_QUEUE_SIZE": "256",
                                  "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "128"})
         ours = Nginx(workdir)
-        group.popen([str(program), "-c", str(conf), "-e", f"{workdir}/neighbour-{port}.log"])
+        group.popen(["nginx", "-c", str(conf), "-e", f"{workdir}/neighbour-{port}.log"])
         wait_port(port)
         wrk = group.popen(["wrk", "-t1", "-c16", "-d4s", f"http://127.0.0.1:{port}/"],
                           stdout=subprocess.DEVNULL)

@@ -52,6 +52,7 @@ static void setup(struct fake_proc *f)
 }
 
 static const char edge_env[] = "OTEL_SERVICE_NAME=edge\0TRACEPARENT=00-abc\0";
+static const struct exec_record edge_exec = { edge_env, sizeof(edge_env) - 1, true, NULL, 0 };
 
 Test(procinfo, the_exec_environment_wins_and_forked_children_inherit_it)
 {
@@ -60,7 +61,7 @@ Test(procinfo, the_exec_environment_wins_and_forked_children_inherit_it)
 	setup(&f);
 	process(&f, 100, 1);
 	process(&f, 101, 100);
-	cr_assert_eq(proc_table_exec(f.table, 100, edge_env, sizeof(edge_env) - 1, true), 0);
+	cr_assert_eq(proc_table_exec(f.table, 100, &edge_exec), 0);
 	cr_expect_str_eq(proc_table_get(f.table, 100, NULL)->service_name, "edge");
 	cr_expect_str_eq(proc_table_get(f.table, 101, NULL)->service_name, "edge",
 			 "a worker forked by the master, with no exec of its own");
@@ -75,8 +76,8 @@ Test(procinfo, a_child_that_ran_its_own_program_has_its_own_environment)
 	setup(&f);
 	process(&f, 100, 1);
 	process(&f, 102, 100);
-	cr_assert_eq(proc_table_exec(f.table, 100, edge_env, sizeof(edge_env) - 1, true), 0);
-	cr_assert_eq(proc_table_exec(f.table, 102, NULL, 0, true), 0);
+	cr_assert_eq(proc_table_exec(f.table, 100, &edge_exec), 0);
+	cr_assert_eq(proc_table_exec(f.table, 102, &(struct exec_record){ .whole = true }), 0);
 	cr_expect_null(proc_table_getenv(f.table, 102, "OTEL_SERVICE_NAME"));
 	cr_expect_str_neq(proc_table_get(f.table, 102, NULL)->service_name, "edge");
 	proc_table_free(f.table);
@@ -90,10 +91,10 @@ Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
 	setup(&f);
 	process(&f, 103, 1);
 	put(&f, 103, "environ", environ, sizeof(environ));
-	cr_assert_eq(proc_table_exec(f.table, 103, NULL, 0, false), 0);
+	cr_assert_eq(proc_table_exec(f.table, 103, &(struct exec_record){ .whole = false }), 0);
 	cr_expect_str_eq(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"), "from-proc",
 			 "the environment was too long to look through at exec");
-	cr_assert_eq(proc_table_exec(f.table, 103, NULL, 0, true), 0);
+	cr_assert_eq(proc_table_exec(f.table, 103, &(struct exec_record){ .whole = true }), 0);
 	cr_expect_null(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"),
 		       "whole at exec: what it lacks, the program was not given");
 	proc_table_forget(f.table, 103);

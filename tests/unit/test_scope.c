@@ -41,10 +41,36 @@ static void process(uint32_t pid, const char *exe, const char *cgroup, const cha
 	cr_assert_eq(symlink(exe, path), 0);
 }
 
+/* A cgroup v2 hierarchy of the test's own, and the mount that says where. */
+static uint64_t make_cgroup(const char *path)
+{
+	char dir[300], copy[200];
+	struct stat st;
+	size_t len = (size_t)snprintf(dir, sizeof(dir), "%s/cgroup", root);
+
+	mkdir(dir, 0755);
+	snprintf(copy, sizeof(copy), "%s", path);
+	for (char *part = strtok(copy, "/"); part; part = strtok(NULL, "/")) {
+		len += (size_t)snprintf(dir + len, sizeof(dir) - len, "/%s", part);
+		mkdir(dir, 0755);
+	}
+	cr_assert_eq(stat(dir, &st), 0);
+	return st.st_ino;
+}
+
 static void setup(void)
 {
+	char mounts[200];
+	FILE *file;
+
 	strcpy(root, "/tmp/sonde-scope-XXXXXX");
 	cr_assert_not_null(mkdtemp(root));
+	snprintf(mounts, sizeof(mounts), "%s/mounts", root);
+	file = fopen(mounts, "w");
+	cr_assert_not_null(file);
+	fprintf(file, "proc /proc proc rw 0 0\ncgroup2 %s/cgroup cgroup2 rw 0 0\n", root);
+	fclose(file);
+	make_cgroup("/");
 	process(100, "/usr/sbin/nginx", "/system.slice/nginx.service", "nginx");
 	process(200, "/usr/bin/python3.11", "/system.slice/api.service", "python3");
 	process(300, "/usr/bin/wrk", "/user.slice/user-1000.slice/session-2.scope", "wrk");
@@ -64,7 +90,7 @@ static enum scope_verdict verdict(struct scope *s, uint32_t pid)
 {
 	char name[128];
 
-	return scope_decide(s, pid, NULL, name, sizeof(name));
+	return scope_decide(s, pid, NULL, NULL, name, sizeof(name));
 }
 
 TestSuite(scope, .init = setup);
@@ -73,7 +99,7 @@ Test(scope, without_rules_everything_is_traced)
 {
 	char name[16] = "x";
 
-	cr_expect_eq(scope_decide(NULL, 100, "nginx", name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(NULL, 100, "nginx", NULL, name, sizeof(name)), SCOPE_TRACED);
 	cr_expect_str_empty(name);
 }
 
@@ -116,6 +142,25 @@ Test(scope, a_gone_process_matches_no_path_selector)
 	scope_free(s);
 }
 
+/* A short command is often gone before sonde decides: what its exec
+ * event said stands in for /proc. */
+Test(scope, a_gone_process_is_decided_by_what_its_exec_said)
+{
+	struct scope *s = rules("exe:/usr/bin/curl,cgroup:/system.slice/api.service", NULL, NULL);
+	uint64_t api = make_cgroup("/system.slice/api.service");
+	uint64_t other = make_cgroup("/user.slice/user-0.slice");
+	struct scope_hint by_exe = { "/usr/bin/curl", other }, by_cgroup = { "/bin/true", api },
+			  by_nothing = { "/bin/true", other };
+	char name[16];
+
+	cr_expect_eq(scope_decide(s, 998, NULL, &by_exe, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(s, 998, NULL, &by_cgroup, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(s, 998, NULL, &by_cgroup, name, sizeof(name)), SCOPE_TRACED,
+		     "from what was found before");
+	cr_expect_eq(scope_decide(s, 998, NULL, &by_nothing, name, sizeof(name)), SCOPE_NOT_TRACED);
+	scope_free(s);
+}
+
 Test(scope, an_included_port_waits_for_the_process_to_serve_it)
 {
 	struct scope *s = rules("port:8000-8099", "port:9000", NULL);
@@ -137,11 +182,11 @@ Test(scope, names_come_from_the_first_rule_that_picks)
 					    "port:8080=edge");
 	char name[128];
 
-	cr_expect_eq(scope_decide(s, 200, NULL, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(s, 200, NULL, NULL, name, sizeof(name)), SCOPE_TRACED);
 	cr_expect_str_eq(name, "api");
-	scope_decide(s, 100, NULL, name, sizeof(name));
+	scope_decide(s, 100, NULL, NULL, name, sizeof(name));
 	cr_expect_str_eq(name, "system");
-	scope_decide(s, 300, NULL, name, sizeof(name));
+	scope_decide(s, 300, NULL, NULL, name, sizeof(name));
 	cr_expect_str_empty(name);
 	scope_on_serve(s, SCOPE_TRACED, 8080, name, sizeof(name));
 	cr_expect_str_eq(name, "edge");

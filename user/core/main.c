@@ -106,19 +106,27 @@ static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 }
 
 /* What the new program was given is kept before anything reads it: its
- * environment (resource, TRACEPARENT) and argv. A record too short for
- * what it says it holds counts as bad, and the process is read from /proc. */
+ * environment (resource, TRACEPARENT), argv, path and cgroup. A record too
+ * short for what it says it holds counts as bad, and the process is read
+ * from /proc. */
 static void on_exec(struct agent *a, const struct sonde_exec_event *ex, size_t size)
 {
 	bool sound = size >= offsetof(struct sonde_exec_event, strings) &&
 		     ex->args_len <= SONDE_EXEC_ARGS_MAX && ex->env_len <= SONDE_EXEC_ENV_MAX &&
 		     size >= SONDE_EXEC_EVENT_SIZE(ex->args_len + ex->env_len);
 	uint32_t tgid = ex->hdr.tgid;
+	struct exec_record exec = { 0 };
+	char filename[SONDE_EXEC_PATH_MAX];
 
-	if (!sound)
+	if (!sound) {
 		a->stats.bad_exec_records++;
-	if (proc_table_exec(a->procs, tgid, ex->strings + (sound ? ex->args_len : 0),
-			    sound ? ex->env_len : 0, sound && ex->env_whole))
+	} else {
+		snprintf(filename, sizeof(filename), "%.*s", (int)sizeof(ex->filename) - 1,
+			 ex->filename);
+		exec = (struct exec_record){ ex->strings + ex->args_len, ex->env_len,
+					     ex->env_whole, filename, ex->cgroup_id };
+	}
+	if (proc_table_exec(a->procs, tgid, &exec))
 		log_error("keep the environment of pid %u: %s", tgid, strerror(ENOMEM));
 	look_at_program(a, tgid, true);
 	if (a->commands)

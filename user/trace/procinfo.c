@@ -5,6 +5,7 @@
 #include "kvlist.h"
 #include "log.h"
 #include "procfs.h"
+#include "sonde_events.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@ struct exec_env {
 	struct exec_env *next;
 	uint32_t pid;
 	bool whole; /* every variable was looked at: one absent here is absent */
+	uint64_t cgroup_id;
+	char filename[SONDE_EXEC_PATH_MAX];
 	size_t len;
 	char vars[]; /* "NAME=value" and NUL each */
 };
@@ -318,9 +321,11 @@ static void make_instance_id(struct proc_table *t, char out[40])
  * its command line gives. */
 static void decide_scope(struct proc_table *t, struct proc_info *info, const char *comm)
 {
+	const struct exec_env *e = exec_env_of(t, info->pid);
+	struct scope_hint hint = { e ? e->filename : NULL, e ? e->cgroup_id : 0 };
 	char name[sizeof(info->service_name)];
 
-	info->scope = scope_decide(t->scope, info->pid, comm, name, sizeof(name));
+	info->scope = scope_decide(t->scope, info->pid, comm, &hint, name, sizeof(name));
 	info->name_given = info->service_name[0] != '\0';
 	if (!info->name_given && name[0]) {
 		memcpy(info->service_name, name, sizeof(name));
@@ -419,18 +424,20 @@ bool proc_table_has(const struct proc_table *t, uint32_t pid)
 	return find(t, pid) != NULL;
 }
 
-int proc_table_exec(struct proc_table *t, uint32_t pid, const char *vars, size_t len, bool whole)
+int proc_table_exec(struct proc_table *t, uint32_t pid, const struct exec_record *exec)
 {
 	struct exec_env *e;
 
 	proc_table_forget(t, pid);
-	e = malloc(sizeof(*e) + len);
+	e = malloc(sizeof(*e) + exec->len);
 	if (!e)
 		return -ENOMEM;
 	e->pid = pid;
-	e->whole = whole;
-	e->len = len;
-	memcpy(e->vars, vars, len);
+	e->whole = exec->whole;
+	e->cgroup_id = exec->cgroup_id;
+	snprintf(e->filename, sizeof(e->filename), "%s", exec->filename ? exec->filename : "");
+	e->len = exec->len;
+	memcpy(e->vars, exec->vars, exec->len);
 	e->next = t->envs[pid % PROC_BUCKETS];
 	t->envs[pid % PROC_BUCKETS] = e;
 	return 0;

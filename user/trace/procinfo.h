@@ -42,13 +42,23 @@ bool proc_table_has(const struct proc_table *table, uint32_t pid);
  * proc_info, so that spans already made keep the one they were made
  * with; the process's current one is returned (NULL: not in the table). */
 struct proc_info *proc_table_serve(struct proc_table *table, uint32_t pid, uint16_t port);
+/* What a process's exec event said of its new program (struct
+ * sonde_exec_event): the variables it was given ("NAME=value" and NUL
+ * each; whole: every variable was looked at), the path execve was given
+ * and its cgroup v2 id. */
+struct exec_record {
+	const char *vars;
+	size_t len;
+	bool whole;
+	const char *filename;
+	uint64_t cgroup_id;
+};
+
 /* A process ran execve: what the table knew of its old program is
- * forgotten, and the variables it was given (struct sonde_exec_event's,
- * "NAME=value" and NUL each; whole: every variable was looked at) are kept
- * until it exits, since a program may overwrite its environment block
- * before sonde reads it. */
-int proc_table_exec(struct proc_table *table, uint32_t pid, const char *vars, size_t len,
-		    bool whole);
+ * forgotten, and what its exec event said is kept until it exits, since a
+ * program may overwrite its environment block before sonde reads it, and
+ * a short one may be gone before sonde reads /proc. */
+int proc_table_exec(struct proc_table *table, uint32_t pid, const struct exec_record *exec);
 /* The value of a variable the process was given: from its exec event
  * (a process forked and not exec'd since: its nearest exec'd ancestor's)
  * when that says, else from /proc/PID/environ; NULL when absent. Valid

@@ -2,6 +2,7 @@
 
 #include "procfs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
@@ -9,12 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define RULES_MAX 64
 #define PATTERN_MAX 256
 #define NAME_MAX_LEN 128
 #define CGROUP_FILE_MAX 4096
+/* cgroup ids resolved to paths, kept. */
+#define CGROUP_NAMES 64
+#define CGROUP_DEPTH_MAX 16
 
 enum selector_kind { SEL_EXE, SEL_CGROUP, SEL_PID, SEL_PORT, SEL_COMM };
 
@@ -37,10 +42,18 @@ struct rules {
 	struct selector sel[RULES_MAX];
 };
 
+struct cgroup_name {
+	uint64_t id;
+	char path[512]; /* under the hierarchy's root, "/" for the root */
+};
+
 struct scope {
 	char proc_root[128];
 	struct rules include, exclude, names;
 	bool wants_exe, wants_cgroup, wants_comm; /* some rule reads it */
+	char cgroup_root[PATH_MAX]; /* where cgroup v2 is mounted; "": nowhere */
+	struct cgroup_name cgroups[CGROUP_NAMES];
+	unsigned next_cgroup; /* the entry the next resolved id replaces */
 };
 
 /* What the selectors of a process first seen are matched against. */
@@ -214,6 +227,80 @@ static int parse_texts(struct scope *s, const struct scope_texts *texts, char *e
 	return 0;
 }
 
+/* ---- cgroups of processes gone ------------------------------------------ */
+
+static void find_cgroup_root(struct scope *s)
+{
+	char path[192], line[1024], mount[PATH_MAX], type[64];
+	FILE *mounts;
+
+	snprintf(path, sizeof(path), "%s/mounts", s->proc_root);
+	mounts = fopen(path, "r");
+	if (!mounts)
+		return;
+	while (fgets(line, sizeof(line), mounts)) {
+		if (sscanf(line, "%*s %4095s %63s", mount, type) == 2 && strcmp(type, "cgroup2") == 0) {
+			snprintf(s->cgroup_root, sizeof(s->cgroup_root), "%s", mount);
+			break;
+		}
+	}
+	fclose(mounts);
+}
+
+/* Looks under path (len bytes, room for size) for the directory whose
+ * inode is id, leaving its path there. */
+static bool find_cgroup_dir(char *path, size_t len, size_t size, uint64_t id, int depth)
+{
+	DIR *dir = opendir(path);
+	struct dirent *entry;
+	bool found = false;
+
+	if (!dir)
+		return false;
+	while (!found && (entry = readdir(dir))) {
+		size_t n = strlen(entry->d_name);
+
+		if (entry->d_type != DT_DIR || entry->d_name[0] == '.' || len + 1 + n >= size)
+			continue;
+		path[len] = '/';
+		memcpy(path + len + 1, entry->d_name, n + 1);
+		found = entry->d_ino == id ||
+			(depth < CGROUP_DEPTH_MAX && find_cgroup_dir(path, len + 1 + n, size, id, depth + 1));
+	}
+	closedir(dir);
+	if (!found)
+		path[len] = '\0';
+	return found;
+}
+
+/* The path of the cgroup of this id, found once and kept. */
+static bool cgroup_of_id(struct scope *s, uint64_t id, char *out, size_t size)
+{
+	size_t root_len = strlen(s->cgroup_root);
+	char path[PATH_MAX];
+	struct cgroup_name *slot;
+	struct stat root;
+
+	if (!id || !root_len)
+		return false;
+	for (size_t i = 0; i < CGROUP_NAMES; i++) {
+		if (s->cgroups[i].id == id) {
+			snprintf(out, size, "%s", s->cgroups[i].path);
+			return true;
+		}
+	}
+	memcpy(path, s->cgroup_root, root_len + 1);
+	if (stat(s->cgroup_root, &root) == 0 && root.st_ino == id)
+		path[root_len] = '\0';
+	else if (!find_cgroup_dir(path, root_len, sizeof(path), id, 0))
+		return false;
+	slot = &s->cgroups[s->next_cgroup++ % CGROUP_NAMES];
+	slot->id = id;
+	snprintf(slot->path, sizeof(slot->path), "%s", path[root_len] ? path + root_len : "/");
+	snprintf(out, size, "%s", slot->path);
+	return true;
+}
+
 struct scope *scope_new(const struct scope_texts *texts, const char *proc_root, char *err,
 			size_t size)
 {
@@ -228,6 +315,8 @@ struct scope *scope_new(const struct scope_texts *texts, const char *proc_root, 
 		free(s);
 		return NULL;
 	}
+	if (s->wants_cgroup)
+		find_cgroup_root(s);
 	return s;
 }
 
@@ -336,8 +425,27 @@ static void give_name(const struct selector *rule, char *name, size_t size)
 		snprintf(name, size, "%s", rule->name);
 }
 
-enum scope_verdict scope_decide(struct scope *s, uint32_t pid, const char *comm, char *name,
-				size_t size)
+/* /proc first: the exec's path may be relative or a link, and a process
+ * may have moved since; what the exec said for a process already gone. */
+static void read_subject(struct scope *s, const struct scope_hint *hint, struct subject *who)
+{
+	if (s->wants_exe) {
+		who->have_exe = read_exe(s, who->pid, who->exe, sizeof(who->exe));
+		if (!who->have_exe && hint && hint->exe && hint->exe[0]) {
+			snprintf(who->exe, sizeof(who->exe), "%s", hint->exe);
+			who->have_exe = true;
+		}
+	}
+	if (s->wants_cgroup) {
+		who->have_cgroup = read_cgroup(s, who->pid, who->cgroup, sizeof(who->cgroup));
+		if (!who->have_cgroup && hint)
+			who->have_cgroup = cgroup_of_id(s, hint->cgroup_id, who->cgroup,
+							sizeof(who->cgroup));
+	}
+}
+
+enum scope_verdict scope_decide(struct scope *s, uint32_t pid, const char *comm,
+				const struct scope_hint *hint, char *name, size_t size)
 {
 	struct subject who = { .pid = pid, .comm = comm };
 
@@ -345,10 +453,7 @@ enum scope_verdict scope_decide(struct scope *s, uint32_t pid, const char *comm,
 		name[0] = '\0';
 	if (!s)
 		return SCOPE_TRACED;
-	if (s->wants_exe)
-		who.have_exe = read_exe(s, pid, who.exe, sizeof(who.exe));
-	if (s->wants_cgroup)
-		who.have_cgroup = read_cgroup(s, pid, who.cgroup, sizeof(who.cgroup));
+	read_subject(s, hint, &who);
 	if (s->wants_comm && !comm)
 		who.comm = read_comm(s, pid, who.comm_read, sizeof(who.comm_read));
 	give_name(first_selecting(&s->names, &who), name, size);

@@ -24,8 +24,17 @@ struct scope_texts {
 
 struct scope;
 
+/* What a process's exec event said, for a process /proc no longer shows
+ * when it is decided: the path execve was given and its cgroup v2 id
+ * (NULL, 0: not known). */
+struct scope_hint {
+	const char *exe;
+	uint64_t cgroup_id;
+};
+
 /* NULL with err set (naming the setting and the selector) when a rule is
- * malformed. proc_root is "/proc" except in tests. */
+ * malformed. proc_root is "/proc" except in tests; <proc_root>/mounts says
+ * where cgroup v2 is mounted. */
 struct scope *scope_new(const struct scope_texts *texts, const char *proc_root, char *err,
 			size_t size);
 void scope_free(struct scope *s);
@@ -33,9 +42,10 @@ void scope_free(struct scope *s);
 int scope_check(const struct scope_texts *texts, char *err, size_t size);
 
 /* A process first seen: its verdict, and in name (size bytes) the service
- * name a naming rule gives it, "" when none does. comm may be NULL. */
-enum scope_verdict scope_decide(struct scope *s, uint32_t pid, const char *comm, char *name,
-				size_t size);
+ * name a naming rule gives it, "" when none does. comm and hint may be
+ * NULL. */
+enum scope_verdict scope_decide(struct scope *s, uint32_t pid, const char *comm,
+				const struct scope_hint *hint, char *name, size_t size);
 /* The verdict once the process accepted a connection on local `port`:
  * an included port traces a WAITING process, an excluded one ends a
  * TRACED process's tracing; in name, the service name a port's naming
