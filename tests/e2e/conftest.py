@@ -97,12 +97,20 @@ def tests_cgroup():
         yield
         return
     home = own_cgroup()
+    for stale in root.glob("sonde-e2e-*"):  # of runs killed before their teardown
+        if not Path(f"/proc/{stale.name.rsplit('-', 1)[1]}").exists():
+            remove_cgroup(stale)
     group = root / f"sonde-e2e-{os.getpid()}"
     group.mkdir()
     (group / "cgroup.procs").write_text(str(os.getpid()))
     AGENT_SCOPE["SONDE_INCLUDE"] = f"cgroup:/{group.name}"
     yield
     (root / home.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+    remove_cgroup(group)
+
+
+def remove_cgroup(group):
+    """Kills what is left in a cgroup, then removes it."""
     for pid in (group / "cgroup.procs").read_text().split():
         os.kill(int(pid), signal.SIGKILL)
     deadline = time.time() + 10

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, SONDE, Agent, Nginx, by_kind,
-                      cgroup2_root, curl, free_port, wait_port)
+                      cgroup2_root, curl, free_port, remove_cgroup, wait_port)
 
 
 def resource(span, key):
@@ -42,12 +42,7 @@ class Cgroup:
         return subprocess.Popen(["sh", "-c", script, "sh", *argv], **kwargs)
 
     def remove(self):
-        for pid in (self.path / "cgroup.procs").read_text().split():
-            os.kill(int(pid), 9)
-        deadline = time.time() + 10
-        while (self.path / "cgroup.procs").read_text().strip() and time.time() < deadline:
-            time.sleep(0.05)
-        self.path.rmdir()
+        remove_cgroup(self.path)
 
 
 def test_only_the_included_executable_is_traced(workdir):
