@@ -854,3 +854,41 @@ Test(exchange, requests_in_progress_are_counted_until_they_end)
 	cr_expect_eq(q.active, 0, "what was left ended at exit");
 	cr_expect_eq(q.began, 4);
 }
+
+/* The scope rules, through the tracker: a process left out makes no span
+ * and its records are counted; one included by a port it serves is traced
+ * from its first connection on that port, its calls after it too. */
+Test(exchange, processes_the_scope_rules_leave_out_make_no_spans)
+{
+	struct scope_texts texts = { .include = "port:8080", .exclude = "pid:100" };
+	char err[128];
+	struct scope *s = scope_new(&texts, h.proc_root, err, sizeof(err));
+	struct tconn excluded, served, called, unpicked;
+
+	cr_assert_not_null(s, "%s", err);
+	proc_table_set_scope(h.procs, s);
+	excluded = h_open_ports(&h, 100, 5, SONDE_ROLE_SERVER, 8080, 40000);
+	h_send(&h, &excluded, IN, "GET /a HTTP/1.1\r\n\r\n");
+	h_send(&h, &excluded, OUT, ok_body("a"));
+	served = h_open_ports(&h, 200, 5, SONDE_ROLE_SERVER, 8080, 40001);
+	called = h_open_ports(&h, 200, 6, SONDE_ROLE_CLIENT, 40002, 9000);
+	unpicked = h_open_ports(&h, 300, 5, SONDE_ROLE_CLIENT, 40003, 9000);
+	h_send(&h, &served, IN, "GET /b HTTP/1.1\r\n\r\n");
+	h_send(&h, &called, OUT, "GET /c HTTP/1.1\r\n\r\n");
+	h_send(&h, &called, IN, ok_body("c"));
+	h_send(&h, &served, OUT, ok_body("b"));
+	h_send(&h, &unpicked, OUT, "GET /d HTTP/1.1\r\n\r\n");
+	h_send(&h, &unpicked, IN, ok_body("d"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	for (int i = 0; i < 2; i++) {
+		const char *kind = span_field(h.spans[i], "kind");
+		bool server = strcmp(kind, "SpanKind.SERVER") == 0;
+
+		cr_expect_str_eq(span_str(h.spans[i], server ? "url.path" : "url.full"),
+				 server ? "/b" : "http://127.0.0.1:9000/c", "%s", kind);
+	}
+	cr_expect_eq(h.stats.conns_scoped_out, 2, "pid 100's and pid 300's");
+	cr_expect_eq(h.stats.events_scoped_out, 4);
+	scope_free(s);
+}

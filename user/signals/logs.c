@@ -224,15 +224,16 @@ static bool in_scope(struct logs *lg, uint32_t tgid)
 
 void logs_write(struct logs *lg, const struct sonde_data_event *ev)
 {
-	struct stream *s = stream_get(lg, ev->hdr.tgid, ev->hdr.fd);
 	const char *data = (const char *)ev->data;
 	size_t n = ev->captured, i = 0;
+	struct stream *s;
 
 	lg->stats.writes++;
 	if (!in_scope(lg, ev->hdr.tgid)) {
 		lg->stats.scoped_out++;
 		return;
 	}
+	s = stream_get(lg, ev->hdr.tgid, ev->hdr.fd);
 	if (!s)
 		return;
 	s->last_ts = ev->hdr.ts;

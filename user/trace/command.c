@@ -165,6 +165,7 @@ void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *a
 {
 	struct command_span fields;
 	char *argv[ARGV_MAX] = { 0 };
+	struct proc_info *proc;
 	struct command *cmd;
 	int argc;
 
@@ -176,7 +177,15 @@ void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *a
 		return;
 	}
 	command_describe(argv, argc, &fields);
-	if (!named(c, fields.executable) || !(cmd = calloc(1, sizeof(*cmd))))
+	if (!named(c, fields.executable))
+		return;
+	proc = proc_table_get(c->procs, tgid, NULL);
+	if (proc && proc->scope != SCOPE_TRACED) {
+		c->stats.scoped_out++;
+		return;
+	}
+	cmd = calloc(1, sizeof(*cmd));
+	if (!cmd)
 		return;
 	cmd->tgid = tgid;
 	cmd->start_ns = ts;
@@ -188,12 +197,7 @@ void commands_exec(struct commands *c, uint32_t tgid, uint64_t ts, const char *a
 	else
 		idgen_trace_id(&c->ids, cmd->trace_id);
 	idgen_span_id(&c->ids, cmd->span_id);
-	cmd->proc = proc_table_get(c->procs, tgid, NULL);
-	if (cmd->proc && cmd->proc->scope != SCOPE_TRACED) {
-		c->stats.scoped_out++;
-		free(cmd);
-		return;
-	}
+	cmd->proc = proc;
 	if (cmd->proc)
 		proc_info_ref(cmd->proc);
 	if (linker_set_root(c->linker, tgid, cmd->trace_id, cmd->span_id,
