@@ -33,7 +33,7 @@ UNIT_BIN := $(BUILD)/unit_tests
 # test_pytask.c checks sonde's CPython layouts against these headers.
 PY_INCLUDE := /usr/include/python3.11
 
-.PHONY: all deps test unit e2e e2e-unit fuzz bench bench-quick clean run install uninstall
+.PHONY: all deps test unit e2e e2e-unit soak fuzz bench bench-quick clean run install uninstall
 all: $(BUILD)/sonde
 
 $(BUILD):
@@ -98,6 +98,13 @@ e2e: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
 e2e-unit: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
 	SONDE_E2E_AS_UNIT=1 /usr/bin/python3 -m pytest -v tests/e2e/test_http1.py \
 		tests/e2e/test_asyncio.py tests/e2e/test_logs.py tests/e2e/test_ktrdr.py
+
+# The soak suite at full size (minutes): 100,000 keep-alive connections,
+# 500,000 short ones, the collector down for three minutes; `make e2e` runs
+# it at a short size. Each test prints its figures (the README's
+# Reliability section).
+soak: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
+	SONDE_SOAK=1 /usr/bin/python3 -m pytest -v -s tests/e2e/test_soak.py
 
 deps:
 	bash scripts/deps.sh

@@ -1,6 +1,8 @@
 """Holds COUNT keep-alive HTTP/1.1 connections to a server, each having
 made one request, then closes them all when told. The server (the same
-script with "serve") answers every request on an asyncio loop.
+script with "serve") answers every request on an asyncio loop; several
+may serve one port (SO_REUSEPORT), since a process holds at most its fd
+limit.
 Usage: keepalive_burst.py serve PORT
        keepalive_burst.py hold PORT COUNT SOURCE
 A holder prints "held COUNT" once every response is in, then waits for a
@@ -29,7 +31,8 @@ async def serve(port):
             pass
         writer.close()
 
-    server = await asyncio.start_server(guarded, "127.0.0.1", port, backlog=4096)
+    server = await asyncio.start_server(guarded, "127.0.0.1", port, backlog=4096,
+                                        reuse_port=True)
     await server.serve_forever()
 
 
