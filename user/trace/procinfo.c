@@ -321,12 +321,17 @@ static void make_instance_id(struct proc_table *t, char out[40])
  * its command line gives. */
 static void decide_scope(struct proc_table *t, struct proc_info *info, const char *comm)
 {
-	const struct exec_env *e = exec_env_of(t, info->pid);
-	struct scope_hint hint = { e ? e->filename : NULL, e ? e->cgroup_id : 0 };
+	const struct exec_env *e;
+	struct scope_hint hint;
 	char name[sizeof(info->service_name)];
 
-	info->scope = scope_decide(t->scope, info->pid, comm, &hint, name, sizeof(name));
 	info->name_given = info->service_name[0] != '\0';
+	info->scope = SCOPE_TRACED;
+	if (!t->scope)
+		return;
+	e = exec_env_of(t, info->pid);
+	hint = (struct scope_hint){ e ? e->filename : NULL, e ? e->cgroup_id : 0 };
+	info->scope = scope_decide(t->scope, info->pid, comm, &hint, name, sizeof(name));
 	if (!info->name_given && name[0]) {
 		memcpy(info->service_name, name, sizeof(name));
 		info->name_given = true;

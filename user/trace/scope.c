@@ -355,24 +355,27 @@ static bool read_exe(const struct scope *s, uint32_t pid, char *out, size_t size
 static bool read_cgroup(const struct scope *s, uint32_t pid, char *out, size_t size)
 {
 	char text[CGROUP_FILE_MAX];
-	const char *line = text, *chosen = NULL;
+	const char *chosen = NULL;
+	char *line, *save;
 
 	if (procfs_read(s->proc_root, pid, "cgroup", text, sizeof(text)) == 0)
 		return false;
-	for (; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		const char *path = strchr(line, ':');
 
 		path = path ? strchr(path + 1, ':') : NULL;
 		if (!path)
 			continue;
-		if (!chosen || strncmp(line, "0::", 3) == 0)
+		if (strncmp(line, "0::", 3) == 0) {
 			chosen = path + 1;
-		if (strncmp(line, "0::", 3) == 0)
 			break;
+		}
+		if (!chosen)
+			chosen = path + 1;
 	}
 	if (!chosen)
 		return false;
-	snprintf(out, size, "%.*s", (int)strcspn(chosen, "\n"), chosen);
+	snprintf(out, size, "%s", chosen);
 	return true;
 }
 
