@@ -106,12 +106,10 @@ def test_keepalive_connections_held_at_once(workdir):
             lost_ringbuf_full=counts["lost_ringbuf_full"],
             lost_conn_map_full=counts["lost_conn_map_full"])
     assert held_counts["spans_client"] == total, held_counts
-    # A server end's accept and its first read are on different CPUs' rings;
-    # when the agent, starved of CPU, has to merge them before it is sure
-    # of their order (merge_forced), a response may come before its
-    # request: the exchange is lost and counted as an orphan response.
-    assert held_counts["spans_server"] + held_counts["orphan_responses"] == total, held_counts
-    assert held_counts["orphan_responses"] <= total // 200, "at most 0.5%"
+    # The drain after the agent was starved of CPU is sorted whole: a
+    # response on one CPU's ring never comes before its request on another.
+    assert held_counts["spans_server"] == total, held_counts
+    assert held_counts["orphan_responses"] == held_counts["merge_forced"] == 0
     assert counts["lost_ringbuf_full"] == counts["lost_conn_map_full"] == 0
     assert (held - idle) * 1024 / ends < 3, "an idle connection end costs ~2-2.5 KB"
     assert after - idle < 8, "memory back near its idle size"

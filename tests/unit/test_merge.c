@@ -155,3 +155,36 @@ Test(merge, many_runs_merge_into_one_order)
 	}
 	merge_free(&m);
 }
+
+static void count_in_order(void *ctx, const void *record, size_t size)
+{
+	uint64_t *last = ctx;
+	struct sonde_event_header hdr;
+
+	memcpy(&hdr, record, sizeof(hdr));
+	cr_assert_geq(hdr.ts, last[0], "record %llu after %llu", (unsigned long long)hdr.ts,
+		      (unsigned long long)last[0]);
+	last[0] = hdr.ts;
+	last[1]++;
+}
+
+/* A drain larger than the pages an arena keeps (the agent was starved):
+ * sorted whole, and the arena, its pages given back, serves the next. */
+Test(merge, a_large_drain_is_sorted_whole_and_the_next_too)
+{
+	const size_t per_cpu = 100000; /* ~4 MB of close events a CPU */
+	uint64_t seen[2];
+	struct merge m;
+
+	cr_assert_eq(merge_init(&m, 16u << 20, count_in_order, seen), 0);
+	for (int drain = 0; drain < 2; drain++) {
+		seen[0] = seen[1] = 0;
+		for (int cpu = 0; cpu < 2; cpu++)
+			for (size_t i = 0; i < per_cpu; i++)
+				add(&m, 2 * i + (uint64_t)cpu + 1, (uint32_t)cpu);
+		merge_release(&m, UINT64_MAX);
+		cr_expect_eq(seen[1], 2 * per_cpu, "drain %d", drain);
+		cr_expect_eq(m.stats.forced, 0);
+	}
+	merge_free(&m);
+}

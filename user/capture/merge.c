@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MERGE_DESC(...) COUNTER_DESC(struct merge_stats, __VA_ARGS__)
 const struct counter_desc merge_counters[] = { MERGE_COUNTERS(MERGE_DESC) };
@@ -18,18 +19,53 @@ static size_t aligned(size_t size)
 	return (size + RECORD_ALIGN - 1) & ~(size_t)(RECORD_ALIGN - 1);
 }
 
+/* What an arena keeps of the pages a drain touched; the rest goes back
+ * to the kernel after a drain that used more (the agent was starved). */
+#define ARENA_KEEP_BYTES (1u << 20)
+
+/* Mapped, not allocated: an arena sized for the whole of the buffers
+ * costs memory only where a drain wrote, and gives it back. */
+static void *map_bytes(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void unmap_bytes(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes);
+}
+
 static int arena_init(struct merge_arena *a, size_t bytes, size_t max_entries)
 {
-	a->bytes = malloc(bytes);
-	a->entries = malloc(max_entries * sizeof(*a->entries));
+	a->bytes = map_bytes(bytes);
+	a->entries = map_bytes(max_entries * sizeof(*a->entries));
 	a->used = a->count = 0;
 	return a->bytes && a->entries ? 0 : -ENOMEM;
 }
 
-static void arena_free(struct merge_arena *a)
+static void arena_free(struct merge_arena *a, size_t bytes, size_t max_entries)
 {
-	free(a->bytes);
-	free(a->entries);
+	unmap_bytes(a->bytes, bytes);
+	unmap_bytes(a->entries, max_entries * sizeof(*a->entries));
+}
+
+/* Page-aligned, so that only whole pages past the kept ones are dropped. */
+static void give_back(void *p, size_t used)
+{
+	size_t page = 4096, keep = ARENA_KEEP_BYTES;
+
+	if (used > keep + page)
+		madvise((char *)p + keep, (used - keep) & ~(page - 1), MADV_DONTNEED);
+}
+
+static void arena_trim(struct merge_arena *a, size_t used, size_t count)
+{
+	give_back(a->bytes, used);
+	give_back(a->entries, count * sizeof(*a->entries));
 }
 
 /* The smallest record is a bare header, so the arena never holds more
@@ -51,8 +87,8 @@ int merge_init(struct merge *m, size_t arena_bytes, merge_deliver_fn fn, void *c
 
 void merge_free(struct merge *m)
 {
-	arena_free(&m->staged);
-	arena_free(&m->spare);
+	arena_free(&m->staged, m->arena_bytes, m->max_entries);
+	arena_free(&m->spare, m->arena_bytes, m->max_entries);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -161,6 +197,7 @@ void merge_release(struct merge *m, uint64_t before_ts)
 	drained = *a;
 	*a = *keep;
 	*keep = drained;
+	arena_trim(keep, keep->used, keep->count);
 	if (m->staged.count == 0)
 		m->seq = 0;
 }

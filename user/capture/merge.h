@@ -35,7 +35,8 @@ struct merge_arena {
 };
 
 #define MERGE_COUNTERS(X) \
-	X(forced, "merge_forced", TOTAL, "deliveries forced by a full arena: order may suffer") \
+	X(forced, "merge_forced", TOTAL, \
+	  "drains larger than the arena, delivered in parts: order may suffer") \
 	X(waited, "merge_waited", TOTAL, "records kept for the next drain")
 
 struct merge_stats {

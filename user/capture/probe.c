@@ -31,10 +31,18 @@
 #endif
 
 #define PROBE_LINKS_MAX 64
-/* Records of one drain, staged to be put in time order. The wakeup
- * threshold keeps a drain far below this; a longer one (the agent was
- * starved) is delivered in parts, each in order. */
-#define MERGE_ARENA_BYTES (1u << 20)
+/* Records of one drain are staged to be put in time order. The buffers
+ * are drained one after another, so a drain is sorted right only if it is
+ * staged whole: after the agent was starved of CPU a drain is as large as
+ * the buffers (a quarter more for what arrives meanwhile); delivered in
+ * parts, a response on one CPU's buffer may precede its request on
+ * another's (merge_forced). */
+static size_t merge_arena_bytes(uint32_t ringbuf_bytes)
+{
+	size_t bytes = (size_t)ringbuf_bytes + ringbuf_bytes / 4;
+
+	return bytes > (1u << 20) ? bytes : (1u << 20);
+}
 
 struct probe {
 	struct sonde_bpf *skel;
@@ -360,7 +368,7 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		return ncpus < 0 ? ncpus : -EINVAL;
 	}
 	share = ring_share(opts->ringbuf_bytes, ncpus);
-	err = merge_init(&p->merge, MERGE_ARENA_BYTES, fn, ctx);
+	err = merge_init(&p->merge, merge_arena_bytes(opts->ringbuf_bytes), fn, ctx);
 	if (err)
 		goto fail;
 	libbpf_set_print(libbpf_log);
