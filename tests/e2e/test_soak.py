@@ -156,7 +156,8 @@ def test_short_connections_at_full_rate(workdir):
     figures("churn", connections=requests, per_second=round(requests / seconds),
             rss_idle_mb=round(idle, 1), rss_max_mb=round(max(samples), 1),
             rss_median_mb=round(sorted(samples)[len(samples) // 2], 1),
-            rss_after_mb=round(after, 1), spans_server=counts["spans_server"],
+            rss_after_mb=round(after, 1), rss_every_5s_mb=[round(x, 1) for x in samples[::10]],
+            spans_server=counts["spans_server"],
             spans_client=counts["spans_client"], lost_ringbuf_full=counts["lost_ringbuf_full"],
             conns_ended=counts["conns_ended"])
     assert counts["lost_ringbuf_full"] == 0
@@ -237,7 +238,8 @@ def test_collector_down_for_minutes_at_a_steady_rate(workdir):
         assert agent.stop() == 0
     figures("collector_down", seconds_down=COLLECTOR_DOWN_S, rate=RATE,
             requests=load["answered"], rss_idle_mb=round(idle, 1),
-            rss_max_down_mb=round(max(samples), 1), spans_before=before,
+            rss_max_down_mb=round(max(samples), 1),
+            rss_every_5s_mb=[round(x, 1) for x in samples[::10]], spans_before=before,
             spans_after_back=after, exported=final["spans_exported"],
             failed=final["spans_failed"], dropped=final["spans_dropped"],
             built=final["spans_built"])
