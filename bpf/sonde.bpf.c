@@ -465,6 +465,7 @@ int process_exec(void *ctx)
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
 	struct sonde_exec_event *ev;
 	__u64 start, len, env_len;
+	const char *filename;
 
 	/* Another program: the agent decides it anew. */
 	bpf_map_delete_elem(&scoped_out, &(__u32){ id >> 32 });
@@ -478,8 +479,8 @@ int process_exec(void *ctx)
 	ev->hdr.conn_gen = 0;
 	ev->hdr.ts = bpf_ktime_get_ns();
 	ev->cgroup_id = bpf_get_current_cgroup_id();
-	if (bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
-				      (char *)ctx + (((struct exec_tp_record *)ctx)->filename_loc & 0xffff)) < 0)
+	filename = (char *)ctx + (((struct exec_tp_record *)ctx)->filename_loc & 0xffff);
+	if (bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename) < 0)
 		ev->filename[0] = '\0';
 	start = BPF_CORE_READ(task, mm, arg_start);
 	len = BPF_CORE_READ(task, mm, arg_end) - start;
