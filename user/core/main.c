@@ -286,55 +286,41 @@ static void write_stats_file(struct agent *a, const struct counter_group *groups
 		log_error("write stats file %s: %s", a->cfg.stats_file, strerror(errno));
 }
 
-/* How much a kernel counter grew since it was last said (0: nothing to
- * say), noting that it is said now. */
-static uint64_t grown(uint64_t now, uint64_t *reported)
-{
-	uint64_t n = now - *reported;
+/* Kernel counters of what was lost are said each second they grew, not
+ * only at exit: lost records leave spans incomplete or missing, a
+ * connection the table could not take goes unfollowed (the table gives way
+ * to new connections, so that is rare), and dropped log writes are lines
+ * missing. Each message takes how many (%llu) and the setting that bounds
+ * it (%u). */
+static const char ring_loss[] =
+	"%llu records lost in the last second: a CPU's share of the event buffers (%u bytes "
+	"for all CPUs) was full; spans of those exchanges are missing or incomplete (raise "
+	"--ringbuf-bytes)";
+static const char conn_map_loss[] =
+	"%llu connections not followed in the last second: the kernel's connection table "
+	"(%u socket ends) could not take them (raise --max-connections)";
+static const char log_drops[] =
+	"%llu writes to stdout or stderr dropped in the last second: a process wrote more than "
+	"%u a second (raise --logs-rate-limit); see log_writes_dropped";
 
+static void report_growth(uint64_t now, uint64_t *reported, const char *message, uint32_t bound)
+{
+	uint64_t grown = now - *reported;
+
+	if (grown == 0)
+		return;
 	*reported = now;
-	return n;
+	log_warn(message, (unsigned long long)grown, bound);
 }
 
-/* Lost records leave spans incomplete or missing, so each second that lost
- * some says so, rather than only the counters at exit. */
-static void report_ring_loss(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
+static void report_losses(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
 {
-	uint64_t lost = grown(kernel[SONDE_CNT_LOST_RINGBUF], &a->lost_ringbuf_reported);
-
-	if (lost == 0)
-		return;
-	log_warn("%llu records lost in the last second: a CPU's share of the event buffers "
-		 "(%u bytes for all CPUs) was full; spans of those exchanges are missing or "
-		 "incomplete (raise --ringbuf-bytes)",
-		 (unsigned long long)lost, a->cfg.ringbuf_bytes);
-}
-
-/* The connection table gives way to new connections (LRU); a connection
- * it still could not take is not followed, and each second that happened
- * says so. */
-static void report_conn_map_loss(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
-{
-	uint64_t lost = grown(kernel[SONDE_CNT_LOST_CONN_MAP], &a->lost_conn_map_reported);
-
-	if (lost == 0)
-		return;
-	log_warn("%llu connections not followed in the last second: the kernel's connection "
-		 "table (%u socket ends) could not take them (raise --max-connections)",
-		 (unsigned long long)lost, a->cfg.max_connections);
-}
-
-/* Log writes over a process's rate limit are dropped in the kernel; each
- * second that dropped some says so. */
-static void report_log_drops(struct agent *a, const uint64_t kernel[SONDE_CNT_MAX])
-{
-	uint64_t dropped = grown(kernel[SONDE_CNT_LOG_DROPPED], &a->log_drops_reported);
-
-	if (dropped == 0)
-		return;
-	log_warn("%llu writes to stdout or stderr dropped in the last second: a process wrote "
-		 "more than %u a second (raise --logs-rate-limit); see log_writes_dropped",
-		 (unsigned long long)dropped, a->cfg.log_rate_limit);
+	report_growth(kernel[SONDE_CNT_LOST_RINGBUF], &a->lost_ringbuf_reported, ring_loss,
+		      a->cfg.ringbuf_bytes);
+	report_growth(kernel[SONDE_CNT_LOST_CONN_MAP], &a->lost_conn_map_reported, conn_map_loss,
+		      a->cfg.max_connections);
+	report_growth(kernel[SONDE_CNT_LOG_DROPPED], &a->log_drops_reported, log_drops,
+		      a->cfg.log_rate_limit);
 }
 
 /* The counters, read once, to whatever reports them: the log (when
@@ -345,9 +331,7 @@ static void report_stats(struct agent *a, bool to_log)
 	struct counter_group groups[STATS_GROUPS];
 	size_t n = collect_stats(a, &snap, groups);
 
-	report_ring_loss(a, snap.kernel);
-	report_conn_map_loss(a, snap.kernel);
-	report_log_drops(a, snap.kernel);
+	report_losses(a, snap.kernel);
 	if (to_log)
 		log_stats(groups, n);
 	if (a->cfg.stats_file[0])
