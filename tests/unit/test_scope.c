@@ -234,7 +234,7 @@ Test(scope, the_process_table_decides_and_names)
 	cr_expect_eq(api->scope, SCOPE_WAITING);
 	cr_expect_str_eq(api->service_name, "python3");
 	proc_info_ref(api);
-	renamed = proc_table_serve(t, 200, 8080);
+	renamed = proc_table_serve(t, api, 8080);
 	cr_expect_neq(renamed, api);
 	cr_expect_eq(renamed->scope, SCOPE_TRACED);
 	cr_expect_str_eq(renamed->service_name, "api");
@@ -243,7 +243,7 @@ Test(scope, the_process_table_decides_and_names)
 	proc_info_unref(api);
 	wrk = proc_table_get(t, 300, "wrk");
 	cr_expect_eq(wrk->scope, SCOPE_WAITING);
-	cr_expect_eq(proc_table_serve(t, 300, 8080), wrk, "its own name is kept");
+	cr_expect_eq(proc_table_serve(t, wrk, 8080), wrk, "its own name is kept");
 	cr_expect_str_eq(wrk->service_name, "load");
 	cr_expect_eq(wrk->scope, SCOPE_TRACED);
 	proc_table_free(t);

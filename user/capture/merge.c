@@ -53,19 +53,18 @@ static void arena_free(struct merge_arena *a, size_t bytes, size_t max_entries)
 	unmap_bytes(a->entries, max_entries * sizeof(*a->entries));
 }
 
-/* Page-aligned, so that only whole pages past the kept ones are dropped. */
+/* The pages past the first ARENA_KEEP_BYTES that a drain wrote, once it is
+ * delivered. */
 static void give_back(void *p, size_t used)
 {
-	size_t page = 4096, keep = ARENA_KEEP_BYTES;
-
-	if (used > keep + page)
-		madvise((char *)p + keep, (used - keep) & ~(page - 1), MADV_DONTNEED);
+	if (used > ARENA_KEEP_BYTES)
+		madvise((char *)p + ARENA_KEEP_BYTES, used - ARENA_KEEP_BYTES, MADV_DONTNEED);
 }
 
-static void arena_trim(struct merge_arena *a, size_t used, size_t count)
+static void arena_trim(const struct merge_arena *a)
 {
-	give_back(a->bytes, used);
-	give_back(a->entries, count * sizeof(*a->entries));
+	give_back(a->bytes, a->used);
+	give_back(a->entries, a->count * sizeof(*a->entries));
 }
 
 /* The smallest record is a bare header, so the arena never holds more
@@ -197,7 +196,7 @@ void merge_release(struct merge *m, uint64_t before_ts)
 	drained = *a;
 	*a = *keep;
 	*keep = drained;
-	arena_trim(keep, keep->used, keep->count);
+	arena_trim(keep);
 	if (m->staged.count == 0)
 		m->seq = 0;
 }

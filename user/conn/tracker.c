@@ -680,7 +680,7 @@ static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
 	struct proc_info *proc = proc_table_get(t->procs, c->tgid, c->comm[0] ? c->comm : NULL);
 
 	if (proc && served_port)
-		proc = proc_table_serve(t->procs, c->tgid, served_port);
+		proc = proc_table_serve(t->procs, proc, served_port);
 	if (!proc || proc->scope == SCOPE_TRACED)
 		return;
 	c->scoped_out = true;

@@ -2,6 +2,7 @@
 
 #include "config_file.h"
 #include "log.h"
+#include "number.h"
 #include "scope.h"
 #include "sonde_events.h"
 
@@ -11,19 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end || v < min || v > max || text[0] == '-')
-		return -1;
-	*out = (uint32_t)v;
-	return 0;
-}
 
 static int parse_buffer(const char *text, enum probe_buffer *out)
 {

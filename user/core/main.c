@@ -117,16 +117,12 @@ static void on_exec(struct agent *a, const struct sonde_exec_event *ex, size_t s
 		     size >= SONDE_EXEC_EVENT_SIZE(ex->args_len + ex->env_len);
 	uint32_t tgid = ex->hdr.tgid;
 	struct exec_record exec = { 0 };
-	char filename[SONDE_EXEC_PATH_MAX];
 
-	if (!sound) {
+	if (!sound)
 		a->stats.bad_exec_records++;
-	} else {
-		snprintf(filename, sizeof(filename), "%.*s", (int)sizeof(ex->filename) - 1,
-			 ex->filename);
+	else
 		exec = (struct exec_record){ ex->strings + ex->args_len, ex->env_len,
-					     ex->env_whole, filename, ex->cgroup_id };
-	}
+					     ex->env_whole, ex->filename, ex->cgroup_id };
 	if (proc_table_exec(a->procs, tgid, &exec))
 		log_error("keep the environment of pid %u: %s", tgid, strerror(ENOMEM));
 	look_at_program(a, tgid, true);

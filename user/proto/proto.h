@@ -59,19 +59,22 @@ static inline void metric_attr_put(struct metric_attrs *l, struct metric_attr a)
 }
 
 /* An empty string is an absent value, as for spans (attr_put_str). */
-static inline void metric_attr_str(struct metric_attrs *l, const char *key, const char *value)
+static inline void metric_attr_text(struct metric_attrs *l, const char *key, const char *value,
+				    enum metric_attr_type type)
 {
 	if (value[0])
-		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value,
-							 .type = METRIC_ATTR_STR });
+		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value, .type = type });
+}
+
+static inline void metric_attr_str(struct metric_attrs *l, const char *key, const char *value)
+{
+	metric_attr_text(l, key, value, METRIC_ATTR_STR);
 }
 
 /* value lives as long as the program. */
 static inline void metric_attr_const(struct metric_attrs *l, const char *key, const char *value)
 {
-	if (value[0])
-		metric_attr_put(l, (struct metric_attr){ .key = key, .str = value,
-							 .type = METRIC_ATTR_CONST });
+	metric_attr_text(l, key, value, METRIC_ATTR_CONST);
 }
 
 static inline void metric_attr_i64(struct metric_attrs *l, const char *key, int64_t value)

@@ -84,7 +84,7 @@ static struct stream *stream_get(struct logs *lg, uint32_t tgid, int32_t fd)
 }
 
 static struct record *record_new(struct logs *lg, const struct stream *s,
-				 const struct sonde_data_event *ev)
+				 const struct sonde_data_event *ev, struct proc_info *proc)
 {
 	struct record *r = lg->free_records;
 
@@ -99,7 +99,7 @@ static struct record *record_new(struct logs *lg, const struct stream *s,
 	lg->records++;
 	r->next = NULL;
 	r->node = linker_log(lg->linker, ev->hdr.tgid, ev->hdr.tid, ev->task, ev->hdr.ts);
-	r->proc = proc_table_get(lg->procs, ev->hdr.tgid, NULL);
+	r->proc = proc;
 	if (r->proc)
 		proc_info_ref(r->proc);
 	r->ts = ev->hdr.ts;
@@ -191,7 +191,7 @@ static void follow_traceback(struct stream *s, const char *line, size_t len)
 }
 
 static void add_line(struct logs *lg, struct stream *s, const struct sonde_data_event *ev,
-		     const char *line, size_t len, bool ended)
+		     struct proc_info *proc, const char *line, size_t len, bool ended)
 {
 	bool blank = len == 0;
 
@@ -204,7 +204,7 @@ static void add_line(struct logs *lg, struct stream *s, const struct sonde_data_
 		return; /* an empty line is no record */
 	} else {
 		close_record(lg, s);
-		s->open = record_new(lg, s, ev);
+		s->open = record_new(lg, s, ev, proc);
 		if (!s->open)
 			return;
 		append(s->open, line, len);
@@ -213,23 +213,17 @@ static void add_line(struct logs *lg, struct stream *s, const struct sonde_data_
 	follow_traceback(s, line, len);
 }
 
-/* A process the scope rules leave out writes no records; one sonde
- * cannot read is not left out. */
-static bool in_scope(struct logs *lg, uint32_t tgid)
-{
-	const struct proc_info *proc = proc_table_get(lg->procs, tgid, NULL);
-
-	return !proc || proc->scope == SCOPE_TRACED;
-}
-
 void logs_write(struct logs *lg, const struct sonde_data_event *ev)
 {
 	const char *data = (const char *)ev->data;
 	size_t n = ev->captured, i = 0;
+	struct proc_info *proc = proc_table_get(lg->procs, ev->hdr.tgid, NULL);
 	struct stream *s;
 
 	lg->stats.writes++;
-	if (!in_scope(lg, ev->hdr.tgid)) {
+	/* A process the scope rules leave out writes no records; one sonde
+	 * cannot read is not left out. */
+	if (proc && proc->scope != SCOPE_TRACED) {
 		lg->stats.scoped_out++;
 		return;
 	}
@@ -241,7 +235,7 @@ void logs_write(struct logs *lg, const struct sonde_data_event *ev)
 		const char *nl = memchr(data + i, '\n', n - i);
 		size_t end = nl ? (size_t)(nl - data) : n;
 
-		add_line(lg, s, ev, data + i, end - i, nl != NULL);
+		add_line(lg, s, ev, proc, data + i, end - i, nl != NULL);
 		i = end + 1;
 	}
 	/* The rest of the write was not captured: where its lines end is not

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "procfs.h"
 #include "sonde_events.h"
+#include "text.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -404,13 +405,10 @@ static struct proc_info *rename_proc(struct proc_table *t, struct proc_info *old
 	return info;
 }
 
-struct proc_info *proc_table_serve(struct proc_table *t, uint32_t pid, uint16_t port)
+struct proc_info *proc_table_serve(struct proc_table *t, struct proc_info *info, uint16_t port)
 {
-	struct proc_info *info = find(t, pid);
 	char name[sizeof(info->service_name)];
 
-	if (!info)
-		return NULL;
 	info->scope = scope_on_serve(t->scope, info->scope, port, name, sizeof(name));
 	if (name[0] && !info->name_given)
 		info = rename_proc(t, info, name);
@@ -431,6 +429,7 @@ bool proc_table_has(const struct proc_table *t, uint32_t pid)
 
 int proc_table_exec(struct proc_table *t, uint32_t pid, const struct exec_record *exec)
 {
+	const char *path = exec->filename ? exec->filename : "";
 	struct exec_env *e;
 
 	proc_table_forget(t, pid);
@@ -440,7 +439,7 @@ int proc_table_exec(struct proc_table *t, uint32_t pid, const struct exec_record
 	e->pid = pid;
 	e->whole = exec->whole;
 	e->cgroup_id = exec->cgroup_id;
-	snprintf(e->filename, sizeof(e->filename), "%s", exec->filename ? exec->filename : "");
+	text_copy_len(e->filename, sizeof(e->filename), path, strnlen(path, sizeof(e->filename)));
 	e->len = exec->len;
 	memcpy(e->vars, exec->vars, exec->len);
 	e->next = t->envs[pid % PROC_BUCKETS];

@@ -37,14 +37,17 @@ void proc_table_set_scope(struct proc_table *table, struct scope *scope);
  * process whose /proc entry is already gone. */
 struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
-/* The process accepted a connection on local `port`: its verdict and name
- * as the port's rules say (scope_on_serve). A new name makes a new
- * proc_info, so that spans already made keep the one they were made
- * with; the process's current one is returned (NULL: not in the table). */
-struct proc_info *proc_table_serve(struct proc_table *table, uint32_t pid, uint16_t port);
+/* The process of info (the table's, from proc_table_get) accepted a
+ * connection on local `port`: its verdict and name as the port's rules say
+ * (scope_on_serve). A new name makes a new proc_info, so that spans
+ * already made keep the one they were made with; the process's current
+ * one is returned. */
+struct proc_info *proc_table_serve(struct proc_table *table, struct proc_info *info,
+				   uint16_t port);
 /* What a process's exec event said of its new program (struct
  * sonde_exec_event): the variables it was given ("NAME=value" and NUL
  * each; whole: every variable was looked at), the path execve was given
+ * (SONDE_EXEC_PATH_MAX bytes at most, a NUL among them or not; NULL: none)
  * and its cgroup v2 id. */
 struct exec_record {
 	const char *vars;

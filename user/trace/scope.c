@@ -1,5 +1,6 @@
 #include "scope.h"
 
+#include "number.h"
 #include "procfs.h"
 
 #include <dirent.h>
@@ -81,37 +82,19 @@ static int rule_error(char *err, size_t size, const char *setting, const char *f
 
 /* ---- parsing ------------------------------------------------------------- */
 
-static int parse_number(const char *text, size_t len, uint32_t max, uint32_t *out)
-{
-	char digits[16];
-	char *end;
-	unsigned long v;
-
-	if (len == 0 || len >= sizeof(digits) || text[0] < '0' || text[0] > '9')
-		return -1;
-	memcpy(digits, text, len);
-	digits[len] = '\0';
-	errno = 0;
-	v = strtoul(digits, &end, 10);
-	if (errno || *end || v == 0 || v > max)
-		return -1;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 /* "N" or "N-M". */
 static int parse_range(const char *text, size_t len, uint32_t max, struct selector *sel)
 {
 	const char *dash = memchr(text, '-', len);
 
 	if (!dash) {
-		if (parse_number(text, len, max, &sel->lo))
+		if (parse_u32_len(text, len, 1, max, &sel->lo))
 			return -1;
 		sel->hi = sel->lo;
 		return 0;
 	}
-	if (parse_number(text, (size_t)(dash - text), max, &sel->lo) ||
-	    parse_number(dash + 1, len - (size_t)(dash - text) - 1, max, &sel->hi))
+	if (parse_u32_len(text, (size_t)(dash - text), 1, max, &sel->lo) ||
+	    parse_u32_len(dash + 1, len - (size_t)(dash - text) - 1, 1, max, &sel->hi))
 		return -1;
 	return sel->lo <= sel->hi ? 0 : -1;
 }
@@ -265,7 +248,8 @@ static bool find_cgroup_dir(char *path, size_t len, size_t size, uint64_t id, in
 		path[len] = '/';
 		memcpy(path + len + 1, entry->d_name, n + 1);
 		found = entry->d_ino == id ||
-			(depth < CGROUP_DEPTH_MAX && find_cgroup_dir(path, len + 1 + n, size, id, depth + 1));
+			(depth < CGROUP_DEPTH_MAX &&
+			 find_cgroup_dir(path, len + 1 + n, size, id, depth + 1));
 	}
 	closedir(dir);
 	if (!found)
