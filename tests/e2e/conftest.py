@@ -97,8 +97,9 @@ def tests_cgroup():
         yield
         return
     home = own_cgroup()
-    for stale in root.glob("sonde-e2e-*"):  # of runs killed before their teardown
-        if not Path(f"/proc/{stale.name.rsplit('-', 1)[1]}").exists():
+    for stale in root.glob("sonde-*-*"):  # of runs killed before their teardown
+        run = stale.name.rsplit("-", 1)[1]
+        if run.isdigit() and not Path(f"/proc/{run}").exists():
             remove_cgroup(stale)
     group = root / f"sonde-e2e-{os.getpid()}"
     group.mkdir()
@@ -117,6 +118,52 @@ def remove_cgroup(group):
     while (group / "cgroup.procs").read_text().strip() and time.time() < deadline:
         time.sleep(0.05)
     group.rmdir()
+
+
+class Cgroup:
+    """A cgroup beside the tests' own, named NAME-<pid of the run>: what is
+    started in it (popen, run) is traced only by an agent given `include`,
+    not by the session's agent. Without cgroup v2 it runs where the tests
+    do, and every agent traces it."""
+
+    def __init__(self, name):
+        root = cgroup2_root()
+        self.name = f"/{name}-{os.getpid()}"
+        self.path = root / self.name[1:] if root else None
+        if self.path:
+            self.path.mkdir()
+        # The tests' processes and this cgroup's.
+        self.include = ",".join(filter(None, [AGENT_SCOPE.get("SONDE_INCLUDE"),
+                                              self.path and f"cgroup:{self.name}"]))
+
+    def popen(self, argv, **kwargs):
+        """argv, started inside the cgroup: a shell moves itself in, then
+        becomes the program."""
+        if not self.path:
+            return subprocess.Popen(argv, **kwargs)
+        script = f'echo $$ > {self.path}/cgroup.procs && exec "$@"'
+        return subprocess.Popen(["sh", "-c", script, "sh", *argv], **kwargs)
+
+    def run(self, argv, timeout):
+        """argv's standard output, once it exited 0."""
+        proc = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, (argv, out)
+        return out
+
+    def remove(self):
+        if self.path:
+            remove_cgroup(self.path)
+
+
+@pytest.fixture
+def flood_cgroup():
+    """Where a test runs a load at full rate for its own agents (given
+    flood_cgroup.include): the session's agent, tracing it through its
+    console exporter, would lag behind the tests after it."""
+    group = Cgroup("sonde-flood")
+    yield group
+    group.remove()
 
 
 _ports_given = set()
@@ -144,13 +191,6 @@ def wait_port(port, host="127.0.0.1", timeout=15):
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port}")
-
-
-# What the tests that flood a server at full rate run as. The session's
-# agent leaves them to the tests' own agents: tracing a flood through its
-# console exporter, it lagged up to 15 s behind the tests after it.
-FLOOD_NGINX = "flood-nginx"
-FLOODERS = f"wrk,{FLOOD_NGINX}"
 
 
 class Agent:
@@ -234,30 +274,34 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def agent(workdir):
-    a = Agent(workdir, extra_env={"SONDE_EXCLUDE_COMM": FLOODERS})
+    a = Agent(workdir)
     yield a
     assert a.stop() == 0, a.err_path.read_text()
 
 
-NGINX_CONF = """
-worker_processes 1;
+# What every nginx of the tests says first: its pid, logs and temporary
+# files in its own directory. A format string, as those built on it.
+NGINX_FILES = """
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+"""
+
+NGINX_CONF = "worker_processes 1;" + NGINX_FILES + """
     sendfile on;
     keepalive_requests 1000;
     # Short headers: three pipelined responses stay well inside one
     # 512-byte capture even when the client reads them in one call.
     server_tokens off;
     default_type text/plain;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     server {{
         listen 127.0.0.1:{port};
         listen [::1]:{port};
@@ -275,19 +319,7 @@ http {{
 
 # nginx as a reverse proxy to 127.0.0.1:{backend}, over keep-alive
 # connections (HTTP/1.1, no Connection header passed on).
-NGINX_PROXY_CONF = """
-worker_processes {workers};
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+NGINX_PROXY_CONF = "worker_processes {workers};" + NGINX_FILES + """
     upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; }}
     server {{
         listen 127.0.0.1:{port};
@@ -302,10 +334,9 @@ http {{
 
 
 class Nginx:
-    """nginx serving static routes; `program` is the name it runs under (a
-    link to nginx), which is how agents tell it apart (--exclude-comm)."""
+    """nginx serving static routes, in the tests' cgroup or `cgroup`."""
 
-    def __init__(self, workdir, env=None, program="nginx"):
+    def __init__(self, workdir, env=None, cgroup=None):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="nginx-"))
         os.chmod(self.dir, 0o755)
@@ -314,12 +345,9 @@ class Nginx:
         (self.dir / "www" / "big.bin").write_bytes(b"b" * 200000)
         conf = self.dir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
-        binary = "nginx"
-        if program != "nginx":
-            binary = str(self.dir / program)
-            os.symlink(shutil.which("nginx"), binary)
-        self.proc = subprocess.Popen([binary, "-c", str(conf), "-e", str(self.dir / "error.log")],
-                                     env=dict(os.environ, **(env or {})))
+        popen = cgroup.popen if cgroup else subprocess.Popen
+        self.proc = popen(["nginx", "-c", str(conf), "-e", str(self.dir / "error.log")],
+                          env=dict(os.environ, **(env or {})))
         wait_port(self.port)
 
     def stop(self):
@@ -335,9 +363,9 @@ def nginx(workdir, agent):
 
 
 @pytest.fixture
-def flood_nginx(workdir):
-    """An nginx for a test's own agent to trace at full rate."""
-    n = Nginx(workdir, program=FLOOD_NGINX)
+def flood_nginx(workdir, flood_cgroup):
+    """An nginx for a test's own agents to trace at full rate."""
+    n = Nginx(workdir, cgroup=flood_cgroup)
     yield n
     n.stop()
 

@@ -31,14 +31,16 @@ def wait_for(predicate, timeout):
     return True
 
 
-def test_an_agent_killed_under_load_leaves_nothing_attached(workdir, agent, flood_nginx):
+def test_an_agent_killed_under_load_leaves_nothing_attached(workdir, agent, flood_cgroup,
+                                                           flood_nginx):
     nginx = flood_nginx
+    scope = {"SONDE_INCLUDE": flood_cgroup.include}
     others = len(attached_programs())  # the session's agent, if it runs
-    agent = Agent(workdir, name="killed")
+    agent = Agent(workdir, name="killed", extra_env=scope)
     ours = len(attached_programs()) - others
     assert ours > 0
-    load = subprocess.Popen(["wrk", "-t1", "-c8", "-d3s", f"http://127.0.0.1:{nginx.port}/ok"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    load = flood_cgroup.popen(["wrk", "-t1", "-c8", "-d3s", f"http://127.0.0.1:{nginx.port}/ok"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     agent.proc.kill()
     agent.proc.wait(timeout=10)
@@ -47,7 +49,7 @@ def test_an_agent_killed_under_load_leaves_nothing_attached(workdir, agent, floo
     detached_s = time.time() - killed
     assert load.wait(timeout=30) == 0, "the traced load ran on through the kill"
     started = time.time()
-    after = Agent(workdir, name="after-kill")
+    after = Agent(workdir, name="after-kill", extra_env=scope)
     ready_s = time.time() - started
     try:
         assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"

@@ -372,7 +372,7 @@ def settled(agent, timeout=20):
     raise TimeoutError(f"counters still moving: {last}")
 
 
-def test_full_ring_buffer_is_counted_reported_and_survived(workdir, flood_nginx):
+def test_full_ring_buffer_is_counted_reported_and_survived(workdir, flood_cgroup, flood_nginx):
     """A ring buffer far too small for wrk's rate: records are lost, counted
     exactly in lost_ringbuf_full, and logged each second it happens; sonde
     keeps running and traces the next request once the flood is over. The
@@ -380,10 +380,11 @@ def test_full_ring_buffer_is_counted_reported_and_survived(workdir, flood_nginx)
     ends its connection only when nginx reuses the fd), so the next request
     is told apart by its path, not by counting spans."""
     nginx = flood_nginx
-    small = Agent(workdir, name="small-ring", extra_env={"SONDE_RINGBUF_BYTES": "65536"})
+    small = Agent(workdir, name="small-ring", extra_env={"SONDE_RINGBUF_BYTES": "65536",
+                                                        "SONDE_INCLUDE": flood_cgroup.include})
     try:
-        subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/index.html"],
-                       check=True, capture_output=True)
+        flood_cgroup.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/index.html"],
+                         timeout=60)
         flooded = small.wait_stats(lambda c: c["lost_ringbuf_full"] > 0)
         assert small.proc.poll() is None
         before = settled(small)  # the flood's last spans and losses are counted

@@ -3,9 +3,9 @@ each test printing the figures the README's Reliability section gives.
 `make soak` runs it at full size (SONDE_SOAK=1: 100,000 keep-alive
 connections, 500,000 short ones, the collector down for three minutes,
 about ten minutes in all); `make e2e` runs the same tests at a short size.
-An agent killed with SIGKILL under load, and traced processes killed
-mid-request, are test_faults.py's."""
-import http.client
+Their loads run in a cgroup of their own (flood_cgroup), which only their
+own agents trace. An agent killed with SIGKILL under load, and traced
+processes killed mid-request, are test_faults.py's."""
 import json
 import math
 import os
@@ -52,7 +52,7 @@ class RssSampler:
         return self.samples
 
 
-def test_keepalive_connections_held_at_once(workdir):
+def test_keepalive_connections_held_at_once(workdir, flood_cgroup):
     """KEEPALIVE keep-alive connections, one request each, held at once,
     then closed: every exchange is its two spans, the agent's memory
     follows the connections and goes back near its idle size."""
@@ -63,18 +63,19 @@ def test_keepalive_connections_held_at_once(workdir):
     agent = Agent(workdir, name="soak-keepalive",
                   extra_env={"OTEL_TRACES_EXPORTER": "none",
                              "SONDE_MAX_CONNECTIONS": str(max(65536, ends + ends // 4)),
-                             "SONDE_RINGBUF_BYTES": str(KEEPALIVE_RING)})
+                             "SONDE_RINGBUF_BYTES": str(KEEPALIVE_RING),
+                             "SONDE_INCLUDE": flood_cgroup.include})
     port = free_port()
-    servers = [subprocess.Popen([PYTHON, str(APPS / "keepalive_burst.py"), "serve", str(port)])
+    servers = [flood_cgroup.popen([PYTHON, str(APPS / "keepalive_burst.py"), "serve", str(port)])
                for _ in range(math.ceil(KEEPALIVE / PER_SERVER))]
     holders = []
     try:
         wait_port(port)
         idle = agent.rss_kb() / 1024
         started = time.time()
-        holders = [subprocess.Popen([PYTHON, str(APPS / "keepalive_burst.py"), "hold", str(port),
-                                     str(each), str(10 + 2 * i)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holders = [flood_cgroup.popen([PYTHON, str(APPS / "keepalive_burst.py"), "hold",
+                                       str(port), str(each), str(10 + 2 * i)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                    for i in range(nholders)]
         for h in holders:
             assert h.stdout.readline().strip() == f"held {each}"
@@ -118,32 +119,32 @@ def test_keepalive_connections_held_at_once(workdir):
 WRK_CONNECTIONS = 16
 
 
-def wrk_closing(port, seconds):
+def wrk_closing(cgroup, port, seconds):
     """wrk with a new connection per request; the requests it completed
     (up to WRK_CONNECTIONS more may have been answered as it stopped)."""
-    out = subprocess.run(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s",
-                          "-H", "Connection: close",
-                          f"http://127.0.0.1:{port}/ok"],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = cgroup.run(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s",
+                      "-H", "Connection: close", f"http://127.0.0.1:{port}/ok"],
+                     timeout=seconds + 60)
     for line in out.splitlines():
         if "requests in" in line:
             return int(line.split()[0])
     raise AssertionError(out)
 
 
-def test_short_connections_at_full_rate(workdir):
+def test_short_connections_at_full_rate(workdir, flood_cgroup):
     """SHORT_CONNECTIONS connections of one request each, as fast as wrk
     opens them: every one is its two spans, and the agent's RSS, sampled
     throughout, stays on a plateau and comes back to it."""
-    agent = Agent(workdir, name="soak-churn", extra_env={"OTEL_TRACES_EXPORTER": "none"})
-    nginx = Nginx(workdir)
+    agent = Agent(workdir, name="soak-churn", extra_env={"OTEL_TRACES_EXPORTER": "none",
+                                                         "SONDE_INCLUDE": flood_cgroup.include})
+    nginx = Nginx(workdir, cgroup=flood_cgroup)
     requests = runs = 0
     try:
         idle = agent.rss_kb() / 1024
         sampler = RssSampler(agent)
         started = time.time()
         while requests < SHORT_CONNECTIONS:
-            requests += wrk_closing(nginx.port, 5 if FULL else 1)
+            requests += wrk_closing(flood_cgroup, nginx.port, 5 if FULL else 1)
             runs += 1
         seconds = time.time() - started
         counts = agent.wait_stats(lambda c: c["spans_server"] >= requests, timeout=120)
@@ -168,26 +169,6 @@ def test_short_connections_at_full_rate(workdir):
     assert after - idle < 8, "back on its plateau"
 
 
-def paced_requests(port, rate, seconds, stop):
-    """rate requests a second on one keep-alive connection for seconds (or
-    until stop is set); how many were answered 200."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    answered = 0
-    started = time.time()
-    for n in range(int(rate * seconds)):
-        if stop.is_set():
-            break
-        delay = started + n / rate - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        conn.request("GET", f"/ok?n={n}")
-        response = conn.getresponse()
-        response.read()
-        answered += response.status == 200
-    conn.close()
-    return answered
-
-
 def accounted(c):
     """Every span made has one outcome: exported, refused, failed, or
     dropped before the queue; none is still queued."""
@@ -196,7 +177,7 @@ def accounted(c):
     return done == c["spans_built"] and c["spans_built"] + c["spans_dropped"] == made
 
 
-def test_collector_down_for_minutes_at_a_steady_rate(workdir):
+def test_collector_down_for_minutes_at_a_steady_rate(workdir, flood_cgroup):
     """RATE requests a second through nginx while the collector is gone for
     COLLECTOR_DOWN_S: the agent's memory stays bounded, every span is
     exported or counted as failed or dropped, and export resumes when the
@@ -208,16 +189,16 @@ def test_collector_down_for_minutes_at_a_steady_rate(workdir):
                              "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                              "OTEL_BSP_SCHEDULE_DELAY": "200",
                              "OTEL_BSP_EXPORT_TIMEOUT": "5000",
+                             "SONDE_INCLUDE": flood_cgroup.include,
                              "SONDE_EXCLUDE_COMM": "node"})
-    nginx = Nginx(workdir)
+    nginx = Nginx(workdir, cgroup=flood_cgroup)
     rx = Receiver(workdir, http_port=port)
-    stop = threading.Event()
-    load = {}
-    thread = threading.Thread(target=lambda: load.update(
-        answered=paced_requests(nginx.port, RATE, COLLECTOR_DOWN_S + 20, stop)))
+    load = None
     try:
         idle = agent.rss_kb() / 1024
-        thread.start()
+        load = flood_cgroup.popen([PYTHON, str(APPS / "paced_client.py"), str(nginx.port),
+                                   str(RATE), str(COLLECTOR_DOWN_S + 16)],
+                                  stdout=subprocess.PIPE, text=True)
         time.sleep(5)
         before = len(rx.spans_for_port(nginx.port))
         rx.stop()
@@ -226,25 +207,24 @@ def test_collector_down_for_minutes_at_a_steady_rate(workdir):
         down = agent.stats()
         samples = sampler.stop()
         rx = Receiver(workdir, http_port=port)
-        time.sleep(10)
-        stop.set()
-        thread.join()
+        answered = int(load.communicate(timeout=60)[0])
         final = agent.wait_stats(accounted, timeout=60)
         after = len(rx.spans_for_port(nginx.port))
     finally:
-        stop.set()
+        if load and load.poll() is None:
+            load.kill()
         rx.stop()
         nginx.stop()
         assert agent.stop() == 0
     figures("collector_down", seconds_down=COLLECTOR_DOWN_S, rate=RATE,
-            requests=load["answered"], rss_idle_mb=round(idle, 1),
+            requests=answered, rss_idle_mb=round(idle, 1),
             rss_max_down_mb=round(max(samples), 1),
             rss_every_5s_mb=[round(x, 1) for x in samples[::10]], spans_before=before,
             spans_after_back=after, exported=final["spans_exported"],
             failed=final["spans_failed"], dropped=final["spans_dropped"],
             built=final["spans_built"])
-    assert load["answered"] >= RATE * (COLLECTOR_DOWN_S + 10) * 0.95
+    assert answered >= RATE * (COLLECTOR_DOWN_S + 10) * 0.95
     assert before > 0 and after > 0, "export before and after the outage"
     assert down["spans_failed"] + down["spans_dropped"] > 0, "the outage cost spans, counted"
-    assert final["spans_server"] == load["answered"]
+    assert final["spans_server"] == answered
     assert max(samples) - idle < 32, "bounded while the collector is down"
