@@ -84,7 +84,8 @@ static __always_inline bool comm_is_nginx(const char *comm)
 /* The process's name is read once, for both: connections of processes
  * excluded by name or by the agent's scope rules are written off, so
  * their calls cost one lookup; an nginx worker's have
- * their requests read (nginx.bpf.h). */
+ * their requests read (nginx.bpf.h). A libuv process's are followed
+ * through its loop's callbacks (evloop.bpf.h), from the first. */
 static __always_inline struct conn_state *
 track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 {
@@ -99,6 +100,9 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 	fresh.proto = comm_excluded(comm) || scope_excluded(key->tgid) ? SONDE_PROTO_NONE
 								       : SONDE_PROTO_UNKNOWN;
 	fresh.nginx = comm_is_nginx(comm);
+	fresh.loop = bpf_map_lookup_elem(&loops, &key->tgid) != NULL;
+	if (fresh.loop && role == SONDE_ROLE_SERVER)
+		fresh.loop_task = fresh.gen;
 
 	bpf_map_delete_elem(&not_tcp, key);
 	if (bpf_map_update_elem(&conns, key, &fresh, BPF_ANY)) {

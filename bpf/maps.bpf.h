@@ -12,7 +12,11 @@ struct conn_state {
 	__u8 proto;   /* enum sonde_proto: UNKNOWN until the first data */
 	__u8 probes_left;
 	__u8 nginx;   /* the process is nginx: see nginx.bpf.h */
-	__u8 pad[4];
+	__u8 loop;    /* the process runs a libuv loop: see evloop.bpf.h */
+	__u8 pad[3];
+	__u64 loop_task; /* the task its main thread's callbacks started by
+	                    this connection run: a server connection's own
+	                    (gen), a client connection's request's; 0 unknown */
 };
 
 /* Arguments of a data call, read from the saved user registers. */
@@ -118,6 +122,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sonde_py_layout);
 } py_procs SEC(".maps");
+
+/* libuv processes, filled by the agent: see struct sonde_loop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sonde_loop);
+} loops SEC(".maps");
 
 /* One ring buffer per CPU, made by the agent: a call writes to its own
  * CPU's ring, so the CPUs do not contend for one ring's lock and

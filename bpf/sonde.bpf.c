@@ -63,6 +63,7 @@ const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
 #include "conn.bpf.h"
 #include "infer.bpf.h"
 #include "nginx.bpf.h"
+#include "evloop.bpf.h"
 #include "pytask.bpf.h"
 
 static __always_inline __u32 capture_limit(const struct conn_state *state)
@@ -100,7 +101,12 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->dir = args->dir;
 	ev->syscall = args->syscall;
 	ev->proto = state->proto;
-	ev->task = state->nginx ? nginx_task(key, ev) : current_task(key->tgid, ev);
+	if (state->nginx)
+		ev->task = nginx_task(key, ev);
+	else if (state->loop)
+		ev->task = loop_task(key, state, ev);
+	else
+		ev->task = current_task(key->tgid, ev);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
@@ -143,7 +149,8 @@ static __always_inline bool log_budget_allows(struct log_budget *b)
 }
 
 /* A write to stdout or stderr of a traced process: its first bytes, as a
- * SONDE_EV_LOG record, with the CPython task that wrote it. */
+ * SONDE_EV_LOG record, with the CPython task or libuv callback that
+ * wrote it. */
 static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 				     struct call_args *args, __u32 len)
 {
@@ -176,7 +183,7 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	ev->syscall = args->syscall;
 	ev->proto = 0;
 	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
-	ev->task = py ? python_event_task(py) : 0;
+	ev->task = py ? python_event_task(py) : loop_log_task(main_thread_loop());
 	if (captured < len)
 		count(SONDE_CNT_LOG_TRUNCATED);
 	count(SONDE_CNT_LOG_WRITES);
@@ -220,6 +227,11 @@ static __always_inline struct pt_regs *user_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
+static __always_inline enum loop_call_kind call_kind(const struct call_args *args)
+{
+	return args->dir == SONDE_DIR_INGRESS ? LOOP_CALL_READ : LOOP_CALL_WRITE;
+}
+
 static __always_inline int trace_call(void *ctx, long ret, struct call_args *args)
 {
 	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = args->fd };
@@ -229,10 +241,13 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 		return 0;
 	state = traced_conn(&key);
 	if (!state) {
+		loop_call_fd(&key, call_kind(args));
 		if (capture_logs && ret > 0 && is_log_write(&key, args))
 			emit_log(ctx, &key, args, (__u32)ret);
 		return 0;
 	}
+	if (state->loop)
+		loop_call(main_thread_loop(), key.fd, state->loop_task, call_kind(args));
 	if (ret <= 0)
 		note_failure(ctx, &key, state, args, ret);
 	else
@@ -322,6 +337,7 @@ static __always_inline int exit_accept(long ret)
 
 	if (ret < 0 || key.tgid == self_tgid)
 		return 0;
+	loop_call_fd(&(struct sonde_conn_key){ key.tgid, (__s32)user_regs()->di }, LOOP_CALL_OTHER);
 	if (tcp_sock_of_fd(key.fd))
 		track_conn(&key, SONDE_ROLE_SERVER, 0);
 	else
@@ -348,6 +364,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
 	struct self_end end = {};
+	struct conn_state *state;
 	struct sock *sk;
 	__u8 one = 1;
 
@@ -358,13 +375,42 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (!sk)
 		return 0;
 	if (key.tgid != self_tgid) {
-		track_conn(&key, SONDE_ROLE_CLIENT, 0);
+		state = track_conn(&key, SONDE_ROLE_CLIENT, 0);
+		if (state && state->loop)
+			loop_connect(state);
 		return 0;
 	}
 	end_of(sk, true, &end);
 	bpf_map_update_elem(&self_ends, &end, &one, BPF_ANY);
 	return 0;
 }
+
+/* A connect finishing: libuv asks for its result first thing in the
+ * callback. */
+SEC("tracepoint/syscalls/sys_exit_getsockopt")
+int exit_getsockopt(struct trace_event_raw_sys_exit *ctx)
+{
+	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+
+	if (ctx->ret != 0)
+		return 0;
+	key.fd = (__s32)user_regs()->di;
+	loop_call_fd(&key, LOOP_CALL_OTHER);
+	return 0;
+}
+
+/* epoll_wait, epoll_pwait, epoll_pwait2 (epfd, events, maxevents, ...). */
+#define POLL_EXIT_PROG(name)                                                          \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
+	{                                                                             \
+		loop_polled(ctx->ret, user_regs()->si);                               \
+		return 0;                                                             \
+	}
+
+POLL_EXIT_PROG(epoll_wait)
+POLL_EXIT_PROG(epoll_pwait)
+POLL_EXIT_PROG(epoll_pwait2)
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
@@ -374,7 +420,10 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		.fd = (__s32)ctx->args[0],
 	};
 	struct conn_state *state = bpf_map_lookup_elem(&conns, &key);
+	struct sonde_loop *loop = main_thread_loop();
 
+	if (loop)
+		loop_closed(loop, key.fd);
 	if (state) {
 		if (proto_decided(state))
 			emit_close(ctx, &key, state, SONDE_CLOSE_LOCAL);
@@ -469,6 +518,7 @@ int process_exec(void *ctx)
 
 	/* Another program: the agent decides it anew. */
 	bpf_map_delete_elem(&scoped_out, &(__u32){ id >> 32 });
+	bpf_map_delete_elem(&loops, &(__u32){ id >> 32 });
 	if (!scratch)
 		return 0;
 	ev = (struct sonde_exec_event *)&scratch->ev;
@@ -513,6 +563,7 @@ int process_exit(void *ctx)
 	ev.hdr.tgid = BPF_CORE_READ(task, tgid);
 	/* Its pid may be another process's next. */
 	bpf_map_delete_elem(&scoped_out, &ev.hdr.tgid);
+	bpf_map_delete_elem(&loops, &ev.hdr.tgid);
 	ev.hdr.tid = BPF_CORE_READ(task, pid);
 	ev.hdr.fd = -1;
 	ev.hdr.ts = bpf_ktime_get_ns();

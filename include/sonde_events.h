@@ -66,6 +66,9 @@ enum sonde_event_type {
 /* The walk reads this many bytes at the start of each frame: frame_code
  * and frame_previous must be 8-byte aligned offsets below it. */
 #define SONDE_PY_FRAME_HEAD 64
+/* Events of one epoll_wait of a libuv loop whose callbacks the kernel
+ * follows (struct sonde_loop); callbacks past them get no task. */
+#define SONDE_LOOP_BATCH_MAX 64
 
 /* Direction as seen by the traced process. */
 enum sonde_dir {
@@ -291,6 +294,42 @@ struct sonde_py_layout {
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */
 	__u64 seen[SONDE_PY_SEEN];
+};
+
+/* struct epoll_event as x86-64 lays it out: packed, 12 bytes. */
+struct sonde_epoll_event {
+	__u32 events;
+	__u64 data; /* libuv puts the fd in the low 32 bits */
+} __attribute__((packed));
+
+/* Value of the loops map (key: tgid), written by the agent for each
+ * process whose program holds libuv's default loop (Node.js), which its
+ * main thread runs: where the loop is, and where the field is that libuv
+ * sets while it runs the callbacks of one epoll_wait. The agent writes
+ * the layout and zeroes the rest; the kernel keeps the rest as the main
+ * thread runs (bpf/evloop.bpf.h). */
+struct sonde_loop {
+	/* From the agent. */
+	__u64 internal_fields;  /* address of the loop's internal_fields
+	                           pointer (uv_loop_t.internal_fields) */
+	__u32 inv_offset;       /* uv__loop_internal_fields_t.inv: not NULL
+	                           while callbacks of a poll run (libuv 1.45 on) */
+	/* The kernel's. */
+	__s32 cursor;           /* batch index of the callback running; -1:
+	                           none started since the poll */
+	__u64 lfields;          /* *internal_fields, read once */
+	__u64 task;             /* task of the callback running (as in
+	                           sonde_data_event.task); SONDE_TASK_UNKNOWN
+	                           when it cannot be told */
+	__s32 opener_fd;        /* fd of the call that started that callback */
+	__u8 opener_read;       /* ... a read of data: on a client connection,
+	                           its response; a request written on that
+	                           connection in this callback may be another
+	                           caller's, queued for it */
+	__u8 overflow;          /* the poll returned more events than kept */
+	__u16 nbatch;           /* events kept in batch */
+	struct sonde_epoll_event batch[SONDE_LOOP_BATCH_MAX]; /* the poll's events, in
+	                           the order libuv runs their callbacks */
 };
 
 #endif

@@ -303,3 +303,28 @@ const char *span_resource(const cJSON *span, const char *attr)
 
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
+
+pid_t harness_run(const char *exe_part, char *const argv[])
+{
+	pid_t child = fork();
+	char path[64], exe[256];
+
+	if (child == 0) {
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	cr_assert(child > 0);
+	snprintf(path, sizeof(path), "/proc/%d/exe", child);
+	for (int i = 0; i < 500; i++) {
+		ssize_t len = readlink(path, exe, sizeof(exe) - 1);
+
+		if (len > 0) {
+			exe[len] = '\0';
+			if (strstr(exe, exe_part))
+				return child;
+		}
+		usleep(10 * 1000);
+	}
+	cr_assert_fail("pid %d never ran %s", child, exe_part);
+	return -1;
+}

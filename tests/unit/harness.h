@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define HARNESS_SPANS_MAX 1024
 
@@ -89,5 +90,9 @@ bool span_has(const cJSON *span, const char *attr);
 const char *span_field(const cJSON *span, const char *field);
 const char *span_status(const cJSON *span);
 const char *span_resource(const cJSON *span, const char *attr);
+
+/* Runs argv[0] with argv in a child and returns its pid once the child
+ * runs a program whose path holds exe_part (the test fails otherwise). */
+pid_t harness_run(const char *exe_part, char *const argv[]);
 
 #endif

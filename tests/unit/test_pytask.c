@@ -6,6 +6,7 @@
 #include <internal/pycore_interp.h>
 #include <internal/pycore_runtime.h>
 
+#include "harness.h"
 #include "pytask.h"
 
 #include <criterion/criterion.h>
@@ -49,37 +50,16 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	}
 }
 
-static void wait_for_exec(pid_t pid)
-{
-	char path[64], exe[256];
-
-	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-	for (int i = 0; i < 500; i++) {
-		ssize_t len = readlink(path, exe, sizeof(exe) - 1);
-
-		if (len > 0) {
-			exe[len] = '\0';
-			if (strstr(exe, "python"))
-				return;
-		}
-		usleep(10 * 1000);
-	}
-	cr_assert_fail("pid %d never ran python", pid);
-}
-
 Test(pytask, recognises_a_running_interpreter_and_nothing_else)
 {
+	struct prog_files files;
 	struct pytask pt;
 	struct sonde_py_layout layout;
-	pid_t child = fork();
+	pid_t child = harness_run("python3", (char *const[]){ "/usr/bin/python3", "-c",
+							     "import time; time.sleep(30)", NULL });
 
-	if (child == 0) {
-		execl("/usr/bin/python3", "python3", "-c", "import time; time.sleep(30)", (char *)NULL);
-		_exit(127);
-	}
-	cr_assert(child > 0);
-	wait_for_exec(child);
-	pytask_init(&pt, "/proc");
+	prog_files_init(&files, "/proc");
+	pytask_init(&pt, &files);
 	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, false, &layout), 1);
 	cr_expect_neq(layout.runtime, 0);
 	cr_expect_eq(layout.frame_code, installed_version()->layout.frame_code);

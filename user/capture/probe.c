@@ -539,6 +539,7 @@ size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 {
 	int py_fd = bpf_map__fd(p->skel->maps.py_procs);
 	int log_fd = bpf_map__fd(p->skel->maps.log_procs);
+	int loop_fd = bpf_map__fd(p->skel->maps.loops);
 	size_t removed = 0;
 
 	if (n == 0)
@@ -546,6 +547,7 @@ size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		removed += bpf_map_delete_elem(py_fd, &tgids[i]) == 0;
 		removed += bpf_map_delete_elem(log_fd, &tgids[i]) == 0;
+		removed += bpf_map_delete_elem(loop_fd, &tgids[i]) == 0;
 	}
 	return removed + sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
 	       sweep_map(bpf_map__fd(p->skel->maps.log_fds), tgids, n) +
@@ -583,5 +585,14 @@ int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layou
 
 	if (bpf_map_update_elem(fd, &tgid, layout, BPF_ANY))
 		return -errno;
+	return 0;
+}
+
+int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop, bool running)
+{
+	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.loops), &tgid, loop, BPF_ANY))
+		return -errno;
+	if (running)
+		sweep_map(bpf_map__fd(p->skel->maps.conns), &tgid, 1);
 	return 0;
 }

@@ -15,6 +15,7 @@
 #include "procinfo.h"
 #include "prometheus.h"
 #include "pytask.h"
+#include "uvloop.h"
 #include "tracker.h"
 
 #include <dirent.h>
@@ -28,7 +29,7 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
-#define STATS_GROUPS 11
+#define STATS_GROUPS 12
 #define EXIT_FORCED 3
 
 #define AGENT_COUNTERS(X) \
@@ -52,7 +53,9 @@ struct agent {
 	struct proc_table *procs;
 	struct tracker *tracker;
 	struct probe *probe;
+	struct prog_files prog_files;
 	struct pytask pytask;
+	struct uvloop uvloop;
 	struct metrics *metrics;     /* NULL: metrics off */
 	struct prom_server *prometheus;
 	struct metrics_export *metrics_export;
@@ -89,8 +92,9 @@ static void on_signal(int sig)
 }
 
 /* A CPython process gets its layout before it serves anything, so that
- * its first requests already carry their asyncio task. */
-static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
+ * its first requests already carry their asyncio task; a libuv process
+ * its loop's. */
+static void look_at_python(struct agent *a, uint32_t pid, bool at_exec)
 {
 	struct sonde_py_layout layout;
 	int err = pytask_layout(&a->pytask, pid, at_exec, &layout);
@@ -104,6 +108,28 @@ static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 		log_error("python layout of pid %u into py_procs: %s", pid, strerror(-err));
 	else
 		log_debug("pid %u runs CPython: asyncio tasks named", pid);
+}
+
+static void look_at_loop(struct agent *a, uint32_t pid, bool at_exec)
+{
+	struct sonde_loop loop;
+	int err = uvloop_layout(&a->uvloop, pid, &loop);
+
+	if (err < 0)
+		log_debug("read libuv loop of pid %u: %s", pid, strerror(-err));
+	if (err <= 0)
+		return;
+	err = probe_set_loop(a->probe, pid, &loop, !at_exec);
+	if (err)
+		log_error("libuv layout of pid %u into loops: %s", pid, strerror(-err));
+	else
+		log_debug("pid %u runs a libuv loop: its callbacks followed", pid);
+}
+
+static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
+{
+	look_at_python(a, pid, at_exec);
+	look_at_loop(a, pid, at_exec);
 }
 
 /* What the new program was given is kept before anything reads it: its
@@ -208,6 +234,8 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 					      &snap->tracker.link };
 	groups[n++] = (struct counter_group){ pytask_counters, pytask_counter_count,
 					      &a->pytask.stats };
+	groups[n++] = (struct counter_group){ uvloop_counters, uvloop_counter_count,
+					      &a->uvloop.stats };
 	groups[n++] = (struct counter_group){ exporter_counters, exporter_counter_count,
 					      &snap->exporter };
 	if (a->commands) {
@@ -627,7 +655,9 @@ static int start(struct agent *a)
 			return -EINVAL;
 		}
 	}
-	pytask_init(&a->pytask, "/proc");
+	prog_files_init(&a->prog_files, "/proc");
+	pytask_init(&a->pytask, &a->prog_files);
+	uvloop_init(&a->uvloop, &a->prog_files);
 	err = probe_start(&a->probe, &popts, on_record, a);
 	if (err)
 		return err;

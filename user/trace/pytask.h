@@ -4,18 +4,16 @@
  *
  * Only versions whose layout sonde carries are recognised (CPython 3.11,
  * Debian 12's); any other process gets no layout, and its spans are linked
- * by thread alone. Each program file is read once (cached by device and
- * inode), since every exec on the host is looked at. */
+ * by thread alone. Program files are read through progfile.h. */
 #ifndef SONDE_PYTASK_H
 #define SONDE_PYTASK_H
 
 #include "counters.h"
+#include "progfile.h"
 #include "sonde_events.h"
 
 #include <stdbool.h>
 #include <stdint.h>
-
-#define PYTASK_CACHE_SIZE 64
 
 /* Offsets of one CPython version (runtime left 0). */
 struct pytask_version {
@@ -25,14 +23,6 @@ struct pytask_version {
 
 extern const struct pytask_version pytask_versions[];
 extern const unsigned pytask_nversions;
-
-struct pytask_file {
-	uint64_t dev, ino, mtime_ns;
-	uint64_t runtime_offset; /* _PyRuntime relative to the load base */
-	int version;             /* index in pytask_versions, -1: none */
-	bool version_known;      /* the file is a CPython 3.11+ interpreter */
-	uint64_t last_use;
-};
 
 #define PYTASK_COUNTERS(X) \
 	X(processes, "python_processes", TOTAL, "CPython processes given a layout") \
@@ -47,13 +37,11 @@ extern const struct counter_desc pytask_counters[];
 extern const size_t pytask_counter_count;
 
 struct pytask {
-	char proc_root[64];
-	struct pytask_file cache[PYTASK_CACHE_SIZE];
-	uint64_t uses;
+	struct prog_files *files; /* not owned */
 	struct pytask_stats stats;
 };
 
-void pytask_init(struct pytask *pt, const char *proc_root);
+void pytask_init(struct pytask *pt, struct prog_files *files);
 /* 1 and *out filled when pid runs a known CPython, 0 when it does not,
  * -errno when its program or maps could not be read. Each call reads the
  * program file's cache entry; /proc/<pid>/maps is read only for an

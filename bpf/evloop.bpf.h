@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The request a libuv loop's main thread (Node.js) calls for. One thread
+ * serves many requests at once, so the thread cannot tell which request
+ * an outgoing call belongs to; the order of its callbacks can.
+ *
+ * libuv runs, after each epoll_wait, one callback per returned event, in
+ * the order returned. A callback begins with a call on its own fd: a read
+ * (data, an accept, libuv's own wakeup), getsockopt (a connect finished),
+ * or a write continuing a queued one (an event polled for writing). Node
+ * then runs the JavaScript that event causes, with the process.nextTick
+ * and promise jobs it queues, before the callback returns. So every call
+ * from the start of an event's callback to the start of the next belongs
+ * to what that event's fd was doing: a server connection's request, or a
+ * client connection's call, whose task is the request that wrote it.
+ *
+ * The task of a callback is its fd's conn_state.loop_task: a server
+ * connection's own gen; for a client connection, the task of the callback
+ * that wrote its request (or, for a connection still opening, that made
+ * it); nothing for any other fd. Server responses carry their own
+ * connection's task, so the linker's task rule pairs a client request
+ * with the request whose callbacks wrote it, through any number of
+ * awaits on other calls.
+ *
+ * What is not a poll's callback gets no task: timers, setImmediate and
+ * deferred callbacks run while libuv's loop->internal_fields->inv is
+ * NULL, which is read at each message start. A request written on a
+ * client connection in the callback of that connection's own response
+ * may be another caller's (Node's agent hands a freed socket to a queued
+ * request there), so it gets none either. Tasks are thus exact or absent.
+ *
+ * Only the main thread's loop is followed (uv_default_loop(); worker
+ * threads run loops of their own), and only libuv versions whose field
+ * offsets the agent carries. */
+/* Included by sonde.bpf.c, after the maps and the inference
+ * (is_http1_start) it uses. */
+#ifndef SONDE_EVLOOP_BPF_H
+#define SONDE_EVLOOP_BPF_H
+
+#define EPOLLOUT 0x004
+
+/* How a call may start a callback. */
+enum loop_call_kind {
+	LOOP_CALL_READ,  /* data read */
+	LOOP_CALL_WRITE, /* data written */
+	LOOP_CALL_OTHER, /* accept, getsockopt: only ever a callback's own */
+};
+
+/* The loop of the calling thread if it is a libuv process's main thread. */
+static __always_inline struct sonde_loop *main_thread_loop(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+
+	if ((__u32)id != tgid)
+		return NULL;
+	return bpf_map_lookup_elem(&loops, &tgid);
+}
+
+/* epoll_wait returned nfds events at `events`: the callbacks to come. */
+static __always_inline void loop_polled(long nfds, __u64 events)
+{
+	struct sonde_loop *loop = main_thread_loop();
+	__u32 n;
+
+	if (!loop)
+		return;
+	loop->nbatch = 0;
+	loop->cursor = -1;
+	loop->task = SONDE_TASK_UNKNOWN;
+	loop->opener_fd = -1;
+	if (nfds <= 0)
+		return;
+	n = nfds > SONDE_LOOP_BATCH_MAX ? SONDE_LOOP_BATCH_MAX : (__u32)nfds;
+	loop->overflow = nfds > SONDE_LOOP_BATCH_MAX;
+	if (bpf_probe_read_user(loop->batch, n * sizeof(loop->batch[0]), (const void *)events))
+		return;
+	loop->nbatch = (__u16)n;
+}
+
+/* Index of the event not reached yet whose callback a call on fd starts,
+ * or -1. A write starts one only for an event polled for writing: a write
+ * to an fd polled for reading alone is a callback writing elsewhere. */
+static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd, int kind)
+{
+	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
+		if ((__s32)at <= loop->cursor)
+			continue;
+		if (at >= loop->nbatch)
+			return -1;
+		if ((__s32)loop->batch[at].data != fd)
+			continue;
+		if (kind == LOOP_CALL_WRITE && !(loop->batch[at].events & EPOLLOUT))
+			return -1;
+		return (int)at;
+	}
+	return -1;
+}
+
+/* A call on fd, whose connection's loop_task is fd_task (0: none or not
+ * a connection), by the main thread: when it starts a callback, that
+ * callback's task is the fd's. The last event kept of a batch that
+ * overflowed gets none: the callbacks after it start unseen. A global
+ * function, verified once rather than in every program that reaches it. */
+__noinline int loop_call(struct sonde_loop *loop, __s32 fd, __u64 fd_task, int kind)
+{
+	int at;
+
+	if (!loop)
+		return 0;
+	at = loop_event_of(loop, fd, kind);
+	if (at < 0)
+		return 0;
+	loop->cursor = at;
+	loop->opener_fd = fd;
+	loop->opener_read = kind == LOOP_CALL_READ;
+	loop->task = fd_task ? fd_task : SONDE_TASK_UNKNOWN;
+	if (loop->overflow && at == loop->nbatch - 1)
+		loop->task = SONDE_TASK_UNKNOWN;
+	return 0;
+}
+
+/* The same for a call whose fd may or may not be a connection. */
+static __always_inline void loop_call_fd(struct sonde_conn_key *key, enum loop_call_kind kind)
+{
+	struct sonde_loop *loop = main_thread_loop();
+	struct conn_state *state;
+
+	if (!loop)
+		return;
+	state = bpf_map_lookup_elem(&conns, key);
+	loop_call(loop, key->fd, state ? state->loop_task : 0, kind);
+}
+
+/* An fd closed by a callback: libuv skips its event if it comes later
+ * in the batch, and the number may be a new socket's before then. */
+static __always_inline void loop_closed(struct sonde_loop *loop, __s32 fd)
+{
+	int at = loop_event_of(loop, fd, LOOP_CALL_OTHER);
+
+	if (at >= 0 && at < SONDE_LOOP_BATCH_MAX)
+		loop->batch[at].data = (__u64)-1;
+}
+
+/* Whether libuv is running the callbacks of a poll: not a timer's,
+ * setImmediate's or a deferred one. */
+static __always_inline bool loop_in_poll_callbacks(struct sonde_loop *loop)
+{
+	__u64 inv = 0;
+
+	if (!loop->lfields &&
+	    bpf_probe_read_user(&loop->lfields, sizeof(loop->lfields),
+				(const void *)loop->internal_fields))
+		return false;
+	if (!loop->lfields ||
+	    bpf_probe_read_user(&inv, sizeof(inv), (const void *)(loop->lfields + loop->inv_offset)))
+		return false;
+	return inv != 0;
+}
+
+/* The task of what the main thread runs now, for a call on fd (-1: not
+ * a connection). */
+static __always_inline __u64 loop_running_task(struct sonde_loop *loop, __s32 fd)
+{
+	if (loop->cursor < 0 || !loop_in_poll_callbacks(loop))
+		return SONDE_TASK_UNKNOWN;
+	if (loop->opener_read && loop->opener_fd == fd)
+		return SONDE_TASK_UNKNOWN;
+	return loop->task;
+}
+
+static __always_inline bool is_http1_status_line(const __u8 *data, __u32 len)
+{
+	return len >= 5 && data[0] == 'H' && data[1] == 'T' && data[2] == 'T' && data[3] == 'P' &&
+	       data[4] == '/';
+}
+
+/* The task of an HTTP message a libuv process writes: a response is its
+ * connection's own request's; a request is the running callback's, and
+ * becomes its connection's, for the callbacks its response will start.
+ * Only message starts need one (see current_task). */
+static __always_inline __u64 loop_task(struct sonde_conn_key *key, struct conn_state *state,
+				       struct sonde_data_event *ev)
+{
+	struct sonde_loop *loop;
+
+	if (ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
+		return 0;
+	if (!is_http1_start(ev->data, ev->captured))
+		return SONDE_TASK_UNKNOWN;
+	if (is_http1_status_line(ev->data, ev->captured)) {
+		state->loop_task = state->gen;
+		return state->gen;
+	}
+	loop = main_thread_loop();
+	state->loop_task = loop ? loop_running_task(loop, key->fd) : SONDE_TASK_UNKNOWN;
+	return state->loop_task;
+}
+
+/* A connection the main thread opens belongs to the running callback's
+ * task until it carries a request of its own: the callback its connect
+ * finishes in writes the request it was opened for. */
+static __always_inline void loop_connect(struct conn_state *state)
+{
+	struct sonde_loop *loop = main_thread_loop();
+
+	if (loop)
+		state->loop_task = loop_running_task(loop, -1);
+}
+
+/* A task for a log write: the running callback's on the main thread. */
+static __always_inline __u64 loop_log_task(struct sonde_loop *loop)
+{
+	return loop ? loop_running_task(loop, -1) : 0;
+}
+
+#endif

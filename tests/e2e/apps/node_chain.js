@@ -1,0 +1,76 @@
+// Two Node.js services for the end-to-end tests (no tracing code).
+//   node node_chain.js backend PORT
+//     GET /item/ID answers {"id": ID} after 0-9 ms.
+//   node node_chain.js front PORT BACKEND_PORT
+//     GET /call/ID: one call to the backend over a keep-alive agent.
+//     POST /chain/ID: reads its body, then awaits a call over the agent,
+//     then one with fetch (undici's pool), then answers; logs a line with
+//     the id before and after the calls.
+//     GET /later/ID: one call after awaiting a timer of 0-4 ms.
+//     GET /queued/ID: one call over an agent of 2 sockets, so that calls
+//     wait for a socket another request's call frees.
+const http = require('http');
+
+const [mode, port, backendPort] = process.argv.slice(2);
+const agent = new http.Agent({ keepAlive: true });
+const narrow = new http.Agent({ keepAlive: true, maxSockets: 2 });
+const backend = `http://127.0.0.1:${backendPort}`;
+
+function get(path, via = agent) {
+  return new Promise((resolve, reject) => {
+    http.get(`${backend}${path}`, { agent: via }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
+function readBody(req) {
+  return new Promise((resolve) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => resolve(body));
+  });
+}
+
+async function chain(id, req, res) {
+  const body = await readBody(req);
+  console.log(`request_id=${id} chain start body=${body.length}`);
+  const first = await get(`/item/${id}-1`);
+  const second = await (await fetch(`${backend}/item/${id}-2`)).text();
+  console.log(`request_id=${id} chain done`);
+  res.end(JSON.stringify({ first, second }));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function later(id, res) {
+  await sleep(Math.floor(Math.random() * 5));
+  res.end(await get(`/item/${id}`));
+}
+
+function front(req, res) {
+  const [, route, id] = req.url.split('/');
+  if (route === 'call') {
+    http.get(`${backend}/item/${id}`, { agent }, (up) => {
+      up.pipe(res);
+    }).on('error', () => { res.writeHead(502); res.end(); });
+  } else if (route === 'chain') {
+    chain(id, req, res).catch(() => { res.writeHead(502); res.end(); });
+  } else if (route === 'later') {
+    later(id, res).catch(() => { res.writeHead(502); res.end(); });
+  } else if (route === 'queued') {
+    get(`/item/${id}`, narrow).then((body) => res.end(body), () => { res.writeHead(502); res.end(); });
+  } else {
+    res.writeHead(404);
+    res.end();
+  }
+}
+
+function item(req, res) {
+  const id = req.url.split('/')[2];
+  setTimeout(() => res.end(JSON.stringify({ id })), Math.floor(Math.random() * 10));
+}
+
+http.createServer(mode === 'front' ? front : item).listen(Number(port), '127.0.0.1');

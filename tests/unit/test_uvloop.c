@@ -1,0 +1,69 @@
+#include "harness.h"
+#include "uvloop.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* uv_loop_t.backend_fd, the loop's epoll fd, in every libuv 1.x. */
+#define UV_LOOP_BACKEND_FD 64
+
+Test(uvloop, versions_are_ordered_and_disjoint)
+{
+	for (unsigned i = 0; i < uvloop_nversions; i++) {
+		cr_expect_leq(uvloop_versions[i].from, uvloop_versions[i].to);
+		if (i > 0)
+			cr_expect_gt(uvloop_versions[i].from, uvloop_versions[i - 1].to);
+	}
+	cr_expect_eq(uvloop_inv_offset(0x012e00), 472); /* 1.46.0, Node.js 20 */
+	cr_expect_eq(uvloop_inv_offset(0x012c02), 0);   /* 1.44.2: not followed */
+}
+
+static void read_mem(pid_t pid, uint64_t at, void *out, size_t n)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, out, n, (off_t)at), (ssize_t)n);
+	close(fd);
+}
+
+/* The layout points at the loop Node runs: its internal fields are set
+ * and its backend fd is the process's epoll instance, idle in
+ * epoll_wait with no callback running. */
+Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
+{
+	struct prog_files files;
+	struct uvloop u;
+	struct sonde_loop loop;
+	uint64_t lfields = 0, inv = 1;
+	int32_t backend_fd = -1;
+	char path[64], target[64] = "";
+	pid_t child = harness_run("node", (char *const[]){ "/usr/bin/node", "-e",
+							  "setTimeout(() => {}, 30000)", NULL });
+
+	prog_files_init(&files, "/proc");
+	uvloop_init(&u, &files);
+	usleep(300 * 1000);
+	cr_assert_eq(uvloop_layout(&u, (uint32_t)child, &loop), 1);
+	read_mem(child, loop.internal_fields, &lfields, sizeof(lfields));
+	cr_expect_neq(lfields, 0);
+	read_mem(child, loop.internal_fields - UVLOOP_INTERNAL_FIELDS + UV_LOOP_BACKEND_FD,
+		 &backend_fd, sizeof(backend_fd));
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", child, backend_fd);
+	cr_expect_gt(readlink(path, target, sizeof(target) - 1), 0);
+	cr_expect_str_eq(target, "anon_inode:[eventpoll]");
+	read_mem(child, lfields + loop.inv_offset, &inv, sizeof(inv));
+	cr_expect_eq(inv, 0);
+	cr_expect_eq(uvloop_layout(&u, (uint32_t)getpid(), &loop), 0);
+	cr_expect_eq(u.stats.processes, 1);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}

@@ -1,0 +1,212 @@
+#include "progfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <inttypes.h>
+#include <libelf.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void prog_files_init(struct prog_files *pf, const char *proc_root)
+{
+	memset(pf, 0, sizeof(*pf));
+	snprintf(pf->proc_root, sizeof(pf->proc_root), "%s", proc_root);
+	elf_version(EV_CURRENT);
+}
+
+static int first_load_vaddr(Elf *elf, uint64_t *out)
+{
+	size_t nphdr;
+
+	if (elf_getphdrnum(elf, &nphdr))
+		return -EINVAL;
+	*out = UINT64_MAX;
+	for (size_t i = 0; i < nphdr; i++) {
+		GElf_Phdr phdr;
+
+		if (gelf_getphdr(elf, (int)i, &phdr) && phdr.p_type == PT_LOAD &&
+		    phdr.p_vaddr < *out)
+			*out = phdr.p_vaddr & ~(uint64_t)0xfff;
+	}
+	return *out == UINT64_MAX ? -EINVAL : 0;
+}
+
+/* The first n bytes a symbol holds in the file: a constant's value, a
+ * function's code. */
+static int symbol_bytes(Elf *elf, const GElf_Sym *sym, void *out, size_t n)
+{
+	Elf_Scn *scn = elf_getscn(elf, sym->st_shndx);
+	Elf_Data *data = scn ? elf_getdata(scn, NULL) : NULL;
+	GElf_Shdr shdr;
+	uint64_t at;
+
+	if (!data || !gelf_getshdr(scn, &shdr) || shdr.sh_type == SHT_NOBITS)
+		return -EINVAL;
+	at = sym->st_value - shdr.sh_addr;
+	if (at + n > data->d_size)
+		return -EINVAL;
+	memcpy(out, (const char *)data->d_buf + at, n);
+	return 0;
+}
+
+/* uv_version() compiles to `mov $UV_VERSION_HEX, %eax; ret` on x86-64. */
+static uint32_t uv_version_of(Elf *elf, const GElf_Sym *sym)
+{
+	uint8_t code[6];
+	uint32_t version;
+
+	if (symbol_bytes(elf, sym, code, sizeof(code)) || code[0] != 0xb8 || code[5] != 0xc3)
+		return 0;
+	memcpy(&version, code + 1, sizeof(version));
+	return version;
+}
+
+static void look_at_symbol(Elf *elf, const GElf_Sym *sym, const char *name,
+			   struct prog_file *file)
+{
+	if (strcmp(name, "_PyRuntime") == 0) {
+		file->py_runtime = sym->st_value;
+	} else if (strcmp(name, "Py_Version") == 0) {
+		file->py_version_known =
+			symbol_bytes(elf, sym, &file->py_version, sizeof(file->py_version)) == 0;
+	} else if (strcmp(name, "uv_version") == 0) {
+		file->uv_version = uv_version_of(elf, sym);
+	} else if (strcmp(name, "default_loop_struct") == 0) {
+		file->uv_loop = sym->st_value;
+	}
+}
+
+static void scan_symbols(Elf *elf, Elf_Scn *scn, const GElf_Shdr *shdr, struct prog_file *file)
+{
+	Elf_Data *data = elf_getdata(scn, NULL);
+
+	for (size_t i = 0; data && i < shdr->sh_size / shdr->sh_entsize; i++) {
+		GElf_Sym sym;
+		const char *name;
+
+		if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF)
+			continue;
+		name = elf_strptr(elf, shdr->sh_link, sym.st_name);
+		if (name)
+			look_at_symbol(elf, &sym, name, file);
+	}
+}
+
+/* The symbols of one type of table (SHT_DYNSYM or SHT_SYMTAB). */
+static void scan_table(Elf *elf, uint32_t type, struct prog_file *file)
+{
+	Elf_Scn *scn = NULL;
+
+	while ((scn = elf_nextscn(elf, scn))) {
+		GElf_Shdr shdr;
+
+		if (gelf_getshdr(scn, &shdr) && shdr.sh_type == type && shdr.sh_entsize)
+			scan_symbols(elf, scn, &shdr, file);
+	}
+}
+
+/* _PyRuntime, Py_Version and uv_version are exported, for extension
+ * modules and addons, even by a stripped program. libuv's default loop is
+ * static: only a program that keeps its symbol table (Node.js's own
+ * builds do) has it, and only one exporting uv_version is searched. */
+static void read_program(Elf *elf, struct prog_file *file)
+{
+	scan_table(elf, SHT_DYNSYM, file);
+	if (file->uv_version)
+		scan_table(elf, SHT_SYMTAB, file);
+	if (first_load_vaddr(elf, &file->load_vaddr))
+		file->py_runtime = file->uv_loop = 0;
+}
+
+static struct prog_file *cache_slot(struct prog_files *pf, const struct stat *st, bool *hit)
+{
+	struct prog_file *oldest = &pf->cache[0];
+	uint64_t mtime = (uint64_t)st->st_mtim.tv_sec * 1000000000ull + (uint64_t)st->st_mtim.tv_nsec;
+
+	for (unsigned i = 0; i < PROG_FILES_CACHE; i++) {
+		struct prog_file *f = &pf->cache[i];
+
+		if (f->last_use && f->dev == st->st_dev && f->ino == st->st_ino &&
+		    f->mtime_ns == mtime) {
+			*hit = true;
+			f->last_use = ++pf->uses;
+			return f;
+		}
+		if (f->last_use < oldest->last_use)
+			oldest = f;
+	}
+	*hit = false;
+	memset(oldest, 0, sizeof(*oldest));
+	oldest->dev = st->st_dev;
+	oldest->ino = st->st_ino;
+	oldest->mtime_ns = mtime;
+	oldest->last_use = ++pf->uses;
+	return oldest;
+}
+
+const struct prog_file *prog_file_at(struct prog_files *pf, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct prog_file *file = NULL;
+	struct stat st;
+	bool hit;
+	Elf *elf;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st))
+		goto out;
+	file = cache_slot(pf, &st, &hit);
+	if (hit)
+		goto out;
+	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	if (elf) {
+		read_program(elf, file);
+		elf_end(elf);
+	}
+out:
+	close(fd);
+	return file;
+}
+
+int prog_mappings(const struct prog_files *pf, uint32_t pid,
+		  int (*fn)(void *ctx, const struct prog_mapping *m), void *ctx)
+{
+	char path[128], line[512];
+	FILE *maps;
+	int ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%u/maps", pf->proc_root, pid);
+	maps = fopen(path, "re");
+	if (!maps)
+		return -errno;
+	while (!ret && fgets(line, sizeof(line), maps)) {
+		unsigned long long start, end, offset;
+		char file_path[256] = "";
+		struct prog_mapping m;
+
+		if (sscanf(line, "%llx-%llx %*s %llx %*s %" SCNu64 " %255s", &start, &end, &offset,
+			   &m.inode, file_path) != 5 ||
+		    offset != 0)
+			continue;
+		m.start = start;
+		m.end = end;
+		m.path = file_path;
+		ret = fn(ctx, &m);
+	}
+	fclose(maps);
+	return ret;
+}
+
+const struct prog_file *prog_file_of_mapping(struct prog_files *pf, uint32_t pid,
+					     const struct prog_mapping *m)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/%u/map_files/%" PRIx64 "-%" PRIx64, pf->proc_root, pid,
+		 m->start, m->end);
+	return prog_file_at(pf, path);
+}

@@ -1,0 +1,55 @@
+/* What sonde reads of a program file to follow the runtime inside it:
+ * CPython's _PyRuntime and version (pytask.c), libuv's default loop and
+ * version (uvloop.c). Each file is read once, cached by device, inode and
+ * modification time, since every exec on the host is looked at; a
+ * process's files are found through /proc/<pid>/maps. */
+#ifndef SONDE_PROGFILE_H
+#define SONDE_PROGFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PROG_FILES_CACHE 64
+
+struct prog_file {
+	uint64_t dev, ino, mtime_ns;
+	uint64_t last_use;
+	uint64_t load_vaddr;   /* lowest PT_LOAD address, page aligned: what
+	                          the mapping at file offset 0 starts at */
+	uint64_t py_runtime;   /* _PyRuntime, before relocation; 0: none */
+	uint64_t py_version;   /* Py_Version (CPython 3.11 on) */
+	bool py_version_known;
+	uint64_t uv_loop;      /* libuv's default_loop_struct, before
+	                          relocation; 0: none */
+	uint32_t uv_version;   /* what uv_version() returns (0x012e00 is
+	                          1.46.0); 0: unknown */
+};
+
+struct prog_files {
+	char proc_root[64];
+	struct prog_file cache[PROG_FILES_CACHE];
+	uint64_t uses;
+};
+
+/* proc_root is "/proc" except in tests. */
+void prog_files_init(struct prog_files *pf, const char *proc_root);
+/* The file at path, read if not cached; NULL (errno set) when it cannot
+ * be opened. */
+const struct prog_file *prog_file_at(struct prog_files *pf, const char *path);
+
+/* A mapping of a process at file offset 0, where a file's base is. */
+struct prog_mapping {
+	uint64_t start, end;
+	uint64_t inode;
+	const char *path;
+};
+
+/* Calls fn for each mapping of pid at file offset 0, until fn returns
+ * non-zero, and returns that; -errno when the maps cannot be read. */
+int prog_mappings(const struct prog_files *pf, uint32_t pid,
+		  int (*fn)(void *ctx, const struct prog_mapping *m), void *ctx);
+/* The file of a mapping, by its map_files link. */
+const struct prog_file *prog_file_of_mapping(struct prog_files *pf, uint32_t pid,
+					     const struct prog_mapping *m);
+
+#endif
