@@ -55,6 +55,7 @@ from ports import free_port_block  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
+TEST_APPS = ROOT / "tests" / "e2e" / "apps"
 RECEIVER = ROOT / "tests" / "otlp_receiver" / "receiver.js"
 PYTHON = "/usr/bin/python3"
 
@@ -294,14 +295,68 @@ class ProxyMax(Scenario):
             self.backend = None
 
     def observe(self, variant, result):
-        """The share of complete traces: each request gives four spans and
-        one root, wrk's; every other root is a call that lost its parent."""
-        stats = result.get("stats")
-        if not stats:
-            return
-        requests = stats["spans_server"] / 2
-        extra_roots = max(0, stats["trace_roots"] - requests)
-        result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
+        one_root_per_request(result, self.spans_per_request["server"])
+
+
+def one_root_per_request(result, servers_per_request):
+    """The share of complete traces when each request gives one root,
+    wrk's call: every other root is a call that lost its parent."""
+    stats = result.get("stats")
+    if not stats:
+        return
+    requests = stats["spans_server"] / servers_per_request
+    extra_roots = max(0, stats["trace_roots"] - requests)
+    result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
+
+
+class NodeChainMax(Scenario):
+    """What linking costs on Node.js: one thread serving 16 requests at
+    once, each calling a backend over a keep-alive agent. The third
+    variant runs both services from a copy of node without its symbol
+    table, whose loop sonde cannot find (user/trace/uvloop.c): their calls
+    are linked only when no other request is in flight."""
+    name, title = "nodechain", ("node front -> node backend (keep-alive agent), both on CPU 0, "
+                                "wrk -t1 -c16 on CPU 1, maximum rate")
+    variants = [Variant("untraced"),
+                Variant("sonde, ring buffer", RING),
+                Variant("sonde, loop not followed", RING, flavour="stripped")]
+    spans_per_request = {"server": 2, "client": 2}
+    kernel_variant = variants[1]
+    flavour = backend = None
+
+    def start(self, workdir, flavour):
+        if self.flavour != flavour:
+            self.stop()
+        self.flavour = flavour
+        super().start(workdir, flavour)
+
+    def start_server(self, workdir, flavour):
+        node = "node"
+        if flavour == "stripped":
+            node = str(Path(workdir) / "node-stripped")
+            if not os.path.exists(node):
+                subprocess.run(["objcopy", "--strip-all", shutil.which("node"), node], check=True)
+        app = str(TEST_APPS / "node_chain.js")
+        backend_port, port = free_port(), free_port()
+        self.backend = Server([node, app, "backend", str(backend_port), "0"], backend_port)
+        server = Server([node, app, "front", str(port), str(backend_port)], port)
+        harness.wrk(port, 1, path="/call/0123456789ab")  # the JIT's warm-up
+        return server
+
+    def load(self, seconds, workdir, tag):
+        return harness.wrk(self.server.port, seconds, path="/call/0123456789ab")
+
+    def server_pids(self):
+        return [self.server.proc.pid, self.backend.proc.pid]
+
+    def stop(self):
+        super().stop()
+        if self.backend is not None:
+            self.backend.stop()
+            self.backend = None
+
+    def observe(self, variant, result):
+        one_root_per_request(result, self.spans_per_request["server"])
 
 
 class NodeMax(Scenario):
@@ -788,14 +843,15 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 3 s, none measured again for host steal (under 5 "
                         "minutes), instead of 5 rounds of 8 s")
-    parser.add_argument("--only", default="nginx,uvicorn,chain,proxy,node,export,metrics,logs")
+    parser.add_argument("--only",
+                        default="nginx,uvicorn,chain,proxy,node,nodechain,export,metrics,logs")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
     args = parser.parse_args()
     # A quick look keeps its time limit on a noisy host: it shows the
     # steal of its runs rather than measuring them again.
     rounds, retries, seconds, fixed_seconds = (2, 0, 3, 4) if args.quick else (5, 5, 8, 10)
     scenarios = {"nginx": [NginxMax()], "uvicorn": [UvicornMax()], "chain": [Chain()],
-                 "proxy": [ProxyMax()], "node": [NodeMax()],
+                 "proxy": [ProxyMax()], "node": [NodeMax()], "nodechain": [NodeChainMax()],
                  "export": [ExportFixed(5000, export_off=True), ExportFixed(10000), ExportMax()],
                  "metrics": [MetricsMax()], "logs": [LogsMax()]}
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")

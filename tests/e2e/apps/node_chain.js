@@ -1,6 +1,7 @@
 // Two Node.js services for the end-to-end tests (no tracing code).
-//   node node_chain.js backend PORT
-//     GET /item/ID answers {"id": ID} after 0-9 ms.
+//   node node_chain.js backend PORT [MAX_DELAY_MS]
+//     GET /item/ID answers {"id": ID} after 0 to MAX_DELAY_MS - 1 ms
+//     (default 10), at once with 0.
 //   node node_chain.js front PORT BACKEND_PORT
 //     GET /call/ID: one call to the backend over a keep-alive agent.
 //     POST /chain/ID: reads its body, then awaits a call over the agent,
@@ -11,10 +12,11 @@
 //     wait for a socket another request's call frees.
 const http = require('http');
 
-const [mode, port, backendPort] = process.argv.slice(2);
+const [mode, port, arg] = process.argv.slice(2);
+const backend = `http://127.0.0.1:${arg}`; // front: the backend's port
+const maxDelay = arg === undefined ? 10 : Number(arg); // backend
 const agent = new http.Agent({ keepAlive: true });
 const narrow = new http.Agent({ keepAlive: true, maxSockets: 2 });
-const backend = `http://127.0.0.1:${backendPort}`;
 
 function get(path, via = agent) {
   return new Promise((resolve, reject) => {
@@ -69,8 +71,11 @@ function front(req, res) {
 }
 
 function item(req, res) {
-  const id = req.url.split('/')[2];
-  setTimeout(() => res.end(JSON.stringify({ id })), Math.floor(Math.random() * 10));
+  const body = JSON.stringify({ id: req.url.split('/')[2] });
+  if (maxDelay === 0)
+    res.end(body);
+  else
+    setTimeout(() => res.end(body), Math.floor(Math.random() * maxDelay));
 }
 
 http.createServer(mode === 'front' ? front : item).listen(Number(port), '127.0.0.1');
