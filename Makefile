@@ -90,7 +90,13 @@ $(RECEIVER_DIR)/node_modules/.installed: $(RECEIVER_DIR)/package-lock.json
 	npm ci --prefix $(RECEIVER_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-e2e: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed
+# node-postgres, for the Node.js service of tests/e2e/test_node.py.
+E2E_APPS_DIR := tests/e2e/apps
+$(E2E_APPS_DIR)/node_modules/.installed: $(E2E_APPS_DIR)/package-lock.json
+	npm ci --prefix $(E2E_APPS_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+e2e: $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed $(E2E_APPS_DIR)/node_modules/.installed
 	/usr/bin/python3 -m pytest -v tests/e2e
 
 # The core end-to-end tests again, the agent run as the systemd unit runs

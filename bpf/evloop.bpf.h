@@ -14,9 +14,9 @@
  * client connection's call, whose task is the request that wrote it.
  *
  * The task of a callback is its fd's conn_state.loop_task: a server
- * connection's own gen; for a client connection, the task of the callback
- * that wrote its request (or, for a connection still opening, that made
- * it); nothing for any other fd. Server responses carry their own
+ * connection's own gen; for a client connection (HTTP, PostgreSQL,
+ * Redis), the task of the callback that wrote its request (or, for a
+ * connection still opening, that made it); nothing for any other fd. Server responses carry their own
  * connection's task, so the linker's task rule pairs a client request
  * with the request whose callbacks wrote it, through any number of
  * awaits on other calls.
@@ -26,7 +26,10 @@
  * NULL, which is read at each message start. A request written on a
  * client connection in the callback of that connection's own response
  * may be another caller's (Node's agent hands a freed socket to a queued
- * request there), so it gets none either. Tasks are thus exact or absent.
+ * request there, a database client its next queued query), so it gets
+ * none either; nor does anything after a connection was found ended in a
+ * callback (a pool then makes a new connection for its oldest waiter),
+ * while Node's own socket 'close' handlers run outside poll callbacks. Tasks are thus exact or absent.
  *
  * Only the main thread's loop is followed (uv_default_loop(); worker
  * threads run loops of their own), and only libuv versions whose field
@@ -40,10 +43,20 @@
 
 /* How a call may start a callback. */
 enum loop_call_kind {
-	LOOP_CALL_READ,  /* data read */
-	LOOP_CALL_WRITE, /* data written */
-	LOOP_CALL_OTHER, /* accept, getsockopt: only ever a callback's own */
+	LOOP_CALL_READ,         /* data read */
+	LOOP_CALL_WRITE,        /* data written */
+	LOOP_CALL_OTHER,        /* accept, getsockopt: only ever a callback's own */
+	LOOP_CALL_READ_END,     /* a read that found the connection ended */
+	LOOP_CALL_WRITE_FAILED, /* a write that found it ended */
 };
+
+/* A callback in which a connection was found ended gets no task from
+ * then on: a pool hands what the connection held (a place for a queued
+ * caller, a new connection for one) to another caller there. */
+static __always_inline bool loop_call_ends(int kind)
+{
+	return kind == LOOP_CALL_READ_END || kind == LOOP_CALL_WRITE_FAILED;
+}
 
 /* The loop of the calling thread if it is a libuv process's main thread. */
 static __always_inline struct sonde_loop *main_thread_loop(void)
@@ -89,7 +102,8 @@ static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd
 			return -1;
 		if ((__s32)loop->batch[at].data != fd)
 			continue;
-		if (kind == LOOP_CALL_WRITE && !(loop->batch[at].events & EPOLLOUT))
+		if ((kind == LOOP_CALL_WRITE || kind == LOOP_CALL_WRITE_FAILED) &&
+		    !(loop->batch[at].events & EPOLLOUT))
 			return -1;
 		return (int)at;
 	}
@@ -108,12 +122,15 @@ __noinline int loop_call(struct sonde_loop *loop, __s32 fd, __u64 fd_task, int k
 	if (!loop)
 		return 0;
 	at = loop_event_of(loop, fd, kind);
-	if (at < 0)
+	if (at < 0) {
+		if (loop_call_ends(kind))
+			loop->task = SONDE_TASK_UNKNOWN;
 		return 0;
+	}
 	loop->cursor = at;
 	loop->opener_fd = fd;
 	loop->opener_read = kind == LOOP_CALL_READ;
-	loop->task = fd_task ? fd_task : SONDE_TASK_UNKNOWN;
+	loop->task = fd_task && !loop_call_ends(kind) ? fd_task : SONDE_TASK_UNKNOWN;
 	if (loop->overflow && at == loop->nbatch - 1)
 		loop->task = SONDE_TASK_UNKNOWN;
 	return 0;
@@ -174,22 +191,25 @@ static __always_inline bool is_http1_status_line(const __u8 *data, __u32 len)
 	       data[4] == '/';
 }
 
-/* The task of an HTTP message a libuv process writes: a response is its
- * connection's own request's; a request is the running callback's, and
- * becomes its connection's, for the callbacks its response will start.
- * Only message starts need one (see current_task). */
+/* The task of what a libuv process writes: an HTTP response is its
+ * connection's own request's; an HTTP request, or a database client's
+ * write (every one is requests), is the running callback's, and becomes
+ * its connection's, for the callbacks its response will start. Only HTTP
+ * message starts need one (see current_task). */
 static __always_inline __u64 loop_task(struct sonde_conn_key *key, struct conn_state *state,
 				       struct sonde_data_event *ev)
 {
 	struct sonde_loop *loop;
 
-	if (ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
+	if (ev->dir != SONDE_DIR_EGRESS)
 		return 0;
-	if (!is_http1_start(ev->data, ev->captured))
-		return SONDE_TASK_UNKNOWN;
-	if (is_http1_status_line(ev->data, ev->captured)) {
-		state->loop_task = state->gen;
-		return state->gen;
+	if (ev->proto == SONDE_PROTO_HTTP1) {
+		if (!is_http1_start(ev->data, ev->captured))
+			return SONDE_TASK_UNKNOWN;
+		if (is_http1_status_line(ev->data, ev->captured)) {
+			state->loop_task = state->gen;
+			return state->gen;
+		}
 	}
 	loop = main_thread_loop();
 	state->loop_task = loop ? loop_running_task(loop, key->fd) : SONDE_TASK_UNKNOWN;

@@ -227,9 +227,11 @@ static __always_inline struct pt_regs *user_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-static __always_inline enum loop_call_kind call_kind(const struct call_args *args)
+static __always_inline enum loop_call_kind call_kind(const struct call_args *args, long ret)
 {
-	return args->dir == SONDE_DIR_INGRESS ? LOOP_CALL_READ : LOOP_CALL_WRITE;
+	if (args->dir == SONDE_DIR_INGRESS)
+		return ret > 0 ? LOOP_CALL_READ : LOOP_CALL_READ_END;
+	return ret >= 0 ? LOOP_CALL_WRITE : LOOP_CALL_WRITE_FAILED;
 }
 
 static __always_inline int trace_call(void *ctx, long ret, struct call_args *args)
@@ -241,13 +243,13 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 		return 0;
 	state = traced_conn(&key);
 	if (!state) {
-		loop_call_fd(&key, call_kind(args));
+		loop_call_fd(&key, call_kind(args, ret));
 		if (capture_logs && ret > 0 && is_log_write(&key, args))
 			emit_log(ctx, &key, args, (__u32)ret);
 		return 0;
 	}
 	if (state->loop)
-		loop_call(main_thread_loop(), key.fd, state->loop_task, call_kind(args));
+		loop_call(main_thread_loop(), key.fd, state->loop_task, call_kind(args, ret));
 	if (ret <= 0)
 		note_failure(ctx, &key, state, args, ret);
 	else

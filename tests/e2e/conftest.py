@@ -11,6 +11,7 @@ test can assert the exact set of spans its traffic produced. The tests run
 in a cgroup of their own that every agent they start includes
 (SONDE_INCLUDE), so another program's traffic on the host (a benchmark,
 another run) is neither traced nor in the way."""
+import glob
 import json
 import os
 import shutil
@@ -391,6 +392,43 @@ def uvicorn(agent):
     u = Uvicorn("e2e-api")
     yield u
     u.stop()
+
+
+def pg_bin(name):
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (scripts/deps.sh)")
+    return found[-1]
+
+
+class Postgres:
+    """A private PostgreSQL cluster in a temporary directory, owned by
+    postgres, on a free loopback port; trust authentication."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="pg-"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run(["runuser", "-u", "postgres", "--", pg_bin("initdb"), "-D", str(self.dir),
+                        "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        self.log = open(self.dir / "server.log", "w")
+        subprocess.Popen(["runuser", "-u", "postgres", "--", pg_bin("postgres"), "-D", str(self.dir),
+                          "-p", str(self.port), "-k", str(self.dir),
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                         stdout=self.log, stderr=self.log)
+        wait_port(self.port, timeout=60)
+        self.pid = int((self.dir / "postmaster.pid").read_text().split()[0])
+
+    def url(self, database):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGINT)  # fast shutdown
+        deadline = time.time() + 30
+        while time.time() < deadline and Path(f"/proc/{self.pid}").exists():
+            time.sleep(0.1)
+        self.log.close()
 
 
 def curl(*args):

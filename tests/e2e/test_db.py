@@ -8,75 +8,37 @@ Each request /orders/K touches table orders_K and makes K % 3 + 1 Redis
 GETs and one SET, so the spans under each server span say which request
 they belong to. Every value the test sends is a fresh secret that must not
 appear in any exported attribute."""
-import glob
 import json
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pytest
 
-from conftest import APPS, PYTHON, Agent, free_port, wait_port
+from conftest import APPS, PYTHON, Agent, Postgres, free_port, wait_port
 
 ORDERS = 8
 
 
-def pg_bin(name):
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is not installed (scripts/deps.sh)")
-    return found[-1]
-
-
-class Postgres:
-    """A private cluster in a temporary directory, owned by postgres."""
-
-    def __init__(self, workdir):
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="pg-"))
-        shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run(["runuser", "-u", "postgres", "--", pg_bin("initdb"), "-D", str(self.dir),
-                        "-A", "trust", "-U", "postgres", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
-        self.log = open(self.dir / "server.log", "w")
-        subprocess.Popen(["runuser", "-u", "postgres", "--", pg_bin("postgres"), "-D", str(self.dir),
-                          "-p", str(self.port), "-k", str(self.dir),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                         stdout=self.log, stderr=self.log)
-        wait_port(self.port, timeout=60)
-        self.pid = int((self.dir / "postmaster.pid").read_text().split()[0])
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/shop"
-        self._create_schema()
-
-    def _create_schema(self):
-        admin = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
-        admin.autocommit = True
-        admin.cursor().execute("CREATE DATABASE shop")
-        admin.close()
-        conn = psycopg2.connect(self.dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            for k in range(ORDERS):
-                cur.execute(f"CREATE TABLE orders_{k} (id int PRIMARY KEY, customer text, "
-                            "total numeric)")
-            cur.execute("INSERT INTO orders_0 VALUES (1, 'seed', 1)")
-        conn.close()
-
-    def stop(self):
-        os.kill(self.pid, signal.SIGINT)  # fast shutdown
-        deadline = time.time() + 30
-        while time.time() < deadline and Path(f"/proc/{self.pid}").exists():
-            time.sleep(0.1)
-        self.log.close()
+def create_shop(pg):
+    """The shop database: tables orders_0 .. orders_7, one seeded row."""
+    admin = psycopg2.connect(pg.url("postgres"))
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE shop")
+    admin.close()
+    conn = psycopg2.connect(pg.url("shop"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for k in range(ORDERS):
+            cur.execute(f"CREATE TABLE orders_{k} (id int PRIMARY KEY, customer text, "
+                        "total numeric)")
+        cur.execute("INSERT INTO orders_0 VALUES (1, 'seed', 1)")
+    conn.close()
 
 
 class Redis:
@@ -97,6 +59,8 @@ class Redis:
 @pytest.fixture(scope="module")
 def postgres(workdir):
     pg = Postgres(workdir)
+    create_shop(pg)
+    pg.dsn = pg.url("shop")
     yield pg
     pg.stop()
 

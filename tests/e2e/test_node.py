@@ -13,18 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import APPS, Agent, curl, free_port, wait_port
+from conftest import APPS, Agent, Postgres, curl, free_port, wait_port
 
 
 class NodeChain:
-    """A front Node service calling a backend Node service."""
+    """A front Node service calling a backend Node service (and, given
+    its URL, a PostgreSQL database)."""
 
-    def __init__(self):
+    def __init__(self, postgres_url=None):
         self.backend_port, self.port = free_port(), free_port()
         self.backend = subprocess.Popen(["node", str(APPS / "node_chain.js"), "backend",
                                          str(self.backend_port)])
         self.front = subprocess.Popen(["node", str(APPS / "node_chain.js"), "front",
-                                       str(self.port), str(self.backend_port)])
+                                       str(self.port), str(self.backend_port)]
+                                      + ([postgres_url] if postgres_url else []))
         wait_port(self.backend_port)
         wait_port(self.port)
         # A process's first fetch() waits for V8 to compile undici's
@@ -45,7 +47,22 @@ def chain(agent):
     c.stop()
 
 
-ROUTES = {"call": 1, "chain": 2, "later": 1, "queued": 1}  # backend calls per request
+@pytest.fixture(scope="module")
+def postgres(workdir):
+    pg = Postgres(workdir)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture
+def db_chain(agent, postgres):
+    c = NodeChain(postgres.url("postgres"))
+    yield c
+    c.stop()
+
+
+# Backend calls per request; the db routes make a query first.
+ROUTES = {"call": 1, "chain": 2, "later": 1, "queued": 1, "db": 1, "dbqueued": 1}
 
 
 def send(port, route, ids, concurrency):
@@ -59,7 +76,10 @@ def send(port, route, ids, concurrency):
 
 def rid_of(span):
     a = span["attributes"]
-    m = re.search(r"/(?:call|chain|later|queued|item)/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
+    if "db.query.text" in a:
+        m = re.search(r'"r_([0-9a-f]{12})"', a["db.query.text"])
+        return m and m.group(1)
+    m = re.search(r"/(?:call|chain|later|queued|db|dbqueued|item)/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
     return m and m.group(1)
 
 
@@ -69,19 +89,23 @@ def collect(agent, chain, route, ids, timeout=20):
     want = ROUTES[route]
     deadline = time.time() + timeout
     while True:
-        found = {rid: {"server": None, "calls": [], "backend": []} for rid in ids}
+        found = {rid: {"server": None, "calls": [], "backend": [], "queries": []} for rid in ids}
         for s in agent.spans():
             rid = rid_of(s)
             if rid not in found:
                 continue
             port = s["attributes"].get("server.port")
-            if s["kind"] == "SpanKind.SERVER" and port == chain.port:
+            if "db.query.text" in s["attributes"]:
+                found[rid]["queries"].append(s)
+            elif s["kind"] == "SpanKind.SERVER" and port == chain.port:
                 found[rid]["server"] = s
             elif s["kind"] == "SpanKind.CLIENT" and port == chain.backend_port:
                 found[rid]["calls"].append(s)
             elif s["kind"] == "SpanKind.SERVER" and port == chain.backend_port:
                 found[rid]["backend"].append(s)
+        queries = 1 if route.startswith("db") else 0
         if all(f["server"] and len(f["calls"]) == want and len(f["backend"]) == want
+               and len(f["queries"]) == queries
                for f in found.values()) or time.time() > deadline:
             return found
         time.sleep(0.1)
@@ -94,13 +118,13 @@ def check(found):
     for rid, f in found.items():
         server = f["server"]
         assert server, f"{rid}: no server span"
-        for call in f["calls"]:
+        for call in f["calls"] + f["queries"]:
             if call["parent_id"] == server["context"]["span_id"]:
                 assert call["context"]["trace_id"] == server["context"]["trace_id"]
                 right += 1
             else:
                 assert not call["parent_id"], f"{rid}: WRONG parent {call}"
-                orphans.append(call["attributes"]["url.full"])
+                orphans.append(call["attributes"].get("url.full", call["name"]))
         calls = {c["context"]["span_id"] for c in f["calls"]}
         for b in f["backend"]:
             assert b["parent_id"] in calls, f"{rid}: backend request not under its call"
@@ -110,7 +134,7 @@ def check(found):
 def check_traces_hold_one_request(found):
     traces = {}
     for rid, f in found.items():
-        for s in [f["server"], *f["calls"], *f["backend"]]:
+        for s in [f["server"], *f["calls"], *f["backend"], *f["queries"]]:
             traces.setdefault(s["context"]["trace_id"], set()).add(rid)
     merged = [t for t, rids in traces.items() if len(rids) > 1]
     assert not merged, f"traces holding several requests: {merged}"
@@ -163,3 +187,45 @@ def test_a_node_service_running_before_sonde(workdir, chain):
         assert late.stop() == 0
     assert (right, orphans) == (16, [])
     assert late.stats()["libuv_processes"] >= 2
+
+
+@pytest.mark.parametrize("concurrency", [1, 16, 64])
+def test_queries_and_the_calls_after_them_are_children_of_their_request(agent, postgres,
+                                                                        db_chain, concurrency):
+    """node-postgres over a pool of 64 connections to a real PostgreSQL:
+    each query, and the call made once it has answered (written in the
+    callback of the query's response), is under its request. A query
+    that opens a pool connection is written in the callback of that
+    connection's handshake, which sonde cannot tell from a query handed
+    over to a waiting caller: it and its call have no parent."""
+    n = 20 if concurrency == 1 else concurrency
+    ids = [uuid.uuid4().hex[:12] for _ in range(n)]
+    send(db_chain.port, "db", ids, concurrency)
+    found = collect(agent, db_chain, "db", ids)
+    right, orphans = check(found)
+    check_traces_hold_one_request(found)
+    opened = len(postgres_connections(db_chain, postgres))
+    print(f"db x{concurrency}: {right} of {2 * n} queries and calls under their request, "
+          f"{opened} connections opened")
+    assert right + len(orphans) == 2 * n
+    assert right >= 2 * (n - opened), f"without a parent: {orphans}"
+
+
+def postgres_connections(chain, postgres):
+    """The front's connections to PostgreSQL (its pool keeps them open)."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dport", f"= :{postgres.port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if f"pid={chain.front.pid}," in line]
+
+
+def test_queries_waiting_for_a_connection_have_no_wrong_parent(agent, db_chain):
+    """A pool of 2: a query that waited is written in the callback of
+    another request's query's response, when its connection comes free:
+    it has no parent, never a wrong one."""
+    ids = [uuid.uuid4().hex[:12] for _ in range(32)]
+    send(db_chain.port, "dbqueued", ids, 16)
+    found = collect(agent, db_chain, "dbqueued", ids)
+    right, orphans = check(found)
+    check_traces_hold_one_request(found)
+    print(f"dbqueued x16: {right} of 64 queries and calls under their request")
+    assert right + len(orphans) == 64

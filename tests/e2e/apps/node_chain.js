@@ -2,7 +2,7 @@
 //   node node_chain.js backend PORT [MAX_DELAY_MS]
 //     GET /item/ID answers {"id": ID} after 0 to MAX_DELAY_MS - 1 ms
 //     (default 10), at once with 0.
-//   node node_chain.js front PORT BACKEND_PORT
+//   node node_chain.js front PORT BACKEND_PORT [POSTGRES_URL]
 //     GET /call/ID: one call to the backend over a keep-alive agent.
 //     POST /chain/ID: reads its body, then awaits a call over the agent,
 //     then one with fetch (undici's pool), then answers; logs a line with
@@ -10,13 +10,20 @@
 //     GET /later/ID: one call after awaiting a timer of 0-4 ms.
 //     GET /queued/ID: one call over an agent of 2 sockets, so that calls
 //     wait for a socket another request's call frees.
+//     GET /db/ID: a query over a pool of 64 connections, then a call.
+//     GET /dbqueued/ID: a query over a pool of 2, so that queries wait
+//     for a connection another request's query frees.
 const http = require('http');
 
-const [mode, port, arg] = process.argv.slice(2);
+const [mode, port, arg, postgresUrl] = process.argv.slice(2);
 const backend = `http://127.0.0.1:${arg}`; // front: the backend's port
 const maxDelay = arg === undefined ? 10 : Number(arg); // backend
 const agent = new http.Agent({ keepAlive: true });
 const narrow = new http.Agent({ keepAlive: true, maxSockets: 2 });
+const pools = postgresUrl && {
+  wide: new (require('pg').Pool)({ connectionString: postgresUrl, max: 64 }),
+  narrow: new (require('pg').Pool)({ connectionString: postgresUrl, max: 2 }),
+};
 
 function get(path, via = agent) {
   return new Promise((resolve, reject) => {
@@ -52,6 +59,12 @@ async function later(id, res) {
   res.end(await get(`/item/${id}`));
 }
 
+// The id is in a quoted alias: sonde's query text keeps identifiers.
+async function query(id, res, pool) {
+  await pool.query(`SELECT 1 AS "r_${id}"`);
+  res.end(await get(`/item/${id}`));
+}
+
 function front(req, res) {
   const [, route, id] = req.url.split('/');
   if (route === 'call') {
@@ -62,6 +75,9 @@ function front(req, res) {
     chain(id, req, res).catch(() => { res.writeHead(502); res.end(); });
   } else if (route === 'later') {
     later(id, res).catch(() => { res.writeHead(502); res.end(); });
+  } else if (route === 'db' || route === 'dbqueued') {
+    query(id, res, route === 'db' ? pools.wide : pools.narrow)
+      .catch(() => { res.writeHead(502); res.end(); });
   } else if (route === 'queued') {
     get(`/item/${id}`, narrow).then((body) => res.end(body), () => { res.writeHead(502); res.end(); });
   } else {
