@@ -16,10 +16,10 @@
  * The task of a callback is its fd's conn_state.loop_task: a server
  * connection's own gen; for a client connection (HTTP, PostgreSQL,
  * Redis), the task of the callback that wrote its request (or, for a
- * connection still opening, that made it); nothing for any other fd. Server responses carry their own
- * connection's task, so the linker's task rule pairs a client request
- * with the request whose callbacks wrote it, through any number of
- * awaits on other calls.
+ * connection still opening, that made it); nothing for any other fd.
+ * Server responses carry their own connection's task, so the linker's
+ * task rule pairs a client request with the request whose callbacks
+ * wrote it, through any number of awaits on other calls.
  *
  * What is not a poll's callback gets no task: timers, setImmediate and
  * deferred callbacks run while libuv's loop->internal_fields->inv is
@@ -28,8 +28,9 @@
  * may be another caller's (Node's agent hands a freed socket to a queued
  * request there, a database client its next queued query), so it gets
  * none either; nor does anything after a connection was found ended in a
- * callback (a pool then makes a new connection for its oldest waiter),
- * while Node's own socket 'close' handlers run outside poll callbacks. Tasks are thus exact or absent.
+ * callback (a pool then makes a new connection for its oldest waiter;
+ * Node's own socket 'close' handlers run outside poll callbacks). Tasks
+ * are thus exact or absent.
  *
  * Only the main thread's loop is followed (uv_default_loop(); worker
  * threads run loops of their own), and only libuv versions whose field

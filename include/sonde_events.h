@@ -179,6 +179,10 @@ struct sonde_data_event {
 	                   address of the outermost coroutine frame the thread is
 	                   running, which names the asyncio task for its life;
 	                   0 when no coroutine runs (or not CPython);
+	                   of an nginx worker: its request's downstream
+	                   connection (bpf/nginx.bpf.h); of a libuv process's
+	                   main thread (struct sonde_loop): the request whose
+	                   callback it runs (bpf/evloop.bpf.h);
 	                   SONDE_TASK_UNKNOWN when the walk failed, or was
 	                   not made because the data does not start an HTTP
 	                   request or status line (only a message start's

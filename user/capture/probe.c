@@ -588,11 +588,15 @@ int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layou
 	return 0;
 }
 
-int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop, bool running)
+int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop)
 {
 	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.loops), &tgid, loop, BPF_ANY))
 		return -errno;
-	if (running)
-		sweep_map(bpf_map__fd(p->skel->maps.conns), &tgid, 1);
 	return 0;
+}
+
+void probe_track_anew(struct probe *p, const uint32_t *tgids, size_t n)
+{
+	if (n > 0)
+		sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n);
 }

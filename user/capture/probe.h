@@ -69,9 +69,10 @@ int probe_watch_log_file(struct probe *p, uint32_t tgid, int32_t fd, bool watch)
 int probe_scope_out(struct probe *p, uint32_t tgid, int32_t fd);
 /* Lets the kernel name the asyncio task of tgid's threads. */
 int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout);
-/* Lets the kernel follow the callbacks of tgid's libuv loop. A process
- * that was running before (not just exec'd) has its connections tracked
- * anew, so that they are followed too. */
-int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop, bool running);
+/* Lets the kernel follow the callbacks of tgid's libuv loop. */
+int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop);
+/* The kernel forgets the connections of these processes, and tracks them
+ * anew at their next call (as connections open before sonde started). */
+void probe_track_anew(struct probe *p, const uint32_t *tgids, size_t n);
 
 #endif

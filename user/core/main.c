@@ -30,6 +30,9 @@
 
 #define HOUSEKEEPING_NS 1000000000ull
 #define STATS_GROUPS 12
+/* Processes with a libuv loop found running at start-up whose
+ * connections are tracked anew: the kernel's loops map holds 1024. */
+#define RUNNING_LOOPS_MAX 1024
 #define EXIT_FORCED 3
 
 #define AGENT_COUNTERS(X) \
@@ -110,7 +113,8 @@ static void look_at_python(struct agent *a, uint32_t pid, bool at_exec)
 		log_debug("pid %u runs CPython: asyncio tasks named", pid);
 }
 
-static void look_at_loop(struct agent *a, uint32_t pid, bool at_exec)
+/* Whether the kernel now follows pid's loop. */
+static bool look_at_loop(struct agent *a, uint32_t pid)
 {
 	struct sonde_loop loop;
 	int err = uvloop_layout(&a->uvloop, pid, &loop);
@@ -118,18 +122,21 @@ static void look_at_loop(struct agent *a, uint32_t pid, bool at_exec)
 	if (err < 0)
 		log_debug("read libuv loop of pid %u: %s", pid, strerror(-err));
 	if (err <= 0)
-		return;
-	err = probe_set_loop(a->probe, pid, &loop, !at_exec);
-	if (err)
+		return false;
+	err = probe_set_loop(a->probe, pid, &loop);
+	if (err) {
 		log_error("libuv layout of pid %u into loops: %s", pid, strerror(-err));
-	else
-		log_debug("pid %u runs a libuv loop: its callbacks followed", pid);
+		return false;
+	}
+	log_debug("pid %u runs a libuv loop: its callbacks followed", pid);
+	return true;
 }
 
-static void look_at_program(struct agent *a, uint32_t pid, bool at_exec)
+/* Whether pid's loop is followed from now on. */
+static bool look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 {
 	look_at_python(a, pid, at_exec);
-	look_at_loop(a, pid, at_exec);
+	return look_at_loop(a, pid);
 }
 
 /* What the new program was given is kept before anything reads it: its
@@ -188,6 +195,8 @@ static void look_at_running_programs(struct agent *a)
 {
 	DIR *dir = opendir("/proc");
 	struct dirent *entry;
+	uint32_t loops[RUNNING_LOOPS_MAX];
+	size_t nloops = 0;
 
 	if (!dir) {
 		log_error("list /proc: %s", strerror(errno));
@@ -197,10 +206,14 @@ static void look_at_running_programs(struct agent *a)
 		char *end;
 		unsigned long pid = strtoul(entry->d_name, &end, 10);
 
-		if (*end == '\0' && pid > 0 && pid != (unsigned long)getpid())
-			look_at_program(a, (uint32_t)pid, false);
+		if (*end == '\0' && pid > 0 && pid != (unsigned long)getpid() &&
+		    look_at_program(a, (uint32_t)pid, false) && nloops < RUNNING_LOOPS_MAX)
+			loops[nloops++] = (uint32_t)pid;
 	}
 	closedir(dir);
+	/* Connections they made before their loop was followed are tracked
+	 * anew, so that they are followed too. */
+	probe_track_anew(a->probe, loops, nloops);
 }
 
 /* Every module's counters, read now: kernel first. */
