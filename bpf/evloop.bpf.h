@@ -42,6 +42,9 @@
 
 #define EPOLLOUT 0x004
 
+_Static_assert((SONDE_LOOP_BATCH_MAX & (SONDE_LOOP_BATCH_MAX - 1)) == 0,
+	       "batch indexes are masked into range");
+
 /* How a call may start a callback. */
 enum loop_call_kind {
 	LOOP_CALL_READ,         /* data read */
@@ -96,11 +99,14 @@ static __always_inline void loop_polled(long nfds, __u64 events)
  * to an fd polled for reading alone is a callback writing elsewhere. */
 static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd, int kind)
 {
-	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
-		if ((__s32)at <= loop->cursor)
-			continue;
+	__u32 next = (__u32)(loop->cursor + 1);
+
+	for (__u32 i = 0; i < SONDE_LOOP_BATCH_MAX; i++) {
+		__u32 at = next + i;
+
 		if (at >= loop->nbatch)
 			return -1;
+		at &= SONDE_LOOP_BATCH_MAX - 1; /* for the verifier: nbatch is at most that */
 		if ((__s32)loop->batch[at].data != fd)
 			continue;
 		if ((kind == LOOP_CALL_WRITE || kind == LOOP_CALL_WRITE_FAILED) &&
