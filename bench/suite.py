@@ -259,7 +259,32 @@ class Chain(Scenario):
         result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
 
 
-class ProxyMax(Scenario):
+class TwoHops(Scenario):
+    """A front server calling a backend: four spans per request, and one
+    root, wrk's call; every other root is a call that lost its parent."""
+    spans_per_request = {"server": 2, "client": 2}
+    backend = None
+
+    def server_pids(self):
+        return [self.server.proc.pid, self.backend.proc.pid]
+
+    def stop(self):
+        super().stop()
+        if self.backend is not None:
+            self.backend.stop()
+            self.backend = None
+
+    def observe(self, variant, result):
+        """The share of complete traces."""
+        stats = result.get("stats")
+        if not stats:
+            return
+        requests = stats["spans_server"] / self.spans_per_request["server"]
+        extra_roots = max(0, stats["trace_roots"] - requests)
+        result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
+
+
+class ProxyMax(TwoHops):
     """What linking costs where it is hardest: a reverse proxy with many
     requests in flight on one thread. The third variant runs the same nginx
     under another name, which sonde does not read as nginx (bpf/nginx.bpf.h):
@@ -269,9 +294,8 @@ class ProxyMax(Scenario):
     variants = [Variant("untraced"),
                 Variant("sonde, ring buffer", RING),
                 Variant("sonde, nginx's objects not read", RING, flavour="renamed")]
-    spans_per_request = {"server": 2, "client": 2}
     kernel_variant = variants[1]
-    flavour = backend = None
+    flavour = None
 
     def start(self, workdir, flavour):
         if self.flavour != flavour:
@@ -285,31 +309,8 @@ class ProxyMax(Scenario):
         return nginx(workdir, "proxy", backend=self.backend.port,
                      program="nginx" if flavour == "plain" else "proxy-nginx")
 
-    def server_pids(self):
-        return [self.server.proc.pid, self.backend.proc.pid]
 
-    def stop(self):
-        super().stop()
-        if self.backend is not None:
-            self.backend.stop()
-            self.backend = None
-
-    def observe(self, variant, result):
-        one_root_per_request(result, self.spans_per_request["server"])
-
-
-def one_root_per_request(result, servers_per_request):
-    """The share of complete traces when each request gives one root,
-    wrk's call: every other root is a call that lost its parent."""
-    stats = result.get("stats")
-    if not stats:
-        return
-    requests = stats["spans_server"] / servers_per_request
-    extra_roots = max(0, stats["trace_roots"] - requests)
-    result["complete_traces"] = max(0.0, 1 - extra_roots / requests) if requests else 0.0
-
-
-class NodeChainMax(Scenario):
+class NodeChainMax(TwoHops):
     """What linking costs on Node.js: one thread serving 16 requests at
     once, each calling a backend over a keep-alive agent. The third
     variant runs both services from a copy of node without its symbol
@@ -320,9 +321,8 @@ class NodeChainMax(Scenario):
     variants = [Variant("untraced"),
                 Variant("sonde, ring buffer", RING),
                 Variant("sonde, loop not followed", RING, flavour="stripped")]
-    spans_per_request = {"server": 2, "client": 2}
     kernel_variant = variants[1]
-    flavour = backend = None
+    flavour = None
 
     def start(self, workdir, flavour):
         if self.flavour != flavour:
@@ -345,18 +345,6 @@ class NodeChainMax(Scenario):
 
     def load(self, seconds, workdir, tag):
         return harness.wrk(self.server.port, seconds, path="/call/0123456789ab")
-
-    def server_pids(self):
-        return [self.server.proc.pid, self.backend.proc.pid]
-
-    def stop(self):
-        super().stop()
-        if self.backend is not None:
-            self.backend.stop()
-            self.backend = None
-
-    def observe(self, variant, result):
-        one_root_per_request(result, self.spans_per_request["server"])
 
 
 class NodeMax(Scenario):

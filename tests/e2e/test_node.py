@@ -229,3 +229,32 @@ def test_queries_waiting_for_a_connection_have_no_wrong_parent(agent, db_chain):
     check_traces_hold_one_request(found)
     print(f"dbqueued x16: {right} of 64 queries and calls under their request")
     assert right + len(orphans) == 64
+
+
+def test_every_kind_of_call_at_once_never_gets_a_wrong_parent(agent, db_chain):
+    """All the routes at once, 32 requests in flight: calls after timers,
+    queued sockets and queries, handshakes and plain calls interleave in
+    the loop's callbacks. Each may lack a parent; none has a wrong one."""
+    routes = [r for r in ROUTES for _ in range(24)]
+    ids = {route: [] for route in ROUTES}
+    jobs = []
+    for route in routes:
+        rid = uuid.uuid4().hex[:12]
+        ids[route].append(rid)
+        jobs.append((route, rid))
+
+    def one(job):
+        route, rid = job
+        body = ["-d", "x" * 100] if route == "chain" else []
+        assert curl(*body, f"http://127.0.0.1:{db_chain.port}/{route}/{rid}") == "200"
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(one, jobs))
+    total = right = 0
+    for route, rids in ids.items():
+        found = collect(agent, db_chain, route, rids)
+        r, orphans = check(found)
+        check_traces_hold_one_request(found)
+        right += r
+        total += r + len(orphans)
+    print(f"mixed x32: {right} of {total} calls and queries under their request")
