@@ -29,8 +29,12 @@
  * request there, a database client its next queued query), so it gets
  * none either; nor does anything after a connection was found ended in a
  * callback (a pool then makes a new connection for its oldest waiter;
- * Node's own socket 'close' handlers run outside poll callbacks). Tasks
- * are thus exact or absent.
+ * Node's own socket 'close' handlers run outside poll callbacks). Two
+ * callbacks start with no call to see: the io_uring's (UV_USE_IO_URING=1:
+ * its completions are read from memory), so until a callback after its
+ * event has started nothing gets a task; and the signal watchers', which
+ * libuv runs after all others, so a read on an event already passed
+ * starts a callback with none. Tasks are thus exact or absent.
  *
  * Only the main thread's loop is followed (uv_default_loop(); worker
  * threads run loops of their own), and only libuv versions whose field
@@ -73,6 +77,47 @@ static __always_inline struct sonde_loop *main_thread_loop(void)
 	return bpf_map_lookup_elem(&loops, &tgid);
 }
 
+/* The loop's internal fields, read once; 0 when they cannot be read. */
+static __always_inline __u64 loop_fields(struct sonde_loop *loop)
+{
+	if (!loop->lfields &&
+	    bpf_probe_read_user(&loop->lfields, sizeof(loop->lfields),
+				(const void *)loop->internal_fields))
+		return 0;
+	return loop->lfields;
+}
+
+/* The io_uring libuv reads completions from with no call of its own
+ * (UV_USE_IO_URING=1): its fd, read once the loop has set it up. */
+static __always_inline __s32 loop_ring_fd(struct sonde_loop *loop)
+{
+	__u64 lfields;
+
+	if (loop->ring_fd_read)
+		return loop->ring_fd;
+	lfields = loop_fields(loop);
+	if (lfields && !bpf_probe_read_user(&loop->ring_fd, sizeof(loop->ring_fd),
+					    (const void *)(lfields + loop->ring_fd_offset)))
+		loop->ring_fd_read = 1;
+	return loop->ring_fd_read ? loop->ring_fd : -1;
+}
+
+/* Where in the batch the io_uring's event is; -1 when it is not there. */
+static __always_inline __s16 loop_ring_event(struct sonde_loop *loop)
+{
+	__s32 ring_fd = loop_ring_fd(loop);
+
+	if (ring_fd < 0)
+		return -1;
+	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
+		if (at >= loop->nbatch)
+			return -1;
+		if ((__s32)loop->batch[at].data == ring_fd)
+			return (__s16)at;
+	}
+	return -1;
+}
+
 /* epoll_wait returned nfds events at `events`: the callbacks to come. */
 static __always_inline void loop_polled(long nfds, __u64 events)
 {
@@ -83,6 +128,7 @@ static __always_inline void loop_polled(long nfds, __u64 events)
 		return;
 	loop->nbatch = 0;
 	loop->cursor = -1;
+	loop->ring_at = -1;
 	loop->task = SONDE_TASK_UNKNOWN;
 	loop->opener_fd = -1;
 	if (nfds <= 0)
@@ -92,6 +138,7 @@ static __always_inline void loop_polled(long nfds, __u64 events)
 	if (bpf_probe_read_user(loop->batch, n * sizeof(loop->batch[0]), (const void *)events))
 		return;
 	loop->nbatch = (__u16)n;
+	loop->ring_at = loop_ring_event(loop);
 }
 
 /* Index of the event not reached yet whose callback a call on fd starts,
@@ -117,6 +164,20 @@ static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd
 	return -1;
 }
 
+/* Whether fd's event is one whose callback has been passed: a read on
+ * it now is a callback libuv runs out of order (signal watchers run after
+ * all others) or a read outside any callback. */
+static __always_inline bool loop_event_passed(const struct sonde_loop *loop, __s32 fd)
+{
+	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
+		if ((__s32)at > loop->cursor || at >= loop->nbatch)
+			return false;
+		if ((__s32)loop->batch[at].data == fd && fd != loop->opener_fd)
+			return true;
+	}
+	return false;
+}
+
 /* A call on fd, whose connection's loop_task is fd_task (0: none or not
  * a connection), by the main thread: when it starts a callback, that
  * callback's task is the fd's. The last event kept of a batch that
@@ -130,7 +191,7 @@ __noinline int loop_call(struct sonde_loop *loop, __s32 fd, __u64 fd_task, int k
 		return 0;
 	at = loop_event_of(loop, fd, kind);
 	if (at < 0) {
-		if (loop_call_ends(kind))
+		if (loop_call_ends(kind) || (kind != LOOP_CALL_WRITE && loop_event_passed(loop, fd)))
 			loop->task = SONDE_TASK_UNKNOWN;
 		return 0;
 	}
@@ -169,23 +230,20 @@ static __always_inline void loop_closed(struct sonde_loop *loop, __s32 fd)
  * setImmediate's or a deferred one. */
 static __always_inline bool loop_in_poll_callbacks(struct sonde_loop *loop)
 {
-	__u64 inv = 0;
+	__u64 lfields = loop_fields(loop), inv = 0;
 
-	if (!loop->lfields &&
-	    bpf_probe_read_user(&loop->lfields, sizeof(loop->lfields),
-				(const void *)loop->internal_fields))
-		return false;
-	if (!loop->lfields ||
-	    bpf_probe_read_user(&inv, sizeof(inv), (const void *)(loop->lfields + loop->inv_offset)))
+	if (!lfields ||
+	    bpf_probe_read_user(&inv, sizeof(inv), (const void *)(lfields + loop->inv_offset)))
 		return false;
 	return inv != 0;
 }
 
 /* The task of what the main thread runs now, for a call on fd (-1: not
- * a connection). */
+ * a connection). Until a callback after the io_uring's has started, the
+ * io_uring's may be the one running. */
 static __always_inline __u64 loop_running_task(struct sonde_loop *loop, __s32 fd)
 {
-	if (loop->cursor < 0 || !loop_in_poll_callbacks(loop))
+	if (loop->cursor < 0 || loop->ring_at > loop->cursor || !loop_in_poll_callbacks(loop))
 		return SONDE_TASK_UNKNOWN;
 	if (loop->opener_read && loop->opener_fd == fd)
 		return SONDE_TASK_UNKNOWN;

@@ -318,10 +318,17 @@ struct sonde_loop {
 	                           pointer (uv_loop_t.internal_fields) */
 	__u32 inv_offset;       /* uv__loop_internal_fields_t.inv: not NULL
 	                           while callbacks of a poll run (libuv 1.45 on) */
+	__u32 ring_fd_offset;   /* uv__loop_internal_fields_t.iou.ringfd: the
+	                           io_uring whose completions run callbacks
+	                           with no call of their own (-1: none) */
 	/* The kernel's. */
 	__s32 cursor;           /* batch index of the callback running; -1:
 	                           none started since the poll */
 	__u64 lfields;          /* *internal_fields, read once */
+	__s32 ring_fd;          /* the io_uring's fd, read once; -1: none */
+	__s16 ring_at;          /* its event's batch index; -1: not polled */
+	__u8 ring_fd_read;      /* ring_fd has been read */
+	__u8 pad;
 	__u64 task;             /* task of the callback running (as in
 	                           sonde_data_event.task); SONDE_TASK_UNKNOWN
 	                           when it cannot be told */

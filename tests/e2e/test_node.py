@@ -5,6 +5,7 @@ they were made for, told apart by the callback of the main thread's libuv
 loop each was written in (bpf/evloop.bpf.h), and its log lines carry that
 request's ids. The request id in every path is the ground truth; a call
 may lack a parent (counted), never have a wrong one."""
+import os
 import re
 import subprocess
 import time
@@ -20,13 +21,14 @@ class NodeChain:
     """A front Node service calling a backend Node service (and, given
     its URL, a PostgreSQL database)."""
 
-    def __init__(self, postgres_url=None):
+    def __init__(self, postgres_url=None, env=None):
         self.backend_port, self.port = free_port(), free_port()
         self.backend = subprocess.Popen(["node", str(APPS / "node_chain.js"), "backend",
                                          str(self.backend_port)])
         self.front = subprocess.Popen(["node", str(APPS / "node_chain.js"), "front",
                                        str(self.port), str(self.backend_port)]
-                                      + ([postgres_url] if postgres_url else []))
+                                      + ([postgres_url] if postgres_url else []),
+                                      env=dict(os.environ, **(env or {})))
         wait_port(self.backend_port)
         wait_port(self.port)
         # A process's first fetch() waits for V8 to compile undici's
@@ -62,7 +64,7 @@ def db_chain(agent, postgres):
 
 
 # Backend calls per request; the db routes make a query first.
-ROUTES = {"call": 1, "chain": 2, "later": 1, "queued": 1, "db": 1, "dbqueued": 1}
+ROUTES = {"call": 1, "chain": 2, "later": 1, "queued": 1, "file": 1, "db": 1, "dbqueued": 1}
 
 
 def send(port, route, ids, concurrency):
@@ -79,7 +81,7 @@ def rid_of(span):
     if "db.query.text" in a:
         m = re.search(r'"r_([0-9a-f]{12})"', a["db.query.text"])
         return m and m.group(1)
-    m = re.search(r"/(?:call|chain|later|queued|db|dbqueued|item)/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
+    m = re.search(r"/(?:call|chain|later|queued|file|db|dbqueued|item)/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
     return m and m.group(1)
 
 
@@ -158,12 +160,13 @@ def test_node_calls_are_children_of_their_request(agent, chain, route, concurren
         assert right >= 0.99 * calls, f"{len(orphans)} of {calls} without a parent: {orphans}"
 
 
-@pytest.mark.parametrize("route", ["later", "queued"])
+@pytest.mark.parametrize("route", ["later", "queued", "file"])
 def test_calls_of_no_known_request_have_no_parent(agent, chain, route):
-    """A call made in a timer's callback, or written for a request that
-    waited for a socket in the callback of another request's response,
-    cannot be told apart by callback: it has no parent, never a wrong
-    one."""
+    """A call made in a timer's callback, after a file read (whose end
+    comes through libuv's thread pool wake-up), or written for a request
+    that waited for a socket in the callback of another request's
+    response, cannot be told apart by callback: it has no parent, never a
+    wrong one."""
     ids = [uuid.uuid4().hex[:12] for _ in range(32)]
     send(chain.port, route, ids, 16)
     found = collect(agent, chain, route, ids)
@@ -258,3 +261,30 @@ def test_every_kind_of_call_at_once_never_gets_a_wrong_parent(agent, db_chain):
         right += r
         total += r + len(orphans)
     print(f"mixed x32: {right} of {total} calls and queries under their request")
+
+
+def test_with_io_uring_file_reads_give_no_wrong_parent(agent):
+    """With libuv's io_uring on (UV_USE_IO_URING=1), a file read ends in
+    the callback of the ring's poll event, which makes no call the kernel
+    sees before its JavaScript runs: the callbacks before it in that poll
+    get no task. File reads and plain calls at once: no wrong parent."""
+    c = NodeChain(env={"UV_USE_IO_URING": "1"})
+    try:
+        jobs = [(route, uuid.uuid4().hex[:12]) for route in ("file", "call") for _ in range(48)]
+
+        def one(job):
+            assert curl(f"http://127.0.0.1:{c.port}/{job[0]}/{job[1]}") == "200"
+
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(one, jobs))
+        total = right = 0
+        for route in ("file", "call"):
+            rids = [rid for r, rid in jobs if r == route]
+            found = collect(agent, c, route, rids)
+            r, orphans = check(found)
+            check_traces_hold_one_request(found)
+            right, total = right + r, total + r + len(orphans)
+    finally:
+        c.stop()
+    print(f"io_uring x32: {right} of {total} calls under their request")
+    assert total == 96

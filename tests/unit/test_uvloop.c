@@ -19,8 +19,10 @@ Test(uvloop, versions_are_ordered_and_disjoint)
 		if (i > 0)
 			cr_expect_gt(uvloop_versions[i].from, uvloop_versions[i - 1].to);
 	}
-	cr_expect_eq(uvloop_inv_offset(0x012e00), 472); /* 1.46.0, Node.js 20 */
-	cr_expect_eq(uvloop_inv_offset(0x012c02), 0);   /* 1.44.2: not followed */
+	cr_assert_not_null(uvloop_version_of(0x012e00)); /* 1.46.0, Node.js 20 */
+	cr_expect_eq(uvloop_version_of(0x012e00)->inv_offset, 472);
+	cr_expect_eq(uvloop_version_of(0x012e00)->ring_fd_offset, 456);
+	cr_expect_null(uvloop_version_of(0x012c02)); /* 1.44.2: not followed */
 }
 
 static void read_mem(pid_t pid, uint64_t at, void *out, size_t n)
@@ -44,7 +46,7 @@ Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 	struct uvloop u;
 	struct sonde_loop loop;
 	uint64_t lfields = 0, inv = 1;
-	int32_t backend_fd = -1;
+	int32_t backend_fd = -1, ring_fd = 0;
 	char path[64], target[64] = "";
 	pid_t child = harness_run("node", (char *const[]){ "/usr/bin/node", "-e",
 							  "setTimeout(() => {}, 30000)", NULL });
@@ -62,6 +64,9 @@ Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 	cr_expect_str_eq(target, "anon_inode:[eventpoll]");
 	read_mem(child, lfields + loop.inv_offset, &inv, sizeof(inv));
 	cr_expect_eq(inv, 0);
+	/* io_uring is off unless UV_USE_IO_URING=1 asks for it. */
+	read_mem(child, lfields + loop.ring_fd_offset, &ring_fd, sizeof(ring_fd));
+	cr_expect_eq(ring_fd, -1);
 	cr_expect_eq(uvloop_layout(&u, (uint32_t)getpid(), &loop), 0);
 	cr_expect_eq(u.stats.processes, 1);
 	kill(child, SIGKILL);

@@ -8,13 +8,13 @@
 const struct counter_desc uvloop_counters[] = { UVLOOP_COUNTERS(UVLOOP_DESC) };
 const size_t uvloop_counter_count = sizeof(uvloop_counters) / sizeof(uvloop_counters[0]);
 
-/* offsetof(uv__loop_internal_fields_t, inv), compiled against each
- * release's src/uv-common.h; Node.js 20's own debug info agrees for
- * 1.46.0. Before 1.45 libuv marked its callbacks elsewhere. */
+/* offsetof(uv__loop_internal_fields_t, inv) and of iou.ringfd, compiled
+ * against each release's src/uv-common.h; Node.js 20's own debug info
+ * agrees for 1.46.0. Before 1.45 libuv marked its callbacks elsewhere. */
 const struct uvloop_version uvloop_versions[] = {
-	{ 0x012d00, 0x012dff, 456 }, /* 1.45 */
-	{ 0x012e00, 0x013100, 472 }, /* 1.46.0 - 1.49.0 */
-	{ 0x013101, 0x0134ff, 440 }, /* 1.49.1 - 1.52 */
+	{ 0x012d00, 0x012dff, 456, 448 }, /* 1.45 */
+	{ 0x012e00, 0x013100, 472, 456 }, /* 1.46.0 - 1.49.0 */
+	{ 0x013101, 0x0134ff, 440, 432 }, /* 1.49.1 - 1.52 */
 };
 const unsigned uvloop_nversions = sizeof(uvloop_versions) / sizeof(uvloop_versions[0]);
 
@@ -24,12 +24,12 @@ void uvloop_init(struct uvloop *u, struct prog_files *files)
 	u->files = files;
 }
 
-uint32_t uvloop_inv_offset(uint32_t version)
+const struct uvloop_version *uvloop_version_of(uint32_t version)
 {
 	for (unsigned i = 0; i < uvloop_nversions; i++)
 		if (version >= uvloop_versions[i].from && version <= uvloop_versions[i].to)
-			return uvloop_versions[i].inv_offset;
-	return 0;
+			return &uvloop_versions[i];
+	return NULL;
 }
 
 struct exe_base {
@@ -51,8 +51,8 @@ int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out)
 {
 	char path[128];
 	const struct prog_file *exe;
+	const struct uvloop_version *v;
 	struct exe_base base;
-	uint32_t inv;
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/%u/exe", u->files->proc_root, pid);
@@ -61,8 +61,8 @@ int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out)
 		return errno == ENOENT || errno == EACCES ? 0 : -errno;
 	if (!exe->uv_version)
 		return 0;
-	inv = uvloop_inv_offset(exe->uv_version);
-	if (!exe->uv_loop || !inv) {
+	v = uvloop_version_of(exe->uv_version);
+	if (!exe->uv_loop || !v) {
 		u->stats.unsupported++;
 		return 0;
 	}
@@ -74,9 +74,12 @@ int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out)
 	}
 	memset(out, 0, sizeof(*out));
 	out->internal_fields = base.start + exe->uv_loop - exe->load_vaddr + UVLOOP_INTERNAL_FIELDS;
-	out->inv_offset = inv;
+	out->inv_offset = v->inv_offset;
+	out->ring_fd_offset = v->ring_fd_offset;
 	out->cursor = -1;
 	out->opener_fd = -1;
+	out->ring_fd = -1;
+	out->ring_at = -1;
 	u->stats.processes++;
 	return 1;
 }

@@ -17,11 +17,12 @@
 
 #include <stdint.h>
 
-/* Versions [from, to] (as uv_version() gives them) whose
- * uv__loop_internal_fields_t.inv is at inv_offset. */
+/* Versions [from, to] (as uv_version() gives them) and where their
+ * uv__loop_internal_fields_t has inv and iou.ringfd. */
 struct uvloop_version {
 	uint32_t from, to;
 	uint32_t inv_offset;
+	uint32_t ring_fd_offset;
 };
 
 extern const struct uvloop_version uvloop_versions[];
@@ -53,7 +54,7 @@ void uvloop_init(struct uvloop *u, struct prog_files *files);
  * a libuv loop sonde can follow, 0 when it does not, -errno when its
  * program or maps could not be read. */
 int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out);
-/* The offset of inv for a version; 0 when sonde has none. */
-uint32_t uvloop_inv_offset(uint32_t version);
+/* The offsets of a version; NULL when sonde has none. */
+const struct uvloop_version *uvloop_version_of(uint32_t version);
 
 #endif

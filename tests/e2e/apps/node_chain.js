@@ -10,9 +10,11 @@
 //     GET /later/ID: one call after awaiting a timer of 0-4 ms.
 //     GET /queued/ID: one call over an agent of 2 sockets, so that calls
 //     wait for a socket another request's call frees.
+//     GET /file/ID: reads a file, then one call.
 //     GET /db/ID: a query over a pool of 64 connections, then a call.
 //     GET /dbqueued/ID: a query over a pool of 2, so that queries wait
 //     for a connection another request's query frees.
+const fs = require('fs');
 const http = require('http');
 
 const [mode, port, arg, postgresUrl] = process.argv.slice(2);
@@ -59,6 +61,11 @@ async function later(id, res) {
   res.end(await get(`/item/${id}`));
 }
 
+async function afterFile(id, res) {
+  await fs.promises.readFile(__filename);
+  res.end(await get(`/item/${id}`));
+}
+
 // The id is in a quoted alias: sonde's query text keeps identifiers.
 async function query(id, res, pool) {
   await pool.query(`SELECT 1 AS "r_${id}"`);
@@ -73,6 +80,8 @@ function front(req, res) {
     }).on('error', () => { res.writeHead(502); res.end(); });
   } else if (route === 'chain') {
     chain(id, req, res).catch(() => { res.writeHead(502); res.end(); });
+  } else if (route === 'file') {
+    afterFile(id, res).catch(() => { res.writeHead(502); res.end(); });
   } else if (route === 'later') {
     later(id, res).catch(() => { res.writeHead(502); res.end(); });
   } else if (route === 'db' || route === 'dbqueued') {
