@@ -3,7 +3,6 @@ import datetime
 import os
 import re
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path

@@ -4,7 +4,6 @@ official schema: with the trace and span of the request each line was
 written for, or none; one record per line, tracebacks whole; JSON and
 logfmt lines structured; severity read; redaction applied; whatever
 stdout is (a pipe, a file, a terminal)."""
-import json
 import os
 import pty
 import re
