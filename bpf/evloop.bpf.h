@@ -281,6 +281,25 @@ static __always_inline __u64 loop_task(struct sonde_conn_key *key, struct conn_s
 	return state->loop_task;
 }
 
+/* A connection first seen reading a request is a server's (one a
+ * cluster's primary accepted and handed over, or one open before sonde):
+ * its task is its own, from the callback this read started on. */
+static __always_inline void loop_request_read(struct sonde_conn_key *key,
+					      struct conn_state *state,
+					      const struct sonde_data_event *ev)
+{
+	struct sonde_loop *loop;
+
+	if (state->loop_task || ev->dir != SONDE_DIR_INGRESS || ev->proto != SONDE_PROTO_HTTP1 ||
+	    !is_http1_start(ev->data, ev->captured) || is_http1_status_line(ev->data, ev->captured))
+		return;
+	state->loop_task = state->gen;
+	loop = main_thread_loop();
+	if (loop && loop->cursor >= 0 && loop->opener_fd == key->fd && loop->opener_read &&
+	    !(loop->overflow && loop->cursor == loop->nbatch - 1))
+		loop->task = state->gen;
+}
+
 /* A connection the main thread opens belongs to the running callback's
  * task until it carries a request of its own: the callback its connect
  * finishes in writes the request it was opened for. */

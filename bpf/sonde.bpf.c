@@ -103,8 +103,10 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->proto = state->proto;
 	if (state->nginx)
 		ev->task = nginx_task(key, ev);
-	else if (state->loop)
+	else if (state->loop) {
+		loop_request_read(key, state, ev);
 		ev->task = loop_task(key, state, ev);
+	}
 	else
 		ev->task = current_task(key->tgid, ev);
 	if (captured < len)

@@ -288,3 +288,22 @@ def test_with_io_uring_file_reads_give_no_wrong_parent(agent):
         c.stop()
     print(f"io_uring x32: {right} of {total} calls under their request")
     assert total == 96
+
+
+def test_a_cluster_s_workers_link_the_connections_they_are_handed(agent):
+    """node:cluster on Linux: the primary accepts each connection and
+    hands it to a worker, which never calls accept. A connection sonde
+    first sees reading a request is a server's: its first request is
+    linked too. curl opens a connection per request."""
+    c = NodeChain(env={"NODE_CHAIN_WORKERS": "2"})
+    try:
+        for concurrency in (1, 16):
+            ids = [uuid.uuid4().hex[:12] for _ in range(20 if concurrency == 1 else 16)]
+            send(c.port, "call", ids, concurrency)
+            found = collect(agent, c, "call", ids)
+            right, orphans = check(found)
+            check_traces_hold_one_request(found)
+            print(f"cluster x{concurrency}: {right} of {len(ids)} calls under their request")
+            assert right == len(ids), f"without a parent: {orphans}"
+    finally:
+        c.stop()

@@ -3,6 +3,8 @@
 //     GET /item/ID answers {"id": ID} after 0 to MAX_DELAY_MS - 1 ms
 //     (default 10), at once with 0.
 //   node node_chain.js front PORT BACKEND_PORT [POSTGRES_URL]
+//     (with NODE_CHAIN_WORKERS=N: a cluster of N worker processes, the
+//     primary accepting and handing each connection to a worker)
 //     GET /call/ID: one call to the backend over a keep-alive agent.
 //     POST /chain/ID: reads its body, then awaits a call over the agent,
 //     then one with fetch (undici's pool), then answers; logs a line with
@@ -103,4 +105,11 @@ function item(req, res) {
     setTimeout(() => res.end(body), Math.floor(Math.random() * maxDelay));
 }
 
-http.createServer(mode === 'front' ? front : item).listen(Number(port), '127.0.0.1');
+const workers = Number(process.env.NODE_CHAIN_WORKERS || 0);
+const cluster = require('cluster');
+if (workers && cluster.isPrimary) {
+  for (let i = 0; i < workers; i++)
+    cluster.fork();
+} else {
+  http.createServer(mode === 'front' ? front : item).listen(Number(port), '127.0.0.1');
+}
