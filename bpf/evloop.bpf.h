@@ -87,8 +87,12 @@ static __always_inline __u64 loop_fields(struct sonde_loop *loop)
 	return loop->lfields;
 }
 
+/* libuv 1.49 on makes the io_uring at the first file operation: -2
+ * until then. */
+#define UV_RING_NOT_YET (-2)
+
 /* The io_uring libuv reads completions from with no call of its own
- * (UV_USE_IO_URING=1): its fd, read once the loop has set it up. */
+ * (UV_USE_IO_URING=1): its fd (-1: none), kept once libuv has decided. */
 static __always_inline __s32 loop_ring_fd(struct sonde_loop *loop)
 {
 	__u64 lfields;
@@ -96,10 +100,13 @@ static __always_inline __s32 loop_ring_fd(struct sonde_loop *loop)
 	if (loop->ring_fd_read)
 		return loop->ring_fd;
 	lfields = loop_fields(loop);
-	if (lfields && !bpf_probe_read_user(&loop->ring_fd, sizeof(loop->ring_fd),
+	if (!lfields || bpf_probe_read_user(&loop->ring_fd, sizeof(loop->ring_fd),
 					    (const void *)(lfields + loop->ring_fd_offset)))
-		loop->ring_fd_read = 1;
-	return loop->ring_fd_read ? loop->ring_fd : -1;
+		return -1;
+	if (loop->ring_fd == UV_RING_NOT_YET)
+		return -1;
+	loop->ring_fd_read = 1;
+	return loop->ring_fd;
 }
 
 /* Where in the batch the io_uring's event is; -1 when it is not there. */

@@ -325,7 +325,8 @@ struct sonde_loop {
 	__s32 cursor;           /* batch index of the callback running; -1:
 	                           none started since the poll */
 	__u64 lfields;          /* *internal_fields, read once */
-	__s32 ring_fd;          /* the io_uring's fd, read once; -1: none */
+	__s32 ring_fd;          /* the io_uring's fd, read until libuv has
+	                           decided (ring_fd_read); -1: none */
 	__s16 ring_at;          /* its event's batch index; -1: not polled */
 	__u8 ring_fd_read;      /* ring_fd has been read */
 	__u8 pad;
