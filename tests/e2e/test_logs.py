@@ -184,6 +184,53 @@ def test_node_lines_carry_their_request(traced, workdir):
         assert (r["trace_id"], r["span_id"]) == (span["trace_id"], span["span_id"]), rid
 
 
+def chain_server_span(rx, port, rid, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        found = [s for r in rx.requests() if r["accepted"] for s in r["spans"]
+                 if s["kind"] == "SPAN_KIND_SERVER" and s["attributes"].get("server.port") == port
+                 and s["attributes"].get("url.path") == f"/chain/{rid}"]
+        if found or time.time() > deadline:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.2)
+
+
+def test_node_lines_after_awaited_calls_carry_their_request(traced):
+    """A Node service logs as it starts a request's work and once its two
+    awaited calls have answered (written in the callback of the last
+    call's response), 16 requests at once: both lines carry the request's
+    ids."""
+    agent, rx = traced
+    backend_port, port = free_port(), free_port()
+    app = str(APPS / "node_chain.js")
+    procs = [subprocess.Popen(["node", app, "backend", str(backend_port)]),
+             subprocess.Popen(["node", app, "front", str(port), str(backend_port)])]
+    try:
+        wait_port(backend_port)
+        wait_port(port)
+        # A process's first fetch() is written from the callback V8's
+        # compilation of undici's parser ends in (test_node.py).
+        assert curl("-d", "x", f"http://127.0.0.1:{port}/chain/warmup") == "200"
+        rids = [uuid.uuid4().hex[:12] for _ in range(16)]
+        clients = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-d", "x",
+                                     f"http://127.0.0.1:{port}/chain/{rid}"]) for rid in rids]
+        for c in clients:
+            assert c.wait(timeout=30) == 0
+        records = wait_records(rx, rids, 2 * len(rids))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+    assert len(records) == 2 * len(rids)
+    for rid in rids:
+        span = chain_server_span(rx, port, rid)
+        lines = [r for r in records if f"request_id={rid} " in r["body"]]
+        assert len(lines) == 2
+        for r in lines:
+            assert (r["trace_id"], r["span_id"]) == (span["trace_id"], span["span_id"]), r
+
+
 def test_a_flood_of_lines_is_rate_limited_counted_and_said(workdir):
     """A process writing as fast as it can: past the per-process limit its
     writes are dropped in the kernel, counted exactly and logged; the
