@@ -328,3 +328,11 @@ pid_t harness_run(const char *exe_part, char *const argv[])
 	cr_assert_fail("pid %d never ran %s", child, exe_part);
 	return -1;
 }
+
+struct prog_file harness_exe(struct prog_files *files, pid_t pid)
+{
+	struct prog_file exe;
+
+	cr_assert_eq(prog_exe(files, (uint32_t)pid, &exe), 0);
+	return exe;
+}

@@ -5,6 +5,7 @@
 
 #include "exporter.h"
 #include "procinfo.h"
+#include "progfile.h"
 #include "sonde_events.h"
 #include "tracker.h"
 
@@ -94,5 +95,7 @@ const char *span_resource(const cJSON *span, const char *attr);
 /* Runs argv[0] with argv in a child and returns its pid once the child
  * runs a program whose path holds exe_part (the test fails otherwise). */
 pid_t harness_run(const char *exe_part, char *const argv[]);
+/* pid's program file, as the agent reads it (the test fails otherwise). */
+struct prog_file harness_exe(struct prog_files *files, pid_t pid);
 
 #endif

@@ -53,6 +53,7 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 Test(pytask, recognises_a_running_interpreter_and_nothing_else)
 {
 	struct prog_files files;
+	struct prog_file child_exe, own_exe;
 	struct pytask pt;
 	struct sonde_py_layout layout;
 	pid_t child = harness_run("python3", (char *const[]){ "/usr/bin/python3", "-c",
@@ -60,14 +61,16 @@ Test(pytask, recognises_a_running_interpreter_and_nothing_else)
 
 	prog_files_init(&files, "/proc");
 	pytask_init(&pt, &files);
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, false, &layout), 1);
+	child_exe = harness_exe(&files, child);
+	own_exe = harness_exe(&files, getpid());
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, &child_exe, false, &layout), 1);
 	cr_expect_neq(layout.runtime, 0);
 	cr_expect_eq(layout.frame_code, installed_version()->layout.frame_code);
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), false, &layout), 0);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), &own_exe, false, &layout), 0);
 	cr_expect_eq(pt.stats.processes, 1);
 	/* At exec only the program file is looked at: it is the interpreter. */
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, true, &layout), 1);
-	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), true, &layout), 0);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)child, &child_exe, true, &layout), 1);
+	cr_expect_eq(pytask_layout(&pt, (uint32_t)getpid(), &own_exe, true, &layout), 0);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 }

@@ -43,6 +43,7 @@ static void read_mem(pid_t pid, uint64_t at, void *out, size_t n)
 Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 {
 	struct prog_files files;
+	struct prog_file child_exe, own_exe;
 	struct uvloop u;
 	struct sonde_loop loop;
 	uint64_t lfields = 0, inv = 1;
@@ -54,7 +55,9 @@ Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 	prog_files_init(&files, "/proc");
 	uvloop_init(&u, &files);
 	usleep(300 * 1000);
-	cr_assert_eq(uvloop_layout(&u, (uint32_t)child, &loop), 1);
+	child_exe = harness_exe(&files, child);
+	own_exe = harness_exe(&files, getpid());
+	cr_assert_eq(uvloop_layout(&u, (uint32_t)child, &child_exe, &loop), 1);
 	read_mem(child, loop.internal_fields, &lfields, sizeof(lfields));
 	cr_expect_neq(lfields, 0);
 	read_mem(child, loop.internal_fields - UVLOOP_INTERNAL_FIELDS + UV_LOOP_BACKEND_FD,
@@ -67,7 +70,7 @@ Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 	/* io_uring is off unless UV_USE_IO_URING=1 asks for it. */
 	read_mem(child, lfields + loop.ring_fd_offset, &ring_fd, sizeof(ring_fd));
 	cr_expect_eq(ring_fd, -1);
-	cr_expect_eq(uvloop_layout(&u, (uint32_t)getpid(), &loop), 0);
+	cr_expect_eq(uvloop_layout(&u, (uint32_t)getpid(), &own_exe, &loop), 0);
 	cr_expect_eq(u.stats.processes, 1);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);

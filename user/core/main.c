@@ -97,13 +97,14 @@ static void on_signal(int sig)
 /* A CPython process gets its layout before it serves anything, so that
  * its first requests already carry their asyncio task; a libuv process
  * its loop's. */
-static void look_at_python(struct agent *a, uint32_t pid, bool at_exec)
+static void look_at_python(struct agent *a, uint32_t pid, const struct prog_file *exe,
+			   bool at_exec)
 {
 	struct sonde_py_layout layout;
-	int err = pytask_layout(&a->pytask, pid, at_exec, &layout);
+	int err = pytask_layout(&a->pytask, pid, exe, at_exec, &layout);
 
 	if (err < 0)
-		log_debug("read program of pid %u: %s", pid, strerror(-err));
+		log_debug("read maps of pid %u: %s", pid, strerror(-err));
 	if (err <= 0)
 		return;
 	err = probe_set_python(a->probe, pid, &layout);
@@ -114,10 +115,10 @@ static void look_at_python(struct agent *a, uint32_t pid, bool at_exec)
 }
 
 /* Whether the kernel now follows pid's loop. */
-static bool look_at_loop(struct agent *a, uint32_t pid)
+static bool look_at_loop(struct agent *a, uint32_t pid, const struct prog_file *exe)
 {
 	struct sonde_loop loop;
-	int err = uvloop_layout(&a->uvloop, pid, &loop);
+	int err = uvloop_layout(&a->uvloop, pid, exe, &loop);
 
 	if (err < 0)
 		log_debug("read libuv loop of pid %u: %s", pid, strerror(-err));
@@ -132,11 +133,21 @@ static bool look_at_loop(struct agent *a, uint32_t pid)
 	return true;
 }
 
-/* Whether pid's loop is followed from now on. */
+/* Whether pid's loop is followed from now on. Its program file is read
+ * once for both runtimes; a process gone or not ours to read is no
+ * news. */
 static bool look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 {
-	look_at_python(a, pid, at_exec);
-	return look_at_loop(a, pid);
+	struct prog_file exe;
+	int err = prog_exe(&a->prog_files, pid, &exe);
+
+	if (err) {
+		if (err != -ENOENT && err != -EACCES)
+			log_debug("read program of pid %u: %s", pid, strerror(-err));
+		return false;
+	}
+	look_at_python(a, pid, &exe, at_exec);
+	return look_at_loop(a, pid, &exe);
 }
 
 /* What the new program was given is kept before anything reads it: its

@@ -172,6 +172,19 @@ out:
 	return file;
 }
 
+int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out)
+{
+	char path[128];
+	const struct prog_file *file;
+
+	snprintf(path, sizeof(path), "%s/%u/exe", pf->proc_root, pid);
+	file = prog_file_at(pf, path);
+	if (!file)
+		return -errno;
+	*out = *file;
+	return 0;
+}
+
 int prog_mappings(const struct prog_files *pf, uint32_t pid,
 		  int (*fn)(void *ctx, const struct prog_mapping *m), void *ctx)
 {

@@ -37,6 +37,10 @@ void prog_files_init(struct prog_files *pf, const char *proc_root);
  * be opened. */
 const struct prog_file *prog_file_at(struct prog_files *pf, const char *path);
 
+/* pid's program file (its /proc/<pid>/exe), copied to *out; -errno when
+ * it cannot be opened (-ENOENT: the process is gone). */
+int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out);
+
 /* A mapping of a process at file offset 0, where a file's base is. */
 struct prog_mapping {
 	uint64_t start, end;

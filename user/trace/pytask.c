@@ -1,6 +1,5 @@
 #include "pytask.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,17 +101,12 @@ static int look_at_mapping(void *ctx, const struct prog_mapping *m)
 	return FOUND;
 }
 
-int pytask_layout(struct pytask *pt, uint32_t pid, bool at_exec, struct sonde_py_layout *out)
+int pytask_layout(struct pytask *pt, uint32_t pid, const struct prog_file *exe, bool at_exec,
+		  struct sonde_py_layout *out)
 {
-	char path[128];
-	const struct prog_file *exe;
 	struct interpreter_search search = { pt, pid, 0, out };
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/%u/exe", pt->files->proc_root, pid);
-	exe = prog_file_at(pt->files, path);
-	if (!exe)
-		return errno == ENOENT || errno == EACCES ? 0 : -errno;
 	if (!is_interpreter(exe) && at_exec)
 		return 0;
 	if (is_interpreter(exe))

@@ -42,11 +42,12 @@ struct pytask {
 };
 
 void pytask_init(struct pytask *pt, struct prog_files *files);
-/* 1 and *out filled when pid runs a known CPython, 0 when it does not,
- * -errno when its program or maps could not be read. Each call reads the
- * program file's cache entry; /proc/<pid>/maps is read only for an
- * interpreter (for its load address) or, when not at_exec, to look for a
- * shared libpython: right after an exec no library is mapped yet. */
-int pytask_layout(struct pytask *pt, uint32_t pid, bool at_exec, struct sonde_py_layout *out);
+/* 1 and *out filled when pid, whose program file is exe (prog_exe), runs
+ * a known CPython, 0 when it does not, -errno when its maps could not be
+ * read. /proc/<pid>/maps is read only for an interpreter (for its load
+ * address) or, when not at_exec, to look for a shared libpython: right
+ * after an exec no library is mapped yet. */
+int pytask_layout(struct pytask *pt, uint32_t pid, const struct prog_file *exe, bool at_exec,
+		  struct sonde_py_layout *out);
 
 #endif

@@ -47,18 +47,13 @@ static int find_exe_mapping(void *ctx, const struct prog_mapping *m)
 	return 1;
 }
 
-int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out)
+int uvloop_layout(struct uvloop *u, uint32_t pid, const struct prog_file *exe,
+		  struct sonde_loop *out)
 {
-	char path[128];
-	const struct prog_file *exe;
 	const struct uvloop_version *v;
 	struct exe_base base;
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/%u/exe", u->files->proc_root, pid);
-	exe = prog_file_at(u->files, path);
-	if (!exe)
-		return errno == ENOENT || errno == EACCES ? 0 : -errno;
 	if (!exe->uv_version)
 		return 0;
 	v = uvloop_version_of(exe->uv_version);

@@ -50,10 +50,11 @@ struct uvloop {
 };
 
 void uvloop_init(struct uvloop *u, struct prog_files *files);
-/* 1 and *out filled (the layout, the rest zero) when pid's program holds
- * a libuv loop sonde can follow, 0 when it does not, -errno when its
- * program or maps could not be read. */
-int uvloop_layout(struct uvloop *u, uint32_t pid, struct sonde_loop *out);
+/* 1 and *out filled (the layout, the rest zero) when pid's program file,
+ * exe (prog_exe), holds a libuv loop sonde can follow, 0 when it does
+ * not, -errno when its maps could not be read. */
+int uvloop_layout(struct uvloop *u, uint32_t pid, const struct prog_file *exe,
+		  struct sonde_loop *out);
 /* The offsets of a version; NULL when sonde has none. */
 const struct uvloop_version *uvloop_version_of(uint32_t version);
 
