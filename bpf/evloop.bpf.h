@@ -87,26 +87,33 @@ static __always_inline __u64 loop_fields(struct sonde_loop *loop)
 	return loop->lfields;
 }
 
-/* libuv 1.49 on makes the io_uring at the first file operation: -2
- * until then. */
-#define UV_RING_NOT_YET (-2)
+/* Index of fd's event in batch[from, to), or -1. */
+static __always_inline int loop_find(const struct sonde_loop *loop, __s32 fd, __u32 from,
+				     __u32 to)
+{
+	for (__u32 i = 0; i < SONDE_LOOP_BATCH_MAX; i++) {
+		__u32 at = from + i;
+
+		if (at >= to || at >= loop->nbatch)
+			return -1;
+		at &= SONDE_LOOP_BATCH_MAX - 1; /* for the verifier: nbatch is at most that */
+		if ((__s32)loop->batch[at].data == fd)
+			return (int)at;
+	}
+	return -1;
+}
 
 /* The io_uring libuv reads completions from with no call of its own
- * (UV_USE_IO_URING=1): its fd (-1: none), kept once libuv has decided. */
+ * (UV_USE_IO_URING=1): its fd (-1: none), read until libuv has decided. */
 static __always_inline __s32 loop_ring_fd(struct sonde_loop *loop)
 {
 	__u64 lfields;
 
-	if (loop->ring_fd_read)
-		return loop->ring_fd;
-	lfields = loop_fields(loop);
-	if (!lfields || bpf_probe_read_user(&loop->ring_fd, sizeof(loop->ring_fd),
-					    (const void *)(lfields + loop->ring_fd_offset)))
-		return -1;
-	if (loop->ring_fd == UV_RING_NOT_YET)
-		return -1;
-	loop->ring_fd_read = 1;
-	return loop->ring_fd;
+	if (loop->ring_fd == SONDE_LOOP_RING_UNREAD && (lfields = loop_fields(loop)) &&
+	    bpf_probe_read_user(&loop->ring_fd, sizeof(loop->ring_fd),
+				(const void *)(lfields + loop->ring_fd_offset)))
+		loop->ring_fd = SONDE_LOOP_RING_UNREAD;
+	return loop->ring_fd == SONDE_LOOP_RING_UNREAD ? -1 : loop->ring_fd;
 }
 
 /* Where in the batch the io_uring's event is; -1 when it is not there. */
@@ -114,15 +121,7 @@ static __always_inline __s16 loop_ring_event(struct sonde_loop *loop)
 {
 	__s32 ring_fd = loop_ring_fd(loop);
 
-	if (ring_fd < 0)
-		return -1;
-	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
-		if (at >= loop->nbatch)
-			return -1;
-		if ((__s32)loop->batch[at].data == ring_fd)
-			return (__s16)at;
-	}
-	return -1;
+	return ring_fd < 0 ? -1 : (__s16)loop_find(loop, ring_fd, 0, loop->nbatch);
 }
 
 /* epoll_wait returned nfds events at `events`: the callbacks to come. */
@@ -153,22 +152,12 @@ static __always_inline void loop_polled(long nfds, __u64 events)
  * to an fd polled for reading alone is a callback writing elsewhere. */
 static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd, int kind)
 {
-	__u32 next = (__u32)(loop->cursor + 1);
+	int at = loop_find(loop, fd, (__u32)(loop->cursor + 1), loop->nbatch);
 
-	for (__u32 i = 0; i < SONDE_LOOP_BATCH_MAX; i++) {
-		__u32 at = next + i;
-
-		if (at >= loop->nbatch)
-			return -1;
-		at &= SONDE_LOOP_BATCH_MAX - 1; /* for the verifier: nbatch is at most that */
-		if ((__s32)loop->batch[at].data != fd)
-			continue;
-		if ((kind == LOOP_CALL_WRITE || kind == LOOP_CALL_WRITE_FAILED) &&
-		    !(loop->batch[at].events & EPOLLOUT))
-			return -1;
-		return (int)at;
-	}
-	return -1;
+	if (at >= 0 && (kind == LOOP_CALL_WRITE || kind == LOOP_CALL_WRITE_FAILED) &&
+	    !(loop->batch[at & (SONDE_LOOP_BATCH_MAX - 1)].events & EPOLLOUT))
+		return -1;
+	return at;
 }
 
 /* Whether fd's event is one whose callback has been passed: a read on
@@ -176,13 +165,7 @@ static __always_inline int loop_event_of(const struct sonde_loop *loop, __s32 fd
  * all others) or a read outside any callback. */
 static __always_inline bool loop_event_passed(const struct sonde_loop *loop, __s32 fd)
 {
-	for (__u32 at = 0; at < SONDE_LOOP_BATCH_MAX; at++) {
-		if ((__s32)at > loop->cursor || at >= loop->nbatch)
-			return false;
-		if ((__s32)loop->batch[at].data == fd && fd != loop->opener_fd)
-			return true;
-	}
-	return false;
+	return fd != loop->opener_fd && loop_find(loop, fd, 0, (__u32)(loop->cursor + 1)) >= 0;
 }
 
 /* A call on fd, whose connection's loop_task is fd_task (0: none or not
@@ -255,12 +238,6 @@ static __always_inline __u64 loop_running_task(struct sonde_loop *loop, __s32 fd
 	if (loop->opener_read && loop->opener_fd == fd)
 		return SONDE_TASK_UNKNOWN;
 	return loop->task;
-}
-
-static __always_inline bool is_http1_status_line(const __u8 *data, __u32 len)
-{
-	return len >= 5 && data[0] == 'H' && data[1] == 'T' && data[2] == 'T' && data[3] == 'P' &&
-	       data[4] == '/';
 }
 
 /* The task of what a libuv process writes: an HTTP response is its

@@ -62,6 +62,12 @@ static __always_inline bool is_http1_start(const __u8 *data, __u32 len)
 	return http1_start_at(data, 0, len);
 }
 
+/* A message start that is a status line: a response. */
+static __always_inline bool is_http1_status_line(const __u8 *data, __u32 len)
+{
+	return len >= 5 && token_at(data, 0, len, "HTTP/", 5);
+}
+
 /* Whether a line of the call's captured bytes (past its first) starts
  * another HTTP message: the call holds a pipeline, or several responses,
  * whose messages past the capture would be lost. Line ends are found a

@@ -69,6 +69,9 @@ enum sonde_event_type {
 /* Events of one epoll_wait of a libuv loop whose callbacks the kernel
  * follows (struct sonde_loop); callbacks past them get no task. */
 #define SONDE_LOOP_BATCH_MAX 64
+/* sonde_loop.ring_fd not known yet; libuv 1.49 on says the same (-2)
+ * until it makes its io_uring, at the first file operation. */
+#define SONDE_LOOP_RING_UNREAD (-2)
 
 /* Direction as seen by the traced process. */
 enum sonde_dir {
@@ -325,11 +328,11 @@ struct sonde_loop {
 	__s32 cursor;           /* batch index of the callback running; -1:
 	                           none started since the poll */
 	__u64 lfields;          /* *internal_fields, read once */
-	__s32 ring_fd;          /* the io_uring's fd, read until libuv has
-	                           decided (ring_fd_read); -1: none */
+	__s32 ring_fd;          /* the io_uring's fd; -1: none;
+	                           SONDE_LOOP_RING_UNREAD until libuv has
+	                           decided and the kernel has read it */
 	__s16 ring_at;          /* its event's batch index; -1: not polled */
-	__u8 ring_fd_read;      /* ring_fd has been read */
-	__u8 pad;
+	__u16 pad;
 	__u64 task;             /* task of the callback running (as in
 	                           sonde_data_event.task); SONDE_TASK_UNKNOWN
 	                           when it cannot be told */

@@ -73,7 +73,7 @@ int uvloop_layout(struct uvloop *u, uint32_t pid, const struct prog_file *exe,
 	out->ring_fd_offset = v->ring_fd_offset;
 	out->cursor = -1;
 	out->opener_fd = -1;
-	out->ring_fd = -1;
+	out->ring_fd = SONDE_LOOP_RING_UNREAD;
 	out->ring_at = -1;
 	u->stats.processes++;
 	return 1;
