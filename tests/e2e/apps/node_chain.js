@@ -47,50 +47,55 @@ function readBody(req) {
   });
 }
 
-async function chain(id, req, res) {
+async function chain(id, req) {
   const body = await readBody(req);
   console.log(`request_id=${id} chain start body=${body.length}`);
   const first = await get(`/item/${id}-1`);
   const second = await (await fetch(`${backend}/item/${id}-2`)).text();
   console.log(`request_id=${id} chain done`);
-  res.end(JSON.stringify({ first, second }));
+  return JSON.stringify({ first, second });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function later(id, res) {
+async function later(id) {
   await sleep(Math.floor(Math.random() * 5));
-  res.end(await get(`/item/${id}`));
+  return get(`/item/${id}`);
 }
 
-async function afterFile(id, res) {
+async function afterFile(id) {
   await fs.promises.readFile(__filename);
-  res.end(await get(`/item/${id}`));
+  return get(`/item/${id}`);
 }
 
 // The id is in a quoted alias: sonde's query text keeps identifiers.
-async function query(id, res, pool) {
+async function query(id, pool) {
   await pool.query(`SELECT 1 AS "r_${id}"`);
-  res.end(await get(`/item/${id}`));
+  return get(`/item/${id}`);
+}
+
+// Each route's work, to the body it answers.
+const routes = {
+  chain: (id, req) => chain(id, req),
+  file: (id) => afterFile(id),
+  later: (id) => later(id),
+  queued: (id) => get(`/item/${id}`, narrow),
+  db: (id) => query(id, pools.wide),
+  dbqueued: (id) => query(id, pools.narrow),
+};
+
+function failed(res) {
+  res.writeHead(502);
+  res.end();
 }
 
 function front(req, res) {
   const [, route, id] = req.url.split('/');
   if (route === 'call') {
-    http.get(`${backend}/item/${id}`, { agent }, (up) => {
-      up.pipe(res);
-    }).on('error', () => { res.writeHead(502); res.end(); });
-  } else if (route === 'chain') {
-    chain(id, req, res).catch(() => { res.writeHead(502); res.end(); });
-  } else if (route === 'file') {
-    afterFile(id, res).catch(() => { res.writeHead(502); res.end(); });
-  } else if (route === 'later') {
-    later(id, res).catch(() => { res.writeHead(502); res.end(); });
-  } else if (route === 'db' || route === 'dbqueued') {
-    query(id, res, route === 'db' ? pools.wide : pools.narrow)
-      .catch(() => { res.writeHead(502); res.end(); });
-  } else if (route === 'queued') {
-    get(`/item/${id}`, narrow).then((body) => res.end(body), () => { res.writeHead(502); res.end(); });
+    http.get(`${backend}/item/${id}`, { agent }, (up) => up.pipe(res))
+      .on('error', () => failed(res));
+  } else if (routes[route]) {
+    routes[route](id, req).then((body) => res.end(body), () => failed(res));
   } else {
     res.writeHead(404);
     res.end();
