@@ -333,6 +333,20 @@ def spans_named(rx, path_prefix, count, timeout=20):
         time.sleep(0.2)
 
 
+def poll_spans(rx, op_id, timeout=20):
+    """The spans of an operation's polls (its exact path), once every
+    server span's client span has arrived too: the command's client span
+    ends, and is exported, after the api's server span."""
+    path = f"/api/v1/operations/{op_id}"
+    deadline = time.time() + timeout
+    while True:
+        polls = [s for s in received(rx) if s["attributes"].get("url.path") == path]
+        clients = [s for s in polls if s["kind"] == "SPAN_KIND_CLIENT"]
+        if (clients and len(clients) * 2 == len(polls)) or time.time() > deadline:
+            return polls
+        time.sleep(0.2)
+
+
 def parent_of(span, spans):
     return next((s for s in spans if s["span_id"] == span["parent_span_id"]), None)
 
@@ -368,8 +382,7 @@ def test_waiting_commands_follow_their_operation_to_its_end(system):
             call = parent_of(server, calls)
             assert call and call["resource"]["service.name"].startswith(f"ktrdr-{operation['kind']}-worker-")
             assert not call["parent_span_id"], "a job's call has no job span to be under"
-        polls = spans_named(rx, f"/api/v1/operations/{op_id}", 2)
-        polls = [s for s in polls if s["attributes"]["url.path"] == f"/api/v1/operations/{op_id}"]
+        polls = poll_spans(rx, op_id)
         clients = [s for s in polls if s["kind"] == "SPAN_KIND_CLIENT"]
         assert clients and len(clients) * 2 == len(polls), polls
         for server in (s for s in polls if s["kind"] == "SPAN_KIND_SERVER"):
