@@ -18,15 +18,28 @@ static __always_inline __u64 read_user_ptr(__u64 addr)
 	return value;
 }
 
-/* The PyThreadState of thread tid, or 0. */
-static __always_inline __u64 py_thread_state(const struct sonde_py_layout *py, __u32 tid)
+/* The frame thread tid runs, found through its PyThreadState; 0 when it
+ * has none, or runs no Python code. While a thread starts another, the
+ * new thread's state is listed already, bearing its creator's id and no
+ * frame: the state with a frame is the creator's. A global function,
+ * verified once; it must allow for a NULL py. */
+__noinline __u64 py_thread_frame(const struct sonde_py_layout *py, __u32 tid)
 {
-	__u64 interp = read_user_ptr(py->runtime + py->interp_main);
-	__u64 tstate = interp ? read_user_ptr(interp + py->threads_head) : 0;
+	__u64 interp, tstate;
+
+	if (!py)
+		return 0;
+	interp = read_user_ptr(py->runtime + py->interp_main);
+	tstate = interp ? read_user_ptr(interp + py->threads_head) : 0;
 
 	for (__u32 i = 0; i < SONDE_PY_THREADS_MAX && tstate; i++) {
-		if (read_user_ptr(tstate + py->tstate_native_id) == tid)
-			return tstate;
+		if (read_user_ptr(tstate + py->tstate_native_id) == tid) {
+			__u64 cframe = read_user_ptr(tstate + py->tstate_cframe);
+			__u64 frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
+
+			if (frame)
+				return frame;
+		}
 		tstate = read_user_ptr(tstate + py->tstate_next);
 	}
 	return 0;
@@ -56,14 +69,11 @@ static __always_inline int read_frame(const struct sonde_py_layout *py, __u64 fr
  * *below: the loop's frame under it. */
 static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid, __u64 *below)
 {
-	__u64 tstate = py_thread_state(py, tid);
-	__u64 cframe, frame, task = 0;
+	__u64 frame = py_thread_frame(py, tid), task = 0;
 
 	*below = 0;
-	if (!tstate)
+	if (!frame)
 		return SONDE_TASK_UNKNOWN;
-	cframe = read_user_ptr(tstate + py->tstate_cframe);
-	frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
 	for (__u32 i = 0; i < SONDE_PY_FRAMES_MAX; i++) {
 		__u64 code, previous;
 		__u32 flags = 0;
@@ -118,6 +128,7 @@ enum py_seen {
 	PY_SEEN_METHOD,       /* type method: a TaskGroup's done callback */
 	PY_SEEN_TASKGROUP,    /* type TaskGroup */
 	PY_SEEN_TASK,         /* type _asyncio.Task */
+	PY_SEEN_THREAD_START, /* the code object of threading's Thread.start */
 };
 
 static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
@@ -131,6 +142,7 @@ static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
 	[PY_SEEN_METHOD] = "method",
 	[PY_SEEN_TASKGROUP] = "TaskGroup",
 	[PY_SEEN_TASK] = "_asyncio.Task",
+	[PY_SEEN_THREAD_START] = "Thread.start",
 };
 
 /* Whether the NUL-terminated string at addr is py_names[which]: read 8
@@ -323,12 +335,14 @@ static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 /* Only the start of what a process sends needs its task: the request
  * head a client writes and the response head a server writes. The walk
  * costs microseconds, so HTTP body writes skip it; every write of a
- * database client is a command or part of one. */
-static __always_inline __u64 current_task(__u32 tgid, struct sonde_data_event *ev)
+ * database client is a command or part of one. A global function,
+ * verified once rather than on every path of the data programs; it must
+ * allow for a NULL ev. */
+__noinline __u64 current_task(__u32 tgid, const struct sonde_data_event *ev)
 {
 	struct sonde_py_layout *py;
 
-	if (ev->dir != SONDE_DIR_EGRESS)
+	if (!ev || ev->dir != SONDE_DIR_EGRESS)
 		return 0;
 	py = bpf_map_lookup_elem(&py_procs, &tgid);
 	if (!py)

@@ -5,7 +5,7 @@
  * a protocol sonde parses (HTTP/1.x, PostgreSQL, Redis) to the agent.
  * This file holds the programs; the headers hold the maps, the capture
  * and submit path, connection lookup, protocol inference, the request an
- * nginx worker writes for and the CPython task walk.
+ * nginx worker writes for, the CPython task walk and the jobs it starts.
  *
  * Shape of one call: only the syscall's exit is traced. A failed call
  * (EAGAIN and the like) returns before touching any map. Otherwise the
@@ -21,6 +21,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "sonde_events.h"
 
@@ -65,6 +66,7 @@ const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
 #include "nginx.bpf.h"
 #include "evloop.bpf.h"
 #include "pytask.bpf.h"
+#include "jobs.bpf.h"
 
 static __always_inline __u32 capture_limit(const struct conn_state *state)
 {
@@ -109,6 +111,8 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	}
 	else
 		ev->task = current_task(key->tgid, ev);
+	if (entry_points && !state->nginx && !state->loop)
+		ev->task = job_task_mark(key->tgid, ev->task);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
@@ -186,6 +190,8 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	ev->proto = 0;
 	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
 	ev->task = py ? python_event_task(py) : loop_log_task(main_thread_loop());
+	if (py && entry_points)
+		ev->task = job_task_mark(key->tgid, ev->task);
 	if (captured < len)
 		count(SONDE_CNT_LOG_TRUNCATED);
 	count(SONDE_CNT_LOG_WRITES);
@@ -301,7 +307,9 @@ static __always_inline int exit_msg(void *ctx, long ret, __u8 syscall, __u8 dir)
 	msghdr = regs->si;
 	bpf_probe_read_user(&args.buf, sizeof(args.buf), (const void *)(msghdr + 16));
 	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const void *)(msghdr + 24));
-	args.iovcnt = iovlen > SONDE_IOV_MAX ? SONDE_IOV_MAX : (__u32)iovlen;
+	/* read_iovs takes at most SONDE_IOV_MAX: a bound here too would
+	 * make the verifier follow each count apart. */
+	args.iovcnt = iovlen > 0xffffffffu ? 0xffffffffu : (__u32)iovlen;
 	return trace_call(ctx, ret, &args);
 }
 
@@ -554,13 +562,16 @@ int process_exec(void *ctx)
 }
 
 /* Fires per thread; only the last thread of a process reports, so that the
- * agent can end that process's connections and forget its map entries. */
+ * agent can end that process's connections and forget its map entries,
+ * and a job's thread, whose job ends. */
 SEC("tracepoint/sched/sched_process_exit")
 int process_exit(void *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct sonde_exit_event ev = {};
 
+	if (entry_points)
+		job_thread_exit(ctx, (__u32)bpf_get_current_pid_tgid());
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	ev.hdr.type = SONDE_EV_PROC_EXIT;

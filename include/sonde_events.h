@@ -49,10 +49,15 @@ enum sonde_event_type {
 	                           process's stdout or stderr (hdr.fd 1 or 2),
 	                           or to a configured log file it has open;
 	                           conn_gen, pos and proto 0 */
+	SONDE_EV_JOB_START = 7, /* struct sonde_job_event */
+	SONDE_EV_JOB_END = 8,   /* struct sonde_exit_event: the thread of a
+	                           thread job (hdr.tid) exited */
 };
 
 /* sonde_data_event.task when the running task could not be read. */
 #define SONDE_TASK_UNKNOWN (~0ULL)
+/* Set in a CPython task (an aligned address) that runs a job. */
+#define SONDE_TASK_JOB 1ULL
 /* Bounds of the walks that find the running task of a CPython thread. */
 #define SONDE_PY_THREADS_MAX 32
 #define SONDE_PY_FRAMES_MAX 48
@@ -62,7 +67,9 @@ enum sonde_event_type {
  * for the future a task awaits. */
 #define SONDE_PY_ITEMS_MAX 8
 /* Entries of sonde_py_layout.seen: see bpf/pytask.bpf.h. */
-#define SONDE_PY_SEEN 10
+#define SONDE_PY_SEEN 11
+/* Bytes of a job's function name (its __qualname__), NUL included. */
+#define SONDE_JOB_NAME_MAX 64
 /* The walk reads this many bytes at the start of each frame: frame_code
  * and frame_previous must be 8-byte aligned offsets below it. */
 #define SONDE_PY_FRAME_HEAD 64
@@ -180,7 +187,9 @@ struct sonde_data_event {
 	__u64 task;     /* egress of a CPython process (struct sonde_py_layout),
 	                   and every SONDE_EV_LOG write of one:
 	                   address of the outermost coroutine frame the thread is
-	                   running, which names the asyncio task for its life;
+	                   running, which names the asyncio task for its life,
+	                   | SONDE_TASK_JOB when that task runs a job
+	                   (struct sonde_job_event);
 	                   0 when no coroutine runs (or not CPython);
 	                   of an nginx worker: its request's downstream
 	                   connection (bpf/nginx.bpf.h); of a libuv process's
@@ -251,6 +260,39 @@ struct sonde_exec_event {
 
 #define SONDE_EXEC_EVENT_SIZE(bytes) (offsetof(struct sonde_exec_event, strings) + (bytes))
 
+/* What a job runs in (struct sonde_job_event). */
+enum sonde_job_kind {
+	SONDE_JOB_TASK = 1,   /* an asyncio task */
+	SONDE_JOB_THREAD = 2, /* a thread of its own (threading.Thread) */
+};
+
+/* Key of the job_names map: a function named as an entry point, its
+ * __qualname__ NUL-padded. */
+struct sonde_job_name {
+	char name[SONDE_JOB_NAME_MAX];
+};
+
+/* A CPython process started an asyncio task or a thread whose function
+ * is named in job_names (bpf/jobs.bpf.h); hdr.tid is the thread that
+ * started it, hdr.ts when. */
+struct sonde_job_event {
+	struct sonde_event_header hdr;
+	__u64 creator_task; /* the task that thread ran, as in
+	                       sonde_data_event.task: with hdr.tid, the
+	                       request (or job) that started this one */
+	__u64 job;          /* TASK: what names the task in events (its
+	                       coroutine's frame | SONDE_TASK_JOB, as
+	                       sonde_data_event.task); THREAD: 0 */
+	__u64 task_object;  /* TASK: the _asyncio.Task, whose state tells
+	                       when it is done; THREAD: 0 */
+	__u64 code;         /* TASK: its coroutine's code object, which the
+	                       task keeps for its life; THREAD: 0 */
+	__u32 thread;       /* THREAD: the new thread's id; TASK: 0 */
+	__u8 kind;          /* enum sonde_job_kind */
+	__u8 pad[3];
+	char name[SONDE_JOB_NAME_MAX]; /* the function's __qualname__ */
+};
+
 /* The last thread of a process exited (tid: that thread). */
 struct sonde_exit_event {
 	struct sonde_event_header hdr;
@@ -296,7 +338,14 @@ struct sonde_py_layout {
 	                           dict its attribute values' pointer is */
 	__u16 taskgroup_parent; /* asyncio.TaskGroup's _parent_task in those
 	                           values (bytes) */
-	__u16 pad[6];
+	/* The functions jobs run (bpf/jobs.bpf.h). */
+	__u16 code_qualname;    /* PyCodeObject.co_qualname */
+	__u16 func_qualname;    /* PyFunctionObject.func_qualname */
+	__u16 coro_qualname;    /* PyCoroObject.cr_qualname */
+	__u16 coro_code;        /* PyCoroObject.cr_code */
+	__u16 thread_target;    /* threading.Thread's _target in its values
+	                           (bytes) */
+	__u16 pad[1];
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */
