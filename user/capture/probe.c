@@ -18,6 +18,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define TRACEFS "/sys/kernel/tracing"
@@ -44,8 +45,29 @@ static size_t merge_arena_bytes(uint32_t ringbuf_bytes)
 	return bytes > (1u << 20) ? bytes : (1u << 20);
 }
 
+/* A uprobe watching one process's asyncio tasks (probe_watch_tasks): a
+ * uprobe_multi link (Linux 6.6), which takes CAP_BPF and CAP_PERFMON,
+ * where a perf event uprobe takes CAP_SYS_ADMIN. libbpf 1.1 predates it,
+ * hence the raw bpf(2) call. */
+struct task_watch {
+	struct task_watch *next;
+	uint32_t tgid;
+	int link_fd;
+};
+
+#define BPF_TRACE_UPROBE_MULTI_ 48
+
+/* bpf_attr's link_create as Linux 6.6 has it for uprobe_multi. */
+struct uprobe_multi_attr {
+	uint32_t prog_fd, target_fd, attach_type, flags;
+	uint64_t path, offsets, ref_ctr_offsets, cookies;
+	uint32_t cnt, multi_flags, pid;
+	uint8_t pad[120 - 60];
+};
+
 struct probe {
 	struct sonde_bpf *skel;
+	struct task_watch *task_watches;
 	bool pinned; /* the maps are under PROBE_PIN_DIR */
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
@@ -136,6 +158,9 @@ static int attach_all(struct probe *p)
 		const char *section = bpf_program__section_name(prog);
 		struct bpf_link *link;
 
+		/* Per process, by probe_watch_tasks. */
+		if (!bpf_program__autoload(prog) || prog == p->skel->progs.job_task_init)
+			continue;
 		if (p->nlinks >= PROBE_LINKS_MAX) {
 			log_error("attach %s: more programs than PROBE_LINKS_MAX", section);
 			return -E2BIG;
@@ -188,6 +213,70 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 	skel->rodata->excluded_count = opts->excluded_count;
 	memcpy((void *)skel->rodata->excluded_comms, opts->excluded_comms,
 	       sizeof(opts->excluded_comms));
+	skel->rodata->entry_points = opts->njob_names > 0;
+	bpf_program__set_autoload(skel->progs.job_task_init, opts->njob_names > 0);
+	bpf_program__set_expected_attach_type(skel->progs.job_task_init,
+					      (enum bpf_attach_type)BPF_TRACE_UPROBE_MULTI_);
+	bpf_program__set_autoload(skel->progs.job_thread_fork, opts->njob_names > 0);
+}
+
+static int set_job_names(struct probe *p, const struct probe_opts *opts)
+{
+	int fd = bpf_map__fd(p->skel->maps.job_names);
+	uint8_t one = 1;
+
+	for (size_t i = 0; i < opts->njob_names; i++)
+		if (bpf_map_update_elem(fd, &opts->job_names[i], &one, BPF_ANY)) {
+			log_error("entry point %s into job_names: %s", opts->job_names[i].name,
+				  strerror(errno));
+			return -errno;
+		}
+	return 0;
+}
+
+static void unwatch_tasks(struct probe *p, uint32_t tgid)
+{
+	struct task_watch **link = &p->task_watches;
+
+	while (*link) {
+		struct task_watch *w = *link;
+
+		if (w->tgid != tgid) {
+			link = &w->next;
+			continue;
+		}
+		*link = w->next;
+		close(w->link_fd);
+		free(w);
+	}
+}
+
+int probe_watch_tasks(struct probe *p, uint32_t tgid, const char *path, uint64_t offset)
+{
+	struct task_watch *w = calloc(1, sizeof(*w));
+	struct uprobe_multi_attr attr = {
+		.prog_fd = (uint32_t)bpf_program__fd(p->skel->progs.job_task_init),
+		.attach_type = BPF_TRACE_UPROBE_MULTI_,
+		.path = (uint64_t)(uintptr_t)path,
+		.offsets = (uint64_t)(uintptr_t)&offset,
+		.cnt = 1,
+		.pid = tgid,
+	};
+
+	if (!w)
+		return -ENOMEM;
+	unwatch_tasks(p, tgid);
+	w->tgid = tgid;
+	w->link_fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	if (w->link_fd < 0) {
+		int err = -errno;
+
+		free(w);
+		return err;
+	}
+	w->next = p->task_watches;
+	p->task_watches = w;
+	return 0;
 }
 
 static enum bpf_perf_event_ret on_perf_event(void *ctx, int cpu, struct perf_event_header *hdr)
@@ -391,7 +480,7 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		goto fail;
 	}
 	err = attach_all(p);
-	if (err)
+	if (err || (err = set_job_names(p, opts)))
 		goto fail;
 	if (opts->pin && (err = pin_maps(p)))
 		goto fail;
@@ -420,6 +509,8 @@ int probe_poll(struct probe *p, int timeout_ms)
 
 void probe_detach(struct probe *p)
 {
+	while (p->task_watches)
+		unwatch_tasks(p, p->task_watches->tgid);
 	for (size_t i = 0; i < p->nlinks; i++)
 		bpf_link__destroy(p->links[i]);
 	p->nlinks = 0;
@@ -548,6 +639,7 @@ size_t probe_forget_processes(struct probe *p, const uint32_t *tgids, size_t n)
 		removed += bpf_map_delete_elem(py_fd, &tgids[i]) == 0;
 		removed += bpf_map_delete_elem(log_fd, &tgids[i]) == 0;
 		removed += bpf_map_delete_elem(loop_fd, &tgids[i]) == 0;
+		unwatch_tasks(p, tgids[i]);
 	}
 	return removed + sweep_map(bpf_map__fd(p->skel->maps.conns), tgids, n) +
 	       sweep_map(bpf_map__fd(p->skel->maps.log_fds), tgids, n) +

@@ -28,6 +28,9 @@ struct probe_opts {
 	uint32_t log_capture_bytes; /* bytes captured per write */
 	bool log_files;             /* log files are configured (probe_watch_log_file) */
 	bool pin;                   /* pin the maps operators read under PROBE_PIN_DIR */
+	/* Entry points' function names (bpf/jobs.bpf.h); none: jobs off. */
+	const struct sonde_job_name *job_names;
+	size_t njob_names;
 };
 
 /* Where --pin puts the maps an operator reads with bpftool (counters,
@@ -71,6 +74,11 @@ int probe_scope_out(struct probe *p, uint32_t tgid, int32_t fd);
 int probe_set_python(struct probe *p, uint32_t tgid, const struct sonde_py_layout *layout);
 /* Lets the kernel follow the callbacks of tgid's libuv loop. */
 int probe_set_loop(struct probe *p, uint32_t tgid, const struct sonde_loop *loop);
+/* Tells the kernel when tgid makes an asyncio task of an entry point's:
+ * a uprobe on the file at path (as tgid sees it, under /proc/<tgid>/root),
+ * at file offset, where _asyncio.Task's __init__ is. Detached when tgid
+ * exits (probe_forget_processes) or runs another program (again). */
+int probe_watch_tasks(struct probe *p, uint32_t tgid, const char *path, uint64_t offset);
 /* The kernel forgets the connections of these processes, and tracks them
  * anew at their next call (as connections open before sonde started). */
 void probe_track_anew(struct probe *p, const uint32_t *tgids, size_t n);

@@ -223,3 +223,165 @@ const struct prog_file *prog_file_of_mapping(struct prog_files *pf, uint32_t pid
 		 m->start, m->end);
 	return prog_file_at(pf, path);
 }
+
+/* ---- a static type object's tp_init ------------------------------------- */
+
+#define PTR_SIZE 8
+
+/* The address of the string text (NUL included) in an allocated
+ * section; 0: none. */
+static uint64_t string_address(Elf *elf, const char *text)
+{
+	size_t len = strlen(text) + 1;
+	Elf_Scn *scn = NULL;
+
+	while ((scn = elf_nextscn(elf, scn))) {
+		Elf_Data *data = elf_getdata(scn, NULL);
+		GElf_Shdr shdr;
+		const char *at, *end;
+
+		if (!data || !gelf_getshdr(scn, &shdr) || shdr.sh_type != SHT_PROGBITS ||
+		    !(shdr.sh_flags & SHF_ALLOC))
+			continue;
+		at = data->d_buf;
+		end = at + data->d_size;
+		while (at && at + len <= end) {
+			const char *hit = memmem(at, (size_t)(end - at), text, len);
+
+			if (!hit)
+				break;
+			if (hit == data->d_buf || hit[-1] == '\0')
+				return shdr.sh_addr + (uint64_t)(hit - (const char *)data->d_buf);
+			at = hit + 1;
+		}
+	}
+	return 0;
+}
+
+/* The pointer the file puts at address `at` once loaded: a relative
+ * relocation's addend (a shared object), or the word there (a program
+ * linked at a fixed address). 0: none. */
+static uint64_t pointer_at(Elf *elf, uint64_t at)
+{
+	Elf_Scn *scn = NULL;
+
+	while ((scn = elf_nextscn(elf, scn))) {
+		Elf_Data *data = elf_getdata(scn, NULL);
+		GElf_Shdr shdr;
+
+		if (!data || !gelf_getshdr(scn, &shdr))
+			continue;
+		if (shdr.sh_type == SHT_RELA && shdr.sh_entsize) {
+			for (size_t i = 0; i < shdr.sh_size / shdr.sh_entsize; i++) {
+				GElf_Rela rela;
+
+				if (gelf_getrela(data, (int)i, &rela) && rela.r_offset == at &&
+				    GELF_R_TYPE(rela.r_info) == R_X86_64_RELATIVE)
+					return (uint64_t)rela.r_addend;
+			}
+		} else if (shdr.sh_type == SHT_PROGBITS && (shdr.sh_flags & SHF_WRITE) &&
+			   at >= shdr.sh_addr && at + PTR_SIZE <= shdr.sh_addr + data->d_size) {
+			uint64_t word;
+
+			memcpy(&word, (const char *)data->d_buf + (at - shdr.sh_addr), PTR_SIZE);
+			if (word)
+				return word;
+		}
+	}
+	return 0;
+}
+
+/* The addresses of the pointer slots holding `target`, as pointer_at
+ * reads them, up to max; how many there are. */
+static size_t slots_pointing_to(Elf *elf, uint64_t target, uint64_t *out, size_t max)
+{
+	Elf_Scn *scn = NULL;
+	size_t n = 0;
+
+	while ((scn = elf_nextscn(elf, scn))) {
+		Elf_Data *data = elf_getdata(scn, NULL);
+		GElf_Shdr shdr;
+
+		if (!data || !gelf_getshdr(scn, &shdr))
+			continue;
+		if (shdr.sh_type == SHT_RELA && shdr.sh_entsize) {
+			for (size_t i = 0; i < shdr.sh_size / shdr.sh_entsize; i++) {
+				GElf_Rela rela;
+
+				if (gelf_getrela(data, (int)i, &rela) &&
+				    GELF_R_TYPE(rela.r_info) == R_X86_64_RELATIVE &&
+				    (uint64_t)rela.r_addend == target && n < max)
+					out[n++] = rela.r_offset;
+			}
+		} else if (shdr.sh_type == SHT_PROGBITS && (shdr.sh_flags & SHF_WRITE)) {
+			for (size_t at = 0; at + PTR_SIZE <= data->d_size; at += PTR_SIZE) {
+				uint64_t word;
+
+				memcpy(&word, (const char *)data->d_buf + at, PTR_SIZE);
+				if (word == target && n < max)
+					out[n++] = shdr.sh_addr + at;
+			}
+		}
+	}
+	return n;
+}
+
+/* The file offset of an address in an executable segment; 0: none. */
+static uint64_t code_offset(Elf *elf, uint64_t vaddr)
+{
+	size_t nphdr;
+
+	if (elf_getphdrnum(elf, &nphdr))
+		return 0;
+	for (size_t i = 0; i < nphdr; i++) {
+		GElf_Phdr phdr;
+
+		if (gelf_getphdr(elf, (int)i, &phdr) && phdr.p_type == PT_LOAD &&
+		    (phdr.p_flags & PF_X) && vaddr >= phdr.p_vaddr &&
+		    vaddr < phdr.p_vaddr + phdr.p_filesz)
+			return vaddr - phdr.p_vaddr + phdr.p_offset;
+	}
+	return 0;
+}
+
+#define TYPE_NAME_SLOTS 8
+/* PyTypeObject.tp_name: after the refcount, the type and the size. */
+#define TP_NAME_AT 24
+
+static int find_type_init(Elf *elf, const char *type_name, uint32_t tp_init_at, uint64_t *out)
+{
+	uint64_t name = string_address(elf, type_name);
+	uint64_t slots[TYPE_NAME_SLOTS];
+	size_t n = name ? slots_pointing_to(elf, name, slots, TYPE_NAME_SLOTS) : 0;
+
+	*out = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t init = pointer_at(elf, slots[i] - TP_NAME_AT + tp_init_at);
+		uint64_t offset = init ? code_offset(elf, init) : 0;
+
+		if (!offset)
+			continue; /* not a type object, or one without tp_init */
+		if (*out && *out != offset)
+			return -EINVAL;
+		*out = offset;
+	}
+	return *out ? 0 : -ENOENT;
+}
+
+int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
+		   uint64_t *file_offset)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	Elf *elf;
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	err = elf && elf_kind(elf) == ELF_K_ELF ? find_type_init(elf, type_name, tp_init_at,
+								  file_offset) : -EINVAL;
+	if (elf)
+		elf_end(elf);
+	close(fd);
+	return err;
+}

@@ -41,6 +41,15 @@ const struct prog_file *prog_file_at(struct prog_files *pf, const char *path);
  * it cannot be opened (-ENOENT: the process is gone). */
 int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out);
 
+/* The file offset of the function in the tp_init slot of the statically
+ * allocated type object named type_name (its tp_name) in the ELF file at
+ * path; tp_init_at: that slot's offset in PyTypeObject. Found through the
+ * relocations of a shared object, or the data of a program linked at a
+ * fixed address: no symbol is needed. -ENOENT when the file has no such
+ * type, -EINVAL when it is not ELF or names more than one. */
+int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
+		   uint64_t *file_offset);
+
 /* A mapping of a process at file offset 0, where a file's base is. */
 struct prog_mapping {
 	uint64_t start, end;

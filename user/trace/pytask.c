@@ -1,8 +1,11 @@
 #include "pytask.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PYTASK_DESC(...) COUNTER_DESC(struct pytask_stats, __VA_ARGS__)
 const struct counter_desc pytask_counters[] = { PYTASK_COUNTERS(PYTASK_DESC) };
@@ -12,6 +15,10 @@ const size_t pytask_counter_count = sizeof(pytask_counters) / sizeof(pytask_coun
 const struct pytask_version pytask_versions[] = {
 	{
 		.hex_major_minor = 0x030b,
+		.soabi = "cpython-311-x86_64-linux-gnu",
+		.tp_init = 296,
+		.future_state = 88,
+		.future_exception = 48,
 		.layout = {
 			.interp_main = 48,
 			.threads_head = 16,
@@ -31,6 +38,11 @@ const struct pytask_version pytask_versions[] = {
 			.func_closure = 72,
 			.values_before = 32,
 			.taskgroup_parent = 32,
+			.code_qualname = 128,
+			.func_qualname = 40,
+			.coro_qualname = 40,
+			.coro_code = 16,
+			.thread_target = 0,
 		},
 	},
 };
@@ -74,6 +86,7 @@ struct interpreter_search {
 	uint32_t pid;
 	uint64_t exe_inode;
 	struct sonde_py_layout *out;
+	const struct pytask_version **version;
 };
 
 /* FOUND, or UNSUPPORTED: an interpreter of a version sonde has no
@@ -97,14 +110,15 @@ static int look_at_mapping(void *ctx, const struct prog_mapping *m)
 		return UNSUPPORTED;
 	}
 	*s->out = pytask_versions[version].layout;
+	*s->version = &pytask_versions[version];
 	s->out->runtime = m->start + file->py_runtime - file->load_vaddr;
 	return FOUND;
 }
 
 int pytask_layout(struct pytask *pt, uint32_t pid, const struct prog_file *exe, bool at_exec,
-		  struct sonde_py_layout *out)
+		  struct sonde_py_layout *out, const struct pytask_version **version)
 {
-	struct interpreter_search search = { pt, pid, 0, out };
+	struct interpreter_search search = { pt, pid, 0, out, version };
 	int ret;
 
 	if (!is_interpreter(exe) && at_exec)
@@ -117,4 +131,45 @@ int pytask_layout(struct pytask *pt, uint32_t pid, const struct prog_file *exe, 
 	else if (ret < 0)
 		pt->stats.failures++;
 	return ret < 0 ? ret : ret == FOUND;
+}
+
+/* <prefix>/lib/pythonX.Y/lib-dynload/_asyncio.<soabi>.so, the interpreter
+ * being <prefix>/bin/<name>: where CPython installs look for it. */
+static int asyncio_module_path(const char *root, const char *interpreter,
+			       const struct pytask_version *v, char *out, size_t size)
+{
+	const char *bin = strstr(interpreter, "/bin/");
+	int n;
+
+	if (!bin)
+		return -ENOENT;
+	n = snprintf(out, size, "%s%.*s/lib/python%u.%u/lib-dynload/_asyncio.%s.so", root,
+		     (int)(bin - interpreter), interpreter, v->hex_major_minor >> 8,
+		     v->hex_major_minor & 0xff, v->soabi);
+	return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+int pytask_task_init(struct pytask *pt, uint32_t pid, const struct pytask_version *version,
+		     char *path, size_t path_size, uint64_t *offset)
+{
+	char link[128], root[128], interpreter[PATH_MAX];
+	ssize_t len;
+	int err;
+
+	snprintf(link, sizeof(link), "%s/%u/exe", pt->files->proc_root, pid);
+	snprintf(root, sizeof(root), "%s/%u/root", pt->files->proc_root, pid);
+	len = readlink(link, interpreter, sizeof(interpreter) - 1);
+	if (len < 0)
+		return -errno;
+	interpreter[len] = '\0';
+	err = asyncio_module_path(root, interpreter, version, path, path_size);
+	if (!err)
+		err = prog_type_init(path, "_asyncio.Task", version->tp_init, offset);
+	if (err) { /* built in */
+		snprintf(path, path_size, "%s", link);
+		err = prog_type_init(path, "_asyncio.Task", version->tp_init, offset);
+	}
+	if (err)
+		pt->stats.no_task_init++;
+	return err;
 }

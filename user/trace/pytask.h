@@ -18,6 +18,11 @@
 /* Offsets of one CPython version (runtime left 0). */
 struct pytask_version {
 	uint32_t hex_major_minor; /* PY_VERSION_HEX >> 16, e.g. 0x030b */
+	const char *soabi;        /* its extension modules' tag */
+	uint16_t tp_init;         /* PyTypeObject.tp_init */
+	/* What the agent reads of a job's asyncio task (jobs.h). */
+	uint16_t future_state;     /* _asyncio FutureObj.fut_state (an int) */
+	uint16_t future_exception; /* FutureObj.fut_exception */
 	struct sonde_py_layout layout;
 };
 
@@ -27,7 +32,9 @@ extern const unsigned pytask_nversions;
 #define PYTASK_COUNTERS(X) \
 	X(processes, "python_processes", TOTAL, "CPython processes given a layout") \
 	X(unsupported, "python_unsupported", TOTAL, "CPython of a version sonde has no layout for") \
-	X(failures, "python_read_failures", TOTAL, "programs or maps that could not be read")
+	X(failures, "python_read_failures", TOTAL, "programs or maps that could not be read") \
+	X(no_task_init, "python_task_init_unfound", TOTAL, \
+	  "CPython processes to watch for jobs whose _asyncio.Task.__init__ was not found")
 
 struct pytask_stats {
 	PYTASK_COUNTERS(COUNTER_FIELD)
@@ -48,6 +55,12 @@ void pytask_init(struct pytask *pt, struct prog_files *files);
  * address) or, when not at_exec, to look for a shared libpython: right
  * after an exec no library is mapped yet. */
 int pytask_layout(struct pytask *pt, uint32_t pid, const struct prog_file *exe, bool at_exec,
-		  struct sonde_py_layout *out);
+		  struct sonde_py_layout *out, const struct pytask_version **version);
+/* Where pid's interpreter has _asyncio.Task's __init__: the file (its
+ * _asyncio extension module beside the interpreter, else the interpreter
+ * itself), as a path under /proc/<pid>/root, and the code's offset in it.
+ * -errno when neither has it. */
+int pytask_task_init(struct pytask *pt, uint32_t pid, const struct pytask_version *version,
+		     char *path, size_t path_size, uint64_t *offset);
 
 #endif
