@@ -3,6 +3,7 @@
 #include "config_file.h"
 #include "log.h"
 #include "number.h"
+#include "jobs.h"
 #include "scope.h"
 #include "sonde_events.h"
 
@@ -209,6 +210,7 @@ struct text_setting {
 static const struct text_setting texts[] = {
 	{ "SONDE_STATS_FILE", "stats-file", TEXT_FIELD(stats_file) },
 	{ "SONDE_COMMAND_SPANS", "command-spans", TEXT_FIELD(command_spans) },
+	{ "SONDE_ENTRY_POINTS", "entry-points", TEXT_FIELD(entry_points) },
 	{ "SONDE_LOGS_FILES", "logs-files", TEXT_FIELD(log_files) },
 	{ "SONDE_LOGS_REDACT", "logs-redact", TEXT_FIELD(log_redact) },
 	{ "SONDE_INCLUDE", "include", TEXT_FIELD(scope_include) },
@@ -460,6 +462,14 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
 
 /* The stats file is written (with a rename) every second: its directory
  * must take a new file now, not fail then. */
+static int check_entry_points(const char *text, char *err, size_t size)
+{
+	struct sonde_job_name names[JOBS_ENTRY_POINTS_MAX];
+	size_t n;
+
+	return jobs_parse_entry_points(text, names, JOBS_ENTRY_POINTS_MAX, &n, err, size);
+}
+
 static int check_writable(const char *path, char *err, size_t size)
 {
 	char dir[sizeof(((struct sonde_config *)0)->stats_file)];
@@ -499,6 +509,8 @@ static int parse_sources(struct sonde_config *cfg, int argc, char **argv,
 	if (scope_check(&(struct scope_texts){ cfg->scope_include, cfg->scope_exclude,
 					       cfg->service_names }, err, err_size))
 		return -1;
+	if (check_entry_points(cfg->entry_points, err, err_size))
+		return -1;
 	if ((cfg->exporters & EXPORTER_OTLP) &&
 	    otlp_settings_resolve(&otlp[OTLP_TRACES], &cfg->otlp, err, err_size))
 		return -1;
@@ -532,6 +544,7 @@ static const char *list_separator(const char *key)
 		{ "OTEL_TRACES_EXPORTER", "," },   { "OTEL_METRICS_EXPORTER", "," },
 		{ "OTEL_LOGS_EXPORTER", "," },     { "SONDE_EXCLUDE_COMM", "," },
 		{ "SONDE_COMMAND_SPANS", "," },    { "SONDE_LOGS_FILES", ":" },
+		{ "SONDE_ENTRY_POINTS", "," },
 		{ "SONDE_LOGS_REDACT", ";;" },     { "SONDE_INCLUDE", "," },
 		{ "SONDE_EXCLUDE", "," },          { "SONDE_SERVICE_NAMES", "," },
 	};
@@ -738,6 +751,10 @@ void config_usage(FILE *out)
 		"                            (SONDE_METRICS_CARDINALITY_LIMIT; default 2000)\n"
 		"  --command-spans A,B       programs (or scripts) that get a span from exec to\n"
 		"                            exit, the parent of their spans (SONDE_COMMAND_SPANS)\n"
+		"  --entry-points python:F,...  Python functions whose asyncio tasks and threads\n"
+		"                            get a span, the parent of their spans; costs ~15 us\n"
+		"                            per asyncio task of a CPython process (SONDE_ENTRY_\n"
+		"                            POINTS)\n"
 		"  --logs-exporter LIST      what traced processes write to stdout and stderr, as\n"
 		"                            OTLP log records: otlp, console, none (OTEL_LOGS_\n"
 		"                            EXPORTER; default none); OTEL_EXPORTER_OTLP_LOGS_X\n"

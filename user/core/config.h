@@ -55,6 +55,7 @@ struct sonde_config {
 	char log_redact[2048];      /* SONDE_LOGS_REDACT: patterns, ";;" between */
 	char log_files[2048];       /* SONDE_LOGS_FILES: paths or patterns, ':' between */
 	char command_spans[1024];   /* SONDE_COMMAND_SPANS: programs, ',' between */
+	char entry_points[2048];    /* SONDE_ENTRY_POINTS: python:QUALNAME, ',' between */
 	char scope_include[2048];   /* SONDE_INCLUDE: selectors (scope.h), ',' between */
 	char scope_exclude[2048];   /* SONDE_EXCLUDE */
 	char service_names[2048];   /* SONDE_SERVICE_NAMES: SELECTOR=NAME, ',' between */

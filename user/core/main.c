@@ -4,6 +4,7 @@
 #include "command.h"
 #include "config.h"
 #include "exporter.h"
+#include "jobs.h"
 #include "log.h"
 #include "log_export.h"
 #include "logfiles.h"
@@ -19,6 +20,7 @@
 #include "tracker.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -29,7 +31,7 @@
 #include <unistd.h>
 
 #define HOUSEKEEPING_NS 1000000000ull
-#define STATS_GROUPS 12
+#define STATS_GROUPS 13
 /* Processes with a libuv loop found running at start-up whose
  * connections are tracked anew: the kernel's loops map holds 1024. */
 #define RUNNING_LOOPS_MAX 1024
@@ -67,6 +69,9 @@ struct agent {
 	struct logs *logs;
 	struct logfiles *logfiles;       /* NULL: no log files configured */
 	struct commands *commands;       /* NULL: no command spans configured */
+	struct jobs *jobs;               /* NULL: no entry points configured */
+	struct sonde_job_name entry_points[JOBS_ENTRY_POINTS_MAX];
+	size_t nentry_points;
 	struct scope *scope;             /* NULL: no include, exclude or naming rules */
 	struct agent_stats stats;
 	uint64_t started_ns;             /* CLOCK_MONOTONIC */
@@ -94,24 +99,50 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
+/* With entry points configured, a CPython process's asyncio tasks are
+ * watched as they are made (the uprobe costs each task): its threads
+ * are watched by the kernel already. */
+static void watch_tasks(struct agent *a, uint32_t pid, const struct pytask_version *v)
+{
+	char path[PATH_MAX];
+	uint64_t offset;
+	int err = pytask_task_init(&a->pytask, pid, v, path, sizeof(path), &offset);
+
+	if (err) {
+		log_warn("entry points: no _asyncio.Task.__init__ found for pid %u (%s): its "
+			 "asyncio tasks are not watched", pid, strerror(-err));
+		return;
+	}
+	err = probe_watch_tasks(a->probe, pid, path, offset);
+	if (!err)
+		err = jobs_watch(a->jobs, pid, v);
+	if (err)
+		log_error("entry points: attach uprobe on %s+%#llx for pid %u: %s", path,
+			  (unsigned long long)offset, pid, strerror(-err));
+}
+
 /* A CPython process gets its layout before it serves anything, so that
  * its first requests already carry their asyncio task; a libuv process
  * its loop's. */
 static void look_at_python(struct agent *a, uint32_t pid, const struct prog_file *exe,
 			   bool at_exec)
 {
+	const struct pytask_version *version;
 	struct sonde_py_layout layout;
-	int err = pytask_layout(&a->pytask, pid, exe, at_exec, &layout);
+	int err = pytask_layout(&a->pytask, pid, exe, at_exec, &layout, &version);
 
 	if (err < 0)
 		log_debug("read maps of pid %u: %s", pid, strerror(-err));
 	if (err <= 0)
 		return;
 	err = probe_set_python(a->probe, pid, &layout);
-	if (err)
+	if (err) {
 		log_error("python layout of pid %u into py_procs: %s", pid, strerror(-err));
-	else
-		log_debug("pid %u runs CPython: asyncio tasks named", pid);
+		return;
+	}
+	log_debug("pid %u runs CPython: asyncio tasks named", pid);
+	if (a->jobs)
+		watch_tasks(a, pid, version);
 }
 
 /* Whether the kernel now follows pid's loop. */
@@ -174,6 +205,26 @@ static void on_exec(struct agent *a, const struct sonde_exec_event *ex, size_t s
 		commands_exec(a->commands, tgid, ex->hdr.ts, ex->strings, sound ? ex->args_len : 0);
 }
 
+/* Whether the record was a job's own. */
+static bool on_job_record(struct agent *a, const void *record, size_t size)
+{
+	const struct sonde_event_header *hdr = record;
+
+	if (size < sizeof(*hdr))
+		return false;
+	if (hdr->type == SONDE_EV_JOB_START && size >= sizeof(struct sonde_job_event)) {
+		jobs_start(a->jobs, record);
+		return true;
+	}
+	if (hdr->type == SONDE_EV_JOB_END) {
+		jobs_thread_exit(a->jobs, hdr->tgid, hdr->tid, hdr->ts);
+		return true;
+	}
+	if (hdr->type == SONDE_EV_PROC_EXIT)
+		jobs_proc_exit(a->jobs, hdr->tgid, hdr->ts);
+	return false;
+}
+
 static void on_record(void *ctx, const void *record, size_t size)
 {
 	struct agent *a = ctx;
@@ -185,6 +236,8 @@ static void on_record(void *ctx, const void *record, size_t size)
 	    hdr->type == SONDE_EV_PROC_EXIT)
 		commands_exit(a->commands, hdr->tgid, hdr->ts,
 			      ((const struct sonde_exit_event *)record)->exit_status);
+	if (a->jobs && on_job_record(a, record, size))
+		return;
 	if (size >= sizeof(*hdr) && hdr->type == SONDE_EV_LOG) {
 		if (a->logs && size >= offsetof(struct sonde_data_event, data) &&
 		    size >= SONDE_DATA_EVENT_SIZE(((const struct sonde_data_event *)record)->captured))
@@ -237,6 +290,7 @@ struct stats_snapshot {
 	struct logs_stats logs;
 	struct log_export_stats log_export;
 	struct command_stats commands;
+	struct jobs_stats jobs;
 };
 
 static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
@@ -266,6 +320,11 @@ static size_t collect_stats(struct agent *a, struct stats_snapshot *snap,
 		commands_get_stats(a->commands, &snap->commands);
 		groups[n++] = (struct counter_group){ command_counters, command_counter_count,
 						      &snap->commands };
+	}
+	if (a->jobs) {
+		jobs_get_stats(a->jobs, &snap->jobs);
+		groups[n++] = (struct counter_group){ jobs_counters, jobs_counter_count,
+						      &snap->jobs };
 	}
 	if (a->logs) {
 		logs_get_stats(a->logs, &snap->logs);
@@ -604,6 +663,8 @@ static int run(struct agent *a)
 			return err;
 		}
 		now = monotonic_now_ns();
+		if (a->jobs)
+			jobs_poll(a->jobs, now);
 		tracker_tick(a->tracker, now);
 		if (a->logs)
 			logs_tick(a->logs, now);
@@ -612,6 +673,23 @@ static int run(struct agent *a)
 			housekeeping(a, &last_stats);
 		}
 	}
+	return 0;
+}
+
+static int start_jobs(struct agent *a, struct probe_opts *popts)
+{
+	char why[256];
+
+	if (jobs_parse_entry_points(a->cfg.entry_points, a->entry_points, JOBS_ENTRY_POINTS_MAX,
+				    &a->nentry_points, why, sizeof(why))) {
+		log_error("%s", why);
+		return -EINVAL;
+	}
+	a->jobs = jobs_new(tracker_linker(a->tracker), a->procs, &a->clock);
+	if (!a->jobs)
+		return -ENOMEM;
+	popts->job_names = a->entry_points;
+	popts->njob_names = a->nentry_points;
 	return 0;
 }
 
@@ -679,6 +757,8 @@ static int start(struct agent *a)
 			return -EINVAL;
 		}
 	}
+	if (a->cfg.entry_points[0] && (err = start_jobs(a, &popts)))
+		return err;
 	prog_files_init(&a->prog_files, "/proc");
 	pytask_init(&a->pytask, &a->prog_files);
 	uvloop_init(&a->uvloop, &a->prog_files);
@@ -701,6 +781,8 @@ static void stop(struct agent *a)
 	if (a->probe) {
 		probe_detach(a->probe);
 		tracker_tick(a->tracker, monotonic_now_ns());
+		if (a->jobs)
+			jobs_end_all(a->jobs, monotonic_now_ns());
 		tracker_tick(a->tracker, UINT64_MAX);
 		if (a->commands)
 			commands_end_all(a->commands, monotonic_now_ns());
@@ -718,6 +800,7 @@ static void stop(struct agent *a)
 	log_redaction_free(a->redaction);
 	logfiles_free(a->logfiles);
 	commands_free(a->commands);
+	jobs_free(a->jobs);
 	probe_free(a->probe);
 	tracker_free(a->tracker);
 	metrics_free(a->metrics);

@@ -243,7 +243,9 @@ const struct proto_ops *proto_find(uint8_t id);
 /* Spans sonde makes that no protocol does (command spans, trace/command.c)
  * have ids past the kernel's: they name and describe spans, never parse. */
 #define PROTO_COMMAND SONDE_PROTO_COUNT
-/* The ops that name and describe a span: its protocol's, or PROTO_COMMAND's. */
+#define PROTO_JOB (SONDE_PROTO_COUNT + 1) /* job spans, trace/jobs.c */
+/* The ops that name and describe a span: its protocol's, or those of
+ * PROTO_COMMAND or PROTO_JOB. */
 const struct proto_ops *proto_span_ops(uint8_t id);
 /* Largest exchange_size over every registered protocol: exchanges are
  * pooled at that size. */

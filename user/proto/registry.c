@@ -8,6 +8,7 @@
 extern const struct proto_ops postgres_proto;
 extern const struct proto_ops redis_proto;
 extern const struct proto_ops command_proto;
+extern const struct proto_ops job_proto;
 
 static const struct proto_ops *const protocols[SONDE_PROTO_COUNT] = {
 	[SONDE_PROTO_HTTP1] = &http1_proto,
@@ -22,7 +23,9 @@ const struct proto_ops *proto_find(uint8_t id)
 
 const struct proto_ops *proto_span_ops(uint8_t id)
 {
-	return id == PROTO_COMMAND ? &command_proto : proto_find(id);
+	if (id == PROTO_COMMAND)
+		return &command_proto;
+	return id == PROTO_JOB ? &job_proto : proto_find(id);
 }
 
 size_t proto_max_exchange_size(void)

@@ -60,6 +60,17 @@ struct link_proc {
 	struct link_node *open, *open_oldest;
 	struct candidate_fifo closed;
 	uint64_t oldest_waiting; /* start of the oldest undecided client; 0: none */
+	struct link_job *jobs;   /* running, or ended less than wait_ms ago */
+};
+
+/* A job (linker_job): what names its own events, and when they are its. */
+struct link_job {
+	struct link_job *next;  /* newer first */
+	struct link_node *node; /* its span's */
+	uint32_t tid;           /* a thread job's thread; 0: a task job */
+	uint64_t task;          /* a task job's task (SONDE_TASK_JOB set) */
+	uint64_t start_ts;
+	uint64_t end_ts;        /* UINT64_MAX while it runs */
 };
 
 struct link_conn {
@@ -529,6 +540,22 @@ static void decide_parent(struct linker *l, struct link_node *n, struct link_nod
 
 /* ---- decisions --------------------------------------------------------- */
 
+/* A span or line of a job's own thread, or of its task (which the kernel
+ * marked as the job's), made while the job ran, is the job's child: the
+ * newest such job, since a later task may take an ended one's place. */
+static bool decide_job(struct linker *l, struct link_node *n)
+{
+	for (struct link_job *j = n->proc->jobs; j; j = j->next) {
+		if (j->node == n || n->start_ts < j->start_ts || n->start_ts > j->end_ts)
+			continue;
+		if (j->tid ? n->tid == j->tid : n->task == j->task) {
+			decide_parent(l, n, j->node, &l->stats.parent_job);
+			return true;
+		}
+	}
+	return false;
+}
+
 static bool same_context(const struct link_node *server, const struct link_node *client)
 {
 	return server->resp_tid == client->tid && server->resp_task == client->task;
@@ -545,6 +572,8 @@ static bool decide_client(struct linker *l, struct link_node *n)
 	struct link_node *served = NULL, *forwarded = NULL;
 	unsigned nserved = 0, nforwarded = 0;
 
+	if (n->proc->jobs && decide_job(l, n))
+		return true;
 	if (n->task == SONDE_TASK_UNKNOWN) {
 		decide_root(l, n, &l->stats.root_task_unknown);
 		return true;
@@ -841,6 +870,64 @@ void linker_clear_root(struct linker *l, uint32_t tgid)
 	}
 }
 
+struct link_node *linker_job(struct linker *l, const struct link_request *creator,
+			     uint32_t job_tid, uint64_t job_task)
+{
+	struct link_job *j = calloc(1, sizeof(*j));
+	struct link_node *n = j ? add_request(l, creator, false) : NULL;
+
+	if (!n) {
+		free(j);
+		return NULL;
+	}
+	j->node = n;
+	n->refs++; /* the job's */
+	j->tid = job_tid;
+	j->task = job_task;
+	j->start_ts = creator->start_ts;
+	j->end_ts = UINT64_MAX;
+	j->next = n->proc->jobs;
+	n->proc->jobs = j;
+	return n;
+}
+
+static struct link_job *job_of(struct link_node *n)
+{
+	struct link_job *j = n->proc->jobs;
+
+	while (j && j->node != n)
+		j = j->next;
+	return j;
+}
+
+void linker_job_end(struct linker *l, struct link_node *job, uint64_t end_ts)
+{
+	struct link_job *j = job_of(job);
+
+	if (j)
+		j->end_ts = end_ts;
+}
+
+/* A job's entry goes once nothing that began while it ran can still be
+ * undecided: wait_ms after it ended. */
+static void forget_jobs(struct linker *l, struct link_proc *p)
+{
+	struct link_job **link = &p->jobs;
+	uint64_t keep = (uint64_t)l->opts.wait_ms * MS;
+
+	while (*link) {
+		struct link_job *j = *link;
+
+		if (j->end_ts == UINT64_MAX || (!flushing(l) && j->end_ts + keep >= l->now)) {
+			link = &j->next;
+			continue;
+		}
+		*link = j->next;
+		node_unref(l, j->node);
+		free(j);
+	}
+}
+
 void linker_log_release(struct linker *l, struct link_node *n)
 {
 	node_unref(l, n);
@@ -940,6 +1027,8 @@ static void prune_candidates(struct linker *l)
 			node_unref(l, candidates_pop(f));
 		}
 		p->oldest_waiting = 0;
+		if (p->jobs)
+			forget_jobs(l, p);
 	}
 }
 
@@ -1038,6 +1127,12 @@ void linker_free(struct linker *l)
 	pool_destroy(&l->held);
 	for (struct link_proc *p = l->all_procs, *next; p; p = next) {
 		next = p->all_next;
+		while (p->jobs) {
+			struct link_job *j = p->jobs;
+
+			p->jobs = j->next;
+			free(j);
+		}
 		free(p->closed.slots);
 		free(p);
 	}

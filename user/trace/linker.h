@@ -12,6 +12,10 @@
  *   thread alone decides: exact for a thread per request; on an event
  *   loop serving several requests at once the candidates are ambiguous
  *   and the span starts its own trace (counted), never a guessed one;
+ * - a span of a job's own thread or asyncio task (an entry point the
+ *   process started, jobs.h) is the job's child; the job's own span is
+ *   decided as a CLIENT span's is, from the thread and task that started
+ *   it;
  * - a span with none of these whose request carries a valid traceparent
  *   header is that header's child: a header decides only when no traced
  *   caller or in-process parent is known, since a proxy forwards the
@@ -57,6 +61,8 @@ struct linker_opts {
 	X(parent_task, "parent_task", TOTAL, "client spans under the request their thread or task served") \
 	X(parent_forwarded, "parent_forwarded", TOTAL, \
 	  "client spans under the one request of their process that they forward") \
+	X(parent_job, "parent_job", TOTAL, \
+	  "spans and lines under the job (entry point) whose task or thread made them") \
 	X(parent_command, "parent_command", TOTAL, \
 	  "spans under their process's command span, where they would start a trace") \
 	X(roots, "trace_roots", TOTAL, "spans that start a trace, for any reason") \
@@ -145,6 +151,17 @@ void linker_log_release(struct linker *l, struct link_node *n);
 int linker_set_root(struct linker *l, uint32_t tgid, const uint8_t *trace_id,
 		    const uint8_t *span_id, uint8_t flags);
 void linker_clear_root(struct linker *l, uint32_t tgid);
+/* A job (jobs.h) started at creator->start_ts by the thread and task in
+ * creator: its span's node, decided as a client span's is (under the
+ * request, or job, its creator served). Until linker_job_end, the spans
+ * and lines of its own thread job_tid (a thread job), or of its task
+ * job_task (job_tid 0; the kernel marks the job's task with
+ * SONDE_TASK_JOB), are its children, whatever else they could be. The caller
+ * holds the node as a request's (linker_span_begin, linker_span_end).
+ * NULL when out of memory. */
+struct link_node *linker_job(struct linker *l, const struct link_request *creator,
+			     uint32_t job_tid, uint64_t job_task);
+void linker_job_end(struct linker *l, struct link_node *job, uint64_t end_ts);
 /* Decides what can be decided; now_ns is CLOCK_MONOTONIC. */
 void linker_tick(struct linker *l, uint64_t now_ns);
 void linker_get_stats(const struct linker *l, struct linker_stats *out);

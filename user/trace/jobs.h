@@ -1,0 +1,83 @@
+/* Job spans: an asyncio task or a thread a CPython process starts to run
+ * a function named as an entry point (SONDE_ENTRY_POINTS,
+ * "python:QUALNAME") gets one INTERNAL span, named after the function,
+ * from its start to its end: the child of the request (or job) whose
+ * thread and task started it, and the parent of the spans and lines its
+ * own task or thread makes (linker_job).
+ *
+ * The kernel tells a job's start (bpf/jobs.bpf.h) and a thread job's end,
+ * and marks what a job's task makes. A task's end makes no call: its
+ * _asyncio.Task is read from the process at every poll tick, and the job
+ * ends at the tick that finds it done (within one poll interval, 20 ms by
+ * default, of its real end), ERROR when it ended with an exception or was
+ * cancelled. Of a task freed in between, the outcome is not known. */
+#ifndef SONDE_JOBS_H
+#define SONDE_JOBS_H
+
+#include "clock.h"
+#include "counters.h"
+#include "linker.h"
+#include "procinfo.h"
+#include "proto.h"
+#include "pytask.h"
+#include "sonde_events.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* As many as the kernel's job_names map holds. */
+#define JOBS_ENTRY_POINTS_MAX 64
+
+/* The span fields of a job span (span.proto_data, proto PROTO_JOB). */
+struct job_span {
+	char function[SONDE_JOB_NAME_MAX];
+	uint32_t thread; /* a thread job's id; 0: an asyncio task */
+};
+
+extern const struct proto_ops job_proto;
+
+#define JOBS_COUNTERS(X) \
+	X(started, "job_spans_started", TOTAL, "jobs (entry points) seen start") \
+	X(ended, "job_spans", TOTAL, "job spans made as their job ended") \
+	X(unfinished, "job_spans_unfinished", TOTAL, \
+	  "job spans made when their process exited, or sonde stopped, first") \
+	X(failed, "job_spans_failed", TOTAL, "jobs that ended with an exception or were cancelled") \
+	X(vanished, "job_tasks_vanished", TOTAL, \
+	  "job tasks freed between two looks: their outcome unknown") \
+	X(unwatched, "jobs_unwatched", TOTAL, \
+	  "job starts of processes whose tasks cannot be read (no layout)") \
+	X(scoped_out, "jobs_scoped_out", TOTAL, \
+	  "jobs of processes the --include/--exclude rules leave out")
+
+struct jobs_stats {
+	JOBS_COUNTERS(COUNTER_FIELD)
+};
+
+extern const struct counter_desc jobs_counters[];
+extern const size_t jobs_counter_count;
+
+struct jobs;
+
+/* Parses SONDE_ENTRY_POINTS ("python:QUALNAME", ',' between) into names;
+ * 0, or -1 with the reason naming the entry. */
+int jobs_parse_entry_points(const char *text, struct sonde_job_name *names, size_t max,
+			    size_t *n, char *err, size_t err_size);
+
+struct jobs *jobs_new(struct linker *linker, struct proc_table *procs,
+		      const struct wallclock *clock);
+/* tgid runs CPython version v: its task jobs are read with v's offsets. */
+int jobs_watch(struct jobs *js, uint32_t tgid, const struct pytask_version *v);
+void jobs_start(struct jobs *js, const struct sonde_job_event *ev);
+/* A thread job's thread exited at ts. */
+void jobs_thread_exit(struct jobs *js, uint32_t tgid, uint32_t tid, uint64_t ts);
+/* tgid exited at ts: what it ran ends there, and it is forgotten. */
+void jobs_proc_exit(struct jobs *js, uint32_t tgid, uint64_t ts);
+/* Reads the state of every task job; now_ns is CLOCK_MONOTONIC. Called
+ * before the linker's tick, which decides with what it found. */
+void jobs_poll(struct jobs *js, uint64_t now_ns);
+/* Ends every job still running at now_ns (sonde stops first). */
+void jobs_end_all(struct jobs *js, uint64_t now_ns);
+void jobs_free(struct jobs *js);
+void jobs_get_stats(const struct jobs *js, struct jobs_stats *out);
+
+#endif
