@@ -3,7 +3,8 @@ WORKER_ID. A start answers at once with a running operation; the job then
 runs in the background for KTRDR_JOB_SECONDS (a training job as an asyncio
 task, a backtest in a thread), logs its progress, and reports its status
 to the api at KTRDR_API_URL half way and at the end. A job with an unknown
-strategy fails. No tracing code."""
+strategy fails (a training job raises once it has reported it). The
+worker keeps each job by its operation. No tracing code."""
 import asyncio
 import logging
 import os
@@ -33,9 +34,9 @@ JOB_SECONDS = float(os.environ.get("KTRDR_JOB_SECONDS", "0.2"))
 API_URL = os.environ.get("KTRDR_API_URL", "")
 STRATEGIES = {"momentum", "mean_reversion", "bench"}
 
-# The jobs running in the background, after their request was answered:
-# training as an asyncio task, backtests in a thread of their own.
-_jobs = set()
+# The jobs started, by operation: training as an asyncio task, backtests
+# in a thread of their own; they run on after their request was answered.
+_jobs = {}
 _client = httpx.AsyncClient(timeout=10.0)
 _sync_client = httpx.Client(timeout=10.0)
 
@@ -69,7 +70,8 @@ async def _training_job(rid: str, operation: dict):
                            json=_report(operation))
     except httpx.HTTPError as e:
         log.info("request_id=%s operation=%s training job could not report: %s", rid, op_id, e)
-    _jobs.discard(asyncio.current_task())
+    if operation["status"] == "failed":
+        raise ValueError(operation["error"])
 
 
 def _backtest_job(rid: str, operation: dict):
@@ -107,10 +109,12 @@ async def _start(kind: str, body: dict, request: Request):
     log.info("request_id=%s operation=%s %s start %s %s", rid, operation["operation_id"], kind,
              body.get("symbol"), body.get("strategy"))
     await asyncio.sleep(0.02)  # set the job up
+    op_id = operation["operation_id"]
     if kind == "training":
-        _jobs.add(asyncio.get_running_loop().create_task(_training_job(rid, operation)))
+        _jobs[op_id] = asyncio.get_running_loop().create_task(_training_job(rid, operation))
     else:
-        threading.Thread(target=_backtest_job, args=(rid, operation), daemon=True).start()
+        _jobs[op_id] = threading.Thread(target=_backtest_job, args=(rid, operation), daemon=True)
+        _jobs[op_id].start()
     return dict(operation)
 
 

@@ -35,6 +35,8 @@ COMMANDS = {
         ("GET /api/v1/data/AAPL/1d", None, None),
 }
 WORKERS_PER_KIND = 2  # examples/ktrdr/run.sh
+# The function each kind of worker runs its jobs in (examples/ktrdr/worker.py).
+JOBS = {"training": "_training_job", "backtest": "_backtest_job"}
 JOB_SECONDS = 0.1
 RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
 
@@ -76,6 +78,7 @@ def system(request, workdir):
         "SONDE_EXCLUDE_COMM": "node",
         "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        "SONDE_ENTRY_POINTS": ",".join(f"python:{job}" for job in JOBS.values()),
     })
     ktrdr = Ktrdr(workdir, request.param)
     yield request.param, agent, rx, ktrdr
@@ -170,10 +173,42 @@ def check_call(command, rid, spans, ktrdr):
             problems.append(f"{rid}: WRONG parent for {child['name']}")
         else:
             print(f"{rid}: no parent for {child['resource']['service.name']} {child['name']}")
-    trace_size = sum(1 for s in spans if s["trace_id"] == cli["trace_id"])
-    if trace_size > len(links) + 1:
-        problems.append(f"{rid}: trace of {trace_size} spans, {len(links) + 1} expected")
+    trace = [s for s in spans if s["trace_id"] == cli["trace_id"]]
+    job = [s for s in trace if is_job_span(s) or is_report(s)]
+    problems += check_job_subtree(rid, down if down_name else None, job)
+    if len(trace) - len(job) > len(links) + 1:
+        problems.append(f"{rid}: trace of {len(trace)} spans, {len(links) + 1} expected "
+                        f"besides {len(job)} of its job")
     return right, len(links), problems
+
+
+def is_job_span(span):
+    return span["kind"] == "SPAN_KIND_INTERNAL" and span["name"] in JOBS.values()
+
+
+def is_report(span):
+    return re.fullmatch(r"/api/v1/operations/[0-9a-f]+/status",
+                        span["attributes"].get("url.path", "")) is not None
+
+
+def check_job_subtree(rid, down, job):
+    """What of a call's job has arrived in its trace: the job's span under
+    the worker's request, each status report's call under the job's span,
+    the api's request under that call. The job's span is made as the job
+    ends, after its first report."""
+    problems = []
+    by_id = {s["span_id"]: s for s in job}
+    for s in job:
+        parent = by_id.get(s["parent_span_id"])
+        if is_job_span(s):
+            ok = down is not None and s["parent_span_id"] == down["span_id"]
+        elif s["kind"] == "SPAN_KIND_CLIENT":
+            ok = parent is None or is_job_span(parent)
+        else:
+            ok = parent is None or parent["kind"] == "SPAN_KIND_CLIENT"
+        if not ok or not s["parent_span_id"]:
+            problems.append(f"{rid}: WRONG parent for {s['name']} of its job")
+    return problems
 
 
 def record(variant, mode, right, links, oversized):
@@ -228,18 +263,24 @@ def test_tree_view_prints_each_trace(system):
         time.sleep(0.2)
     text = agent.out_path.read_text()
     printed = text[text.index(f"trace {cli['trace_id']}"):].split("\n\n")[0].splitlines()
+    print("\n".join(printed))
     lines = [line for line in printed if "» " in line]
     block = [line for line in printed if "» " not in line]
     # Each service's log line under its span: the api's under its SERVER
-    # span (before its call to the worker), the worker's under its own.
+    # span (before its call to the worker), the worker's under its own, the
+    # job's progress under the job's span.
     assert re.match(r" {7}» .* ktrdr-api request_id=" + rid + " dispatch training", lines[0]), \
         printed
     assert re.match(r" {13}» .* ktrdr-training-worker-[12] request_id=" + rid
-                    + " operation=[0-9a-f]+", lines[1]), printed
-    assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == len(printed) - 1, printed
+                    + " operation=[0-9a-f]+$", lines[1]), printed
+    assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == 10, printed
+    job_lines = [line for line in lines if re.match(r" {16}» .* ktrdr-training-worker-[12] "
+                                                    r"request_id=" + rid + " operation=", line)]
+    assert len(job_lines) == 5 and printed.index(job_lines[0]) == 12, printed
     # The health checks, made by the tasks of a gather, under the request
-    # that awaited them, in the order they started.
-    assert re.match(r"trace [0-9a-f]{32} \(8 spans, [0-9.]+ ms\)", block[0]), block
+    # that awaited them, in the order they started; the job under the
+    # worker's request, its two status reports under it.
+    assert re.match(r"trace [0-9a-f]{32} \(13 spans, [0-9.]+ ms\)", block[0]), block
     assert re.match(r"└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[1]), block
     assert re.match(r"   └─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",
                     block[2]), block
@@ -250,6 +291,14 @@ def test_tree_view_prints_each_trace(system):
     assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[7]), block
     assert re.match(r"         └─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
                     r"[0-9.]+ ms 200", block[8]), block
+    assert re.match(r"            └─ ktrdr-training-worker-[12]: _training_job \(INTERNAL\) "
+                    r"[0-9.]+ ms$", block[9]), block
+    for at, branch, under in ((10, "├─", "│ "), (12, "└─", "  ")):
+        assert re.match(r" {15}" + branch + r" ktrdr-training-worker-[12]: POST \(CLIENT\) "
+                        r"[0-9.]+ ms 200", block[at]), block
+        assert re.match(r" {15}" + under + r" └─ ktrdr-api: POST /api/v1/operations/\{id\}/status "
+                        r"\(SERVER\) [0-9.]+ ms 200", block[at + 1]), block
+    assert len(block) == 14, block
 
 
 def lines_logged(ktrdr, rid):
@@ -266,7 +315,7 @@ def check_log_records(calls, spans, records, ktrdr):
     """Every line naming a request id is a record, once; one written while
     its service served the request carries that request's SERVER span;
     one written by a job after the answer (a training job's asyncio task,
-    a backtest's thread, which nothing awaits) carries none."""
+    a backtest's thread, which nothing awaits) carries its job's span."""
     problems = []
     for _, rid in calls:
         mine = [r for r in records if f"request_id={rid} " in (r["body"] or "")]
@@ -275,8 +324,10 @@ def check_log_records(calls, spans, records, ktrdr):
             service = r["resource"]["service.name"]
             got[service] = got.get(service, 0) + 1
             if " job " in r["body"]:
-                if r["trace_id"]:
-                    problems.append(f"{rid}: job line of {service} has a trace")
+                job = job_of(rid, spans)
+                if not job or (r["trace_id"], r["span_id"]) != (job["trace_id"], job["span_id"]):
+                    problems.append(f"{rid}: job line of {service} has {r['trace_id']}/"
+                                    f"{r['span_id']}, its job {job and job['span_id']}")
                 continue
             server = [s for s in spans if request_id_of(s) == rid and s["kind"] == "SPAN_KIND_SERVER"
                       and s["resource"]["service.name"] == service
@@ -291,6 +342,26 @@ def check_log_records(calls, spans, records, ktrdr):
         if got != lines_logged(ktrdr, rid):
             problems.append(f"{rid}: records {got}, lines {lines_logged(ktrdr, rid)}")
     return problems
+
+
+def job_of(rid, spans):
+    """The span of the job a call started: under the worker's request."""
+    down = [s for s in spans if request_id_of(s) == rid and s["kind"] == "SPAN_KIND_SERVER"
+            and s["name"] in ("POST /training/start", "POST /backtests/start")]
+    jobs = [s for s in spans if down and is_job_span(s) and s["parent_span_id"] == down[0]["span_id"]]
+    return jobs[0] if len(jobs) == 1 else None
+
+
+def wait_for_jobs(rx, calls, timeout=20):
+    """Every span, once each job the calls started has ended (its span is
+    made then)."""
+    want = [rid for command, rid in calls if fans_out(command)]
+    deadline = time.time() + timeout
+    while True:
+        spans = received(rx)
+        if all(job_of(rid, spans) for rid in want) or time.time() > deadline:
+            return spans
+        time.sleep(0.2)
 
 
 def wait_for_records(rx, ktrdr, calls, timeout=20):
@@ -309,17 +380,16 @@ def test_log_lines_carry_the_trace_of_their_request(system, concurrent):
     variant, agent, rx, ktrdr = system
     calls = calls_of(16 if concurrent else 8, "log")
     run_calls(ktrdr, calls, concurrent)
-    spans = wait_for_spans(rx, calls)
-    time.sleep(JOB_SECONDS + 0.4)  # the workers' jobs log after their answer
+    wait_for_spans(rx, calls)
+    spans = wait_for_jobs(rx, calls)  # the workers' jobs log after their answer
     records = wait_for_records(rx, ktrdr, calls)
     problems = check_log_records(calls, spans, records, ktrdr)
     assert not problems, "\n".join(problems)
     named = [r for r in records for _, rid in calls if f"request_id={rid} " in (r["body"] or "")]
-    with_ids = [r for r in named if r["trace_id"]]
     jobs = [r for r in named if " job " in r["body"]]
-    print(f"\n{variant}: {len(named)} lines of {len(calls)} calls, {len(with_ids)} in a request, "
+    print(f"\n{variant}: {len(named)} lines of {len(calls)} calls, all with their span's ids, "
           f"{len(jobs)} written by jobs")
-    assert len(with_ids) == len(named) - len(jobs) >= len(calls) and jobs
+    assert all(r["trace_id"] for r in named) and len(named) - len(jobs) >= len(calls) and jobs
 
 
 def spans_named(rx, path_prefix, count, timeout=20):
@@ -354,9 +424,10 @@ def parent_of(span, spans):
 def test_waiting_commands_follow_their_operation_to_its_end(system):
     """`--wait` polls the api until the job ends; a job with an unknown
     strategy fails and so does its command. The polls are each under the
-    CLI's call, the job's status reports (from an asyncio task, or a
-    thread, that nothing awaits) reach the api under the worker's call and
-    never under a wrong parent."""
+    CLI's call; the job (an asyncio task, or a thread, that nothing
+    awaits) is a span under the worker's request, and its status reports
+    reach the api under the job's span. A training job that raises ends in
+    ERROR with the exception's type; a thread's exception is not seen."""
     variant, agent, rx, ktrdr = system
     runs = []
     for i in range(16):
@@ -373,15 +444,24 @@ def test_waiting_commands_follow_their_operation_to_its_end(system):
         assert proc.returncode == (1 if strategy == "nosuch" else 0), err
         assert operation["status"] == ("failed" if strategy == "nosuch" else "completed")
         operations[operation["operation_id"]] = operation
+    spans = wait_for_jobs(rx, [(("models", "train", "AAPL", "momentum"), o["request_id"])
+                               for o in operations.values()])
     for op_id, operation in operations.items():
+        job = job_of(operation["request_id"], spans)
+        assert job and job["name"] == JOBS[operation["kind"]], operation
+        assert job["resource"]["service.name"].startswith(f"ktrdr-{operation['kind']}-worker-")
+        raised = operation["kind"] == "training" and operation["status"] == "failed"
+        assert job["status"]["code"] == ("STATUS_CODE_ERROR" if raised else "STATUS_CODE_UNSET"), job
+        assert job["attributes"].get("error.type") == ("ValueError" if raised else None), job
         reports = spans_named(rx, f"/api/v1/operations/{op_id}/status", 4)
         servers = [s for s in reports if s["kind"] == "SPAN_KIND_SERVER"]
         calls = [s for s in reports if s["kind"] == "SPAN_KIND_CLIENT"]
         assert len(servers) == len(calls) == 2, reports
         for server in servers:
             call = parent_of(server, calls)
-            assert call and call["resource"]["service.name"].startswith(f"ktrdr-{operation['kind']}-worker-")
-            assert not call["parent_span_id"], "a job's call has no job span to be under"
+            assert call and call["parent_span_id"] == job["span_id"], (job, call)
+            assert call["trace_id"] == job["trace_id"]
+            assert int(job["end_time_unix_nano"]) >= int(call["end_time_unix_nano"])
         polls = poll_spans(rx, op_id)
         clients = [s for s in polls if s["kind"] == "SPAN_KIND_CLIENT"]
         assert clients and len(clients) * 2 == len(polls), polls
