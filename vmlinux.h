@@ -126,7 +126,9 @@ struct signal_struct {
  * r8, r9 still hold the call's arguments (x86-64 syscall ABI). */
 struct pt_regs {
 	unsigned long r10;
+	unsigned long r9;
 	unsigned long r8;
+	unsigned long cx;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;

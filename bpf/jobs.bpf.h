@@ -2,7 +2,8 @@
 /* Jobs: the asyncio tasks and threads a CPython process starts to run a
  * function named as an entry point (job_names), told to the agent as they
  * start, with the thread and task that started them, and for a thread as
- * it exits (struct sonde_job_event). An asyncio task is made with no
+ * it exits (struct sonde_job_event); and the calls of native functions
+ * named as entry points, as they are made and as they return. An asyncio task is made with no
  * syscall, so its start is seen by a uprobe on _asyncio.Task's __init__,
  * which the agent attaches only to the processes it is configured for
  * (about 15 us a task on this project's VMs); a thread's start is the
@@ -216,21 +217,71 @@ int BPF_PROG(job_thread_fork, struct task_struct *parent, struct task_struct *ch
 	return 0;
 }
 
+/* A call of a native entry point (a uprobe_multi link on every process,
+ * the entry point's index as its cookie): a job on the calling thread
+ * until the call returns. */
+SEC("uprobe")
+int job_native_entry(struct pt_regs *ctx)
+{
+	struct sonde_job_event *ev;
+	struct sonde_py_layout *py;
+	__u32 tgid;
+
+	if (bpf_get_current_pid_tgid() >> 32 == self_tgid)
+		return 0;
+	ev = job_event(SONDE_JOB_NATIVE);
+	if (!ev)
+		return 0;
+	tgid = ev->hdr.tgid;
+	ev->thread = ev->hdr.tid;
+	ev->entry_point = (__u32)bpf_get_attach_cookie(ctx);
+	ev->args[0] = ctx->di;
+	ev->args[1] = ctx->si;
+	ev->args[2] = ctx->dx;
+	ev->args[3] = ctx->cx;
+	ev->args[4] = ctx->r8;
+	ev->args[5] = ctx->r9;
+	py = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (py)
+		ev->creator_task = job_task_mark(tgid, python_event_task(py));
+	submit(ctx, ev, sizeof(*ev));
+	return 0;
+}
+
+static __always_inline void job_end(void *ctx, __u32 tgid, __u32 tid)
+{
+	struct sonde_exit_event ev = {};
+
+	ev.hdr.type = SONDE_EV_JOB_END;
+	ev.hdr.tgid = tgid;
+	ev.hdr.tid = tid;
+	ev.hdr.fd = -1;
+	ev.hdr.ts = bpf_ktime_get_ns();
+	submit(ctx, &ev, sizeof(ev));
+}
+
+/* Its return (the same link, BPF_F_UPROBE_MULTI_RETURN). */
+SEC("uprobe")
+int job_native_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (id >> 32 != self_tgid)
+		job_end(ctx, id >> 32, (__u32)id);
+	return 0;
+}
+
 /* A job's thread exits: its job ends. */
 static __always_inline void job_thread_exit(void *ctx, __u32 tid)
 {
 	__u32 *tgid = bpf_map_lookup_elem(&job_threads, &tid);
-	struct sonde_exit_event ev = {};
+	__u32 owner;
 
 	if (!tgid)
 		return;
-	ev.hdr.type = SONDE_EV_JOB_END;
-	ev.hdr.tgid = *tgid;
-	ev.hdr.tid = tid;
-	ev.hdr.fd = -1;
-	ev.hdr.ts = bpf_ktime_get_ns();
+	owner = *tgid;
 	bpf_map_delete_elem(&job_threads, &tid);
-	submit(ctx, &ev, sizeof(ev));
+	job_end(ctx, owner, tid);
 }
 
 #endif

@@ -51,7 +51,8 @@ enum sonde_event_type {
 	                           conn_gen, pos and proto 0 */
 	SONDE_EV_JOB_START = 7, /* struct sonde_job_event */
 	SONDE_EV_JOB_END = 8,   /* struct sonde_exit_event: the thread of a
-	                           thread job (hdr.tid) exited */
+	                           thread job (hdr.tid) exited, or the native
+	                           entry point it called last returned */
 };
 
 /* sonde_data_event.task when the running task could not be read. */
@@ -70,6 +71,9 @@ enum sonde_event_type {
 #define SONDE_PY_SEEN 11
 /* Bytes of a job's function name (its __qualname__), NUL included. */
 #define SONDE_JOB_NAME_MAX 64
+/* Arguments of a native entry point's call sent with it (the x86-64
+ * integer argument registers). */
+#define SONDE_JOB_ARGS_MAX 6
 /* The walk reads this many bytes at the start of each frame: frame_code
  * and frame_previous must be 8-byte aligned offsets below it. */
 #define SONDE_PY_FRAME_HEAD 64
@@ -264,6 +268,8 @@ struct sonde_exec_event {
 enum sonde_job_kind {
 	SONDE_JOB_TASK = 1,   /* an asyncio task */
 	SONDE_JOB_THREAD = 2, /* a thread of its own (threading.Thread) */
+	SONDE_JOB_NATIVE = 3, /* a call of a native function, on the thread
+	                         that makes it, until it returns */
 };
 
 /* Key of the job_names map: a function named as an entry point, its
@@ -273,8 +279,8 @@ struct sonde_job_name {
 };
 
 /* A CPython process started an asyncio task or a thread whose function
- * is named in job_names (bpf/jobs.bpf.h); hdr.tid is the thread that
- * started it, hdr.ts when. */
+ * is named in job_names, or a thread called a native entry point
+ * (bpf/jobs.bpf.h); hdr.tid is the thread that started it, hdr.ts when. */
 struct sonde_job_event {
 	struct sonde_event_header hdr;
 	__u64 creator_task; /* the task that thread ran, as in
@@ -287,10 +293,17 @@ struct sonde_job_event {
 	                       when it is done; THREAD: 0 */
 	__u64 code;         /* TASK: its coroutine's code object, which the
 	                       task keeps for its life; THREAD: 0 */
-	__u32 thread;       /* THREAD: the new thread's id; TASK: 0 */
+	__u32 thread;       /* THREAD: the new thread's id; NATIVE: the
+	                       calling thread's (hdr.tid); TASK: 0 */
 	__u8 kind;          /* enum sonde_job_kind */
 	__u8 pad[3];
-	char name[SONDE_JOB_NAME_MAX]; /* the function's __qualname__ */
+	char name[SONDE_JOB_NAME_MAX]; /* TASK, THREAD: the function's
+	                       __qualname__; NATIVE: empty */
+	__u32 entry_point;  /* NATIVE: the entry point's index among the
+	                       native ones, in the configuration's order */
+	__u32 pad2;
+	__u64 args[SONDE_JOB_ARGS_MAX]; /* NATIVE: the call's integer
+	                       argument registers, first to sixth */
 };
 
 /* The last thread of a process exited (tid: that thread). */

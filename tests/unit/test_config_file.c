@@ -146,3 +146,16 @@ Test(config_file, scope_rules_are_lists_checked_before_start_up)
 	cr_expect(strstr(err, ":2: --exclude (SONDE_EXCLUDE): \"nginx\" is not KIND:VALUE"), "%s",
 		  err);
 }
+
+Test(config_file, entry_points_are_a_list_checked_before_start_up)
+{
+	struct sonde_config cfg;
+	char err[512];
+
+	env_delay = NULL;
+	cr_assert_eq(parse("SONDE_ENTRY_POINTS:\n  - python:_training_job\n  - python:Worker.run\n",
+			   NULL, &cfg, err), 0, "%s", err);
+	cr_expect_str_eq(cfg.entry_points, "python:_training_job,python:Worker.run");
+	cr_expect_eq(parse("SONDE_VERBOSE: 1\nSONDE_ENTRY_POINTS: [train]\n", NULL, &cfg, err), -1);
+	cr_expect(strstr(err, ":2: SONDE_ENTRY_POINTS: \"train\" is not python:QUALNAME"), "%s", err);
+}

@@ -5,9 +5,12 @@
  * out as CPython 3.11 lays it out. */
 #include "harness.h"
 #include "jobs.h"
+#include "progfile.h"
 #include "pytask.h"
 
 #include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,11 +20,16 @@
 
 static struct harness h;
 static struct jobs *js;
+static struct entry_points eps;
 
 static void setup(void)
 {
+	char err[256];
+
 	h_init(&h, false);
-	js = jobs_new(tracker_linker(h.tracker), h.procs, &h.clock);
+	cr_assert_eq(jobs_parse_entry_points("python:_training_job,native:/usr/lib/libml.so:fit:3=rows",
+					     &eps, err, sizeof(err)), 0, "%s", err);
+	js = jobs_new(tracker_linker(h.tracker), h.procs, &h.clock, &eps);
 }
 
 static void teardown(void)
@@ -295,21 +303,92 @@ Test(jobs, a_job_longer_than_the_hold_limits_keeps_its_calls)
 	cr_expect_eq(h.stats.link.root_wait_expired, 0);
 }
 
-Test(jobs, entry_points_are_python_qualified_names)
+/* A native call on a thread serving a request: the request's child, the
+ * parent of the calls the thread makes until it returns, its chosen
+ * argument an attribute; after it returns, the thread's calls are the
+ * request's again. */
+Test(jobs, a_native_call_holds_its_threads_calls_until_it_returns)
 {
-	struct sonde_job_name names[4];
-	char err[256];
-	size_t n;
+	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+	struct sonde_job_event ev;
 
-	cr_assert_eq(jobs_parse_entry_points("python:_training_job,python:Worker.run", names, 4,
-					     &n, err, sizeof(err)), 0);
-	cr_expect_eq(n, 2);
-	cr_expect_str_eq(names[1].name, "Worker.run");
-	cr_expect_eq(names[1].name[sizeof(names[1].name) - 1], '\0');
-	cr_expect_eq(jobs_parse_entry_points("train", names, 4, &n, err, sizeof(err)), -1);
-	cr_expect(strstr(err, "\"train\" is not python:QUALNAME"), "%s", err);
-	cr_expect_eq(jobs_parse_entry_points("python:a b", names, 4, &n, err, sizeof(err)), -1);
-	cr_expect_eq(jobs_parse_entry_points("python:a,python:b,python:c", names, 2, &n, err,
-					     sizeof(err)), -1);
-	cr_expect(strstr(err, "more than 2"), "%s", err);
+	in.tid = out.tid = 21;
+	h_send(&h, &in, IN, request("/predict"));
+	ev = job_event(20, 21, 0, "");
+	ev.kind = SONDE_JOB_NATIVE;
+	ev.thread = 21;
+	ev.args[2] = 1200;
+	jobs_start(js, &ev);
+	h_send(&h, &out, OUT, request("/inside"));
+	h_send(&h, &out, IN, ok);
+	h.now += 1000;
+	jobs_thread_exit(js, 20, 21, h.now);
+	h_send(&h, &out, OUT, request("/after"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in, OUT, ok);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 4);
+	expect_child(named("fit"), named("POST /predict"));
+	cr_expect_eq(span_int(named("fit"), "rows"), 1200);
+	cr_expect_eq(span_int(named("fit"), "thread.id"), 21);
+	for (int i = 0; i < h.nspans; i++) {
+		const char *path = attr(h.spans[i], "url.path");
+
+		if (strcmp(path, "/inside") == 0)
+			expect_child(h.spans[i], named("fit"));
+		else if (strcmp(path, "/after") == 0)
+			expect_child(h.spans[i], named("POST /predict"));
+	}
+}
+
+Test(jobs, entry_points_are_python_names_or_native_functions)
+{
+	struct entry_points e;
+	char err[256];
+
+	cr_assert_eq(jobs_parse_entry_points("python:_training_job,python:Worker.run,"
+					     "native:/lib/libz.so.1:crc32:3=payload.size", &e, err,
+					     sizeof(err)), 0, "%s", err);
+	cr_expect_eq(e.npython, 2);
+	cr_expect_str_eq(e.python[1].name, "Worker.run");
+	cr_expect_eq(e.python[1].name[sizeof(e.python[1].name) - 1], '\0');
+	cr_expect_eq(e.nnative, 1);
+	cr_expect_str_eq(e.native[0].path, "/lib/libz.so.1");
+	cr_expect_str_eq(e.native[0].symbol, "crc32");
+	cr_expect_eq(e.native[0].nargs, 1);
+	cr_expect_eq(e.native[0].arg[0], 2);
+	cr_expect_str_eq(e.native[0].attr[0], "payload.size");
+	cr_expect_eq(jobs_parse_entry_points("train", &e, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "\"train\" is not python:QUALNAME or native:/PATH:SYMBOL"), "%s", err);
+	cr_expect_eq(jobs_parse_entry_points("python:a b", &e, err, sizeof(err)), -1);
+	cr_expect_eq(jobs_parse_entry_points("native:lib.so:f", &e, err, sizeof(err)), -1,
+		     "a relative path");
+	cr_expect_eq(jobs_parse_entry_points("native:/lib.so", &e, err, sizeof(err)), -1);
+	cr_expect_eq(jobs_parse_entry_points("native:/lib.so:f:7=x", &e, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "N from 1 to 6"), "%s", err);
+	cr_expect_eq(jobs_parse_entry_points("native:/lib.so:f:1=", &e, err, sizeof(err)), -1);
+}
+
+/* Where this process runs libc's getpid, from its own maps, against what
+ * sonde finds in the file. */
+Test(jobs, a_native_functions_offset_is_where_it_runs)
+{
+	uint64_t code = (uint64_t)(uintptr_t)dlsym(RTLD_DEFAULT, "getpid"), offset = 0;
+	char line[512], path[256] = "";
+	unsigned long long lo, hi, at, want = 0;
+	FILE *maps = fopen("/proc/self/maps", "r");
+
+	cr_assert_not_null(maps);
+	while (fgets(line, sizeof(line), maps))
+		if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %255s", &lo, &hi, &at, path) == 4 &&
+		    lo <= code && code < hi) {
+			want = code - lo + at;
+			break;
+		}
+	fclose(maps);
+	cr_assert(want, "getpid is in no mapping");
+	cr_assert_eq(prog_symbol_offset(path, "getpid", &offset), 0);
+	cr_expect_eq(offset, want);
+	cr_expect_eq(prog_symbol_offset(path, "no_such_function_here", &offset), -ENOENT);
 }

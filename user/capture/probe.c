@@ -56,6 +56,7 @@ struct task_watch {
 };
 
 #define BPF_TRACE_UPROBE_MULTI_ 48
+#define BPF_F_UPROBE_MULTI_RETURN_ 1
 
 /* bpf_attr's link_create as Linux 6.6 has it for uprobe_multi. */
 struct uprobe_multi_attr {
@@ -65,9 +66,14 @@ struct uprobe_multi_attr {
 	uint8_t pad[120 - 60];
 };
 
+/* A native entry point's two links: at its calls and at their returns. */
+#define NATIVE_LINKS_MAX (2 * 16)
+
 struct probe {
 	struct sonde_bpf *skel;
 	struct task_watch *task_watches;
+	int native_links[NATIVE_LINKS_MAX];
+	size_t nnative_links;
 	bool pinned; /* the maps are under PROBE_PIN_DIR */
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
@@ -158,8 +164,10 @@ static int attach_all(struct probe *p)
 		const char *section = bpf_program__section_name(prog);
 		struct bpf_link *link;
 
-		/* Per process, by probe_watch_tasks. */
-		if (!bpf_program__autoload(prog) || prog == p->skel->progs.job_task_init)
+		/* uprobe_multi links: per process (probe_watch_tasks), per entry
+		 * point (attach_natives). */
+		if (!bpf_program__autoload(prog) || prog == p->skel->progs.job_task_init ||
+		    prog == p->skel->progs.job_native_entry || prog == p->skel->progs.job_native_return)
 			continue;
 		if (p->nlinks >= PROBE_LINKS_MAX) {
 			log_error("attach %s: more programs than PROBE_LINKS_MAX", section);
@@ -213,11 +221,60 @@ static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, boo
 	skel->rodata->excluded_count = opts->excluded_count;
 	memcpy((void *)skel->rodata->excluded_comms, opts->excluded_comms,
 	       sizeof(opts->excluded_comms));
-	skel->rodata->entry_points = opts->njob_names > 0;
+	skel->rodata->entry_points = opts->njob_names > 0 || opts->nnatives > 0;
 	bpf_program__set_autoload(skel->progs.job_task_init, opts->njob_names > 0);
+	bpf_program__set_autoload(skel->progs.job_thread_fork, opts->njob_names > 0);
+	bpf_program__set_autoload(skel->progs.job_native_entry, opts->nnatives > 0);
+	bpf_program__set_autoload(skel->progs.job_native_return, opts->nnatives > 0);
 	bpf_program__set_expected_attach_type(skel->progs.job_task_init,
 					      (enum bpf_attach_type)BPF_TRACE_UPROBE_MULTI_);
-	bpf_program__set_autoload(skel->progs.job_thread_fork, opts->njob_names > 0);
+	bpf_program__set_expected_attach_type(skel->progs.job_native_entry,
+					      (enum bpf_attach_type)BPF_TRACE_UPROBE_MULTI_);
+	bpf_program__set_expected_attach_type(skel->progs.job_native_return,
+					      (enum bpf_attach_type)BPF_TRACE_UPROBE_MULTI_);
+}
+
+/* A uprobe_multi link of prog at one offset of the file at path: in
+ * process pid (0: every process), at calls or (ret) their returns, with
+ * cookie. The fd, or -errno. */
+static int uprobe_link(struct bpf_program *prog, const char *path, uint64_t offset,
+		       uint32_t pid, bool ret, uint64_t cookie)
+{
+	struct uprobe_multi_attr attr = {
+		.prog_fd = (uint32_t)bpf_program__fd(prog),
+		.attach_type = BPF_TRACE_UPROBE_MULTI_,
+		.path = (uint64_t)(uintptr_t)path,
+		.offsets = (uint64_t)(uintptr_t)&offset,
+		.cookies = (uint64_t)(uintptr_t)&cookie,
+		.cnt = 1,
+		.multi_flags = ret ? BPF_F_UPROBE_MULTI_RETURN_ : 0,
+		.pid = pid,
+	};
+	int fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int attach_natives(struct probe *p, const struct probe_opts *opts)
+{
+	for (size_t i = 0; i < opts->nnatives; i++) {
+		const struct probe_native *n = &opts->natives[i];
+
+		for (int ret = 0; ret < 2; ret++) {
+			struct bpf_program *prog = ret ? p->skel->progs.job_native_return
+						       : p->skel->progs.job_native_entry;
+			int fd = p->nnative_links < NATIVE_LINKS_MAX
+					 ? uprobe_link(prog, n->path, n->offset, 0, ret, i) : -E2BIG;
+
+			if (fd < 0) {
+				log_error("attach entry point %s+%#llx: %s", n->path,
+					  (unsigned long long)n->offset, strerror(-fd));
+				return fd;
+			}
+			p->native_links[p->nnative_links++] = fd;
+		}
+	}
+	return 0;
 }
 
 static int set_job_names(struct probe *p, const struct probe_opts *opts)
@@ -254,22 +311,14 @@ static void unwatch_tasks(struct probe *p, uint32_t tgid)
 int probe_watch_tasks(struct probe *p, uint32_t tgid, const char *path, uint64_t offset)
 {
 	struct task_watch *w = calloc(1, sizeof(*w));
-	struct uprobe_multi_attr attr = {
-		.prog_fd = (uint32_t)bpf_program__fd(p->skel->progs.job_task_init),
-		.attach_type = BPF_TRACE_UPROBE_MULTI_,
-		.path = (uint64_t)(uintptr_t)path,
-		.offsets = (uint64_t)(uintptr_t)&offset,
-		.cnt = 1,
-		.pid = tgid,
-	};
 
 	if (!w)
 		return -ENOMEM;
 	unwatch_tasks(p, tgid);
 	w->tgid = tgid;
-	w->link_fd = (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	w->link_fd = uprobe_link(p->skel->progs.job_task_init, path, offset, tgid, false, 0);
 	if (w->link_fd < 0) {
-		int err = -errno;
+		int err = w->link_fd;
 
 		free(w);
 		return err;
@@ -480,7 +529,7 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		goto fail;
 	}
 	err = attach_all(p);
-	if (err || (err = set_job_names(p, opts)))
+	if (err || (err = set_job_names(p, opts)) || (err = attach_natives(p, opts)))
 		goto fail;
 	if (opts->pin && (err = pin_maps(p)))
 		goto fail;
@@ -511,6 +560,8 @@ void probe_detach(struct probe *p)
 {
 	while (p->task_watches)
 		unwatch_tasks(p, p->task_watches->tgid);
+	while (p->nnative_links)
+		close(p->native_links[--p->nnative_links]);
 	for (size_t i = 0; i < p->nlinks; i++)
 		bpf_link__destroy(p->links[i]);
 	p->nlinks = 0;

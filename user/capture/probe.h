@@ -28,9 +28,18 @@ struct probe_opts {
 	uint32_t log_capture_bytes; /* bytes captured per write */
 	bool log_files;             /* log files are configured (probe_watch_log_file) */
 	bool pin;                   /* pin the maps operators read under PROBE_PIN_DIR */
-	/* Entry points' function names (bpf/jobs.bpf.h); none: jobs off. */
+	/* Entry points (bpf/jobs.bpf.h): Python functions' names, and native
+	 * functions by file and offset, each probed in every process. */
 	const struct sonde_job_name *job_names;
 	size_t njob_names;
+	const struct probe_native *natives;
+	size_t nnatives;
+};
+
+/* A native entry point: the file, and the function's offset in it. */
+struct probe_native {
+	const char *path;
+	uint64_t offset;
 };
 
 /* Where --pin puts the maps an operator reads with bpftool (counters,

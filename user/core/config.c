@@ -464,10 +464,14 @@ static int from_flags(struct sonde_config *cfg, struct otlp_settings *otlp, int 
  * must take a new file now, not fail then. */
 static int check_entry_points(const char *text, char *err, size_t size)
 {
-	struct sonde_job_name names[JOBS_ENTRY_POINTS_MAX];
-	size_t n;
+	struct entry_points *eps = malloc(sizeof(*eps));
+	int ret;
 
-	return jobs_parse_entry_points(text, names, JOBS_ENTRY_POINTS_MAX, &n, err, size);
+	if (!eps)
+		return errorf(err, size, "SONDE_ENTRY_POINTS: out of memory");
+	ret = jobs_parse_entry_points(text, eps, err, size);
+	free(eps);
+	return ret;
 }
 
 static int check_writable(const char *path, char *err, size_t size)
@@ -751,10 +755,12 @@ void config_usage(FILE *out)
 		"                            (SONDE_METRICS_CARDINALITY_LIMIT; default 2000)\n"
 		"  --command-spans A,B       programs (or scripts) that get a span from exec to\n"
 		"                            exit, the parent of their spans (SONDE_COMMAND_SPANS)\n"
-		"  --entry-points python:F,...  Python functions whose asyncio tasks and threads\n"
-		"                            get a span, the parent of their spans; costs ~15 us\n"
-		"                            per asyncio task of a CPython process (SONDE_ENTRY_\n"
-		"                            POINTS)\n"
+		"  --entry-points LIST       python:QUALNAME (a Python function whose asyncio\n"
+		"                            tasks and threads get a span, the parent of theirs;\n"
+		"                            a uprobe hit per asyncio task of a CPython process)\n"
+		"                            or native:/PATH:SYMBOL[:N=KEY...] (each call of a\n"
+		"                            native function, argument N as attribute KEY; two\n"
+		"                            hits per call), ',' between (SONDE_ENTRY_POINTS)\n"
 		"  --logs-exporter LIST      what traced processes write to stdout and stderr, as\n"
 		"                            OTLP log records: otlp, console, none (OTEL_LOGS_\n"
 		"                            EXPORTER; default none); OTEL_EXPORTER_OTLP_LOGS_X\n"

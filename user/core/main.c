@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "metrics_export.h"
 #include "privileges.h"
+#include "progfile.h"
 #include "probe.h"
 #include "procinfo.h"
 #include "prometheus.h"
@@ -70,8 +71,8 @@ struct agent {
 	struct logfiles *logfiles;       /* NULL: no log files configured */
 	struct commands *commands;       /* NULL: no command spans configured */
 	struct jobs *jobs;               /* NULL: no entry points configured */
-	struct sonde_job_name entry_points[JOBS_ENTRY_POINTS_MAX];
-	size_t nentry_points;
+	struct entry_points entry_points;
+	struct probe_native natives[JOBS_NATIVE_MAX];
 	struct scope *scope;             /* NULL: no include, exclude or naming rules */
 	struct agent_stats stats;
 	uint64_t started_ns;             /* CLOCK_MONOTONIC */
@@ -141,7 +142,7 @@ static void look_at_python(struct agent *a, uint32_t pid, const struct prog_file
 		return;
 	}
 	log_debug("pid %u runs CPython: asyncio tasks named", pid);
-	if (a->jobs)
+	if (a->jobs && a->entry_points.npython)
 		watch_tasks(a, pid, version);
 }
 
@@ -676,20 +677,41 @@ static int run(struct agent *a)
 	return 0;
 }
 
+/* Where each native entry point's function is in its file. */
+static int find_natives(struct agent *a)
+{
+	for (size_t i = 0; i < a->entry_points.nnative; i++) {
+		const struct native_entry *e = &a->entry_points.native[i];
+		int err = prog_symbol_offset(e->path, e->symbol, &a->natives[i].offset);
+
+		if (err) {
+			log_error("entry point native:%s:%s: no function %s in %s: %s", e->path,
+				  e->symbol, e->symbol, e->path, strerror(-err));
+			return err;
+		}
+		a->natives[i].path = e->path;
+	}
+	return 0;
+}
+
 static int start_jobs(struct agent *a, struct probe_opts *popts)
 {
 	char why[256];
+	int err;
 
-	if (jobs_parse_entry_points(a->cfg.entry_points, a->entry_points, JOBS_ENTRY_POINTS_MAX,
-				    &a->nentry_points, why, sizeof(why))) {
+	if (jobs_parse_entry_points(a->cfg.entry_points, &a->entry_points, why, sizeof(why))) {
 		log_error("%s", why);
 		return -EINVAL;
 	}
-	a->jobs = jobs_new(tracker_linker(a->tracker), a->procs, &a->clock);
+	if ((err = find_natives(a)))
+		return err;
+	a->jobs = jobs_new(tracker_linker(a->tracker), a->procs, &a->clock, &a->entry_points);
 	if (!a->jobs)
 		return -ENOMEM;
-	popts->job_names = a->entry_points;
-	popts->njob_names = a->nentry_points;
+	popts->job_names = a->entry_points.python;
+	popts->njob_names = a->entry_points.npython;
+	popts->natives = a->natives;
+	popts->nnatives = a->entry_points.nnative;
 	return 0;
 }
 

@@ -15,6 +15,7 @@ const struct counter_desc jobs_counters[] = { JOBS_COUNTERS(JOBS_DESC) };
 const size_t jobs_counter_count = sizeof(jobs_counters) / sizeof(jobs_counters[0]);
 
 #define PYTHON_PREFIX "python:"
+#define NATIVE_PREFIX "native:"
 /* _asyncio's fut_state values. */
 enum { FUTURE_PENDING, FUTURE_CANCELLED, FUTURE_FINISHED };
 /* The start of a Task the agent reads: past every offset it uses. */
@@ -41,6 +42,7 @@ struct job {
 };
 
 struct jobs {
+	const struct entry_points *eps;
 	struct linker *linker;
 	struct proc_table *procs;
 	const struct wallclock *clock;
@@ -68,6 +70,8 @@ static void job_attributes(const struct span *span, const struct attr_sink *sink
 	attr_put_str(sink, "code.function.name", f->function);
 	if (f->thread)
 		sink->i64(sink->ctx, "thread.id", f->thread);
+	for (unsigned i = 0; i < f->nargs && i < SONDE_JOB_ARGS_MAX; i++)
+		sink->i64(sink->ctx, f->attr[i], f->value[i]);
 }
 
 const struct proto_ops job_proto = {
@@ -81,49 +85,116 @@ _Static_assert(sizeof(struct job_span) <= SPAN_PROTO_DATA_MAX, "job_span fits a 
 
 /* ---- configuration ------------------------------------------------------------- */
 
-static int parse_entry_point(const char *at, size_t len, struct sonde_job_name *out, char *err,
-			     size_t err_size)
+static bool name_char(char c, const char *extra)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       strchr(extra, c);
+}
+
+/* Whether text[0..len) is non-empty and made of name_char's. */
+static bool is_name(const char *text, size_t len, const char *extra)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!text[i] || !name_char(text[i], extra))
+			return false;
+	return len > 0;
+}
+
+static int entry_error(const char *at, size_t len, const char *why, char *err, size_t err_size)
+{
+	snprintf(err, err_size, "SONDE_ENTRY_POINTS: \"%.*s\" %s", (int)len, at, why);
+	return -1;
+}
+
+static int parse_python(const char *at, size_t len, struct entry_points *out, char *err,
+			size_t err_size)
 {
 	size_t prefix = strlen(PYTHON_PREFIX);
+	struct sonde_job_name *name = &out->python[out->npython];
 
-	if (len <= prefix || strncmp(at, PYTHON_PREFIX, prefix) != 0) {
-		snprintf(err, err_size, "SONDE_ENTRY_POINTS: \"%.*s\" is not python:QUALNAME", (int)len,
-			 at);
-		return -1;
-	}
-	if (len - prefix >= sizeof(out->name)) {
-		snprintf(err, err_size, "SONDE_ENTRY_POINTS: \"%.*s\": a name longer than %zu",
-			 (int)len, at, sizeof(out->name) - 1);
-		return -1;
-	}
-	for (size_t i = prefix; i < len; i++)
-		if (!(at[i] == '_' || at[i] == '.' || (at[i] >= 'a' && at[i] <= 'z') ||
-		      (at[i] >= 'A' && at[i] <= 'Z') || (at[i] >= '0' && at[i] <= '9'))) {
-			snprintf(err, err_size,
-				 "SONDE_ENTRY_POINTS: \"%.*s\": a qualified name is ASCII letters, "
-				 "digits, '_' and '.'", (int)len, at);
-			return -1;
-		}
-	memset(out, 0, sizeof(*out));
-	memcpy(out->name, at + prefix, len - prefix);
+	if (out->npython == JOBS_ENTRY_POINTS_MAX)
+		return entry_error(at, len, "is one Python entry point too many", err, err_size);
+	if (len - prefix >= sizeof(name->name))
+		return entry_error(at, len, "has a name longer than 63 characters", err, err_size);
+	if (!is_name(at + prefix, len - prefix, "_."))
+		return entry_error(at, len, "is not python:QUALNAME (ASCII letters, digits, '_', '.')",
+				   err, err_size);
+	memset(name, 0, sizeof(*name));
+	memcpy(name->name, at + prefix, len - prefix);
+	out->npython++;
 	return 0;
 }
 
-int jobs_parse_entry_points(const char *text, struct sonde_job_name *names, size_t max,
-			    size_t *n, char *err, size_t err_size)
+/* ":N=KEY", N from 1 to SONDE_JOB_ARGS_MAX. */
+static int parse_native_arg(const char *arg, size_t len, struct native_entry *e)
+{
+	const char *key = arg + 2;
+	size_t key_len = len - 2;
+
+	if (len < 3 || arg[0] < '1' || arg[0] > '0' + SONDE_JOB_ARGS_MAX || arg[1] != '=' ||
+	    key_len >= JOBS_ATTR_MAX || !is_name(key, key_len, "_.") ||
+	    e->nargs == SONDE_JOB_ARGS_MAX)
+		return -1;
+	e->arg[e->nargs] = (uint8_t)(arg[0] - '1');
+	memcpy(e->attr[e->nargs], key, key_len);
+	e->attr[e->nargs][key_len] = '\0';
+	e->nargs++;
+	return 0;
+}
+
+static int parse_native(const char *at, size_t len, struct entry_points *out, char *err,
+			size_t err_size)
+{
+	struct native_entry *e = &out->native[out->nnative];
+	const char *path = at + strlen(NATIVE_PREFIX), *end = at + len;
+	const char *symbol = memchr(path, ':', (size_t)(end - path));
+	const char *args = symbol ? memchr(symbol + 1, ':', (size_t)(end - symbol - 1)) : NULL;
+
+	if (out->nnative == JOBS_NATIVE_MAX)
+		return entry_error(at, len, "is one native entry point too many", err, err_size);
+	memset(e, 0, sizeof(*e));
+	if (!args)
+		args = end;
+	if (!symbol || path[0] != '/' || (size_t)(symbol - path) >= sizeof(e->path) ||
+	    (size_t)(args - symbol - 1) >= sizeof(e->symbol) ||
+	    !is_name(symbol + 1, (size_t)(args - symbol - 1), "_.@"))
+		return entry_error(at, len, "is not native:/PATH:SYMBOL[:N=KEY...]", err, err_size);
+	memcpy(e->path, path, (size_t)(symbol - path));
+	memcpy(e->symbol, symbol + 1, (size_t)(args - symbol - 1));
+	while (args < end) {
+		const char *next = memchr(args + 1, ':', (size_t)(end - args - 1));
+
+		if (!next)
+			next = end;
+		if (parse_native_arg(args + 1, (size_t)(next - args - 1), e))
+			return entry_error(at, len, "has an argument that is not N=KEY (N from 1 to 6, "
+					   "at most 6)", err, err_size);
+		args = next;
+	}
+	out->nnative++;
+	return 0;
+}
+
+int jobs_parse_entry_points(const char *text, struct entry_points *out, char *err,
+			    size_t err_size)
 {
 	const char *at = text;
 
-	*n = 0;
+	memset(out, 0, sizeof(*out));
 	while (*at) {
 		size_t len = strcspn(at, ",");
+		int ret = 0;
 
-		if (len && *n == max) {
-			snprintf(err, err_size, "SONDE_ENTRY_POINTS: more than %zu entry points", max);
-			return -1;
-		}
-		if (len && parse_entry_point(at, len, &names[(*n)++], err, err_size))
-			return -1;
+		if (len > strlen(PYTHON_PREFIX) && strncmp(at, PYTHON_PREFIX, strlen(PYTHON_PREFIX)) == 0)
+			ret = parse_python(at, len, out, err, err_size);
+		else if (len > strlen(NATIVE_PREFIX) &&
+			 strncmp(at, NATIVE_PREFIX, strlen(NATIVE_PREFIX)) == 0)
+			ret = parse_native(at, len, out, err, err_size);
+		else if (len)
+			ret = entry_error(at, len, "is not python:QUALNAME or native:/PATH:SYMBOL", err,
+					  err_size);
+		if (ret)
+			return ret;
 		at += len + (at[len] == ',');
 	}
 	return 0;
@@ -172,6 +243,18 @@ static void unwatch(struct jobs *js, uint32_t tgid)
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
+static void describe_native(const struct native_entry *e, const struct sonde_job_event *ev,
+			    struct job_span *out)
+{
+	text_copy(out->function, sizeof(out->function), e->symbol);
+	out->thread = ev->thread;
+	out->nargs = e->nargs;
+	for (unsigned i = 0; i < e->nargs; i++) {
+		memcpy(out->attr[i], e->attr[i], sizeof(out->attr[i]));
+		out->value[i] = (int64_t)ev->args[e->arg[i] % SONDE_JOB_ARGS_MAX];
+	}
+}
+
 void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 {
 	struct link_request creator = { .tgid = ev->hdr.tgid, .tid = ev->hdr.tid,
@@ -184,7 +267,8 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 		js->stats.scoped_out++;
 		return;
 	}
-	if (ev->kind == SONDE_JOB_TASK && !wp) {
+	if ((ev->kind == SONDE_JOB_TASK && !wp) ||
+	    (ev->kind == SONDE_JOB_NATIVE && ev->entry_point >= js->eps->nnative)) {
 		js->stats.unwatched++;
 		return;
 	}
@@ -195,7 +279,9 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 	job->start_ns = ev->hdr.ts;
 	memcpy(job->fields.function, ev->name, sizeof(job->fields.function));
 	job->fields.function[sizeof(job->fields.function) - 1] = '\0';
-	if (ev->kind == SONDE_JOB_THREAD) {
+	if (ev->kind == SONDE_JOB_NATIVE) {
+		describe_native(&js->eps->native[ev->entry_point], ev, &job->fields);
+	} else if (ev->kind == SONDE_JOB_THREAD) {
 		job->fields.thread = ev->thread;
 	} else {
 		job->version = wp->version;
@@ -204,7 +290,7 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 		job->code = ev->code;
 	}
 	job->node = linker_job(js->linker, &creator, job->fields.thread,
-			       ev->kind == SONDE_JOB_THREAD ? 0 : ev->job);
+			       ev->kind == SONDE_JOB_TASK ? ev->job : 0);
 	if (!job->node) {
 		free(job);
 		return;
@@ -362,12 +448,13 @@ void jobs_poll(struct jobs *js, uint64_t now_ns)
 /* ---- life ------------------------------------------------------------------------------ */
 
 struct jobs *jobs_new(struct linker *linker, struct proc_table *procs,
-		      const struct wallclock *clock)
+		      const struct wallclock *clock, const struct entry_points *eps)
 {
 	struct jobs *js = calloc(1, sizeof(*js));
 
 	if (!js)
 		return NULL;
+	js->eps = eps;
 	js->linker = linker;
 	js->procs = procs;
 	js->clock = clock;

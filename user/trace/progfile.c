@@ -368,6 +368,21 @@ static int find_type_init(Elf *elf, const char *type_name, uint32_t tp_init_at, 
 	return *out ? 0 : -ENOENT;
 }
 
+/* An ELF file, read from fd (closed by the caller); NULL when it is not
+ * one. */
+static Elf *elf_of(int fd)
+{
+	Elf *elf;
+
+	elf_version(EV_CURRENT);
+	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	if (elf && elf_kind(elf) != ELF_K_ELF) {
+		elf_end(elf);
+		return NULL;
+	}
+	return elf;
+}
+
 int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
 		   uint64_t *file_offset)
 {
@@ -377,11 +392,57 @@ int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
 
 	if (fd < 0)
 		return -errno;
-	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	err = elf && elf_kind(elf) == ELF_K_ELF ? find_type_init(elf, type_name, tp_init_at,
-								  file_offset) : -EINVAL;
+	elf = elf_of(fd);
+	err = elf ? find_type_init(elf, type_name, tp_init_at, file_offset) : -EINVAL;
 	if (elf)
 		elf_end(elf);
+	close(fd);
+	return err;
+}
+
+/* ---- a function's offset ------------------------------------------------- */
+
+static uint64_t function_in(Elf *elf, uint32_t type, const char *symbol)
+{
+	Elf_Scn *scn = NULL;
+
+	while ((scn = elf_nextscn(elf, scn))) {
+		Elf_Data *data = elf_getdata(scn, NULL);
+		GElf_Shdr shdr;
+
+		if (!data || !gelf_getshdr(scn, &shdr) || shdr.sh_type != type || !shdr.sh_entsize)
+			continue;
+		for (size_t i = 0; i < shdr.sh_size / shdr.sh_entsize; i++) {
+			GElf_Sym sym;
+			const char *name;
+
+			if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF ||
+			    GELF_ST_TYPE(sym.st_info) != STT_FUNC)
+				continue;
+			name = elf_strptr(elf, shdr.sh_link, sym.st_name);
+			if (name && strcmp(name, symbol) == 0)
+				return code_offset(elf, sym.st_value);
+		}
+	}
+	return 0;
+}
+
+int prog_symbol_offset(const char *path, const char *symbol, uint64_t *file_offset)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	Elf *elf;
+	int err = -EINVAL;
+
+	if (fd < 0)
+		return -errno;
+	elf = elf_of(fd);
+	if (elf) {
+		*file_offset = function_in(elf, SHT_DYNSYM, symbol);
+		if (!*file_offset)
+			*file_offset = function_in(elf, SHT_SYMTAB, symbol);
+		err = *file_offset ? 0 : -ENOENT;
+		elf_end(elf);
+	}
 	close(fd);
 	return err;
 }

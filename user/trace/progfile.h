@@ -50,6 +50,11 @@ int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out);
 int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
 		   uint64_t *file_offset);
 
+/* The file offset of the function named symbol (dynamic symbols first,
+ * then the full table) in the ELF file at path; -ENOENT when it has none,
+ * -EINVAL when it is not ELF. */
+int prog_symbol_offset(const char *path, const char *symbol, uint64_t *file_offset);
+
 /* A mapping of a process at file offset 0, where a file's base is. */
 struct prog_mapping {
 	uint64_t start, end;
