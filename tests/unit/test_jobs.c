@@ -179,9 +179,10 @@ static struct sonde_job_event task_job(struct fake_task *t, uint32_t tgid, uint3
 	return ev;
 }
 
+/* The next look at the tasks (every 50 ms). */
 static void tick(void)
 {
-	h.now += 1000;
+	h.now += 50 * 1000000ull;
 	jobs_poll(js, h.now);
 	tracker_tick(h.tracker, h.now);
 }

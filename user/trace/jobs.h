@@ -9,10 +9,10 @@
  *
  * The kernel tells a job's start (bpf/jobs.bpf.h) and a thread job's end,
  * and marks what a job's task makes. A task's end makes no call: its
- * _asyncio.Task is read from the process at every poll tick, and the job
- * ends at the tick that finds it done (within one poll interval, 20 ms by
- * default, of its real end), ERROR when it ended with an exception or was
- * cancelled. Of a task freed in between, the outcome is not known. */
+ * _asyncio.Task is read from the process every 50 ms, and the job ends at
+ * the look that finds it done (within 50 ms and a poll tick of its real
+ * end), ERROR when it ended with an exception or was cancelled. Of a task
+ * freed in between, the outcome is not known. */
 #ifndef SONDE_JOBS_H
 #define SONDE_JOBS_H
 
@@ -100,8 +100,8 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev);
 void jobs_thread_exit(struct jobs *js, uint32_t tgid, uint32_t tid, uint64_t ts);
 /* tgid exited at ts: what it ran ends there, and it is forgotten. */
 void jobs_proc_exit(struct jobs *js, uint32_t tgid, uint64_t ts);
-/* Reads the state of every task job; now_ns is CLOCK_MONOTONIC. Called
- * before the linker's tick, which decides with what it found. */
+/* Reads the state of every task job, if the last look is 50 ms old;
+ * now_ns is CLOCK_MONOTONIC. */
 void jobs_poll(struct jobs *js, uint64_t now_ns);
 /* Ends every job still running at now_ns (sonde stops first). */
 void jobs_end_all(struct jobs *js, uint64_t now_ns);
