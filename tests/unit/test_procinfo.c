@@ -52,7 +52,8 @@ static void setup(struct fake_proc *f)
 }
 
 static const char edge_env[] = "OTEL_SERVICE_NAME=edge\0TRACEPARENT=00-abc\0";
-static const struct exec_record edge_exec = { edge_env, sizeof(edge_env) - 1, true, NULL, 0 };
+static const struct exec_record edge_exec = { edge_env, sizeof(edge_env) - 1, true, NULL, 0,
+						 NULL, 0 };
 
 Test(procinfo, the_exec_environment_wins_and_forked_children_inherit_it)
 {
@@ -80,6 +81,23 @@ Test(procinfo, a_child_that_ran_its_own_program_has_its_own_environment)
 	cr_assert_eq(proc_table_exec(f.table, 102, &(struct exec_record){ .whole = true }), 0);
 	cr_expect_null(proc_table_getenv(f.table, 102, "OTEL_SERVICE_NAME"));
 	cr_expect_str_neq(proc_table_get(f.table, 102, NULL)->service_name, "edge");
+	proc_table_free(f.table);
+}
+
+/* A short command already a zombie (its command line gone from /proc) is
+ * named from the argv its exec event carried. */
+Test(procinfo, a_process_with_no_command_line_left_is_named_by_its_exec)
+{
+	static const char args[] = "/usr/bin/python3\0/opt/ktrdr/ktrdr\0--request-id\0x1\0data\0show";
+	struct exec_record exec = { .whole = true, .args = args, .args_len = sizeof(args) - 1 };
+	struct fake_proc f;
+	struct proc_info *info;
+
+	setup(&f);
+	cr_assert_eq(proc_table_exec(f.table, 104, &exec), 0);
+	info = proc_table_get(f.table, 104, NULL);
+	cr_expect_str_eq(info->service_name, "ktrdr");
+	cr_expect_str_eq(info->command_line, "/usr/bin/python3 /opt/ktrdr/ktrdr --request-id x1 data show");
 	proc_table_free(f.table);
 }
 

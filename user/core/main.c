@@ -198,7 +198,8 @@ static void on_exec(struct agent *a, const struct sonde_exec_event *ex, size_t s
 		a->stats.bad_exec_records++;
 	else
 		exec = (struct exec_record){ ex->strings + ex->args_len, ex->env_len,
-					     ex->env_whole, ex->filename, ex->cgroup_id };
+					     ex->env_whole, ex->filename, ex->cgroup_id,
+					     ex->strings, ex->args_len };
 	if (proc_table_exec(a->procs, tgid, &exec))
 		log_error("keep the environment of pid %u: %s", tgid, strerror(ENOMEM));
 	look_at_program(a, tgid, true);

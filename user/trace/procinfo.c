@@ -26,8 +26,8 @@ struct exec_env {
 	bool whole; /* every variable was looked at: one absent here is absent */
 	uint64_t cgroup_id;
 	char filename[SONDE_EXEC_PATH_MAX];
-	size_t len;
-	char vars[]; /* "NAME=value" and NUL each */
+	size_t len, args_len;
+	char vars[]; /* "NAME=value" and NUL each; then args_len bytes of argv */
 };
 
 struct proc_table {
@@ -292,9 +292,24 @@ static void read_environment(struct proc_table *t, struct proc_info *info)
 
 /* Splits the scratch cmdline in place; command_line is it joined by
  * spaces, secret option values redacted. */
+/* Its command line from /proc, or else (a process gone, or a zombie) as
+ * its exec gave it: into scratch, its length. */
+static size_t command_line_of(struct proc_table *t, uint32_t pid)
+{
+	size_t len = read_proc_file(t, pid, "cmdline");
+	const struct exec_env *e = len ? NULL : *env_link(t, pid);
+
+	if (e && e->args_len && e->args_len < ENVIRON_MAX) {
+		memcpy(t->scratch, e->vars + e->len, e->args_len);
+		t->scratch[e->args_len] = '\0'; /* the kernel cut it, maybe mid-argument */
+		len = e->args_len;
+	}
+	return len;
+}
+
 static void read_command_line(struct proc_table *t, struct proc_info *info)
 {
-	size_t len = read_proc_file(t, info->pid, "cmdline");
+	size_t len = command_line_of(t, info->pid);
 	char *argv[ARGV_MAX] = { 0 };
 	int argc = procfs_split(t->scratch, len, argv, ARGV_MAX);
 
@@ -433,7 +448,7 @@ int proc_table_exec(struct proc_table *t, uint32_t pid, const struct exec_record
 	struct exec_env *e;
 
 	proc_table_forget(t, pid);
-	e = malloc(sizeof(*e) + exec->len);
+	e = malloc(sizeof(*e) + exec->len + exec->args_len);
 	if (!e)
 		return -ENOMEM;
 	e->pid = pid;
@@ -442,6 +457,9 @@ int proc_table_exec(struct proc_table *t, uint32_t pid, const struct exec_record
 	text_copy_len(e->filename, sizeof(e->filename), path, strnlen(path, sizeof(e->filename)));
 	e->len = exec->len;
 	memcpy(e->vars, exec->vars, exec->len);
+	e->args_len = exec->args_len;
+	if (exec->args_len)
+		memcpy(e->vars + exec->len, exec->args, exec->args_len);
 	e->next = t->envs[pid % PROC_BUCKETS];
 	t->envs[pid % PROC_BUCKETS] = e;
 	return 0;

@@ -55,12 +55,15 @@ struct exec_record {
 	bool whole;
 	const char *filename;
 	uint64_t cgroup_id;
+	const char *args; /* argv, each argument and NUL; args_len 0: none */
+	size_t args_len;
 };
 
 /* A process ran execve: what the table knew of its old program is
  * forgotten, and what its exec event said is kept until it exits, since a
  * program may overwrite its environment block before sonde reads it, and
- * a short one may be gone before sonde reads /proc. */
+ * a short one may be gone (or a zombie, with no command line left) before
+ * sonde reads /proc. */
 int proc_table_exec(struct proc_table *table, uint32_t pid, const struct exec_record *exec);
 /* The value of a variable the process was given: from its exec event
  * (a process forked and not exec'd since: its nearest exec'd ancestor's)
