@@ -79,6 +79,7 @@ def system(request, workdir):
         "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_BLRP_SCHEDULE_DELAY": "200",
         "SONDE_ENTRY_POINTS": ",".join(f"python:{job}" for job in JOBS.values()),
+        "SONDE_COMMAND_SPANS": "ktrdr",
     })
     ktrdr = Ktrdr(workdir, request.param)
     yield request.param, agent, rx, ktrdr
@@ -88,7 +89,11 @@ def system(request, workdir):
 
 
 def request_id_of(span):
-    match = re.search(r"request_id=([0-9a-z-]+)", span["attributes"].get("url.query", ""))
+    """The business id a span carries: in its query string, or, for the
+    CLI's command span, in its arguments."""
+    match = (re.search(r"request_id=([0-9a-z-]+)", span["attributes"].get("url.query", ""))
+             or re.search(r"--request-id ([0-9a-z-]+)",
+                          span["attributes"].get("process.command_args", "")))
     return match.group(1) if match else None
 
 
@@ -112,8 +117,10 @@ def fans_out(command):
 
 
 def expected_count(command):
+    """The command's span, its call and the api's request, the api's call
+    and what it reached, the health checks of a fan-out."""
     _, down_name, down_service = COMMANDS[command]
-    return 2 + (2 if down_name else 0) + (2 * WORKERS_PER_KIND if fans_out(command) else 0)
+    return 3 + (2 if down_name else 0) + (2 * WORKERS_PER_KIND if fans_out(command) else 0)
 
 
 def wait_for_spans(rx, calls, timeout=30):
@@ -148,9 +155,10 @@ def check_call(command, rid, spans, ktrdr):
     route, down_name, down_service = COMMANDS[command]
     mine = [s for s in spans if request_id_of(s) == rid]
     assert len(mine) == expected_count(command), f"{rid}: {json.dumps(mine, indent=1)}"
+    cmd = one(mine, "INTERNAL", "ktrdr", "ktrdr " + " ".join(command[:2]))
     cli = one(mine, "CLIENT", "ktrdr")
     api = one(mine, "SERVER", "ktrdr-api", route)
-    links = [(cli, api)]
+    links = [(cmd, cli), (cli, api)]
     if down_name:
         call = one(mine, "CLIENT", "ktrdr-api", "POST")
         down = one(mine, "SERVER", down_service, down_name)
@@ -159,12 +167,12 @@ def check_call(command, rid, spans, ktrdr):
     if fans_out(command):
         for check in [s for s in mine if s["kind"] == "SPAN_KIND_CLIENT" and s["name"] == "GET"]:
             port = check["attributes"]["server.port"]
-            worker = one([s for s in mine if s["attributes"]["server.port"] == port],
+            worker = one([s for s in mine if s["attributes"].get("server.port") == port],
                          "SERVER", down_service, "GET /health")
             links += [(api, check), (check, worker)]
     problems = []
-    if cli["parent_span_id"]:
-        problems.append(f"{rid}: the CLI's span has a parent")
+    if cmd["parent_span_id"]:
+        problems.append(f"{rid}: the command's span has a parent")
     right = 0
     for parent, child in links:
         if child["parent_span_id"] == parent["span_id"] and child["trace_id"] == parent["trace_id"]:
@@ -266,39 +274,42 @@ def test_tree_view_prints_each_trace(system):
     print("\n".join(printed))
     lines = [line for line in printed if "» " in line]
     block = [line for line in printed if "» " not in line]
-    # Each service's log line under its span: the api's under its SERVER
-    # span (before its call to the worker), the worker's under its own, the
-    # job's progress under the job's span.
-    assert re.match(r" {7}» .* ktrdr-api request_id=" + rid + " dispatch training", lines[0]), \
-        printed
-    assert re.match(r" {13}» .* ktrdr-training-worker-[12] request_id=" + rid
-                    + " operation=[0-9a-f]+$", lines[1]), printed
-    assert printed.index(lines[0]) == 3 and printed.index(lines[1]) == 10, printed
-    job_lines = [line for line in lines if re.match(r" {16}» .* ktrdr-training-worker-[12] "
-                                                    r"request_id=" + rid + " operation=", line)]
-    assert len(job_lines) == 5 and printed.index(job_lines[0]) == 12, printed
-    # The health checks, made by the tasks of a gather, under the request
-    # that awaited them, in the order they started; the job under the
-    # worker's request, its two status reports under it.
-    assert re.match(r"trace [0-9a-f]{32} \(13 spans, [0-9.]+ ms\)", block[0]), block
-    assert re.match(r"└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[1]), block
-    assert re.match(r"   └─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",
-                    block[2]), block
-    for at in (3, 5):
-        assert re.match(r"      ├─ ktrdr-api: GET \(CLIENT\) [0-9.]+ ms 200", block[at]), block
-        assert re.match(r"      │  └─ ktrdr-training-worker-[12]: GET /health \(SERVER\) "
+    # The command at the root; the health checks, made by the tasks of a
+    # gather, under the request that awaited them, in the order they
+    # started; the job under the worker's request, its two status reports
+    # under it.
+    assert re.match(r"trace [0-9a-f]{32} \(14 spans, [0-9.]+ ms\)", block[0]), block
+    assert re.match(r"└─ ktrdr: ktrdr models train \(INTERNAL\) [0-9.]+ ms$", block[1]), block
+    assert re.match(r" {3}└─ ktrdr: POST \(CLIENT\) [0-9.]+ ms 200", block[2]), block
+    assert re.match(r" {6}└─ ktrdr-api: POST /api/v1/training/start \(SERVER\) [0-9.]+ ms 200",
+                    block[3]), block
+    for at in (4, 6):
+        assert re.match(r" {9}├─ ktrdr-api: GET \(CLIENT\) [0-9.]+ ms 200", block[at]), block
+        assert re.match(r" {9}│  └─ ktrdr-training-worker-[12]: GET /health \(SERVER\) "
                         r"[0-9.]+ ms 200", block[at + 1]), block
-    assert re.match(r"      └─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[7]), block
-    assert re.match(r"         └─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
-                    r"[0-9.]+ ms 200", block[8]), block
-    assert re.match(r"            └─ ktrdr-training-worker-[12]: _training_job \(INTERNAL\) "
-                    r"[0-9.]+ ms$", block[9]), block
-    for at, branch, under in ((10, "├─", "│ "), (12, "└─", "  ")):
-        assert re.match(r" {15}" + branch + r" ktrdr-training-worker-[12]: POST \(CLIENT\) "
+    assert re.match(r" {9}└─ ktrdr-api: POST \(CLIENT\) [0-9.]+ ms 200", block[8]), block
+    assert re.match(r" {12}└─ ktrdr-training-worker-[12]: POST /training/start \(SERVER\) "
+                    r"[0-9.]+ ms 200", block[9]), block
+    assert re.match(r" {15}└─ ktrdr-training-worker-[12]: _training_job \(INTERNAL\) "
+                    r"[0-9.]+ ms$", block[10]), block
+    for at, branch, under in ((11, "├─", "│ "), (13, "└─", "  ")):
+        assert re.match(r" {18}" + branch + r" ktrdr-training-worker-[12]: POST \(CLIENT\) "
                         r"[0-9.]+ ms 200", block[at]), block
-        assert re.match(r" {15}" + under + r" └─ ktrdr-api: POST /api/v1/operations/\{id\}/status "
+        assert re.match(r" {18}" + under + r" └─ ktrdr-api: POST /api/v1/operations/\{id\}/status "
                         r"\(SERVER\) [0-9.]+ ms 200", block[at + 1]), block
-    assert len(block) == 14, block
+    assert len(block) == 15, block
+    # Each service's log lines right under the span they were written for:
+    # the api's under its SERVER span (before its call to the worker), the
+    # worker's under its own, the job's progress under the job's span.
+    def under(span_line, pattern, count):
+        found = [line for line in lines if re.match(pattern, line)]
+        at = printed.index(span_line) + 1
+        assert len(found) == count and printed[at:at + count] == found, printed
+
+    under(block[3], r" {10}» .* ktrdr-api request_id=" + rid + " dispatch training", 1)
+    under(block[9], r" {16}» .* ktrdr-training-worker-[12] request_id=" + rid
+          + " operation=[0-9a-f]+$", 1)
+    under(block[10], r" {19}» .* ktrdr-training-worker-[12] request_id=" + rid + " operation=", 5)
 
 
 def lines_logged(ktrdr, rid):
