@@ -161,7 +161,6 @@ int job_task_init(struct pt_regs *ctx)
 	return 0;
 }
 
-
 /* Whether code is threading's Thread.start: by its name once, then by
  * address. */
 static __always_inline bool is_thread_start(struct sonde_py_layout *py, __u64 code)
@@ -249,11 +248,12 @@ int job_native_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline void job_end(void *ctx, __u32 tgid, __u32 tid)
+static __always_inline void job_end(void *ctx, __u32 tgid, __u32 tid, enum sonde_job_kind kind)
 {
 	struct sonde_exit_event ev = {};
 
 	ev.hdr.type = SONDE_EV_JOB_END;
+	ev.exit_status = kind;
 	ev.hdr.tgid = tgid;
 	ev.hdr.tid = tid;
 	ev.hdr.fd = -1;
@@ -268,7 +268,7 @@ int job_native_return(struct pt_regs *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 
 	if (id >> 32 != self_tgid)
-		job_end(ctx, id >> 32, (__u32)id);
+		job_end(ctx, id >> 32, (__u32)id, SONDE_JOB_NATIVE);
 	return 0;
 }
 
@@ -282,7 +282,7 @@ static __always_inline void job_thread_exit(void *ctx, __u32 tid)
 		return;
 	owner = *tgid;
 	bpf_map_delete_elem(&job_threads, &tid);
-	job_end(ctx, owner, tid);
+	job_end(ctx, owner, tid, SONDE_JOB_THREAD);
 }
 
 #endif

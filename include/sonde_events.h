@@ -52,7 +52,8 @@ enum sonde_event_type {
 	SONDE_EV_JOB_START = 7, /* struct sonde_job_event */
 	SONDE_EV_JOB_END = 8,   /* struct sonde_exit_event: the thread of a
 	                           thread job (hdr.tid) exited, or the native
-	                           entry point it called last returned */
+	                           entry point it called last returned;
+	                           exit_status: which (enum sonde_job_kind) */
 };
 
 /* sonde_data_event.task when the running task could not be read. */

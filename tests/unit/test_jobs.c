@@ -111,7 +111,7 @@ Test(jobs, a_thread_job_is_its_requests_child_and_its_calls_parent)
 	h_send(&h, &out, OUT, request("/status"));
 	h_send(&h, &out, IN, ok);
 	h.now += 1000;
-	jobs_thread_exit(js, 20, 30, h.now);
+	jobs_thread_end(js, 20, 30, SONDE_JOB_THREAD, h.now);
 	h_finish(&h);
 	cr_assert_eq(h.nspans, 3);
 	expect_child(named("_backtest_job"), named("POST /start"));
@@ -293,7 +293,7 @@ Test(jobs, a_job_longer_than_the_hold_limits_keeps_its_calls)
 		tracker_tick(h.tracker, h.now);
 	}
 	h.now += 40 * SEC;
-	jobs_thread_exit(js, 20, 30, h.now);
+	jobs_thread_end(js, 20, 30, SONDE_JOB_THREAD, h.now);
 	h_finish(&h);
 	cr_assert_eq(h.nspans, 5);
 	for (int i = 0; i < h.nspans; i++)
@@ -324,7 +324,7 @@ Test(jobs, a_native_call_holds_its_threads_calls_until_it_returns)
 	h_send(&h, &out, OUT, request("/inside"));
 	h_send(&h, &out, IN, ok);
 	h.now += 1000;
-	jobs_thread_exit(js, 20, 21, h.now);
+	jobs_thread_end(js, 20, 21, SONDE_JOB_NATIVE, h.now);
 	h_send(&h, &out, OUT, request("/after"));
 	h_send(&h, &out, IN, ok);
 	h_send(&h, &in, OUT, ok);

@@ -46,8 +46,9 @@ static size_t merge_arena_bytes(uint32_t ringbuf_bytes)
 }
 
 /* A uprobe watching one process's asyncio tasks (probe_watch_tasks): a
- * uprobe_multi link (Linux 6.6), which takes CAP_BPF and CAP_PERFMON,
- * where a perf event uprobe takes CAP_SYS_ADMIN. libbpf 1.1 predates it,
+ * uprobe_multi link (Linux 6.6), which needs no capability once its
+ * program is loaded, so the agent makes them after dropping its own,
+ * where a perf event uprobe needs CAP_SYS_ADMIN. libbpf 1.1 predates it,
  * hence the raw bpf(2) call. */
 struct task_watch {
 	struct task_watch *next;
@@ -284,9 +285,11 @@ static int set_job_names(struct probe *p, const struct probe_opts *opts)
 
 	for (size_t i = 0; i < opts->njob_names; i++)
 		if (bpf_map_update_elem(fd, &opts->job_names[i], &one, BPF_ANY)) {
+			int err = -errno;
+
 			log_error("entry point %s into job_names: %s", opts->job_names[i].name,
-				  strerror(errno));
-			return -errno;
+				  strerror(-err));
+			return err;
 		}
 	return 0;
 }

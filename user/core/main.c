@@ -43,7 +43,9 @@
 	  "kernel map entries of exited processes deleted") \
 	X(bad_log_records, "bad_log_records", TOTAL, "log records too short, or with logs off") \
 	X(bad_exec_records, "bad_exec_records", TOTAL, \
-	  "exec records shorter than the argv and environment they announce")
+	  "exec records shorter than the argv and environment they announce") \
+	X(tasks_unwatched, "python_tasks_unwatched", TOTAL, \
+	  "CPython processes whose asyncio tasks could not be watched for entry points")
 
 struct agent_stats {
 	AGENT_COUNTERS(COUNTER_FIELD)
@@ -79,6 +81,7 @@ struct agent {
 	uint64_t lost_ringbuf_reported;
 	uint64_t lost_conn_map_reported;
 	uint64_t log_drops_reported;
+	struct log_limit watch_log; /* a failure per process, on a busy host */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -105,21 +108,21 @@ static void on_signal(int sig)
  * are watched by the kernel already. */
 static void watch_tasks(struct agent *a, uint32_t pid, const struct pytask_version *v)
 {
-	char path[PATH_MAX];
-	uint64_t offset;
+	char path[PATH_MAX] = "";
+	uint64_t offset = 0;
 	int err = pytask_task_init(&a->pytask, pid, v, path, sizeof(path), &offset);
 
-	if (err) {
-		log_warn("entry points: no _asyncio.Task.__init__ found for pid %u (%s): its "
-			 "asyncio tasks are not watched", pid, strerror(-err));
-		return;
-	}
-	err = probe_watch_tasks(a->probe, pid, path, offset);
+	if (!err)
+		err = probe_watch_tasks(a->probe, pid, path, offset);
 	if (!err)
 		err = jobs_watch(a->jobs, pid, v);
-	if (err)
-		log_error("entry points: attach uprobe on %s+%#llx for pid %u: %s", path,
-			  (unsigned long long)offset, pid, strerror(-err));
+	if (err) {
+		a->stats.tasks_unwatched++;
+		log_limited(&a->watch_log, LOG_WARN,
+			    "entry points: the asyncio tasks of pid %u are not watched: "
+			    "_asyncio.Task.__init__ at %s+%#llx: %s", pid, path[0] ? path : "(none)",
+			    (unsigned long long)offset, strerror(-err));
+	}
 }
 
 /* A CPython process gets its layout before it serves anything, so that
@@ -218,8 +221,9 @@ static bool on_job_record(struct agent *a, const void *record, size_t size)
 		jobs_start(a->jobs, record);
 		return true;
 	}
-	if (hdr->type == SONDE_EV_JOB_END) {
-		jobs_thread_exit(a->jobs, hdr->tgid, hdr->tid, hdr->ts);
+	if (hdr->type == SONDE_EV_JOB_END && size >= sizeof(struct sonde_exit_event)) {
+		jobs_thread_end(a->jobs, hdr->tgid, hdr->tid,
+				((const struct sonde_exit_event *)record)->exit_status, hdr->ts);
 		return true;
 	}
 	if (hdr->type == SONDE_EV_PROC_EXIT)
@@ -707,6 +711,7 @@ static int start_jobs(struct agent *a, struct probe_opts *popts)
 	if ((err = find_natives(a)))
 		return err;
 	a->jobs = jobs_new(tracker_linker(a->tracker), a->procs, &a->clock, &a->entry_points);
+	a->watch_log = (struct log_limit)LOG_LIMIT_INIT(60, 5);
 	if (!a->jobs)
 		return -ENOMEM;
 	popts->job_names = a->entry_points.python;

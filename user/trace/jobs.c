@@ -1,6 +1,5 @@
 #include "jobs.h"
 
-#include "log.h"
 #include "semconv.h"
 #include "text.h"
 
@@ -18,14 +17,14 @@ const size_t jobs_counter_count = sizeof(jobs_counters) / sizeof(jobs_counters[0
 #define NATIVE_PREFIX "native:"
 /* _asyncio's fut_state values. */
 enum { FUTURE_PENDING, FUTURE_CANCELLED, FUTURE_FINISHED };
-/* The start of a Task the agent reads: past every offset it uses. */
-#define TASK_READ 256
+#define OB_TYPE_AT 8    /* PyObject.ob_type */
 #define TYPE_NAME_AT 24 /* PyTypeObject.tp_name */
+/* The fields of a Task the agent reads lie in its first this many bytes. */
+#define TASK_READ_MAX 256
 /* How often the tasks are read: two reads a task each time (the chain
  * bench's workers, ~24 jobs at once, cost the agent 77 us a request at a
  * look every 20 ms). */
 #define POLL_EVERY_NS (50 * 1000000ull)
-#define OB_TYPE_AT 8    /* PyObject.ob_type */
 
 /* A CPython process whose task jobs can be read. */
 struct job_proc {
@@ -37,6 +36,7 @@ struct job_proc {
 struct job {
 	struct job *next;
 	uint32_t tgid;
+	uint8_t kind; /* enum sonde_job_kind */
 	uint64_t start_ns;
 	uint64_t task_object, coro, code; /* a task job's */
 	struct link_node *node;
@@ -278,9 +278,12 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 		return;
 	}
 	job = calloc(1, sizeof(*job));
-	if (!job)
+	if (!job) {
+		js->stats.lost++;
 		return;
+	}
 	job->tgid = ev->hdr.tgid;
+	job->kind = ev->kind;
 	job->start_ns = ev->hdr.ts;
 	memcpy(job->fields.function, ev->name, sizeof(job->fields.function));
 	job->fields.function[sizeof(job->fields.function) - 1] = '\0';
@@ -297,6 +300,7 @@ void jobs_start(struct jobs *js, const struct sonde_job_event *ev)
 	job->node = linker_job(js->linker, &creator, job->fields.thread,
 			       ev->kind == SONDE_JOB_TASK ? ev->job : 0);
 	if (!job->node) {
+		js->stats.lost++;
 		free(job);
 		return;
 	}
@@ -349,10 +353,11 @@ static void finish(struct jobs *js, struct job **link, uint64_t end_ns, bool fin
 	free(job);
 }
 
-void jobs_thread_exit(struct jobs *js, uint32_t tgid, uint32_t tid, uint64_t ts)
+void jobs_thread_end(struct jobs *js, uint32_t tgid, uint32_t tid, enum sonde_job_kind kind,
+		     uint64_t ts)
 {
 	for (struct job **link = &js->running; *link; link = &(*link)->next)
-		if ((*link)->tgid == tgid && (*link)->fields.thread == tid) {
+		if ((*link)->tgid == tgid && (*link)->fields.thread == tid && (*link)->kind == kind) {
 			finish(js, link, ts, true, NULL);
 			return;
 		}
@@ -410,12 +415,18 @@ enum task_state { TASK_RUNNING, TASK_DONE, TASK_GONE };
 static enum task_state task_state(const struct job *job, char *error, size_t size)
 {
 	const struct pytask_version *v = job->version;
-	unsigned char task[TASK_READ];
+	unsigned char task[TASK_READ_MAX];
+	uint16_t end = v->layout.task_coro;
 	uint64_t code = 0;
 	int32_t state;
 
+	/* No more than the fields: a Task may end its memory's mapping. */
+	if (v->future_state > end)
+		end = v->future_state;
+	if (v->future_exception > end)
+		end = v->future_exception;
 	error[0] = '\0';
-	if (read_memory(job->tgid, job->task_object, task, sizeof(task)) ||
+	if (end + 8u > sizeof(task) || read_memory(job->tgid, job->task_object, task, end + 8u) ||
 	    word_at(task, v->layout.task_coro) != job->coro ||
 	    read_memory(job->tgid, job->coro + v->layout.coro_code, &code, sizeof(code)) ||
 	    code != job->code)

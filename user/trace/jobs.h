@@ -68,6 +68,7 @@ extern const struct proto_ops job_proto;
 	X(failed, "job_spans_failed", TOTAL, "jobs that ended with an exception or were cancelled") \
 	X(vanished, "job_tasks_vanished", TOTAL, \
 	  "job tasks freed between two looks: their outcome unknown") \
+	X(lost, "jobs_lost", TOTAL, "jobs seen start with no memory to follow them") \
 	X(unwatched, "jobs_unwatched", TOTAL, \
 	  "job starts of processes whose tasks cannot be read (no layout)") \
 	X(scoped_out, "jobs_scoped_out", TOTAL, \
@@ -95,9 +96,11 @@ struct jobs *jobs_new(struct linker *linker, struct proc_table *procs,
 /* tgid runs CPython version v: its task jobs are read with v's offsets. */
 int jobs_watch(struct jobs *js, uint32_t tgid, const struct pytask_version *v);
 void jobs_start(struct jobs *js, const struct sonde_job_event *ev);
-/* A thread job's thread exited at ts, or the native entry point it
- * called last returned. */
-void jobs_thread_exit(struct jobs *js, uint32_t tgid, uint32_t tid, uint64_t ts);
+/* A job of thread tid ended at ts: a thread job's thread exited
+ * (SONDE_JOB_THREAD), or the native entry point it called last returned
+ * (SONDE_JOB_NATIVE). */
+void jobs_thread_end(struct jobs *js, uint32_t tgid, uint32_t tid, enum sonde_job_kind kind,
+		     uint64_t ts);
 /* tgid exited at ts: what it ran ends there, and it is forgotten. */
 void jobs_proc_exit(struct jobs *js, uint32_t tgid, uint64_t ts);
 /* Reads the state of every task job, if the last look is 50 ms old;
