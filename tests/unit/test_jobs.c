@@ -93,8 +93,9 @@ static struct sonde_job_event job_event(uint32_t tgid, uint32_t creator, uint64_
 	return ev;
 }
 
-/* A thread started while /start is served: its call is its child. */
-Test(jobs, a_thread_job_is_its_requests_child_and_its_calls_parent)
+/* Process 20's thread 21 serves /start and starts thread 30 running a
+ * job, then answers; out is the connection the job's thread calls on. */
+static struct tconn start_thread_job(void)
 {
 	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
 	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
@@ -108,6 +109,14 @@ Test(jobs, a_thread_job_is_its_requests_child_and_its_calls_parent)
 	jobs_start(js, &ev);
 	h_send(&h, &in, OUT, ok);
 	out.tid = 30;
+	return out;
+}
+
+/* A thread started while /start is served: its call is its child. */
+Test(jobs, a_thread_job_is_its_requests_child_and_its_calls_parent)
+{
+	struct tconn out = start_thread_job();
+
 	h_send(&h, &out, OUT, request("/status"));
 	h_send(&h, &out, IN, ok);
 	h.now += 1000;
@@ -272,19 +281,9 @@ Test(jobs, only_what_the_kernel_marked_is_the_jobs)
  * the job's ids, long before the job ends. */
 Test(jobs, a_job_longer_than_the_hold_limits_keeps_its_calls)
 {
-	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
-	struct sonde_job_event ev;
+	struct tconn out = start_thread_job();
 	char path[16];
 
-	in.tid = 21;
-	h_send(&h, &in, IN, request("/start"));
-	ev = job_event(20, 21, 0, "_backtest_job");
-	ev.kind = SONDE_JOB_THREAD;
-	ev.thread = 30;
-	jobs_start(js, &ev);
-	h_send(&h, &in, OUT, ok);
-	out.tid = 30;
 	for (int i = 0; i < 3; i++) {
 		snprintf(path, sizeof(path), "/report%d", i);
 		h.now += 40 * SEC; /* past wait_ms each time */

@@ -258,45 +258,14 @@ static uint64_t string_address(Elf *elf, const char *text)
 	return 0;
 }
 
-/* The pointer the file puts at address `at` once loaded: a relative
- * relocation's addend (a shared object), or the word there (a program
- * linked at a fixed address). 0: none. */
-static uint64_t pointer_at(Elf *elf, uint64_t at)
+/* Calls fn with each pointer the file puts in memory once loaded, and
+ * its slot: the relative relocations of a shared object, the non-zero
+ * words of the writable data of a program linked at a fixed address;
+ * until fn returns true. */
+static void each_pointer(Elf *elf, bool (*fn)(void *ctx, uint64_t slot, uint64_t value),
+			 void *ctx)
 {
 	Elf_Scn *scn = NULL;
-
-	while ((scn = elf_nextscn(elf, scn))) {
-		Elf_Data *data = elf_getdata(scn, NULL);
-		GElf_Shdr shdr;
-
-		if (!data || !gelf_getshdr(scn, &shdr))
-			continue;
-		if (shdr.sh_type == SHT_RELA && shdr.sh_entsize) {
-			for (size_t i = 0; i < shdr.sh_size / shdr.sh_entsize; i++) {
-				GElf_Rela rela;
-
-				if (gelf_getrela(data, (int)i, &rela) && rela.r_offset == at &&
-				    GELF_R_TYPE(rela.r_info) == R_X86_64_RELATIVE)
-					return (uint64_t)rela.r_addend;
-			}
-		} else if (shdr.sh_type == SHT_PROGBITS && (shdr.sh_flags & SHF_WRITE) &&
-			   at >= shdr.sh_addr && at + PTR_SIZE <= shdr.sh_addr + data->d_size) {
-			uint64_t word;
-
-			memcpy(&word, (const char *)data->d_buf + (at - shdr.sh_addr), PTR_SIZE);
-			if (word)
-				return word;
-		}
-	}
-	return 0;
-}
-
-/* The addresses of the pointer slots holding `target`, as pointer_at
- * reads them, up to max; how many there are. */
-static size_t slots_pointing_to(Elf *elf, uint64_t target, uint64_t *out, size_t max)
-{
-	Elf_Scn *scn = NULL;
-	size_t n = 0;
 
 	while ((scn = elf_nextscn(elf, scn))) {
 		Elf_Data *data = elf_getdata(scn, NULL);
@@ -310,20 +279,62 @@ static size_t slots_pointing_to(Elf *elf, uint64_t target, uint64_t *out, size_t
 
 				if (gelf_getrela(data, (int)i, &rela) &&
 				    GELF_R_TYPE(rela.r_info) == R_X86_64_RELATIVE &&
-				    (uint64_t)rela.r_addend == target && n < max)
-					out[n++] = rela.r_offset;
+				    fn(ctx, rela.r_offset, (uint64_t)rela.r_addend))
+					return;
 			}
 		} else if (shdr.sh_type == SHT_PROGBITS && (shdr.sh_flags & SHF_WRITE)) {
 			for (size_t at = 0; at + PTR_SIZE <= data->d_size; at += PTR_SIZE) {
 				uint64_t word;
 
 				memcpy(&word, (const char *)data->d_buf + at, PTR_SIZE);
-				if (word == target && n < max)
-					out[n++] = shdr.sh_addr + at;
+				if (word && fn(ctx, shdr.sh_addr + at, word))
+					return;
 			}
 		}
 	}
-	return n;
+}
+
+struct pointer_search {
+	uint64_t slot, value;     /* pointer_at: the slot, and what it holds */
+	uint64_t *slots;          /* slots_pointing_to: those holding value */
+	size_t n, max;
+};
+
+static bool is_the_slot(void *ctx, uint64_t slot, uint64_t value)
+{
+	struct pointer_search *s = ctx;
+
+	if (slot != s->slot)
+		return false;
+	s->value = value;
+	return true;
+}
+
+static bool holds_the_value(void *ctx, uint64_t slot, uint64_t value)
+{
+	struct pointer_search *s = ctx;
+
+	if (value == s->value && s->n < s->max)
+		s->slots[s->n++] = slot;
+	return s->n == s->max;
+}
+
+/* The pointer the file puts at address `at` once loaded; 0: none. */
+static uint64_t pointer_at(Elf *elf, uint64_t at)
+{
+	struct pointer_search s = { .slot = at };
+
+	each_pointer(elf, is_the_slot, &s);
+	return s.value;
+}
+
+/* The slots of the pointers to `target`, up to max; how many there are. */
+static size_t slots_pointing_to(Elf *elf, uint64_t target, uint64_t *out, size_t max)
+{
+	struct pointer_search s = { .value = target, .slots = out, .max = max };
+
+	each_pointer(elf, holds_the_value, &s);
+	return s.n;
 }
 
 /* The file offset of an address in an executable segment; 0: none. */
