@@ -158,4 +158,9 @@ Test(config_file, entry_points_are_a_list_checked_before_start_up)
 	cr_expect_str_eq(cfg.entry_points, "python:_training_job,python:Worker.run");
 	cr_expect_eq(parse("SONDE_VERBOSE: 1\nSONDE_ENTRY_POINTS: [train]\n", NULL, &cfg, err), -1);
 	cr_expect(strstr(err, ":2: SONDE_ENTRY_POINTS: \"train\" is not python:QUALNAME"), "%s", err);
+	/* A native one names a function its file has. */
+	cr_expect_eq(parse("SONDE_ENTRY_POINTS: ['native:/bin/sh:no_such_function']\n", NULL, &cfg,
+			   err), -1);
+	cr_expect(strstr(err, ":1: SONDE_ENTRY_POINTS: native:/bin/sh:no_such_function: /bin/sh has "
+			 "no function no_such_function"), "%s", err);
 }

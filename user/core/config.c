@@ -470,6 +470,11 @@ static int check_entry_points(const char *text, char *err, size_t size)
 	if (!eps)
 		return errorf(err, size, "SONDE_ENTRY_POINTS: out of memory");
 	ret = jobs_parse_entry_points(text, eps, err, size);
+	if (!ret) {
+		uint64_t offsets[JOBS_NATIVE_MAX];
+
+		ret = jobs_find_natives(eps, offsets, err, size);
+	}
 	free(eps);
 	return ret;
 }

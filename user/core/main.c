@@ -12,7 +12,6 @@
 #include "metrics.h"
 #include "metrics_export.h"
 #include "privileges.h"
-#include "progfile.h"
 #include "probe.h"
 #include "procinfo.h"
 #include "prometheus.h"
@@ -682,34 +681,21 @@ static int run(struct agent *a)
 	return 0;
 }
 
-/* Where each native entry point's function is in its file. */
-static int find_natives(struct agent *a)
-{
-	for (size_t i = 0; i < a->entry_points.nnative; i++) {
-		const struct native_entry *e = &a->entry_points.native[i];
-		int err = prog_symbol_offset(e->path, e->symbol, &a->natives[i].offset);
-
-		if (err) {
-			log_error("entry point native:%s:%s: no function %s in %s: %s", e->path,
-				  e->symbol, e->symbol, e->path, strerror(-err));
-			return err;
-		}
-		a->natives[i].path = e->path;
-	}
-	return 0;
-}
-
 static int start_jobs(struct agent *a, struct probe_opts *popts)
 {
-	char why[256];
-	int err;
+	uint64_t offsets[JOBS_NATIVE_MAX];
+	char why[512];
 
 	if (jobs_parse_entry_points(a->cfg.entry_points, &a->entry_points, why, sizeof(why))) {
 		log_error("%s", why);
 		return -EINVAL;
 	}
-	if ((err = find_natives(a)))
-		return err;
+	if (jobs_find_natives(&a->entry_points, offsets, why, sizeof(why))) {
+		log_error("%s", why);
+		return -ENOENT;
+	}
+	for (size_t i = 0; i < a->entry_points.nnative; i++)
+		a->natives[i] = (struct probe_native){ a->entry_points.native[i].path, offsets[i] };
 	a->jobs = jobs_new(tracker_linker(a->tracker), a->procs, &a->clock, &a->entry_points);
 	a->watch_log = (struct log_limit)LOG_LIMIT_INIT(60, 5);
 	if (!a->jobs)

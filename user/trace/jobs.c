@@ -1,5 +1,6 @@
 #include "jobs.h"
 
+#include "progfile.h"
 #include "semconv.h"
 #include "text.h"
 
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define JOBS_DESC(...) COUNTER_DESC(struct jobs_stats, __VA_ARGS__)
 const struct counter_desc jobs_counters[] = { JOBS_COUNTERS(JOBS_DESC) };
@@ -201,6 +203,26 @@ int jobs_parse_entry_points(const char *text, struct entry_points *out, char *er
 		if (ret)
 			return ret;
 		at += len + (at[len] == ',');
+	}
+	return 0;
+}
+
+int jobs_find_natives(const struct entry_points *eps, uint64_t *offsets, char *err,
+		      size_t err_size)
+{
+	for (size_t i = 0; i < eps->nnative; i++) {
+		const struct native_entry *e = &eps->native[i];
+		int ret = prog_symbol_offset(e->path, e->symbol, &offsets[i]);
+
+		if (ret && access(e->path, R_OK))
+			snprintf(err, err_size, "SONDE_ENTRY_POINTS: native:%s:%s: cannot read %s: %s",
+				 e->path, e->symbol, e->path, strerror(errno));
+		else if (ret)
+			snprintf(err, err_size, "SONDE_ENTRY_POINTS: native:%s:%s: %s has no function %s%s",
+				 e->path, e->symbol, e->path, e->symbol,
+				 ret == -EINVAL ? " (not an ELF file)" : "");
+		if (ret)
+			return -1;
 	}
 	return 0;
 }

@@ -90,6 +90,11 @@ struct jobs;
 int jobs_parse_entry_points(const char *text, struct entry_points *out, char *err,
 			    size_t err_size);
 
+/* Where each native entry point's function is in its file, into
+ * offsets[eps->nnative]; 0, or -1 with the reason naming the entry. */
+int jobs_find_natives(const struct entry_points *eps, uint64_t *offsets, char *err,
+		      size_t err_size);
+
 /* eps: the configuration's, which outlives the jobs. */
 struct jobs *jobs_new(struct linker *linker, struct proc_table *procs,
 		      const struct wallclock *clock, const struct entry_points *eps);
