@@ -211,13 +211,13 @@ static __always_inline void end_of(struct sock *sk, bool local, struct self_end 
 static __always_inline bool accepted_from_self(struct sonde_conn_key *key)
 {
 	struct sock *sk = tcp_sock_of_fd(key->fd);
-	struct self_end end = {};
+	struct self_conn conn = {};
 
 	if (!sk)
 		return false;
-	end_of(sk, false, &end);
-	return bpf_map_lookup_elem(&self_ends, &end) != NULL;
+	end_of(sk, false, &conn.own);
+	end_of(sk, true, &conn.peer);
+	return bpf_map_lookup_elem(&self_ends, &conn) != NULL;
 }
-
 
 #endif

@@ -75,19 +75,27 @@ struct {
 	__type(value, __u8);
 } not_tcp SEC(".maps");
 
-/* The local ends of sonde's own connections (its exporter's), v4 as
- * v4-mapped v6. A server on this host that accepts one of them, a local
- * collector, is not traced: each export would make a span to export. */
+/* One end of a connection, v4 as v4-mapped v6. */
 struct self_end {
 	__u8 addr[16];
 	__u16 port;
 	__u16 pad;
 };
 
+/* sonde's own connections (its exporter's), by both ends: a server on
+ * this host that accepts one of them, a local collector, is not traced:
+ * each export would make a span to export. Both ends, since another
+ * process's later connection may have the same local port (an exporter
+ * retrying a dead collector leaves hundreds). */
+struct self_conn {
+	struct self_end own;  /* sonde's end */
+	struct self_end peer; /* the collector's */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
-	__type(key, struct self_end);
+	__type(key, struct self_conn);
 	__type(value, __u8);
 } self_ends SEC(".maps");
 

@@ -375,7 +375,7 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct sonde_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
-	struct self_end end = {};
+	struct self_conn conn = {};
 	struct conn_state *state;
 	struct sock *sk;
 	__u8 one = 1;
@@ -392,8 +392,9 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 			loop_connect(state);
 		return 0;
 	}
-	end_of(sk, true, &end);
-	bpf_map_update_elem(&self_ends, &end, &one, BPF_ANY);
+	end_of(sk, true, &conn.own);
+	end_of(sk, false, &conn.peer);
+	bpf_map_update_elem(&self_ends, &conn, &one, BPF_ANY);
 	return 0;
 }
 
