@@ -14,9 +14,6 @@
 #ifndef SONDE_JOBS_BPF_H
 #define SONDE_JOBS_BPF_H
 
-/* Set by the agent before load: entry points are configured. */
-const volatile bool entry_points = false;
-
 /* The entry points' function names: the agent's, set at start. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -24,24 +21,6 @@ struct {
 	__type(key, struct sonde_job_name);
 	__type(value, __u8);
 } job_names SEC(".maps");
-
-/* The tasks running a job, by what names them in events: the code of
- * their coroutine. A task's outermost frame sits in its coroutine, so a
- * later coroutine may have the same address: it is the job's only while
- * it runs the same code (and a new coroutine of the same code is a new
- * job, told again). LRU, as an ended job's entry is never deleted. */
-struct job_task_key {
-	__u32 tgid;
-	__u32 pad;
-	__u64 task;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct job_task_key);
-	__type(value, __u64);
-} job_tasks SEC(".maps");
 
 /* Threads running a job (tid -> tgid), until they exit. LRU because a
  * thread whose exit was missed must not hold an entry for ever. */
@@ -60,12 +39,11 @@ struct {
 	__type(value, struct sonde_job_event);
 } job_scratch SEC(".maps");
 
-/* PyUnicode: length, and the state bits of a compact ASCII string,
- * whose text follows its 48-byte header (the same in every CPython 3). */
+/* PyUnicode: length, and the state bits of a compact ASCII string (the
+ * same in every CPython 3; its text is at PY_ASCII_DATA). */
 #define PY_STR_LENGTH 16
 #define PY_STR_STATE 32
 #define PY_STR_COMPACT_ASCII 0x60
-#define PY_ASCII_DATA 48
 
 /* A str's text into out (SONDE_JOB_NAME_MAX bytes, zeroed): false when it
  * is not a compact ASCII string that fits. */
@@ -102,35 +80,23 @@ static __always_inline struct sonde_job_event *job_event(enum sonde_job_kind kin
 	return ev;
 }
 
-/* The task an event names, marked (its lowest bit set: frames are
- * aligned) when it runs a job: its outermost frame is a job's, and runs
- * the job's code. A global function, verified once. */
-__noinline __u64 job_task_mark(__u32 tgid, __u64 task)
+/* Sent with the task the starting thread runs (of a CPython process):
+ * read now, from the frames that start the job. */
+static __always_inline void job_send(void *ctx, struct sonde_py_layout *py,
+				     struct sonde_job_event *ev)
 {
-	struct job_task_key key = { .tgid = tgid, .task = task };
-	struct sonde_py_layout *py;
-	__u64 *code;
-
-	if (!task || task == SONDE_TASK_UNKNOWN)
-		return task;
-	code = bpf_map_lookup_elem(&job_tasks, &key);
-	if (!code)
-		return task;
-	py = bpf_map_lookup_elem(&py_procs, &tgid);
-	if (!py || read_user_ptr(task + py->frame_code) != *code)
-		return task;
-	return task | SONDE_TASK_JOB;
+	if (py)
+		ev->creator_task = python_event_task(py);
+	submit(ctx, ev, sizeof(*ev));
 }
 
-/* Sent when ev->name is an entry point's, with the task the starting
- * thread runs: read now, from the frames that start the job. */
+/* Sent when ev->name is an entry point's. */
 static __always_inline bool job_start(void *ctx, struct sonde_py_layout *py,
 				      struct sonde_job_event *ev)
 {
 	if (!bpf_map_lookup_elem(&job_names, ev->name))
 		return false;
-	ev->creator_task = job_task_mark(ev->hdr.tgid, python_event_task(py));
-	submit(ctx, ev, sizeof(*ev));
+	job_send(ctx, py, ev);
 	return true;
 }
 
@@ -161,23 +127,6 @@ int job_task_init(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Whether code is threading's Thread.start: by its name once, then by
- * address. */
-static __always_inline bool is_thread_start(struct sonde_py_layout *py, __u64 code)
-{
-	__u64 name;
-
-	if (!code)
-		return false;
-	if (py->seen[PY_SEEN_THREAD_START])
-		return py->seen[PY_SEEN_THREAD_START] == code;
-	name = read_user_ptr(code + py->code_qualname);
-	if (!name || !py_name_is(name + PY_ASCII_DATA, PY_SEEN_THREAD_START))
-		return false;
-	py->seen[PY_SEEN_THREAD_START] = code;
-	return true;
-}
-
 /* The function a thread being started will run: the frame making the
  * clone is Thread.start's (the C start_new_thread it calls has no frame),
  * whose self's _target it is. 0 when that is not what runs. */
@@ -186,7 +135,8 @@ static __always_inline __u64 thread_target(struct sonde_py_layout *py, __u32 tid
 	__u64 frame = py_thread_frame(py, tid);
 	__u64 code, previous, self, values, target;
 
-	if (!frame || read_frame(py, frame, &code, &previous) || !is_thread_start(py, code))
+	if (!frame || read_frame(py, frame, &code, &previous) ||
+	    !py_seen_is(py, code, PY_SEEN_THREAD_START))
 		return 0;
 	self = read_user_ptr(frame + py->frame_locals);
 	values = self ? read_user_ptr(self - py->values_before) : 0;
@@ -223,17 +173,14 @@ int BPF_PROG(job_thread_fork, struct task_struct *parent, struct task_struct *ch
 SEC("uprobe")
 int job_native_entry(struct pt_regs *ctx)
 {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sonde_job_event *ev;
-	struct sonde_py_layout *py;
-	__u32 tgid;
 
-	if (bpf_get_current_pid_tgid() >> 32 == self_tgid)
+	if (tgid == self_tgid)
 		return 0;
 	ev = job_event(SONDE_JOB_NATIVE);
 	if (!ev)
 		return 0;
-	tgid = ev->hdr.tgid;
-	ev->thread = ev->hdr.tid;
 	ev->entry_point = (__u32)bpf_get_attach_cookie(ctx);
 	ev->args[0] = ctx->di;
 	ev->args[1] = ctx->si;
@@ -241,10 +188,7 @@ int job_native_entry(struct pt_regs *ctx)
 	ev->args[3] = ctx->cx;
 	ev->args[4] = ctx->r8;
 	ev->args[5] = ctx->r9;
-	py = bpf_map_lookup_elem(&py_procs, &tgid);
-	if (py)
-		ev->creator_task = job_task_mark(tgid, python_event_task(py));
-	submit(ctx, ev, sizeof(*ev));
+	job_send(ctx, bpf_map_lookup_elem(&py_procs, &tgid), ev);
 	return 0;
 }
 

@@ -115,6 +115,8 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid
 #define PY_METHOD_SELF 24
 #define PY_PARTIAL_ARGS 24
 #define PY_NAME_MAX 32
+/* A compact ASCII str's text follows its 48-byte header. */
+#define PY_ASCII_DATA 48
 
 /* sonde_py_layout.seen: what each entry holds once recognised. */
 enum py_seen {
@@ -169,8 +171,23 @@ __noinline int py_name_is(__u64 addr, __u32 which)
 	return 0;
 }
 
-/* Whether addr (a type object, or a method definition for
- * PY_SEEN_WAKEUP) is the one named: by address once it has been seen. */
+/* Where the name of addr (a type object; a method definition for
+ * PY_SEEN_WAKEUP; a code object, whose __qualname__ is a str, for
+ * PY_SEEN_THREAD_START) is. */
+static __always_inline __u64 py_name_of(const struct sonde_py_layout *py, __u64 addr,
+					enum py_seen which)
+{
+	__u64 str;
+
+	if (which == PY_SEEN_WAKEUP)
+		return read_user_ptr(addr);
+	if (which != PY_SEEN_THREAD_START)
+		return read_user_ptr(addr + PY_TP_NAME);
+	str = read_user_ptr(addr + py->code_qualname);
+	return str ? str + PY_ASCII_DATA : 0;
+}
+
+/* Whether addr is the object named: by address once it has been seen. */
 static __always_inline bool py_seen_is(struct sonde_py_layout *py, __u64 addr,
 				       enum py_seen which)
 {
@@ -180,7 +197,7 @@ static __always_inline bool py_seen_is(struct sonde_py_layout *py, __u64 addr,
 		return false;
 	if (py->seen[which])
 		return py->seen[which] == addr;
-	name_at = read_user_ptr(addr + (which == PY_SEEN_WAKEUP ? 0 : PY_TP_NAME));
+	name_at = py_name_of(py, addr, which);
 	if (!py_name_is(name_at, which))
 		return false;
 	py->seen[which] = addr;
@@ -319,17 +336,56 @@ __noinline __u64 python_task(const struct sonde_py_layout *py, __u64 *below)
 	return py_task(py, (__u32)bpf_get_current_pid_tgid(), below ? below : &unused);
 }
 
+/* The tasks running a job (bpf/jobs.bpf.h), by what names them in
+ * events: the code of their coroutine. A task's outermost frame sits in
+ * its coroutine, so a later coroutine may have the same address: it is
+ * the job's only while it runs the same code (and a new coroutine of the
+ * same code is a new job, told again). LRU, as an ended job's entry is
+ * never deleted. */
+struct job_task_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 task;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct job_task_key);
+	__type(value, __u64);
+} job_tasks SEC(".maps");
+
+/* The task of the current process, marked (its lowest bit set: frames
+ * are aligned) when it runs a job: its outermost frame is a job's, and
+ * runs the job's code. A global function, verified once; it must allow
+ * for a NULL py. */
+__noinline __u64 job_task_mark(const struct sonde_py_layout *py, __u64 task)
+{
+	struct job_task_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .task = task };
+	__u64 *code;
+
+	if (!py || !task || task == SONDE_TASK_UNKNOWN)
+		return task;
+	code = bpf_map_lookup_elem(&job_tasks, &key);
+	if (!code || read_user_ptr(task + py->frame_code) != *code)
+		return task;
+	return task | SONDE_TASK_JOB;
+}
+
 /* The task an event names: the outermost of those awaiting the running
- * one. The two walks are called one after the other, not one from the
- * other, so that the programs' stack and theirs stay within bounds. */
+ * one, marked when it runs a job. The walks are called one after the
+ * other, not one from the other, so that the programs' stack and theirs
+ * stay within bounds. */
 static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 {
 	__u64 below = 0;
 	__u64 task = python_task(py, &below);
 
-	if (!task || task == SONDE_TASK_UNKNOWN || !below)
+	if (!task || task == SONDE_TASK_UNKNOWN)
 		return task;
-	return py_outermost_task(py, task, below);
+	if (below)
+		task = py_outermost_task(py, task, below);
+	return entry_points ? job_task_mark(py, task) : task;
 }
 
 /* Only the start of what a process sends needs its task: the request

@@ -58,6 +58,9 @@ const volatile __u64 log_write_cost_ns = 1000000000ULL / 10000;
 /* Processes whose connections are never traced, by comm. */
 const volatile __u32 excluded_count = 0;
 const volatile char excluded_comms[SONDE_EXCLUDE_MAX][SONDE_COMM_LEN] = {};
+/* Entry points are configured (bpf/jobs.bpf.h): jobs are told, and the
+ * tasks that run them marked. */
+const volatile bool entry_points = false;
 
 #include "maps.bpf.h"
 #include "capture.bpf.h"
@@ -111,8 +114,6 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	}
 	else
 		ev->task = current_task(key->tgid, ev);
-	if (entry_points && !state->nginx && !state->loop)
-		ev->task = job_task_mark(key->tgid, ev->task);
 	if (captured < len)
 		count(SONDE_CNT_TRUNCATED);
 	if (captured > SONDE_CAPTURE_MAX || tail > SONDE_TAIL_MAX)
@@ -190,8 +191,6 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	ev->proto = 0;
 	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
 	ev->task = py ? python_event_task(py) : loop_log_task(main_thread_loop());
-	if (py && entry_points)
-		ev->task = job_task_mark(key->tgid, ev->task);
 	if (captured < len)
 		count(SONDE_CNT_LOG_TRUNCATED);
 	count(SONDE_CNT_LOG_WRITES);

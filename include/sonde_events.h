@@ -294,8 +294,8 @@ struct sonde_job_event {
 	                       when it is done; THREAD: 0 */
 	__u64 code;         /* TASK: its coroutine's code object, which the
 	                       task keeps for its life; THREAD: 0 */
-	__u32 thread;       /* THREAD: the new thread's id; NATIVE: the
-	                       calling thread's (hdr.tid); TASK: 0 */
+	__u32 thread;       /* THREAD: the new thread's id; TASK, NATIVE: 0
+	                       (a native call's thread is hdr.tid's) */
 	__u8 kind;          /* enum sonde_job_kind */
 	__u8 pad[3];
 	char name[SONDE_JOB_NAME_MAX]; /* TASK, THREAD: the function's

@@ -317,7 +317,6 @@ Test(jobs, a_native_call_holds_its_threads_calls_until_it_returns)
 	h_send(&h, &in, IN, request("/predict"));
 	ev = job_event(20, 21, 0, "");
 	ev.kind = SONDE_JOB_NATIVE;
-	ev.thread = 21;
 	ev.args[2] = 1200;
 	jobs_start(js, &ev);
 	h_send(&h, &out, OUT, request("/inside"));

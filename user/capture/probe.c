@@ -165,10 +165,9 @@ static int attach_all(struct probe *p)
 		const char *section = bpf_program__section_name(prog);
 		struct bpf_link *link;
 
-		/* uprobe_multi links: per process (probe_watch_tasks), per entry
-		 * point (attach_natives). */
-		if (!bpf_program__autoload(prog) || prog == p->skel->progs.job_task_init ||
-		    prog == p->skel->progs.job_native_entry || prog == p->skel->progs.job_native_return)
+		/* A uprobe has no target of its own: linked per process
+		 * (probe_watch_tasks) or per entry point (attach_natives). */
+		if (!bpf_program__autoload(prog) || strcmp(section, "uprobe") == 0)
 			continue;
 		if (p->nlinks >= PROBE_LINKS_MAX) {
 			log_error("attach %s: more programs than PROBE_LINKS_MAX", section);

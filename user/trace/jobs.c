@@ -274,7 +274,7 @@ static void describe_native(const struct native_entry *e, const struct sonde_job
 			    struct job_span *out)
 {
 	text_copy(out->function, sizeof(out->function), e->symbol);
-	out->thread = ev->thread;
+	out->thread = ev->hdr.tid;
 	out->nargs = e->nargs;
 	for (unsigned i = 0; i < e->nargs; i++) {
 		memcpy(out->attr[i], e->attr[i], sizeof(out->attr[i]));
