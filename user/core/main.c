@@ -172,7 +172,7 @@ static bool look_at_loop(struct agent *a, uint32_t pid, const struct prog_file *
  * news. */
 static bool look_at_program(struct agent *a, uint32_t pid, bool at_exec)
 {
-	struct prog_file exe;
+	struct prog_file exe = { 0 };
 	int err = prog_exe(&a->prog_files, pid, &exe);
 
 	if (err) {

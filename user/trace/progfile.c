@@ -379,36 +379,53 @@ static int find_type_init(Elf *elf, const char *type_name, uint32_t tp_init_at, 
 	return *out ? 0 : -ENOENT;
 }
 
-/* An ELF file, read from fd (closed by the caller); NULL when it is not
- * one. */
-static Elf *elf_of(int fd)
-{
-	Elf *elf;
-
-	elf_version(EV_CURRENT);
-	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-	if (elf && elf_kind(elf) != ELF_K_ELF) {
-		elf_end(elf);
-		return NULL;
-	}
-	return elf;
-}
-
-int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
-		   uint64_t *file_offset)
+/* Calls fn with the ELF file at path; its result, -errno when the file
+ * cannot be opened, -EINVAL when it is not ELF. */
+static int with_elf(const char *path, int (*fn)(Elf *elf, void *ctx), void *ctx)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	Elf *elf;
-	int err;
+	int err = -EINVAL;
 
 	if (fd < 0)
 		return -errno;
-	elf = elf_of(fd);
-	err = elf ? find_type_init(elf, type_name, tp_init_at, file_offset) : -EINVAL;
+	elf_version(EV_CURRENT);
+	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	if (elf && elf_kind(elf) == ELF_K_ELF)
+		err = fn(elf, ctx);
 	if (elf)
 		elf_end(elf);
 	close(fd);
 	return err;
+}
+
+/* What CPython's _asyncio.Task.__init__ is found through. */
+#define PY_TASK_TYPE "_asyncio.Task"
+
+struct type_init_search {
+	uint32_t tp_init_at;
+	uint64_t offset;
+};
+
+static int find_task_init(Elf *elf, void *ctx)
+{
+	struct type_init_search *s = ctx;
+
+	return find_type_init(elf, PY_TASK_TYPE, s->tp_init_at, &s->offset);
+}
+
+const struct prog_file *prog_py_task_init(struct prog_files *pf, const char *path,
+					  uint32_t tp_init_at)
+{
+	struct prog_file *file = (struct prog_file *)prog_file_at(pf, path);
+	struct type_init_search search = { tp_init_at, 0 };
+
+	if (!file || file->py_task_init_read)
+		return file;
+	file->py_task_init_read = true;
+	if (with_elf(path, find_task_init, &search) == 0)
+		file->py_task_init = search.offset;
+	return file;
 }
 
 /* ---- a function's offset ------------------------------------------------- */
@@ -438,22 +455,26 @@ static uint64_t function_in(Elf *elf, uint32_t type, const char *symbol)
 	return 0;
 }
 
+struct function_search {
+	const char *symbol;
+	uint64_t offset;
+};
+
+static int find_function(Elf *elf, void *ctx)
+{
+	struct function_search *s = ctx;
+
+	s->offset = function_in(elf, SHT_DYNSYM, s->symbol);
+	if (!s->offset)
+		s->offset = function_in(elf, SHT_SYMTAB, s->symbol);
+	return s->offset ? 0 : -ENOENT;
+}
+
 int prog_symbol_offset(const char *path, const char *symbol, uint64_t *file_offset)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	Elf *elf;
-	int err = -EINVAL;
+	struct function_search search = { symbol, 0 };
+	int err = with_elf(path, find_function, &search);
 
-	if (fd < 0)
-		return -errno;
-	elf = elf_of(fd);
-	if (elf) {
-		*file_offset = function_in(elf, SHT_DYNSYM, symbol);
-		if (!*file_offset)
-			*file_offset = function_in(elf, SHT_SYMTAB, symbol);
-		err = *file_offset ? 0 : -ENOENT;
-		elf_end(elf);
-	}
-	close(fd);
+	*file_offset = search.offset;
 	return err;
 }

@@ -23,6 +23,9 @@ struct prog_file {
 	                          relocation; 0: none */
 	uint32_t uv_version;   /* what uv_version() returns (0x012e00 is
 	                          1.46.0); 0: unknown */
+	bool py_task_init_read; /* py_task_init is (prog_py_task_init) */
+	uint64_t py_task_init; /* file offset of _asyncio.Task's __init__;
+	                          0: none, or not read */
 };
 
 struct prog_files {
@@ -41,14 +44,15 @@ const struct prog_file *prog_file_at(struct prog_files *pf, const char *path);
  * it cannot be opened (-ENOENT: the process is gone). */
 int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out);
 
-/* The file offset of the function in the tp_init slot of the statically
- * allocated type object named type_name (its tp_name) in the ELF file at
- * path; tp_init_at: that slot's offset in PyTypeObject. Found through the
+/* The file at path (prog_file_at) with py_task_init read, once per file:
+ * the file offset of _asyncio.Task's __init__, the function in the tp_init
+ * slot (tp_init_at: that slot's offset in PyTypeObject) of the statically
+ * allocated type object named "_asyncio.Task". Found through the
  * relocations of a shared object, or the data of a program linked at a
- * fixed address: no symbol is needed. -ENOENT when the file has no such
- * type, -EINVAL when it is not ELF or names more than one. */
-int prog_type_init(const char *path, const char *type_name, uint32_t tp_init_at,
-		   uint64_t *file_offset);
+ * fixed address: no symbol is needed. NULL (errno set) when the file
+ * cannot be opened. */
+const struct prog_file *prog_py_task_init(struct prog_files *pf, const char *path,
+					  uint32_t tp_init_at);
 
 /* The file offset of the function named symbol (dynamic symbols first,
  * then the full table) in the ELF file at path; -ENOENT when it has none,

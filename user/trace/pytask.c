@@ -149,6 +149,18 @@ static int asyncio_module_path(const char *root, const char *interpreter,
 	return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
 }
 
+/* A file's _asyncio.Task.__init__, read once per file. */
+static int task_init_in(struct pytask *pt, const char *path, const struct pytask_version *v,
+			uint64_t *offset)
+{
+	const struct prog_file *file = prog_py_task_init(pt->files, path, v->tp_init);
+
+	if (!file)
+		return -errno;
+	*offset = file->py_task_init;
+	return *offset ? 0 : -ENOENT;
+}
+
 int pytask_task_init(struct pytask *pt, uint32_t pid, const struct pytask_version *version,
 		     char *path, size_t path_size, uint64_t *offset)
 {
@@ -164,10 +176,10 @@ int pytask_task_init(struct pytask *pt, uint32_t pid, const struct pytask_versio
 	interpreter[len] = '\0';
 	err = asyncio_module_path(root, interpreter, version, path, path_size);
 	if (!err)
-		err = prog_type_init(path, "_asyncio.Task", version->tp_init, offset);
+		err = task_init_in(pt, path, version, offset);
 	if (err) { /* built in */
 		snprintf(path, path_size, "%s", link);
-		err = prog_type_init(path, "_asyncio.Task", version->tp_init, offset);
+		err = task_init_in(pt, path, version, offset);
 	}
 	if (err)
 		pt->stats.no_task_init++;
