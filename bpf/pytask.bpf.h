@@ -391,9 +391,12 @@ static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 /* Only the start of what a process sends needs its task: the request
  * head a client writes and the response head a server writes. The walk
  * costs microseconds, so HTTP body writes skip it; every write of a
- * database client is a command or part of one. A global function,
- * verified once rather than on every path of the data programs; it must
- * allow for a NULL ev. */
+ * database client is a command or part of one. A response head skips it
+ * too until the process has asked for a task elsewhere (tasks_used): a
+ * job's creator is matched to its request whenever the job starts, so
+ * entry points keep every walk. A global function, verified once rather
+ * than on every path of the data programs; it must allow for a NULL
+ * ev. */
 __noinline __u64 current_task(__u32 tgid, const struct sonde_data_event *ev)
 {
 	struct sonde_py_layout *py;
@@ -403,7 +406,15 @@ __noinline __u64 current_task(__u32 tgid, const struct sonde_data_event *ev)
 	py = bpf_map_lookup_elem(&py_procs, &tgid);
 	if (!py)
 		return 0;
-	if (ev->proto == SONDE_PROTO_HTTP1 && !is_http1_start(ev->data, ev->captured))
+	if (ev->proto != SONDE_PROTO_HTTP1) {
+		py->tasks_used = 1;
+		return python_event_task(py);
+	}
+	if (!is_http1_start(ev->data, ev->captured))
+		return SONDE_TASK_UNKNOWN;
+	if (!is_http1_status_line(ev->data, ev->captured))
+		py->tasks_used = 1;
+	else if (!py->tasks_used && !entry_points)
 		return SONDE_TASK_UNKNOWN;
 	return python_event_task(py);
 }

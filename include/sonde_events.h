@@ -203,7 +203,9 @@ struct sonde_data_event {
 	                   SONDE_TASK_UNKNOWN when the walk failed, or was
 	                   not made because the data does not start an HTTP
 	                   request or status line (only a message start's
-	                   task is used) */
+	                   task is used), or starts a response of a process
+	                   no task has been asked of yet (see tasks_used in
+	                   struct sonde_py_layout) */
 	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX] __attribute__((aligned(8)));
 };
 
@@ -317,7 +319,7 @@ struct sonde_exit_event {
 struct sonde_close_event {
 	struct sonde_event_header hdr;
 	__u8 reason; /* enum sonde_close_reason */
-	__u8 pad[7];
+	__u8 pad;
 };
 
 /* Value of the py_procs map (key: tgid), written by the agent for each
@@ -359,7 +361,16 @@ struct sonde_py_layout {
 	__u16 coro_code;        /* PyCoroObject.cr_code */
 	__u16 thread_target;    /* threading.Thread's _target in its values
 	                           (bytes) */
-	__u16 pad[1];
+	__u8 tasks_used;        /* Written by the kernel, 0 from the agent: 1
+	                           once an event of the process other than a
+	                           response head carried a task (a request or
+	                           command it sent, a log line). A response's
+	                           task is matched only to what its request did
+	                           before it, whose walks come first: until
+	                           then, and so in a service that neither calls
+	                           out nor logs, response heads skip the walk
+	                           (unless entry points are configured). */
+	__u8 pad;
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */

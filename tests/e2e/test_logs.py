@@ -11,11 +11,12 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, PYTHON, Agent, Receiver, curl, free_port, wait_port
+from conftest import APPS, PYTHON, Agent, Receiver, Uvicorn, curl, free_port, wait_port
 
 
 def request_id_of(span):
@@ -126,6 +127,29 @@ def test_every_line_carries_its_request_whatever_stdout_is(traced, workdir, mode
     ticks = [r for r in rx.log_records() if re.fullmatch(r"tick \d+", r["body"] or "")]
     assert ticks, "the background thread's lines are records too"
     assert all(not r["trace_id"] and not r["span_id"] for r in ticks), "written outside requests"
+
+
+def test_asyncio_lines_carry_their_request_from_the_first(traced):
+    """A service that calls nothing and only logs, on asyncio: its first
+    16 requests at once, interleaved on one thread. The kernel reads a
+    response's task only once the process has needed one elsewhere (a
+    line, a call): every line still carries its own request's span."""
+    agent, rx = traced
+    app = Uvicorn("e2e-log-app", "log_app:app")
+    try:
+        rids = [f"first-{uuid.uuid4().hex[:10]}" for _ in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(
+                lambda rid: curl(f"http://127.0.0.1:{app.port}/item?request_id={rid}"), rids))
+        assert codes == ["200"] * len(rids)
+        records = wait_records(rx, rids, len(rids))
+    finally:
+        app.stop()
+    assert len(records) == len(rids), [r["body"] for r in records]
+    for rid in rids:
+        span = server_span(rx, rid)
+        line = next(r for r in records if f"request_id={rid} " in r["body"])
+        assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"]), line
 
 
 def test_structured_lines_a_traceback_and_redaction(traced, workdir):
