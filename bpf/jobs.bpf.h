@@ -134,8 +134,9 @@ static __always_inline __u64 thread_target(struct sonde_py_layout *py, __u32 tid
 {
 	__u64 frame = py_thread_frame(py, tid);
 	__u64 code, previous, self, values, target;
+	__u8 owner;
 
-	if (!frame || read_frame(py, frame, &code, &previous) ||
+	if (!frame || read_frame(py, frame, &code, &previous, &owner) ||
 	    !py_seen_is(py, code, PY_SEEN_THREAD_START))
 		return 0;
 	self = read_user_ptr(frame + py->frame_locals);

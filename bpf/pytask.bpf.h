@@ -45,50 +45,71 @@ __noinline __u64 py_thread_frame(const struct sonde_py_layout *py, __u32 tid)
 	return 0;
 }
 
-/* A frame's code object and the frame below it, in one read: both sit in
- * the first SONDE_PY_FRAME_HEAD bytes of _PyInterpreterFrame, and a user
- * memory read costs about as much for 64 bytes as for 8. */
+/* A frame's code object, the frame below it and its owner, in one read:
+ * all three sit in the first SONDE_PY_FRAME_HEAD bytes of
+ * _PyInterpreterFrame, and a user memory read costs about as much for 72
+ * bytes as for 8. */
 static __always_inline int read_frame(const struct sonde_py_layout *py, __u64 frame, __u64 *code,
-				      __u64 *previous)
+				      __u64 *previous, __u8 *owner)
 {
 	__u64 head[SONDE_PY_FRAME_HEAD / 8];
+	__u32 at_code = py->frame_code / 8, at_previous = py->frame_previous / 8;
+	__u32 at_owner = py->frame_owner;
 
-	if (bpf_probe_read_user(head, sizeof(head), (const void *)frame))
+	if (at_code >= SONDE_PY_FRAME_HEAD / 8 || at_previous >= SONDE_PY_FRAME_HEAD / 8 ||
+	    at_owner >= SONDE_PY_FRAME_HEAD ||
+	    bpf_probe_read_user(head, sizeof(head), (const void *)frame))
 		return -1;
-	*code = head[(py->frame_code / 8) & (SONDE_PY_FRAME_HEAD / 8 - 1)];
-	*previous = head[(py->frame_previous / 8) & (SONDE_PY_FRAME_HEAD / 8 - 1)];
+	*code = head[at_code];
+	*previous = head[at_previous];
+	*owner = ((const __u8 *)head)[at_owner];
 	return 0;
+}
+
+/* Whether a code object is a coroutine's (or an async generator's). */
+static __always_inline bool py_code_is_async(const struct sonde_py_layout *py, __u64 code)
+{
+	__u32 flags = 0;
+
+	if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)(code + py->code_flags)))
+		return false;
+	return flags & PY_CO_ASYNC_FLAGS;
 }
 
 /* The task a CPython thread runs, read from the frames of the call in
  * progress: the GIL is released during the syscall, but the thread's
- * frame chain stays as it was. A task's coroutine frames sit on top of
- * the event loop's own (plain) frames, so the outermost coroutine frame
- * before them is the task's root coroutine, embedded in the coroutine
- * object: its address names the task for as long as the task lives.
- * *below: the loop's frame under it. */
-static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u32 tid, __u64 *below)
+ * frame chain stays as it was. A task's coroutine frames, each owned by
+ * its coroutine object, sit on top of the event loop's own frames, so
+ * the outermost of the first run of generator-owned frames is the task's
+ * root coroutine, embedded in the coroutine object: its address names
+ * the task for as long as the task lives. Only that frame's code is read,
+ * to pass over a run rooted in a plain generator. frame: the thread's
+ * (py_thread_frame); *below: the loop's frame under the root. */
+static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below)
 {
-	__u64 frame = py_thread_frame(py, tid), task = 0;
+	__u64 root = 0, root_code = 0;
 
 	*below = 0;
 	if (!frame)
 		return SONDE_TASK_UNKNOWN;
 	for (__u32 i = 0; i < SONDE_PY_FRAMES_MAX; i++) {
-		__u64 code, previous;
-		__u32 flags = 0;
+		__u64 code = 0, previous = 0;
+		__u8 owner = 0;
 
-		if (!frame)
-			return task;
-		if (read_frame(py, frame, &code, &previous) || !code ||
-		    bpf_probe_read_user(&flags, sizeof(flags), (const void *)(code + py->code_flags)))
+		if (frame && read_frame(py, frame, &code, &previous, &owner))
 			return SONDE_TASK_UNKNOWN;
-		if (flags & PY_CO_ASYNC_FLAGS) {
-			task = frame;
-		} else if (task) {
-			*below = frame;
-			return task;
+		if (frame && owner == SONDE_PY_OWNED_BY_GENERATOR) {
+			root = frame;
+			root_code = code;
+		} else if (root) {
+			if (py_code_is_async(py, root_code)) {
+				*below = frame;
+				return root;
+			}
+			root = 0;
 		}
+		if (!frame)
+			return 0;
 		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
@@ -323,17 +344,17 @@ __noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64
 	return root;
 }
 
-/* The running task's root frame, and the event loop's frame under it in
- * *below. A global function, so that the verifier checks the walks once
- * rather than on every path of every program that reaches them. It is
- * verified on its own, so it must allow for NULL pointers. */
-__noinline __u64 python_task(const struct sonde_py_layout *py, __u64 *below)
+/* The root frame of the task running `frame`, and the event loop's frame
+ * under it in *below. A global function, so that the verifier checks the
+ * walks once rather than on every path of every program that reaches
+ * them. It is verified on its own, so it must allow for NULL pointers. */
+__noinline __u64 python_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below)
 {
 	__u64 unused;
 
 	if (!py)
 		return SONDE_TASK_UNKNOWN;
-	return py_task(py, (__u32)bpf_get_current_pid_tgid(), below ? below : &unused);
+	return py_task(py, frame, below ? below : &unused);
 }
 
 /* The tasks running a job (bpf/jobs.bpf.h), by what names them in
@@ -373,13 +394,13 @@ __noinline __u64 job_task_mark(const struct sonde_py_layout *py, __u64 task)
 }
 
 /* The task an event names: the outermost of those awaiting the running
- * one, marked when it runs a job. The walks are called one after the
- * other, not one from the other, so that the programs' stack and theirs
- * stay within bounds. */
+ * one, marked when it runs a job. The walks (the thread's frame among
+ * them) are called one after the other, not one from the other, so that
+ * the programs' stack and theirs stay within bounds. */
 static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 {
-	__u64 below = 0;
-	__u64 task = python_task(py, &below);
+	__u64 frame = py_thread_frame(py, (__u32)bpf_get_current_pid_tgid()), below = 0;
+	__u64 task = python_task(py, frame, &below);
 
 	if (!task || task == SONDE_TASK_UNKNOWN)
 		return task;

@@ -76,8 +76,12 @@ enum sonde_event_type {
  * integer argument registers). */
 #define SONDE_JOB_ARGS_MAX 6
 /* The walk reads this many bytes at the start of each frame: frame_code
- * and frame_previous must be 8-byte aligned offsets below it. */
-#define SONDE_PY_FRAME_HEAD 64
+ * and frame_previous must be 8-byte aligned offsets below it, and
+ * frame_owner below it. */
+#define SONDE_PY_FRAME_HEAD 72
+/* _PyInterpreterFrame.owner of a generator's or coroutine's frame (the
+ * frame lives in the generator object). */
+#define SONDE_PY_OWNED_BY_GENERATOR 1
 /* Events of one epoll_wait of a libuv loop whose callbacks the kernel
  * follows (struct sonde_loop); callbacks past them get no task. */
 #define SONDE_LOOP_BATCH_MAX 64
@@ -319,7 +323,7 @@ struct sonde_exit_event {
 struct sonde_close_event {
 	struct sonde_event_header hdr;
 	__u8 reason; /* enum sonde_close_reason */
-	__u8 pad;
+	__u8 pad[7];
 };
 
 /* Value of the py_procs map (key: tgid), written by the agent for each
@@ -336,6 +340,8 @@ struct sonde_py_layout {
 	__u16 cframe_frame;     /* _PyCFrame.current_frame */
 	__u16 frame_previous;   /* _PyInterpreterFrame.previous (< SONDE_PY_FRAME_HEAD) */
 	__u16 frame_code;       /* _PyInterpreterFrame.f_code (< SONDE_PY_FRAME_HEAD) */
+	__u16 frame_owner;      /* _PyInterpreterFrame.owner, a byte
+	                           (< SONDE_PY_FRAME_HEAD) */
 	__u16 code_flags;       /* PyCodeObject.co_flags */
 	/* The tasks awaiting the running one, followed up to the outermost
 	 * (a gather's or an awaited child's task names its awaiting
@@ -370,7 +376,7 @@ struct sonde_py_layout {
 	                           then, and so in a service that neither calls
 	                           out nor logs, response heads skip the walk
 	                           (unless entry points are configured). */
-	__u8 pad;
+	__u8 pad[7];
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */

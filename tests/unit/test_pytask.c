@@ -37,6 +37,8 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	cr_expect_eq(l->cframe_frame, offsetof(_PyCFrame, current_frame));
 	cr_expect_eq(l->frame_previous, offsetof(_PyInterpreterFrame, previous));
 	cr_expect_eq(l->frame_code, offsetof(_PyInterpreterFrame, f_code));
+	cr_expect_eq(l->frame_owner, offsetof(_PyInterpreterFrame, owner));
+	cr_expect_eq(SONDE_PY_OWNED_BY_GENERATOR, FRAME_OWNED_BY_GENERATOR);
 	cr_expect_eq(l->code_flags, offsetof(PyCodeObject, co_flags));
 	cr_expect_eq(l->frame_locals, offsetof(_PyInterpreterFrame, localsplus));
 	cr_expect_eq(l->coro_iframe, offsetof(PyCoroObject, cr_iframe));
@@ -46,11 +48,12 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	cr_expect_eq(l->coro_qualname, offsetof(PyCoroObject, cr_qualname));
 	cr_expect_eq(l->coro_code, offsetof(PyCoroObject, cr_code));
 	cr_expect_eq(v->tp_init, offsetof(PyTypeObject, tp_init));
-	/* The kernel reads both in the frame's first SONDE_PY_FRAME_HEAD bytes. */
+	/* The kernel reads all three in the frame's first SONDE_PY_FRAME_HEAD bytes. */
 	for (unsigned i = 0; i < pytask_nversions; i++) {
 		l = &pytask_versions[i].layout;
 		cr_expect(l->frame_code % 8 == 0 && l->frame_code < SONDE_PY_FRAME_HEAD);
 		cr_expect(l->frame_previous % 8 == 0 && l->frame_previous < SONDE_PY_FRAME_HEAD);
+		cr_expect(l->frame_owner < SONDE_PY_FRAME_HEAD);
 		cr_expect(sizeof(_PyInterpreterFrame) >= SONDE_PY_FRAME_HEAD);
 	}
 }

@@ -28,6 +28,7 @@ const struct pytask_version pytask_versions[] = {
 			.cframe_frame = 8,
 			.frame_previous = 48,
 			.frame_code = 32,
+			.frame_owner = 69,
 			.code_flags = 48,
 			.frame_locals = 72,
 			.handle_callback = 24,

@@ -59,3 +59,19 @@ async def detached(rid: str):
     task = asyncio.create_task(leaf(rid, 0))
     await asyncio.sleep(0.05)
     return await task
+
+
+def blocking_calls(rid: str):
+    """A plain generator making a blocking call: its frame, owned by the
+    generator as a coroutine's is, sits on a plain function's."""
+    with httpx.Client(timeout=10) as sync_client:
+        yield sync_client.get(f"{BACKEND}/p/{rid}/0").status_code
+
+
+def collect(rid: str):
+    return list(blocking_calls(rid))
+
+
+@app.get("/generator/{rid}")
+async def generator(rid: str):
+    return collect(rid)
