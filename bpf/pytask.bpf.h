@@ -101,15 +101,17 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 fra
 		if (frame && owner == SONDE_PY_OWNED_BY_GENERATOR) {
 			root = frame;
 			root_code = code;
-		} else if (root) {
-			if (py_code_is_async(py, root_code)) {
-				*below = frame;
-				return root;
-			}
-			root = 0;
+			frame = previous;
+			continue;
+		}
+		/* The run of generator frames (if any) ended here. */
+		if (root && py_code_is_async(py, root_code)) {
+			*below = frame;
+			return root;
 		}
 		if (!frame)
 			return 0;
+		root = 0;
 		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
@@ -394,14 +396,19 @@ __noinline __u64 job_task_mark(const struct sonde_py_layout *py, __u64 task)
 }
 
 /* The task an event names: the outermost of those awaiting the running
- * one, marked when it runs a job. The walks (the thread's frame among
- * them) are called one after the other, not one from the other, so that
- * the programs' stack and theirs stay within bounds. */
+ * one, marked when it runs a job. The process has needed a task from
+ * then on (tasks_used: written once, so that the entry's cache line stays
+ * clean). The walks (the thread's frame among them) are called one after
+ * the other, not one from the other, so that the programs' stack and
+ * theirs stay within bounds. */
 static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 {
-	__u64 frame = py_thread_frame(py, (__u32)bpf_get_current_pid_tgid()), below = 0;
-	__u64 task = python_task(py, frame, &below);
+	__u64 frame, task, below = 0;
 
+	if (!py->tasks_used)
+		py->tasks_used = 1;
+	frame = py_thread_frame(py, (__u32)bpf_get_current_pid_tgid());
+	task = python_task(py, frame, &below);
 	if (!task || task == SONDE_TASK_UNKNOWN)
 		return task;
 	if (below)
@@ -427,15 +434,9 @@ __noinline __u64 current_task(__u32 tgid, const struct sonde_data_event *ev)
 	py = bpf_map_lookup_elem(&py_procs, &tgid);
 	if (!py)
 		return 0;
-	if (ev->proto != SONDE_PROTO_HTTP1) {
-		py->tasks_used = 1;
-		return python_event_task(py);
-	}
-	if (!is_http1_start(ev->data, ev->captured))
-		return SONDE_TASK_UNKNOWN;
-	if (!is_http1_status_line(ev->data, ev->captured))
-		py->tasks_used = 1;
-	else if (!py->tasks_used && !entry_points)
+	if (ev->proto == SONDE_PROTO_HTTP1 &&
+	    (!is_http1_start(ev->data, ev->captured) ||
+	     (is_http1_status_line(ev->data, ev->captured) && !py->tasks_used && !entry_points)))
 		return SONDE_TASK_UNKNOWN;
 	return python_event_task(py);
 }

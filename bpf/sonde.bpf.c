@@ -190,8 +190,6 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	ev->syscall = args->syscall;
 	ev->proto = 0;
 	py = bpf_map_lookup_elem(&py_procs, &key->tgid);
-	if (py)
-		py->tasks_used = 1;
 	ev->task = py ? python_event_task(py) : loop_log_task(main_thread_loop());
 	if (captured < len)
 		count(SONDE_CNT_LOG_TRUNCATED);

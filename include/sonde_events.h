@@ -368,14 +368,15 @@ struct sonde_py_layout {
 	__u16 thread_target;    /* threading.Thread's _target in its values
 	                           (bytes) */
 	__u8 tasks_used;        /* Written by the kernel, 0 from the agent: 1
-	                           once an event of the process other than a
-	                           response head carried a task (a request or
-	                           command it sent, a log line). A response's
-	                           task is matched only to what its request did
-	                           before it, whose walks come first: until
-	                           then, and so in a service that neither calls
-	                           out nor logs, response heads skip the walk
-	                           (unless entry points are configured). */
+	                           once it has read a task of the process (for
+	                           a request or command it sent, a log line, a
+	                           job), which a response head never makes it
+	                           do first. A response's task is matched only
+	                           to what its request did before it, whose
+	                           walks come first: until then, and so in a
+	                           service that neither calls out nor logs,
+	                           response heads skip the walk (unless entry
+	                           points are configured). */
 	__u8 pad[7];
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
