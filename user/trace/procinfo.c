@@ -290,8 +290,6 @@ static void read_environment(struct proc_table *t, struct proc_info *info)
 						 sizeof(info->service_name));
 }
 
-/* Splits the scratch cmdline in place; command_line is it joined by
- * spaces, secret option values redacted. */
 /* Its command line from /proc, or else (a process gone, or a zombie) as
  * its exec gave it: into scratch, its length. */
 static size_t command_line_of(struct proc_table *t, uint32_t pid)
@@ -307,6 +305,8 @@ static size_t command_line_of(struct proc_table *t, uint32_t pid)
 	return len;
 }
 
+/* Splits the scratch cmdline in place; command_line is it joined by
+ * spaces, secret option values redacted. */
 static void read_command_line(struct proc_table *t, struct proc_info *info)
 {
 	size_t len = command_line_of(t, info->pid);

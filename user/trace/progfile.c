@@ -147,7 +147,7 @@ static struct prog_file *cache_slot(struct prog_files *pf, const struct stat *st
 	return oldest;
 }
 
-const struct prog_file *prog_file_at(struct prog_files *pf, const char *path)
+static struct prog_file *file_at(struct prog_files *pf, const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct prog_file *file = NULL;
@@ -170,6 +170,11 @@ const struct prog_file *prog_file_at(struct prog_files *pf, const char *path)
 out:
 	close(fd);
 	return file;
+}
+
+const struct prog_file *prog_file_at(struct prog_files *pf, const char *path)
+{
+	return file_at(pf, path);
 }
 
 int prog_exe(struct prog_files *pf, uint32_t pid, struct prog_file *out)
@@ -417,7 +422,7 @@ static int find_task_init(Elf *elf, void *ctx)
 const struct prog_file *prog_py_task_init(struct prog_files *pf, const char *path,
 					  uint32_t tp_init_at)
 {
-	struct prog_file *file = (struct prog_file *)prog_file_at(pf, path);
+	struct prog_file *file = file_at(pf, path);
 	struct type_init_search search = { tp_init_at, 0 };
 
 	if (!file || file->py_task_init_read)
