@@ -167,12 +167,15 @@ def flood_cgroup():
     group.remove()
 
 
+# Ports servers of this session listened on: handed out by free_port, or
+# taken by a server bound to port 0 (the receiver, whose control port the
+# tests' own traced requests go to).
 _ports_given = set()
 
 
 def free_port():
-    """A free port not handed out before in this session: spans are found by
-    the server port, so a port reused by a later test's server would mix an
+    """A free port no server of this session had: spans are found by the
+    server port, so a port reused by a later test's server would mix an
     earlier test's spans into its own."""
     while True:
         with socket.socket() as s:
@@ -483,6 +486,7 @@ class Receiver:
         self.grpc_port = ports.get("grpc_port")
         self.http_port = ports.get("http_port")
         self.control_port = ports["control_port"]
+        _ports_given.update(p for p in (self.grpc_port, self.http_port, self.control_port) if p)
 
     def _control(self, path, body=None):
         req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}",
