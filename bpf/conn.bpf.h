@@ -112,16 +112,17 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 	return bpf_map_lookup_elem(&conns, key);
 }
 
-/* State of a connection still worth tracing, or NULL. An fd seen for the
- * first time (opened before sonde started, or not a socket at all) is
- * classified once and remembered either way. */
-static __always_inline struct conn_state *traced_conn(struct sonde_conn_key *key)
+/* State of a TCP connection, traced or written off (SONDE_PROTO_NONE),
+ * or NULL for any other fd. An fd seen for the first time (opened before
+ * sonde started, or not a socket at all) is classified once and
+ * remembered either way. */
+static __always_inline struct conn_state *tcp_conn(struct sonde_conn_key *key)
 {
 	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
 	__u8 one = 1;
 
 	if (state)
-		return state->proto == SONDE_PROTO_NONE ? NULL : state;
+		return state;
 	if (bpf_map_lookup_elem(&not_tcp, key))
 		return NULL;
 	if (!tcp_sock_of_fd(key->fd)) {

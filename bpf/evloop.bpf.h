@@ -124,14 +124,12 @@ static __always_inline __s16 loop_ring_event(struct sonde_loop *loop)
 	return ring_fd < 0 ? -1 : (__s16)loop_find(loop, ring_fd, 0, loop->nbatch);
 }
 
-/* epoll_wait returned nfds events at `events`: the callbacks to come. */
-static __always_inline void loop_polled(long nfds, __u64 events)
+/* The loop's epoll_wait returned nfds events at `events`: the callbacks
+ * to come. */
+static __always_inline void loop_polled(struct sonde_loop *loop, long nfds, __u64 events)
 {
-	struct sonde_loop *loop = main_thread_loop();
 	__u32 n;
 
-	if (!loop)
-		return;
 	loop->nbatch = 0;
 	loop->cursor = -1;
 	loop->ring_at = -1;

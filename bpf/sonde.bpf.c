@@ -248,15 +248,19 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 
 	if (key.tgid == self_tgid)
 		return 0;
-	state = traced_conn(&key);
+	state = tcp_conn(&key);
 	if (!state) {
-		loop_call_fd(&key, call_kind(args, ret));
+		loop_call(main_thread_loop(), key.fd, 0, call_kind(args, ret));
 		if (capture_logs && ret > 0 && is_log_write(&key, args))
 			emit_log(ctx, &key, args, (__u32)ret);
 		return 0;
 	}
+	/* A written-off connection costs one lookup; its process's loop, if
+	 * any, still sees the call start a callback. */
 	if (state->loop)
 		loop_call(main_thread_loop(), key.fd, state->loop_task, call_kind(args, ret));
+	if (state->proto == SONDE_PROTO_NONE)
+		return 0;
 	if (ret <= 0)
 		note_failure(ctx, &key, state, args, ret);
 	else
@@ -411,12 +415,17 @@ int exit_getsockopt(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* epoll_wait, epoll_pwait, epoll_pwait2 (epfd, events, maxevents, ...). */
+/* epoll_wait, epoll_pwait, epoll_pwait2 (epfd, events, maxevents, ...).
+ * Most processes polling are not libuv loops: the loop is looked up
+ * before the user registers are. */
 #define POLL_EXIT_PROG(name)                                                          \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
 	{                                                                             \
-		loop_polled(ctx->ret, user_regs()->si);                               \
+		struct sonde_loop *loop = main_thread_loop();                         \
+                                                                                      \
+		if (loop)                                                             \
+			loop_polled(loop, ctx->ret, user_regs()->si);                 \
 		return 0;                                                             \
 	}
 
