@@ -190,11 +190,13 @@ static int attach_all(struct probe *p)
 /* A CPU's ring wakes the agent when this share of it is unread; below
  * that the agent finds the records at its poll tick. A wakeup is work in
  * the traced process's time, on its CPU (an irq_work that wakes the
- * agent), so wakeups are kept rare, and three quarters of the ring stay
- * free while the agent comes. Measured on nginx under wrk, 2 MiB a CPU:
- * waking at 1/128 cost nginx 0.43 us more CPU a request than at 1/4 and
- * kept 0.677 of its untraced rate against 0.738 (1/16 and 1/2 as 1/4). */
-#define RING_WAKEUP_DIVISOR 4
+ * agent), so wakeups are kept rare; but the more records a wakeup
+ * leaves, the longer the agent's burst of work, and a request waits
+ * behind it. Measured on nginx under wrk, 2 MiB a CPU: waking at 1/128
+ * cost nginx 0.43 us more CPU a request than at 1/4 and kept 0.68 of its
+ * untraced rate against 0.74; 1/16 kept 0.735 with a p99 of 0.5-0.8 ms,
+ * against 2.1 ms at 1/4 and 0.5-1.3 ms at 1/128. */
+#define RING_WAKEUP_DIVISOR 16
 
 static bool wants_perf(const struct probe_opts *opts)
 {
