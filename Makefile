@@ -123,7 +123,7 @@ $(BENCH_NODE_DIR)/node_modules/.installed: $(BENCH_NODE_DIR)/package-lock.json
 	npm ci --prefix $(BENCH_NODE_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-BENCH_INPUTS := deps $(BUILD)/sonde $(RECEIVER_DIR)/node_modules/.installed \
+BENCH_INPUTS := deps $(BUILD)/sonde $(BUILD)/probe_floor $(RECEIVER_DIR)/node_modules/.installed \
 	$(BENCH_NODE_DIR)/node_modules/.installed
 
 # The overhead suite: `make bench` for the README table (16 to 25 minutes,
@@ -144,6 +144,10 @@ clean:
 
 $(BUILD)/agent_path: bench/agent_path.c $(CORE_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# Reads sonde's tracepoints from $(BUILD)/sonde.bpf.o when it runs.
+$(BUILD)/probe_floor: bench/probe_floor.c | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ -lbpf
 
 PREFIX ?= /usr/local
 install: $(BUILD)/sonde

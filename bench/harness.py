@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SONDE = ROOT / "build" / "sonde"
+PROBE_FLOOR = ROOT / "build" / "probe_floor"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
@@ -211,6 +212,29 @@ def traced(sonde_env, workdir, tag, load, server_pids=()):
     result["sonde_cpu_s"] = sonde.cpu_seconds() - cpu_before
     result["sonde_peak_rss_mb"] = sonde.peak_rss_mb()
     result["stats"] = sonde.stop()
+    return result
+
+
+def under_floor(workdir, tag, load, server_pids=()):
+    """Runs `load` with sonde's tracepoints attached to programs that return
+    at once (bench/probe_floor.c): what attaching alone costs."""
+    err_path = Path(workdir) / f"floor-{tag}.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([str(PROBE_FLOOR), str(ROOT / "build" / "sonde.bpf.o")],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 30
+    while "sonde: ready" not in err_path.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("probe_floor did not start: " + err_path.read_text())
+        time.sleep(0.05)
+    try:
+        result = untraced(load, server_pids)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe_floor exited with {proc.returncode}: " + err_path.read_text())
     return result
 
 

@@ -65,6 +65,7 @@ class Variant:
     label: str
     sonde_env: dict = None  # None: not traced
     flavour: str = "plain"  # which build of the server this variant runs
+    floor: bool = False  # sonde's tracepoints with empty programs, no agent
 
 
 # A run in which the hypervisor took more of this VM's CPU time than this
@@ -198,7 +199,8 @@ class NginxMax(Scenario):
                 Variant("sonde, perf buffer", {"SONDE_BUFFER": "perf"}),
                 # The probes attached, each call returning after its lookup.
                 Variant("sonde, every connection excluded",
-                        dict(RING, SONDE_EXCLUDE_COMM="nginx,wrk"))]
+                        dict(RING, SONDE_EXCLUDE_COMM="nginx,wrk")),
+                Variant("sonde's tracepoints, empty programs", floor=True)]
     kernel_variant = variants[1]
     comm = "nginx"
 
@@ -650,7 +652,9 @@ def run_round(sc, n, attempt, seconds, workdir):
         tag = f"{sc.name}-{sc.variants.index(v)}-{n}-{attempt}"
         load = lambda: sc.load(seconds, workdir, tag)  # noqa: E731
         ticks = harness.cpu_ticks()
-        if v.sonde_env is None:
+        if v.floor:
+            result = harness.under_floor(workdir, tag, load, sc.server_pids())
+        elif v.sonde_env is None:
             result = harness.untraced(load, sc.server_pids())
         else:
             result = harness.traced(v.sonde_env, workdir, tag, load, sc.server_pids())
