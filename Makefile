@@ -126,8 +126,8 @@ $(BENCH_NODE_DIR)/node_modules/.installed: $(BENCH_NODE_DIR)/package-lock.json
 BENCH_INPUTS := deps $(BUILD)/sonde $(BUILD)/probe_floor $(RECEIVER_DIR)/node_modules/.installed \
 	$(BENCH_NODE_DIR)/node_modules/.installed
 
-# The overhead suite: `make bench` for the README table (16 to 25 minutes,
-# as the host's steal decides), `make bench-quick` for a look in under 5.
+# The overhead suite: `make bench` for the README table (about half an
+# hour, as the host's steal decides), `make bench-quick` for a look.
 bench: $(BENCH_INPUTS)
 	/usr/bin/python3 bench/suite.py
 
