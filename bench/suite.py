@@ -884,8 +884,8 @@ def goals(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="2 rounds of 3 s, none measured again for host steal (under 5 "
-                        "minutes), instead of 5 rounds of 8 s")
+                        help="2 rounds of 3 s, none measured again for host steal, "
+                        "instead of 5 rounds of 8 s")
     parser.add_argument("--only",
                         default="nginx,uvicorn,chain,proxy,node,nodechain,export,metrics,logs")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"))
