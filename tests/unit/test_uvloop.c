@@ -75,3 +75,36 @@ Test(uvloop, finds_the_loop_a_running_node_polls_and_nothing_else)
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 }
+
+static long peak_rss_kib(void)
+{
+	char line[128];
+	long kib = -1;
+	FILE *status = fopen("/proc/self/status", "r");
+
+	while (status && fgets(line, sizeof(line), status))
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	if (status)
+		fclose(status);
+	return kib;
+}
+
+/* node's symbol tables (~14 MB with their strings) are read a chunk at a
+ * time, not mapped: mapped, they counted in the agent's peak memory. The
+ * loop is still found. */
+Test(uvloop, reading_node_leaves_its_symbol_tables_unmapped)
+{
+	struct prog_files files;
+	const struct prog_file *node;
+	long before;
+
+	prog_files_init(&files, "/proc");
+	before = peak_rss_kib();
+	node = prog_file_at(&files, "/usr/bin/node");
+	cr_assert_not_null(node);
+	cr_expect_neq(node->uv_loop, 0);
+	cr_expect_neq(node->uv_version, 0);
+	cr_expect_lt(peak_rss_kib() - before, 2048, "peak grew by %ld KiB",
+		     peak_rss_kib() - before);
+}

@@ -79,44 +79,144 @@ static void look_at_symbol(Elf *elf, const GElf_Sym *sym, const char *name,
 	}
 }
 
-static void scan_symbols(Elf *elf, Elf_Scn *scn, const GElf_Shdr *shdr, struct prog_file *file)
+/* Symbol tables are read with pread, a chunk at a time, rather than
+ * through libelf's mapping of the file: node's (.symtab, .strtab, .dynsym
+ * and .dynstr, ~14 MB) would count in the agent's resident memory while
+ * mapped. Only 64-bit little-endian programs are read: the kernel side
+ * follows 64-bit pointers only. */
+#define SYMS_PER_READ 512
+#define STRING_BYTES_PER_READ 16384
+#define NAME_SITES_MAX 8
+
+static const char *const wanted_names[] = {
+	"_PyRuntime", "Py_Version", "uv_version", "default_loop_struct",
+};
+#define WANTED_NAMES (sizeof(wanted_names) / sizeof(wanted_names[0]))
+
+/* Where in a string table each wanted name sits, NUL included; a table
+ * may hold a name more than once, or as the tail of a longer one. */
+struct name_sites {
+	uint64_t at[WANTED_NAMES][NAME_SITES_MAX];
+	size_t n[WANTED_NAMES];
+};
+
+static void note_sites(const char *buf, size_t len, uint64_t base, struct name_sites *sites)
 {
-	Elf_Data *data = elf_getdata(scn, NULL);
+	for (size_t w = 0; w < WANTED_NAMES; w++) {
+		size_t want = strlen(wanted_names[w]) + 1;
+		const char *p = buf;
 
-	for (size_t i = 0; data && i < shdr->sh_size / shdr->sh_entsize; i++) {
-		GElf_Sym sym;
-		const char *name;
+		while (sites->n[w] < NAME_SITES_MAX &&
+		       (p = memmem(p, len - (size_t)(p - buf), wanted_names[w], want))) {
+			sites->at[w][sites->n[w]++] = base + (uint64_t)(p - buf);
+			p++;
+		}
+	}
+}
 
-		if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF)
-			continue;
-		name = elf_strptr(elf, shdr->sh_link, sym.st_name);
-		if (name)
-			look_at_symbol(elf, &sym, name, file);
+static size_t longest_wanted_name(void)
+{
+	size_t longest = 0;
+
+	for (size_t w = 0; w < WANTED_NAMES; w++)
+		if (strlen(wanted_names[w]) > longest)
+			longest = strlen(wanted_names[w]);
+	return longest;
+}
+
+/* Consecutive reads overlap by the longest name, so that a name across
+ * two of them is found, and only once: a whole match, its NUL included,
+ * cannot lie within the overlap. */
+static int find_name_sites(int fd, const GElf_Shdr *strtab, struct name_sites *sites)
+{
+	char buf[STRING_BYTES_PER_READ];
+	size_t overlap = longest_wanted_name();
+	uint64_t pos = 0;
+
+	memset(sites, 0, sizeof(*sites));
+	while (pos < strtab->sh_size) {
+		size_t len = strtab->sh_size - pos < sizeof(buf) ? strtab->sh_size - pos : sizeof(buf);
+		ssize_t got = pread(fd, buf, len, (off_t)(strtab->sh_offset + pos));
+
+		if (got != (ssize_t)len)
+			return got < 0 ? -errno : -EIO;
+		note_sites(buf, len, pos, sites);
+		if (pos + len == strtab->sh_size)
+			break;
+		pos += len - overlap;
+	}
+	return 0;
+}
+
+/* The wanted name a symbol's name offset is a site of, or -1. */
+static int wanted_at(const struct name_sites *sites, uint32_t name_at)
+{
+	for (size_t w = 0; w < WANTED_NAMES; w++)
+		for (size_t i = 0; i < sites->n[w]; i++)
+			if (sites->at[w][i] == name_at)
+				return (int)w;
+	return -1;
+}
+
+static void scan_symbols(Elf *elf, int fd, const GElf_Shdr *symtab,
+			 const struct name_sites *sites, struct prog_file *file)
+{
+	Elf64_Sym syms[SYMS_PER_READ];
+	uint64_t count = symtab->sh_size / sizeof(Elf64_Sym);
+
+	for (uint64_t i = 0; i < count;) {
+		size_t n = count - i < SYMS_PER_READ ? (size_t)(count - i) : SYMS_PER_READ;
+		ssize_t got = pread(fd, syms, n * sizeof(*syms),
+				    (off_t)(symtab->sh_offset + i * sizeof(*syms)));
+
+		if (got != (ssize_t)(n * sizeof(*syms)))
+			return;
+		for (size_t j = 0; j < n; j++) {
+			int w = syms[j].st_shndx == SHN_UNDEF ? -1 : wanted_at(sites, syms[j].st_name);
+
+			if (w >= 0)
+				look_at_symbol(elf, &syms[j], wanted_names[w], file);
+		}
+		i += n;
 	}
 }
 
 /* The symbols of one type of table (SHT_DYNSYM or SHT_SYMTAB). */
-static void scan_table(Elf *elf, uint32_t type, struct prog_file *file)
+static void scan_table(Elf *elf, int fd, uint32_t type, struct prog_file *file)
 {
 	Elf_Scn *scn = NULL;
 
 	while ((scn = elf_nextscn(elf, scn))) {
-		GElf_Shdr shdr;
+		GElf_Shdr symtab, strtab;
+		struct name_sites sites;
 
-		if (gelf_getshdr(scn, &shdr) && shdr.sh_type == type && shdr.sh_entsize)
-			scan_symbols(elf, scn, &shdr, file);
+		if (!gelf_getshdr(scn, &symtab) || symtab.sh_type != type ||
+		    symtab.sh_entsize != sizeof(Elf64_Sym) ||
+		    !gelf_getshdr(elf_getscn(elf, symtab.sh_link), &strtab) ||
+		    find_name_sites(fd, &strtab, &sites))
+			continue;
+		scan_symbols(elf, fd, &symtab, &sites, file);
 	}
+}
+
+static bool is_elf64_lsb(Elf *elf)
+{
+	const char *ident = elf_getident(elf, NULL);
+
+	return ident && ident[EI_CLASS] == ELFCLASS64 && ident[EI_DATA] == ELFDATA2LSB;
 }
 
 /* _PyRuntime, Py_Version and uv_version are exported, for extension
  * modules and addons, even by a stripped program. libuv's default loop is
  * static: only a program that keeps its symbol table (Node.js's own
  * builds do) has it, and only one exporting uv_version is searched. */
-static void read_program(Elf *elf, struct prog_file *file)
+static void read_program(Elf *elf, int fd, struct prog_file *file)
 {
-	scan_table(elf, SHT_DYNSYM, file);
+	if (!is_elf64_lsb(elf))
+		return;
+	scan_table(elf, fd, SHT_DYNSYM, file);
 	if (file->uv_version)
-		scan_table(elf, SHT_SYMTAB, file);
+		scan_table(elf, fd, SHT_SYMTAB, file);
 	if (first_load_vaddr(elf, &file->load_vaddr))
 		file->py_runtime = file->uv_loop = 0;
 }
@@ -164,7 +264,7 @@ static struct prog_file *file_at(struct prog_files *pf, const char *path)
 		goto out;
 	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
 	if (elf) {
-		read_program(elf, file);
+		read_program(elf, fd, file);
 		elf_end(elf);
 	}
 out:
