@@ -2,24 +2,28 @@
 
 #include <criterion/criterion.h>
 #include <elf.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* A program's layout, written by hand: one PT_LOAD, a .text holding
- * uv_version's code (mov $0x012e00, %eax; ret), a .dynsym exporting it and
- * a .symtab naming default_loop_struct, whose name in a 40,000-byte
- * .strtab straddles the first 16 KiB the reader takes of it. */
+/* A program's layout, written by hand: one executable PT_LOAD, a .text
+ * holding uv_version's code (mov $0x012e00, %eax; ret), a .dynsym
+ * exporting it and a .symtab naming default_loop_struct, whose name in a
+ * 40,000-byte .strtab straddles the first 16 KiB the reader takes of it,
+ * and a static function, static_helper, at the same code. */
 #define TEXT_AT 128
 #define DYNSTR_AT 256
 #define DYNSYM_AT 512
 #define STRTAB_AT 1024
 #define STRTAB_SIZE 40000
 #define SYMTAB_AT (STRTAB_AT + STRTAB_SIZE)
-#define SHSTRTAB_AT (SYMTAB_AT + 2 * sizeof(Elf64_Sym))
+#define SYMTAB_SYMS 3
+#define SHSTRTAB_AT (SYMTAB_AT + SYMTAB_SYMS * sizeof(Elf64_Sym))
 #define SHDRS_AT (SHSTRTAB_AT + 64)
 #define LOOP_NAME_AT (16384 - 10)
+#define HELPER_NAME_AT 30000
 #define LOAD_VADDR 0x400000
 #define LOOP_VADDR 0x401000
 
@@ -61,7 +65,8 @@ static void write_program(const char *path)
 	eh->e_shentsize = sizeof(Elf64_Shdr);
 	eh->e_shnum = NSECS;
 	eh->e_shstrndx = SEC_SHSTRTAB;
-	*ph = (Elf64_Phdr){ .p_type = PT_LOAD, .p_vaddr = LOAD_VADDR, .p_filesz = TEXT_AT + 6,
+	*ph = (Elf64_Phdr){ .p_type = PT_LOAD, .p_flags = PF_R | PF_X, .p_vaddr = LOAD_VADDR,
+			    .p_filesz = TEXT_AT + 6,
 			    .p_memsz = TEXT_AT + 6, .p_align = 0x1000 };
 
 	memcpy(image + TEXT_AT, code, sizeof(code));
@@ -76,6 +81,11 @@ static void write_program(const char *path)
 	symtab[1] = (Elf64_Sym){ .st_name = LOOP_NAME_AT,
 				 .st_info = ELF64_ST_INFO(STB_LOCAL, STT_OBJECT),
 				 .st_shndx = SEC_TEXT, .st_value = LOOP_VADDR, .st_size = 8 };
+	memcpy(image + STRTAB_AT + HELPER_NAME_AT - 1, "\0static_helper", sizeof("\0static_helper"));
+	symtab[2] = (Elf64_Sym){ .st_name = HELPER_NAME_AT,
+				 .st_info = ELF64_ST_INFO(STB_LOCAL, STT_FUNC),
+				 .st_shndx = SEC_TEXT, .st_value = LOAD_VADDR + TEXT_AT,
+				 .st_size = sizeof(code) };
 	memcpy(image + SHSTRTAB_AT, shstrtab, sizeof(shstrtab));
 
 	sh[SEC_TEXT] = section(1, SHT_PROGBITS, TEXT_AT, sizeof(code), 0, 0);
@@ -84,7 +94,7 @@ static void write_program(const char *path)
 	sh[SEC_DYNSYM] = section(15, SHT_DYNSYM, DYNSYM_AT, 2 * sizeof(Elf64_Sym), SEC_DYNSTR,
 				 sizeof(Elf64_Sym));
 	sh[SEC_STRTAB] = section(23, SHT_STRTAB, STRTAB_AT, STRTAB_SIZE, 0, 0);
-	sh[SEC_SYMTAB] = section(31, SHT_SYMTAB, SYMTAB_AT, 2 * sizeof(Elf64_Sym), SEC_STRTAB,
+	sh[SEC_SYMTAB] = section(31, SHT_SYMTAB, SYMTAB_AT, SYMTAB_SYMS * sizeof(Elf64_Sym), SEC_STRTAB,
 				 sizeof(Elf64_Sym));
 	sh[SEC_SHSTRTAB] = section(39, SHT_STRTAB, SHSTRTAB_AT, sizeof(shstrtab), 0, 0);
 
@@ -111,4 +121,23 @@ Test(progfile, finds_a_static_name_across_two_reads_of_the_string_table)
 	cr_expect_eq(file->uv_version, 0x012e00);
 	cr_expect_eq(file->uv_loop, LOOP_VADDR);
 	cr_expect_eq(file->load_vaddr, LOAD_VADDR);
+}
+
+/* An entry point's symbol is found by the same reader: in .symtab when
+ * the file does not export it, and only as a function. */
+Test(progfile, finds_a_static_function_and_no_object_as_one)
+{
+	char path[] = "/tmp/sonde-progfile-XXXXXX";
+	uint64_t offset = 1;
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	write_program(path);
+	cr_expect_eq(prog_symbol_offset(path, "static_helper", &offset), 0);
+	cr_expect_eq(offset, TEXT_AT);
+	cr_expect_eq(prog_symbol_offset(path, "uv_version", &offset), 0);
+	cr_expect_eq(offset, TEXT_AT);
+	cr_expect_eq(prog_symbol_offset(path, "default_loop_struct", &offset), -ENOENT);
+	unlink(path);
 }

@@ -64,9 +64,17 @@ static uint32_t uv_version_of(Elf *elf, const GElf_Sym *sym)
 	return version;
 }
 
-static void look_at_symbol(Elf *elf, const GElf_Sym *sym, const char *name,
-			   struct prog_file *file)
+struct program_read {
+	Elf *elf;
+	struct prog_file *file;
+};
+
+static bool look_at_symbol(void *ctx, const GElf_Sym *sym, const char *name)
 {
+	struct program_read *r = ctx;
+	Elf *elf = r->elf;
+	struct prog_file *file = r->file;
+
 	if (strcmp(name, "_PyRuntime") == 0) {
 		file->py_runtime = sym->st_value;
 	} else if (strcmp(name, "Py_Version") == 0) {
@@ -77,70 +85,75 @@ static void look_at_symbol(Elf *elf, const GElf_Sym *sym, const char *name,
 	} else if (strcmp(name, "default_loop_struct") == 0) {
 		file->uv_loop = sym->st_value;
 	}
+	return false;
 }
 
 /* Symbol tables are read with pread, a chunk at a time, rather than
  * through libelf's mapping of the file: node's (.symtab, .strtab, .dynsym
  * and .dynstr, ~14 MB) would count in the agent's resident memory while
- * mapped. Only 64-bit little-endian programs are read: the kernel side
- * follows 64-bit pointers only. */
+ * mapped. The string table is searched first for where the names looked
+ * for sit, then the symbols naming those offsets are read. Only 64-bit
+ * little-endian files are read: the kernel side follows 64-bit pointers
+ * only. */
 #define SYMS_PER_READ 512
 #define STRING_BYTES_PER_READ 16384
+#define SYMBOL_NAMES_MAX 4
 #define NAME_SITES_MAX 8
 
-static const char *const wanted_names[] = {
-	"_PyRuntime", "Py_Version", "uv_version", "default_loop_struct",
-};
-#define WANTED_NAMES (sizeof(wanted_names) / sizeof(wanted_names[0]))
-
-/* Where in a string table each wanted name sits, NUL included; a table
- * may hold a name more than once, or as the tail of a longer one. */
-struct name_sites {
-	uint64_t at[WANTED_NAMES][NAME_SITES_MAX];
-	size_t n[WANTED_NAMES];
+/* The names looked for, and where in a string table each sits, NUL
+ * included: a table may hold a name more than once, or as the tail of a
+ * longer one. */
+struct symbol_names {
+	const char *const *names;
+	size_t n;
+	uint64_t sites[SYMBOL_NAMES_MAX][NAME_SITES_MAX];
+	size_t nsites[SYMBOL_NAMES_MAX];
 };
 
-static void note_sites(const char *buf, size_t len, uint64_t base, struct name_sites *sites)
+/* Called with each defined symbol of a wanted name; true stops the scan. */
+typedef bool (*symbol_fn)(void *ctx, const GElf_Sym *sym, const char *name);
+
+static void note_sites(const char *buf, size_t len, uint64_t base, struct symbol_names *s)
 {
-	for (size_t w = 0; w < WANTED_NAMES; w++) {
-		size_t want = strlen(wanted_names[w]) + 1;
+	for (size_t w = 0; w < s->n; w++) {
+		size_t want = strlen(s->names[w]) + 1;
 		const char *p = buf;
 
-		while (sites->n[w] < NAME_SITES_MAX &&
-		       (p = memmem(p, len - (size_t)(p - buf), wanted_names[w], want))) {
-			sites->at[w][sites->n[w]++] = base + (uint64_t)(p - buf);
+		while (s->nsites[w] < NAME_SITES_MAX &&
+		       (p = memmem(p, len - (size_t)(p - buf), s->names[w], want))) {
+			s->sites[w][s->nsites[w]++] = base + (uint64_t)(p - buf);
 			p++;
 		}
 	}
 }
 
-static size_t longest_wanted_name(void)
+static size_t longest_name(const struct symbol_names *s)
 {
 	size_t longest = 0;
 
-	for (size_t w = 0; w < WANTED_NAMES; w++)
-		if (strlen(wanted_names[w]) > longest)
-			longest = strlen(wanted_names[w]);
+	for (size_t w = 0; w < s->n; w++)
+		if (strlen(s->names[w]) > longest)
+			longest = strlen(s->names[w]);
 	return longest;
 }
 
 /* Consecutive reads overlap by the longest name, so that a name across
  * two of them is found, and only once: a whole match, its NUL included,
  * cannot lie within the overlap. */
-static int find_name_sites(int fd, const GElf_Shdr *strtab, struct name_sites *sites)
+static int find_name_sites(int fd, const GElf_Shdr *strtab, struct symbol_names *s)
 {
 	char buf[STRING_BYTES_PER_READ];
-	size_t overlap = longest_wanted_name();
+	size_t overlap = longest_name(s);
 	uint64_t pos = 0;
 
-	memset(sites, 0, sizeof(*sites));
+	memset(s->nsites, 0, sizeof(s->nsites));
 	while (pos < strtab->sh_size) {
 		size_t len = strtab->sh_size - pos < sizeof(buf) ? strtab->sh_size - pos : sizeof(buf);
 		ssize_t got = pread(fd, buf, len, (off_t)(strtab->sh_offset + pos));
 
 		if (got != (ssize_t)len)
 			return got < 0 ? -errno : -EIO;
-		note_sites(buf, len, pos, sites);
+		note_sites(buf, len, pos, s);
 		if (pos + len == strtab->sh_size)
 			break;
 		pos += len - overlap;
@@ -148,18 +161,19 @@ static int find_name_sites(int fd, const GElf_Shdr *strtab, struct name_sites *s
 	return 0;
 }
 
-/* The wanted name a symbol's name offset is a site of, or -1. */
-static int wanted_at(const struct name_sites *sites, uint32_t name_at)
+/* The name a symbol's name offset is a site of, or NULL. */
+static const char *name_at(const struct symbol_names *s, uint32_t offset)
 {
-	for (size_t w = 0; w < WANTED_NAMES; w++)
-		for (size_t i = 0; i < sites->n[w]; i++)
-			if (sites->at[w][i] == name_at)
-				return (int)w;
-	return -1;
+	for (size_t w = 0; w < s->n; w++)
+		for (size_t i = 0; i < s->nsites[w]; i++)
+			if (s->sites[w][i] == offset)
+				return s->names[w];
+	return NULL;
 }
 
-static void scan_symbols(Elf *elf, int fd, const GElf_Shdr *symtab,
-			 const struct name_sites *sites, struct prog_file *file)
+/* Whether fn stopped the scan. */
+static bool scan_symbols(int fd, const GElf_Shdr *symtab, const struct symbol_names *s,
+			 symbol_fn fn, void *ctx)
 {
 	Elf64_Sym syms[SYMS_PER_READ];
 	uint64_t count = symtab->sh_size / sizeof(Elf64_Sym);
@@ -170,32 +184,36 @@ static void scan_symbols(Elf *elf, int fd, const GElf_Shdr *symtab,
 				    (off_t)(symtab->sh_offset + i * sizeof(*syms)));
 
 		if (got != (ssize_t)(n * sizeof(*syms)))
-			return;
+			return false;
 		for (size_t j = 0; j < n; j++) {
-			int w = syms[j].st_shndx == SHN_UNDEF ? -1 : wanted_at(sites, syms[j].st_name);
+			const char *name = syms[j].st_shndx == SHN_UNDEF ? NULL
+									: name_at(s, syms[j].st_name);
 
-			if (w >= 0)
-				look_at_symbol(elf, &syms[j], wanted_names[w], file);
+			if (name && fn(ctx, &syms[j], name))
+				return true;
 		}
 		i += n;
 	}
+	return false;
 }
 
-/* The symbols of one type of table (SHT_DYNSYM or SHT_SYMTAB). */
-static void scan_table(Elf *elf, int fd, uint32_t type, struct prog_file *file)
+/* The symbols named in s of the tables of one type (SHT_DYNSYM or
+ * SHT_SYMTAB), until fn returns true. */
+static void scan_table(Elf *elf, int fd, uint32_t type, struct symbol_names *s, symbol_fn fn,
+		       void *ctx)
 {
 	Elf_Scn *scn = NULL;
 
 	while ((scn = elf_nextscn(elf, scn))) {
 		GElf_Shdr symtab, strtab;
-		struct name_sites sites;
 
 		if (!gelf_getshdr(scn, &symtab) || symtab.sh_type != type ||
 		    symtab.sh_entsize != sizeof(Elf64_Sym) ||
 		    !gelf_getshdr(elf_getscn(elf, symtab.sh_link), &strtab) ||
-		    find_name_sites(fd, &strtab, &sites))
+		    find_name_sites(fd, &strtab, s))
 			continue;
-		scan_symbols(elf, fd, &symtab, &sites, file);
+		if (scan_symbols(fd, &symtab, s, fn, ctx))
+			return;
 	}
 }
 
@@ -206,17 +224,29 @@ static bool is_elf64_lsb(Elf *elf)
 	return ident && ident[EI_CLASS] == ELFCLASS64 && ident[EI_DATA] == ELFDATA2LSB;
 }
 
+static const char *const program_names[] = {
+	"_PyRuntime", "Py_Version", "uv_version", "default_loop_struct",
+};
+_Static_assert(sizeof(program_names) / sizeof(program_names[0]) <= SYMBOL_NAMES_MAX,
+	       "struct symbol_names holds the sites of every name a program is read for");
+
 /* _PyRuntime, Py_Version and uv_version are exported, for extension
  * modules and addons, even by a stripped program. libuv's default loop is
  * static: only a program that keeps its symbol table (Node.js's own
  * builds do) has it, and only one exporting uv_version is searched. */
 static void read_program(Elf *elf, int fd, struct prog_file *file)
 {
+	struct symbol_names names = {
+		.names = program_names,
+		.n = sizeof(program_names) / sizeof(program_names[0]),
+	};
+	struct program_read read = { elf, file };
+
 	if (!is_elf64_lsb(elf))
 		return;
-	scan_table(elf, fd, SHT_DYNSYM, file);
+	scan_table(elf, fd, SHT_DYNSYM, &names, look_at_symbol, &read);
 	if (file->uv_version)
-		scan_table(elf, fd, SHT_SYMTAB, file);
+		scan_table(elf, fd, SHT_SYMTAB, &names, look_at_symbol, &read);
 	if (first_load_vaddr(elf, &file->load_vaddr))
 		file->py_runtime = file->uv_loop = 0;
 }
@@ -486,7 +516,7 @@ static int find_type_init(Elf *elf, const char *type_name, uint32_t tp_init_at, 
 
 /* Calls fn with the ELF file at path; its result, -errno when the file
  * cannot be opened, -EINVAL when it is not ELF. */
-static int with_elf(const char *path, int (*fn)(Elf *elf, void *ctx), void *ctx)
+static int with_elf(const char *path, int (*fn)(Elf *elf, int fd, void *ctx), void *ctx)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	Elf *elf;
@@ -497,7 +527,7 @@ static int with_elf(const char *path, int (*fn)(Elf *elf, void *ctx), void *ctx)
 	elf_version(EV_CURRENT);
 	elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
 	if (elf && elf_kind(elf) == ELF_K_ELF)
-		err = fn(elf, ctx);
+		err = fn(elf, fd, ctx);
 	if (elf)
 		elf_end(elf);
 	close(fd);
@@ -512,7 +542,7 @@ struct type_init_search {
 	uint64_t offset;
 };
 
-static int find_task_init(Elf *elf, void *ctx)
+static int find_task_init(Elf *elf, int fd, void *ctx)
 {
 	struct type_init_search *s = ctx;
 
@@ -535,49 +565,39 @@ const struct prog_file *prog_py_task_init(struct prog_files *pf, const char *pat
 
 /* ---- a function's offset ------------------------------------------------- */
 
-static uint64_t function_in(Elf *elf, uint32_t type, const char *symbol)
-{
-	Elf_Scn *scn = NULL;
-
-	while ((scn = elf_nextscn(elf, scn))) {
-		Elf_Data *data = elf_getdata(scn, NULL);
-		GElf_Shdr shdr;
-
-		if (!data || !gelf_getshdr(scn, &shdr) || shdr.sh_type != type || !shdr.sh_entsize)
-			continue;
-		for (size_t i = 0; i < shdr.sh_size / shdr.sh_entsize; i++) {
-			GElf_Sym sym;
-			const char *name;
-
-			if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF ||
-			    GELF_ST_TYPE(sym.st_info) != STT_FUNC)
-				continue;
-			name = elf_strptr(elf, shdr.sh_link, sym.st_name);
-			if (name && strcmp(name, symbol) == 0)
-				return code_offset(elf, sym.st_value);
-		}
-	}
-	return 0;
-}
-
 struct function_search {
 	const char *symbol;
+	Elf *elf;
 	uint64_t offset;
 };
 
-static int find_function(Elf *elf, void *ctx)
+static bool is_function(void *ctx, const GElf_Sym *sym, const char *name)
 {
 	struct function_search *s = ctx;
 
-	s->offset = function_in(elf, SHT_DYNSYM, s->symbol);
+	if (GELF_ST_TYPE(sym->st_info) != STT_FUNC)
+		return false;
+	s->offset = code_offset(s->elf, sym->st_value);
+	return true;
+}
+
+static int find_function(Elf *elf, int fd, void *ctx)
+{
+	struct function_search *s = ctx;
+	struct symbol_names names = { .names = &s->symbol, .n = 1 };
+
+	if (!is_elf64_lsb(elf))
+		return -EINVAL;
+	s->elf = elf;
+	scan_table(elf, fd, SHT_DYNSYM, &names, is_function, s);
 	if (!s->offset)
-		s->offset = function_in(elf, SHT_SYMTAB, s->symbol);
+		scan_table(elf, fd, SHT_SYMTAB, &names, is_function, s);
 	return s->offset ? 0 : -ENOENT;
 }
 
 int prog_symbol_offset(const char *path, const char *symbol, uint64_t *file_offset)
 {
-	struct function_search search = { symbol, 0 };
+	struct function_search search = { .symbol = symbol };
 	int err = with_elf(path, find_function, &search);
 
 	*file_offset = search.offset;
