@@ -115,6 +115,20 @@ class BpfStats:
         BPF_STATS.write_text(self.before)
 
 
+def start_until_ready(cmd, err_path, env=None):
+    """Starts cmd, its stderr to err_path, and returns it once it says
+    "sonde: ready" there (as the agent and bench/probe_floor.c do)."""
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    deadline = time.time() + 30
+    while "sonde: ready" not in err_path.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{Path(cmd[0]).name} did not start: " + err_path.read_text())
+        time.sleep(0.05)
+    return proc
+
+
 class Sonde:
     """The real agent, started with the given environment, ready when it says so."""
 
@@ -123,17 +137,10 @@ class Sonde:
         self.err_path = Path(workdir) / f"sonde-{tag}.err"
         full_env = dict(os.environ, OTEL_TRACES_EXPORTER="none")
         full_env.update(env)
-        with open(self.err_path, "w") as err:
-            # Settings from env alone, not this machine's /etc/sonde/sonde.yaml.
-            self.proc = subprocess.Popen([str(SONDE), "--config", "/dev/null",
-                                          "--stats-file", str(self.stats_file)],
-                                         stdout=subprocess.DEVNULL, stderr=err, env=full_env)
-        deadline = time.time() + 30
-        while "sonde: ready" not in self.err_path.read_text():
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                raise RuntimeError("sonde did not start: " + self.err_path.read_text())
-            time.sleep(0.05)
+        # Settings from env alone, not this machine's /etc/sonde/sonde.yaml.
+        self.proc = start_until_ready([str(SONDE), "--config", "/dev/null",
+                                       "--stats-file", str(self.stats_file)],
+                                      self.err_path, full_env)
 
     def cpu_seconds(self):
         return cpu_seconds(self.proc.pid)
@@ -219,15 +226,7 @@ def under_floor(workdir, tag, load, server_pids=()):
     """Runs `load` with sonde's tracepoints attached to programs that return
     at once (bench/probe_floor.c): what attaching alone costs."""
     err_path = Path(workdir) / f"floor-{tag}.err"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen([str(PROBE_FLOOR), str(ROOT / "build" / "sonde.bpf.o")],
-                                stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.time() + 30
-    while "sonde: ready" not in err_path.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("probe_floor did not start: " + err_path.read_text())
-        time.sleep(0.05)
+    proc = start_until_ready([str(PROBE_FLOOR), str(ROOT / "build" / "sonde.bpf.o")], err_path)
     try:
         result = untraced(load, server_pids)
     finally:
