@@ -66,6 +66,18 @@ struct {
 	__type(value, __u8);
 } scoped_out SEC(".maps");
 
+/* nginx workers that have written a request upstream (tgid -> 1): only
+ * their response heads need a task (nginx.bpf.h). Forgotten when the
+ * process runs another program or exits; LRU because an entry lost only
+ * makes the next response head unread (its upstream calls then roots,
+ * counted), never a wrong parent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} nginx_callers SEC(".maps");
+
 /* fds found not to be TCP sockets; close() forgets them. LRU because
  * processes that exit never close. */
 struct {

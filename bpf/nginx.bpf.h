@@ -55,6 +55,21 @@ static __always_inline __u64 epoll_data_of_fd(__s32 fd)
 	return BPF_CORE_READ(epi, event.data);
 }
 
+/* A response head's task is compared only with those of the requests
+ * its worker wrote upstream before it, on the same thread: until the
+ * worker has written one, its response heads skip the reads (a plain
+ * server's every response). */
+static __always_inline bool nginx_needs_task(__u32 tgid, const struct sonde_data_event *ev)
+{
+	__u8 one = 1;
+
+	if (is_http1_status_line(ev->data, ev->captured))
+		return bpf_map_lookup_elem(&nginx_callers, &tgid) != NULL;
+	if (!bpf_map_lookup_elem(&nginx_callers, &tgid))
+		bpf_map_update_elem(&nginx_callers, &tgid, &one, BPF_ANY);
+	return true;
+}
+
 /* The task of an nginx worker's write: its request's downstream
  * connection. Only HTTP message starts need one (see current_task). */
 static __always_inline __u64 nginx_task(struct sonde_conn_key *key, struct sonde_data_event *ev)
@@ -65,7 +80,7 @@ static __always_inline __u64 nginx_task(struct sonde_conn_key *key, struct sonde
 
 	if (ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
 		return 0;
-	if (!is_http1_start(ev->data, ev->captured))
+	if (!is_http1_start(ev->data, ev->captured) || !nginx_needs_task(key->tgid, ev))
 		return SONDE_TASK_UNKNOWN;
 	conn = epoll_data_of_fd(key->fd) & ~1ULL;
 	if (!conn || bpf_probe_read_user(&c, sizeof(c), (const void *)conn) || c.fd != key->fd ||

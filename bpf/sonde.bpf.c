@@ -540,6 +540,7 @@ int process_exec(void *ctx)
 	/* Another program: the agent decides it anew. */
 	bpf_map_delete_elem(&scoped_out, &(__u32){ id >> 32 });
 	bpf_map_delete_elem(&loops, &(__u32){ id >> 32 });
+	bpf_map_delete_elem(&nginx_callers, &(__u32){ id >> 32 });
 	if (!scratch)
 		return 0;
 	ev = (struct sonde_exec_event *)&scratch->ev;
@@ -588,6 +589,7 @@ int process_exit(void *ctx)
 	/* Its pid may be another process's next. */
 	bpf_map_delete_elem(&scoped_out, &ev.hdr.tgid);
 	bpf_map_delete_elem(&loops, &ev.hdr.tgid);
+	bpf_map_delete_elem(&nginx_callers, &ev.hdr.tgid);
 	ev.hdr.tid = BPF_CORE_READ(task, pid);
 	ev.hdr.fd = -1;
 	ev.hdr.ts = bpf_ktime_get_ns();

@@ -209,7 +209,8 @@ struct sonde_data_event {
 	                   request or status line (only a message start's
 	                   task is used), or starts a response of a process
 	                   no task has been asked of yet (see tasks_used in
-	                   struct sonde_py_layout) */
+	                   struct sonde_py_layout; an nginx worker that has
+	                   written no request upstream) */
 	__u8 data[SONDE_CAPTURE_MAX + SONDE_TAIL_MAX] __attribute__((aligned(8)));
 };
 

@@ -322,11 +322,13 @@ NGINX_CONF = "worker_processes 1;" + NGINX_FILES + """
 
 
 # nginx as a reverse proxy to 127.0.0.1:{backend}, over keep-alive
-# connections (HTTP/1.1, no Connection header passed on).
+# connections (HTTP/1.1, no Connection header passed on); /local it
+# answers itself.
 NGINX_PROXY_CONF = "worker_processes {workers};" + NGINX_FILES + """
     upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; }}
     server {{
         listen 127.0.0.1:{port};
+        location /local {{ return 200 "local\n"; }}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;

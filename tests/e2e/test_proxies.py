@@ -180,6 +180,17 @@ def test_nginx_upstream_calls_are_children_of_their_request(agent, proxy, concur
     assert agent.stats()["nginx_requests_unread"] == unread_before
 
 
+def test_first_upstream_call_after_local_answers_has_its_parent(agent, proxy):
+    """A worker's response heads skip the reads of their task until it has
+    written a request upstream: answers nginx makes itself first, then
+    proxied requests, each call under the request it was made for."""
+    for _ in range(20):
+        assert curl(f"http://127.0.0.1:{proxy.port}/local") == "200"
+    ids = [uuid.uuid4().hex[:12] for _ in range(20)]
+    send(proxy.port, ids, 1)
+    assert check(hops_of(agent, ids)) == (20, 0)
+
+
 def test_upstream_connections_open_before_sonde_started(workdir, proxy):
     """nginx's keep-alive upstream connections outlive any one request: a
     proxy that was busy before sonde started reuses connections whose
