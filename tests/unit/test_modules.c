@@ -27,6 +27,10 @@ Test(route, templates_identifiers_and_keeps_words)
 	cr_expect_str_eq(route("/users/op_12345/x"), "/users/{id}/x");
 	cr_expect_str_eq(route("/v2/health"), "/v2/health");
 	cr_expect_str_eq(route("/search?q=123"), "/search");
+	cr_expect_str_eq(route("/docs/intro#part/2"), "/docs/intro");
+	cr_expect_str_eq(route("/a?b#c"), "/a");
+	cr_expect_str_eq(route("/a#b?c"), "/a");
+	cr_expect_str_eq(route("/items/42/?x=/1"), "/items/{id}/");
 	cr_expect_str_eq(route("/"), "/");
 	cr_expect_str_eq(route("/a//b/"), "/a//b/");
 	cr_expect_str_eq(route("/decaf"), "/decaf");

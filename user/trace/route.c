@@ -62,10 +62,12 @@ static bool is_identifier(const char *seg, size_t len)
 
 size_t route_path_len(const char *target, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
-		if (target[i] == '?' || target[i] == '#')
-			return i;
-	return len;
+	const char *query = memchr(target, '?', len), *fragment;
+
+	if (query)
+		len = (size_t)(query - target);
+	fragment = memchr(target, '#', len);
+	return fragment ? (size_t)(fragment - target) : len;
 }
 
 static void append(char *out, size_t out_size, size_t *used, const char *text, size_t len)
@@ -86,10 +88,9 @@ size_t route_template(const char *path, size_t len, char *out, size_t out_size)
 		return 0;
 	len = route_path_len(path, len);
 	while (start < len) {
-		size_t end = start;
+		const char *slash = memchr(path + start, '/', len - start);
+		size_t end = slash ? (size_t)(slash - path) : len;
 
-		while (end < len && path[end] != '/')
-			end++;
 		if (is_identifier(path + start, end - start))
 			append(out, out_size, &used, "{id}", 4);
 		else
