@@ -69,8 +69,8 @@ struct {
 /* nginx workers that have written a request upstream (tgid -> 1): only
  * their response heads need a task (nginx.bpf.h). Forgotten when the
  * process runs another program or exits; LRU because an entry lost only
- * makes the next response head unread (its upstream calls then roots,
- * counted), never a wrong parent. */
+ * leaves a response head unread, whose upstream calls then find no parent
+ * by task, never a wrong one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
