@@ -71,19 +71,21 @@ static __always_inline bool nginx_needs_task(__u32 tgid, const struct sonde_data
 }
 
 /* The task of an nginx worker's write: its request's downstream
- * connection. Only HTTP message starts need one (see current_task). */
-static __always_inline __u64 nginx_task(struct sonde_conn_key *key, struct sonde_data_event *ev)
+ * connection. Only HTTP message starts need one (see current_task). A
+ * global function, verified once rather than on every path of the data
+ * programs; it must allow for a NULL ev. */
+__noinline __u64 nginx_task(__u32 tgid, __s32 fd, const struct sonde_data_event *ev)
 {
 	struct ngx_connection_head c;
 	struct ngx_request_head r;
 	__u64 conn;
 
-	if (ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
+	if (!ev || ev->dir != SONDE_DIR_EGRESS || ev->proto != SONDE_PROTO_HTTP1)
 		return 0;
-	if (!is_http1_start(ev->data, ev->captured) || !nginx_needs_task(key->tgid, ev))
+	if (!is_http1_start(ev->data, ev->captured) || !nginx_needs_task(tgid, ev))
 		return SONDE_TASK_UNKNOWN;
-	conn = epoll_data_of_fd(key->fd) & ~1ULL;
-	if (!conn || bpf_probe_read_user(&c, sizeof(c), (const void *)conn) || c.fd != key->fd ||
+	conn = epoll_data_of_fd(fd) & ~1ULL;
+	if (!conn || bpf_probe_read_user(&c, sizeof(c), (const void *)conn) || c.fd != fd ||
 	    bpf_probe_read_user(&r, sizeof(r), (const void *)c.data) ||
 	    r.signature != NGX_HTTP_SIGNATURE || !r.connection) {
 		count(SONDE_CNT_NGINX_UNREAD);

@@ -107,7 +107,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	ev->syscall = args->syscall;
 	ev->proto = state->proto;
 	if (state->nginx)
-		ev->task = nginx_task(key, ev);
+		ev->task = nginx_task(key->tgid, key->fd, ev);
 	else if (state->loop) {
 		loop_request_read(key, state, ev);
 		ev->task = loop_task(key, state, ev);
