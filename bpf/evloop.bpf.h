@@ -282,6 +282,21 @@ static __always_inline void loop_request_read(struct sonde_conn_key *key,
 		loop->task = state->gen;
 }
 
+/* The task of a libuv process's data event (see loop_task), after a
+ * request read has made its connection a server's (loop_request_read).
+ * A global function, verified once rather than on every path of the data
+ * programs; it must allow for NULL pointers. */
+__noinline __u64 loop_event_task(__u32 tgid, __s32 fd, struct conn_state *state,
+				 struct sonde_data_event *ev)
+{
+	struct sonde_conn_key key = { .tgid = tgid, .fd = fd };
+
+	if (!state || !ev)
+		return 0;
+	loop_request_read(&key, state, ev);
+	return loop_task(&key, state, ev);
+}
+
 /* A connection the main thread opens belongs to the running callback's
  * task until it carries a request of its own: the callback its connect
  * finishes in writes the request it was opened for. */
