@@ -243,7 +243,7 @@ static __always_inline __u64 loop_running_task(struct sonde_loop *loop, __s32 fd
  * write (every one is requests), is the running callback's, and becomes
  * its connection's, for the callbacks its response will start. Only HTTP
  * message starts need one (see current_task). */
-static __always_inline __u64 loop_task(struct sonde_conn_key *key, struct conn_state *state,
+static __always_inline __u64 loop_task(__s32 fd, struct conn_state *state,
 				       struct sonde_data_event *ev)
 {
 	struct sonde_loop *loop;
@@ -259,15 +259,14 @@ static __always_inline __u64 loop_task(struct sonde_conn_key *key, struct conn_s
 		}
 	}
 	loop = main_thread_loop();
-	state->loop_task = loop ? loop_running_task(loop, key->fd) : SONDE_TASK_UNKNOWN;
+	state->loop_task = loop ? loop_running_task(loop, fd) : SONDE_TASK_UNKNOWN;
 	return state->loop_task;
 }
 
 /* A connection first seen reading a request is a server's (one a
  * cluster's primary accepted and handed over, or one open before sonde):
  * its task is its own, from the callback this read started on. */
-static __always_inline void loop_request_read(struct sonde_conn_key *key,
-					      struct conn_state *state,
+static __always_inline void loop_request_read(__s32 fd, struct conn_state *state,
 					      const struct sonde_data_event *ev)
 {
 	struct sonde_loop *loop;
@@ -277,7 +276,7 @@ static __always_inline void loop_request_read(struct sonde_conn_key *key,
 		return;
 	state->loop_task = state->gen;
 	loop = main_thread_loop();
-	if (loop && loop->cursor >= 0 && loop->opener_fd == key->fd && loop->opener_read &&
+	if (loop && loop->cursor >= 0 && loop->opener_fd == fd && loop->opener_read &&
 	    !(loop->overflow && loop->cursor == loop->nbatch - 1))
 		loop->task = state->gen;
 }
@@ -286,15 +285,12 @@ static __always_inline void loop_request_read(struct sonde_conn_key *key,
  * request read has made its connection a server's (loop_request_read).
  * A global function, verified once rather than on every path of the data
  * programs; it must allow for NULL pointers. */
-__noinline __u64 loop_event_task(__u32 tgid, __s32 fd, struct conn_state *state,
-				 struct sonde_data_event *ev)
+__noinline __u64 loop_event_task(__s32 fd, struct conn_state *state, struct sonde_data_event *ev)
 {
-	struct sonde_conn_key key = { .tgid = tgid, .fd = fd };
-
 	if (!state || !ev)
 		return 0;
-	loop_request_read(&key, state, ev);
-	return loop_task(&key, state, ev);
+	loop_request_read(fd, state, ev);
+	return loop_task(fd, state, ev);
 }
 
 /* A connection the main thread opens belongs to the running callback's

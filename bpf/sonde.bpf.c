@@ -109,7 +109,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	if (state->nginx)
 		ev->task = nginx_task(key->tgid, key->fd, ev);
 	else if (state->loop)
-		ev->task = loop_event_task(key->tgid, key->fd, state, ev);
+		ev->task = loop_event_task(key->fd, state, ev);
 	else
 		ev->task = current_task(key->tgid, ev);
 	if (captured < len)
