@@ -13,6 +13,11 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude $(USER_INC) -
 # Link-time optimisation: the protocol layer's small calls across modules
 # (the connection layer and each protocol) inline as they did in one file.
 CFLAGS += -flto=auto
+# Copies of a length known only at run time (header values, span fields)
+# go to libc's memcpy, which picks its method by size: GCC's inline
+# `rep movsq` pays tens of cycles to start on every short copy
+# (build/agent_path: 975 -> 782 ns a request).
+CFLAGS += -mmemcpy-strategy=libcall:-1:noalign
 DEPFLAGS = -MMD -MP
 # What the agent's code outside the probe links with; the fuzz target too.
 CORE_LIBS := -lelf -lz -lpthread -lprotobuf-c -lcurl -lnghttp2 -lmicrohttpd -lcjson -lyaml
