@@ -5,7 +5,10 @@ CC ?= gcc
 BUILD := build
 ARCH := x86
 
-CFLAGS ?= -O2 -g
+# -O3: the agent's CPU a request under nginx at maximum rate was 2.7 %
+# lower than at -O2 (0.831-0.834 -> 0.805-0.812 us, 3 alternating runs
+# each; build/agent_path 5 % faster).
+CFLAGS ?= -O3 -g
 # user/ is grouped by pipeline stage; every stage's headers are on the path.
 USER_DIRS := core capture conn proto trace signals export
 USER_INC := $(addprefix -Iuser/,$(USER_DIRS))
