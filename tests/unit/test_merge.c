@@ -188,3 +188,70 @@ Test(merge, a_large_drain_is_sorted_whole_and_the_next_too)
 	}
 	merge_free(&m);
 }
+
+static void collect_where(void *ctx, const void *record, size_t size)
+{
+	const void **where = ctx;
+
+	(void)size;
+	*where = record;
+}
+
+Test(merge, a_record_staged_in_place_is_delivered_where_it_lies)
+{
+	struct merge m;
+	const void *where = NULL;
+	struct sonde_close_event ev = { .hdr = { .type = SONDE_EV_CLOSE, .ts = 7 } };
+
+	cr_assert_eq(merge_init(&m, 4096, collect_where, &where), 0);
+	merge_add_in_place(&m, &ev, sizeof(ev));
+	merge_release(&m, UINT64_MAX);
+	cr_expect_eq(where, &ev);
+	merge_free(&m);
+}
+
+/* The buffer reuses a record's space once the drain is delivered, so one
+ * that waits for the next drain must be a copy. */
+Test(merge, a_record_in_place_that_waits_is_copied)
+{
+	struct merge m;
+	struct seen s = { 0 };
+	struct sonde_close_event ring[2] = {
+		{ .hdr = { .type = SONDE_EV_CLOSE, .tid = 1, .ts = 100 } },
+		{ .hdr = { .type = SONDE_EV_CLOSE, .tid = 2, .ts = 300 } },
+	};
+
+	cr_assert_eq(merge_init(&m, 4096, collect, &s), 0);
+	merge_add_in_place(&m, &ring[0], sizeof(ring[0]));
+	merge_add_in_place(&m, &ring[1], sizeof(ring[1]));
+	merge_release(&m, 200);
+	cr_assert_eq(s.n, 1);
+	cr_expect_eq(m.stats.waited, 1);
+	memset(ring, 0xff, sizeof(ring));
+	merge_release(&m, UINT64_MAX);
+	cr_assert_eq(s.n, 2);
+	cr_expect_eq(s.ts[1], 300);
+	cr_expect_eq(s.tid[1], 2);
+	merge_free(&m);
+}
+
+Test(merge, in_place_records_take_entries_not_arena_bytes)
+{
+	struct merge m;
+	struct seen s = { 0 };
+	struct sonde_close_event ring[6];
+
+	/* 160 bytes: four copies of a 40-byte record, five entries (one per
+	 * bare header's bytes). */
+	cr_assert_eq(merge_init(&m, 4 * sizeof(ring[0]), collect, &s), 0);
+	cr_assert_eq(m.max_entries, 5);
+	for (int i = 0; i < 6; i++) {
+		ring[i] = (struct sonde_close_event){ .hdr = { .ts = 60 - 10 * (uint64_t)i } };
+		merge_add_in_place(&m, &ring[i], sizeof(ring[i]));
+		cr_expect_eq(m.stats.forced, i < 5 ? 0 : 1, "after record %d", i);
+	}
+	cr_expect_eq(s.n, 5);
+	merge_release(&m, UINT64_MAX);
+	cr_assert_eq(s.n, 6);
+	merge_free(&m);
+}

@@ -103,17 +103,34 @@ static uint64_t record_ts(const void *record, size_t size)
 	return hdr.ts;
 }
 
-static void stage(struct merge_arena *a, const void *record, size_t size, uint64_t ts,
-		  uint32_t seq)
+static void stage_entry(struct merge_arena *a, const uint8_t *record, size_t size, uint64_t ts,
+			uint32_t seq)
 {
 	struct merge_entry *e = &a->entries[a->count++];
 
-	memcpy(a->bytes + a->used, record, size);
 	e->ts = ts;
 	e->seq = seq;
-	e->off = (uint32_t)a->used;
 	e->size = (uint32_t)size;
+	e->record = record;
+}
+
+static void stage_copy(struct merge_arena *a, const void *record, size_t size, uint64_t ts,
+		       uint32_t seq)
+{
+	uint8_t *copy = a->bytes + a->used;
+
+	memcpy(copy, record, size);
 	a->used += aligned(size);
+	stage_entry(a, copy, size, ts, seq);
+}
+
+/* A drain too large for the arena is delivered in parts. */
+static void make_room(struct merge *m, size_t copy_bytes)
+{
+	if (m->staged.used + copy_bytes > m->arena_bytes || m->staged.count == m->max_entries) {
+		m->stats.forced++;
+		merge_release(m, UINT64_MAX);
+	}
 }
 
 void merge_add(struct merge *m, const void *record, size_t size)
@@ -122,11 +139,14 @@ void merge_add(struct merge *m, const void *record, size_t size)
 		m->fn(m->ctx, record, size);
 		return;
 	}
-	if (m->staged.used + aligned(size) > m->arena_bytes || m->staged.count == m->max_entries) {
-		m->stats.forced++;
-		merge_release(m, UINT64_MAX);
-	}
-	stage(&m->staged, record, size, record_ts(record, size), m->seq++);
+	make_room(m, aligned(size));
+	stage_copy(&m->staged, record, size, record_ts(record, size), m->seq++);
+}
+
+void merge_add_in_place(struct merge *m, const void *record, size_t size)
+{
+	make_room(m, 0);
+	stage_entry(&m->staged, record, size, record_ts(record, size), m->seq++);
 }
 
 static bool before(const struct merge_entry *x, const struct merge_entry *y)
@@ -186,11 +206,11 @@ void merge_release(struct merge *m, uint64_t before_ts)
 
 	sort_entries(m);
 	for (; i < a->count && a->entries[i].ts < before_ts; i++)
-		m->fn(m->ctx, a->bytes + a->entries[i].off, a->entries[i].size);
+		m->fn(m->ctx, a->entries[i].record, a->entries[i].size);
 	keep->used = keep->count = 0;
 	for (; i < a->count; i++) {
-		stage(keep, a->bytes + a->entries[i].off, a->entries[i].size, a->entries[i].ts,
-		      a->entries[i].seq);
+		stage_copy(keep, a->entries[i].record, a->entries[i].size, a->entries[i].ts,
+			   a->entries[i].seq);
 		m->stats.waited++;
 	}
 	drained = *a;

@@ -3,10 +3,12 @@
  * Each CPU's buffer holds its records in the order they were made, but the
  * agent drains the buffers one after another, so a response written on one
  * CPU can be read before the request another CPU received. Records of a
- * drain are staged (copied: the buffer's memory is reused once a record is
- * consumed), then delivered sorted by their header's timestamp. A record
- * made after the drain began may have a predecessor that was still being
- * written to a buffer already read, so it waits for the next drain.
+ * drain are staged, then delivered sorted by their header's timestamp. A
+ * record made after the drain began may have a predecessor that was still
+ * being written to a buffer already read, so it waits for the next drain,
+ * copied. Records are staged in place where their buffer keeps them until
+ * the drain is delivered (ring buffers read with ringread.h), copied where
+ * it does not (perf buffers).
  */
 #ifndef SONDE_MERGE_H
 #define SONDE_MERGE_H
@@ -21,11 +23,11 @@ typedef void (*merge_deliver_fn)(void *ctx, const void *record, size_t size);
 struct merge_entry {
 	uint64_t ts;
 	uint32_t seq; /* staging order: breaks ties, keeps a CPU's order */
-	uint32_t off; /* into the arena */
 	uint32_t size;
+	const uint8_t *record; /* in the arena, or in place */
 };
 
-/* Records are staged 8-byte aligned, so that the fields of a record taken
+/* Copies are staged 8-byte aligned, so that the fields of a record taken
  * from a perf buffer (4-byte aligned there) can be read in place. */
 struct merge_arena {
 	uint8_t *bytes;
@@ -57,8 +59,12 @@ struct merge {
 
 int merge_init(struct merge *m, size_t arena_bytes, merge_deliver_fn fn, void *ctx);
 void merge_free(struct merge *m);
-/* Stages one record; when the arena is full, first delivers all it holds. */
+/* Stages a copy of one record; when the arena is full, first delivers all
+ * it holds. */
 void merge_add(struct merge *m, const void *record, size_t size);
+/* Stages one record in place: it must stay where it is, 8-byte aligned,
+ * until merge_release has delivered or copied it. */
+void merge_add_in_place(struct merge *m, const void *record, size_t size);
 /* Delivers, in time order, the staged records made before `before_ts`
  * (UINT64_MAX: all of them) and keeps the others. */
 void merge_release(struct merge *m, uint64_t before_ts);

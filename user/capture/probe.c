@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "log.h"
 #include "merge.h"
+#include "ringread.h"
 #include "sonde.skel.h"
 
 #include <bpf/bpf.h>
@@ -78,7 +79,7 @@ struct probe {
 	bool pinned; /* the maps are under PROBE_PIN_DIR */
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
-	struct ring_buffer *ring;
+	struct ring_reader rings;
 	int *ring_fds; /* one ring per possible CPU */
 	int nrings;
 	struct perf_buffer *perf;
@@ -147,14 +148,6 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 	};
 
 	return log_library(ours[level], fmt, ap);
-}
-
-static int on_record(void *ctx, void *data, size_t size)
-{
-	struct probe *p = ctx;
-
-	merge_add(&p->merge, data, size);
-	return 0;
 }
 
 static int attach_all(struct probe *p)
@@ -406,19 +399,17 @@ static int add_cpu_ring(struct probe *p, int cpu, uint32_t bytes)
 	p->ring_fds[p->nrings++] = fd;
 	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.cpu_rings), &cpu, &fd, BPF_ANY))
 		return -errno;
-	if (p->ring)
-		return ring_buffer__add(p->ring, fd, on_record, p);
-	p->ring = ring_buffer__new(fd, on_record, p, NULL);
-	return p->ring ? 0 : -errno;
+	return ring_reader_add(&p->rings, fd, bytes);
 }
 
 static int open_ring_buffer(struct probe *p, int ncpus, uint32_t share)
 {
-	int err = 0;
+	int err;
 
 	p->ring_fds = calloc((size_t)ncpus, sizeof(*p->ring_fds));
 	if (!p->ring_fds)
 		return -ENOMEM;
+	err = ring_reader_init(&p->rings, ncpus);
 	for (int cpu = 0; cpu < ncpus && !err; cpu++)
 		err = add_cpu_ring(p, cpu, share);
 	if (!err)
@@ -546,19 +537,50 @@ fail:
 	return err;
 }
 
+/* Every record the rings hold, staged in place; the rings keep them
+ * until ring_reader_release. */
+static void stage_rings(struct probe *p)
+{
+	const void *record;
+	uint32_t size;
+
+	for (int i = 0; i < p->rings.count; i++) {
+		struct ring_view *v = &p->rings.views[i];
+
+		while ((record = ring_view_peek(v, &size))) {
+			merge_add_in_place(&p->merge, record, size);
+			ring_view_next(v);
+		}
+	}
+}
+
+/* Delivers the staged records made before before_ts, then gives the
+ * rings' space back: a record made later was copied by the merge. */
+static int drain(struct probe *p, uint64_t before_ts)
+{
+	int err = 0;
+
+	if (p->perf) {
+		err = perf_buffer__consume(p->perf);
+		merge_release(&p->merge, before_ts);
+		return err;
+	}
+	stage_rings(p);
+	merge_release(&p->merge, before_ts);
+	ring_reader_release(&p->rings);
+	return 0;
+}
+
 /* Wakeups are batched, so after a wakeup or a timeout every buffer is
  * drained, not only the ones that crossed their watermark. */
 int probe_poll(struct probe *p, int timeout_ms)
 {
-	uint64_t drain_start;
 	int err = p->perf ? perf_buffer__poll(p->perf, timeout_ms)
-			  : ring_buffer__poll(p->ring, timeout_ms);
+			  : ring_reader_wait(&p->rings, timeout_ms);
 
 	if (err < 0 && err != -EINTR)
 		return err;
-	drain_start = monotonic_now_ns();
-	err = p->perf ? perf_buffer__consume(p->perf) : ring_buffer__consume(p->ring);
-	merge_release(&p->merge, drain_start);
+	err = drain(p, monotonic_now_ns());
 	return err < 0 && err != -EINTR ? err : 0;
 }
 
@@ -571,11 +593,7 @@ void probe_detach(struct probe *p)
 	for (size_t i = 0; i < p->nlinks; i++)
 		bpf_link__destroy(p->links[i]);
 	p->nlinks = 0;
-	if (p->ring)
-		ring_buffer__consume(p->ring);
-	if (p->perf)
-		perf_buffer__consume(p->perf);
-	merge_release(&p->merge, UINT64_MAX);
+	drain(p, UINT64_MAX);
 }
 
 void probe_free(struct probe *p)
@@ -584,7 +602,7 @@ void probe_free(struct probe *p)
 		return;
 	probe_detach(p);
 	unpin_maps(p);
-	ring_buffer__free(p->ring);
+	ring_reader_free(&p->rings);
 	for (int i = 0; i < p->nrings; i++)
 		close(p->ring_fds[i]);
 	free(p->ring_fds);
