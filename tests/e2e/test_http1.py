@@ -4,6 +4,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -323,6 +324,44 @@ def test_sigterm_flushes_completed_spans(workdir, nginx):
     spans = quick.spans_for_port(nginx.port)
     assert len(spans) == 2
     assert quick.stats()["spans_dropped"] == 0
+
+
+def keep_alive_requests(port, count):
+    """`count` requests, one after another, on one connection."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        request = f"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        for _ in range(count):
+            s.sendall(request)
+            assert read_responses(s, 1) == [200]
+
+
+@pytest.mark.parametrize("buffer", ["ring", "perf"])
+def test_each_buffer_kind_delivers_every_exchange_in_order(workdir, nginx, buffer):
+    """Both ways of reading the kernel's records (rings read in place,
+    perf buffers copied out) give every span, each server span under its
+    client's, with nothing counted lost or orphaned: four connections at
+    once, so that both CPUs' buffers hold records of one drain."""
+    reader = Agent(workdir, name=f"buffer-{buffer}", extra_env={"SONDE_BUFFER": buffer})
+    try:
+        clients = [threading.Thread(target=keep_alive_requests, args=(nginx.port, 100))
+                   for _ in range(4)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        spans = reader.wait_spans(nginx.port, 800)
+        counters = reader.wait_stats(lambda c: c["spans_built"] >= 800)
+    finally:
+        assert reader.stop() == 0
+    assert f"{buffer} buffers:" in reader.err_path.read_text()
+    clients_by_id = {s["context"]["span_id"]: s for s in by_kind(spans, "CLIENT")}
+    servers = by_kind(spans, "SERVER")
+    assert (len(clients_by_id), len(servers)) == (400, 400)
+    for server in servers:
+        client = clients_by_id[server["parent_id"]]
+        assert client["context"]["trace_id"] == server["context"]["trace_id"]
+    assert counters["lost_ringbuf_full"] == 0
+    assert counters["orphan_responses"] == 0
 
 
 def test_excluded_process_is_not_traced(workdir, nginx):
