@@ -23,20 +23,27 @@ const size_t exporter_counter_count = sizeof(exporter_counters) / sizeof(exporte
 /* A trace is printed as a tree once no span has joined it for this long. */
 #define TREE_QUIET_MS 1000
 
-/* What the tracker's thread alone writes (exporter_reserve, _commit), on
- * a cache line of its own: were the export thread's head or counters on
- * it, every span would take the line back from that thread's core. */
+/* What the tracker's thread alone writes (exporter_reserve, _commit) and
+ * what the export thread alone writes, each on cache lines of its own:
+ * sharing one, every span would take the line from the other's core. */
 struct producer_side {
 	uint64_t tail; /* next slot to fill */
 	uint64_t spans_built;
 	uint64_t spans_dropped;
 } __attribute__((aligned(64)));
 
+struct consumer_side {
+	uint64_t head; /* next slot to export */
+	uint64_t spans_exported;
+	uint64_t spans_refused;
+	uint64_t spans_failed;
+} __attribute__((aligned(64)));
+
 struct exporter {
 	struct exporter_opts opts;
 	struct span *ring;      /* max_queue_size slots */
-	struct producer_side own;
-	uint64_t head __attribute__((aligned(64))); /* next slot to export; the thread's */
+	struct producer_side producer;
+	struct consumer_side consumer;
 	struct span scratch;    /* the slot EXPORTER_NONE hands out */
 	pthread_t thread;
 	bool thread_started;
@@ -46,7 +53,6 @@ struct exporter {
 	const struct span **batch;
 	struct otlp_encoder *encoder;
 	struct otlp_export *otlp;
-	struct exporter_stats stats;
 	struct log_limit drop_log;
 	struct log_limit export_log;
 };
@@ -61,16 +67,12 @@ static void store(uint64_t *v, uint64_t value)
 	__atomic_store_n(v, value, __ATOMIC_RELEASE);
 }
 
+/* Every counter has one writer (its side's thread), so it needs no
+ * locked add, only a store that a reader on another thread never sees
+ * torn. */
 static void count(uint64_t *counter, uint64_t n)
 {
-	__atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
-}
-
-/* A counter with one writer needs no locked add, only a store that a
- * reader on another thread never sees torn. */
-static void count_own(uint64_t *counter)
-{
-	__atomic_store_n(counter, *counter + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
 }
 
 static void write_console(struct exporter *exp, const struct span *span)
@@ -83,9 +85,9 @@ static void write_console(struct exporter *exp, const struct span *span)
 
 static void account_batch(struct exporter *exp, size_t n, const struct otlp_batch_result *r)
 {
-	count(&exp->stats.spans_exported, r->exported);
-	count(&exp->stats.spans_refused, r->refused);
-	count(&exp->stats.spans_failed, r->failed);
+	count(&exp->consumer.spans_exported, r->exported);
+	count(&exp->consumer.spans_refused, r->refused);
+	count(&exp->consumer.spans_failed, r->failed);
 	if (r->refused && r->refused == n)
 		log_limited(&exp->export_log, LOG_WARN, "OTLP: the collector refused %zu spans: %s",
 			    n, r->reason);
@@ -130,7 +132,7 @@ static void export_range(struct exporter *exp, uint64_t from, uint64_t to)
 	if (exp->opts.sinks & EXPORTER_OTLP)
 		export_otlp(exp, n);
 	else
-		count(&exp->stats.spans_exported, n);
+		count(&exp->consumer.spans_exported, n);
 	for (size_t i = 0; i < n; i++)
 		proc_info_unref(exp->batch[i]->proc);
 }
@@ -141,7 +143,7 @@ static void wait_for_batch(struct exporter *exp)
 
 	pthread_mutex_lock(&exp->pace.lock);
 	while (!exp->pace.stopping &&
-	       load(&exp->own.tail) - load(&exp->head) < exp->opts.max_export_batch)
+	       load(&exp->producer.tail) - load(&exp->consumer.head) < exp->opts.max_export_batch)
 		if (pacer_wait_until(&exp->pace, deadline_ns))
 			break;
 	pthread_mutex_unlock(&exp->pace.lock);
@@ -157,8 +159,8 @@ static void *export_thread(void *arg)
 
 		wait_for_batch(exp);
 		stop = pacer_stopping(&exp->pace);
-		head = load(&exp->head);
-		tail = load(&exp->own.tail);
+		head = load(&exp->consumer.head);
+		tail = load(&exp->producer.tail);
 		while (head < tail) {
 			uint64_t end = tail - head > exp->opts.max_export_batch
 					       ? head + exp->opts.max_export_batch
@@ -166,7 +168,7 @@ static void *export_thread(void *arg)
 
 			export_range(exp, head, end);
 			head = end;
-			store(&exp->head, head);
+			store(&exp->consumer.head, head);
 		}
 		if (exp->tree)
 			tree_flush(exp->tree, monotonic_now_ns(), stop);
@@ -295,14 +297,14 @@ struct span *exporter_reserve(struct exporter *exp)
 	if (exp->opts.sinks == EXPORTER_NONE) {
 		slot = &exp->scratch;
 	} else {
-		if (exp->own.tail - load(&exp->head) >= exp->opts.max_queue_size) {
-			count_own(&exp->own.spans_dropped);
+		if (exp->producer.tail - load(&exp->consumer.head) >= exp->opts.max_queue_size) {
+			count(&exp->producer.spans_dropped, 1);
 			log_limited(&exp->drop_log, LOG_WARN,
 				    "export queue full (%u spans): dropping spans; see spans_dropped",
 				    exp->opts.max_queue_size);
 			return NULL;
 		}
-		slot = &exp->ring[exp->own.tail % exp->opts.max_queue_size];
+		slot = &exp->ring[exp->producer.tail % exp->opts.max_queue_size];
 	}
 	span_clear(slot);
 	return slot;
@@ -310,13 +312,13 @@ struct span *exporter_reserve(struct exporter *exp)
 
 void exporter_commit(struct exporter *exp)
 {
-	count_own(&exp->own.spans_built);
+	count(&exp->producer.spans_built, 1);
 	if (exp->opts.sinks == EXPORTER_NONE) {
 		proc_info_unref(exp->scratch.proc);
 		return;
 	}
-	store(&exp->own.tail, exp->own.tail + 1);
-	if (exp->own.tail - load(&exp->head) == exp->opts.max_export_batch) {
+	store(&exp->producer.tail, exp->producer.tail + 1);
+	if (exp->producer.tail - load(&exp->consumer.head) == exp->opts.max_export_batch) {
 		pacer_wake(&exp->pace);
 	}
 }
@@ -324,13 +326,13 @@ void exporter_commit(struct exporter *exp)
 /* With no sink a span is exported as it is committed. */
 void exporter_get_stats(struct exporter *exp, struct exporter_stats *out)
 {
-	out->spans_built = __atomic_load_n(&exp->own.spans_built, __ATOMIC_RELAXED);
+	out->spans_built = __atomic_load_n(&exp->producer.spans_built, __ATOMIC_RELAXED);
 	out->spans_exported = exp->opts.sinks == EXPORTER_NONE
 				      ? out->spans_built
-				      : __atomic_load_n(&exp->stats.spans_exported, __ATOMIC_RELAXED);
-	out->spans_dropped = __atomic_load_n(&exp->own.spans_dropped, __ATOMIC_RELAXED);
-	out->spans_refused = __atomic_load_n(&exp->stats.spans_refused, __ATOMIC_RELAXED);
-	out->spans_failed = __atomic_load_n(&exp->stats.spans_failed, __ATOMIC_RELAXED);
+				      : __atomic_load_n(&exp->consumer.spans_exported, __ATOMIC_RELAXED);
+	out->spans_dropped = __atomic_load_n(&exp->producer.spans_dropped, __ATOMIC_RELAXED);
+	out->spans_refused = __atomic_load_n(&exp->consumer.spans_refused, __ATOMIC_RELAXED);
+	out->spans_failed = __atomic_load_n(&exp->consumer.spans_failed, __ATOMIC_RELAXED);
 	out->spans_retried = out->export_requests = 0;
 	if (exp->otlp) {
 		struct otlp_export_stats os;
