@@ -79,9 +79,7 @@ struct probe {
 	bool pinned; /* the maps are under PROBE_PIN_DIR */
 	struct bpf_link *links[PROBE_LINKS_MAX];
 	size_t nlinks;
-	struct ring_reader rings;
-	int *ring_fds; /* one ring per possible CPU */
-	int nrings;
+	struct ring_reader rings; /* one ring per possible CPU */
 	struct perf_buffer *perf;
 	uint64_t perf_lost; /* samples the kernel dropped: perf buffer full */
 	struct merge merge;
@@ -393,23 +391,20 @@ static uint32_t ring_share(uint32_t total, int ncpus)
 static int add_cpu_ring(struct probe *p, int cpu, uint32_t bytes)
 {
 	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sonde_ring", 0, 0, bytes, NULL);
+	int err;
 
 	if (fd < 0)
 		return -errno;
-	p->ring_fds[p->nrings++] = fd;
-	if (bpf_map_update_elem(bpf_map__fd(p->skel->maps.cpu_rings), &cpu, &fd, BPF_ANY))
-		return -errno;
-	return ring_reader_add(&p->rings, fd, bytes);
+	err = ring_reader_add(&p->rings, fd, bytes);
+	if (!err && bpf_map_update_elem(bpf_map__fd(p->skel->maps.cpu_rings), &cpu, &fd, BPF_ANY))
+		err = -errno;
+	return err;
 }
 
 static int open_ring_buffer(struct probe *p, int ncpus, uint32_t share)
 {
-	int err;
+	int err = ring_reader_init(&p->rings, ncpus);
 
-	p->ring_fds = calloc((size_t)ncpus, sizeof(*p->ring_fds));
-	if (!p->ring_fds)
-		return -ENOMEM;
-	err = ring_reader_init(&p->rings, ncpus);
 	for (int cpu = 0; cpu < ncpus && !err; cpu++)
 		err = add_cpu_ring(p, cpu, share);
 	if (!err)
@@ -603,9 +598,6 @@ void probe_free(struct probe *p)
 	probe_detach(p);
 	unpin_maps(p);
 	ring_reader_free(&p->rings);
-	for (int i = 0; i < p->nrings; i++)
-		close(p->ring_fds[i]);
-	free(p->ring_fds);
 	perf_buffer__free(p->perf);
 	merge_free(&p->merge);
 	sonde_bpf__destroy(p->skel);

@@ -26,12 +26,13 @@ int ring_reader_init(struct ring_reader *r, int max_rings)
 	return 0;
 }
 
-static void unmap_view(struct ring_view *v)
+static void close_view(struct ring_view *v)
 {
 	if (v->consumer_map)
 		munmap(v->consumer_map, (size_t)sysconf(_SC_PAGESIZE));
 	if (v->data_map)
 		munmap(v->data_map, v->data_map_bytes);
+	close(v->fd);
 }
 
 void ring_reader_free(struct ring_reader *r)
@@ -39,7 +40,7 @@ void ring_reader_free(struct ring_reader *r)
 	if (!r->views)
 		return;
 	for (int i = 0; i < r->count; i++)
-		unmap_view(&r->views[i]);
+		close_view(&r->views[i]);
 	free(r->views);
 	close(r->epoll_fd);
 	memset(r, 0, sizeof(*r));
@@ -76,15 +77,18 @@ int ring_reader_add(struct ring_reader *r, int fd, uint32_t ring_bytes)
 	struct epoll_event ev = { .events = EPOLLIN };
 	int err;
 
-	if (r->count == r->max)
+	if (r->count == r->max) {
+		close(fd);
 		return -ENOSPC;
+	}
 	v = &r->views[r->count];
 	memset(v, 0, sizeof(*v));
+	v->fd = fd;
 	err = map_view(v, fd, ring_bytes);
 	if (!err && epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, fd, &ev))
 		err = -errno;
 	if (err) {
-		unmap_view(v);
+		close_view(v);
 		return err;
 	}
 	r->count++;

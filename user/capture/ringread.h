@@ -26,6 +26,7 @@ struct ring_view {
 	unsigned long peeked;          /* the bytes of the record last peeked */
 	void *consumer_map, *data_map;
 	size_t data_map_bytes;
+	int fd; /* the ring map's, the reader's to close */
 };
 
 struct ring_reader {
@@ -36,7 +37,8 @@ struct ring_reader {
 
 int ring_reader_init(struct ring_reader *r, int max_rings);
 void ring_reader_free(struct ring_reader *r);
-/* Maps the BPF_MAP_TYPE_RINGBUF map fd (ring_bytes of data) and waits on it. */
+/* Maps the BPF_MAP_TYPE_RINGBUF map fd (ring_bytes of data) and waits on
+ * it. The reader owns fd from then on, and closes it even on failure. */
 int ring_reader_add(struct ring_reader *r, int fd, uint32_t ring_bytes);
 /* Waits up to timeout_ms for a ring's wakeup. 0, or -errno (-EINTR too). */
 int ring_reader_wait(struct ring_reader *r, int timeout_ms);
