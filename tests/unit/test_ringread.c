@@ -50,70 +50,74 @@ static void produce(struct fake_ring *f, uint32_t len, uint8_t fill, uint32_t fl
 	f->producer += (len + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
 }
 
+/* The next record, which must be there and of `size` bytes. */
+static const uint8_t *expect_record(struct fake_ring *f, uint32_t size)
+{
+	uint32_t got = 0;
+	const uint8_t *rec = ring_view_peek(&f->view, &got);
+
+	cr_assert_not_null(rec);
+	cr_expect_eq(got, size);
+	return rec;
+}
+
+static bool ring_is_empty(struct fake_ring *f)
+{
+	uint32_t size = 0;
+
+	return ring_view_peek(&f->view, &size) == NULL;
+}
+
 Test(ringread, reads_committed_records_in_order_and_in_place)
 {
 	struct fake_ring f;
 	const uint8_t *rec;
-	uint32_t size = 0;
 
 	fake_init(&f, 0);
 	produce(&f, 5, 0xaa, 0);
 	produce(&f, 16, 0xbb, 0);
-	rec = ring_view_peek(&f.view, &size);
-	cr_assert_not_null(rec);
-	cr_expect_eq(size, 5);
+	rec = expect_record(&f, 5);
 	cr_expect_eq(rec, f.data + BPF_RINGBUF_HDR_SZ, "the record is read where it lies");
 	cr_expect_eq(rec[4], 0xaa);
 	ring_view_next(&f.view);
-	rec = ring_view_peek(&f.view, &size);
-	cr_assert_not_null(rec);
-	cr_expect_eq(size, 16);
+	rec = expect_record(&f, 16);
 	cr_expect_eq((uintptr_t)rec % 8, 0, "records are 8-byte aligned");
 	ring_view_next(&f.view);
-	cr_expect_null(ring_view_peek(&f.view, &size));
+	cr_expect(ring_is_empty(&f));
 	cr_expect_eq(f.consumer, 0, "nothing is given back before the release");
 }
 
 Test(ringread, stops_at_a_record_still_being_written)
 {
 	struct fake_ring f;
-	uint32_t size = 0;
 
 	fake_init(&f, 0);
 	produce(&f, 8, 1, BPF_RINGBUF_BUSY_BIT);
 	produce(&f, 8, 2, 0);
-	cr_expect_null(ring_view_peek(&f.view, &size));
+	cr_expect(ring_is_empty(&f));
 	cr_expect_eq(f.view.read, 0);
 }
 
 Test(ringread, skips_discarded_records)
 {
 	struct fake_ring f;
-	const uint8_t *rec;
-	uint32_t size = 0;
 
 	fake_init(&f, 0);
 	produce(&f, 8, 1, BPF_RINGBUF_DISCARD_BIT);
 	produce(&f, 3, 2, 0);
-	rec = ring_view_peek(&f.view, &size);
-	cr_assert_not_null(rec);
-	cr_expect_eq(size, 3);
-	cr_expect_eq(rec[0], 2);
+	cr_expect_eq(expect_record(&f, 3)[0], 2);
 }
 
 Test(ringread, a_record_across_the_end_is_whole)
 {
 	struct fake_ring f;
 	const uint8_t *rec;
-	uint32_t size = 0;
 
 	/* 48 bytes in: the record's 24 bytes of data run past byte 64. */
 	fake_init(&f, 48);
 	produce(&f, 24, 0xcc, 0);
-	rec = ring_view_peek(&f.view, &size);
-	cr_assert_not_null(rec);
-	cr_expect_eq(size, 24);
-	for (uint32_t i = 0; i < size; i++)
+	rec = expect_record(&f, 24);
+	for (uint32_t i = 0; i < 24; i++)
 		cr_expect_eq(rec[i], 0xcc, "byte %u", i);
 }
 
@@ -121,15 +125,14 @@ Test(ringread, release_gives_back_what_was_read_and_no_more)
 {
 	struct fake_ring f;
 	struct ring_reader r = { .views = &f.view, .count = 1 };
-	uint32_t size = 0;
 
 	fake_init(&f, 0);
 	produce(&f, 8, 1, 0);
 	produce(&f, 8, 2, 0);
-	cr_assert_not_null(ring_view_peek(&f.view, &size));
+	expect_record(&f, 8);
 	ring_view_next(&f.view);
 	/* Peeked, not read: the second stays the kernel's to keep. */
-	cr_assert_not_null(ring_view_peek(&f.view, &size));
+	expect_record(&f, 8);
 	ring_reader_release(&r);
 	cr_expect_eq(f.consumer, 16);
 	ring_view_next(&f.view);
@@ -140,20 +143,18 @@ Test(ringread, release_gives_back_what_was_read_and_no_more)
 Test(ringread, records_made_after_the_reader_caught_up_are_read)
 {
 	struct fake_ring f;
-	uint32_t size = 0;
 
 	fake_init(&f, 0);
-	cr_expect_null(ring_view_peek(&f.view, &size));
+	cr_expect(ring_is_empty(&f));
 	produce(&f, 8, 1, BPF_RINGBUF_BUSY_BIT);
-	cr_expect_null(ring_view_peek(&f.view, &size));
+	cr_expect(ring_is_empty(&f));
 	/* The kernel commits it and makes another. */
 	f.data[3] &= 0x7f;
 	mirror(&f);
 	produce(&f, 4, 2, 0);
-	cr_assert_not_null(ring_view_peek(&f.view, &size));
+	expect_record(&f, 8);
 	ring_view_next(&f.view);
-	cr_assert_not_null(ring_view_peek(&f.view, &size));
-	cr_expect_eq(size, 4);
+	expect_record(&f, 4);
 	ring_view_next(&f.view);
-	cr_expect_null(ring_view_peek(&f.view, &size));
+	cr_expect(ring_is_empty(&f));
 }
