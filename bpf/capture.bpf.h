@@ -161,14 +161,22 @@ static __always_inline __u64 call_base(struct call_args *args, const struct user
 	return nvecs == 1 ? vecs[0].base : 0;
 }
 
+/* A tracepoint program's context, as a global function's argument: kernels
+ * before 6.8 ignore the arg:ctx tag and know a context argument by its
+ * type's name, which for a tracepoint is that of its context type, __u64
+ * (a struct tag, apart from the typedef). */
+struct __u64 {
+	__u64 first;
+};
+
 /* The rest of a call whose first event holds a pipeline (it carried the
  * first `off` bytes): contiguous events of up to SONDE_CAPTURE_MAX bytes,
  * at most SONDE_PIPELINE_CHUNKS of them, the last one covering what
  * remains with the call's last bytes as its tail. ev holds the first
  * event's header, position and task. A global function, verified once
  * rather than in every program that reaches it. */
-__noinline int emit_rest(void *ctx __attribute__((btf_decl_tag("arg:ctx"))),
-			 struct sonde_data_event *ev, __u64 base, __u32 len, __u32 off)
+__noinline int emit_rest(struct __u64 *ctx, struct sonde_data_event *ev, __u64 base, __u32 len,
+			 __u32 off)
 {
 	__u64 pos;
 

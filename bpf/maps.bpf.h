@@ -35,10 +35,14 @@ struct user_iovec {
 };
 
 /* A data event plus room for the last iovec copy to overrun the capture
- * limit by up to SONDE_CAPTURE_MAX bytes, which the verifier demands. */
+ * limit by up to SONDE_CAPTURE_MAX bytes, which the verifier demands, and
+ * the call's iovecs: on the stack they take a vectored data program and
+ * the CPython walk it calls past 512 bytes, which Linux 6.1's verifier
+ * refuses for a chain of calls. */
 struct scratch {
 	struct sonde_data_event ev;
 	__u8 spill[SONDE_CAPTURE_MAX];
+	struct user_iovec vecs[SONDE_IOV_MAX];
 };
 
 /* Every TCP socket end of the host sonde has seen, traced or written off.

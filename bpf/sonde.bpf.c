@@ -83,8 +83,8 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 {
 	__u32 zero = 0;
 	struct scratch *scratch = bpf_map_lookup_elem(&scratch_buf, &zero);
-	struct user_iovec vecs[SONDE_IOV_MAX];
 	struct sonde_data_event *ev;
+	struct user_iovec *vecs;
 	__u32 captured, tail, nvecs;
 	bool pipeline;
 	__u64 base;
@@ -92,6 +92,7 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	if (!scratch)
 		return;
 	ev = &scratch->ev;
+	vecs = scratch->vecs;
 	nvecs = read_iovs(args, vecs);
 	captured = capture(ev, args, vecs, nvecs, len, capture_limit(state));
 	if (state->proto == SONDE_PROTO_UNKNOWN &&
@@ -162,7 +163,6 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	struct log_budget *budget = bpf_map_lookup_elem(&log_procs, &key->tgid);
 	__u32 zero = 0;
 	struct scratch *scratch;
-	struct user_iovec vecs[SONDE_IOV_MAX];
 	struct sonde_data_event *ev;
 	struct sonde_py_layout *py;
 	__u32 nvecs, captured;
@@ -177,8 +177,8 @@ static __always_inline void emit_log(void *ctx, struct sonde_conn_key *key,
 	if (!scratch)
 		return;
 	ev = &scratch->ev;
-	nvecs = read_iovs(args, vecs);
-	captured = capture(ev, args, vecs, nvecs, len, log_capture_bytes);
+	nvecs = read_iovs(args, scratch->vecs);
+	captured = capture(ev, args, scratch->vecs, nvecs, len, log_capture_bytes);
 	fill_header(&ev->hdr, SONDE_EV_LOG, key, 0);
 	ev->pos = 0;
 	ev->len = len;
