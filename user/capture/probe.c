@@ -114,6 +114,22 @@ static bool has_ringbuf(void)
 	return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 }
 
+/* The newest helper the programs call, checked before they load: the
+ * verifier would only say "unknown func" deep in its log. */
+static int check_task_pt_regs(char *why, size_t size)
+{
+	int has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_task_pt_regs, NULL);
+
+	if (has < 0)
+		snprintf(why, size, "probe the kernel for bpf_task_pt_regs: %s", strerror(-has));
+	else if (has == 0)
+		snprintf(why, size,
+			 "kernel has no bpf_task_pt_regs helper (needs Linux 5.15 or later): "
+			 "sonde reads each call's arguments from the registers saved at its "
+			 "entry");
+	return has == 1 ? 0 : -1;
+}
+
 int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 {
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
@@ -130,6 +146,8 @@ int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);
 		return -1;
 	}
+	if (check_task_pt_regs(why, size))
+		return -1;
 	if (buffer == PROBE_BUFFER_RING && !has_ringbuf()) {
 		snprintf(why, size,
 			 "kernel has no BPF ring buffer (needs Linux 5.8 or later): "
