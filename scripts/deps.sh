@@ -24,6 +24,8 @@ packages=(
 	nghttp2-client
 	# the unit's hardening is scored offline by systemd-analyze
 	systemd
+	# the agent on Debian 12's kernel: qemu boots it, with busybox in its initramfs
+	qemu-system-x86 busybox-static cpio
 )
 # Node.js runs the test receiver and a test server; a machine may already
 # have a newer one than Debian's (18), which is fine.
