@@ -1,11 +1,12 @@
 #!/bin/sh
-# Runs in the test kernel, over the host's root: the agent from this
-# tree, a real Python HTTP server and curl; leaves the spans, the
-# agent's log and how each step went in /tmp/vm for the host to check.
+# Runs in the test kernel, over the host's read-only root: the agent from
+# this tree, a real Python HTTP server and curl; leaves the spans, the
+# agent's log and how each step went in the test's folder (/mnt) for the
+# host to check. Nothing else is writable.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
-. /tmp/vm/params
-vm=/tmp/vm
+export PYTHONDONTWRITEBYTECODE=1 HOME=/mnt
+vm=/mnt
+. "$vm/params"
 exec >"$vm/steps.txt" 2>&1
 
 echo "kernel $(uname -r)"
@@ -22,8 +23,8 @@ for i in $(seq 1 600); do
 done
 if grep -q 'ready:' "$vm/agent.log"; then
 	echo "agent ready"
-	mkdir -p /tmp/site && echo hello >/tmp/site/index.txt
-	cd /tmp/site && python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
+	mkdir -p "$vm/site" && echo hello >"$vm/site/index.txt"
+	cd "$vm/site" && python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
 	server=$!
 	for i in $(seq 1 100); do
 		curl -s -o /dev/null "http://127.0.0.1:$PORT/warmup" && break
