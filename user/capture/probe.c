@@ -268,6 +268,40 @@ static int uprobe_link(struct bpf_program *prog, const char *path, uint64_t offs
 	return fd < 0 ? -errno : fd;
 }
 
+/* Entry points need uprobe_multi links (Linux 6.6). One made on sonde's
+ * own ELF header, which never runs, and closed at once tells whether the
+ * kernel has them before anything depends on them: an older kernel takes
+ * the link's attach type for an invalid argument. Native entry points
+ * are nothing without them; Python ones still see jobs run in threads
+ * (a thread's start is a tracepoint), not asyncio tasks. */
+static int check_uprobe_multi(struct probe *p, const struct probe_opts *opts)
+{
+	struct bpf_program *prog = opts->njob_names > 0 ? p->skel->progs.job_task_init
+							 : p->skel->progs.job_native_entry;
+	int fd;
+
+	if (opts->njob_names == 0 && opts->nnatives == 0)
+		return 0;
+	fd = uprobe_link(prog, "/proc/self/exe", 0, (uint32_t)getpid(), false, 0);
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (fd != -EINVAL) {
+		log_error("entry points: a uprobe_multi link on sonde itself: %s", strerror(-fd));
+		return fd;
+	}
+	if (opts->nnatives > 0) {
+		log_error("native entry points need uprobe_multi links (Linux 6.6 or later), "
+			  "which this kernel does not have");
+		return fd;
+	}
+	log_warn("entry points: this kernel has no uprobe_multi links (Linux 6.6 or later): "
+		 "jobs run in threads are seen, asyncio tasks are not (python_tasks_unwatched "
+		 "counts each process)");
+	return 0;
+}
+
 static int attach_natives(struct probe *p, const struct probe_opts *opts)
 {
 	for (size_t i = 0; i < opts->nnatives; i++) {
@@ -539,7 +573,8 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		goto fail;
 	}
 	err = attach_all(p);
-	if (err || (err = set_job_names(p, opts)) || (err = attach_natives(p, opts)))
+	if (err || (err = check_uprobe_multi(p, opts)) || (err = set_job_names(p, opts)) ||
+	    (err = attach_natives(p, opts)))
 		goto fail;
 	if (opts->pin && (err = pin_maps(p)))
 		goto fail;
