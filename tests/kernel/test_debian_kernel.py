@@ -41,18 +41,26 @@ def debian_kernel_package():
     raise RuntimeError(f"no kernel image among linux-image-amd64's dependencies:\n{out}")
 
 
-def download(package):
-    """The package's .deb, from the cache or apt (its lists refreshed when
-    they name a version the mirror no longer has)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
+def try_download(package):
+    """The package's .deb, from the cache or apt; None when apt does not have it."""
     debs = sorted(CACHE.glob(f"{package}_*.deb"))
-    if debs:
-        return debs[-1]
-    if subprocess.run(["apt-get", "download", package], cwd=CACHE,
-                      capture_output=True).returncode != 0:
+    if not debs and subprocess.run(["apt-get", "download", package], cwd=CACHE,
+                                   capture_output=True).returncode == 0:
+        debs = sorted(CACHE.glob(f"{package}_*.deb"))
+    return debs[-1] if debs else None
+
+
+def download_kernel():
+    """The .deb of Debian's current kernel image. Stale package lists name
+    an image the mirror no longer has: they are refreshed and asked again."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    deb = try_download(debian_kernel_package())
+    if deb is None:
         run(["apt-get", "update", "-qq"])
-        run(["apt-get", "download", package], cwd=CACHE)
-    return sorted(CACHE.glob(f"{package}_*.deb"))[-1]
+        deb = try_download(debian_kernel_package())
+    if deb is None:
+        raise RuntimeError(f"apt-get download {debian_kernel_package()} failed")
+    return deb
 
 
 def module_order(tree, wanted):
@@ -101,7 +109,7 @@ def initramfs(tree, out):
 @pytest.fixture(scope="module")
 def debian_kernel():
     """(vmlinuz, initramfs) of Debian 12's kernel, built once into build/."""
-    deb = download(debian_kernel_package())
+    deb = download_kernel()
     tree = CACHE / deb.stem
     if not (tree / "boot").is_dir():
         run(["dpkg-deb", "-x", str(deb), str(tree)])
