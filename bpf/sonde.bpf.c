@@ -43,8 +43,8 @@ const volatile __u32 capture_bytes = 512;
  * past the capture cannot be paired or shown, and their calls are fewer. */
 const volatile __u32 db_capture_bytes = SONDE_DB_CAPTURE_MIN;
 const volatile __u64 wakeup_bytes = 256 * 1024;
-/* Per-CPU perf buffers instead of the ring buffer: for kernels before 5.8,
- * or by choice. */
+/* Per-CPU perf buffers instead of the ring buffer, by choice (--buffer
+ * perf). */
 const volatile bool use_perf_buffer = false;
 /* Writes to stdout and stderr of traced processes, as logs: off unless
  * the agent turns them on, and then at most log_capture_bytes of each,

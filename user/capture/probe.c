@@ -109,13 +109,9 @@ static int ensure_tracefs(char *why, size_t size)
 	return 0;
 }
 
-static bool has_ringbuf(void)
-{
-	return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
-}
-
 /* The newest helper the programs call, checked before they load: the
- * verifier would only say "unknown func" deep in its log. */
+ * verifier would only say "unknown func" deep in its log. A kernel that
+ * has it (5.15) has the BPF ring buffer (5.8) too. */
 static int check_task_pt_regs(char *why, size_t size)
 {
 	int has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_task_pt_regs, NULL);
@@ -130,7 +126,7 @@ static int check_task_pt_regs(char *why, size_t size)
 	return has == 1 ? 0 : -1;
 }
 
-int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
+int probe_check_platform(char *why, size_t size)
 {
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
 		snprintf(why, size,
@@ -146,15 +142,7 @@ int probe_check_platform(enum probe_buffer buffer, char *why, size_t size)
 			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);
 		return -1;
 	}
-	if (check_task_pt_regs(why, size))
-		return -1;
-	if (buffer == PROBE_BUFFER_RING && !has_ringbuf()) {
-		snprintf(why, size,
-			 "kernel has no BPF ring buffer (needs Linux 5.8 or later): "
-			 "use --buffer perf or auto");
-		return -1;
-	}
-	return 0;
+	return check_task_pt_regs(why, size);
 }
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -206,15 +194,6 @@ static int attach_all(struct probe *p)
  * untraced rate against 0.74; 1/16 kept 0.735 with a p99 of 0.5-0.8 ms,
  * against 2.1 ms at 1/4 and 0.5-1.3 ms at 1/128. */
 #define RING_WAKEUP_DIVISOR 16
-
-static bool wants_perf(const struct probe_opts *opts)
-{
-	if (opts->buffer == PROBE_BUFFER_AUTO && !has_ringbuf()) {
-		log_info("kernel has no BPF ring buffer: using per-CPU perf buffers");
-		return true;
-	}
-	return opts->buffer == PROBE_BUFFER_PERF;
-}
 
 static void configure(struct sonde_bpf *skel, const struct probe_opts *opts, bool perf, int ncpus,
 		      uint32_t share)
@@ -560,7 +539,7 @@ int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_
 		log_error("open BPF object: %s", strerror(-err));
 		goto fail;
 	}
-	perf = wants_perf(opts);
+	perf = opts->buffer == PROBE_BUFFER_PERF;
 	configure(p->skel, opts, perf, ncpus, share);
 	err = sonde_bpf__load(p->skel);
 	if (err) {

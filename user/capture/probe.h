@@ -12,8 +12,7 @@
 #include <stdint.h>
 
 enum probe_buffer {
-	PROBE_BUFFER_AUTO, /* the ring buffer where the kernel has one */
-	PROBE_BUFFER_RING,
+	PROBE_BUFFER_RING, /* the default */
 	PROBE_BUFFER_PERF, /* per-CPU perf buffers (BPF_MAP_TYPE_PERF_EVENT_ARRAY) */
 };
 
@@ -51,10 +50,9 @@ typedef void (*probe_record_fn)(void *ctx, const void *record, size_t size);
 
 struct probe;
 
-/* Root or the needed capabilities, BTF, tracefs (mounted when missing),
- * syscall tracepoints, and a ring buffer unless perf buffers are asked
- * for. Returns 0, or -1 with the reason. */
-int probe_check_platform(enum probe_buffer buffer, char *why, size_t why_size);
+/* BTF, tracefs (mounted when missing), syscall tracepoints and the
+ * helpers of Linux 5.15. Returns 0, or -1 with the reason. */
+int probe_check_platform(char *why, size_t why_size);
 /* Loads and attaches everything; logs each attachment. */
 int probe_start(struct probe **out, const struct probe_opts *opts, probe_record_fn fn, void *ctx);
 /* Waits up to timeout_ms for a wakeup, then drains the ring buffer. */

@@ -16,9 +16,8 @@
 
 static int parse_buffer(const char *text, enum probe_buffer *out)
 {
-	if (strcmp(text, "auto") == 0)
-		*out = PROBE_BUFFER_AUTO;
-	else if (strcmp(text, "ring") == 0)
+	/* auto is the ring buffer: every kernel sonde runs on has one. */
+	if (strcmp(text, "auto") == 0 || strcmp(text, "ring") == 0)
 		*out = PROBE_BUFFER_RING;
 	else if (strcmp(text, "perf") == 0)
 		*out = PROBE_BUFFER_PERF;
@@ -720,8 +719,8 @@ void config_usage(FILE *out)
 		"  --keep-query              export url.query (SONDE_KEEP_QUERY=1; default off)\n"
 		"  --pin                     pin the counters and the connection table under\n"
 		"                            " PROBE_PIN_DIR " for bpftool (SONDE_PIN=1)\n"
-		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto:\n"
-		"                            the ring buffer where the kernel has one)\n"
+		"  --buffer auto|ring|perf   kernel-to-agent transport (SONDE_BUFFER; default auto,\n"
+		"                            the ring buffer, which every kernel sonde runs on has)\n"
 		"  --export-sched idle|normal  the export thread's scheduling (SONDE_EXPORT_SCHED;\n"
 		"                            default idle: it runs only when the CPU has nothing\n"
 		"                            else to do; on a saturated host spans are dropped\n"

@@ -859,7 +859,7 @@ int main(int argc, char **argv)
 	log_set_level(agent.cfg.verbose ? LOG_DEBUG : LOG_INFO);
 	log_stamp_unless_journal();
 	if (privileges_check(why, sizeof(why)) ||
-	    probe_check_platform(agent.cfg.buffer, why, sizeof(why))) {
+	    probe_check_platform(why, sizeof(why))) {
 		log_notice("cannot start: %s", why);
 		return 1;
 	}
