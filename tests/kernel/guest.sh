@@ -29,7 +29,7 @@ agent=$!
 if wait_ready "$vm/agent.log" $agent; then
 	echo "agent ready"
 	mkdir -p "$vm/site" && echo hello >"$vm/site/index.txt"
-	cd "$vm/site" && python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
+	python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$vm/site" >/dev/null 2>&1 &
 	server=$!
 	for i in $(seq 1 100); do
 		curl -s -o /dev/null "http://127.0.0.1:$PORT/warmup" && break

@@ -54,13 +54,14 @@ def download_kernel():
     """The .deb of Debian's current kernel image. Stale package lists name
     an image the mirror no longer has: they are refreshed and asked again."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    deb = try_download(debian_kernel_package())
-    if deb is None:
-        run(["apt-get", "update", "-qq"])
-        deb = try_download(debian_kernel_package())
-    if deb is None:
-        raise RuntimeError(f"apt-get download {debian_kernel_package()} failed")
-    return deb
+    for refresh in (False, True):
+        if refresh:
+            run(["apt-get", "update", "-qq"])
+        package = debian_kernel_package()
+        deb = try_download(package)
+        if deb:
+            return deb
+    raise RuntimeError(f"apt-get download {package} failed")
 
 
 def module_order(tree, wanted):
@@ -108,7 +109,8 @@ def initramfs(tree, out):
 
 @pytest.fixture(scope="module")
 def debian_kernel():
-    """(vmlinuz, initramfs) of Debian 12's kernel, built once into build/."""
+    """(vmlinuz, initramfs) of Debian 12's kernel: the package downloaded
+    and unpacked once into build/kernels, the initramfs made each run."""
     deb = download_kernel()
     tree = CACHE / deb.stem
     if not (tree / "boot").is_dir():
