@@ -36,7 +36,7 @@ obj_of = $(patsubst $(BUILD)/%.c,$(BUILD)/%.o,$(patsubst user/%.c,$(BUILD)/%.o,$
 CORE_OBJS := $(call obj_of,$(CORE_SRCS))
 AGENT_OBJS := $(call obj_of,$(AGENT_SRCS))
 
-UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/harness.c
+UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/harness.c tests/unit/tmpdir.c
 UNIT_BIN := $(BUILD)/unit_tests
 # test_pytask.c checks sonde's CPython layouts against these headers.
 PY_INCLUDE := /usr/include/python3.11

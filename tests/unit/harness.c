@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include "semconv.h"
+#include "tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -241,8 +242,6 @@ void h_finish(struct harness *h)
 
 void h_free(struct harness *h)
 {
-	char cmd[128];
-
 	for (int i = 0; i < h->nspans; i++)
 		cJSON_Delete(h->spans[i]);
 	tracker_free(h->tracker);
@@ -250,8 +249,7 @@ void h_free(struct harness *h)
 	proc_table_free(h->procs);
 	fclose(h->out);
 	free(h->out_buf);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", h->proc_root);
-	cr_assert_eq(system(cmd), 0);
+	tmpdir_remove(h->proc_root);
 }
 
 static const cJSON *attrs(const cJSON *span)

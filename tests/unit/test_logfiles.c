@@ -1,6 +1,7 @@
 /* Configured log files: a process's open files matched against the
  * patterns, reported once when found, and again when no longer open. */
 #include "logfiles.h"
+#include "tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -66,8 +67,7 @@ Test(logfiles, open_files_matching_a_pattern_are_watched_until_closed)
 	logfiles_sweep(f, on_file, &s);
 	cr_expect_eq(s.unwatched, 1, "closed: no longer watched");
 	logfiles_free(f);
-	snprintf(dir, sizeof(dir), "rm -rf %s", root);
-	cr_assert_eq(system(dir), 0);
+	tmpdir_remove(root);
 }
 
 Test(logfiles, patterns_must_be_absolute_paths)

@@ -3,6 +3,7 @@
  * did not exec has its parent's, and /proc is read only for what the exec
  * event could not say. */
 #include "procinfo.h"
+#include "tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -51,6 +52,12 @@ static void setup(struct fake_proc *f)
 	cr_assert_not_null(f->table);
 }
 
+static void teardown(struct fake_proc *f)
+{
+	proc_table_free(f->table);
+	tmpdir_remove(f->root);
+}
+
 static const char edge_env[] = "OTEL_SERVICE_NAME=edge\0TRACEPARENT=00-abc\0";
 static const struct exec_record edge_exec = { edge_env, sizeof(edge_env) - 1, true, NULL, 0,
 						 NULL, 0 };
@@ -67,7 +74,7 @@ Test(procinfo, the_exec_environment_wins_and_forked_children_inherit_it)
 	cr_expect_str_eq(proc_table_get(f.table, 101, NULL)->service_name, "edge",
 			 "a worker forked by the master, with no exec of its own");
 	cr_expect_str_eq(proc_table_getenv(f.table, 101, "TRACEPARENT"), "00-abc");
-	proc_table_free(f.table);
+	teardown(&f);
 }
 
 Test(procinfo, a_child_that_ran_its_own_program_has_its_own_environment)
@@ -81,7 +88,7 @@ Test(procinfo, a_child_that_ran_its_own_program_has_its_own_environment)
 	cr_assert_eq(proc_table_exec(f.table, 102, &(struct exec_record){ .whole = true }), 0);
 	cr_expect_null(proc_table_getenv(f.table, 102, "OTEL_SERVICE_NAME"));
 	cr_expect_str_neq(proc_table_get(f.table, 102, NULL)->service_name, "edge");
-	proc_table_free(f.table);
+	teardown(&f);
 }
 
 /* A short command already a zombie (its command line gone from /proc) is
@@ -98,7 +105,7 @@ Test(procinfo, a_process_with_no_command_line_left_is_named_by_its_exec)
 	info = proc_table_get(f.table, 104, NULL);
 	cr_expect_str_eq(info->service_name, "ktrdr");
 	cr_expect_str_eq(info->command_line, "/usr/bin/python3 /opt/ktrdr/ktrdr --request-id x1 data show");
-	proc_table_free(f.table);
+	teardown(&f);
 }
 
 Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
@@ -118,5 +125,5 @@ Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
 	proc_table_forget(f.table, 103);
 	cr_expect_str_eq(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"), "from-proc",
 			 "gone with the process");
-	proc_table_free(f.table);
+	teardown(&f);
 }

@@ -4,6 +4,7 @@
  * applying the verdict and the names. */
 #include "procinfo.h"
 #include "scope.h"
+#include "tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -93,7 +94,12 @@ static enum scope_verdict verdict(struct scope *s, uint32_t pid)
 	return scope_decide(s, pid, NULL, NULL, name, sizeof(name));
 }
 
-TestSuite(scope, .init = setup);
+static void teardown(void)
+{
+	tmpdir_remove(root);
+}
+
+TestSuite(scope, .init = setup, .fini = teardown);
 
 Test(scope, without_rules_everything_is_traced)
 {
