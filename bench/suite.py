@@ -33,6 +33,9 @@ STEAL_MAX of the CPU time to the hypervisor is run again, and counted. After
 the rounds, one more run per scenario with kernel.bpf_stats_enabled
 measures the probes' own run time.
 
+The runs' logs and configuration go to a temporary folder, removed at the
+end; SONDE_BENCH_KEEP=1 keeps it (its path is printed) for a post-mortem.
+
 usage: bench/suite.py [--quick] [--only nginx,uvicorn,...] [--json PATH]
 """
 import argparse
@@ -881,6 +884,20 @@ def goals(results):
     return out
 
 
+def run_scenarios(keys, scenarios, timing, workdir):
+    rounds, retries, seconds, fixed_seconds = timing
+    results = {}
+    for key in keys:
+        for sc in scenarios[key]:
+            duration = fixed_seconds if isinstance(sc, ExportFixed) else seconds
+            results[sc.name] = run_scenario(sc, rounds, retries, duration, workdir)
+        if key == "metrics":
+            results["metrics"]["series_memory"] = series_memory(workdir, rounds)
+        if key == "logs":
+            results["logs"]["flood"] = log_flood_cost(workdir, rounds)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -900,15 +917,14 @@ def main():
     workdir = tempfile.mkdtemp(prefix="sonde-bench-")
     os.chmod(workdir, 0o755)
     started = time.time()
-    results = {}
-    for key in args.only.split(","):
-        for sc in scenarios[key]:
-            duration = fixed_seconds if isinstance(sc, ExportFixed) else seconds
-            results[sc.name] = run_scenario(sc, rounds, retries, duration, workdir)
-        if key == "metrics":
-            results["metrics"]["series_memory"] = series_memory(workdir, rounds)
-        if key == "logs":
-            results["logs"]["flood"] = log_flood_cost(workdir, rounds)
+    try:
+        results = run_scenarios(args.only.split(","), scenarios, (rounds, retries, seconds,
+                                                                 fixed_seconds), workdir)
+    finally:
+        if os.environ.get("SONDE_BENCH_KEEP"):
+            print(f"runs' logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     report = {"mode": "quick" if args.quick else "full", "rounds": rounds,
               "seconds": seconds, "fixed_rate_seconds": fixed_seconds,
               "wall_seconds": round(time.time() - started), "scenarios": results,
