@@ -420,10 +420,22 @@ class Postgres:
         self.log = open(self.dir / "server.log", "w")
         subprocess.Popen(["runuser", "-u", "postgres", "--", pg_bin("postgres"), "-D", str(self.dir),
                           "-p", str(self.port), "-k", str(self.dir),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                          "-c", "lc_messages=C"],
                          stdout=self.log, stderr=self.log)
-        wait_port(self.port, timeout=60)
+        self.wait_ready(timeout=120)
         self.pid = int((self.dir / "postmaster.pid").read_text().split()[0])
+
+    def wait_ready(self, timeout):
+        """The port opens before the server accepts sessions ("the database
+        system is starting up"); its log says when it does, and reading it
+        makes no connection that sonde would see."""
+        log = self.dir / "server.log"
+        deadline = time.time() + timeout
+        while "ready to accept connections" not in log.read_text():
+            if time.time() > deadline:
+                raise RuntimeError(f"PostgreSQL not ready after {timeout} s: {log.read_text()}")
+            time.sleep(0.05)
 
     def url(self, database):
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
