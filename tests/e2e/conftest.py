@@ -112,11 +112,14 @@ def tests_cgroup():
 
 
 def remove_cgroup(group):
-    """Kills what is left in a cgroup, then removes it."""
+    """Kills what is left in a cgroup, then removes it. A killed process
+    leaves cgroup.procs before it has finished exiting, and until it has,
+    the cgroup is still populated and refuses removal (EBUSY): on a slow
+    machine that can last a while."""
     for pid in (group / "cgroup.procs").read_text().split():
         os.kill(int(pid), signal.SIGKILL)
     deadline = time.time() + 10
-    while (group / "cgroup.procs").read_text().strip() and time.time() < deadline:
+    while "populated 1" in (group / "cgroup.events").read_text() and time.time() < deadline:
         time.sleep(0.05)
     group.rmdir()
 
