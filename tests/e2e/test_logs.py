@@ -364,4 +364,6 @@ def test_a_dead_collector_costs_records_counted_never_the_application(workdir):
         server.stop()
         assert agent.stop() == 0, agent.err_path.read_text()
     assert stats["log_records_exported"] == 0
-    assert "OTLP logs:" in agent.err_path.read_text()
+    err = agent.err_path.read_text()
+    assert "OTLP logs:" in err
+    assert f"metrics: otlp http://127.0.0.1:{dead}/v1/metrics every 200 ms)" in err

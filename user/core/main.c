@@ -636,17 +636,20 @@ static void describe_sinks(const struct sonde_config *cfg, char *out, size_t siz
 static void describe_metrics(const struct sonde_config *cfg, char *out, size_t size)
 {
 	unsigned sinks = cfg->metrics_exporters;
-	int n = snprintf(out, size, "none");
+	int n = 0;
 
+	if (!sinks) {
+		snprintf(out, size, "none");
+		return;
+	}
 	if (sinks & METRICS_PROMETHEUS)
 		n = snprintf(out, size, "prometheus %s:%u", cfg->prometheus_host,
 			     cfg->prometheus_port);
 	if (sinks & METRICS_OTLP)
-		n += snprintf(out + n, size - (size_t)n, "%sotlp %s",
-			      sinks & METRICS_PROMETHEUS ? ", " : "", cfg->metrics_otlp.url);
+		n += snprintf(out + n, size - (size_t)n, "%sotlp %s", n ? ", " : "",
+			      cfg->metrics_otlp.url);
 	if (sinks & METRICS_CONSOLE)
-		n += snprintf(out + n, size - (size_t)n, "%sconsole",
-			      sinks & (METRICS_PROMETHEUS | METRICS_OTLP) ? ", " : "");
+		n += snprintf(out + n, size - (size_t)n, "%sconsole", n ? ", " : "");
 	if (sinks & (METRICS_OTLP | METRICS_CONSOLE))
 		snprintf(out + n, size - (size_t)n, " every %u ms", cfg->metric_interval_ms);
 }
