@@ -85,8 +85,27 @@ static int cap_of(const struct capability *c)
 	return c->cap == CAP_CHECKPOINT_RESTORE ? map_files_cap() : c->cap;
 }
 
+/* Debian's and Ubuntu's kernels add a kernel.perf_event_paranoid level
+ * above 2, their default: opening a perf event, which is how a tracepoint
+ * program is attached, then takes CAP_SYS_ADMIN, whatever CAP_PERFMON
+ * allows elsewhere. -1 when the setting cannot be read. */
+static int perf_paranoid_level(void)
+{
+	FILE *file = fopen("/proc/sys/kernel/perf_event_paranoid", "r");
+	int level = -1;
+
+	if (!file)
+		return -1;
+	if (fscanf(file, "%d", &level) != 1)
+		level = -1;
+	fclose(file);
+	return level;
+}
+
 int privileges_check(char *why, size_t size)
 {
+	int paranoid = perf_paranoid_level();
+
 	struct __user_cap_data_struct data[2] = { 0 };
 
 	if (read_capabilities(data, why, size))
@@ -98,6 +117,13 @@ int privileges_check(char *why, size_t size)
 				 needed[i].why);
 			return -1;
 		}
+	}
+	if (paranoid > 2 && !has(data, CAP_SYS_ADMIN)) {
+		snprintf(why, size, "missing CAP_SYS_ADMIN, needed on this kernel to attach to "
+			 "tracepoints: its kernel.perf_event_paranoid is %d (Debian's and Ubuntu's "
+			 "default), at which only CAP_SYS_ADMIN opens perf events; or set it to 2 "
+			 "(see the README's Privileges)", paranoid);
+		return -1;
 	}
 	if (memlock_needs_raising() && !has(data, CAP_SYS_RESOURCE)) {
 		snprintf(why, size, "missing CAP_SYS_RESOURCE, needed on this kernel (before 5.11) to "
