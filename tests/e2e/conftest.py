@@ -34,11 +34,21 @@ APPS = Path(__file__).resolve().parent / "apps"
 UNIT = ROOT / "deploy" / "systemd" / "sonde.service"
 
 
-def unit_capabilities():
-    """The unit's AmbientCapabilities, as setpriv spells them."""
+def perf_paranoid():
+    return int(Path("/proc/sys/kernel/perf_event_paranoid").read_text())
+
+
+def unit_capabilities(as_shipped=False):
+    """The unit's AmbientCapabilities, as setpriv spells them, with the
+    CAP_SYS_ADMIN the README's Privileges adds where the kernel's
+    perf_event_paranoid is above 2 (Debian's and Ubuntu's default) unless
+    as_shipped."""
     for line in UNIT.read_text().splitlines():
         if line.startswith("AmbientCapabilities="):
-            return ",".join("+" + c[len("CAP_"):].lower() for c in line.split("=", 1)[1].split())
+            caps = line.split("=", 1)[1].split()
+            if perf_paranoid() > 2 and not as_shipped:
+                caps.append("CAP_SYS_ADMIN")
+            return ",".join("+" + c[len("CAP_"):].lower() for c in caps)
     raise RuntimeError(f"no AmbientCapabilities in {UNIT}")
 
 
@@ -46,7 +56,7 @@ def as_unit_by_default():
     return bool(os.environ.get("SONDE_E2E_AS_UNIT"))
 
 
-def agent_command(workdir, stats_name, as_unit):
+def agent_command(workdir, stats_name, as_unit, as_shipped=False):
     """The agent's command line and the stats file it writes. Settings
     come from the test's environment only: an empty configuration file
     stands for /etc/sonde/sonde.yaml, whatever this machine has there."""
@@ -56,7 +66,7 @@ def agent_command(workdir, stats_name, as_unit):
     run_dir = Path(workdir) / "unit-run"  # the unit's RuntimeDirectory
     run_dir.mkdir(exist_ok=True)
     shutil.chown(run_dir, "sonde", "sonde")
-    caps = unit_capabilities()
+    caps = unit_capabilities(as_shipped)
     stats = run_dir / stats_name
     return ["setpriv", "--reuid=sonde", "--regid=sonde", "--init-groups",
             f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",

@@ -63,7 +63,7 @@ def test_where_perf_events_take_cap_sys_admin_the_unit_says_so(workdir):
     anything. This kernel takes 3 as it takes 2; set for the test only."""
     setting = Path("/proc/sys/kernel/perf_event_paranoid")
     before = setting.read_text()
-    command, _ = agent_command(workdir, "paranoid.stats.json", as_unit=True)
+    command, _ = agent_command(workdir, "paranoid.stats.json", as_unit=True, as_shipped=True)
     setting.write_text("3")
     try:
         run = subprocess.run(command, capture_output=True, text=True, timeout=30)
