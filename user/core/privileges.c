@@ -104,9 +104,8 @@ static int perf_paranoid_level(void)
 
 int privileges_check(char *why, size_t size)
 {
-	int paranoid = perf_paranoid_level();
-
 	struct __user_cap_data_struct data[2] = { 0 };
+	int paranoid = perf_paranoid_level();
 
 	if (read_capabilities(data, why, size))
 		return -1;
