@@ -173,6 +173,12 @@ install: $(BUILD)/sonde
 		install -D -m 0644 deploy/systemd/sonde.env $(DESTDIR)/etc/sonde/sonde.env
 	test -e $(DESTDIR)/etc/sonde/sonde.yaml || \
 		install -D -m 0644 deploy/systemd/sonde.yaml $(DESTDIR)/etc/sonde/sonde.yaml
+	@paranoid=$$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2); \
+	if [ "$$paranoid" -gt 2 ]; then \
+		echo "note: kernel.perf_event_paranoid is $$paranoid here (Debian's and Ubuntu's" \
+			"default): the unit cannot attach its programs until it has CAP_SYS_ADMIN" \
+			"or the setting is 2; see the README's Privileges" >&2; \
+	fi
 
 # The settings in /etc/sonde are the operator's: they stay.
 uninstall:
