@@ -80,11 +80,6 @@ static int map_files_cap(void)
 	return last >= CAP_CHECKPOINT_RESTORE ? CAP_CHECKPOINT_RESTORE : CAP_SYS_ADMIN;
 }
 
-static int cap_of(const struct capability *c)
-{
-	return c->cap == CAP_CHECKPOINT_RESTORE ? map_files_cap() : c->cap;
-}
-
 /* Debian's and Ubuntu's kernels add a kernel.perf_event_paranoid level
  * above 2, their default: opening a perf event, which is how a tracepoint
  * program is attached, then takes CAP_SYS_ADMIN, whatever CAP_PERFMON
@@ -102,27 +97,41 @@ static int perf_paranoid_level(void)
 	return level;
 }
 
+/* The capability that grants a need on this kernel. */
+static int cap_of(const struct capability *c)
+{
+	if (c->cap == CAP_CHECKPOINT_RESTORE)
+		return map_files_cap();
+	if (c->cap == CAP_PERFMON && perf_paranoid_level() > 2)
+		return CAP_SYS_ADMIN;
+	return c->cap;
+}
+
+static void say_missing(const struct capability *c, int cap, char *why, size_t size)
+{
+	if (c->cap == CAP_PERFMON && cap == CAP_SYS_ADMIN)
+		snprintf(why, size, "missing CAP_SYS_ADMIN, needed on this kernel to attach to "
+			 "tracepoints: its kernel.perf_event_paranoid is %d (Debian's and Ubuntu's "
+			 "default), at which only CAP_SYS_ADMIN opens perf events; or set it to 2 "
+			 "(see the README's Privileges)", perf_paranoid_level());
+	else
+		snprintf(why, size, "missing %s, needed to %s (see the README's Privileges)",
+			 cap == CAP_SYS_ADMIN ? "CAP_SYS_ADMIN" : c->name, c->why);
+}
+
 int privileges_check(char *why, size_t size)
 {
 	struct __user_cap_data_struct data[2] = { 0 };
-	int paranoid = perf_paranoid_level();
 
 	if (read_capabilities(data, why, size))
 		return -1;
 	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
-		if (!has(data, cap_of(&needed[i]))) {
-			snprintf(why, size, "missing %s, needed to %s (see the README's Privileges)",
-				 cap_of(&needed[i]) == CAP_SYS_ADMIN ? "CAP_SYS_ADMIN" : needed[i].name,
-				 needed[i].why);
+		int cap = cap_of(&needed[i]);
+
+		if (!has(data, cap)) {
+			say_missing(&needed[i], cap, why, size);
 			return -1;
 		}
-	}
-	if (paranoid > 2 && !has(data, CAP_SYS_ADMIN)) {
-		snprintf(why, size, "missing CAP_SYS_ADMIN, needed on this kernel to attach to "
-			 "tracepoints: its kernel.perf_event_paranoid is %d (Debian's and Ubuntu's "
-			 "default), at which only CAP_SYS_ADMIN opens perf events; or set it to 2 "
-			 "(see the README's Privileges)", paranoid);
-		return -1;
 	}
 	if (memlock_needs_raising() && !has(data, CAP_SYS_RESOURCE)) {
 		snprintf(why, size, "missing CAP_SYS_RESOURCE, needed on this kernel (before 5.11) to "
@@ -138,10 +147,11 @@ int privileges_drop(char *why, size_t size)
 	struct __user_cap_data_struct data[2] = { 0 };
 
 	for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
-		int cap = cap_of(&needed[i]);
+		int cap;
 
 		if (!needed[i].kept)
 			continue;
+		cap = cap_of(&needed[i]);
 		data[cap / 32].effective |= 1u << (cap % 32);
 		data[cap / 32].permitted |= 1u << (cap % 32);
 	}
