@@ -14,6 +14,7 @@ another run) is neither traced nor in the way."""
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -50,6 +51,17 @@ def unit_capabilities(as_shipped=False):
                 caps.append("CAP_SYS_ADMIN")
             return ",".join("+" + c[len("CAP_"):].lower() for c in caps)
     raise RuntimeError(f"no AmbientCapabilities in {UNIT}")
+
+
+def allow_fds(count):
+    """A Popen preexec_fn giving the child at least `count` fds, hard limit
+    included: set while still root (before a setpriv in the command drops
+    to another user), since a system with no login manager (a container,
+    the kernel tests' guest) has a hard limit of 4,096."""
+    def raise_limit():
+        limit = max(count, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return raise_limit
 
 
 def as_unit_by_default():

@@ -2,22 +2,13 @@
 unprivileged neighbour holding tens of thousands of idle connections must
 not leave sonde blind to everyone else (idle connections give way to
 active ones, bpf/maps.bpf.h). Bursts of connections are test_soak.py's."""
-import resource
 import subprocess
 
-from conftest import APPS, PYTHON, curl
+from conftest import APPS, PYTHON, allow_fds, curl
 
 # 80,000 socket ends, more than the table's 65,536, in processes of 16,000
 # fds each
 HOLDERS, EACH = 5, 8000
-FDS = 2 * EACH + 64
-
-
-def allow_fds():
-    """Set while still root, before setpriv drops to nobody: a system with
-    no login manager (a container, the kernel tests' guest) has a hard
-    limit of 4,096 fds."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (FDS, FDS))
 
 
 def test_a_neighbour_holding_40k_idle_connections_starves_no_one(agent, nginx):
@@ -27,7 +18,7 @@ def test_a_neighbour_holding_40k_idle_connections_starves_no_one(agent, nginx):
     holders = [subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup",
                                  "--clear-groups", PYTHON, "-c", script, str(EACH), str(2 + i)],
                                 stdout=subprocess.PIPE, text=True, cwd="/",
-                                preexec_fn=allow_fds)
+                                preexec_fn=allow_fds(2 * EACH + 64))
                for i in range(HOLDERS)]
     try:
         for h in holders:

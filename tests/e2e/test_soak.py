@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 
-from conftest import APPS, PYTHON, Agent, Nginx, Receiver, free_port, wait_port
+from conftest import APPS, PYTHON, Agent, Nginx, Receiver, allow_fds, free_port, wait_port
 
 FULL = os.environ.get("SONDE_SOAK") == "1"
 KEEPALIVE = 100_000 if FULL else 16_000
@@ -66,7 +66,8 @@ def test_keepalive_connections_held_at_once(workdir, flood_cgroup):
                              "SONDE_RINGBUF_BYTES": str(KEEPALIVE_RING),
                              "SONDE_INCLUDE": flood_cgroup.include})
     port = free_port()
-    servers = [flood_cgroup.popen([PYTHON, str(APPS / "keepalive_burst.py"), "serve", str(port)])
+    servers = [flood_cgroup.popen([PYTHON, str(APPS / "keepalive_burst.py"), "serve", str(port)],
+                                  preexec_fn=allow_fds(PER_SERVER + 256))
                for _ in range(math.ceil(KEEPALIVE / PER_SERVER))]
     holders = []
     try:
@@ -75,7 +76,8 @@ def test_keepalive_connections_held_at_once(workdir, flood_cgroup):
         started = time.time()
         holders = [flood_cgroup.popen([PYTHON, str(APPS / "keepalive_burst.py"), "hold",
                                        str(port), str(each), str(10 + 2 * i)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=allow_fds(PER_HOLDER + 256))
                    for i in range(nholders)]
         for h in holders:
             assert h.stdout.readline().strip() == f"held {each}"
