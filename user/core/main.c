@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,21 +617,37 @@ static void housekeeping(struct agent *a, uint64_t *last_stats_ns)
 	report_stats(a, to_log);
 }
 
+/* Appends an item to the comma-separated list in out, *n bytes long. */
+static void __attribute__((format(printf, 4, 5)))
+list_add(char *out, size_t size, int *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	if ((size_t)*n + 2 >= size)
+		return;
+	if (*n)
+		*n += snprintf(out + *n, size - (size_t)*n, ", ");
+	va_start(ap, fmt);
+	*n += vsnprintf(out + *n, size - (size_t)*n, fmt, ap);
+	va_end(ap);
+	if ((size_t)*n >= size)
+		*n = (int)size - 1;
+}
+
 static void describe_sinks(const struct sonde_config *cfg, char *out, size_t size)
 {
 	const struct otlp_opts *o = &cfg->otlp;
+	int n = 0;
 
-	int n = snprintf(out, size, "none");
-
+	snprintf(out, size, "none");
 	if (cfg->exporters & EXPORTER_OTLP)
-		n = snprintf(out, size, "otlp %s %s%s", o->protocol == OTLP_GRPC ? "grpc" : "http/protobuf",
-			     o->url, o->gzip ? " gzip" : "");
-	else if (cfg->exporters)
-		n = 0;
+		list_add(out, size, &n, "otlp %s %s%s",
+			 o->protocol == OTLP_GRPC ? "grpc" : "http/protobuf", o->url,
+			 o->gzip ? " gzip" : "");
 	if (cfg->exporters & EXPORTER_CONSOLE)
-		n += snprintf(out + n, size - (size_t)n, "%sconsole", n ? ", " : "");
+		list_add(out, size, &n, "console");
 	if (cfg->exporters & EXPORTER_TREE)
-		snprintf(out + n, size - (size_t)n, "%stree", n ? ", " : "");
+		list_add(out, size, &n, "tree");
 }
 
 static void describe_metrics(const struct sonde_config *cfg, char *out, size_t size)
@@ -638,19 +655,15 @@ static void describe_metrics(const struct sonde_config *cfg, char *out, size_t s
 	unsigned sinks = cfg->metrics_exporters;
 	int n = 0;
 
-	if (!sinks) {
-		snprintf(out, size, "none");
-		return;
-	}
+	snprintf(out, size, "none");
 	if (sinks & METRICS_PROMETHEUS)
-		n = snprintf(out, size, "prometheus %s:%u", cfg->prometheus_host,
-			     cfg->prometheus_port);
+		list_add(out, size, &n, "prometheus %s:%u", cfg->prometheus_host,
+			 cfg->prometheus_port);
 	if (sinks & METRICS_OTLP)
-		n += snprintf(out + n, size - (size_t)n, "%sotlp %s", n ? ", " : "",
-			      cfg->metrics_otlp.url);
+		list_add(out, size, &n, "otlp %s", cfg->metrics_otlp.url);
 	if (sinks & METRICS_CONSOLE)
-		n += snprintf(out + n, size - (size_t)n, "%sconsole", n ? ", " : "");
-	if (sinks & (METRICS_OTLP | METRICS_CONSOLE))
+		list_add(out, size, &n, "console");
+	if (sinks & (METRICS_OTLP | METRICS_CONSOLE) && (size_t)n < size)
 		snprintf(out + n, size - (size_t)n, " every %u ms", cfg->metric_interval_ms);
 }
 
