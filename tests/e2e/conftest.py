@@ -302,7 +302,11 @@ def workdir():
 
 
 @pytest.fixture(scope="session")
-def agent(workdir):
+def agent(workdir, tests_cgroup):
+    """The session's agent. It names tests_cgroup so that it stops before
+    that fixture kills what is left in the cgroup: pytest 7 otherwise
+    tears session fixtures down in the order the last test lists them,
+    and a last test that uses no agent put the cgroup's first."""
     a = Agent(workdir)
     yield a
     assert a.stop() == 0, a.err_path.read_text()
