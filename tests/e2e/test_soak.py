@@ -149,7 +149,11 @@ def test_short_connections_at_full_rate(workdir, flood_cgroup):
             requests += wrk_closing(flood_cgroup, nginx.port, 5 if FULL else 1)
             runs += 1
         seconds = time.time() - started
-        counts = agent.wait_stats(lambda c: c["spans_server"] >= requests, timeout=120)
+        # A server span is counted as the response is written, its client
+        # span once wrk has read it: the last few exchanges' client spans
+        # can trail a snapshot (by 5 of 41,443 once on an emulated CPU).
+        counts = agent.wait_stats(lambda c: c["spans_server"] >= requests and
+                                  c["spans_client"] == c["spans_server"], timeout=120)
         time.sleep(3)
         samples = sampler.stop()
         after = agent.rss_kb() / 1024
@@ -164,7 +168,6 @@ def test_short_connections_at_full_rate(workdir, flood_cgroup):
             spans_client=counts["spans_client"], lost_ringbuf_full=counts["lost_ringbuf_full"],
             conns_ended=counts["conns_ended"])
     assert counts["lost_ringbuf_full"] == 0
-    assert counts["spans_server"] == counts["spans_client"]
     assert requests <= counts["spans_server"] <= requests + runs * WRK_CONNECTIONS, \
         "every request wrk counted, and those it did not count as it stopped"
     assert max(samples) - idle < 32, "bounded while connections come and go"
