@@ -8,9 +8,11 @@
 #include "otlp_encode.h"
 #include "otlp_export.h"
 #include "otlp.pb-c.h"
+#include "pacer.h"
 
 #include <criterion/criterion.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A fake environment: NULL-terminated name, value pairs. */
 static const char *const *fake_env;
@@ -395,14 +397,34 @@ Test(otlp_export, backoff_doubles_to_a_cap_with_jitter_and_honours_retry_after)
 	cr_expect_eq(otlp_backoff_ms(1, 0, 10), 500);
 }
 
+/* The agent asks every exporter to stop before it waits for any; the
+ * wait must not move each one's deadline on. */
+Test(pacer, a_second_stop_keeps_the_first_deadline)
+{
+	struct pacer pace;
+	struct otlp_pacer export_pace;
+	uint64_t first;
+
+	pacer_init(&pace);
+	export_pace = pacer_for_export(&pace);
+	cr_expect_eq(export_pace.limit(export_pace.ctx), UINT64_MAX);
+	pacer_stop(&pace, 1000);
+	first = export_pace.limit(export_pace.ctx);
+	usleep(2000);
+	pacer_stop(&pace, 1000);
+	cr_expect(pacer_stopping(&pace));
+	cr_expect_eq(export_pace.limit(export_pace.ctx), first);
+	pacer_destroy(&pace);
+}
+
 Test(otlp_encode, attributes_beyond_room_are_counted_as_dropped)
 {
 	static struct proc_info crowded = { .refs = 1, .pid = 44, .service_name = "crowded" };
 	struct span span;
 	const struct span *ptrs[1] = { &span };
 	struct otlp_encoder *enc = otlp_encoder_new(1);
-	size_t len, used = 0;
-	uint8_t *bytes;
+	size_t len = 0, used = 0;
+	uint8_t *bytes = NULL;
 
 	for (int i = 0; i < 25; i++)
 		used += (size_t)snprintf(crowded.resource_attrs + used,
