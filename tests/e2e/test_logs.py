@@ -367,3 +367,36 @@ def test_a_dead_collector_costs_records_counted_never_the_application(workdir):
     err = agent.err_path.read_text()
     assert "OTLP logs:" in err
     assert f"metrics: otlp http://127.0.0.1:{dead}/v1/metrics every 200 ms)" in err
+
+
+def test_stop_flushes_spans_logs_and_metrics_side_by_side(workdir):
+    """A dead collector at stop, with spans, log records and a last metric
+    collection all still to send: the three flushes share the wait, so
+    stopping takes about one export timeout, not the three of them
+    (which, at the defaults, would outlast the unit's TimeoutStopSec)."""
+    timeout_ms = 4000
+    agent = Agent(workdir, name="sonde-stop-side-by-side", extra_env={
+        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        # Nothing is sent before the stop: all three are queued then.
+        "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_BLRP_SCHEDULE_DELAY": "600000",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000", "OTEL_BSP_EXPORT_TIMEOUT": str(timeout_ms),
+        "OTEL_BLRP_EXPORT_TIMEOUT": str(timeout_ms),
+        "OTEL_METRIC_EXPORT_TIMEOUT": str(timeout_ms), "SONDE_STATS_INTERVAL": "1"})
+    server = LogServer(workdir, "pipe")
+    try:
+        for i in range(3):
+            server.get("/", f"stop-{i}")
+        agent.wait_stats(lambda c: c["log_records"] >= 3 and c["spans_built"] >= 6)
+    finally:
+        server.stop()
+    started = time.time()
+    assert agent.stop() == 0, agent.err_path.read_text()
+    took = time.time() - started
+    stats = agent.stats()
+    assert stats["spans_failed"] == stats["spans_built"] >= 6
+    assert stats["log_records_failed"] == stats["log_records"] >= 3
+    assert stats["metric_exports_failed"] == 1
+    assert took < 1.5 * timeout_ms / 1000, \
+        f"stop took {took:.1f} s with three {timeout_ms} ms export timeouts"

@@ -804,8 +804,25 @@ static int start(struct agent *a)
 	return 0;
 }
 
+/* Spans, log records and metrics flush side by side, each within its own
+ * export timeout: one after the other, a dead collector's three timeouts
+ * would add up (90 s by default) past the unit's TimeoutStopSec. */
+static void stop_exporters(struct agent *a)
+{
+	if (a->log_export)
+		log_export_request_stop(a->log_export);
+	if (a->metrics_export)
+		metrics_export_request_stop(a->metrics_export);
+	exporter_request_stop(a->exporter);
+	if (a->log_export)
+		log_export_stop(a->log_export);
+	if (a->metrics_export)
+		metrics_export_stop(a->metrics_export);
+	exporter_stop(a->exporter);
+}
+
 /* Detach first so no new event arrives, drain the ring, give up on
- * reordering holds, then let the exporter flush every completed span. */
+ * reordering holds, then let the exporters flush what was completed. */
 static void stop(struct agent *a)
 {
 	if (a->probe) {
@@ -816,11 +833,9 @@ static void stop(struct agent *a)
 		tracker_tick(a->tracker, UINT64_MAX);
 		if (a->commands)
 			commands_end_all(a->commands, monotonic_now_ns());
-		if (a->logs) {
+		if (a->logs)
 			logs_tick(a->logs, UINT64_MAX);
-			log_export_stop(a->log_export);
-		}
-		exporter_stop(a->exporter);
+		stop_exporters(a);
 		report_stats(a, true);
 	}
 	metrics_export_free(a->metrics_export);

@@ -264,11 +264,17 @@ int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *
 	return 0;
 }
 
+void exporter_request_stop(struct exporter *exp)
+{
+	if (exp->thread_started)
+		pacer_stop(&exp->pace, exp->opts.export_timeout_ms);
+}
+
 void exporter_stop(struct exporter *exp)
 {
 	if (!exp->thread_started)
 		return;
-	pacer_stop(&exp->pace, exp->opts.export_timeout_ms);
+	exporter_request_stop(exp);
 	pthread_join(exp->thread, NULL);
 	exp->thread_started = false;
 }

@@ -64,8 +64,12 @@ struct tree_view;
 /* Fails with the reason in err (e.g. an OTLP option libcurl refuses). */
 int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *err,
 		 size_t err_size);
-/* Flushes every queued span (OTLP: within export_timeout_ms), then stops
- * the thread; later spans are dropped. */
+/* Asks the thread to flush every queued span (OTLP: within
+ * export_timeout_ms from this call) and stop, without waiting for it: the
+ * agent's exporters flush side by side. */
+void exporter_request_stop(struct exporter *exp);
+/* Asks (if not yet asked) and waits for the thread; later spans are
+ * dropped. */
 void exporter_stop(struct exporter *exp);
 /* Stops (if not yet stopped) and frees. */
 void exporter_free(struct exporter *exp);

@@ -225,11 +225,17 @@ int log_export_new(struct log_export **out, const struct log_export_opts *opts, 
 	return 0;
 }
 
+void log_export_request_stop(struct log_export *e)
+{
+	if (e->thread_started)
+		pacer_stop(&e->pace, e->opts.export_timeout_ms);
+}
+
 void log_export_stop(struct log_export *e)
 {
 	if (!e->thread_started)
 		return;
-	pacer_stop(&e->pace, e->opts.export_timeout_ms);
+	log_export_request_stop(e);
 	pthread_join(e->thread, NULL);
 	e->thread_started = false;
 }

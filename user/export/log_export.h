@@ -84,8 +84,11 @@ struct log_export;
 
 int log_export_new(struct log_export **out, const struct log_export_opts *opts, char *err,
 		   size_t err_size);
-/* Flushes what is queued (within export_timeout_ms), then stops the
- * thread; later records are queued and never sent. */
+/* Asks the thread to flush what is queued (within export_timeout_ms from
+ * this call) and stop, without waiting for it. */
+void log_export_request_stop(struct log_export *e);
+/* Asks (if not yet asked) and waits for the thread; later records are
+ * queued and never sent. */
 void log_export_stop(struct log_export *e);
 /* Stops (if not yet stopped) and frees. */
 void log_export_free(struct log_export *e);

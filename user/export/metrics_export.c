@@ -277,14 +277,26 @@ int metrics_export_new(struct metrics_export **out, struct metrics *metrics,
 	return 0;
 }
 
+void metrics_export_request_stop(struct metrics_export *e)
+{
+	if (e->thread_started)
+		pacer_stop(&e->pace, e->opts.timeout_ms);
+}
+
+void metrics_export_stop(struct metrics_export *e)
+{
+	if (!e->thread_started)
+		return;
+	metrics_export_request_stop(e);
+	pthread_join(e->thread, NULL);
+	e->thread_started = false;
+}
+
 void metrics_export_free(struct metrics_export *e)
 {
 	if (!e)
 		return;
-	if (e->thread_started) {
-		pacer_stop(&e->pace, e->opts.timeout_ms);
-		pthread_join(e->thread, NULL);
-	}
+	metrics_export_stop(e);
 	for (unsigned i = 0; i < METRICS_INSTRUMENTS; i++) {
 		metric_points_free(&e->view.inst[i].points);
 		free(e->last[i]);

@@ -43,7 +43,12 @@ struct metrics_export;
 /* Starts the thread; fails with the reason in err. */
 int metrics_export_new(struct metrics_export **out, struct metrics *metrics,
 		       const struct metrics_export_opts *opts, char *err, size_t err_size);
-/* Exports a last collection (within timeout_ms), stops and frees. */
+/* Asks the thread to export a last collection (within timeout_ms from
+ * this call) and stop, without waiting for it. */
+void metrics_export_request_stop(struct metrics_export *e);
+/* Asks (if not yet asked) and waits for the thread. */
+void metrics_export_stop(struct metrics_export *e);
+/* Stops (if not yet stopped) and frees. */
 void metrics_export_free(struct metrics_export *e);
 
 #endif

@@ -54,8 +54,9 @@ bool pacer_stopping(struct pacer *p)
 void pacer_stop(struct pacer *p, uint32_t timeout_ms)
 {
 	pthread_mutex_lock(&p->lock);
+	if (!p->stopping)
+		p->shutdown_deadline_ns = monotonic_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	p->stopping = true;
-	p->shutdown_deadline_ns = monotonic_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 }

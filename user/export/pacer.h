@@ -27,7 +27,8 @@ bool pacer_wait_until(struct pacer *p, uint64_t deadline_ns);
 /* Wakes the thread waiting, if any. */
 void pacer_wake(struct pacer *p);
 bool pacer_stopping(struct pacer *p);
-/* Asks the thread to stop; its waits and attempts end within timeout_ms. */
+/* Asks the thread to stop; its waits and attempts end within timeout_ms
+ * of the first call (a later one keeps that deadline). */
 void pacer_stop(struct pacer *p, uint32_t timeout_ms);
 /* The pacing an OTLP export runs under (otlp_export.h). */
 struct otlp_pacer pacer_for_export(struct pacer *p);
