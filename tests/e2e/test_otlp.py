@@ -270,6 +270,23 @@ def test_second_signal_exits_at_once(workdir, nginx):
         agent.err_path.read_text()
 
 
+def test_hangup_stops_in_order(workdir, nginx):
+    """SIGHUP (a closed terminal, or an operator expecting a reload) ends
+    the agent as SIGTERM does: the spans still queued are written out, and
+    the agent says it has no reload."""
+    agent = Agent(workdir, name="hangup", extra_env={"OTEL_BSP_SCHEDULE_DELAY": "600000"})
+    assert curl(f"http://127.0.0.1:{nginx.port}/ok") == "200"
+    agent.wait_stats(lambda s: s["spans_server"] >= 1)
+    assert agent.spans_for_port(nginx.port) == []
+    agent.proc.send_signal(signal.SIGHUP)
+    assert agent.proc.wait(timeout=30) == 0
+    agent.stop()
+    assert sorted(s["name"] for s in agent.spans_for_port(nginx.port)) == ["GET", "GET /ok"]
+    err = agent.err_path.read_text()
+    assert "SIGHUP: stopping; sonde has no configuration reload" in err
+    assert "stopped" in err.splitlines()[-1]
+
+
 def make_ca(directory, name):
     """A self-signed CA and a server certificate for 127.0.0.1 it signed."""
     d = Path(directory) / name

@@ -84,7 +84,8 @@ struct agent {
 	struct log_limit watch_log; /* a failure per process, on a busy host */
 };
 
-static volatile sig_atomic_t stop_requested;
+/* The signal that asked for the stop; 0 until one has. */
+static volatile sig_atomic_t stop_signal;
 
 /* The first signal starts an orderly stop, which can wait up to the export
  * timeout for a slow collector; a second one means the operator will not
@@ -95,12 +96,23 @@ static void on_signal(int sig)
 	static const char leaving[] =
 		"sonde: second signal: exiting now; spans not yet exported are lost\n";
 
-	(void)sig;
-	if (stop_requested) {
+	if (stop_signal) {
 		(void)!write(STDERR_FILENO, leaving, sizeof(leaving) - 1);
 		_exit(EXIT_FORCED);
 	}
-	stop_requested = 1;
+	stop_signal = sig;
+}
+
+/* SIGHUP's default would end the agent with its queues unsent, its pins
+ * left behind: a closed terminal, or an operator expecting a reload,
+ * stops it in order instead, and is told there is no reload. */
+static void say_why_stopping(int sig)
+{
+	if (sig == SIGHUP)
+		log_notice("SIGHUP: stopping; sonde has no configuration reload: start it again "
+			   "to apply a new configuration");
+	else
+		log_info("SIG%s: stopping", sigabbrev_np(sig));
 }
 
 /* With entry points configured, a CPython process's asyncio tasks are
@@ -676,7 +688,7 @@ static int run(struct agent *a)
 	describe_metrics(&a->cfg, metrics, sizeof(metrics));
 	log_notice("ready: tracing HTTP/1.x, PostgreSQL and Redis on this host (exporter: %s; "
 		   "metrics: %s)", sinks, metrics);
-	while (!stop_requested) {
+	while (!stop_signal) {
 		int err = probe_poll(a->probe, (int)a->cfg.poll_ms);
 
 		if (err) {
@@ -694,6 +706,7 @@ static int run(struct agent *a)
 			housekeeping(a, &last_stats);
 		}
 	}
+	say_why_stopping(stop_signal);
 	return 0;
 }
 
@@ -861,6 +874,7 @@ static void install_signals(void)
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
 
