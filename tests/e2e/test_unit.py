@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import SONDE, UNIT, Agent, Nginx, agent_command, curl
 
 # CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40)
@@ -98,7 +100,9 @@ def bpftool_dump(name):
 def test_pinned_maps_are_read_with_bpftool_and_gone_at_a_clean_exit(workdir):
     """--pin (SONDE_PIN=1), as the unit runs it: bpftool reads the counters
     and the connection table while it runs; a clean exit removes the pins,
-    and an agent killed uncleanly leaves pins the next one replaces."""
+    an agent killed uncleanly leaves pins the next one replaces, and a
+    running agent's pins are not taken: a second pinned agent refuses to
+    start."""
     pin_dir = Path(PIN_DIR)
     # What the unit's ExecStartPre does as root.
     subprocess.run(["sh", "-c", "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf"],
@@ -123,6 +127,12 @@ def test_pinned_maps_are_read_with_bpftool_and_gone_at_a_clean_exit(workdir):
         assert (pin_dir / "counters").exists(), "an agent killed leaves its pins"
         agent = Agent(workdir, name="sonde-pin-2", extra_env={"SONDE_PIN": "1"}, as_unit=True)
         assert "left by an agent that stopped uncleanly" in agent.err_path.read_text()
+        with pytest.raises(RuntimeError) as refused:
+            Agent(workdir, name="sonde-pin-3", extra_env={"SONDE_PIN": "1"}, as_unit=True)
+        assert (f"/counters is pinned by sonde pid {agent.proc.pid}, which is running: one "
+                "agent per host pins its maps") in str(refused.value)
+        assert "another sonde is running (pid " in str(refused.value)
+        assert bpftool_dump("counters"), "the running agent's pins are left to it"
     finally:
         server.stop()
         assert agent.stop() == 0, agent.err_path.read_text()

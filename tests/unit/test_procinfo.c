@@ -2,6 +2,7 @@
  * /proc/PID/environ (which a program may overwrite), a forked child that
  * did not exec has its parent's, and /proc is read only for what the exec
  * event could not say. */
+#include "procfs.h"
 #include "procinfo.h"
 #include "tmpdir.h"
 
@@ -125,5 +126,44 @@ Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
 	proc_table_forget(f.table, 103);
 	cr_expect_str_eq(proc_table_getenv(f.table, 103, "OTEL_SERVICE_NAME"), "from-proc",
 			 "gone with the process");
+	teardown(&f);
+}
+
+/* A process named `comm`, in state `state`. */
+static void named(const struct fake_proc *f, uint32_t pid, const char *comm, char state)
+{
+	char stat[64], line[32];
+
+	snprintf(stat, sizeof(stat), "%u (%s) %c 1 1 1", pid, comm, state);
+	put(f, pid, "stat", stat, strlen(stat));
+	snprintf(line, sizeof(line), "%s\n", comm);
+	put(f, pid, "comm", line, strlen(line));
+}
+
+static bool is_pid(const char *root, uint32_t pid, void *arg)
+{
+	return pid == *(uint32_t *)arg;
+}
+
+Test(procfs, other_agents_are_found_by_name_living_ones_only)
+{
+	struct fake_proc f;
+	uint32_t wanted = 300;
+
+	setup(&f);
+	named(&f, 100, "sonde", 'S');
+	named(&f, 200, "sonde", 'Z');
+	named(&f, 300, "sonde", 'R');
+	named(&f, 400, "sonde-helper", 'S');
+	named(&f, 500, "nginx", 'S');
+	cr_expect_eq(procfs_find_named(f.root, "nginx", 0, NULL, NULL), 500);
+	cr_expect_eq(procfs_find_named(f.root, "sonde", 100, NULL, NULL), 300,
+		     "itself skipped, the zombie passed over");
+	cr_expect_eq(procfs_find_named(f.root, "sonde", 0, is_pid, &wanted), 300,
+		     "accept picks among them");
+	wanted = 200;
+	cr_expect_eq(procfs_find_named(f.root, "sonde", 0, is_pid, &wanted), 0,
+		     "a zombie holds nothing");
+	cr_expect_eq(procfs_find_named(f.root, "memcached", 0, NULL, NULL), 0);
 	teardown(&f);
 }

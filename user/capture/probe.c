@@ -3,11 +3,13 @@
 #include "clock.h"
 #include "log.h"
 #include "merge.h"
+#include "procfs.h"
 #include "ringread.h"
 #include "sonde.skel.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -470,6 +472,68 @@ static int ensure_bpffs(void)
 	return 0;
 }
 
+/* Whether process pid has the map of id *arg open: its fdinfo says so. */
+static bool holds_map(const char *root, uint32_t pid, void *arg)
+{
+	uint32_t map_id = *(uint32_t *)arg;
+	char dir_path[64], name[300], info[1024], want[32];
+	struct dirent *entry;
+	bool held = false;
+	DIR *dir;
+
+	snprintf(dir_path, sizeof(dir_path), "%s/%u/fdinfo", root, pid);
+	dir = opendir(dir_path);
+	if (!dir)
+		return false;
+	snprintf(want, sizeof(want), "\nmap_id:\t%u\n", map_id);
+	while (!held && (entry = readdir(dir))) {
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(name, sizeof(name), "fdinfo/%s", entry->d_name);
+		held = procfs_read(root, pid, name, info, sizeof(info)) && strstr(info, want);
+	}
+	closedir(dir);
+	return held;
+}
+
+/* The running agent, other than this one, whose map is pinned at path; 0
+ * when none is (the pin was left by an agent that died). */
+static uint32_t pin_holder(const char *path)
+{
+	struct bpf_map_info info = {};
+	__u32 info_len = sizeof(info);
+	uint32_t holder = 0;
+	int fd = bpf_obj_get(path);
+
+	if (fd < 0)
+		return 0;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &info_len))
+		holder = procfs_find_named("/proc", "sonde", (uint32_t)getpid(), holds_map, &info.id);
+	close(fd);
+	return holder;
+}
+
+/* Another running agent's pins are its own: taking them would leave it
+ * unseen by bpftool, and its clean exit would remove this one's. */
+static int check_pins_free(struct bpf_map *maps[PINNED_MAPS])
+{
+	char path[128];
+
+	for (int i = 0; i < PINNED_MAPS; i++) {
+		uint32_t holder;
+
+		snprintf(path, sizeof(path), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));
+		holder = pin_holder(path);
+		if (holder) {
+			log_error("pin maps: %s is pinned by sonde pid %u, which is running: one agent "
+				  "per host pins its maps; stop that one, or start this one without "
+				  "--pin", path, holder);
+			return -EBUSY;
+		}
+	}
+	return 0;
+}
+
 /* Pins left by an agent that died are replaced: their maps are gone with
  * it, and a pin keeps a dead map alive. */
 static int pin_maps(struct probe *p)
@@ -486,6 +550,9 @@ static int pin_maps(struct probe *p)
 		return err;
 	}
 	pinned_maps(p, maps);
+	err = check_pins_free(maps);
+	if (err)
+		return err;
 	p->pinned = true;
 	for (int i = 0; i < PINNED_MAPS; i++) {
 		snprintf(path, sizeof(path), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));

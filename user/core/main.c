@@ -13,6 +13,7 @@
 #include "metrics_export.h"
 #include "privileges.h"
 #include "probe.h"
+#include "procfs.h"
 #include "procinfo.h"
 #include "prometheus.h"
 #include "pytask.h"
@@ -868,6 +869,17 @@ static void stop(struct agent *a)
 	log_info("stopped");
 }
 
+/* One agent per host: a second traces again what both trace, and exports
+ * its own copy of those spans, with ids of its own. */
+static void warn_other_agents(void)
+{
+	uint32_t other = procfs_find_named("/proc", "sonde", (uint32_t)getpid(), NULL, NULL);
+
+	if (other)
+		log_warn("another sonde is running (pid %u): what both trace is traced, and "
+			 "exported, twice", other);
+}
+
 static void install_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -908,6 +920,7 @@ int main(int argc, char **argv)
 		log_notice("cannot start: %s", why);
 		return 1;
 	}
+	warn_other_agents();
 	install_signals();
 	err = start(&agent);
 	if (!err)

@@ -1,7 +1,9 @@
 #include "procfs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,19 +45,63 @@ const char *procfs_env(const char *block, size_t len, const char *name)
 }
 
 /* The fields after the command name, whose parentheses may hold any
- * character: state, then the parent's pid. */
+ * character: the state letter, then the parent's pid. */
+static const char *stat_fields(const char *root, uint32_t pid, char *stat, size_t size)
+{
+	const char *after;
+
+	if (!procfs_read(root, pid, "stat", stat, size))
+		return NULL;
+	after = strrchr(stat, ')');
+	return after ? after + 1 : NULL;
+}
+
 uint32_t procfs_ppid(const char *root, uint32_t pid)
 {
 	char stat[512];
-	const char *after;
+	const char *fields = stat_fields(root, pid, stat, sizeof(stat));
 	unsigned ppid;
 
-	if (!procfs_read(root, pid, "stat", stat, sizeof(stat)))
-		return 0;
-	after = strrchr(stat, ')');
-	if (!after || sscanf(after + 1, " %*c %u", &ppid) != 1)
+	if (!fields || sscanf(fields, " %*c %u", &ppid) != 1)
 		return 0;
 	return ppid;
+}
+
+static bool is_live_and_named(const char *root, uint32_t pid, const char *comm)
+{
+	char name[32], stat[512], state = 0;
+	size_t len = procfs_read(root, pid, "comm", name, sizeof(name));
+	const char *fields;
+
+	if (len && name[len - 1] == '\n')
+		name[--len] = '\0';
+	if (!len || strcmp(name, comm) != 0)
+		return false;
+	fields = stat_fields(root, pid, stat, sizeof(stat));
+	return fields && sscanf(fields, " %c", &state) == 1 && state != 'Z' && state != 'X';
+}
+
+uint32_t procfs_find_named(const char *root, const char *comm, uint32_t skip,
+			   bool (*accept)(const char *root, uint32_t pid, void *arg), void *arg)
+{
+	DIR *dir = opendir(root);
+	struct dirent *entry;
+	uint32_t found = 0;
+
+	if (!dir)
+		return 0;
+	while (!found && (entry = readdir(dir))) {
+		char *end;
+		unsigned long pid = strtoul(entry->d_name, &end, 10);
+
+		if (*end || pid == 0 || pid > UINT32_MAX || pid == skip)
+			continue;
+		if (is_live_and_named(root, (uint32_t)pid, comm) &&
+		    (!accept || accept(root, (uint32_t)pid, arg)))
+			found = (uint32_t)pid;
+	}
+	closedir(dir);
+	return found;
 }
 
 const char *procfs_basename(const char *path)

@@ -3,6 +3,7 @@
 #ifndef SONDE_PROCFS_H
 #define SONDE_PROCFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,5 +19,11 @@ const char *procfs_env(const char *block, size_t len, const char *name);
 uint32_t procfs_ppid(const char *root, uint32_t pid);
 /* The last component of a path. */
 const char *procfs_basename(const char *path);
+/* The first live process of root other than skip whose comm (its
+ * executable's name, cut at 15 bytes) is comm and for which accept(root,
+ * pid, arg) holds (NULL: any); 0 when there is none. A zombie holds
+ * nothing and is passed over. */
+uint32_t procfs_find_named(const char *root, const char *comm, uint32_t skip,
+			   bool (*accept)(const char *root, uint32_t pid, void *arg), void *arg);
 
 #endif
