@@ -44,7 +44,8 @@ JOB_SECONDS = 0.1
 # (before Linux 6.6: Debian 12's 6.1): it sees the jobs run in threads
 # (backtests) but not those run as asyncio tasks (training).
 NO_TASK_JOBS = "this kernel has no uprobe_multi links"
-RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", "/tmp/sonde-ktrdr-results.json"))
+# Each run's parent accuracy, beside the build's other reports (bench.json).
+RESULTS = Path(os.environ.get("SONDE_KTRDR_RESULTS", ROOT / "build" / "ktrdr-results.json"))
 
 
 class Ktrdr:
