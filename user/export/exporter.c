@@ -45,8 +45,6 @@ struct exporter {
 	struct producer_side producer;
 	struct consumer_side consumer;
 	struct span scratch;    /* the slot EXPORTER_NONE hands out */
-	pthread_t thread;
-	bool thread_started;
 	struct pacer pace;
 	char *line;             /* console formatting buffer */
 	struct tree_view *tree;
@@ -190,7 +188,7 @@ static int set_sched(struct exporter *exp, char *err, size_t err_size)
 
 	if (exp->opts.sched == EXPORTER_SCHED_NORMAL)
 		return 0;
-	ret = -pthread_setschedparam(exp->thread, SCHED_IDLE, &param);
+	ret = -pthread_setschedparam(exp->pace.thread, SCHED_IDLE, &param);
 	if (ret)
 		snprintf(err, err_size, "exporter: run the export thread at SCHED_IDLE: %s",
 			 strerror(-ret));
@@ -228,12 +226,11 @@ static int start_sinks(struct exporter *exp, char *err, size_t err_size)
 		if (ret)
 			return ret;
 	}
-	ret = -pthread_create(&exp->thread, NULL, export_thread, exp);
+	ret = pacer_start(&exp->pace, export_thread, exp);
 	if (ret) {
 		snprintf(err, err_size, "exporter: start thread: %s", strerror(-ret));
 		return ret;
 	}
-	exp->thread_started = true;
 	return set_sched(exp, err, err_size);
 }
 
@@ -266,17 +263,12 @@ int exporter_new(struct exporter **out, const struct exporter_opts *opts, char *
 
 void exporter_request_stop(struct exporter *exp)
 {
-	if (exp->thread_started)
-		pacer_stop(&exp->pace, exp->opts.export_timeout_ms);
+	pacer_stop(&exp->pace, exp->opts.export_timeout_ms);
 }
 
 void exporter_stop(struct exporter *exp)
 {
-	if (!exp->thread_started)
-		return;
-	exporter_request_stop(exp);
-	pthread_join(exp->thread, NULL);
-	exp->thread_started = false;
+	pacer_join(&exp->pace, exp->opts.export_timeout_ms);
 }
 
 void exporter_free(struct exporter *exp)

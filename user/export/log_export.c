@@ -32,8 +32,6 @@ struct log_export {
 	char *line;                /* a console line */
 	struct logline *parsed;    /* the record being formatted or encoded */
 	char *scratch;             /* LOGLINE_TEXT_MAX bytes, for redaction */
-	pthread_t thread;
-	bool thread_started;
 	struct pacer pace;
 	struct log_export_stats stats;
 	struct log_limit log;
@@ -194,12 +192,11 @@ static int start(struct log_export *e, char *err, size_t err_size)
 		if (ret)
 			return ret;
 	}
-	ret = -pthread_create(&e->thread, NULL, export_thread, e);
+	ret = pacer_start(&e->pace, export_thread, e);
 	if (ret) {
 		snprintf(err, err_size, "log exporter: start thread: %s", strerror(-ret));
 		return ret;
 	}
-	e->thread_started = true;
 	return 0;
 }
 
@@ -227,17 +224,12 @@ int log_export_new(struct log_export **out, const struct log_export_opts *opts, 
 
 void log_export_request_stop(struct log_export *e)
 {
-	if (e->thread_started)
-		pacer_stop(&e->pace, e->opts.export_timeout_ms);
+	pacer_stop(&e->pace, e->opts.export_timeout_ms);
 }
 
 void log_export_stop(struct log_export *e)
 {
-	if (!e->thread_started)
-		return;
-	log_export_request_stop(e);
-	pthread_join(e->thread, NULL);
-	e->thread_started = false;
+	pacer_join(&e->pace, e->opts.export_timeout_ms);
 }
 
 void log_export_free(struct log_export *e)

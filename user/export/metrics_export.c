@@ -36,8 +36,6 @@ struct metrics_export {
 	struct last_counts *last[METRICS_INSTRUMENTS];
 	size_t nlast[METRICS_INSTRUMENTS];
 	uint64_t last_self[METRICS_SELF_MAX];
-	pthread_t thread;
-	bool thread_started;
 	struct pacer pace;
 	struct log_limit log;
 };
@@ -244,12 +242,11 @@ static int start(struct metrics_export *e, char *err, size_t err_size)
 		if (ret)
 			return ret;
 	}
-	ret = -pthread_create(&e->thread, NULL, export_thread, e);
+	ret = pacer_start(&e->pace, export_thread, e);
 	if (ret) {
 		snprintf(err, err_size, "metrics exporter: start thread: %s", strerror(-ret));
 		return ret;
 	}
-	e->thread_started = true;
 	return 0;
 }
 
@@ -279,17 +276,12 @@ int metrics_export_new(struct metrics_export **out, struct metrics *metrics,
 
 void metrics_export_request_stop(struct metrics_export *e)
 {
-	if (e->thread_started)
-		pacer_stop(&e->pace, e->opts.timeout_ms);
+	pacer_stop(&e->pace, e->opts.timeout_ms);
 }
 
 void metrics_export_stop(struct metrics_export *e)
 {
-	if (!e->thread_started)
-		return;
-	metrics_export_request_stop(e);
-	pthread_join(e->thread, NULL);
-	e->thread_started = false;
+	pacer_join(&e->pace, e->opts.timeout_ms);
 }
 
 void metrics_export_free(struct metrics_export *e)

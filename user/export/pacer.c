@@ -16,6 +16,7 @@ void pacer_init(struct pacer *p)
 	pthread_condattr_destroy(&attr);
 	p->stopping = false;
 	p->shutdown_deadline_ns = UINT64_MAX;
+	p->running = false;
 }
 
 void pacer_destroy(struct pacer *p)
@@ -59,6 +60,23 @@ void pacer_stop(struct pacer *p, uint32_t timeout_ms)
 	p->stopping = true;
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
+}
+
+int pacer_start(struct pacer *p, void *(*fn)(void *), void *arg)
+{
+	int ret = -pthread_create(&p->thread, NULL, fn, arg);
+
+	p->running = ret == 0;
+	return ret;
+}
+
+void pacer_join(struct pacer *p, uint32_t timeout_ms)
+{
+	if (!p->running)
+		return;
+	pacer_stop(p, timeout_ms);
+	pthread_join(p->thread, NULL);
+	p->running = false;
 }
 
 /* Sleeps on; a wake-up from shutdown only brings the end forward. */

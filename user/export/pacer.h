@@ -1,6 +1,6 @@
-/* How an export thread waits: for its next batch or interval, between
- * retries, and how its shutdown is asked for with a deadline that cuts
- * every wait and attempt short. Waits are measured on CLOCK_MONOTONIC, like
+/* An export thread and how it waits: for its next batch or interval,
+ * between retries, and how its shutdown is asked for with a deadline that
+ * cuts every wait and attempt short. Waits are measured on CLOCK_MONOTONIC, like
  * every deadline here, so a wall-clock step neither stretches nor cuts
  * them. */
 #ifndef SONDE_PACER_H
@@ -17,6 +17,8 @@ struct pacer {
 	pthread_cond_t wake;
 	bool stopping;
 	uint64_t shutdown_deadline_ns; /* set with stopping */
+	pthread_t thread;
+	bool running; /* started, not yet joined */
 };
 
 void pacer_init(struct pacer *p);
@@ -27,9 +29,14 @@ bool pacer_wait_until(struct pacer *p, uint64_t deadline_ns);
 /* Wakes the thread waiting, if any. */
 void pacer_wake(struct pacer *p);
 bool pacer_stopping(struct pacer *p);
-/* Asks the thread to stop; its waits and attempts end within timeout_ms
- * of the first call (a later one keeps that deadline). */
+/* Starts the paced thread, fn(arg); 0 or a negative errno. */
+int pacer_start(struct pacer *p, void *(*fn)(void *), void *arg);
+/* Asks the thread to stop, without waiting: its waits and attempts end
+ * within timeout_ms of the first call (a later one keeps that deadline),
+ * so that several threads asked at once stop side by side. */
 void pacer_stop(struct pacer *p, uint32_t timeout_ms);
+/* Asks (as pacer_stop) and waits for the thread to end. */
+void pacer_join(struct pacer *p, uint32_t timeout_ms);
 /* The pacing an OTLP export runs under (otlp_export.h). */
 struct otlp_pacer pacer_for_export(struct pacer *p);
 
