@@ -65,18 +65,29 @@ static bool has(const struct __user_cap_data_struct data[2], int cap)
 	return data[cap / 32].effective & (1u << (cap % 32));
 }
 
+/* A kernel setting under /proc/sys/kernel; unknown when it cannot be read. */
+static int kernel_setting(const char *name, int unknown)
+{
+	char path[64];
+	FILE *file;
+	int value = unknown;
+
+	snprintf(path, sizeof(path), "/proc/sys/kernel/%s", name);
+	file = fopen(path, "r");
+	if (!file)
+		return unknown;
+	if (fscanf(file, "%d", &value) != 1)
+		value = unknown;
+	fclose(file);
+	return value;
+}
+
 /* Kernels before 5.9 have no CAP_CHECKPOINT_RESTORE: map_files takes
  * CAP_SYS_ADMIN there. */
 static int map_files_cap(void)
 {
-	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "r");
-	int last = CAP_CHECKPOINT_RESTORE;
+	int last = kernel_setting("cap_last_cap", CAP_CHECKPOINT_RESTORE);
 
-	if (f) {
-		if (fscanf(f, "%d", &last) != 1)
-			last = CAP_CHECKPOINT_RESTORE;
-		fclose(f);
-	}
 	return last >= CAP_CHECKPOINT_RESTORE ? CAP_CHECKPOINT_RESTORE : CAP_SYS_ADMIN;
 }
 
@@ -86,15 +97,7 @@ static int map_files_cap(void)
  * allows elsewhere. -1 when the setting cannot be read. */
 static int perf_paranoid_level(void)
 {
-	FILE *file = fopen("/proc/sys/kernel/perf_event_paranoid", "r");
-	int level = -1;
-
-	if (!file)
-		return -1;
-	if (fscanf(file, "%d", &level) != 1)
-		level = -1;
-	fclose(file);
-	return level;
+	return kernel_setting("perf_event_paranoid", -1);
 }
 
 /* The capability that grants a need on this kernel. */
