@@ -132,12 +132,10 @@ Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
 /* A process named `comm`, in state `state`. */
 static void named(const struct fake_proc *f, uint32_t pid, const char *comm, char state)
 {
-	char stat[64], line[32];
+	char stat[64];
 
 	snprintf(stat, sizeof(stat), "%u (%s) %c 1 1 1", pid, comm, state);
 	put(f, pid, "stat", stat, strlen(stat));
-	snprintf(line, sizeof(line), "%s\n", comm);
-	put(f, pid, "comm", line, strlen(line));
 }
 
 static bool is_pid(const char *root, uint32_t pid, void *arg)

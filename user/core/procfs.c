@@ -67,18 +67,18 @@ uint32_t procfs_ppid(const char *root, uint32_t pid)
 	return ppid;
 }
 
+/* stat holds both: the name between its first '(' and its last ')', the
+ * state letter after them. */
 static bool is_live_and_named(const char *root, uint32_t pid, const char *comm)
 {
-	char name[32], stat[512], state = 0;
-	size_t len = procfs_read(root, pid, "comm", name, sizeof(name));
-	const char *fields;
+	char stat[512], state = 0;
+	const char *fields = stat_fields(root, pid, stat, sizeof(stat));
+	const char *name = fields ? strchr(stat, '(') : NULL;
+	size_t len = strlen(comm);
 
-	if (len && name[len - 1] == '\n')
-		name[--len] = '\0';
-	if (!len || strcmp(name, comm) != 0)
+	if (!name || (size_t)(fields - name - 2) != len || memcmp(name + 1, comm, len) != 0)
 		return false;
-	fields = stat_fields(root, pid, stat, sizeof(stat));
-	return fields && sscanf(fields, " %c", &state) == 1 && state != 'Z' && state != 'X';
+	return sscanf(fields, " %c", &state) == 1 && state != 'Z' && state != 'X';
 }
 
 uint32_t procfs_find_named(const char *root, const char *comm, uint32_t skip,
