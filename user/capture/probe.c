@@ -472,62 +472,83 @@ static int ensure_bpffs(void)
 	return 0;
 }
 
-/* Whether process pid has the map of id *arg open: its fdinfo says so. */
-static bool holds_map(const char *root, uint32_t pid, void *arg)
+/* The maps pinned under PROBE_PIN_DIR now (id 0: no such pin), and which
+ * of them a process holds. */
+struct pins_found {
+	uint32_t id[PINNED_MAPS];
+	unsigned held; /* bit i: id[i] is open in the process */
+};
+
+static void mark_held(struct pins_found *pins, const char *fdinfo)
 {
-	uint32_t map_id = *(uint32_t *)arg;
-	char dir_path[64], name[300], info[1024], want[32];
+	const char *at = strstr(fdinfo, "\nmap_id:\t");
+	unsigned id;
+
+	if (!at || sscanf(at + strlen("\nmap_id:\t"), "%u", &id) != 1)
+		return;
+	for (int i = 0; i < PINNED_MAPS; i++)
+		if (pins->id[i] && pins->id[i] == id)
+			pins->held |= 1u << i;
+}
+
+/* Whether process pid holds one of the pinned maps open: its fdinfo
+ * lists each open map's id. */
+static bool holds_pins(const char *root, uint32_t pid, void *arg)
+{
+	struct pins_found *pins = arg;
+	char dir_path[64], name[300], info[1024];
 	struct dirent *entry;
-	bool held = false;
 	DIR *dir;
 
 	snprintf(dir_path, sizeof(dir_path), "%s/%u/fdinfo", root, pid);
 	dir = opendir(dir_path);
 	if (!dir)
 		return false;
-	snprintf(want, sizeof(want), "\nmap_id:\t%u\n", map_id);
-	while (!held && (entry = readdir(dir))) {
-		if (entry->d_name[0] == '.')
-			continue;
+	while ((entry = readdir(dir))) {
 		snprintf(name, sizeof(name), "fdinfo/%s", entry->d_name);
-		held = procfs_read(root, pid, name, info, sizeof(info)) && strstr(info, want);
+		if (entry->d_name[0] != '.' && procfs_read(root, pid, name, info, sizeof(info)))
+			mark_held(pins, info);
 	}
 	closedir(dir);
-	return held;
+	return pins->held != 0;
 }
 
-/* The running agent, other than this one, whose map is pinned at path; 0
- * when none is (the pin was left by an agent that died). */
-static uint32_t pin_holder(const char *path)
+static uint32_t pinned_id(const char *path)
 {
 	struct bpf_map_info info = {};
 	__u32 info_len = sizeof(info);
-	uint32_t holder = 0;
 	int fd = bpf_obj_get(path);
 
 	if (fd < 0)
 		return 0;
-	if (!bpf_obj_get_info_by_fd(fd, &info, &info_len))
-		holder = procfs_find_named("/proc", "sonde", (uint32_t)getpid(), holds_map, &info.id);
+	if (bpf_obj_get_info_by_fd(fd, &info, &info_len))
+		info.id = 0;
 	close(fd);
-	return holder;
+	return info.id;
 }
 
 /* Another running agent's pins are its own: taking them would leave it
- * unseen by bpftool, and its clean exit would remove this one's. */
+ * unseen by bpftool, and its clean exit would remove this one's. One look
+ * through /proc for an agent holding any of them. */
 static int check_pins_free(struct bpf_map *maps[PINNED_MAPS])
 {
-	char path[128];
+	struct pins_found pins = { .held = 0 };
+	char path[PINNED_MAPS][128];
+	uint32_t holder = 0;
+	bool any = false;
 
 	for (int i = 0; i < PINNED_MAPS; i++) {
-		uint32_t holder;
-
-		snprintf(path, sizeof(path), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));
-		holder = pin_holder(path);
-		if (holder) {
+		snprintf(path[i], sizeof(path[i]), "%s/%s", PROBE_PIN_DIR, bpf_map__name(maps[i]));
+		pins.id[i] = pinned_id(path[i]);
+		any |= pins.id[i] != 0;
+	}
+	if (any)
+		holder = procfs_find_named("/proc", "sonde", (uint32_t)getpid(), holds_pins, &pins);
+	for (int i = 0; holder && i < PINNED_MAPS; i++) {
+		if (pins.held & (1u << i)) {
 			log_error("pin maps: %s is pinned by sonde pid %u, which is running: one agent "
 				  "per host pins its maps; stop that one, or start this one without "
-				  "--pin", path, holder);
+				  "--pin", path[i], holder);
 			return -EBUSY;
 		}
 	}
