@@ -676,7 +676,7 @@ static void describe_metrics(const struct sonde_config *cfg, char *out, size_t s
 		list_add(out, size, &n, "otlp %s", cfg->metrics_otlp.url);
 	if (sinks & METRICS_CONSOLE)
 		list_add(out, size, &n, "console");
-	if (sinks & (METRICS_OTLP | METRICS_CONSOLE) && (size_t)n < size)
+	if (sinks & (METRICS_OTLP | METRICS_CONSOLE))
 		snprintf(out + n, size - (size_t)n, " every %u ms", cfg->metric_interval_ms);
 }
 
