@@ -151,7 +151,7 @@ def test_short_connections_at_full_rate(workdir, flood_cgroup):
         seconds = time.time() - started
         # A server span is counted as the response is written, its client
         # span once wrk has read it: the last few exchanges' client spans
-        # can trail a snapshot (by 5 of 41,443 once on an emulated CPU).
+        # can trail a snapshot (5 of 41,443 did on an emulated CPU).
         counts = agent.wait_stats(lambda c: c["spans_server"] >= requests and
                                   c["spans_client"] == c["spans_server"], timeout=120)
         time.sleep(3)
