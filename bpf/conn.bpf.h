@@ -81,6 +81,25 @@ static __always_inline bool comm_is_nginx(const char *comm)
 	       comm[4] == 'x' && comm[5] == '\0';
 }
 
+/* Raises the process's highest fd tracked (conn_procs) to this one.
+ * Threads may race: the compare-and-swap keeps the highest. */
+static __always_inline void note_conn_fd(struct sonde_conn_key *key)
+{
+	__u64 *below = bpf_map_lookup_elem(&conn_procs, &key->tgid);
+	__u64 want = (__u32)key->fd + 1;
+
+	if (!below) {
+		bpf_map_update_elem(&conn_procs, &key->tgid, &want, BPF_NOEXIST);
+		below = bpf_map_lookup_elem(&conn_procs, &key->tgid);
+	}
+	for (int i = 0; below && i < 4; i++) {
+		__u64 seen = *below;
+
+		if (seen >= want || __sync_val_compare_and_swap(below, seen, want) == seen)
+			return;
+	}
+}
+
 /* The process's name is read once, for both: connections of processes
  * excluded by name or by the agent's scope rules are written off, so
  * their calls cost one lookup; an nginx worker's have
@@ -109,6 +128,7 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 		count(SONDE_CNT_LOST_CONN_MAP);
 		return NULL;
 	}
+	note_conn_fd(key);
 	return bpf_map_lookup_elem(&conns, key);
 }
 

@@ -82,6 +82,18 @@ struct {
 	__type(value, __u8);
 } nginx_callers SEC(".maps");
 
+/* Processes that have had a TCP socket tracked (tgid -> one past the
+ * highest fd tracked): at an exec, only their fd tables are looked
+ * through for the sockets it closed, and only below that fd
+ * (sonde.bpf.c). Forgotten when the process exits; LRU because an entry
+ * lost only leaves such sockets to end at the process's exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} conn_procs SEC(".maps");
+
 /* fds found not to be TCP sockets; close() forgets them. LRU because
  * processes that exit never close. */
 struct {

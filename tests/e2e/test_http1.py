@@ -316,6 +316,95 @@ def test_connection_open_before_start_is_picked_up(workdir, agent, nginx):
     assert one(spans, "SERVER")["attributes"]["url.path"] == "/index.html"
 
 
+def exchange(client, server, path, port):
+    """One request from client and its response from server, both raw."""
+    client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    server.recv(4096)
+    server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert read_responses(client, 1) == [200]
+
+
+def test_an_fd_reused_by_dup2_is_its_new_connection(agent):
+    """dup2 closes what its target fd named without a close(): a request
+    written on the fd afterwards belongs to the connection dup2 put there,
+    to the other server, not to the one the fd held before."""
+    first, second = free_port(), free_port()
+    with socket.create_server(("127.0.0.1", first)) as l1, \
+            socket.create_server(("127.0.0.1", second)) as l2:
+        client = socket.create_connection(("127.0.0.1", first))
+        s1, _ = l1.accept()
+        exchange(client, s1, "/before", first)
+        other = socket.create_connection(("127.0.0.1", second))
+        s2, _ = l2.accept()
+        os.dup2(other.fileno(), client.fileno())
+        other.close()
+        exchange(client, s2, "/after", second)
+        for s in (client, s1, s2):
+            s.close()
+    for port, path in ((first, "/before"), (second, "/after")):
+        spans = agent.wait_spans(port, 2)
+        assert sorted(x["kind"] for x in spans) == ["SpanKind.CLIENT", "SpanKind.SERVER"], spans
+        server, client_span = one(spans, "SERVER"), one(spans, "CLIENT")
+        assert server["attributes"]["url.path"] == path
+        assert server["parent_id"] == client_span["context"]["span_id"]
+
+
+# Asks for /first and reads its answer, asks for /second, and closes the
+# socket without a close(), by an exec (Python's fds are close-on-exec)
+# or by close_range; then reads a file (an HTTP response) opened at the
+# socket's fd number. The socket sits above the numbers the new program's
+# loader and interpreter open and read at start, which would only break
+# the old stream sooner.
+CLOSED_MID_REQUEST = r"""
+import os, socket, sys
+how, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+below = [os.open(path, os.O_RDONLY) for _ in range(8)]
+s = socket.create_connection(("127.0.0.1", port))
+for name in ("first", "second"):
+    s.sendall(f"GET /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    if name == "first":
+        got = b""
+        while not got.endswith(b"ok"):
+            got += s.recv(4096)
+reader = "import os, sys, time\n" \
+         "fd, path = int(sys.argv[1]), sys.argv[2]\n" \
+         "while os.open(path, os.O_RDONLY) < fd: pass\n" \
+         "os.read(fd, 4096)\n" \
+         "time.sleep(0.3)\n"
+if how == "exec":
+    os.execv(sys.executable, [sys.executable, "-c", reader, str(s.fileno()), path])
+os.closerange(s.fileno(), s.fileno() + 1)
+sys.argv[1:] = [str(s.detach()), path]
+exec(reader)
+"""
+
+
+@pytest.mark.parametrize("how", ["exec", "close_range"])
+def test_a_socket_closed_without_close_is_not_its_fd_numbers_next_file(workdir, agent, how):
+    port = free_port()
+    answer = Path(workdir) / "answer.http"
+    answer.write_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        client = subprocess.Popen([PYTHON, "-c", CLOSED_MID_REQUEST, how, str(port),
+                                   str(answer)])
+        conn, _ = listener.accept()
+        for _ in range(2):
+            conn.recv(4096)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # /second's asker may be gone
+        assert client.wait(timeout=15) == 0
+        conn.close()
+    spans = agent.wait_spans(port, 4)
+    clients = {s["attributes"]["url.full"].rsplit("/", 1)[1]: s for s in by_kind(spans, "CLIENT")}
+    assert sorted(clients) == ["first", "second"], spans
+    assert clients["first"]["attributes"]["http.response.status_code"] == 200
+    # /second was cut off: the file is no answer.
+    assert clients["second"]["status"]["status_code"] == "ERROR"
+    assert "http.response.status_code" not in clients["second"]["attributes"]
+
+
 def test_sigterm_flushes_completed_spans(workdir, nginx):
     quick = Agent(workdir, name="quick", extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"})
     assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"
