@@ -111,21 +111,39 @@ static int ensure_tracefs(char *why, size_t size)
 	return 0;
 }
 
-/* The newest helper the programs call, checked before they load: the
+/* The newest helpers the programs call, checked before they load: the
  * verifier would only say "unknown func" deep in its log. A kernel that
- * has it (5.15) has the BPF ring buffer (5.8) too. */
-static int check_task_pt_regs(char *why, size_t size)
-{
-	int has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_task_pt_regs, NULL);
+ * has them (5.17) has the BPF ring buffer (5.8) too. */
+static const struct {
+	enum bpf_func_id id;
+	const char *name, *since, *what_for;
+} newest_helpers[] = {
+	{ BPF_FUNC_task_pt_regs, "bpf_task_pt_regs", "5.15",
+	  "sonde reads each call's arguments from the registers saved at its entry" },
+	{ BPF_FUNC_loop, "bpf_loop", "5.17",
+	  "sonde looks through a process's fd table for the sockets an exec or "
+	  "close_range closed" },
+};
 
-	if (has < 0)
-		snprintf(why, size, "probe the kernel for bpf_task_pt_regs: %s", strerror(-has));
-	else if (has == 0)
-		snprintf(why, size,
-			 "kernel has no bpf_task_pt_regs helper (needs Linux 5.15 or later): "
-			 "sonde reads each call's arguments from the registers saved at its "
-			 "entry");
-	return has == 1 ? 0 : -1;
+static int check_helpers(char *why, size_t size)
+{
+	for (size_t i = 0; i < sizeof(newest_helpers) / sizeof(newest_helpers[0]); i++) {
+		int has = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, newest_helpers[i].id,
+						  NULL);
+
+		if (has < 0) {
+			snprintf(why, size, "probe the kernel for %s: %s", newest_helpers[i].name,
+				 strerror(-has));
+			return -1;
+		}
+		if (has == 0) {
+			snprintf(why, size, "kernel has no %s helper (needs Linux %s or later): %s",
+				 newest_helpers[i].name, newest_helpers[i].since,
+				 newest_helpers[i].what_for);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 int probe_check_platform(char *why, size_t size)
@@ -144,7 +162,7 @@ int probe_check_platform(char *why, size_t size)
 			 "CONFIG_FTRACE_SYSCALLS)", TRACEFS);
 		return -1;
 	}
-	return check_task_pt_regs(why, size);
+	return check_helpers(why, size);
 }
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
