@@ -405,6 +405,76 @@ def test_a_socket_closed_without_close_is_not_its_fd_numbers_next_file(workdir, 
     assert "http.response.status_code" not in clients["second"]["attributes"]
 
 
+KEEP_ALIVE_SERVER = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Ok).serve_forever()
+"""
+
+
+@pytest.fixture
+def other_host():
+    """A network namespace joined to this one by a veth pair: from it, a
+    client reaches <net>.1 from <net>.2, an address no end here has had."""
+    tag = os.getpid() % 10000
+    ns, here, there, net = f"sonde-e2e-{tag}", f"sonde{tag}a", f"sonde{tag}b", f"10.213.{tag % 250}"
+    run = lambda *cmd: subprocess.run(cmd, check=True, timeout=10)  # noqa: E731
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", here, "type", "veth", "peer", "name", there)
+        run("ip", "link", "set", there, "netns", ns)
+        run("ip", "addr", "add", f"{net}.1/24", "dev", here)
+        run("ip", "link", "set", here, "up")
+        run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.2/24", "dev", there)
+        run("ip", "netns", "exec", ns, "ip", "link", "set", there, "up")
+        yield ["ip", "netns", "exec", ns], f"{net}.1"
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
+def test_a_server_waits_for_no_client_on_another_host(workdir, other_host):
+    """A server span waits for its client's connection to show only where
+    that client can be on this host: wrk (excluded) in another network
+    namespace, at an address no end here has had, holds nothing back; a
+    traced client there is still the server span's parent."""
+    there, address = other_host
+    remote = Agent(workdir, name="remote", extra_env={"SONDE_EXCLUDE_COMM": "wrk"})
+    port = free_port()
+    server = subprocess.Popen([PYTHON, "-c", KEEP_ALIVE_SERVER, address, str(port)])
+    try:
+        wait_port(port, host=address)
+        load = subprocess.run(there + ["wrk", "-t1", "-c8", "-d2s", f"http://{address}:{port}/load"],
+                              capture_output=True, text=True, check=True, timeout=30)
+        served = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+        counters = remote.wait_stats(lambda c: c["spans_server"] >= served)
+        assert counters["spans_held_peak"] == 0
+        subprocess.run(there + ["curl", "-s", "-o", "/dev/null", f"http://{address}:{port}/traced"],
+                       check=True, timeout=10)
+        spans = remote.wait_spans(port, served + 2, timeout=20)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        assert remote.stop() == 0
+    traced = [s for s in spans if s["attributes"].get("url.path") == "/traced"
+              or s["attributes"].get("url.full", "").endswith("/traced")]
+    assert sorted(s["kind"] for s in traced) == ["SpanKind.CLIENT", "SpanKind.SERVER"], traced
+    assert one(traced, "SERVER")["parent_id"] == one(traced, "CLIENT")["context"]["span_id"]
+
+
 def test_sigterm_flushes_completed_spans(workdir, nginx):
     quick = Agent(workdir, name="quick", extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"})
     assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"

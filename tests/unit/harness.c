@@ -115,8 +115,9 @@ static void fill_hdr(struct harness *h, struct sonde_event_header *hdr, uint8_t 
 	hdr->ts = h->now;
 }
 
-static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
-			      uint8_t proto, uint16_t lport, uint16_t rport, const char *raddr)
+static struct tconn open_conn_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+				   uint8_t proto, const char *laddr, uint16_t lport,
+				   const char *raddr, uint16_t rport)
 {
 	struct tconn c = { .tgid = tgid, .fd = fd, .gen = h->now, .proto = proto };
 	struct sonde_conn_event ev = { 0 };
@@ -127,11 +128,23 @@ static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint
 	ev.family = 2;
 	ev.lport = lport;
 	ev.rport = rport;
-	memcpy(ev.laddr, "\x7f\x00\x00\x01", 4);
+	memcpy(ev.laddr, laddr, 4);
 	memcpy(ev.raddr, raddr, 4);
 	strcpy(ev.comm, "testproc");
 	tracker_handle(h->tracker, &ev, sizeof(ev));
 	return c;
+}
+
+static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			      uint8_t proto, uint16_t lport, uint16_t rport, const char *raddr)
+{
+	return open_conn_ends(h, tgid, fd, role, proto, "\x7f\x00\x00\x01", lport, raddr, rport);
+}
+
+struct tconn h_open_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+			 const char *laddr, uint16_t lport, const char *raddr, uint16_t rport)
+{
+	return open_conn_ends(h, tgid, fd, role, SONDE_PROTO_HTTP1, laddr, lport, raddr, rport);
 }
 
 struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)

@@ -403,6 +403,49 @@ Test(linker, server_whose_client_is_unseen_waits_two_ticks)
 	cr_expect_eq(h.stats.link.root_wait_expired, 0);
 }
 
+/* A client at an address no end on this host has had is on another host:
+ * nothing waits for its connection, so a busy connection's requests do
+ * not queue behind its first. */
+Test(linker, server_whose_client_is_on_another_host_waits_for_nothing)
+{
+	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, "\x0a\x00\x00\x05", 8080,
+					  "\x0a\x00\x00\x09", 40001);
+
+	h_send(&h, &server, IN, request("/a"));
+	h_send(&h, &server, OUT, ok);
+	h_send(&h, &server, IN, request("/b"));
+	h_send(&h, &server, OUT, ok);
+	cr_expect_eq(held_after_tick(h.now), 0);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	expect_root(span_of("SERVER", "/a"));
+	expect_root(span_of("SERVER", "/b"));
+}
+
+/* An address seen as the local end of a connection with a request (a
+ * container's, say) is this host's: a client there may be traced, and
+ * its connection may show a drain late. */
+Test(linker, server_whose_client_has_an_address_of_this_host_waits)
+{
+	struct tconn other = h_open_ends(&h, 10, 3, SONDE_ROLE_CLIENT, "\x0a\x00\x00\x09", 40000,
+					 "\x0a\x00\x00\x07", 9090);
+	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, "\x0a\x00\x00\x05", 8080,
+					  "\x0a\x00\x00\x09", 40001);
+	struct tconn client;
+
+	h_send(&h, &other, OUT, request("/elsewhere"));
+	h_send(&h, &other, IN, ok);
+	h_send(&h, &server, IN, request("/late"));
+	h_send(&h, &server, OUT, ok);
+	cr_expect_eq(held_after_tick(h.now), 1);
+	client = h_open_ends(&h, 10, 4, SONDE_ROLE_CLIENT, "\x0a\x00\x00\x09", 40001,
+			     "\x0a\x00\x00\x05", 8080);
+	h_send(&h, &client, OUT, request("/late"));
+	h_send(&h, &client, IN, ok);
+	h_finish(&h);
+	expect_child(span_of("SERVER", "/late"), span_of("CLIENT", "/late"));
+}
+
 /* The client's connection is known but its request never shows (lost):
  * the server span waits peer_wait_ms, then starts its own trace. */
 Test(linker, server_whose_client_request_is_missing_waits_then_gives_up)

@@ -1,5 +1,6 @@
 #include "linker.h"
 
+#include "host_ends.h"
 #include "pool.h"
 
 #include "log.h"
@@ -28,7 +29,10 @@ const size_t linker_counter_count = sizeof(linker_counters) / sizeof(linker_coun
  * end to be seen at all: the client's connection event is written with
  * its first request, so it is in the same drain as the server's first
  * read, or (that read can return before the client's write does) in the
- * next. Only a connection's first request waits: later ones know. */
+ * next. Only a connection's first request waits: later ones know. A
+ * client whose address no end on this host has had (host_ends.h) is on
+ * another host, and nothing waits for it: every request of a busy
+ * connection queues behind the first. */
 #define PEER_CONN_TICKS 2
 /* Nodes that prune_candidates reads ahead of the one it frees. */
 #define PRUNE_PREFETCH 8
@@ -137,6 +141,7 @@ struct linker {
 	struct pool nodes, conn_pool, held; /* held: finished spans waiting */
 	uint64_t now;
 	struct linker_stats stats;
+	struct host_ends host_ends;
 };
 
 static void finalize(struct linker *l, struct link_node *n);
@@ -308,6 +313,7 @@ struct link_conn *linker_conn_open(struct linker *l, bool server, const struct l
 	c->remote = *remote;
 	c->server = server;
 	c->refs = 1;
+	host_ends_add(&l->host_ends, local->addr);
 	if (!server) {
 		bucket = conn_hash(local, remote);
 		c->hash_next = l->conns[bucket];
@@ -710,7 +716,8 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		return true;
 	}
 	if (!peer) {
-		if (n->ticks < PEER_CONN_TICKS && !flushing(l))
+		if (n->ticks < PEER_CONN_TICKS && !flushing(l) &&
+		    host_ends_may_have(&l->host_ends, c->remote.addr))
 			return false;
 		c->peer_unseen = true; /* it cannot show up later on this connection */
 		decide_root(l, n, NULL);

@@ -27,7 +27,8 @@
  * whose trace is not known yet is held, and leaves for the export queue
  * when it is. Nothing waits for ever: past wait_ms (peer_wait_ms for the
  * peer of a server span whose client connection is known; two poll ticks
- * when none is) the span starts its own trace, counted. */
+ * when none is, and none when the client's address is no end's on this
+ * host) the span starts its own trace, counted. */
 #ifndef SONDE_LINKER_H
 #define SONDE_LINKER_H
 
