@@ -29,10 +29,9 @@ const size_t linker_counter_count = sizeof(linker_counters) / sizeof(linker_coun
  * end to be seen at all: the client's connection event is written with
  * its first request, so it is in the same drain as the server's first
  * read, or (that read can return before the client's write does) in the
- * next. Only a connection's first request waits: later ones know. A
- * client whose address no end on this host has had (host_ends.h) is on
- * another host, and nothing waits for it: every request of a busy
- * connection queues behind the first. */
+ * next. Only a connection's first request waits, but every later one
+ * queues behind it. A client whose address no end on this host has had
+ * (host_ends.h) is on another host, and nothing waits for it. */
 #define PEER_CONN_TICKS 2
 /* Nodes that prune_candidates reads ahead of the one it frees. */
 #define PRUNE_PREFETCH 8
