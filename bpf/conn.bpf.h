@@ -181,12 +181,12 @@ static __always_inline void note_traced_proc(__u32 tgid)
 		bpf_map_update_elem(&log_procs, &tgid, &fresh, BPF_NOEXIST);
 }
 
-static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
+static __always_inline void send_conn_event(void *ctx, struct sonde_conn_key *key,
+					    struct conn_state *state)
 {
 	struct sonde_conn_event ev = {};
 	struct sock *sk = tcp_sock_of_fd(key->fd);
 
-	note_traced_proc(key->tgid);
 	fill_header(&ev.hdr, SONDE_EV_CONN, key, state->gen);
 	ev.role = state->role;
 	ev.proto = state->proto;
@@ -198,6 +198,12 @@ static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, str
 		read_addrs(sk, ev.family, ev.laddr, ev.raddr);
 	}
 	submit(ctx, &ev, sizeof(ev));
+}
+
+static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
+{
+	note_traced_proc(key->tgid);
+	send_conn_event(ctx, key, state);
 }
 
 static __always_inline void emit_close(void *ctx, struct sonde_conn_key *key,

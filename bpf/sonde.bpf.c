@@ -371,7 +371,11 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* Track the socket once the kernel has bound it: on success, or on
- * EINPROGRESS for a non-blocking connect. */
+ * EINPROGRESS for a non-blocking connect. The client end of a process
+ * excluded by name is announced, and only then: a server on this host
+ * would otherwise wait for it to show with its first request. Those the
+ * agent's scope rules leave out are not: they are every other process of
+ * the host, whose connects cost one lookup. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
@@ -391,6 +395,9 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		state = track_conn(&key, SONDE_ROLE_CLIENT, 0);
 		if (state && state->loop)
 			loop_connect(state);
+		if (state && state->proto == SONDE_PROTO_NONE &&
+		    !bpf_map_lookup_elem(&scoped_out, &key.tgid))
+			send_conn_event(ctx, &key, state);
 		return 0;
 	}
 	end_of(sk, true, &conn.own);

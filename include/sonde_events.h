@@ -217,11 +217,13 @@ struct sonde_data_event {
 #define SONDE_DATA_EVENT_SIZE(bytes) \
 	(offsetof(struct sonde_data_event, data) + (bytes))
 
-/* Sent once, before a connection's first data event. */
+/* Sent once, before a connection's first data event; and at connect for
+ * a client end written off (proto NONE: an excluded process's), so that
+ * its server end on this host need not wait for it. */
 struct sonde_conn_event {
 	struct sonde_event_header hdr;
 	__u8 role;      /* enum sonde_role */
-	__u8 proto;     /* enum sonde_proto, never UNKNOWN or NONE */
+	__u8 proto;     /* enum sonde_proto, never UNKNOWN; NONE only at connect */
 	__u16 family;   /* AF_INET or AF_INET6 */
 	__u16 lport;    /* local port, host byte order */
 	__u16 rport;    /* remote port, host byte order */

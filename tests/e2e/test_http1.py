@@ -446,22 +446,24 @@ def other_host():
         subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
-def test_a_server_waits_for_no_client_on_another_host(workdir, other_host):
+def test_a_server_waits_for_no_client_on_another_host(workdir, other_host, flood_cgroup):
     """A server span waits for its client's connection to show only where
-    that client can be on this host: wrk (excluded) in another network
-    namespace, at an address no end here has had, holds nothing back; a
-    traced client there is still the server span's parent."""
+    that client can be on this host: wrk, out of the agent's scope (so
+    neither traced nor announced) in another network namespace, at an
+    address no end here has had, holds nothing back; a traced client
+    there is still the server span's parent."""
     there, address = other_host
-    remote = Agent(workdir, name="remote", extra_env={"SONDE_EXCLUDE_COMM": "wrk"})
+    remote = Agent(workdir, name="remote")
     port = free_port()
     server = subprocess.Popen([PYTHON, "-c", KEEP_ALIVE_SERVER, address, str(port)])
     try:
         wait_port(port, host=address)
-        load = subprocess.run(there + ["wrk", "-t1", "-c8", "-d2s", f"http://{address}:{port}/load"],
-                              capture_output=True, text=True, check=True, timeout=30)
-        served = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+        load = flood_cgroup.run(there + ["wrk", "-t1", "-c8", "-d2s", f"http://{address}:{port}/load"],
+                                timeout=30)
+        served = int(re.search(r"(\d+) requests in", load).group(1))
         counters = remote.wait_stats(lambda c: c["spans_server"] >= served)
         assert counters["spans_held_peak"] == 0
+        assert counters["untraced_client_ends"] == 0
         subprocess.run(there + ["curl", "-s", "-o", "/dev/null", f"http://{address}:{port}/traced"],
                        check=True, timeout=10)
         spans = remote.wait_spans(port, served + 2, timeout=20)
@@ -473,6 +475,23 @@ def test_a_server_waits_for_no_client_on_another_host(workdir, other_host):
               or s["attributes"].get("url.full", "").endswith("/traced")]
     assert sorted(s["kind"] for s in traced) == ["SpanKind.CLIENT", "SpanKind.SERVER"], traced
     assert one(traced, "SERVER")["parent_id"] == one(traced, "CLIENT")["context"]["span_id"]
+
+
+def test_a_server_waits_for_no_excluded_client(workdir, nginx):
+    """wrk excluded: the kernel announces each of its client ends at
+    connect, so nginx's spans start their traces at once rather than
+    waiting, connection by connection, for a client that never shows."""
+    quiet = Agent(workdir, name="excluded", extra_env={"SONDE_EXCLUDE_COMM": "wrk"})
+    try:
+        load = subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/ok"],
+                              capture_output=True, text=True, check=True, timeout=30)
+        served = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+        counters = quiet.wait_stats(lambda c: c["spans_server"] >= served)
+    finally:
+        assert quiet.stop() == 0
+    assert counters["spans_held_peak"] == 0
+    assert counters["spans_client"] == 0
+    assert counters["untraced_client_ends"] >= 8  # nginx closes one after 1000 requests
 
 
 def test_sigterm_flushes_completed_spans(workdir, nginx):

@@ -141,10 +141,10 @@ static struct tconn open_conn(struct harness *h, uint32_t tgid, int32_t fd, uint
 	return open_conn_ends(h, tgid, fd, role, proto, "\x7f\x00\x00\x01", lport, raddr, rport);
 }
 
-struct tconn h_open_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+struct tconn h_open_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role, uint8_t proto,
 			 const char *laddr, uint16_t lport, const char *raddr, uint16_t rport)
 {
-	return open_conn_ends(h, tgid, fd, role, SONDE_PROTO_HTTP1, laddr, lport, raddr, rport);
+	return open_conn_ends(h, tgid, fd, role, proto, laddr, lport, raddr, rport);
 }
 
 struct tconn h_open(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role)

@@ -70,8 +70,9 @@ struct tconn h_open_proto(struct harness *h, uint32_t tgid, int32_t fd, uint8_t 
  * a server's with swapped ports are the two ends of one connection. */
 struct tconn h_open_ports(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
 			  uint16_t lport, uint16_t rport);
-/* An IPv4 connection between the given ends (4 bytes each). */
-struct tconn h_open_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role,
+/* An IPv4 connection of the given protocol (SONDE_PROTO_NONE: a client
+ * end written off) between the given ends (4 bytes each). */
+struct tconn h_open_ends(struct harness *h, uint32_t tgid, int32_t fd, uint8_t role, uint8_t proto,
 			 const char *laddr, uint16_t lport, const char *raddr, uint16_t rport);
 /* Sends len bytes of which the first `captured` are present. */
 void h_io(struct harness *h, struct tconn *c, int dir, const char *data, size_t len,

@@ -408,8 +408,8 @@ Test(linker, server_whose_client_is_unseen_waits_two_ticks)
  * not queue behind its first. */
 Test(linker, server_whose_client_is_on_another_host_waits_for_nothing)
 {
-	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, "\x0a\x00\x00\x05", 8080,
-					  "\x0a\x00\x00\x09", 40001);
+	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, SONDE_PROTO_HTTP1,
+			    "\x0a\x00\x00\x05", 8080, "\x0a\x00\x00\x09", 40001);
 
 	h_send(&h, &server, IN, request("/a"));
 	h_send(&h, &server, OUT, ok);
@@ -427,10 +427,10 @@ Test(linker, server_whose_client_is_on_another_host_waits_for_nothing)
  * its connection may show a drain late. */
 Test(linker, server_whose_client_has_an_address_of_this_host_waits)
 {
-	struct tconn other = h_open_ends(&h, 10, 3, SONDE_ROLE_CLIENT, "\x0a\x00\x00\x09", 40000,
-					 "\x0a\x00\x00\x07", 9090);
-	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, "\x0a\x00\x00\x05", 8080,
-					  "\x0a\x00\x00\x09", 40001);
+	struct tconn other = h_open_ends(&h, 10, 3, SONDE_ROLE_CLIENT, SONDE_PROTO_HTTP1,
+			    "\x0a\x00\x00\x09", 40000, "\x0a\x00\x00\x07", 9090);
+	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, SONDE_PROTO_HTTP1,
+			    "\x0a\x00\x00\x05", 8080, "\x0a\x00\x00\x09", 40001);
 	struct tconn client;
 
 	h_send(&h, &other, OUT, request("/elsewhere"));
@@ -438,12 +438,34 @@ Test(linker, server_whose_client_has_an_address_of_this_host_waits)
 	h_send(&h, &server, IN, request("/late"));
 	h_send(&h, &server, OUT, ok);
 	cr_expect_eq(held_after_tick(h.now), 1);
-	client = h_open_ends(&h, 10, 4, SONDE_ROLE_CLIENT, "\x0a\x00\x00\x09", 40001,
-			     "\x0a\x00\x00\x05", 8080);
+	client = h_open_ends(&h, 10, 4, SONDE_ROLE_CLIENT, SONDE_PROTO_HTTP1,
+			    "\x0a\x00\x00\x09", 40001, "\x0a\x00\x00\x05", 8080);
 	h_send(&h, &client, OUT, request("/late"));
 	h_send(&h, &client, IN, ok);
 	h_finish(&h);
 	expect_child(span_of("SERVER", "/late"), span_of("CLIENT", "/late"));
+}
+
+/* An excluded process's client end is announced at connect (proto NONE):
+ * its server end starts its own trace without waiting for it. */
+Test(linker, server_whose_client_is_excluded_waits_for_nothing)
+{
+	struct tconn server;
+
+	h_open_ends(&h, 10, 3, SONDE_ROLE_CLIENT, SONDE_PROTO_NONE,
+			    "\x7f\x00\x00\x01", 40001, "\x7f\x00\x00\x01", 8080);
+	server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, SONDE_PROTO_HTTP1,
+			    "\x7f\x00\x00\x01", 8080, "\x7f\x00\x00\x01", 40001);
+	h_send(&h, &server, IN, request("/a"));
+	h_send(&h, &server, OUT, ok);
+	h_send(&h, &server, IN, request("/b"));
+	h_send(&h, &server, OUT, ok);
+	cr_expect_eq(held_after_tick(h.now), 0);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	expect_root(span_of("SERVER", "/a"));
+	expect_root(span_of("SERVER", "/b"));
+	cr_expect_eq(h.stats.untraced_clients, 1);
 }
 
 /* The client's connection is known but its request never shows (lost):

@@ -689,12 +689,32 @@ static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
 		t->opts.on_scoped_out(t->opts.scoped_out_ctx, c->tgid, c->fd);
 }
 
+/* A written-off client end, announced at connect: only the linker needs
+ * it, so that the server end does not wait for it. */
+static void handle_untraced_client(struct tracker *t, const struct sonde_conn_event *ev)
+{
+	struct link_end local, remote;
+
+	if (ev->role != SONDE_ROLE_CLIENT || (ev->family != AF_INET && ev->family != AF_INET6)) {
+		t->stats.bad_records++;
+		return;
+	}
+	link_end_of(ev->family, ev->laddr, ev->lport, &local);
+	link_end_of(ev->family, ev->raddr, ev->rport, &remote);
+	linker_untraced_client(t->linker, &local, &remote, ev->hdr.ts);
+	t->stats.untraced_clients++;
+}
+
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 {
 	const struct proto_ops *ops = proto_find(ev->proto);
 	struct conn *c;
 	bool created = false;
 
+	if (ev->proto == SONDE_PROTO_NONE) {
+		handle_untraced_client(t, ev);
+		return;
+	}
 	if (!ops) {
 		t->stats.bad_records++;
 		return;

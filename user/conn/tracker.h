@@ -63,6 +63,8 @@ struct tracker_opts {
 	X(bad_records, "bad_records", TOTAL, "records of unknown type, protocol or wrong size") \
 	X(conns_opened, "conns_opened", TOTAL, "connections followed") \
 	X(conns_ended, "conns_ended", TOTAL, "connections ended: close, reset, exit, fd reuse") \
+	X(untraced_clients, "untraced_client_ends", TOTAL, \
+	  "client ends of excluded processes, announced so that their servers do not wait") \
 	X(conns_no_open, "conns_without_open_event", TOTAL, \
 	  "connections whose data came before (or without) their conn event") \
 	X(requests, "requests", TOTAL, "requests seen, every protocol") \

@@ -81,6 +81,7 @@ struct link_conn {
 	struct link_end local, remote;
 	bool server, hashed, closed;
 	bool peer_unseen; /* server: its client end was looked for in vain */
+	bool untraced;    /* client: an end sonde does not trace (linker_untraced_client) */
 	uint32_t refs;
 	uint64_t closed_at;
 	/* A client connection's requests not matched yet with a server
@@ -368,6 +369,17 @@ void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
 	while (c->queue_head) /* a server connection's: no younger request comes */
 		node_unref(l, unqueue(c));
 	conn_unref(l, c);
+}
+
+void linker_untraced_client(struct linker *l, const struct link_end *local,
+			    const struct link_end *remote, uint64_t ts)
+{
+	struct link_conn *c = linker_conn_open(l, false, local, remote);
+
+	if (!c)
+		return;
+	c->untraced = true;
+	linker_conn_close(l, c, ts);
 }
 
 /* A tick at UINT64_MAX (at stop) forces every decision that would
@@ -714,8 +726,8 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		decide_root(l, n, NULL);
 		return true;
 	}
-	if (!peer) {
-		if (n->ticks < PEER_CONN_TICKS && !flushing(l) &&
+	if (!peer || peer->untraced) {
+		if (!peer && n->ticks < PEER_CONN_TICKS && !flushing(l) &&
 		    host_ends_may_have(&l->host_ends, c->remote.addr))
 			return false;
 		c->peer_unseen = true; /* it cannot show up later on this connection */
