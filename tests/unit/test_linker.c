@@ -403,6 +403,21 @@ Test(linker, server_whose_client_is_unseen_waits_two_ticks)
 	cr_expect_eq(h.stats.link.root_wait_expired, 0);
 }
 
+/* Two requests on a server connection whose client is not waited for:
+ * neither is held, and each starts its own trace. */
+static void expect_two_roots_held_by_nothing(struct tconn *server)
+{
+	h_send(&h, server, IN, request("/a"));
+	h_send(&h, server, OUT, ok);
+	h_send(&h, server, IN, request("/b"));
+	h_send(&h, server, OUT, ok);
+	cr_expect_eq(held_after_tick(h.now), 0);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	expect_root(span_of("SERVER", "/a"));
+	expect_root(span_of("SERVER", "/b"));
+}
+
 /* A client at an address no end on this host has had is on another host:
  * nothing waits for its connection, so a busy connection's requests do
  * not queue behind its first. */
@@ -411,15 +426,7 @@ Test(linker, server_whose_client_is_on_another_host_waits_for_nothing)
 	struct tconn server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, SONDE_PROTO_HTTP1,
 			    "\x0a\x00\x00\x05", 8080, "\x0a\x00\x00\x09", 40001);
 
-	h_send(&h, &server, IN, request("/a"));
-	h_send(&h, &server, OUT, ok);
-	h_send(&h, &server, IN, request("/b"));
-	h_send(&h, &server, OUT, ok);
-	cr_expect_eq(held_after_tick(h.now), 0);
-	h_finish(&h);
-	cr_assert_eq(h.nspans, 2);
-	expect_root(span_of("SERVER", "/a"));
-	expect_root(span_of("SERVER", "/b"));
+	expect_two_roots_held_by_nothing(&server);
 }
 
 /* An address seen as the local end of a connection with a request (a
@@ -456,15 +463,7 @@ Test(linker, server_whose_client_is_excluded_waits_for_nothing)
 			    "\x7f\x00\x00\x01", 40001, "\x7f\x00\x00\x01", 8080);
 	server = h_open_ends(&h, 20, 7, SONDE_ROLE_SERVER, SONDE_PROTO_HTTP1,
 			    "\x7f\x00\x00\x01", 8080, "\x7f\x00\x00\x01", 40001);
-	h_send(&h, &server, IN, request("/a"));
-	h_send(&h, &server, OUT, ok);
-	h_send(&h, &server, IN, request("/b"));
-	h_send(&h, &server, OUT, ok);
-	cr_expect_eq(held_after_tick(h.now), 0);
-	h_finish(&h);
-	cr_assert_eq(h.nspans, 2);
-	expect_root(span_of("SERVER", "/a"));
-	expect_root(span_of("SERVER", "/b"));
+	expect_two_roots_held_by_nothing(&server);
 	cr_expect_eq(h.stats.untraced_clients, 1);
 }
 
