@@ -181,11 +181,11 @@ static __always_inline void note_traced_proc(__u32 tgid)
 		bpf_map_update_elem(&log_procs, &tgid, &fresh, BPF_NOEXIST);
 }
 
+/* sk: the fd's TCP sock, which callers have at hand; NULL leaves the ends empty. */
 static __always_inline void send_conn_event(void *ctx, struct sonde_conn_key *key,
-					    struct conn_state *state)
+					    struct conn_state *state, struct sock *sk)
 {
 	struct sonde_conn_event ev = {};
-	struct sock *sk = tcp_sock_of_fd(key->fd);
 
 	fill_header(&ev.hdr, SONDE_EV_CONN, key, state->gen);
 	ev.role = state->role;
@@ -203,7 +203,7 @@ static __always_inline void send_conn_event(void *ctx, struct sonde_conn_key *ke
 static __always_inline void emit_conn(void *ctx, struct sonde_conn_key *key, struct conn_state *state)
 {
 	note_traced_proc(key->tgid);
-	send_conn_event(ctx, key, state);
+	send_conn_event(ctx, key, state, tcp_sock_of_fd(key->fd));
 }
 
 static __always_inline void emit_close(void *ctx, struct sonde_conn_key *key,

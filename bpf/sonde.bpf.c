@@ -397,7 +397,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 			loop_connect(state);
 		if (state && state->proto == SONDE_PROTO_NONE &&
 		    !bpf_map_lookup_elem(&scoped_out, &key.tgid))
-			send_conn_event(ctx, &key, state);
+			send_conn_event(ctx, &key, state, sk);
 		return 0;
 	}
 	end_of(sk, true, &conn.own);
@@ -439,7 +439,9 @@ POLL_EXIT_PROG(epoll_pwait)
 POLL_EXIT_PROG(epoll_pwait2)
 
 /* The fd no longer names what it named: its connection ends here, and
- * whatever it names next is classified anew. */
+ * whatever it names next is classified anew. Entries are looked up
+ * before they are deleted: a delete takes the map's bucket lock, and most
+ * fds closed have no entry. */
 static __always_inline void conn_fd_closed(void *ctx, struct sonde_conn_key *key)
 {
 	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
@@ -450,7 +452,8 @@ static __always_inline void conn_fd_closed(void *ctx, struct sonde_conn_key *key
 		bpf_map_delete_elem(&conns, key);
 		return;
 	}
-	bpf_map_delete_elem(&not_tcp, key);
+	if (bpf_map_lookup_elem(&not_tcp, key))
+		bpf_map_delete_elem(&not_tcp, key);
 }
 
 static __always_inline void fd_closed(void *ctx, __s32 fd)
@@ -573,9 +576,7 @@ struct fd_sweep {
 };
 
 /* One slot of the fd table: an empty one is an fd just closed, or one
- * never open. Looked up before anything is deleted: a delete takes the
- * map's bucket lock, and most slots have no entry. A bpf_loop callback,
- * verified once for every slot. */
+ * never open. A bpf_loop callback, verified once for every slot. */
 static long sweep_fd(__u32 i, void *arg)
 {
 	struct fd_sweep *sweep = arg;
@@ -585,9 +586,7 @@ static long sweep_fd(__u32 i, void *arg)
 
 	if (fd >= sweep->end)
 		return 1;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &sweep->fds[fd]) || file)
-		return 0;
-	if (bpf_map_lookup_elem(&conns, &key) || bpf_map_lookup_elem(&not_tcp, &key))
+	if (!bpf_probe_read_kernel(&file, sizeof(file), &sweep->fds[fd]) && !file)
 		conn_fd_closed(sweep->ctx, &key);
 	return 0;
 }
