@@ -14,9 +14,16 @@ static bool is_loopback(const uint8_t addr[16])
 	return memcmp(addr, v6_loopback, sizeof(v6_loopback)) == 0;
 }
 
-static bool is_full(const struct host_ends *h)
+static bool is_unspecified(const uint8_t addr[16])
 {
-	return h->count >= HOST_ENDS_SLOTS / 4 * 3;
+	return memcmp(addr, unspecified, 16) == 0;
+}
+
+/* A full table, a loopback address and an unspecified one (an end whose
+ * address could not be read) are this host's as far as anyone can tell. */
+static bool always_may_have(const struct host_ends *h, const uint8_t addr[16])
+{
+	return h->count >= HOST_ENDS_SLOTS / 4 * 3 || is_loopback(addr) || is_unspecified(addr);
 }
 
 /* The slot holding addr, or the empty one where it would go. */
@@ -28,7 +35,7 @@ static uint32_t slot_of(const struct host_ends *h, const uint8_t addr[16])
 	memcpy(words, addr, sizeof(words));
 	mixed = (words[0] ^ (words[1] * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
 	i = (uint32_t)(mixed >> 32) % HOST_ENDS_SLOTS;
-	while (memcmp(h->slots[i], unspecified, 16) && memcmp(h->slots[i], addr, 16))
+	while (!is_unspecified(h->slots[i]) && memcmp(h->slots[i], addr, 16))
 		i = (i + 1) % HOST_ENDS_SLOTS;
 	return i;
 }
@@ -37,19 +44,16 @@ void host_ends_add(struct host_ends *h, const uint8_t addr[16])
 {
 	uint32_t i;
 
-	if (is_full(h) || is_loopback(addr) || memcmp(addr, unspecified, 16) == 0)
+	if (always_may_have(h, addr))
 		return;
 	i = slot_of(h, addr);
-	if (memcmp(h->slots[i], unspecified, 16) == 0) {
+	if (is_unspecified(h->slots[i])) {
 		memcpy(h->slots[i], addr, 16);
 		h->count++;
 	}
 }
 
-/* An unspecified address is an end whose address could not be read. */
 bool host_ends_may_have(const struct host_ends *h, const uint8_t addr[16])
 {
-	if (is_full(h) || is_loopback(addr) || memcmp(addr, unspecified, 16) == 0)
-		return true;
-	return memcmp(h->slots[slot_of(h, addr)], addr, 16) == 0;
+	return always_may_have(h, addr) || memcmp(h->slots[slot_of(h, addr)], addr, 16) == 0;
 }

@@ -726,10 +726,10 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		decide_root(l, n, NULL);
 		return true;
 	}
+	if (!peer && n->ticks < PEER_CONN_TICKS && !flushing(l) &&
+	    host_ends_may_have(&l->host_ends, c->remote.addr))
+		return false;
 	if (!peer || peer->untraced) {
-		if (!peer && n->ticks < PEER_CONN_TICKS && !flushing(l) &&
-		    host_ends_may_have(&l->host_ends, c->remote.addr))
-			return false;
 		c->peer_unseen = true; /* it cannot show up later on this connection */
 		decide_root(l, n, NULL);
 		return true;
