@@ -316,11 +316,14 @@ def test_connection_open_before_start_is_picked_up(workdir, agent, nginx):
     assert one(spans, "SERVER")["attributes"]["url.path"] == "/index.html"
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
 def exchange(client, server, path, port):
     """One request from client and its response from server, both raw."""
     client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     server.recv(4096)
-    server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    server.sendall(OK)
     assert read_responses(client, 1) == [200]
 
 
@@ -383,7 +386,7 @@ exec(reader)
 def test_a_socket_closed_without_close_is_not_its_fd_numbers_next_file(workdir, agent, how):
     port = free_port()
     answer = Path(workdir) / "answer.http"
-    answer.write_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    answer.write_bytes(OK)
     with socket.create_server(("127.0.0.1", port)) as listener:
         client = subprocess.Popen([PYTHON, "-c", CLOSED_MID_REQUEST, how, str(port),
                                    str(answer)])
@@ -391,7 +394,7 @@ def test_a_socket_closed_without_close_is_not_its_fd_numbers_next_file(workdir, 
         for _ in range(2):
             conn.recv(4096)
             try:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                conn.sendall(OK)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # /second's asker may be gone
         assert client.wait(timeout=15) == 0
@@ -403,26 +406,6 @@ def test_a_socket_closed_without_close_is_not_its_fd_numbers_next_file(workdir, 
     # /second was cut off: the file is no answer.
     assert clients["second"]["status"]["status_code"] == "ERROR"
     assert "http.response.status_code" not in clients["second"]["attributes"]
-
-
-KEEP_ALIVE_SERVER = r"""
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Ok(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Ok).serve_forever()
-"""
 
 
 @pytest.fixture
@@ -455,7 +438,8 @@ def test_a_server_waits_for_no_client_on_another_host(workdir, other_host, flood
     there, address = other_host
     remote = Agent(workdir, name="remote")
     port = free_port()
-    server = subprocess.Popen([PYTHON, "-c", KEEP_ALIVE_SERVER, address, str(port)])
+    server = subprocess.Popen([PYTHON, str(APPS / "threaded_backend.py"), str(port), address],
+                              env=dict(os.environ, BACKEND_DELAY="0"))
     try:
         wait_port(port, host=address)
         load = flood_cgroup.run(there + ["wrk", "-t1", "-c8", "-d2s", f"http://{address}:{port}/load"],

@@ -1,7 +1,7 @@
 """A thread-per-request HTTP/1.1 backend (the standard library's
 ThreadingHTTPServer, keep-alive): answers every GET with its path after
 BACKEND_DELAY seconds, so that requests overlap in a proxy in front.
-Usage: threaded_backend.py PORT"""
+Usage: threaded_backend.py PORT [ADDRESS, default 127.0.0.1]"""
 import os
 import sys
 import time
@@ -36,4 +36,5 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+Server((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1])),
+       Handler).serve_forever()
