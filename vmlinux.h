@@ -94,10 +94,22 @@ struct hlist_node {
 struct hlist_head {
 	struct hlist_node *first;
 };
+typedef struct {
+	s64 counter;
+} atomic_long_t;
 struct file {
 	struct inode *f_inode;
 	void *private_data;
 	struct hlist_head *f_ep; /* the epoll items watching the file (5.11+) */
+	atomic_long_t f_count;   /* references: each fd naming it holds one */
+};
+/* The count as Linux 6.13 keeps it: refcnt is one less than the
+ * references. Read only where f_count is missing (bpf_core_field_exists). */
+typedef struct {
+	atomic_long_t refcnt;
+} file_ref_t;
+struct file___ref {
+	file_ref_t f_ref;
 };
 /* The kernel's struct epoll_event, packed on x86-64: read by name. */
 struct epoll_event {

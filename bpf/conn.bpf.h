@@ -21,10 +21,9 @@ static __always_inline struct file *file_of_fd(__s32 fd)
 	return file;
 }
 
-/* The fd's file as a TCP (v4 or v6) sock, or NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+/* The file as a TCP (v4 or v6) sock, or NULL. */
+static __always_inline struct sock *tcp_sock_of_file(struct file *file)
 {
-	struct file *file = file_of_fd(fd);
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
@@ -41,6 +40,19 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
 	return sk;
+}
+
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	return tcp_sock_of_file(file_of_fd(fd));
+}
+
+/* References to the file: one from each fd naming it, in any process. */
+static __always_inline long file_refs(struct file *file)
+{
+	if (bpf_core_field_exists(file->f_count))
+		return BPF_CORE_READ(file, f_count.counter);
+	return BPF_CORE_READ((struct file___ref *)file, f_ref.refcnt.counter) + 1;
 }
 
 static __always_inline bool comm_equal(const char *comm, __u32 which)
@@ -132,24 +144,156 @@ track_conn(struct sonde_conn_key *key, __u8 role, __u8 probes)
 	return bpf_map_lookup_elem(&conns, key);
 }
 
+/* The most slots of a process's fd table looked through at once. */
+#define FDS_SWEPT_MAX 1024
+
+/* The slots of the current process's fd table that may hold an fd sonde
+ * tracks: those below its highest fd tracked (conn_procs), or none. */
+static __always_inline __u32 tracked_fd_slots(__u32 tgid, struct file ***fds)
+{
+	__u64 *tracked_below = bpf_map_lookup_elem(&conn_procs, &tgid);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	__u32 slots;
+
+	if (!tracked_below)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	*fds = BPF_CORE_READ(fdt, fd);
+	slots = BPF_CORE_READ(fdt, max_fds);
+	return *tracked_below < slots ? (__u32)*tracked_below : slots;
+}
+
+/* The connection key->fd is an alias of (conn_aliases), with key->fd
+ * made that connection's fd; NULL when it is none, or no longer one. */
+static __always_inline struct conn_state *aliased_conn(struct sonde_conn_key *key)
+{
+	struct conn_alias *alias = bpf_map_lookup_elem(&conn_aliases, key);
+	struct sonde_conn_key owner = { .tgid = key->tgid };
+	struct conn_state *state;
+
+	if (!alias)
+		return NULL;
+	owner.fd = alias->fd;
+	state = bpf_map_lookup_elem(&conns, &owner);
+	if (state && state->gen == alias->gen && (__u64)file_of_fd(key->fd) == alias->file) {
+		key->fd = owner.fd;
+		return state;
+	}
+	bpf_map_delete_elem(&conn_aliases, key);
+	return NULL;
+}
+
+struct twin_search {
+	struct file **fds;
+	__u64 file;   /* the socket's */
+	__u32 tgid;
+	__s32 fd;     /* the fd being classified */
+	__u32 slots;
+	__s32 found;  /* another fd of the file with a conns entry, or -1 */
+};
+
+/* A bpf_loop callback, verified once for every slot. */
+static long find_tracked_twin(__u32 fd, void *arg)
+{
+	struct twin_search *search = arg;
+	struct sonde_conn_key key = { .tgid = search->tgid, .fd = (__s32)fd };
+	__u64 file = 0;
+
+	if (fd >= search->slots)
+		return 1;
+	if (key.fd == search->fd || bpf_probe_read_kernel(&file, sizeof(file), &search->fds[fd]) ||
+	    file != search->file || !bpf_map_lookup_elem(&conns, &key))
+		return 0;
+	search->found = key.fd;
+	return 1;
+}
+
+/* The connection tracked under another fd of the process that names the
+ * same socket, which key->fd becomes an alias of, and key->fd that fd.
+ * Only a file with more references than this fd's is looked for. */
+static __always_inline struct conn_state *alias_to_twin(struct sonde_conn_key *key,
+							 struct file *file)
+{
+	struct twin_search search = {
+		.file = (__u64)file, .tgid = key->tgid, .fd = key->fd, .found = -1
+	};
+	struct sonde_conn_key twin = { .tgid = key->tgid };
+	struct conn_alias alias = { .file = (__u64)file };
+	struct conn_state *state;
+
+	if (file_refs(file) < 2)
+		return NULL;
+	search.slots = tracked_fd_slots(key->tgid, &search.fds);
+	if (!search.slots)
+		return NULL;
+	bpf_loop(FDS_SWEPT_MAX, find_tracked_twin, &search, 0);
+	if (search.found < 0)
+		return NULL;
+	twin.fd = search.found;
+	state = bpf_map_lookup_elem(&conns, &twin);
+	if (!state)
+		return NULL;
+	alias.fd = twin.fd;
+	alias.gen = state->gen;
+	if (bpf_map_update_elem(&conn_aliases, key, &alias, BPF_ANY))
+		return NULL;
+	state->shared = 1;
+	note_conn_fd(key);
+	key->fd = twin.fd;
+	return state;
+}
+
+/* Whether the fd is a TCP connection's, at its first call or as an
+ * alias: see conn_of_unknown_fd. */
+static __always_inline bool classify_fd(struct sonde_conn_key *key)
+{
+	struct file *file;
+	__u8 one = 1;
+
+	if (aliased_conn(key))
+		return true;
+	file = file_of_fd(key->fd);
+	if (!tcp_sock_of_file(file)) {
+		bpf_map_update_elem(&not_tcp, key, &one, BPF_ANY);
+		return false;
+	}
+	return alias_to_twin(key, file) ||
+	       track_conn(key, SONDE_ROLE_UNKNOWN, SONDE_PREEXISTING_PROBES) != NULL;
+}
+
+/* Whether an fd with neither a conns nor a not_tcp entry is a TCP
+ * connection's, with key->fd made the connection's own fd when it is an
+ * alias. An fd seen for the first time (opened before sonde started, a
+ * dup, or not a socket at all) is classified once and remembered either
+ * way. A global function, verified once, and kept out of the data
+ * programs' hot path; it must allow for a NULL key, and works on a copy
+ * on its stack: Linux 6.1 takes no other memory for a map key. */
+__noinline int conn_of_unknown_fd(struct sonde_conn_key *key)
+{
+	struct sonde_conn_key own;
+
+	if (!key)
+		return 0;
+	own = *key;
+	if (!classify_fd(&own))
+		return 0;
+	key->fd = own.fd;
+	return 1;
+}
+
 /* State of a TCP connection, traced or written off (SONDE_PROTO_NONE),
- * or NULL for any other fd. An fd seen for the first time (opened before
- * sonde started, or not a socket at all) is classified once and
- * remembered either way. */
+ * or NULL for any other fd; key->fd becomes the connection's own when
+ * it is an alias. */
 static __always_inline struct conn_state *tcp_conn(struct sonde_conn_key *key)
 {
 	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
-	__u8 one = 1;
 
 	if (state)
 		return state;
-	if (bpf_map_lookup_elem(&not_tcp, key))
+	if (bpf_map_lookup_elem(&not_tcp, key) || !conn_of_unknown_fd(key))
 		return NULL;
-	if (!tcp_sock_of_fd(key->fd)) {
-		bpf_map_update_elem(&not_tcp, key, &one, BPF_ANY);
-		return NULL;
-	}
-	return track_conn(key, SONDE_ROLE_UNKNOWN, SONDE_PREEXISTING_PROBES);
+	return bpf_map_lookup_elem(&conns, key);
 }
 
 /* Typed reads: BPF_CORE_READ_INTO copies sizeof(*dst), so a byte array

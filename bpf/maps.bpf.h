@@ -13,7 +13,9 @@ struct conn_state {
 	__u8 probes_left;
 	__u8 nginx;   /* the process is nginx: see nginx.bpf.h */
 	__u8 loop;    /* the process runs a libuv loop: see evloop.bpf.h */
-	__u8 pad[3];
+	__u8 shared;  /* another fd of the process names its socket too:
+	                 see conn_aliases */
+	__u8 pad[2];
 	__u64 loop_task; /* the task its main thread's callbacks started by
 	                    this connection run: a server connection's own
 	                    (gen), a client connection's request's; 0 unknown */
@@ -93,6 +95,26 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } conn_procs SEC(".maps");
+
+/* An fd naming a socket that another fd of its process, with an entry
+ * in conns, names too: a dup of it, or the stdin and stdout an
+ * inetd-style server is given. Its calls are that connection's, reported
+ * under that fd. The entry holds while the fd still names the file and
+ * the connection has the same generation; LRU because a stale entry is
+ * only found stale and dropped. */
+struct conn_alias {
+	__s32 fd;     /* the fd the connection is tracked under */
+	__u32 pad;
+	__u64 gen;    /* its conn_state.gen */
+	__u64 file;   /* the struct file both fds name */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct sonde_conn_key);
+	__type(value, struct conn_alias);
+} conn_aliases SEC(".maps");
 
 /* fds found not to be TCP sockets; close() forgets them. LRU because
  * processes that exit never close. */

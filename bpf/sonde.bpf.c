@@ -438,15 +438,75 @@ POLL_EXIT_PROG(epoll_wait)
 POLL_EXIT_PROG(epoll_pwait)
 POLL_EXIT_PROG(epoll_pwait2)
 
-/* The fd no longer names what it named: its connection ends here, and
- * whatever it names next is classified anew. Entries are looked up
+struct alias_search {
+	__u64 gen;    /* the connection's */
+	__u32 tgid;
+	__s32 fd;     /* the fd it is tracked under, being closed */
+	__u32 slots;
+	__s32 found;  /* an alias of it that still names its socket, or -1 */
+};
+
+/* A bpf_loop callback, verified once for every slot. */
+static long find_alias(__u32 fd, void *arg)
+{
+	struct alias_search *search = arg;
+	struct sonde_conn_key key = { .tgid = search->tgid, .fd = (__s32)fd };
+	struct conn_alias *alias;
+
+	if (fd >= search->slots)
+		return 1;
+	alias = bpf_map_lookup_elem(&conn_aliases, &key);
+	if (!alias || alias->fd != search->fd || alias->gen != search->gen ||
+	    (__u64)file_of_fd(key.fd) != alias->file)
+		return 0;
+	search->found = key.fd;
+	return 1;
+}
+
+/* The connection goes on under an alias that still names its socket, if
+ * there is one: the alias takes its entry, and the agent is told. */
+static __always_inline bool move_to_alias(void *ctx, struct sonde_conn_key *key,
+					  struct conn_state *state)
+{
+	struct alias_search search = {
+		.gen = state->gen, .tgid = key->tgid, .fd = key->fd, .found = -1
+	};
+	struct sonde_conn_key heir = { .tgid = key->tgid };
+	struct sonde_moved_event ev = {};
+	struct conn_state moved = *state;
+	struct file **unused;
+
+	search.slots = tracked_fd_slots(key->tgid, &unused);
+	bpf_loop(FDS_SWEPT_MAX, find_alias, &search, 0);
+	if (search.found < 0)
+		return false;
+	heir.fd = search.found;
+	if (bpf_map_update_elem(&conns, &heir, &moved, BPF_ANY)) {
+		count(SONDE_CNT_LOST_CONN_MAP);
+		return false;
+	}
+	bpf_map_delete_elem(&conn_aliases, &heir);
+	if (proto_decided(&moved)) {
+		fill_header(&ev.hdr, SONDE_EV_CONN_MOVED, key, moved.gen);
+		ev.new_fd = heir.fd;
+		submit(ctx, &ev, sizeof(ev));
+	}
+	bpf_map_delete_elem(&conns, key);
+	return true;
+}
+
+/* The fd no longer names what it named: its connection ends here, unless
+ * another fd of the process names its socket too (and `may_move`), and
+ * whatever the fd names next is classified anew. Entries are looked up
  * before they are deleted: a delete takes the map's bucket lock, and most
  * fds closed have no entry. */
-static __always_inline void conn_fd_closed(void *ctx, struct sonde_conn_key *key)
+static __always_inline void conn_fd_closed(void *ctx, struct sonde_conn_key *key, bool may_move)
 {
 	struct conn_state *state = bpf_map_lookup_elem(&conns, key);
 
 	if (state) {
+		if (may_move && state->shared && move_to_alias(ctx, key, state))
+			return;
 		if (proto_decided(state))
 			emit_close(ctx, key, state, SONDE_CLOSE_LOCAL);
 		bpf_map_delete_elem(&conns, key);
@@ -463,7 +523,7 @@ static __always_inline void fd_closed(void *ctx, __s32 fd)
 
 	if (loop)
 		loop_closed(loop, key.fd);
-	conn_fd_closed(ctx, &key);
+	conn_fd_closed(ctx, &key, true);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
@@ -564,9 +624,6 @@ struct exec_tp_record {
 	__s32 old_pid;
 };
 
-/* The most fds looked at for those an exec or a close_range closed. */
-#define FDS_SWEPT_MAX 1024
-
 struct fd_sweep {
 	void *ctx;
 	struct file **fds;
@@ -587,12 +644,14 @@ static long sweep_fd(__u32 i, void *arg)
 	if (fd >= sweep->end)
 		return 1;
 	if (!bpf_probe_read_kernel(&file, sizeof(file), &sweep->fds[fd]) && !file)
-		conn_fd_closed(sweep->ctx, &key);
+		conn_fd_closed(sweep->ctx, &key, false);
 	return 0;
 }
 
 /* An exec closes the fds marked close-on-exec, and close_range a range,
- * without a close() each. Their connections end, and their numbers are
+ * without a close() each. Their connections end (even one whose socket
+ * another fd still names: the search for it would be a bpf_loop in a
+ * bpf_loop's callback), and their numbers are
  * classified anew, so that a file the process opens there next is not
  * taken for an old connection's bytes. Only a process that has had a TCP
  * socket tracked is looked through, from `first` up to `last` and the
@@ -600,18 +659,11 @@ static long sweep_fd(__u32 i, void *arg)
 static __always_inline void closed_fds(void *ctx, __u32 first, __u32 last)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 *tracked_below = bpf_map_lookup_elem(&conn_procs, &tgid);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fd_sweep sweep = { .ctx = ctx, .tgid = tgid, .first = first };
-	struct fdtable *fdt;
 
-	if (!tracked_below || first >= *tracked_below)
+	sweep.end = tracked_fd_slots(tgid, &sweep.fds);
+	if (first >= sweep.end)
 		return;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	sweep.fds = BPF_CORE_READ(fdt, fd);
-	sweep.end = BPF_CORE_READ(fdt, max_fds);
-	if (*tracked_below < sweep.end)
-		sweep.end = (__u32)*tracked_below;
 	if (last < sweep.end - 1)
 		sweep.end = last + 1;
 	bpf_loop(FDS_SWEPT_MAX, sweep_fd, &sweep, 0);

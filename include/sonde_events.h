@@ -54,6 +54,7 @@ enum sonde_event_type {
 	                           thread job (hdr.tid) exited, or the native
 	                           entry point it called last returned;
 	                           exit_status: which (enum sonde_job_kind) */
+	SONDE_EV_CONN_MOVED = 9, /* struct sonde_moved_event */
 };
 
 /* sonde_data_event.task when the running task could not be read. */
@@ -169,13 +170,16 @@ struct sonde_conn_key {
 };
 
 /* Starts every record. (tgid, fd, conn_gen) names one connection for
- * its lifetime: fds are reused, generations are not. */
+ * its lifetime, or until a SONDE_EV_CONN_MOVED gives it another fd: fds
+ * are reused, generations are not. */
 struct sonde_event_header {
 	__u8 type;      /* enum sonde_event_type */
 	__u8 pad[3];
 	__u32 tgid;     /* process (thread group) id */
 	__u32 tid;      /* thread that made the call */
-	__s32 fd;       /* socket fd in tgid; -1 for SONDE_EV_PROC_EXIT */
+	__s32 fd;       /* socket fd in tgid; -1 for SONDE_EV_PROC_EXIT. Of
+	                   several fds naming one socket, the first sonde saw
+	                   used: the calls on the others carry its number */
 	__u64 conn_gen; /* ktime when sonde first saw this fd as a TCP socket */
 	__u64 ts;       /* ktime at syscall exit (at entry for close); data is
 	                   timed at exit, when the bytes have moved */
@@ -327,6 +331,17 @@ struct sonde_close_event {
 	struct sonde_event_header hdr;
 	__u8 reason; /* enum sonde_close_reason */
 	__u8 pad[7];
+};
+
+/* A connection's fd (hdr.fd) was closed while another fd of the process
+ * still names its socket (a dup of it, or one of the stdin and stdout an
+ * inetd-style server was given): the connection goes on under that fd,
+ * which its later events carry, with the same conn_gen and positions.
+ * Until then the other fd's calls were reported under hdr.fd. */
+struct sonde_moved_event {
+	struct sonde_event_header hdr;
+	__s32 new_fd; /* the fd the connection goes on under */
+	__u8 pad[4];
 };
 
 /* Value of the py_procs map (key: tgid), written by the agent for each

@@ -352,6 +352,61 @@ def test_an_fd_reused_by_dup2_is_its_new_connection(agent):
         assert server["parent_id"] == client_span["context"]["span_id"]
 
 
+def servers_each_their_clients_child(spans, paths):
+    servers = {s["attributes"]["url.path"]: s for s in by_kind(spans, "SERVER")}
+    clients = {s["context"]["span_id"]: s for s in by_kind(spans, "CLIENT")}
+    assert sorted(servers) == sorted(paths), spans
+    for server in servers.values():
+        assert server["status"]["status_code"] == "UNSET", server
+        assert server["attributes"]["http.response.status_code"] == 200
+        assert server["parent_id"] in clients, server
+
+
+def test_a_socket_given_as_stdin_and_stdout_is_one_connection(agent):
+    """An inetd-style server reads its requests from fd 0 and writes its
+    responses to fd 1, one socket: each response answers its request."""
+    port = free_port()
+    activator = subprocess.Popen(["systemd-socket-activate", "--inetd", "--accept",
+                                  "-l", f"127.0.0.1:{port}", PYTHON, str(APPS / "inetd_http.py")],
+                                 stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        assert curl(f"http://127.0.0.1:{port}/one", "-o", "/dev/null",
+                    f"http://127.0.0.1:{port}/two") == "200200"
+        spans = agent.wait_spans(port, 4)
+    finally:
+        activator.terminate()
+        activator.wait(timeout=10)
+    servers_each_their_clients_child(spans, ["/one", "/two"])
+
+
+def test_a_connection_goes_on_under_a_dup_of_its_fd(agent):
+    """A server answers through the connection's fd what it read through
+    a dup of it, then reads a request through the fd, closes the fd and
+    answers through the dup: one connection throughout, each request
+    answered and the client's child."""
+    port = free_port()
+    moved = agent.stats()["conns_moved"]
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+        exchange(client, server, "/first", port)
+        dup = socket.socket(fileno=os.dup(server.fileno()))
+        for path, reader, writer in (("/second", dup, server), ("/third", server, dup)):
+            client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            reader.recv(4096)
+            if reader is server:
+                server.close()
+            writer.sendall(OK)
+            assert read_responses(client, 1) == [200]
+        exchange(client, dup, "/fourth", port)
+        client.close()
+        dup.close()
+    spans = agent.wait_spans(port, 8)
+    servers_each_their_clients_child(spans, ["/first", "/second", "/third", "/fourth"])
+    assert agent.wait_stats(lambda c: c["conns_moved"] == moved + 1)
+
+
 # Asks for /first and reads its answer, asks for /second, and closes the
 # socket without a close(), by an exec (Python's fds are close-on-exec)
 # or by close_range; then reads a file (an HTTP response) opened at the

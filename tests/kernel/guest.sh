@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs in the test kernel, over the host's read-only root: the agent from
-# this tree, a real Python HTTP server and curl, then the agent asked for
+# this tree, a real Python HTTP server, an inetd-style one (its socket its
+# stdin and stdout) and curl, then the agent asked for
 # entry points, which need uprobe_multi links (Linux 6.6); leaves the
 # spans, the agents' logs and how each step went in the test's folder
 # (/mnt) for the host to check. Nothing else is writable.
@@ -37,8 +38,16 @@ if wait_ready "$vm/agent.log" $agent; then
 	done
 	curl -s -o /dev/null -w "curl %{http_code}\n" "http://127.0.0.1:$PORT/index.txt"
 	curl -s -o /dev/null -w "curl %{http_code}\n" "http://127.0.0.1:$PORT/missing"
+	systemd-socket-activate --inetd --accept -l "127.0.0.1:$INETD_PORT" \
+		python3 "$INETD_APP" >/dev/null 2>&1 &
+	inetd=$!
+	for i in $(seq 1 100); do
+		curl -s -o /dev/null -o /dev/null -w "inetd %{http_code}\n" \
+			"http://127.0.0.1:$INETD_PORT/one" "http://127.0.0.1:$INETD_PORT/two" && break
+		sleep 0.2
+	done
 	sleep 2
-	kill $server
+	kill $server $inetd
 fi
 kill -INT $agent
 wait $agent

@@ -23,6 +23,8 @@ SONDE = ROOT / "build" / "sonde"
 CACHE = ROOT / "build" / "kernels"
 HERE = Path(__file__).resolve().parent
 PORT = 18080
+INETD_PORT = 18081
+INETD_APP = ROOT / "tests" / "e2e" / "apps" / "inetd_http.py"
 # What mounting the host's root over 9p takes, with what they depend on.
 MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
 
@@ -142,7 +144,8 @@ def guest(debian_kernel, tmp_path_factory):
     """One boot of guest.sh: (its folder, what to show when a check fails)."""
     work = tmp_path_factory.mktemp("guest")
     shutil.copy(HERE / "guest.sh", work / "guest.sh")
-    (work / "params").write_text(f"SONDE={SONDE}\nPORT={PORT}\n")
+    (work / "params").write_text(f"SONDE={SONDE}\nPORT={PORT}\nINETD_PORT={INETD_PORT}\n"
+                                 f"INETD_APP={INETD_APP}\n")
     console = boot(*debian_kernel, work)
     context = (f"steps:\n{read(work / 'steps.txt')}\nagent log:\n"
                f"{read(work / 'agent.log')[-6000:]}\nconsole:\n{console[-3000:]}")
@@ -176,6 +179,22 @@ def test_agent_traces_http_on_debian_12_kernel(guest):
         assert client["context"]["trace_id"] == server["context"]["trace_id"]
         assert client["attributes"]["http.response.status_code"] == status
         assert client["resource"]["attributes"]["process.executable.name"] == "curl"
+
+
+def test_a_socket_given_as_stdin_and_stdout_is_one_connection(guest):
+    """The socket's references are counted in f_count there (f_ref from
+    Linux 6.13, which the other tests' kernels have)."""
+    work, context = guest
+    assert "inetd 200\ninetd 200" in read(work / "steps.txt"), context
+    spans = spans_of(work)
+    clients = {s["context"]["span_id"] for s in spans if s["kind"] == "SpanKind.CLIENT"}
+    servers = {s["attributes"]["url.path"]: s for s in spans if s["kind"] == "SpanKind.SERVER"
+               and s["attributes"].get("server.port") == INETD_PORT}
+    assert sorted(servers) == ["/one", "/two"], spans
+    for server in servers.values():
+        assert server["status"]["status_code"] == "UNSET", server
+        assert server["attributes"]["http.response.status_code"] == 200, server
+        assert server["parent_id"] in clients, server
 
 
 def test_entry_points_say_what_the_kernel_lacks(guest):

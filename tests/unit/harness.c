@@ -225,6 +225,16 @@ void h_close(struct harness *h, struct tconn *c, uint8_t reason)
 	tracker_handle(h->tracker, &ev, sizeof(ev));
 }
 
+void h_move(struct harness *h, struct tconn *c, int32_t new_fd)
+{
+	struct sonde_moved_event ev = { 0 };
+
+	fill_hdr(h, &ev.hdr, SONDE_EV_CONN_MOVED, c);
+	ev.new_fd = new_fd;
+	tracker_handle(h->tracker, &ev, sizeof(ev));
+	c->fd = new_fd;
+}
+
 void h_exit(struct harness *h, uint32_t tgid)
 {
 	struct sonde_event_header hdr = { .type = SONDE_EV_PROC_EXIT, .tgid = tgid, .fd = -1 };

@@ -84,6 +84,8 @@ void h_io_tail(struct harness *h, struct tconn *c, int dir, const char *data, si
 /* An event the kernel emitted but the agent never got: advances pos only. */
 void h_lose(struct harness *h, struct tconn *c, int dir, size_t len);
 void h_close(struct harness *h, struct tconn *c, uint8_t reason);
+/* The connection's fd closed; it goes on under new_fd, as c does. */
+void h_move(struct harness *h, struct tconn *c, int32_t new_fd);
 void h_exit(struct harness *h, uint32_t tgid);
 /* Stops the tracker and exporter and decodes the spans. */
 void h_finish(struct harness *h);

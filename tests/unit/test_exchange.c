@@ -892,3 +892,39 @@ Test(exchange, processes_the_scope_rules_leave_out_make_no_spans)
 	cr_expect_eq(h.stats.events_scoped_out, 4);
 	scope_free(s);
 }
+
+Test(exchange, a_connection_moved_to_another_fd_answers_its_request_there)
+{
+	struct tconn c = h_open(&h, 116, 0, SONDE_ROLE_SERVER);
+
+	h_send(&h, &c, IN, "GET /asked HTTP/1.1\r\n\r\n");
+	h_move(&h, &c, 1);
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_send(&h, &c, IN, "GET /after HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/asked");
+	cr_expect_str_eq(span_status(h.spans[0]), "UNSET");
+	cr_expect_eq(span_int(h.spans[0], "http.response.status_code"), 200);
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/after");
+	cr_expect_eq(h.stats.conns_moved, 1);
+	cr_expect_eq(h.stats.conns_ended, 0);
+}
+
+Test(exchange, a_connection_moved_onto_an_fd_ends_the_one_left_there)
+{
+	struct tconn left = h_open(&h, 117, 4, SONDE_ROLE_SERVER);
+	struct tconn c = h_open(&h, 117, 3, SONDE_ROLE_SERVER);
+
+	h_send(&h, &left, IN, "GET /left HTTP/1.1\r\n\r\n");
+	h_send(&h, &c, IN, "GET /moved HTTP/1.1\r\n\r\n");
+	h_move(&h, &c, 4);
+	h_send(&h, &c, OUT, ok_body("ok"));
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 2);
+	cr_expect_str_eq(span_str(h.spans[0], "url.path"), "/left");
+	cr_expect_str_eq(span_status(h.spans[0]), "ERROR");
+	cr_expect_str_eq(span_str(h.spans[1], "url.path"), "/moved");
+	cr_expect_str_eq(span_status(h.spans[1]), "UNSET");
+}

@@ -175,6 +175,13 @@ static void set_role(struct conn *c, uint8_t role)
 		stop_parsing(c);
 }
 
+/* Into the table under its tgid and fd. */
+static void file_conn(struct tracker *t, struct conn *c)
+{
+	c->hash_next = *bucket_of(t, c->tgid, c->fd);
+	*bucket_of(t, c->tgid, c->fd) = c;
+}
+
 /* Every field is set here: a pooled connection holds the last one's. */
 static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr,
 				const struct proto_ops *ops)
@@ -190,8 +197,7 @@ static struct conn *conn_create(struct tracker *t, const struct sonde_event_head
 	c->gen = hdr->conn_gen;
 	c->ops = ops;
 	ops->open(c->proto_state, (struct proto_conn *)c, &t->opts.proto);
-	c->hash_next = *bucket_of(t, c->tgid, c->fd);
-	*bucket_of(t, c->tgid, c->fd) = c;
+	file_conn(t, c);
 	t->stats.conns_opened++;
 	return c;
 }
@@ -635,6 +641,14 @@ static void mark_ending(struct tracker *t, struct conn *c, uint8_t ending, uint6
 	t->ending_list = c;
 }
 
+/* A connection whose fd now names another: its fd was closed (and its
+ * end told) before the fd's new connection showed. */
+static void end_replaced(struct tracker *t, struct conn *c, uint64_t ts)
+{
+	apply_ending(t, c);
+	conn_end(t, c, "connection replaced before the response", ts);
+}
+
 /* The connection an event belongs to, creating it for the protocol
  * `create` when that is not NULL (*created says so). An event of an older
  * generation than the tracked one is late: NULL. */
@@ -647,10 +661,8 @@ static struct conn *conn_for(struct tracker *t, const struct sonde_event_header 
 		return c;
 	if (c && c->gen > hdr->conn_gen)
 		return NULL;
-	if (c) {
-		apply_ending(t, c);
-		conn_end(t, c, "connection replaced before the response", hdr->ts);
-	}
+	if (c)
+		end_replaced(t, c, hdr->ts);
 	if (!create)
 		return NULL;
 	c = conn_create(t, hdr, create);
@@ -799,6 +811,25 @@ static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
 		mark_ending(t, c, ending, ev->hdr.ts);
 }
 
+/* The connection goes on under another fd of its process, which its
+ * later records carry. */
+static void handle_moved(struct tracker *t, const struct sonde_moved_event *ev)
+{
+	struct conn *c = conn_for(t, &ev->hdr, NULL, NULL);
+	struct conn *there, **link;
+
+	if (!c)
+		return;
+	there = *find_link(t, c->tgid, ev->new_fd);
+	if (there)
+		end_replaced(t, there, ev->hdr.ts);
+	link = find_link(t, c->tgid, c->fd);
+	*link = c->hash_next;
+	c->fd = ev->new_fd;
+	file_conn(t, c);
+	t->stats.conns_moved++;
+}
+
 static void apply_endings(struct tracker *t);
 
 static void handle_proc_exit(struct tracker *t, const struct sonde_event_header *hdr)
@@ -842,6 +873,12 @@ void tracker_handle(struct tracker *t, const void *record, size_t size)
 	case SONDE_EV_CLOSE:
 		if (size >= sizeof(struct sonde_close_event)) {
 			handle_close(t, record);
+			return;
+		}
+		break;
+	case SONDE_EV_CONN_MOVED:
+		if (size >= sizeof(struct sonde_moved_event)) {
+			handle_moved(t, record);
 			return;
 		}
 		break;

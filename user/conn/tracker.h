@@ -63,6 +63,8 @@ struct tracker_opts {
 	X(bad_records, "bad_records", TOTAL, "records of unknown type, protocol or wrong size") \
 	X(conns_opened, "conns_opened", TOTAL, "connections followed") \
 	X(conns_ended, "conns_ended", TOTAL, "connections ended: close, reset, exit, fd reuse") \
+	X(conns_moved, "conns_moved", TOTAL, \
+	  "connections that went on under another fd of their socket when theirs closed") \
 	X(untraced_clients, "untraced_client_ends", TOTAL, \
 	  "client ends of excluded processes, announced so that their servers do not wait") \
 	X(conns_no_open, "conns_without_open_event", TOTAL, \
