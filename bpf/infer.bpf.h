@@ -200,15 +200,22 @@ static __always_inline bool write_off(struct conn_state *state, enum sonde_count
 	return false;
 }
 
-/* Decide, once, which protocol a connection speaks. True when the data in
- * hand should be sent. A connection sonde watched open is judged on its
- * first data; one already open when sonde started gets a few calls to show
- * a message start, so that it is picked up at a message boundary. */
-static __always_inline bool infer_protocol(void *ctx, struct sonde_conn_key *key,
-					   struct conn_state *state, const __u8 *data, __u32 len,
-					   __u8 dir)
+/* Decide, once, which protocol a connection speaks, from the bytes
+ * captured of the call ev describes (its captured and dir set). True
+ * when the data in hand should be sent. A connection sonde watched open is judged on its first data; one
+ * already open when sonde started gets a few calls to show a message
+ * start, so that it is picked up at a message boundary. A global
+ * function, verified once, and kept out of the data programs' hot path;
+ * it must allow for NULL pointers. */
+__noinline int infer_protocol(struct __u64 *ctx, struct sonde_conn_key *key,
+			      struct conn_state *state, const struct sonde_data_event *ev)
 {
-	__u8 proto = infer_proto(data, len, state->role, client_sent(state->role, dir));
+	__u8 proto;
+
+	if (!ctx || !key || !state || !ev || ev->captured > SONDE_CAPTURE_MAX)
+		return false;
+	proto = infer_proto(ev->data, ev->captured, state->role,
+			    client_sent(state->role, ev->dir));
 
 	if (proto == SONDE_PROTO_UNKNOWN) {
 		if (state->role == SONDE_ROLE_UNKNOWN && state->probes_left > 1) {
@@ -217,7 +224,7 @@ static __always_inline bool infer_protocol(void *ctx, struct sonde_conn_key *key
 		}
 		return write_off(state, SONDE_CNT_OTHER_CONNS);
 	}
-	if (is_db_server_end(proto, state->role, dir))
+	if (is_db_server_end(proto, state->role, ev->dir))
 		return write_off(state, SONDE_CNT_DB_SERVER_CONNS);
 	if (proto == SONDE_PROTO_HTTP1 && state->role != SONDE_ROLE_CLIENT &&
 	    accepted_from_self(key))

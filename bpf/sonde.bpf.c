@@ -95,16 +95,15 @@ static __always_inline void emit_data(void *ctx, struct sonde_conn_key *key,
 	vecs = scratch->vecs;
 	nvecs = read_iovs(args, vecs);
 	captured = capture(ev, args, vecs, nvecs, len, capture_limit(state));
-	if (state->proto == SONDE_PROTO_UNKNOWN &&
-	    !infer_protocol(ctx, key, state, ev->data, captured, args->dir))
+	ev->captured = captured;
+	ev->dir = args->dir;
+	if (state->proto == SONDE_PROTO_UNKNOWN && !infer_protocol(ctx, key, state, ev))
 		return;
 	tail = capture_tail(ev, args, vecs, nvecs, len, captured);
 	fill_header(&ev->hdr, SONDE_EV_DATA, key, state->gen);
 	ev->pos = __sync_fetch_and_add(&state->pos[args->dir & 1], len);
 	ev->len = len;
-	ev->captured = captured;
 	ev->tail = tail;
-	ev->dir = args->dir;
 	ev->syscall = args->syscall;
 	ev->proto = state->proto;
 	if (state->nginx)
