@@ -207,16 +207,18 @@ static __always_inline bool is_log_write(struct sonde_conn_key *key, const struc
 }
 
 /* A failed or empty call ends an exchange only when it says the
- * connection is gone. */
-static __always_inline void note_failure(void *ctx, struct sonde_conn_key *key,
-					 struct conn_state *state, struct call_args *args, long ret)
+ * connection is gone. A global function, verified once, and kept out of
+ * the data programs' hot path; it must allow for NULL pointers. */
+__noinline int note_failure(struct __u64 *ctx, struct sonde_conn_key *key,
+			    struct conn_state *state, long ret, __u8 dir)
 {
-	if (!proto_decided(state))
-		return;
-	if (ret == 0 && args->dir == SONDE_DIR_INGRESS)
+	if (!ctx || !key || !state || !proto_decided(state))
+		return 0;
+	if (ret == 0 && dir == SONDE_DIR_INGRESS)
 		emit_close(ctx, key, state, SONDE_CLOSE_PEER);
 	else if (ret == -ECONNRESET || ret == -EPIPE)
 		emit_close(ctx, key, state, SONDE_CLOSE_RESET);
+	return 0;
 }
 
 /* Only results that carry data or end a connection are worth a lookup:
@@ -259,7 +261,7 @@ static __always_inline int trace_call(void *ctx, long ret, struct call_args *arg
 	if (state->proto == SONDE_PROTO_NONE)
 		return 0;
 	if (ret <= 0)
-		note_failure(ctx, &key, state, args, ret);
+		note_failure(ctx, &key, state, ret, args->dir);
 	else
 		emit_data(ctx, &key, state, args, (__u32)ret);
 	return 0;

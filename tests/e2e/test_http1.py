@@ -1,4 +1,5 @@
 """End to end: the real agent, real servers and clients, exact spans."""
+import concurrent.futures
 import datetime
 import os
 import re
@@ -364,20 +365,30 @@ def servers_each_their_clients_child(spans, paths):
 
 def test_a_socket_given_as_stdin_and_stdout_is_one_connection(agent):
     """An inetd-style server reads its requests from fd 0 and writes its
-    responses to fd 1, one socket: each response answers its request."""
+    responses to fd 1, one socket: each response answers its request, on
+    8 keep-alive connections at once, each its own server process."""
     port = free_port()
+    paths = [f"/c{i}-{j}" for i in range(8) for j in range(3)]
+
+    def ask(i):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for path in paths[i * 3:i * 3 + 3]:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                assert read_responses(s, 1) == [200]
+
     activator = subprocess.Popen(["systemd-socket-activate", "--inetd", "--accept",
                                   "-l", f"127.0.0.1:{port}", PYTHON, str(APPS / "inetd_http.py")],
                                  stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        assert curl(f"http://127.0.0.1:{port}/one", "-o", "/dev/null",
-                    f"http://127.0.0.1:{port}/two") == "200200"
-        spans = agent.wait_spans(port, 4)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for done in [pool.submit(ask, i) for i in range(8)]:
+                done.result()
+        spans = agent.wait_spans(port, 2 * len(paths))
     finally:
         activator.terminate()
         activator.wait(timeout=10)
-    servers_each_their_clients_child(spans, ["/one", "/two"])
+    servers_each_their_clients_child(spans, paths)
 
 
 def test_a_connection_goes_on_under_a_dup_of_its_fd(agent):
