@@ -371,12 +371,32 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return exit_accept(ctx->ret);
 }
 
+/* Whether the socket's peer is on this host for certain: at a loopback
+ * address, or at the socket's own. */
+static __always_inline bool peer_on_this_host(struct sock *sk)
+{
+	struct self_end own = {}, peer = {};
+	__u64 own_high, own_low, high, low;
+
+	end_of(sk, true, &own);
+	end_of(sk, false, &peer);
+	__builtin_memcpy(&own_high, own.addr, 8);
+	__builtin_memcpy(&own_low, own.addr + 8, 8);
+	__builtin_memcpy(&high, peer.addr, 8);
+	__builtin_memcpy(&low, peer.addr + 8, 8);
+	if (high == 0 && (low == bpf_cpu_to_be64(1) ||
+			  ((low >> 32 & 0xff) == 127 && (__u32)low == 0xffff0000)))
+		return true;
+	return high == own_high && low == own_low;
+}
+
 /* Track the socket once the kernel has bound it: on success, or on
- * EINPROGRESS for a non-blocking connect. The client end of a process
- * excluded by name is announced, and only then: a server on this host
- * would otherwise wait for it to show with its first request. Those the
- * agent's scope rules leave out are not: they are every other process of
- * the host, whose connects cost one lookup. */
+ * EINPROGRESS for a non-blocking connect. A client end written off is
+ * announced, so that its server on this host does not wait for it to show
+ * with its first request: always for a process excluded by name, and for
+ * one the agent's scope rules leave out (every other process of the
+ * host, whose connects otherwise cost one lookup) when its peer is surely
+ * on this host. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
@@ -397,7 +417,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		if (state && state->loop)
 			loop_connect(state);
 		if (state && state->proto == SONDE_PROTO_NONE &&
-		    !bpf_map_lookup_elem(&scoped_out, &key.tgid))
+		    (!bpf_map_lookup_elem(&scoped_out, &key.tgid) || peer_on_this_host(sk)))
 			send_conn_event(ctx, &key, state, sk);
 		return 0;
 	}

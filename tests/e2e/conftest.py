@@ -14,6 +14,7 @@ another run) is neither traced nor in the way."""
 import glob
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -475,6 +476,14 @@ class Postgres:
         while time.time() < deadline and Path(f"/proc/{self.pid}").exists():
             time.sleep(0.1)
         self.log.close()
+
+
+def wrk_served(url):
+    """How many requests wrk had answered, one thread and 8 connections
+    for 2 s."""
+    out = subprocess.run(["wrk", "-t1", "-c8", "-d2s", url], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return int(re.search(r"(\d+) requests in", out).group(1))
 
 
 def curl(*args):

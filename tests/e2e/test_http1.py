@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, Agent, Nginx, by_kind, curl, free_port,
-                      wait_port)
+                      wait_port, wrk_served)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -533,9 +533,7 @@ def test_a_server_waits_for_no_excluded_client(workdir, nginx):
     waiting, connection by connection, for a client that never shows."""
     quiet = Agent(workdir, name="excluded", extra_env={"SONDE_EXCLUDE_COMM": "wrk"})
     try:
-        load = subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{nginx.port}/ok"],
-                              capture_output=True, text=True, check=True, timeout=30)
-        served = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+        served = wrk_served(f"http://127.0.0.1:{nginx.port}/ok")
         counters = quiet.wait_stats(lambda c: c["spans_server"] >= served)
     finally:
         assert quiet.stop() == 0

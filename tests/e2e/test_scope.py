@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, SONDE, Agent, Cgroup, Nginx, by_kind,
-                      curl, free_port, wait_port)
+                      curl, free_port, wait_port, wrk_served)
 
 
 def resource(span, key):
@@ -40,6 +40,27 @@ def test_only_the_included_executable_is_traced(workdir):
     assert all(resource(s, "service.name") == "nginx" for s in spans)
     assert not spans_of(agent, "curl")
     assert counters["events_scoped_out"] > 0
+
+
+def test_a_server_waits_for_no_client_the_scope_leaves_out(workdir):
+    """Only nginx is in scope. wrk's first connections show it to the
+    agent, which leaves them out and tells the linker of their ends; its
+    later ones (it reconnects after nginx's 1,000 requests a connection)
+    the kernel announces at connect, their peer being on this host. nginx's
+    spans start their traces at once rather than waiting, connection by
+    connection, for a client that never shows."""
+    nginx = Nginx(workdir)
+    agent = Agent(workdir, name="scope-wrk",
+                  extra_env={"SONDE_INCLUDE": f"exe:{os.path.realpath(shutil.which('nginx'))}"})
+    try:
+        served = wrk_served(f"http://127.0.0.1:{nginx.port}/ok")
+        counters = agent.wait_stats(lambda c: c["spans_server"] >= served)
+    finally:
+        assert agent.stop() == 0
+        nginx.stop()
+    assert counters["spans_held_peak"] == 0
+    assert counters["spans_client"] == 0
+    assert counters["untraced_client_ends"] >= max(8, served // 1000)
 
 
 def test_a_neighbours_benchmark_left_out_by_cgroup_hides_nothing(workdir):

@@ -1,5 +1,6 @@
 #include "tracker.h"
 
+#include "host_ends.h"
 #include "ids.h"
 #include "linker.h"
 #include "log.h"
@@ -701,8 +702,19 @@ static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
 		t->opts.on_scoped_out(t->opts.scoped_out_ctx, c->tgid, c->fd);
 }
 
-/* A written-off client end, announced at connect: only the linker needs
- * it, so that the server end does not wait for it. */
+/* Whether the peer is surely on this host: at a loopback address, or at
+ * the connection's own (the kernel's rule for announcing a scoped-out
+ * client end at connect). */
+static bool peer_on_this_host(const struct conn *c)
+{
+	return host_ends_loopback(c->remote.addr) ||
+	       memcmp(c->remote.addr, c->local.addr, sizeof(c->remote.addr)) == 0;
+}
+
+/* A written-off client end, announced at connect (or a client end the
+ * scope rules leave out, found so at its conn event, with its peer on
+ * this host): only the linker needs it, so that the server end does not
+ * wait for it. */
 static void handle_untraced_client(struct tracker *t, const struct sonde_conn_event *ev)
 {
 	struct link_end local, remote;
@@ -742,6 +754,9 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (created)
 		admit_conn(t, c, ev->role == SONDE_ROLE_SERVER ? c->local.port : 0);
+	/* Its server on this host would wait for it as for a traced one. */
+	if (c->scoped_out && ev->role == SONDE_ROLE_CLIENT && peer_on_this_host(c))
+		handle_untraced_client(t, ev);
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		c->from_start = true;
 		set_role(c, ev->role);

@@ -66,7 +66,7 @@ struct tracker_opts {
 	X(conns_moved, "conns_moved", TOTAL, \
 	  "connections that went on under another fd of their socket when theirs closed") \
 	X(untraced_clients, "untraced_client_ends", TOTAL, \
-	  "client ends of excluded processes, announced so that their servers do not wait") \
+	  "client ends left out (excluded, scoped out), known so that their servers need not wait") \
 	X(conns_no_open, "conns_without_open_event", TOTAL, \
 	  "connections whose data came before (or without) their conn event") \
 	X(requests, "requests", TOTAL, "requests seen, every protocol") \

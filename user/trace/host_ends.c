@@ -4,7 +4,7 @@
 
 static const uint8_t unspecified[16];
 
-static bool is_loopback(const uint8_t addr[16])
+bool host_ends_loopback(const uint8_t addr[16])
 {
 	static const uint8_t v4_mapped[12] = { [10] = 0xff, [11] = 0xff };
 	static const uint8_t v6_loopback[16] = { [15] = 1 };
@@ -23,7 +23,7 @@ static bool is_unspecified(const uint8_t addr[16])
  * address could not be read) are this host's as far as anyone can tell. */
 static bool always_may_have(const struct host_ends *h, const uint8_t addr[16])
 {
-	return h->count >= HOST_ENDS_SLOTS / 4 * 3 || is_loopback(addr) || is_unspecified(addr);
+	return h->count >= HOST_ENDS_SLOTS / 4 * 3 || host_ends_loopback(addr) || is_unspecified(addr);
 }
 
 /* The slot holding addr, or the empty one where it would go. */

@@ -22,5 +22,7 @@ struct host_ends {
 void host_ends_add(struct host_ends *h, const uint8_t addr[16]);
 /* Whether a connection end on this host may have this address. */
 bool host_ends_may_have(const struct host_ends *h, const uint8_t addr[16]);
+/* Whether the address (IPv4 as v4-mapped IPv6) is a loopback one. */
+bool host_ends_loopback(const uint8_t addr[16]);
 
 #endif
