@@ -1,5 +1,5 @@
 """An inetd-style HTTP/1.1 server: its connection is its stdin and its
-stdout (systemd-socket-activate --inetd --accept, inetd, socat EXEC). It
+stdout (systemd-socket-activate --inetd --accept, inetd, xinetd). It
 reads requests from fd 0 and answers each on fd 1 until the client
 closes."""
 import os
