@@ -202,11 +202,11 @@ static __always_inline bool write_off(struct conn_state *state, enum sonde_count
 
 /* Decide, once, which protocol a connection speaks, from the bytes
  * captured of the call ev describes (its captured and dir set). True
- * when the data in hand should be sent. A connection sonde watched open is judged on its first data; one
- * already open when sonde started gets a few calls to show a message
- * start, so that it is picked up at a message boundary. A global
- * function, verified once, and kept out of the data programs' hot path;
- * it must allow for NULL pointers. */
+ * when the data in hand should be sent. A connection sonde watched open
+ * is judged on its first data; one already open when sonde started gets
+ * a few calls to show a message start, so that it is picked up at a
+ * message boundary. A global function, verified once, and kept out of
+ * the data programs' hot path; it must allow for NULL pointers. */
 __noinline int infer_protocol(struct __u64 *ctx, struct sonde_conn_key *key,
 			      struct conn_state *state, const struct sonde_data_event *ev)
 {

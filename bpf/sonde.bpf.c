@@ -375,6 +375,9 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
  * address, or at the socket's own. */
 static __always_inline bool peer_on_this_host(struct sock *sk)
 {
+	/* As end_of gives them, IPv4 v4-mapped: loopback is ::1, or
+	 * ::ffff:127.x.y.z, whose low word (little-endian) holds 0xffff0000
+	 * below the 127. */
 	struct self_end own = {}, peer = {};
 	__u64 own_high, own_low, high, low;
 
@@ -460,6 +463,7 @@ POLL_EXIT_PROG(epoll_pwait)
 POLL_EXIT_PROG(epoll_pwait2)
 
 struct alias_search {
+	struct file **fds;
 	__u64 gen;    /* the connection's */
 	__u32 tgid;
 	__s32 fd;     /* the fd it is tracked under, being closed */
@@ -473,12 +477,13 @@ static long find_alias(__u32 fd, void *arg)
 	struct alias_search *search = arg;
 	struct sonde_conn_key key = { .tgid = search->tgid, .fd = (__s32)fd };
 	struct conn_alias *alias;
+	__u64 file = 0;
 
 	if (fd >= search->slots)
 		return 1;
 	alias = bpf_map_lookup_elem(&conn_aliases, &key);
 	if (!alias || alias->fd != search->fd || alias->gen != search->gen ||
-	    (__u64)file_of_fd(key.fd) != alias->file)
+	    bpf_probe_read_kernel(&file, sizeof(file), &search->fds[fd]) || file != alias->file)
 		return 0;
 	search->found = key.fd;
 	return 1;
@@ -495,9 +500,8 @@ static __always_inline bool move_to_alias(void *ctx, struct sonde_conn_key *key,
 	struct sonde_conn_key heir = { .tgid = key->tgid };
 	struct sonde_moved_event ev = {};
 	struct conn_state moved = *state;
-	struct file **unused;
 
-	search.slots = tracked_fd_slots(key->tgid, &unused);
+	search.slots = tracked_fd_slots(key->tgid, &search.fds);
 	bpf_loop(FDS_SWEPT_MAX, find_alias, &search, 0);
 	if (search.found < 0)
 		return false;

@@ -320,9 +320,14 @@ def test_connection_open_before_start_is_picked_up(workdir, agent, nginx):
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+def get(path, port):
+    """A GET of path on 127.0.0.1:port, as a client writes it."""
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
 def exchange(client, server, path, port):
     """One request from client and its response from server, both raw."""
-    client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    client.sendall(get(path, port))
     server.recv(4096)
     server.sendall(OK)
     assert read_responses(client, 1) == [200]
@@ -373,7 +378,7 @@ def test_a_socket_given_as_stdin_and_stdout_is_one_connection(agent):
     def ask(i):
         with socket.create_connection(("127.0.0.1", port)) as s:
             for path in paths[i * 3:i * 3 + 3]:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                s.sendall(get(path, port))
                 assert read_responses(s, 1) == [200]
 
     activator = subprocess.Popen(["systemd-socket-activate", "--inetd", "--accept",
@@ -404,7 +409,7 @@ def test_a_connection_goes_on_under_a_dup_of_its_fd(agent):
         exchange(client, server, "/first", port)
         dup = socket.socket(fileno=os.dup(server.fileno()))
         for path, reader, writer in (("/second", dup, server), ("/third", server, dup)):
-            client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            client.sendall(get(path, port))
             reader.recv(4096)
             if reader is server:
                 server.close()
@@ -555,7 +560,7 @@ def test_sigterm_flushes_completed_spans(workdir, nginx):
 def keep_alive_requests(port, count):
     """`count` requests, one after another, on one connection."""
     with socket.create_connection(("127.0.0.1", port)) as s:
-        request = f"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        request = get("/index.html", port)
         for _ in range(count):
             s.sendall(request)
             assert read_responses(s, 1) == [200]

@@ -183,6 +183,15 @@ static void file_conn(struct tracker *t, struct conn *c)
 	*bucket_of(t, c->tgid, c->fd) = c;
 }
 
+/* Out of the table, where another connection may have taken its place. */
+static void unfile_conn(struct tracker *t, struct conn *c)
+{
+	struct conn **link = find_link(t, c->tgid, c->fd);
+
+	if (*link == c)
+		*link = c->hash_next;
+}
+
 /* Every field is set here: a pooled connection holds the last one's. */
 static struct conn *conn_create(struct tracker *t, const struct sonde_event_header *hdr,
 				const struct proto_ops *ops)
@@ -592,16 +601,13 @@ static void stream_eof(struct conn *c, int dir, uint64_t ts)
  * (on the lists of this tick) until tracker_tick frees it. */
 static void conn_end(struct tracker *t, struct conn *c, const char *why, uint64_t ts)
 {
-	struct conn **link = find_link(t, c->tgid, c->fd);
-
 	if (c->dead)
 		return;
 	flush_held(c);
 	for (int dir = 0; dir < 2; dir++)
 		stream_eof(c, dir, ts);
 	cut_off_pending(c, why, ts);
-	if (*link == c)
-		*link = c->hash_next;
+	unfile_conn(t, c);
 	linker_conn_close(t->linker, c->link, ts);
 	c->link = NULL;
 	c->dead = true;
@@ -702,19 +708,16 @@ static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
 		t->opts.on_scoped_out(t->opts.scoped_out_ctx, c->tgid, c->fd);
 }
 
-/* Whether the peer is surely on this host: at a loopback address, or at
- * the connection's own (the kernel's rule for announcing a scoped-out
- * client end at connect). */
-static bool peer_on_this_host(const struct conn *c)
+/* A client end sonde does not trace: only the linker needs it, so that
+ * its server end does not wait for it. */
+static void untraced_client(struct tracker *t, const struct link_end *local,
+			    const struct link_end *remote, uint64_t ts)
 {
-	return host_ends_loopback(c->remote.addr) ||
-	       memcmp(c->remote.addr, c->local.addr, sizeof(c->remote.addr)) == 0;
+	linker_untraced_client(t->linker, local, remote, ts);
+	t->stats.untraced_clients++;
 }
 
-/* A written-off client end, announced at connect (or a client end the
- * scope rules leave out, found so at its conn event, with its peer on
- * this host): only the linker needs it, so that the server end does not
- * wait for it. */
+/* A written-off client end, announced at connect. */
 static void handle_untraced_client(struct tracker *t, const struct sonde_conn_event *ev)
 {
 	struct link_end local, remote;
@@ -725,8 +728,19 @@ static void handle_untraced_client(struct tracker *t, const struct sonde_conn_ev
 	}
 	link_end_of(ev->family, ev->laddr, ev->lport, &local);
 	link_end_of(ev->family, ev->raddr, ev->rport, &remote);
-	linker_untraced_client(t->linker, &local, &remote, ev->hdr.ts);
-	t->stats.untraced_clients++;
+	untraced_client(t, &local, &remote, ev->hdr.ts);
+}
+
+/* A client end the scope rules leave out, found so at its conn event,
+ * whose peer is surely on this host: at a loopback address, or at the
+ * connection's own (the kernel's rule for announcing one at connect). */
+static void scoped_out_client(struct tracker *t, const struct conn *c, uint64_t ts)
+{
+	if (!c->have_addr)
+		return;
+	if (host_ends_loopback(c->remote.addr) ||
+	    memcmp(c->remote.addr, c->local.addr, sizeof(c->remote.addr)) == 0)
+		untraced_client(t, &c->local, &c->remote, ts);
 }
 
 static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
@@ -754,14 +768,13 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (created)
 		admit_conn(t, c, ev->role == SONDE_ROLE_SERVER ? c->local.port : 0);
-	/* Its server on this host would wait for it as for a traced one. */
-	if (c->scoped_out && ev->role == SONDE_ROLE_CLIENT && peer_on_this_host(c))
-		handle_untraced_client(t, ev);
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		c->from_start = true;
 		set_role(c, ev->role);
 		c->ops->start(c->proto_state, ev->role);
 	}
+	if (c->scoped_out && ev->role == SONDE_ROLE_CLIENT)
+		scoped_out_client(t, c, ev->hdr.ts);
 }
 
 static void note_held(struct tracker *t, struct conn *c)
@@ -831,15 +844,14 @@ static void handle_close(struct tracker *t, const struct sonde_close_event *ev)
 static void handle_moved(struct tracker *t, const struct sonde_moved_event *ev)
 {
 	struct conn *c = conn_for(t, &ev->hdr, NULL, NULL);
-	struct conn *there, **link;
+	struct conn *there;
 
 	if (!c)
 		return;
 	there = *find_link(t, c->tgid, ev->new_fd);
 	if (there)
 		end_replaced(t, there, ev->hdr.ts);
-	link = find_link(t, c->tgid, c->fd);
-	*link = c->hash_next;
+	unfile_conn(t, c);
 	c->fd = ev->new_fd;
 	file_conn(t, c);
 	t->stats.conns_moved++;

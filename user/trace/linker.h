@@ -114,9 +114,10 @@ size_t linker_trim(struct linker *l);
 struct link_conn *linker_conn_open(struct linker *l, bool server, const struct link_end *local,
 				   const struct link_end *remote);
 void linker_conn_close(struct linker *l, struct link_conn *lc, uint64_t now_ns);
-/* A client end sonde does not trace (an excluded process's), made at ts:
- * a server end of it on this host starts its own trace at once instead of
- * waiting for the client's requests, if it looks within peer_wait_ms. */
+/* A client end sonde does not trace (an excluded or scoped-out
+ * process's), made or found at ts: a server end of it on this host starts
+ * its own trace at once instead of waiting for the client's requests, if
+ * it looks within peer_wait_ms. */
 void linker_untraced_client(struct linker *l, const struct link_end *local,
 			    const struct link_end *remote, uint64_t ts);
 
