@@ -547,6 +547,41 @@ def test_a_server_waits_for_no_excluded_client(workdir, nginx):
     assert counters["untraced_client_ends"] >= 8  # nginx closes one after 1000 requests
 
 
+def test_a_client_keeps_nothing_for_a_server_sonde_does_not_follow(workdir, flood_cgroup):
+    """wrk traced, on keep-alive connections to a Node server sonde does
+    not follow (excluded here; out of scope or on another host alike):
+    no server request ever looks for wrk's, so they are not kept for one,
+    and the agent's memory stays flat however many go by. Before, each
+    stayed in memory until its connection closed: ~200 bytes a request,
+    24 MB a second at Node's maximum rate."""
+    agent = Agent(workdir, name="serverless", extra_env={
+        "OTEL_TRACES_EXPORTER": "none", "SONDE_INCLUDE": flood_cgroup.include,
+        "SONDE_EXCLUDE_COMM": "node"})
+    port = free_port()
+    server = flood_cgroup.popen(["node", str(APPS / "server.js"), str(port)])
+    try:
+        wait_port(port)
+        idle_kb = agent.rss_kb()
+        load = flood_cgroup.popen(["wrk", "-t1", "-c4", "-d4s", f"http://127.0.0.1:{port}/"],
+                                  stdout=subprocess.PIPE, text=True)
+        peak_kb, kept = idle_kb, 0
+        while load.poll() is None:
+            peak_kb = max(peak_kb, agent.rss_kb())
+            kept = max(kept, agent.stats().get("client_requests_kept", 0))
+            time.sleep(0.25)
+        served = int(re.search(r"(\d+) requests in", load.stdout.read()).group(1))
+        counters = agent.wait_stats(lambda c: c["spans_client"] >= served)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        assert agent.stop() == 0
+    assert served > 40_000, "enough requests for their memory to show"
+    assert counters["spans_server"] == 0
+    assert counters["client_conns_peer_unseen"] == 4
+    assert kept < 1000, kept
+    assert (peak_kb - idle_kb) / 1024 < 8, (idle_kb, peak_kb, served)
+
+
 def test_sigterm_flushes_completed_spans(workdir, nginx):
     quick = Agent(workdir, name="quick", extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"})
     assert curl(f"http://127.0.0.1:{nginx.port}/index.html") == "200"

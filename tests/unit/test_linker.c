@@ -487,6 +487,93 @@ Test(linker, server_whose_client_request_is_missing_waits_then_gives_up)
 	cr_expect_eq(h.stats.link.root_wait_expired, 1);
 }
 
+static struct linker_stats link_stats(void)
+{
+	struct tracker_stats stats;
+
+	tracker_get_stats(h.tracker, &stats);
+	return stats.link;
+}
+
+/* Client exchanges on a connection whose server end sonde never sees, a
+ * millisecond apart. */
+static void unanswered_by_any_server(struct tconn *client, int count)
+{
+	for (int i = 0; i < count; i++) {
+		h_send(&h, client, OUT, request("/far"));
+		h_send(&h, client, IN, ok);
+		h.now += 1000000;
+	}
+}
+
+/* A keep-alive client of a server sonde does not follow (excluded, out
+ * of scope, on another host): its requests are kept for the server end
+ * only until it is clear none looks for them, so a busy connection's
+ * memory does not grow with its requests. */
+Test(linker, a_client_whose_server_end_is_not_followed_keeps_nothing)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+
+	unanswered_by_any_server(&client, 300);
+	cr_expect_lt(link_stats().peer_kept, 2);
+	unanswered_by_any_server(&client, 600);
+	cr_expect_lt(link_stats().peer_kept, 2);
+	cr_expect_eq(link_stats().peer_absent, 1);
+	h_finish(&h);
+	cr_assert_eq(h.nspans, 900);
+	cr_expect_eq(h.stats.link.roots, 900);
+}
+
+/* A server end that shows up after its client's requests stopped being
+ * kept (a process taken into scope late): its first request starts a
+ * trace at once, and the ones after it are the children of their client
+ * requests again. */
+Test(linker, a_server_end_seen_late_is_linked_from_its_next_request)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server;
+
+	unanswered_by_any_server(&client, 300);
+	cr_expect_eq(link_stats().peer_absent, 1);
+	server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	server.pos[IN] = client.pos[OUT]; /* the same stream, from here on */
+	server.pos[OUT] = client.pos[IN];
+	h_send(&h, &client, OUT, request("/first"));
+	h_send(&h, &server, IN, request("/first"));
+	h_send(&h, &server, OUT, ok);
+	h_send(&h, &client, IN, ok);
+	cr_expect_eq(held_after_tick(h.now), 0);
+	exchange(&client, &server, "/second");
+	h_finish(&h);
+	expect_root(span_of("SERVER", "/first"));
+	expect_child(span_of("SERVER", "/second"), span_of("CLIENT", "/second"));
+	cr_expect_eq(h.stats.link.root_wait_expired, 0);
+}
+
+/* Requests whose server side was lost, on a connection whose server end
+ * is followed: each is kept no longer than a server request would wait
+ * for it, and the exchanges around them still pair. */
+Test(linker, client_requests_no_server_request_took_are_let_go)
+{
+	struct tconn client = h_open_ports(&h, 10, 3, SONDE_ROLE_CLIENT, 40001, 8080);
+	struct tconn server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+
+	exchange(&client, &server, "/a");
+	for (int i = 0; i < 100; i++) {
+		h_send(&h, &client, OUT, request("/lost"));
+		h_lose(&h, &server, IN, strlen(request("/lost")));
+		h_lose(&h, &server, OUT, strlen(ok));
+		h_send(&h, &client, IN, ok);
+		h.now += 10 * 1000000ull;
+	}
+	cr_expect_leq(link_stats().peer_kept, 26);
+	exchange(&client, &server, "/b");
+	h_finish(&h);
+	expect_child(span_of("SERVER", "/a"), span_of("CLIENT", "/a"));
+	expect_child(span_of("SERVER", "/b"), span_of("CLIENT", "/b"));
+	cr_expect_eq(h.stats.link.peer_absent, 0);
+}
+
 static void answered_requests(struct tconn *in, int from, int to)
 {
 	char path[32];

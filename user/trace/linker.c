@@ -82,8 +82,12 @@ struct link_conn {
 	bool server, hashed, closed;
 	bool peer_unseen; /* server: its client end was looked for in vain */
 	bool untraced;    /* client: an end sonde does not trace (linker_untraced_client) */
+	bool peer_looked; /* client: a server request on this host looked for it */
+	bool peer_absent; /* client: none did within peer_wait_ms of its first
+			     answer; its requests are not kept for one */
 	uint32_t refs;
 	uint64_t closed_at;
+	uint64_t first_end_ts; /* client: when its first request ended; 0: none yet */
 	/* A client connection's requests not matched yet with a server
 	 * request on the other end; a server connection's requests, oldest
 	 * first, until each is decided (the decided ones leave lazily). */
@@ -324,9 +328,9 @@ struct link_conn *linker_conn_open(struct linker *l, bool server, const struct l
 	return c;
 }
 
-/* Takes the oldest client request off the connection's queue; the caller
+/* Takes the oldest request off the connection's queue; the caller
  * inherits the queue's reference. */
-static struct link_node *unqueue(struct link_conn *c)
+static struct link_node *unqueue(struct linker *l, struct link_conn *c)
 {
 	struct link_node *n = c->queue_head;
 
@@ -334,6 +338,8 @@ static struct link_node *unqueue(struct link_conn *c)
 	if (!c->queue_head)
 		c->queue_tail = NULL;
 	n->peer_next = NULL;
+	if (!c->server)
+		l->stats.peer_kept--;
 	return n;
 }
 
@@ -347,7 +353,7 @@ static void unhash_conn(struct linker *l, struct link_conn *c)
 		*link = c->hash_next;
 	c->hashed = false;
 	while (c->queue_head)
-		node_unref(l, unqueue(c));
+		node_unref(l, unqueue(l, c));
 }
 
 /* A client connection stays findable for peer_wait_ms after it closes:
@@ -367,7 +373,7 @@ void linker_conn_close(struct linker *l, struct link_conn *c, uint64_t now_ns)
 		return;
 	}
 	while (c->queue_head) /* a server connection's: no younger request comes */
-		node_unref(l, unqueue(c));
+		node_unref(l, unqueue(l, c));
 	conn_unref(l, c);
 }
 
@@ -631,7 +637,8 @@ static bool decide_client(struct linker *l, struct link_node *n)
  * is at n's offset, when both ends were seen from their connection's first
  * byte: exact, whatever the clocks say (a long write's exit can come after
  * the reads of its bytes). Taken off the queue; NULL when none is there. */
-static struct link_node *take_at_pos(struct link_conn *peer, uint64_t pos, bool *later_seen)
+static struct link_node *take_at_pos(struct linker *l, struct link_conn *peer, uint64_t pos,
+				     bool *later_seen)
 {
 	struct link_node *prev = NULL, *client = peer->queue_head;
 
@@ -648,6 +655,7 @@ static struct link_node *take_at_pos(struct link_conn *peer, uint64_t pos, bool 
 		if (peer->queue_tail == client)
 			peer->queue_tail = prev;
 		client->peer_next = NULL;
+		l->stats.peer_kept--;
 		return client;
 	}
 	return NULL;
@@ -661,8 +669,8 @@ static bool decide_server_at_pos(struct linker *l, struct link_node *n, struct l
 	/* Client requests whose server side was never seen, long over. */
 	while (peer->queue_head && peer->queue_head->pos < n->pos && peer->queue_head->ended &&
 	       peer->queue_head->end_ts + PEER_SLACK_NS < n->start_ts)
-		node_unref(l, unqueue(peer));
-	client = take_at_pos(peer, n->pos, &later_seen);
+		node_unref(l, unqueue(l, peer));
+	client = take_at_pos(l, peer, n->pos, &later_seen);
 	if (client) {
 		decide_parent(l, n, client, &l->stats.parent_peer);
 		node_unref(l, client);
@@ -697,12 +705,12 @@ static bool decide_server_in_order(struct linker *l, struct link_node *n, struct
 		struct link_node *client = peer->queue_head;
 
 		if (client->ended && client->end_ts + PEER_SLACK_NS < n->start_ts) {
-			node_unref(l, unqueue(peer));
+			node_unref(l, unqueue(l, peer));
 			continue;
 		}
 		if (client->start_ts > n->start_ts + PEER_SLACK_NS)
 			break;
-		unqueue(peer);
+		unqueue(l, peer);
 		decide_parent(l, n, client, &l->stats.parent_peer);
 		node_unref(l, client);
 		return true;
@@ -721,7 +729,7 @@ static bool decide_server(struct linker *l, struct link_node *n)
 	struct link_conn *peer = c && !c->peer_unseen ? client_conn(l, &c->remote, &c->local) : NULL;
 
 	while (c && c->queue_head && c->queue_head->decided)
-		node_unref(l, unqueue(c));
+		node_unref(l, unqueue(l, c));
 	if (!c || c->peer_unseen) {
 		decide_root(l, n, NULL);
 		return true;
@@ -731,6 +739,14 @@ static bool decide_server(struct linker *l, struct link_node *n)
 		return false;
 	if (!peer || peer->untraced) {
 		c->peer_unseen = true; /* it cannot show up later on this connection */
+		decide_root(l, n, NULL);
+		return true;
+	}
+	peer->peer_looked = true;
+	if (peer->peer_absent) {
+		/* Its requests were not kept: this one's is gone, the next
+		 * ones will be there. */
+		peer->peer_absent = false;
 		decide_root(l, n, NULL);
 		return true;
 	}
@@ -748,14 +764,39 @@ static bool try_decide(struct linker *l, struct link_node *n)
 
 /* ---- the tracker's calls ------------------------------------------------- */
 
-static void queue_on_conn(struct link_conn *c, struct link_node *n)
+static void queue_on_conn(struct linker *l, struct link_conn *c, struct link_node *n)
 {
+	if (!c->server)
+		l->stats.peer_kept++;
 	n->refs++;
 	if (c->queue_tail)
 		c->queue_tail->peer_next = n;
 	else
 		c->queue_head = n;
 	c->queue_tail = n;
+}
+
+/* A client request waits on its connection for the server end on this
+ * host to take it. A server request looks for its client's connection as
+ * it starts, so one that has not looked for a connection within
+ * peer_wait_ms of the connection's first answer is not followed (not
+ * traced, out of scope, or on another host), and nothing is kept for it.
+ * A request its server end has not taken within peer_wait_ms of its
+ * answer never will be: a server request waits no longer than that. */
+static void keep_for_peer(struct linker *l, struct link_conn *c, struct link_node *n)
+{
+	uint64_t wait = (uint64_t)l->opts.peer_wait_ms * MS;
+
+	if (!c->peer_looked && !c->peer_absent && c->first_end_ts &&
+	    c->first_end_ts + wait < n->start_ts) {
+		c->peer_absent = true;
+		l->stats.peer_absent++;
+	}
+	while (c->queue_head && (c->peer_absent || (c->queue_head->ended &&
+						     c->queue_head->end_ts + wait < n->start_ts)))
+		node_unref(l, unqueue(l, c));
+	if (!c->peer_absent)
+		queue_on_conn(l, c, n);
 }
 
 /* Requests mostly arrive in start order, so the walk for n's place
@@ -813,8 +854,10 @@ static struct link_node *add_request(struct linker *l, const struct link_request
 	}
 	if (n->server)
 		add_candidate(n->proc, n);
-	if (req->conn && (n->server || req->conn->hashed))
-		queue_on_conn(req->conn, n);
+	if (req->conn && n->server)
+		queue_on_conn(l, req->conn, n);
+	else if (req->conn && req->conn->hashed)
+		keep_for_peer(l, req->conn, n);
 	if (req->remote) {
 		/* Kept for decide_root: the header decides only when sonde's
 		 * own link finds no parent. */
@@ -1014,6 +1057,8 @@ void linker_span_end(struct linker *l, struct link_node *n, struct span *span, u
 	}
 	n->ended = true;
 	n->end_ts = end_ts;
+	if (!n->server && n->conn && !n->conn->first_end_ts)
+		n->conn->first_end_ts = end_ts;
 	if (n->server && !n->resp_known)
 		close_candidate(l, n, end_ts);
 	if (span && n->final) {

@@ -76,6 +76,10 @@ struct linker_opts {
 	  "spans decided early: too many held, or no memory to hold one") \
 	X(candidates_lost, "candidates_lost", TOTAL, \
 	  "answered server requests no client span could choose: no memory to keep them") \
+	X(peer_absent, "client_conns_peer_unseen", TOTAL, \
+	  "client connections whose server end sonde does not follow (not traced, or on another host)") \
+	X(peer_kept, "client_requests_kept", GAUGE, \
+	  "client requests kept for their server end on this host to take") \
 	X(held, "spans_held", GAUGE, "finished spans waiting for their trace") \
 	X(held_peak, "spans_held_peak", TOTAL, "most spans held at once")
 
