@@ -6,6 +6,7 @@ iterates; where the spawning request cannot be known (a task first run
 before anything awaits it) the call starts its own trace, never under a
 wrong parent. The request id in every path is the ground truth."""
 import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -91,3 +92,27 @@ def test_child_tasks_calls_are_children_of_their_request(agent, fanout, concurre
     exact = sum(SHAPES[s] for s, _ in calls if s in EXACT)
     assert right >= exact
     print(f"{right} calls under their request, {roots} roots")
+
+
+def test_calls_are_decided_while_a_long_request_is_open(agent, fanout):
+    """A long poll open in the service: the calls of the requests served
+    meanwhile are exported under their own requests while it is still
+    open, not held until it answers (nor, past 30 s, made roots). A
+    detached task's call, whose task answers no request, still waits for
+    the older unanswered one: it is left out here."""
+    app, backend = fanout
+    long_poll = threading.Thread(target=curl, args=(
+        f"http://127.0.0.1:{app.port}/long/{uuid.uuid4().hex[:12]}?seconds=10",))
+    long_poll.start()
+    time.sleep(0.5)
+    shapes = sorted(EXACT)
+    calls = [(shapes[i % len(shapes)], uuid.uuid4().hex[:12]) for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda c: curl(f"http://127.0.0.1:{app.port}/{c[0]}/{c[1]}"), calls))
+    assert codes == ["200"] * len(calls)
+    found = spans_of(agent, app.port, backend.port, calls, timeout=5)
+    still_open = long_poll.is_alive()
+    long_poll.join()
+    assert still_open, "the calls' spans came out only once the long poll had answered"
+    right, _ = check(found, calls)
+    assert right == sum(SHAPES[s] for s, _ in calls)

@@ -487,6 +487,33 @@ Test(linker, server_whose_client_request_is_missing_waits_then_gives_up)
 	cr_expect_eq(h.stats.link.root_wait_expired, 1);
 }
 
+/* A long request (a long poll, a slow report) open in an asyncio
+ * service: a call made by another request's task is that request's child
+ * as soon as it answers, not held until the long one answers or the
+ * call's wait runs out (30 s, then a trace of its own). */
+Test(linker, a_call_behind_a_long_request_is_decided_when_its_own_answers)
+{
+	struct tconn slow = h_open_ports(&h, 20, 6, SONDE_ROLE_SERVER, 8080, 40000);
+	struct tconn in = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn out = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+
+	h_send(&h, &slow, IN, request("/slow"));
+	h.now += 1000000;
+	h_send(&h, &in, IN, request("/in"));
+	out.task = in.task = 0x7000b0;
+	h_send(&h, &out, OUT, request("/call"));
+	h_send(&h, &out, IN, ok);
+	h_send(&h, &in, OUT, ok);
+	held_after_tick(h.now);
+	cr_expect_eq(held_after_tick(h.now), 0);
+	h.now += 40ull * 1000 * 1000000;
+	slow.task = 0x7000a0;
+	h_send(&h, &slow, OUT, ok);
+	h_finish(&h);
+	expect_child(span_of("CLIENT", "/call"), span_of("SERVER", "/in"));
+	cr_expect_eq(h.stats.link.root_wait_expired, 0);
+}
+
 static struct linker_stats link_stats(void)
 {
 	struct tracker_stats stats;

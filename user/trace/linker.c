@@ -63,6 +63,9 @@ struct link_proc {
 	struct link_node *open, *open_oldest;
 	struct candidate_fifo closed;
 	uint64_t oldest_waiting; /* start of the oldest undecided client; 0: none */
+	/* Undecided client requests whose task names one request's handler,
+	 * waiting behind an older unanswered request (task_waits). */
+	struct link_node *task_waiting;
 	struct link_job *jobs;   /* running, or ended less than wait_ms ago */
 };
 
@@ -99,6 +102,7 @@ struct link_node {
 	struct link_node *cand_prev, *cand_next; /* proc open list */
 	struct link_node *peer_next;           /* client conn queue */
 	struct link_node *waiters, *wait_next; /* children waiting for this trace */
+	struct link_node *task_prev, *task_next; /* proc task_waiting list */
 	struct link_node *parent;              /* decided parent, trace pending */
 	struct link_proc *proc;
 	struct link_conn *conn;
@@ -110,7 +114,7 @@ struct link_node {
 	uint32_t tid, resp_tid;
 	uint32_t refs;
 	uint32_t ticks; /* poll ticks spent undecided */
-	bool server, resp_known, ended, decided, final, in_open;
+	bool server, resp_known, ended, decided, final, in_open, task_waits;
 	bool has_parent;
 	bool log;       /* a log write's: decided like a client span, counted nowhere */
 	bool ambiguous; /* decided with no parent: more than one candidate */
@@ -469,6 +473,44 @@ static const struct link_root *root_of(const struct linker *l, uint32_t tgid)
 	return NULL;
 }
 
+/* A client request whose task is one request's own (a CPython asyncio
+ * task, nginx's downstream connection, a libuv callback's connection)
+ * can only be the child of the request that task answers; while it waits
+ * behind an older unanswered request (a long poll, a slow report), the
+ * answer of its own parent decides it (linker_response). */
+static bool task_names_request(const struct link_node *n)
+{
+	return n->task && n->task != SONDE_TASK_UNKNOWN;
+}
+
+static void join_task_wait(struct link_node *n)
+{
+	struct link_proc *p = n->proc;
+
+	if (n->task_waits)
+		return;
+	n->task_waits = true;
+	n->task_prev = NULL;
+	n->task_next = p->task_waiting;
+	if (p->task_waiting)
+		p->task_waiting->task_prev = n;
+	p->task_waiting = n;
+}
+
+static void leave_task_wait(struct link_node *n)
+{
+	if (!n->task_waits)
+		return;
+	if (n->task_prev)
+		n->task_prev->task_next = n->task_next;
+	else
+		n->proc->task_waiting = n->task_next;
+	if (n->task_next)
+		n->task_next->task_prev = n->task_prev;
+	n->task_prev = n->task_next = NULL;
+	n->task_waits = false;
+}
+
 /* A span of a process with a command span is that span's child; a line
  * it writes outside any request, that span's line. */
 static bool decide_command_child(struct linker *l, struct link_node *n)
@@ -506,6 +548,7 @@ static bool decide_remote(struct linker *l, struct link_node *n, const uint64_t 
 /* A log write's node starts no trace: "no parent" means no ids. */
 static void decide_root(struct linker *l, struct link_node *n, uint64_t *reason)
 {
+	leave_task_wait(n);
 	if (l->roots && decide_command_child(l, n))
 		return;
 	if (decide_remote(l, n, reason))
@@ -537,6 +580,7 @@ static bool would_cycle(const struct link_node *n, const struct link_node *p)
 static void decide_parent(struct linker *l, struct link_node *n, struct link_node *p,
 			  uint64_t *reason)
 {
+	leave_task_wait(n);
 	if (!p->final && would_cycle(n, p)) {
 		decide_root(l, n, NULL);
 		return;
@@ -602,8 +646,11 @@ static bool decide_client(struct linker *l, struct link_node *n)
 		return true;
 	}
 	if (oldest_open && oldest_open->start_ts <= n->start_ts) {
-		if (l->now < n->deadline)
+		if (l->now < n->deadline) {
+			if (task_names_request(n))
+				join_task_wait(n);
 			return false;
+		}
 		decide_root(l, n, &l->stats.root_wait_expired);
 		return true;
 	}
@@ -1019,6 +1066,20 @@ static void close_candidate(struct linker *l, struct link_node *n, uint64_t resp
 	}
 }
 
+/* The client requests waiting behind an older unanswered request that
+ * server request n's answerer made while n was open: n is their parent,
+ * as the candidates' search would find once nothing older is open. */
+static void adopt_task_waiters(struct linker *l, struct link_node *n, uint64_t resp_ts)
+{
+	struct link_node *w = n->proc->task_waiting, *next;
+
+	for (; w; w = next) {
+		next = w->task_next;
+		if (same_context(n, w) && w->start_ts >= n->start_ts && w->start_ts <= resp_ts)
+			decide_parent(l, w, n, &l->stats.parent_task);
+	}
+}
+
 void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64_t task,
 		     uint64_t ts)
 {
@@ -1028,6 +1089,8 @@ void linker_response(struct linker *l, struct link_node *n, uint32_t tid, uint64
 	n->resp_tid = tid;
 	n->resp_task = task;
 	close_candidate(l, n, ts);
+	if (task)
+		adopt_task_waiters(l, n, ts);
 }
 
 struct span *linker_span_begin(struct linker *l, struct link_node *n)

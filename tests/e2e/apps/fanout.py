@@ -18,6 +18,13 @@ async def leaf(rid: str, n: int) -> int:
     return reply.status_code
 
 
+@app.get("/long/{rid}")
+async def long_poll(rid: str, seconds: float):
+    """Open for `seconds`, making no call, as a long poll is."""
+    await asyncio.sleep(seconds)
+    return rid
+
+
 @app.get("/gather/{rid}")
 async def fan_out(rid: str):
     return await asyncio.gather(*(leaf(rid, n) for n in range(3)))
