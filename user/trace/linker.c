@@ -825,9 +825,9 @@ static void queue_on_conn(struct linker *l, struct link_conn *c, struct link_nod
 
 /* A client request waits on its connection for the server end on this
  * host to take it. A server request looks for its client's connection as
- * it starts, so one that has not looked for a connection within
- * peer_wait_ms of the connection's first answer is not followed (not
- * traced, out of scope, or on another host), and nothing is kept for it.
+ * it starts, so a connection no server request has looked for within
+ * peer_wait_ms of its first answer has no server end sonde follows (not
+ * traced, out of scope, or on another host), and nothing is kept for one.
  * A request its server end has not taken within peer_wait_ms of its
  * answer never will be: a server request waits no longer than that. */
 static void keep_for_peer(struct linker *l, struct link_conn *c, struct link_node *n)
