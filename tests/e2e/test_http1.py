@@ -551,9 +551,9 @@ def test_a_client_keeps_nothing_for_a_server_sonde_does_not_follow(workdir, floo
     """wrk traced, on keep-alive connections to a Node server sonde does
     not follow (excluded here; out of scope or on another host alike):
     no server request ever looks for wrk's, so they are not kept for one,
-    and the agent's memory stays flat however many go by. Before, each
-    stayed in memory until its connection closed: ~200 bytes a request,
-    24 MB a second at Node's maximum rate."""
+    and the agent's memory stays flat however many go by. Kept until
+    their connection closed, they would take ~200 bytes a request, 24 MB
+    a second at Node's maximum rate."""
     agent = Agent(workdir, name="serverless", extra_env={
         "OTEL_TRACES_EXPORTER": "none", "SONDE_INCLUDE": flood_cgroup.include,
         "SONDE_EXCLUDE_COMM": "node"})
