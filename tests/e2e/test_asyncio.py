@@ -102,7 +102,7 @@ def test_calls_are_decided_while_a_long_request_is_open(agent, fanout):
     the older unanswered one: it is left out here."""
     app, backend = fanout
     long_poll = threading.Thread(target=curl, args=(
-        f"http://127.0.0.1:{app.port}/long/{uuid.uuid4().hex[:12]}?seconds=10",))
+        f"http://127.0.0.1:{app.port}/long/{uuid.uuid4().hex[:12]}?seconds=6",))
     long_poll.start()
     time.sleep(0.5)
     shapes = sorted(EXACT)
@@ -110,7 +110,7 @@ def test_calls_are_decided_while_a_long_request_is_open(agent, fanout):
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(lambda c: curl(f"http://127.0.0.1:{app.port}/{c[0]}/{c[1]}"), calls))
     assert codes == ["200"] * len(calls)
-    found = spans_of(agent, app.port, backend.port, calls, timeout=5)
+    found = spans_of(agent, app.port, backend.port, calls, timeout=3)
     still_open = long_poll.is_alive()
     long_poll.join()
     assert still_open, "the calls' spans came out only once the long poll had answered"
