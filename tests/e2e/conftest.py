@@ -478,12 +478,16 @@ class Postgres:
         self.log.close()
 
 
+def wrk_requests(output):
+    """How many requests wrk says it had answered."""
+    return int(re.search(r"(\d+) requests in", output).group(1))
+
+
 def wrk_served(url):
     """How many requests wrk had answered, one thread and 8 connections
     for 2 s."""
-    out = subprocess.run(["wrk", "-t1", "-c8", "-d2s", url], capture_output=True, text=True,
-                         check=True, timeout=30).stdout
-    return int(re.search(r"(\d+) requests in", out).group(1))
+    return wrk_requests(subprocess.run(["wrk", "-t1", "-c8", "-d2s", url], capture_output=True,
+                                       text=True, check=True, timeout=30).stdout)
 
 
 def curl(*args):

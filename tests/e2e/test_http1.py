@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, NGINX_PROXY_CONF, PYTHON, Agent, Nginx, by_kind, curl, free_port,
-                      wait_port, wrk_served)
+                      wait_port, wrk_requests, wrk_served)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -515,7 +515,7 @@ def test_a_server_waits_for_no_client_on_another_host(workdir, other_host, flood
         wait_port(port, host=address)
         load = flood_cgroup.run(there + ["wrk", "-t1", "-c8", "-d2s", f"http://{address}:{port}/load"],
                                 timeout=30)
-        served = int(re.search(r"(\d+) requests in", load).group(1))
+        served = wrk_requests(load)
         counters = remote.wait_stats(lambda c: c["spans_server"] >= served)
         assert counters["spans_held_peak"] == 0
         assert counters["untraced_client_ends"] == 0
@@ -569,7 +569,7 @@ def test_a_client_keeps_nothing_for_a_server_sonde_does_not_follow(workdir, floo
             peak_kb = max(peak_kb, agent.rss_kb())
             kept = max(kept, agent.stats().get("client_requests_kept", 0))
             time.sleep(0.25)
-        served = int(re.search(r"(\d+) requests in", load.stdout.read()).group(1))
+        served = wrk_requests(load.stdout.read())
         counters = agent.wait_stats(lambda c: c["spans_client"] >= served)
     finally:
         server.terminate()

@@ -623,6 +623,13 @@ static bool decide_job(struct linker *l, struct link_node *n)
 	return false;
 }
 
+/* Whether server request s, answered at resp_ts, was open when client
+ * request n started: one of n's candidates. */
+static bool open_at_start(const struct link_node *s, uint64_t resp_ts, const struct link_node *n)
+{
+	return s->start_ts <= n->start_ts && resp_ts >= n->start_ts;
+}
+
 static bool same_context(const struct link_node *server, const struct link_node *client)
 {
 	return server->resp_tid == client->tid && server->resp_task == client->task;
@@ -658,7 +665,7 @@ static bool decide_client(struct linker *l, struct link_node *n)
 		const struct candidate *c = candidate_at(closed, i);
 		struct link_node *s = c->node;
 
-		if (c->resp_ts < n->start_ts || s->start_ts > n->start_ts || !s->resp_known)
+		if (!s->resp_known || !open_at_start(s, c->resp_ts, n))
 			continue;
 		if (same_context(s, n)) {
 			served = s;
@@ -838,12 +845,14 @@ static void keep_for_peer(struct linker *l, struct link_conn *c, struct link_nod
 	    c->first_end_ts + wait < n->start_ts) {
 		c->peer_absent = true;
 		l->stats.peer_absent++;
+		while (c->queue_head)
+			node_unref(l, unqueue(l, c));
 	}
-	while (c->queue_head && (c->peer_absent || (c->queue_head->ended &&
-						     c->queue_head->end_ts + wait < n->start_ts)))
+	if (c->peer_absent)
+		return;
+	while (c->queue_head && c->queue_head->ended && c->queue_head->end_ts + wait < n->start_ts)
 		node_unref(l, unqueue(l, c));
-	if (!c->peer_absent)
-		queue_on_conn(l, c, n);
+	queue_on_conn(l, c, n);
 }
 
 /* Requests mostly arrive in start order, so the walk for n's place
@@ -1075,7 +1084,7 @@ static void adopt_task_waiters(struct linker *l, struct link_node *n, uint64_t r
 
 	for (; w; w = next) {
 		next = w->task_next;
-		if (same_context(n, w) && w->start_ts >= n->start_ts && w->start_ts <= resp_ts)
+		if (same_context(n, w) && open_at_start(n, resp_ts, w))
 			decide_parent(l, w, n, &l->stats.parent_task);
 	}
 }
