@@ -565,10 +565,7 @@ Test(linker, a_server_end_seen_late_is_linked_from_its_next_request)
 	server = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
 	server.pos[IN] = client.pos[OUT]; /* the same stream, from here on */
 	server.pos[OUT] = client.pos[IN];
-	h_send(&h, &client, OUT, request("/first"));
-	h_send(&h, &server, IN, request("/first"));
-	h_send(&h, &server, OUT, ok);
-	h_send(&h, &client, IN, ok);
+	exchange(&client, &server, "/first");
 	cr_expect_eq(held_after_tick(h.now), 0);
 	exchange(&client, &server, "/second");
 	h_finish(&h);
