@@ -41,11 +41,14 @@ if wait_ready "$vm/agent.log" $agent; then
 	systemd-socket-activate --inetd --accept -l "127.0.0.1:$INETD_PORT" \
 		python3 "$INETD_APP" >/dev/null 2>&1 &
 	inetd=$!
+	# Listening, seen without a connection (each would start a server).
+	listening=":$(printf '%04X' "$INETD_PORT") 00000000:0000 0A"
 	for i in $(seq 1 100); do
-		curl -s -o /dev/null -o /dev/null -w "inetd %{http_code}\n" \
-			"http://127.0.0.1:$INETD_PORT/one" "http://127.0.0.1:$INETD_PORT/two" && break
-		sleep 0.2
+		grep -q "$listening" /proc/net/tcp && break
+		sleep 0.1
 	done
+	curl -s -o /dev/null -o /dev/null -w "inetd %{http_code}\n" \
+		"http://127.0.0.1:$INETD_PORT/one" "http://127.0.0.1:$INETD_PORT/two"
 	sleep 2
 	kill $server $inetd
 fi
