@@ -6,7 +6,7 @@ iterates; where the spawning request cannot be known (a task first run
 before anything awaits it) the call starts its own trace, never under a
 wrong parent. The request id in every path is the ground truth."""
 import re
-import threading
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -101,18 +101,21 @@ def test_calls_are_decided_while_a_long_request_is_open(agent, fanout):
     detached task's call, whose task answers no request, still waits for
     the older unanswered one: it is left out here."""
     app, backend = fanout
-    long_poll = threading.Thread(target=curl, args=(
-        f"http://127.0.0.1:{app.port}/long/{uuid.uuid4().hex[:12]}?seconds=6",))
-    long_poll.start()
-    time.sleep(0.5)
-    shapes = sorted(EXACT)
-    calls = [(shapes[i % len(shapes)], uuid.uuid4().hex[:12]) for i in range(16)]
-    with ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(lambda c: curl(f"http://127.0.0.1:{app.port}/{c[0]}/{c[1]}"), calls))
-    assert codes == ["200"] * len(calls)
-    found = spans_of(agent, app.port, backend.port, calls, timeout=3)
-    still_open = long_poll.is_alive()
-    long_poll.join()
-    assert still_open, "the calls' spans came out only once the long poll had answered"
+    long_poll = subprocess.Popen(["curl", "-s", "-o", "/dev/null",
+                                  f"http://127.0.0.1:{app.port}/long/{uuid.uuid4().hex[:12]}"
+                                  "?seconds=60"])
+    try:
+        time.sleep(0.5)
+        shapes = sorted(EXACT)
+        calls = [(shapes[i % len(shapes)], uuid.uuid4().hex[:12]) for i in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(
+                lambda c: curl(f"http://127.0.0.1:{app.port}/{c[0]}/{c[1]}"), calls))
+        assert codes == ["200"] * len(calls)
+        found = spans_of(agent, app.port, backend.port, calls, timeout=10)
+        assert long_poll.poll() is None, "the long poll ended before the calls' spans came out"
+    finally:
+        long_poll.kill()
+        long_poll.wait()
     right, _ = check(found, calls)
     assert right == sum(SHAPES[s] for s, _ in calls)

@@ -4,9 +4,10 @@ call's path carries the id of the request it is made for, /p/{rid}/{n}:
 the ground truth of the tests."""
 import asyncio
 import os
+import time
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 BACKEND = os.environ["FANOUT_BACKEND"]
 client = httpx.AsyncClient(timeout=10)
@@ -19,9 +20,12 @@ async def leaf(rid: str, n: int) -> int:
 
 
 @app.get("/long/{rid}")
-async def long_poll(rid: str, seconds: float):
-    """Open for `seconds`, making no call, as a long poll is."""
-    await asyncio.sleep(seconds)
+async def long_poll(rid: str, seconds: float, request: Request):
+    """Open for `seconds` or until its client leaves, making no call, as a
+    long poll is."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        await asyncio.sleep(0.1)
     return rid
 
 
