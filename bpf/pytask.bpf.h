@@ -66,6 +66,12 @@ static __always_inline int read_frame(const struct sonde_py_layout *py, __u64 fr
 	return 0;
 }
 
+/* A frame and its code object. */
+struct py_frame_code {
+	__u64 frame;
+	__u64 code;
+};
+
 /* Whether a code object is a coroutine's (or an async generator's). */
 static __always_inline bool py_code_is_async(const struct sonde_py_layout *py, __u64 code)
 {
@@ -84,12 +90,17 @@ static __always_inline bool py_code_is_async(const struct sonde_py_layout *py, _
  * root coroutine, embedded in the coroutine object: its address names
  * the task for as long as the task lives. Only that frame's code is read,
  * to pass over a run rooted in a plain generator. frame: the thread's
- * (py_thread_frame); *below: the loop's frame under the root. */
-static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below)
+ * (py_thread_frame); *below: the loop's frame under the root. When no
+ * task runs, run holds the third frame from the bottom and its code: a
+ * threading.Thread's run method, under its _bootstrap_inner and
+ * _bootstrap. */
+static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below,
+				     struct py_frame_code *run)
 {
-	__u64 root = 0, root_code = 0;
+	__u64 root = 0, root_code = 0, last = 0, second = 0, third = 0;
 
 	*below = 0;
+	run->frame = run->code = 0;
 	if (!frame)
 		return SONDE_TASK_UNKNOWN;
 	for (__u32 i = 0; i < SONDE_PY_FRAMES_MAX; i++) {
@@ -109,9 +120,15 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 fra
 			*below = frame;
 			return root;
 		}
-		if (!frame)
+		if (!frame) {
+			run->frame = third;
+			run->code = third ? read_user_ptr(third + py->frame_code) : 0;
 			return 0;
+		}
 		root = 0;
+		third = second;
+		second = last;
+		last = frame;
 		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
@@ -154,9 +171,15 @@ enum py_seen {
 	PY_SEEN_TASKGROUP,    /* type TaskGroup */
 	PY_SEEN_TASK,         /* type _asyncio.Task */
 	PY_SEEN_THREAD_START, /* the code object of threading's Thread.start */
+	PY_SEEN_WORKER_RUN,   /* the code object of anyio's WorkerThread.run */
 };
 
-static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
+/* A name that is read, not seen: the local of WorkerThread.run that
+ * holds the future its caller awaits. */
+#define PY_NAME_FUTURE SONDE_PY_SEEN
+#define PY_NAMES (SONDE_PY_SEEN + 1)
+
+static const char py_names[PY_NAMES][PY_NAME_MAX] = {
 	[PY_SEEN_STEP_WRAPPER] = "TaskStepMethWrapper",
 	[PY_SEEN_BUILTIN] = "builtin_function_or_method",
 	[PY_SEEN_FUNCTION] = "function",
@@ -168,6 +191,8 @@ static const char py_names[SONDE_PY_SEEN][PY_NAME_MAX] = {
 	[PY_SEEN_TASKGROUP] = "TaskGroup",
 	[PY_SEEN_TASK] = "_asyncio.Task",
 	[PY_SEEN_THREAD_START] = "Thread.start",
+	[PY_SEEN_WORKER_RUN] = "WorkerThread.run",
+	[PY_NAME_FUTURE] = "future",
 };
 
 /* Whether the NUL-terminated string at addr is py_names[which]: read 8
@@ -178,7 +203,7 @@ __noinline int py_name_is(__u64 addr, __u32 which)
 	const char *want;
 	char got[8];
 
-	if (!addr || which >= SONDE_PY_SEEN)
+	if (!addr || which >= PY_NAMES)
 		return 0;
 	want = py_names[which];
 	for (int i = 0; i < PY_NAME_MAX; i += 8) {
@@ -196,7 +221,7 @@ __noinline int py_name_is(__u64 addr, __u32 which)
 
 /* Where the name of addr (a type object; a method definition for
  * PY_SEEN_WAKEUP; a code object, whose __qualname__ is a str, for
- * PY_SEEN_THREAD_START) is. */
+ * PY_SEEN_THREAD_START and PY_SEEN_WORKER_RUN) is. */
 static __always_inline __u64 py_name_of(const struct sonde_py_layout *py, __u64 addr,
 					enum py_seen which)
 {
@@ -204,7 +229,7 @@ static __always_inline __u64 py_name_of(const struct sonde_py_layout *py, __u64 
 
 	if (which == PY_SEEN_WAKEUP)
 		return read_user_ptr(addr);
-	if (which != PY_SEEN_THREAD_START)
+	if (which != PY_SEEN_THREAD_START && which != PY_SEEN_WORKER_RUN)
 		return read_user_ptr(addr + PY_TP_NAME);
 	str = read_user_ptr(addr + py->code_qualname);
 	return str ? str + PY_ASCII_DATA : 0;
@@ -324,15 +349,16 @@ static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 r
 	return task;
 }
 
-/* The outermost task of the chain awaiting the running one, named by its
- * root frame as the running one is. A global function, verified once. */
-__noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64 below)
+/* The outermost task of the chain awaiting task (or, when task is 0, the
+ * one running root above the loop's frame below), named by its root frame
+ * as the running one is. A global function, verified once. */
+__noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64 below,
+				   __u64 task)
 {
-	__u64 task;
-
 	if (!py)
 		return root;
-	task = below && py->task_coro ? py_running_task(py, root, below) : 0;
+	if (!task)
+		task = below && py->task_coro ? py_running_task(py, root, below) : 0;
 
 	for (__u32 i = 0; task && i < SONDE_PY_AWAIT_DEPTH; i++) {
 		__u64 parent = py_awaiting_task(py, task);
@@ -347,16 +373,66 @@ __noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64
 }
 
 /* The root frame of the task running `frame`, and the event loop's frame
- * under it in *below. A global function, so that the verifier checks the
- * walks once rather than on every path of every program that reaches
- * them. It is verified on its own, so it must allow for NULL pointers. */
-__noinline __u64 python_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below)
+ * under it in *below; when none runs, the thread's run method in *run. A
+ * global function, so that the verifier checks the walks once rather
+ * than on every path of every program that reaches them. It is verified
+ * on its own, so it must allow for NULL pointers. */
+__noinline __u64 python_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below,
+			     struct py_frame_code *run)
 {
-	__u64 unused;
+	if (!py || !below || !run)
+		return SONDE_TASK_UNKNOWN;
+	return py_task(py, frame, below, run);
+}
+
+/* 1 + the index of the local named `future` among a code object's, or 0.
+ * A global function: what it returns is then one unknown value to its
+ * caller, not one path of the caller's per index found. It must allow
+ * for a NULL py. */
+__noinline int py_future_local(const struct sonde_py_layout *py, __u64 code)
+{
+	__u64 names, count;
 
 	if (!py)
-		return SONDE_TASK_UNKNOWN;
-	return py_task(py, frame, below ? below : &unused);
+		return 0;
+	names = read_user_ptr(code + py->code_localsplusnames);
+	count = names ? read_user_ptr(names + PY_TUPLE_SIZE) : 0;
+
+	for (__u32 i = 0; i < SONDE_PY_LOCALS_MAX && i < count; i++) {
+		__u64 name = read_user_ptr(names + PY_TUPLE_ITEMS + i * 8);
+
+		if (name && py_name_is(name + PY_ASCII_DATA, PY_NAME_FUTURE))
+			return i + 1;
+	}
+	return 0;
+}
+
+/* The Task a worker thread runs a call for: anyio's WorkerThread.run
+ * (FastAPI's `def` handlers and dependencies, Starlette's
+ * run_in_threadpool) calls each function it is handed with the asyncio
+ * future its caller awaits in its local `future`, whose first done
+ * callback is that caller's wakeup. 0 when run is not that method or
+ * nothing awaits the future. A global function, verified once; it must
+ * allow for a NULL py. */
+__noinline __u64 py_worker_caller(struct sonde_py_layout *py, const struct py_frame_code *run)
+{
+	__u64 future;
+	__u8 local;
+
+	if (!py || !run || !run->frame || !py->task_coro || !py->code_localsplusnames ||
+	    run->code == py->other_run)
+		return 0;
+	if (!py_seen_is(py, run->code, PY_SEEN_WORKER_RUN)) {
+		py->other_run = run->code;
+		return 0;
+	}
+	if (!py->worker_future)
+		py->worker_future = py_future_local(py, run->code) ?: SONDE_PY_LOCAL_NONE;
+	local = py->worker_future;
+	if (local > SONDE_PY_LOCALS_MAX)
+		return 0;
+	future = read_user_ptr(run->frame + py->frame_locals + (local - 1) * 8);
+	return py_future_awaiter(py, future);
 }
 
 /* The tasks running a job (bpf/jobs.bpf.h), by what names them in
@@ -403,16 +479,25 @@ __noinline __u64 job_task_mark(const struct sonde_py_layout *py, __u64 task)
  * theirs stay within bounds. */
 static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 {
-	__u64 frame, task, below = 0;
+	struct py_frame_code run = {};
+	__u64 frame, task, below = 0, caller = 0, coro;
 
 	if (!py->tasks_used)
 		py->tasks_used = 1;
 	frame = py_thread_frame(py, (__u32)bpf_get_current_pid_tgid());
-	task = python_task(py, frame, &below);
-	if (!task || task == SONDE_TASK_UNKNOWN)
+	task = python_task(py, frame, &below, &run);
+	if (task == SONDE_TASK_UNKNOWN)
 		return task;
-	if (below)
-		task = py_outermost_task(py, task, below);
+	if (!task && run.frame)
+		caller = py_worker_caller(py, &run);
+	if (caller) {
+		coro = read_user_ptr(caller + py->task_coro);
+		if (!coro)
+			return 0;
+		task = py_outermost_task(py, coro + py->coro_iframe, 0, caller);
+	} else if (task && below) {
+		task = py_outermost_task(py, task, below, 0);
+	}
 	return entry_points ? job_task_mark(py, task) : task;
 }
 

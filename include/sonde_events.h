@@ -69,8 +69,13 @@ enum sonde_event_type {
 /* Items of a done callback's closure (or partial's arguments) looked at
  * for the future a task awaits. */
 #define SONDE_PY_ITEMS_MAX 8
+/* Local variables of a worker thread's run looked at for the one that
+ * holds the future its caller awaits. */
+#define SONDE_PY_LOCALS_MAX 16
+/* sonde_py_layout.worker_future when that local is not among them. */
+#define SONDE_PY_LOCAL_NONE 0xff
 /* Entries of sonde_py_layout.seen: see bpf/pytask.bpf.h. */
-#define SONDE_PY_SEEN 11
+#define SONDE_PY_SEEN 12
 /* Bytes of a job's function name (its __qualname__), NUL included. */
 #define SONDE_JOB_NAME_MAX 64
 /* Arguments of a native entry point's call sent with it (the x86-64
@@ -385,6 +390,9 @@ struct sonde_py_layout {
 	__u16 coro_code;        /* PyCoroObject.cr_code */
 	__u16 thread_target;    /* threading.Thread's _target in its values
 	                           (bytes) */
+	/* The task a worker thread's call is made for (anyio's WorkerThread:
+	 * FastAPI's `def` handlers); 0 when the version's is not known. */
+	__u16 code_localsplusnames; /* PyCodeObject.co_localsplusnames */
 	__u8 tasks_used;        /* Written by the kernel, 0 from the agent: 1
 	                           once it has read a task of the process (for
 	                           a request or command it sent, a log line, a
@@ -395,11 +403,19 @@ struct sonde_py_layout {
 	                           service that neither calls out nor logs,
 	                           response heads skip the walk (unless entry
 	                           points are configured). */
-	__u8 pad[7];
+	__u8 worker_future;     /* Written by the kernel, 0 from the agent:
+	                           1 + the index of `future` among the locals
+	                           of the worker's run (seen[]) once looked
+	                           for, SONDE_PY_LOCAL_NONE if not there */
+	__u8 pad[4];
 	/* Written by the kernel, 0 from the agent: the type objects (and
 	 * task_wakeup's method definition) it has recognised by name in
 	 * this process, so that it reads each name once. */
 	__u64 seen[SONDE_PY_SEEN];
+	/* Written by the kernel, 0 from the agent: the code of the last
+	 * thread's run method met that is not the worker's of seen[], so
+	 * that a thread-per-request server's threads read no name. */
+	__u64 other_run;
 };
 
 /* struct epoll_event as x86-64 lays it out: packed, 12 bytes. */

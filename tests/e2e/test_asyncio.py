@@ -2,7 +2,8 @@
 gather's, an awaited task's, nested gathers', asyncio.wait's and
 wait_for's, a TaskGroup's are children of the request, exactly, under
 concurrency, as is a blocking call made in a plain generator the handler
-iterates; where the spawning request cannot be known (a task first run
+iterates, and one made in a worker thread the handler (a `def` handler,
+or its child tasks) awaits; where the spawning request cannot be known (a task first run
 before anything awaits it) the call starts its own trace, never under a
 wrong parent. The request id in every path is the ground truth."""
 import re
@@ -17,7 +18,7 @@ from conftest import Nginx, Uvicorn, curl
 
 # route -> client calls each request makes
 SHAPES = {"gather": 3, "awaited": 1, "nested": 4, "wait": 2, "wait_for": 1, "taskgroup": 2,
-          "generator": 1, "detached": 1}
+          "generator": 1, "sync": 1, "threads": 2, "detached": 1}
 EXACT = set(SHAPES) - {"detached"}
 
 

@@ -129,18 +129,21 @@ def test_every_line_carries_its_request_whatever_stdout_is(traced, workdir, mode
     assert all(not r["trace_id"] and not r["span_id"] for r in ticks), "written outside requests"
 
 
-def test_asyncio_lines_carry_their_request_from_the_first(traced):
+@pytest.mark.parametrize("route", ["item", "sync_item"])
+def test_asyncio_lines_carry_their_request_from_the_first(traced, route):
     """A service that calls nothing and only logs, on asyncio: its first
-    16 requests at once, interleaved on one thread. The kernel reads a
-    response's task only once the process has needed one elsewhere (a
-    line, a call): every line still carries its own request's span."""
+    16 requests at once, interleaved on one thread (an `async def`
+    handler) or written by anyio's worker threads (a `def` handler). The
+    kernel reads a response's task only once the process has needed one
+    elsewhere (a line, a call): every line still carries its own
+    request's span."""
     agent, rx = traced
     app = Uvicorn("e2e-log-app", "log_app:app")
     try:
         rids = [f"first-{uuid.uuid4().hex[:10]}" for _ in range(16)]
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(
-                lambda rid: curl(f"http://127.0.0.1:{app.port}/item?request_id={rid}"), rids))
+                lambda rid: curl(f"http://127.0.0.1:{app.port}/{route}?request_id={rid}"), rids))
         assert codes == ["200"] * len(rids)
         records = wait_records(rx, rids, len(rids))
     finally:

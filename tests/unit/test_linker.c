@@ -242,6 +242,36 @@ Test(linker, asyncio_task_decides_between_requests_of_one_thread)
 	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
 }
 
+/* A worker thread's call names the task awaiting it (FastAPI's `def`
+ * handlers): the request that task answers on the loop's thread is its
+ * parent. */
+Test(linker, a_worker_threads_call_is_a_child_of_the_task_awaiting_it)
+{
+	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
+	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
+	struct tconn out1 = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
+	struct tconn out2 = h_open_ports(&h, 20, 10, SONDE_ROLE_CLIENT, 40004, 9090);
+
+	h_send(&h, &in1, IN, request("/in1"));
+	h_send(&h, &in2, IN, request("/in2"));
+	out1.tid = 31;
+	out1.task = 0x7000a0;
+	out2.tid = 32;
+	out2.task = 0x7000b0;
+	h_send(&h, &out2, OUT, request("/from2"));
+	h_send(&h, &out1, OUT, request("/from1"));
+	h_send(&h, &out1, IN, ok);
+	h_send(&h, &out2, IN, ok);
+	in2.task = 0x7000b0;
+	h_send(&h, &in2, OUT, ok);
+	in1.task = 0x7000a0;
+	h_send(&h, &in1, OUT, ok);
+	h_finish(&h);
+	expect_child(span_of("CLIENT", "/from1"), span_of("SERVER", "/in1"));
+	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
+	cr_expect_eq(h.stats.link.parent_task, 2);
+}
+
 /* Events from two CPUs can reach the agent out of start order: a request
  * that started earlier but arrived later still holds back a call made
  * after it, until it is answered. */

@@ -44,6 +44,7 @@ Test(pytask, layout_matches_the_installed_cpython_headers)
 	cr_expect_eq(l->coro_iframe, offsetof(PyCoroObject, cr_iframe));
 	cr_expect_eq(l->func_closure, offsetof(PyFunctionObject, func_closure));
 	cr_expect_eq(l->code_qualname, offsetof(PyCodeObject, co_qualname));
+	cr_expect_eq(l->code_localsplusnames, offsetof(PyCodeObject, co_localsplusnames));
 	cr_expect_eq(l->func_qualname, offsetof(PyFunctionObject, func_qualname));
 	cr_expect_eq(l->coro_qualname, offsetof(PyCoroObject, cr_qualname));
 	cr_expect_eq(l->coro_code, offsetof(PyCoroObject, cr_code));

@@ -630,9 +630,14 @@ static bool open_at_start(const struct link_node *s, uint64_t resp_ts, const str
 	return s->start_ts <= n->start_ts && resp_ts >= n->start_ts;
 }
 
+/* Whether the client request was made by what answered the server
+ * request: the same task, on whichever thread (a worker thread's call
+ * names the task awaiting it), or with no task, the same thread. */
 static bool same_context(const struct link_node *server, const struct link_node *client)
 {
-	return server->resp_tid == client->tid && server->resp_task == client->task;
+	if (client->task)
+		return server->resp_task == client->task;
+	return server->resp_tid == client->tid && !server->resp_task;
 }
 
 /* Server requests of the process open when the client request started

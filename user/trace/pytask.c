@@ -44,6 +44,7 @@ const struct pytask_version pytask_versions[] = {
 			.coro_qualname = 40,
 			.coro_code = 16,
 			.thread_target = 0,
+			.code_localsplusnames = 96,
 		},
 	},
 };

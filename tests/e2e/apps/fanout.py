@@ -8,6 +8,7 @@ import time
 
 import httpx
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 BACKEND = os.environ["FANOUT_BACKEND"]
 client = httpx.AsyncClient(timeout=10)
@@ -72,11 +73,15 @@ async def detached(rid: str):
     return await task
 
 
+def blocking_call(rid: str, n: int) -> int:
+    with httpx.Client(timeout=10) as sync_client:
+        return sync_client.get(f"{BACKEND}/p/{rid}/{n}").status_code
+
+
 def blocking_calls(rid: str):
     """A plain generator making a blocking call: its frame, owned by the
     generator as a coroutine's is, sits on a plain function's."""
-    with httpx.Client(timeout=10) as sync_client:
-        yield sync_client.get(f"{BACKEND}/p/{rid}/0").status_code
+    yield blocking_call(rid, 0)
 
 
 def collect(rid: str):
@@ -86,3 +91,15 @@ def collect(rid: str):
 @app.get("/generator/{rid}")
 async def generator(rid: str):
     return collect(rid)
+
+
+@app.get("/sync/{rid}")
+def sync_handler(rid: str):
+    """A `def` handler: FastAPI runs it in one of anyio's worker threads."""
+    return blocking_call(rid, 0)
+
+
+@app.get("/threads/{rid}")
+async def threads(rid: str):
+    """Blocking calls handed to worker threads by child tasks."""
+    return await asyncio.gather(*(run_in_threadpool(blocking_call, rid, n) for n in range(2)))
