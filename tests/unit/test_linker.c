@@ -194,28 +194,61 @@ Test(linker, a_traceparent_places_a_request_with_no_traced_caller)
 }
 
 /* Two requests served at once by two threads, each calling downstream. */
-Test(linker, thread_per_request_calls_are_children_of_their_threads_request)
-{
-	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
-	struct tconn out1 = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
-	struct tconn out2 = h_open_ports(&h, 20, 10, SONDE_ROLE_CLIENT, 40004, 9090);
+/* The thread that reads and answers a request, the thread that makes its
+ * call, and the task that makes both the call and the answer. */
+struct call_context {
+	uint32_t server_tid, call_tid;
+	uint64_t task;
+};
 
-	in1.tid = out1.tid = 21;
-	in2.tid = out2.tid = 22;
-	h_send(&h, &in1, IN, request("/in1"));
-	h_send(&h, &in2, IN, request("/in2"));
-	h_send(&h, &out2, OUT, request("/out2"));
-	h_send(&h, &out1, OUT, request("/out1"));
-	h_send(&h, &out1, IN, ok);
-	h_send(&h, &out2, IN, ok);
-	h_send(&h, &in2, OUT, ok);
-	h_send(&h, &in1, OUT, ok);
+/* Two requests in flight, each making one call on a connection of its
+ * own, answered in the other order: each call is its own request's
+ * child, by task where there is one, else by thread. */
+static void expect_each_call_under_its_request(const struct call_context ctx[2])
+{
+	static const char *const in_paths[2] = { "/in1", "/in2" };
+	static const char *const out_paths[2] = { "/out1", "/out2" };
+	struct tconn in[2], out[2];
+
+	for (int i = 0; i < 2; i++) {
+		in[i] = h_open_ports(&h, 20, 7 + i, SONDE_ROLE_SERVER, 8080, 40001 + i);
+		out[i] = h_open_ports(&h, 20, 9 + i, SONDE_ROLE_CLIENT, 40003 + i, 9090);
+		in[i].tid = ctx[i].server_tid;
+		out[i].tid = ctx[i].call_tid;
+		out[i].task = ctx[i].task;
+	}
+	h_send(&h, &in[0], IN, request(in_paths[0]));
+	h_send(&h, &in[1], IN, request(in_paths[1]));
+	h_send(&h, &out[1], OUT, request(out_paths[1]));
+	h_send(&h, &out[0], OUT, request(out_paths[0]));
+	h_send(&h, &out[0], IN, ok);
+	h_send(&h, &out[1], IN, ok);
+	for (int i = 1; i >= 0; i--) {
+		in[i].task = ctx[i].task;
+		h_send(&h, &in[i], OUT, ok);
+	}
 	h_finish(&h);
 	cr_assert_eq(h.nspans, 4);
 	expect_child(span_of("CLIENT", "/out1"), span_of("SERVER", "/in1"));
 	expect_child(span_of("CLIENT", "/out2"), span_of("SERVER", "/in2"));
 	cr_expect_eq(h.stats.link.parent_task, 2);
+}
+
+Test(linker, thread_per_request_calls_are_children_of_their_threads_request)
+{
+	const struct call_context ctx[2] = { { 21, 21, 0 }, { 22, 22, 0 } };
+
+	expect_each_call_under_its_request(ctx);
+}
+
+/* A worker thread's call names the task awaiting it (FastAPI's `def`
+ * handlers): the request that task answers on the loop's thread is its
+ * parent. */
+Test(linker, a_worker_threads_call_is_a_child_of_the_task_awaiting_it)
+{
+	const struct call_context ctx[2] = { { 20, 31, 0x7000a0 }, { 20, 32, 0x7000b0 } };
+
+	expect_each_call_under_its_request(ctx);
 }
 
 /* One event-loop thread, two requests in flight: the task tells them apart. */
@@ -240,36 +273,6 @@ Test(linker, asyncio_task_decides_between_requests_of_one_thread)
 	h_finish(&h);
 	expect_child(span_of("CLIENT", "/from1"), span_of("SERVER", "/in1"));
 	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
-}
-
-/* A worker thread's call names the task awaiting it (FastAPI's `def`
- * handlers): the request that task answers on the loop's thread is its
- * parent. */
-Test(linker, a_worker_threads_call_is_a_child_of_the_task_awaiting_it)
-{
-	struct tconn in1 = h_open_ports(&h, 20, 7, SONDE_ROLE_SERVER, 8080, 40001);
-	struct tconn in2 = h_open_ports(&h, 20, 8, SONDE_ROLE_SERVER, 8080, 40002);
-	struct tconn out1 = h_open_ports(&h, 20, 9, SONDE_ROLE_CLIENT, 40003, 9090);
-	struct tconn out2 = h_open_ports(&h, 20, 10, SONDE_ROLE_CLIENT, 40004, 9090);
-
-	h_send(&h, &in1, IN, request("/in1"));
-	h_send(&h, &in2, IN, request("/in2"));
-	out1.tid = 31;
-	out1.task = 0x7000a0;
-	out2.tid = 32;
-	out2.task = 0x7000b0;
-	h_send(&h, &out2, OUT, request("/from2"));
-	h_send(&h, &out1, OUT, request("/from1"));
-	h_send(&h, &out1, IN, ok);
-	h_send(&h, &out2, IN, ok);
-	in2.task = 0x7000b0;
-	h_send(&h, &in2, OUT, ok);
-	in1.task = 0x7000a0;
-	h_send(&h, &in1, OUT, ok);
-	h_finish(&h);
-	expect_child(span_of("CLIENT", "/from1"), span_of("SERVER", "/in1"));
-	expect_child(span_of("CLIENT", "/from2"), span_of("SERVER", "/in2"));
-	cr_expect_eq(h.stats.link.parent_task, 2);
 }
 
 /* Events from two CPUs can reach the agent out of start order: a request
