@@ -97,7 +97,8 @@ static __always_inline bool py_code_is_async(const struct sonde_py_layout *py, _
 static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 frame, __u64 *below,
 				     struct py_frame_code *run)
 {
-	__u64 root = 0, root_code = 0, last = 0, second = 0, third = 0;
+	struct py_frame_code last = {}, second = {}, third = {};
+	__u64 root = 0, root_code = 0;
 
 	*below = 0;
 	run->frame = run->code = 0;
@@ -121,14 +122,14 @@ static __always_inline __u64 py_task(const struct sonde_py_layout *py, __u64 fra
 			return root;
 		}
 		if (!frame) {
-			run->frame = third;
-			run->code = third ? read_user_ptr(third + py->frame_code) : 0;
+			*run = third;
 			return 0;
 		}
 		root = 0;
 		third = second;
 		second = last;
-		last = frame;
+		last.frame = frame;
+		last.code = code;
 		frame = previous;
 	}
 	return SONDE_TASK_UNKNOWN;
