@@ -335,6 +335,15 @@ static __always_inline __u64 py_awaiting_task(struct sonde_py_layout *py, __u64 
 	return 0;
 }
 
+/* The root frame that names a task: the frame embedded in its coroutine;
+ * 0 when it has none. */
+static __always_inline __u64 py_task_root(const struct sonde_py_layout *py, __u64 task)
+{
+	__u64 coro = read_user_ptr(task + py->task_coro);
+
+	return coro ? coro + py->coro_iframe : 0;
+}
+
 /* The Task object that runs the root frame: the event loop's handle under
  * it calls either the task's first step or its wakeup. */
 static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 root, __u64 below)
@@ -345,7 +354,7 @@ static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 r
 
 	if (!task && py_seen_is(py, py_type(cb), PY_SEEN_STEP_WRAPPER))
 		task = read_user_ptr(cb + py->step_task);
-	if (!task || read_user_ptr(task + py->task_coro) + py->coro_iframe != root)
+	if (!task || py_task_root(py, task) != root)
 		return 0;
 	return task;
 }
@@ -356,18 +365,18 @@ static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 r
 __noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64 below,
 				   __u64 task)
 {
-	if (!py)
+	if (!py || !root)
 		return root;
 	if (!task)
 		task = below && py->task_coro ? py_running_task(py, root, below) : 0;
 
 	for (__u32 i = 0; task && i < SONDE_PY_AWAIT_DEPTH; i++) {
 		__u64 parent = py_awaiting_task(py, task);
-		__u64 coro = parent ? read_user_ptr(parent + py->task_coro) : 0;
+		__u64 parent_root = parent ? py_task_root(py, parent) : 0;
 
-		if (!coro)
+		if (!parent_root)
 			break;
-		root = coro + py->coro_iframe;
+		root = parent_root;
 		task = parent;
 	}
 	return root;
@@ -481,7 +490,7 @@ __noinline __u64 job_task_mark(const struct sonde_py_layout *py, __u64 task)
 static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 {
 	struct py_frame_code run = {};
-	__u64 frame, task, below = 0, caller = 0, coro;
+	__u64 frame, task, below = 0, caller;
 
 	if (!py->tasks_used)
 		py->tasks_used = 1;
@@ -489,14 +498,11 @@ static __always_inline __u64 python_event_task(struct sonde_py_layout *py)
 	task = python_task(py, frame, &below, &run);
 	if (task == SONDE_TASK_UNKNOWN)
 		return task;
-	if (!task && run.frame)
+	if (!task && run.frame) {
 		caller = py_worker_caller(py, &run);
-	if (caller) {
-		coro = read_user_ptr(caller + py->task_coro);
-		if (!coro)
-			return 0;
-		task = py_outermost_task(py, coro + py->coro_iframe, 0, caller);
-	} else if (task && below) {
+		if (caller)
+			task = py_outermost_task(py, py_task_root(py, caller), 0, caller);
+	} else if (below) {
 		task = py_outermost_task(py, task, below, 0);
 	}
 	return entry_points ? job_task_mark(py, task) : task;

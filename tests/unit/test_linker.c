@@ -193,7 +193,6 @@ Test(linker, a_traceparent_places_a_request_with_no_traced_caller)
 	cr_expect_eq(h.stats.link.parent_traceparent, 1);
 }
 
-/* Two requests served at once by two threads, each calling downstream. */
 /* The thread that reads and answers a request, the thread that makes its
  * call, and the task that makes both the call and the answer. */
 struct call_context {
@@ -234,6 +233,7 @@ static void expect_each_call_under_its_request(const struct call_context ctx[2])
 	cr_expect_eq(h.stats.link.parent_task, 2);
 }
 
+/* Two requests served at once by two threads, each calling downstream. */
 Test(linker, thread_per_request_calls_are_children_of_their_threads_request)
 {
 	const struct call_context ctx[2] = { { 21, 21, 0 }, { 22, 22, 0 } };
