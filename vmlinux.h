@@ -147,6 +147,7 @@ struct pt_regs {
 };
 
 struct mm_struct {
+	struct file *exe_file;
 	unsigned long arg_start;
 	unsigned long arg_end;
 	unsigned long env_start;
@@ -158,6 +159,9 @@ struct task_struct {
 	struct mm_struct *mm;
 	pid_t pid;
 	pid_t tgid;
+	struct task_struct *real_parent;
+	__u64 parent_exec_id; /* the parent's self_exec_id at the fork */
+	__u64 self_exec_id;   /* one more at each exec */
 	struct files_struct *files;
 	struct signal_struct *signal;
 };

@@ -325,6 +325,22 @@ static __always_inline void note_traced_proc(__u32 tgid)
 		bpf_map_update_elem(&log_procs, &tgid, &fresh, BPF_NOEXIST);
 }
 
+/* The parent's tgid when the current process runs its parent's program:
+ * it has not exec'd since the fork and runs the same executable file (a
+ * process reparented to a reaper running another program does not), or
+ * 0. */
+static __always_inline __u32 parent_running_same_program(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+
+	if (BPF_CORE_READ(task, self_exec_id) != BPF_CORE_READ(task, parent_exec_id) || !exe ||
+	    BPF_CORE_READ(parent, mm, exe_file) != exe)
+		return 0;
+	return BPF_CORE_READ(parent, tgid);
+}
+
 /* sk: the fd's TCP sock, which callers have at hand; NULL leaves the ends empty. */
 static __always_inline void send_conn_event(void *ctx, struct sonde_conn_key *key,
 					    struct conn_state *state, struct sock *sk)
@@ -335,6 +351,8 @@ static __always_inline void send_conn_event(void *ctx, struct sonde_conn_key *ke
 	ev.role = state->role;
 	ev.proto = state->proto;
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	ev.parent_tgid = parent_running_same_program();
+	ev.cgroup_id = bpf_get_current_cgroup_id();
 	if (sk) {
 		ev.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		ev.lport = BPF_CORE_READ(sk, __sk_common.skc_num);

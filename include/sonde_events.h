@@ -240,6 +240,12 @@ struct sonde_conn_event {
 	__u8 raddr[16]; /* remote address, same layout */
 	char comm[16];  /* thread name, for a process gone before the agent
 	                   reads /proc */
+	__u32 parent_tgid; /* its parent's tgid when the process runs its
+	                      parent's program (forked, no exec since, the same
+	                      executable file): what the parent's /proc says
+	                      of it says of this one; 0 otherwise */
+	__u32 pad;
+	__u64 cgroup_id;   /* the cgroup v2 it runs in, as it made the call */
 };
 
 /* Bytes of a new program's argv sent with its exec event. */

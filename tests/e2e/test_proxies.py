@@ -4,7 +4,10 @@ downstream request it was made for, read from nginx's own connection and
 request objects (bpf/nginx.bpf.h), and the backend's request is the child
 of that call. The request id in every path is the ground truth; a call
 may only lack a parent (counted), never have a wrong one."""
+import os
 import re
+import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -131,8 +134,9 @@ def hop_of(span):
     return "back" if exe.startswith("python") else "front"
 
 
-def hops_of(agent, ids, timeout=20):
-    """Per request id, its four spans by (hop, kind)."""
+def hops_of(agent, ids, timeout=20, want=lambda spans: len(spans) == 4):
+    """Per request id, its spans by (hop, kind), once each has what it
+    should (all four) or after timeout."""
     deadline = time.time() + timeout
     while True:
         found = {rid: {} for rid in ids}
@@ -141,7 +145,7 @@ def hops_of(agent, ids, timeout=20):
             m = re.search(r"/r/([0-9a-f]{12})", a.get("url.path", a.get("url.full", "")))
             if m and m.group(1) in found:
                 found[m.group(1)][(hop_of(s), s["kind"])] = s
-        if all(len(spans) == 4 for spans in found.values()) or time.time() > deadline:
+        if all(want(spans) for spans in found.values()) or time.time() > deadline:
             return found
         time.sleep(0.1)
 
@@ -216,6 +220,52 @@ def test_socat_hop_keeps_one_trace(agent, socat, concurrency):
     send(socat.port, ids, concurrency)
     right, orphans = check(hops_of(agent, ids))
     assert (right, orphans) == (n, 0)
+
+
+def children_reaped(pid, timeout=10):
+    """Waits until the process has no children left, reaped by it."""
+    deadline = time.time() + timeout
+    while Path(f"/proc/{pid}/task/{pid}/children").read_text().strip():
+        assert time.time() < deadline, f"{pid}'s children still there"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("include, socat_first", [("cgroup", True), ("exe", False)],
+                         ids=["cgroup-socat-first", "exe-sonde-first"])
+def test_socat_children_gone_before_sonde_looks_are_traced_as_socat(workdir, include,
+                                                                      socat_first):
+    """A forking server's children, each gone and reaped before the agent
+    reads its /proc entry (an agent behind its events: stopped here),
+    are decided and named by the program they ran, their parent's, and
+    the cgroup they ran in: traced under the tests' cgroup rule or an
+    executable rule, as socat, whether socat ran its program before sonde
+    started or after."""
+    env = {"SONDE_INCLUDE": "exe:" + os.path.realpath(shutil.which("socat"))} \
+        if include == "exe" else {}
+    socat = Socat() if socat_first else None
+    agent = Agent(workdir, name=f"gone-{include}-{socat_first}", extra_env=env)
+    ids = [uuid.uuid4().hex[:12] for _ in range(8)]
+    try:
+        socat = socat or Socat()
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            send(socat.port, ids, 4)
+            children_reaped(socat.proxy.pid)
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        found = hops_of(agent, ids, want=lambda spans: ("front", "SpanKind.SERVER") in spans
+                        and ("back", "SpanKind.CLIENT") in spans)
+    finally:
+        assert agent.stop() == 0
+        if socat:
+            socat.stop()
+    for rid, spans in found.items():
+        server, call = spans.get(("front", "SpanKind.SERVER")), spans.get(("back", "SpanKind.CLIENT"))
+        assert server and call, f"{rid}: socat's spans missing: {sorted(spans)}"
+        for span in (server, call):
+            assert span["resource"]["attributes"]["process.executable.name"] == "socat"
+            assert span["resource"]["attributes"]["service.name"] == "socat"
+        assert call["parent_id"] == server["context"]["span_id"], rid
 
 
 @pytest.mark.parametrize("concurrency", [1, 16, 64])

@@ -109,6 +109,45 @@ Test(procinfo, a_process_with_no_command_line_left_is_named_by_its_exec)
 	teardown(&f);
 }
 
+/* A forking server's child reaped before sonde reads its /proc entry,
+ * with no exec of its own: its parent runs the same program (the kernel
+ * says so), so the parent's entry says what the child's would have. */
+Test(procinfo, a_child_gone_before_it_is_read_is_what_its_parent_runs)
+{
+	static const char cmdline[] = "/usr/bin/socat\0TCP-LISTEN:80,fork\0TCP:10.0.0.2:80";
+	static const char environ[] = "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod";
+	struct proc_seen child = { .comm = "socat", .parent_tgid = 200 };
+	struct fake_proc f;
+	struct proc_info *info;
+
+	setup(&f);
+	put(&f, 200, "cmdline", cmdline, sizeof(cmdline));
+	put(&f, 200, "environ", environ, sizeof(environ));
+	info = proc_table_see(f.table, 201, &child);
+	cr_expect_str_eq(info->executable_name, "socat");
+	cr_expect_str_eq(info->command_line, "/usr/bin/socat TCP-LISTEN:80,fork TCP:10.0.0.2:80");
+	cr_expect_str_eq(info->resource_attrs, "deployment.environment=prod");
+	info = proc_table_see(f.table, 202, &(struct proc_seen){ .comm = "socat" });
+	cr_expect_str_eq(info->command_line, "", "no parent named: nothing to stand in");
+	cr_expect_str_eq(info->resource_attrs, "");
+	teardown(&f);
+}
+
+Test(procinfo, a_gone_child_that_ran_its_own_program_is_not_its_parents)
+{
+	static const char cmdline[] = "/usr/bin/socat\0TCP-LISTEN:80,fork";
+	static const char args[] = "/usr/local/bin/handler\0--once";
+	struct exec_record exec = { .whole = true, .args = args, .args_len = sizeof(args) - 1 };
+	struct fake_proc f;
+
+	setup(&f);
+	put(&f, 200, "cmdline", cmdline, sizeof(cmdline));
+	cr_assert_eq(proc_table_exec(f.table, 203, &exec), 0);
+	cr_expect_str_eq(proc_table_see(f.table, 203, &(struct proc_seen){ .parent_tgid = 200 })
+				 ->command_line, "/usr/local/bin/handler --once");
+	teardown(&f);
+}
+
 Test(procinfo, proc_is_read_for_what_the_exec_event_could_not_say)
 {
 	static const char environ[] = "HOME=/\0OTEL_SERVICE_NAME=from-proc\0";

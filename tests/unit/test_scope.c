@@ -155,8 +155,8 @@ Test(scope, a_gone_process_is_decided_by_what_its_exec_said)
 	struct scope *s = rules("exe:/usr/bin/curl,cgroup:/system.slice/api.service", NULL, NULL);
 	uint64_t api = make_cgroup("/system.slice/api.service");
 	uint64_t other = make_cgroup("/user.slice/user-0.slice");
-	struct scope_hint by_exe = { "/usr/bin/curl", other }, by_cgroup = { "/bin/true", api },
-			  by_nothing = { "/bin/true", other };
+	struct scope_hint by_exe = { "/usr/bin/curl", other, 0 }, by_cgroup = { "/bin/true", api, 0 },
+			  by_nothing = { "/bin/true", other, 0 };
 	char name[16];
 
 	cr_expect_eq(scope_decide(s, 998, NULL, &by_exe, name, sizeof(name)), SCOPE_TRACED);
@@ -165,6 +165,28 @@ Test(scope, a_gone_process_is_decided_by_what_its_exec_said)
 		     "from what was found before");
 	cr_expect_eq(scope_decide(s, 998, NULL, &by_nothing, name, sizeof(name)), SCOPE_NOT_TRACED);
 	scope_free(s);
+}
+
+/* A forking server's child, gone before sonde decides, and with no exec
+ * of its own: its parent's /proc says which program it ran, its event
+ * which cgroup it ran in. */
+Test(scope, a_gone_child_is_decided_by_its_parents_program_and_its_own_cgroup)
+{
+	struct scope *by_exe = rules("exe:/usr/sbin/nginx", NULL, NULL);
+	struct scope *by_cgroup = rules("cgroup:/system.slice/nginx.service", NULL, NULL);
+	uint64_t nginx = make_cgroup("/system.slice/nginx.service");
+	uint64_t other = make_cgroup("/user.slice/user-0.slice");
+	struct scope_hint child = { NULL, nginx, 100 }, moved = { NULL, other, 100 };
+	char name[16];
+
+	cr_expect_eq(scope_decide(by_exe, 998, NULL, &child, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(by_exe, 998, NULL, &(struct scope_hint){ NULL, nginx, 200 }, name,
+				  sizeof(name)), SCOPE_NOT_TRACED, "a parent running python");
+	cr_expect_eq(scope_decide(by_cgroup, 998, NULL, &child, name, sizeof(name)), SCOPE_TRACED);
+	cr_expect_eq(scope_decide(by_cgroup, 998, NULL, &moved, name, sizeof(name)),
+		     SCOPE_NOT_TRACED, "its own cgroup, not its parent's");
+	scope_free(by_exe);
+	scope_free(by_cgroup);
 }
 
 Test(scope, an_included_port_waits_for_the_process_to_serve_it)

@@ -692,11 +692,17 @@ static void link_end_of(uint16_t family, const uint8_t *addr, uint16_t port, str
 }
 
 /* Whether a new connection's process is traced, decided when the
- * process is first seen and, for a connection it accepted, by the port it
- * serves. */
-static void admit_conn(struct tracker *t, struct conn *c, uint16_t served_port)
+ * process is first seen (as its conn event says, NULL: none came) and,
+ * for a connection it accepted, by the port it serves. */
+static void admit_conn(struct tracker *t, struct conn *c, const struct sonde_conn_event *ev)
 {
-	struct proc_info *proc = proc_table_get(t->procs, c->tgid, c->comm[0] ? c->comm : NULL);
+	struct proc_seen seen = {
+		.comm = c->comm[0] ? c->comm : NULL,
+		.parent_tgid = ev ? ev->parent_tgid : 0,
+		.cgroup_id = ev ? ev->cgroup_id : 0,
+	};
+	uint16_t served_port = ev && ev->role == SONDE_ROLE_SERVER ? c->local.port : 0;
+	struct proc_info *proc = proc_table_see(t->procs, c->tgid, &seen);
 
 	if (proc && served_port)
 		proc = proc_table_serve(t->procs, proc, served_port);
@@ -767,7 +773,7 @@ static void handle_conn(struct tracker *t, const struct sonde_conn_event *ev)
 	link_end_of(ev->family, ev->raddr, ev->rport, &c->remote);
 	memcpy(c->comm, ev->comm, sizeof(c->comm));
 	if (created)
-		admit_conn(t, c, ev->role == SONDE_ROLE_SERVER ? c->local.port : 0);
+		admit_conn(t, c, ev);
 	if (ev->role != SONDE_ROLE_UNKNOWN && !c->order[0].next_pos && !c->order[1].next_pos) {
 		c->from_start = true;
 		set_role(c, ev->role);
@@ -815,7 +821,7 @@ static void handle_data(struct tracker *t, const struct sonde_data_event *ev, si
 		return;
 	if (created) {
 		t->stats.conns_no_open++;
-		admit_conn(t, c, 0);
+		admit_conn(t, c, NULL);
 	}
 	if (c->scoped_out) {
 		t->stats.events_scoped_out++;

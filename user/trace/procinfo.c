@@ -252,37 +252,51 @@ static void forget_env(struct proc_table *t, uint32_t pid)
 /* The variables of the program a process runs, as its exec gave them: its
  * own exec's, or, for a process forked and not exec'd since (nginx's
  * workers), the nearest ancestor's that sonde saw exec. Every exec sonde
- * sees leaves an entry, so a walk up stops at the program that was run. */
-static const struct exec_env *exec_env_of(struct proc_table *t, uint32_t pid)
+ * sees leaves an entry, so a walk up stops at the program that was run.
+ * parent (0: none) stands for the parent /proc no longer names. */
+static const struct exec_env *exec_env_of(struct proc_table *t, uint32_t pid, uint32_t parent)
 {
 	for (int depth = 0; pid > 1 && depth < ENV_ANCESTORS_MAX; depth++) {
 		const struct exec_env *e = *env_link(t, pid);
+		uint32_t up;
 
 		if (e)
 			return e;
-		pid = procfs_ppid(t->proc_root, pid);
+		up = procfs_ppid(t->proc_root, pid);
+		pid = up ? up : parent;
+		parent = 0;
 	}
 	return NULL;
 }
 
-const char *proc_table_getenv(struct proc_table *t, uint32_t pid, const char *name)
+static const char *getenv_of(struct proc_table *t, uint32_t pid, uint32_t parent,
+			     const char *name)
 {
-	const struct exec_env *e = exec_env_of(t, pid);
+	const struct exec_env *e = exec_env_of(t, pid, parent);
 	const char *value = e ? procfs_env(e->vars, e->len, name) : NULL;
+	size_t len;
 
 	if (value || (e && e->whole))
 		return value;
-	return procfs_env(t->scratch, read_proc_file(t, pid, "environ"), name);
+	len = read_proc_file(t, pid, "environ");
+	if (!len && parent)
+		len = read_proc_file(t, parent, "environ");
+	return procfs_env(t->scratch, len, name);
 }
 
-static void read_environment(struct proc_table *t, struct proc_info *info)
+const char *proc_table_getenv(struct proc_table *t, uint32_t pid, const char *name)
 {
-	const char *service = proc_table_getenv(t, info->pid, "OTEL_SERVICE_NAME");
+	return getenv_of(t, pid, 0, name);
+}
+
+static void read_environment(struct proc_table *t, struct proc_info *info, uint32_t parent)
+{
+	const char *service = getenv_of(t, info->pid, parent, "OTEL_SERVICE_NAME");
 	const char *attrs;
 
 	if (service)
 		snprintf(info->service_name, sizeof(info->service_name), "%s", service);
-	attrs = proc_table_getenv(t, info->pid, "OTEL_RESOURCE_ATTRIBUTES");
+	attrs = getenv_of(t, info->pid, parent, "OTEL_RESOURCE_ATTRIBUTES");
 	if (attrs)
 		snprintf(info->resource_attrs, sizeof(info->resource_attrs), "%s", attrs);
 	if (!info->service_name[0] && attrs)
@@ -291,8 +305,9 @@ static void read_environment(struct proc_table *t, struct proc_info *info)
 }
 
 /* Its command line from /proc, or else (a process gone, or a zombie) as
- * its exec gave it: into scratch, its length. */
-static size_t command_line_of(struct proc_table *t, uint32_t pid)
+ * its exec gave it, or as its stand-in parent's is: into scratch, its
+ * length. */
+static size_t command_line_of(struct proc_table *t, uint32_t pid, uint32_t parent)
 {
 	size_t len = read_proc_file(t, pid, "cmdline");
 	const struct exec_env *e = len ? NULL : *env_link(t, pid);
@@ -302,14 +317,16 @@ static size_t command_line_of(struct proc_table *t, uint32_t pid)
 		t->scratch[e->args_len] = '\0'; /* the kernel cut it, maybe mid-argument */
 		len = e->args_len;
 	}
+	if (!len && parent)
+		return command_line_of(t, parent, 0);
 	return len;
 }
 
 /* Splits the scratch cmdline in place; command_line is it joined by
  * spaces, secret option values redacted. */
-static void read_command_line(struct proc_table *t, struct proc_info *info)
+static void read_command_line(struct proc_table *t, struct proc_info *info, uint32_t parent)
 {
-	size_t len = command_line_of(t, info->pid);
+	size_t len = command_line_of(t, info->pid, parent);
 	char *argv[ARGV_MAX] = { 0 };
 	int argc = procfs_split(t->scratch, len, argv, ARGV_MAX);
 
@@ -334,8 +351,10 @@ static void make_instance_id(struct proc_table *t, char out[40])
 }
 
 /* A name its environment gives wins over a rule's; either over the one
- * its command line gives. */
-static void decide_scope(struct proc_table *t, struct proc_info *info, const char *comm)
+ * its command line gives. The cgroup an event saw the process in is
+ * later than its exec's. */
+static void decide_scope(struct proc_table *t, struct proc_info *info,
+			 const struct proc_seen *seen, uint32_t parent)
 {
 	const struct exec_env *e;
 	struct scope_hint hint;
@@ -345,18 +364,27 @@ static void decide_scope(struct proc_table *t, struct proc_info *info, const cha
 	info->scope = SCOPE_TRACED;
 	if (!t->scope)
 		return;
-	e = exec_env_of(t, info->pid);
-	hint = (struct scope_hint){ e ? e->filename : NULL, e ? e->cgroup_id : 0 };
-	info->scope = scope_decide(t->scope, info->pid, comm, &hint, name, sizeof(name));
+	e = exec_env_of(t, info->pid, parent);
+	hint = (struct scope_hint){
+		.exe = e ? e->filename : NULL,
+		.cgroup_id = seen && seen->cgroup_id ? seen->cgroup_id : e ? e->cgroup_id : 0,
+		.parent = parent,
+	};
+	info->scope = scope_decide(t->scope, info->pid, seen ? seen->comm : NULL, &hint, name,
+				   sizeof(name));
 	if (!info->name_given && name[0]) {
 		memcpy(info->service_name, name, sizeof(name));
 		info->name_given = true;
 	}
 }
 
-static struct proc_info *load_proc(struct proc_table *t, uint32_t pid, const char *comm)
+static struct proc_info *load_proc(struct proc_table *t, uint32_t pid,
+				   const struct proc_seen *seen)
 {
 	struct proc_info *info = calloc(1, sizeof(*info));
+	/* Stands in where the process's own /proc entry is gone. */
+	uint32_t parent = seen ? seen->parent_tgid : 0;
+	const char *comm = seen ? seen->comm : NULL;
 
 	if (!info)
 		return NULL;
@@ -364,9 +392,9 @@ static struct proc_info *load_proc(struct proc_table *t, uint32_t pid, const cha
 	info->pid = pid;
 	snprintf(info->host_name, sizeof(info->host_name), "%s", t->host_name);
 	make_instance_id(t, info->instance_id);
-	read_environment(t, info);
-	decide_scope(t, info, comm);
-	read_command_line(t, info);
+	read_environment(t, info, parent);
+	decide_scope(t, info, seen, parent);
+	read_command_line(t, info, parent);
 	if (!info->service_name[0] && comm && comm[0])
 		snprintf(info->service_name, sizeof(info->service_name), "%.16s", comm);
 	if (!info->executable_name[0] && comm && comm[0])
@@ -386,18 +414,23 @@ static struct proc_info *find(const struct proc_table *t, uint32_t pid)
 	return info;
 }
 
-struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid, const char *comm)
+struct proc_info *proc_table_see(struct proc_table *t, uint32_t pid, const struct proc_seen *seen)
 {
 	struct proc_info *info = find(t, pid);
 
 	if (info)
 		return info;
-	info = load_proc(t, pid, comm);
+	info = load_proc(t, pid, seen);
 	if (!info)
 		return NULL;
 	info->next = *bucket_of(t, pid);
 	*bucket_of(t, pid) = info;
 	return info;
+}
+
+struct proc_info *proc_table_get(struct proc_table *t, uint32_t pid, const char *comm)
+{
+	return proc_table_see(t, pid, &(struct proc_seen){ .comm = comm });
 }
 
 /* The process's proc_info replaced by a copy of another name. */

@@ -32,9 +32,22 @@ void proc_table_free(struct proc_table *table);
 /* The rules each process is decided and named by when first seen (not
  * owned; NULL: every process traced, named by itself). */
 void proc_table_set_scope(struct proc_table *table, struct scope *scope);
+/* What an event says of the process that made it, for a process whose
+ * /proc entry is gone before sonde reads it (a forking server's child that
+ * served one connection and was reaped). Each field may be unknown. */
+struct proc_seen {
+	const char *comm;     /* the kernel's thread name; NULL: unknown */
+	uint32_t parent_tgid; /* a parent running the same program, which
+	                         says what this one runs; 0: none */
+	uint64_t cgroup_id;   /* the cgroup v2 it ran in; 0: unknown */
+};
+
 /* Borrowed pointer, valid until proc_table_forget(pid); NULL only when
- * out of memory. comm (the kernel's thread name, may be NULL) names a
- * process whose /proc entry is already gone. */
+ * out of memory. A process first seen is read from /proc, and from what
+ * seen says (may be NULL) where /proc no longer says. */
+struct proc_info *proc_table_see(struct proc_table *table, uint32_t pid,
+				 const struct proc_seen *seen);
+/* proc_table_see knowing only the thread's name (may be NULL). */
 struct proc_info *proc_table_get(struct proc_table *table, uint32_t pid, const char *comm);
 bool proc_table_has(const struct proc_table *table, uint32_t pid);
 /* The process of info (the table's, from proc_table_get) accepted a

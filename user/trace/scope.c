@@ -418,6 +418,8 @@ static void read_subject(struct scope *s, const struct scope_hint *hint, struct 
 {
 	if (s->wants_exe) {
 		who->have_exe = read_exe(s, who->pid, who->exe, sizeof(who->exe));
+		if (!who->have_exe && hint && hint->parent)
+			who->have_exe = read_exe(s, hint->parent, who->exe, sizeof(who->exe));
 		if (!who->have_exe && hint && hint->exe && hint->exe[0]) {
 			snprintf(who->exe, sizeof(who->exe), "%s", hint->exe);
 			who->have_exe = true;

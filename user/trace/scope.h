@@ -24,12 +24,14 @@ struct scope_texts {
 
 struct scope;
 
-/* What a process's exec event said, for a process /proc no longer shows
- * when it is decided: the path execve was given and its cgroup v2 id
- * (NULL, 0: not known). */
+/* What sonde saw of a process, for one /proc no longer shows when it is
+ * decided: the path execve was given, its cgroup v2 id, and a parent
+ * running the same program, whose /proc entry says which (NULL, 0, 0: not
+ * known). */
 struct scope_hint {
 	const char *exe;
 	uint64_t cgroup_id;
+	uint32_t parent;
 };
 
 /* NULL with err set (naming the setting and the selector) when a rule is
