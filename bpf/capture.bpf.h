@@ -173,35 +173,52 @@ struct __u64 {
  * first `off` bytes): contiguous events of up to SONDE_CAPTURE_MAX bytes,
  * at most SONDE_PIPELINE_CHUNKS of them, the last one covering what
  * remains with the call's last bytes as its tail. ev holds the first
- * event's header, position and task. A global function, verified once
- * rather than in every program that reaches it. */
+ * event's header, position and task. */
+struct rest_of_call {
+	void *ctx;
+	struct sonde_data_event *ev;
+	__u64 base, pos;
+	__u32 len, off;
+};
+
+/* One event of the rest: a bpf_loop callback, verified once rather than
+ * once per event. */
+static long emit_next_chunk(__u32 i, void *arg)
+{
+	struct rest_of_call *rest = arg;
+	struct sonde_data_event *ev = rest->ev;
+	__u32 chunk, captured, tail = 0;
+
+	if (rest->off >= rest->len)
+		return 1;
+	chunk = rest->len - rest->off;
+	if (i < SONDE_PIPELINE_CHUNKS - 1 && chunk > SONDE_CAPTURE_MAX)
+		chunk = SONDE_CAPTURE_MAX;
+	captured = copy_buf(ev->data, rest->base + rest->off, chunk);
+	if (chunk > captured + SONDE_TAIL_MAX && captured <= SONDE_CAPTURE_MAX &&
+	    !bpf_probe_read_user(ev->data + captured, SONDE_TAIL_MAX,
+				 (const void *)(rest->base + rest->len - SONDE_TAIL_MAX)))
+		tail = SONDE_TAIL_MAX;
+	ev->pos = rest->pos + rest->off;
+	ev->len = chunk;
+	ev->captured = captured;
+	ev->tail = tail;
+	if (captured > SONDE_CAPTURE_MAX)
+		return 1;
+	submit(rest->ctx, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
+	rest->off += chunk;
+	return 0;
+}
+
 __noinline int emit_rest(struct __u64 *ctx, struct sonde_data_event *ev, __u64 base, __u32 len,
 			 __u32 off)
 {
-	__u64 pos;
+	struct rest_of_call rest = { .ctx = ctx, .ev = ev, .base = base, .len = len, .off = off };
 
 	if (!ev || !base)
 		return 0;
-	pos = ev->pos;
-	for (__u32 i = 0; i < SONDE_PIPELINE_CHUNKS && off < len; i++) {
-		__u32 chunk = len - off, captured, tail = 0;
-
-		if (i < SONDE_PIPELINE_CHUNKS - 1 && chunk > SONDE_CAPTURE_MAX)
-			chunk = SONDE_CAPTURE_MAX;
-		captured = copy_buf(ev->data, base + off, chunk);
-		if (chunk > captured + SONDE_TAIL_MAX && captured <= SONDE_CAPTURE_MAX &&
-		    !bpf_probe_read_user(ev->data + captured, SONDE_TAIL_MAX,
-					 (const void *)(base + len - SONDE_TAIL_MAX)))
-			tail = SONDE_TAIL_MAX;
-		ev->pos = pos + off;
-		ev->len = chunk;
-		ev->captured = captured;
-		ev->tail = tail;
-		if (captured > SONDE_CAPTURE_MAX)
-			return 0;
-		submit(ctx, ev, SONDE_DATA_EVENT_SIZE(captured + tail));
-		off += chunk;
-	}
+	rest.pos = ev->pos;
+	bpf_loop(SONDE_PIPELINE_CHUNKS, emit_next_chunk, &rest, 0);
 	return 0;
 }
 

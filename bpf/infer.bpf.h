@@ -68,32 +68,49 @@ static __always_inline bool is_http1_status_line(const __u8 *data, __u32 len)
 	return len >= 5 && token_at(data, 0, len, "HTTP/", 5);
 }
 
+struct pipeline_scan {
+	const struct sonde_data_event *ev;
+	__u32 words; /* captured words that a whole token may follow */
+	bool found;
+};
+
+/* One word of a pipeline scan: a bpf_loop callback, verified once rather
+ * than once per word. Line ends are found a word at a time. */
+static long scan_word_for_message(__u32 index, void *arg)
+{
+	struct pipeline_scan *scan = arg;
+	const struct sonde_data_event *ev = scan->ev;
+	__u64 w = index, word, x;
+
+	/* Bounded in the register it indexes with. */
+	barrier_var(w);
+	if (w >= scan->words || w >= PIPELINE_SCAN_WORDS)
+		return 1;
+	word = ((const __u64 *)ev->data)[w]; /* data is 8-byte aligned */
+	x = word ^ 0x0a0a0a0a0a0a0a0aull;
+	if (!((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull))
+		return 0;
+	for (__u32 b = 0; b < 8; b++)
+		if (ev->data[w * 8 + b] == '\n' &&
+		    http1_start_at(ev->data, w * 8 + b + 1, HTTP1_TOKEN_MAX)) {
+			scan->found = true;
+			return 1;
+		}
+	return 0;
+}
+
 /* Whether a line of the call's captured bytes (past its first) starts
  * another HTTP message: the call holds a pipeline, or several responses,
- * whose messages past the capture would be lost. Line ends are found a
- * word at a time. A global function: verified once, not per program. */
+ * whose messages past the capture would be lost. A global function. */
 __noinline bool holds_pipeline(const struct sonde_data_event *ev)
 {
-	__u32 captured;
+	struct pipeline_scan scan = { .ev = ev };
 
-	if (!ev)
+	if (!ev || ev->captured < 8 + HTTP1_TOKEN_MAX)
 		return false;
-	captured = ev->captured;
-	for (__u32 w = 0; w < PIPELINE_SCAN_WORDS; w++) {
-		__u64 word, x;
-
-		if (w * 8 + 8 + HTTP1_TOKEN_MAX > captured)
-			return false;
-		word = ((const __u64 *)ev->data)[w]; /* data is 8-byte aligned */
-		x = word ^ 0x0a0a0a0a0a0a0a0aull;
-		if (!((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull))
-			continue;
-		for (__u32 b = 0; b < 8; b++)
-			if (ev->data[w * 8 + b] == '\n' &&
-			    http1_start_at(ev->data, w * 8 + b + 1, HTTP1_TOKEN_MAX))
-				return true;
-	}
-	return false;
+	scan.words = (ev->captured - HTTP1_TOKEN_MAX) / 8;
+	bpf_loop(PIPELINE_SCAN_WORDS, scan_word_for_message, &scan, 0);
+	return scan.found;
 }
 
 static __always_inline __u32 be32_at(const __u8 *p)

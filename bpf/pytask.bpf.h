@@ -18,31 +18,50 @@ static __always_inline __u64 read_user_ptr(__u64 addr)
 	return value;
 }
 
+struct py_thread_search {
+	const struct sonde_py_layout *py;
+	__u64 tstate;
+	__u64 frame; /* found */
+	__u32 tid;
+};
+
+/* One thread state of the interpreter's list: a bpf_loop callback,
+ * verified once rather than once per state. */
+static long py_thread_state_frame(__u32 i, void *arg)
+{
+	struct py_thread_search *search = arg;
+	const struct sonde_py_layout *py = search->py;
+	__u64 tstate = search->tstate;
+
+	if (!tstate)
+		return 1;
+	if (read_user_ptr(tstate + py->tstate_native_id) == search->tid) {
+		__u64 cframe = read_user_ptr(tstate + py->tstate_cframe);
+
+		search->frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
+		if (search->frame)
+			return 1;
+	}
+	search->tstate = read_user_ptr(tstate + py->tstate_next);
+	return 0;
+}
+
 /* The frame thread tid runs, found through its PyThreadState; 0 when it
  * has none, or runs no Python code. While a thread starts another, the
  * new thread's state is listed already, bearing its creator's id and no
- * frame: the state with a frame is the creator's. A global function,
- * verified once; it must allow for a NULL py. */
+ * frame: the state with a frame is the creator's. A global function; it
+ * must allow for a NULL py. */
 __noinline __u64 py_thread_frame(const struct sonde_py_layout *py, __u32 tid)
 {
-	__u64 interp, tstate;
+	struct py_thread_search search = { .py = py, .tid = tid };
+	__u64 interp;
 
 	if (!py)
 		return 0;
 	interp = read_user_ptr(py->runtime + py->interp_main);
-	tstate = interp ? read_user_ptr(interp + py->threads_head) : 0;
-
-	for (__u32 i = 0; i < SONDE_PY_THREADS_MAX && tstate; i++) {
-		if (read_user_ptr(tstate + py->tstate_native_id) == tid) {
-			__u64 cframe = read_user_ptr(tstate + py->tstate_cframe);
-			__u64 frame = cframe ? read_user_ptr(cframe + py->cframe_frame) : 0;
-
-			if (frame)
-				return frame;
-		}
-		tstate = read_user_ptr(tstate + py->tstate_next);
-	}
-	return 0;
+	search.tstate = interp ? read_user_ptr(interp + py->threads_head) : 0;
+	bpf_loop(SONDE_PY_THREADS_MAX, py_thread_state_frame, &search, 0);
+	return search.frame;
 }
 
 /* A frame's code object, the frame below it and its owner, in one read:
@@ -359,27 +378,41 @@ static __always_inline __u64 py_running_task(struct sonde_py_layout *py, __u64 r
 	return task;
 }
 
+struct py_await_chain {
+	struct sonde_py_layout *py;
+	__u64 task, root;
+};
+
+/* One step up the chain: a bpf_loop callback, verified once rather than
+ * once per step. */
+static long py_await_step(__u32 i, void *arg)
+{
+	struct py_await_chain *chain = arg;
+	__u64 parent = py_awaiting_task(chain->py, chain->task);
+	__u64 parent_root = parent ? py_task_root(chain->py, parent) : 0;
+
+	if (!parent_root)
+		return 1;
+	chain->root = parent_root;
+	chain->task = parent;
+	return 0;
+}
+
 /* The outermost task of the chain awaiting task (or, when task is 0, the
  * one running root above the loop's frame below), named by its root frame
- * as the running one is. A global function, verified once. */
+ * as the running one is. A global function. */
 __noinline __u64 py_outermost_task(struct sonde_py_layout *py, __u64 root, __u64 below,
 				   __u64 task)
 {
+	struct py_await_chain chain = { .py = py, .task = task, .root = root };
+
 	if (!py || !root)
 		return root;
 	if (!task)
-		task = below && py->task_coro ? py_running_task(py, root, below) : 0;
-
-	for (__u32 i = 0; task && i < SONDE_PY_AWAIT_DEPTH; i++) {
-		__u64 parent = py_awaiting_task(py, task);
-		__u64 parent_root = parent ? py_task_root(py, parent) : 0;
-
-		if (!parent_root)
-			break;
-		root = parent_root;
-		task = parent;
-	}
-	return root;
+		chain.task = below && py->task_coro ? py_running_task(py, root, below) : 0;
+	if (chain.task)
+		bpf_loop(SONDE_PY_AWAIT_DEPTH, py_await_step, &chain, 0);
+	return chain.root;
 }
 
 /* The root frame of the task running `frame`, and the event loop's frame
