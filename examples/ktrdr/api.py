@@ -70,12 +70,18 @@ async def _dispatch(kind: str, path: str, body: dict, rid: str):
     if worker is None:
         raise HTTPException(status_code=503, detail=f"no healthy {kind} worker")
     log.info("request_id=%s dispatch %s to %s", rid, kind, worker)
-    reply = await _client.post(f"{worker}{path}", params={"request_id": rid}, json=body)
+    # The api names the operation and knows it before the job starts: a
+    # short job may report its end before the worker's answer is back.
+    op_id = uuid.uuid4().hex
+    _operations[op_id] = {"operation_id": op_id}
+    reply = await _client.post(f"{worker}{path}", params={"request_id": rid},
+                               json={**body, "operation_id": op_id})
     if reply.status_code >= 400:
+        del _operations[op_id]
         raise HTTPException(status_code=502, detail=f"{kind} worker {worker}: {reply.status_code}")
-    operation = reply.json()
-    _operations[operation["operation_id"]] = operation
-    return operation
+    # What the job reported already is newer than the worker's answer.
+    _operations[op_id] = {**reply.json(), **_operations[op_id]}
+    return _operations[op_id]
 
 
 @app.post("/api/v1/training/start")

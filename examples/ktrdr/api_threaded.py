@@ -70,9 +70,10 @@ class Handler(BaseHTTPRequestHandler):
         rid, body = self._rid(url.query), self._body()
         match = re.fullmatch(r"/api/v1/operations/([^/]+)/status", url.path)
         if match:
-            if match[1] not in _operations:
-                return self._reply(404, {"detail": "no such operation"})
-            _operations[match[1]].update(body)
+            with _lock:
+                if match[1] not in _operations:
+                    return self._reply(404, {"detail": "no such operation"})
+                _operations[match[1]].update(body)
             log.info("operation=%s %s %s%%", match[1], body.get("status"), body.get("progress"))
             return self._reply(200, {"ok": True})
         if url.path == "/api/v1/data/load":
@@ -91,11 +92,17 @@ class Handler(BaseHTTPRequestHandler):
         if worker is None:
             return self._reply(503, {"detail": f"no healthy {kind} worker"})
         log.info("request_id=%s dispatch %s to %s", rid, kind, worker)
-        reply = _client.post(f"{worker}{path}", params={"request_id": rid}, json=body)
-        if reply.status_code >= 400:
-            return self._reply(502, {"detail": f"{kind} worker {worker}: {reply.status_code}"})
-        operation = reply.json()
-        _operations[operation["operation_id"]] = operation
+        # Known before the job starts, as in api.py.
+        op_id = uuid.uuid4().hex
+        with _lock:
+            _operations[op_id] = {"operation_id": op_id}
+        reply = _client.post(f"{worker}{path}", params={"request_id": rid},
+                             json={**body, "operation_id": op_id})
+        with _lock:
+            if reply.status_code >= 400:
+                del _operations[op_id]
+                return self._reply(502, {"detail": f"{kind} worker {worker}: {reply.status_code}"})
+            _operations[op_id] = operation = {**reply.json(), **_operations[op_id]}
         return self._reply(200, operation)
 
 

@@ -103,7 +103,8 @@ async def _start(kind: str, body: dict, request: Request):
     if kind != KIND:
         raise HTTPException(status_code=404, detail=f"this is a {KIND} worker")
     rid = request.query_params.get("request_id", "")
-    operation = {"operation_id": uuid.uuid4().hex, "worker_id": WORKER_ID, "kind": kind,
+    operation = {"operation_id": body.get("operation_id") or uuid.uuid4().hex,
+                 "worker_id": WORKER_ID, "kind": kind,
                  "status": "running", "progress": 0, "result": None, "error": None,
                  "strategy": body.get("strategy"), "request_id": rid}
     log.info("request_id=%s operation=%s %s start %s %s", rid, operation["operation_id"], kind,
