@@ -562,7 +562,7 @@ def test_a_client_keeps_nothing_for_a_server_sonde_does_not_follow(workdir, floo
     try:
         wait_port(port)
         idle_kb = agent.rss_kb()
-        load = flood_cgroup.popen(["wrk", "-t1", "-c4", "-d3s", f"http://127.0.0.1:{port}/"],
+        load = flood_cgroup.popen(["wrk", "-t1", "-c4", "-d5s", f"http://127.0.0.1:{port}/"],
                                   stdout=subprocess.PIPE, text=True)
         peak_kb, kept = idle_kb, 0
         while load.poll() is None:
