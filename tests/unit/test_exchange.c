@@ -426,6 +426,20 @@ Test(exchange, process_exit_ends_its_exchanges)
 	cr_expect_eq(h.stats.proc_exits, 1);
 }
 
+/* Exits are kept for the agent's next sweep of the kernel's maps; those
+ * past what it keeps are counted, their entries left to LRU eviction. */
+Test(exchange, exits_past_those_kept_for_the_sweep_are_counted)
+{
+	uint32_t taken[8];
+
+	for (uint32_t pid = 1000; pid < 1000 + 4096 + 3; pid++)
+		h_exit(&h, pid);
+	cr_expect_eq(tracker_take_exited(h.tracker, taken, 8), 8);
+	h_finish(&h);
+	cr_expect_eq(h.stats.proc_exits, 4096 + 3);
+	cr_expect_eq(h.stats.exits_unswept, 3);
+}
+
 Test(exchange, half_request_then_close_makes_no_span)
 {
 	struct tconn c = h_open(&h, 118, 5, SONDE_ROLE_SERVER);

@@ -870,6 +870,8 @@ static void handle_proc_exit(struct tracker *t, const struct sonde_event_header 
 	t->stats.proc_exits++;
 	if (t->nexited < EXITED_MAX)
 		t->exited[t->nexited++] = hdr->tgid;
+	else
+		t->stats.exits_unswept++;
 	if (proc_table_has(t->procs, hdr->tgid))
 		for (size_t i = 0; i < (1u << t->nbuckets_log2); i++)
 			for (struct conn *c = t->buckets[i]; c; c = c->hash_next)

@@ -88,6 +88,9 @@ struct tracker_opts {
 	X(reorder_gap_bytes, "reorder_gap_bytes", TOTAL, "bytes in those holes") \
 	X(reorder_stale, "reorder_stale", TOTAL, "pieces wholly before the expected offset") \
 	X(proc_exits, "proc_exits", TOTAL, "processes that exited") \
+	X(exits_unswept, "exits_unswept", TOTAL, \
+	  "exited processes whose kernel map entries were left to LRU eviction: " \
+	  "more exits between two sweeps than the agent keeps") \
 	X(conns_scoped_out, "conns_scoped_out", TOTAL, \
 	  "connections of processes the --include/--exclude rules leave out") \
 	X(events_scoped_out, "events_scoped_out", TOTAL, \
