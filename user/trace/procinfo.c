@@ -269,10 +269,11 @@ static const struct exec_env *exec_env_of(struct proc_table *t, uint32_t pid, ui
 	return NULL;
 }
 
-static const char *getenv_of(struct proc_table *t, uint32_t pid, uint32_t parent,
-			     const char *name)
+/* A variable as the exec variables e (exec_env_of's, may be NULL) give it,
+ * or else as /proc does: the process's, or its stand-in parent's. */
+static const char *getenv_of(struct proc_table *t, const struct exec_env *e, uint32_t pid,
+			     uint32_t parent, const char *name)
 {
-	const struct exec_env *e = exec_env_of(t, pid, parent);
 	const char *value = e ? procfs_env(e->vars, e->len, name) : NULL;
 	size_t len;
 
@@ -286,17 +287,18 @@ static const char *getenv_of(struct proc_table *t, uint32_t pid, uint32_t parent
 
 const char *proc_table_getenv(struct proc_table *t, uint32_t pid, const char *name)
 {
-	return getenv_of(t, pid, 0, name);
+	return getenv_of(t, exec_env_of(t, pid, 0), pid, 0, name);
 }
 
-static void read_environment(struct proc_table *t, struct proc_info *info, uint32_t parent)
+static void read_environment(struct proc_table *t, struct proc_info *info,
+			     const struct exec_env *e, uint32_t parent)
 {
-	const char *service = getenv_of(t, info->pid, parent, "OTEL_SERVICE_NAME");
+	const char *service = getenv_of(t, e, info->pid, parent, "OTEL_SERVICE_NAME");
 	const char *attrs;
 
 	if (service)
 		snprintf(info->service_name, sizeof(info->service_name), "%s", service);
-	attrs = getenv_of(t, info->pid, parent, "OTEL_RESOURCE_ATTRIBUTES");
+	attrs = getenv_of(t, e, info->pid, parent, "OTEL_RESOURCE_ATTRIBUTES");
 	if (attrs)
 		snprintf(info->resource_attrs, sizeof(info->resource_attrs), "%s", attrs);
 	if (!info->service_name[0] && attrs)
@@ -354,9 +356,8 @@ static void make_instance_id(struct proc_table *t, char out[40])
  * its command line gives. The cgroup an event saw the process in is
  * later than its exec's. */
 static void decide_scope(struct proc_table *t, struct proc_info *info,
-			 const struct proc_seen *seen, uint32_t parent)
+			 const struct proc_seen *seen, const struct exec_env *e, uint32_t parent)
 {
-	const struct exec_env *e;
 	struct scope_hint hint;
 	char name[sizeof(info->service_name)];
 
@@ -364,7 +365,6 @@ static void decide_scope(struct proc_table *t, struct proc_info *info,
 	info->scope = SCOPE_TRACED;
 	if (!t->scope)
 		return;
-	e = exec_env_of(t, info->pid, parent);
 	hint = (struct scope_hint){
 		.exe = e ? e->filename : NULL,
 		.cgroup_id = seen && seen->cgroup_id ? seen->cgroup_id : e ? e->cgroup_id : 0,
@@ -385,6 +385,8 @@ static struct proc_info *load_proc(struct proc_table *t, uint32_t pid,
 	/* Stands in where the process's own /proc entry is gone. */
 	uint32_t parent = seen ? seen->parent_tgid : 0;
 	const char *comm = seen ? seen->comm : NULL;
+	/* Walked once: each step up reads /proc/<pid>/stat. */
+	const struct exec_env *e = exec_env_of(t, pid, parent);
 
 	if (!info)
 		return NULL;
@@ -392,8 +394,8 @@ static struct proc_info *load_proc(struct proc_table *t, uint32_t pid,
 	info->pid = pid;
 	snprintf(info->host_name, sizeof(info->host_name), "%s", t->host_name);
 	make_instance_id(t, info->instance_id);
-	read_environment(t, info, parent);
-	decide_scope(t, info, seen, parent);
+	read_environment(t, info, e, parent);
+	decide_scope(t, info, seen, e, parent);
 	read_command_line(t, info, parent);
 	if (!info->service_name[0] && comm && comm[0])
 		snprintf(info->service_name, sizeof(info->service_name), "%.16s", comm);
