@@ -1,5 +1,5 @@
 """A training or backtest worker (WORKER_KIND), one of several, named by
-WORKER_ID. A start answers at once with a running operation; the job then
+WORKER_ID. A start, of an operation the api names, answers at once; the job then
 runs in the background for KTRDR_JOB_SECONDS (a training job as an asyncio
 task, a backtest in a thread), logs its progress, and reports its status
 to the api at KTRDR_API_URL half way and at the end. A job with an unknown
@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
@@ -103,8 +102,9 @@ async def _start(kind: str, body: dict, request: Request):
     if kind != KIND:
         raise HTTPException(status_code=404, detail=f"this is a {KIND} worker")
     rid = request.query_params.get("request_id", "")
-    operation = {"operation_id": body.get("operation_id") or uuid.uuid4().hex,
-                 "worker_id": WORKER_ID, "kind": kind,
+    if not body.get("operation_id"):
+        raise HTTPException(status_code=422, detail="the api names the operation: operation_id")
+    operation = {"operation_id": body["operation_id"], "worker_id": WORKER_ID, "kind": kind,
                  "status": "running", "progress": 0, "result": None, "error": None,
                  "strategy": body.get("strategy"), "request_id": rid}
     log.info("request_id=%s operation=%s %s start %s %s", rid, operation["operation_id"], kind,
